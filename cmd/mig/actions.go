@@ -1,0 +1,15 @@
+package main
+
+import "github.com/mig-project/mig/engine/host"
+
+// actions is the table of agent actions this binary offers, locally and on
+// remote hosts.
+func actions() host.Actions {
+	all := host.Actions{}
+	for _, t := range []host.Actions{host.Builtin()} {
+		for name, fn := range t {
+			all[name] = fn
+		}
+	}
+	return all
+}

@@ -1,0 +1,3 @@
+package main
+
+func cmdAgent(c *cli, args []string) int { c.log.Error("not implemented"); return exitUsage }

@@ -1,0 +1,167 @@
+// Command mig live-migrates processes and runc containers between hosts,
+// driven by HCL workflows.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// Exit codes, documented in usage.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitUsage   = 2
+	exitSignals = 130
+)
+
+// cli is what every subcommand receives.
+type cli struct {
+	stdout  io.Writer
+	stderr  io.Writer
+	log     hclog.Logger
+	actions host.Actions
+	// ctx is cancelled on the first SIGINT or SIGTERM; a second one exits.
+	ctx context.Context
+}
+
+type command struct {
+	run     func(c *cli, args []string) int
+	summary string
+	hidden  bool
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"validate": {run: cmdValidate, summary: "check a workflow without contacting any host"},
+		"plan":     {run: cmdPlan, summary: "show what apply would do, changing nothing"},
+		"apply":    {run: cmdApply, summary: "run a workflow"},
+		"fmt":      {run: cmdFmt, summary: "rewrite workflow files in canonical style"},
+		"graph":    {run: cmdGraph, summary: "print the step graph in DOT"},
+		"runs":     {run: cmdRuns, summary: "list run records"},
+		"show":     {run: cmdShow, summary: "print one run record"},
+		"version":  {run: cmdVersion, summary: "print mig's version"},
+		"agent":    {run: cmdAgent, summary: "serve agent actions on stdin/stdout (used over SSH)", hidden: true},
+		"lab":      {run: cmdLab, summary: "build a lab of hosts on this machine out of namespaces"},
+		"doctor":   {run: cmdDoctor, summary: "check hosts for what migrations need"},
+	}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	log, closeLog, err := newLogger()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mig:", err)
+		return exitUsage
+	}
+	defer closeLog()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		log.Warn("interrupted: cancelling; press Ctrl-C again to exit now")
+		cancel()
+		<-sigs
+		os.Exit(exitSignals)
+	}()
+
+	c := &cli{stdout: os.Stdout, stderr: os.Stderr, log: log, actions: actions(), ctx: ctx}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+		usage(c.stdout)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	cmd, ok := commands()[args[0]]
+	if !ok {
+		fmt.Fprintf(c.stderr, "mig: unknown command %q\n\n", args[0])
+		usage(c.stderr)
+		return exitUsage
+	}
+	return cmd.run(c, args[1:])
+}
+
+// newLogger builds the root logger: level from MIG_LOG (default warn), JSON
+// when MIG_LOG_FORMAT=json, written to MIG_LOG_PATH or stderr.
+func newLogger() (hclog.Logger, func(), error) {
+	out := io.Writer(os.Stderr)
+	closeFn := func() {}
+	if p := os.Getenv("MIG_LOG_PATH"); p != "" {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("MIG_LOG_PATH: %w", err)
+		}
+		out, closeFn = f, func() { f.Close() }
+	}
+	level := hclog.Warn
+	if v := os.Getenv("MIG_LOG"); v != "" {
+		if level = hclog.LevelFromString(v); level == hclog.NoLevel {
+			return nil, nil, fmt.Errorf("MIG_LOG=%q: want trace, debug, info, warn or error", v)
+		}
+	}
+	log := hclog.New(&hclog.LoggerOptions{
+		Name:       "mig",
+		Level:      level,
+		Output:     out,
+		JSONFormat: os.Getenv("MIG_LOG_FORMAT") == "json",
+	})
+	return log, closeFn, nil
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `Usage: mig <command> [flags] [args]
+
+mig live-migrates Linux processes and runc containers between hosts with CRIU,
+driven by an HCL workflow.
+
+Commands:
+`)
+	cmds := commands()
+	names := make([]string, 0, len(cmds))
+	for n, c := range cmds {
+		if !c.hidden {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].summary)
+	}
+	fmt.Fprint(w, strings.TrimLeft(`
+Examples:
+  mig plan workflows/live.hcl
+  mig apply -var pid=1234 workflows/live.hcl
+  mig apply -json workflows/cold.hcl > events.jsonl
+
+Run 'mig <command> -h' for a command's flags.
+
+Environment:
+  MIG_LOG          log level: trace, debug, info, warn (default), error
+  MIG_LOG_FORMAT   "json" for JSON logs
+  MIG_LOG_PATH     write logs to this file instead of stderr
+  MIG_VAR_<name>   set a workflow variable
+  MIG_CRIU         CRIU binary to use (see 'mig doctor')
+
+Exit codes:
+  0  success
+  1  the run failed (it was rolled back as far as the steps allow)
+  2  invalid usage or an invalid workflow
+`, "\n"))
+}

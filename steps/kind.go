@@ -1,0 +1,59 @@
+// Package steps holds the step-kind contract and the built-in kinds.
+package steps
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// Kind is one kind of step: `step "<kind>" "<name>" { … }`.
+type Kind interface {
+	// Spec decodes the step's own arguments (the engine removes the
+	// meta-arguments first).
+	Spec() hcldec.Spec
+	// Outputs is the type of what other steps may reference.
+	Outputs() cty.Type
+	// Plan says what Apply would do, without changing anything. cfg may
+	// hold unknown values. It may inspect hosts read-only.
+	Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics)
+	// Apply does the work. cfg is fully known.
+	Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
+}
+
+// Preview is a kind's description of planned work.
+type Preview struct {
+	Host  string   // host the step runs on, "" when none
+	Notes []string // findings worth showing, such as missing features
+}
+
+// Result is what a successful Apply returns.
+type Result struct {
+	Outputs cty.Value
+	// Undo, when set, puts back what the step changed. The engine runs it
+	// if the run fails or is cancelled after this step completed.
+	Undo func(ctx context.Context) error
+	// Commit, when set, finishes the step once the whole run succeeded.
+	Commit func(ctx context.Context) error
+	// Metrics are figures for the run record (durations, bytes, CRIU stats).
+	Metrics map[string]float64
+}
+
+// Env is what the engine gives a step.
+type Env struct {
+	Log     hclog.Logger
+	Hosts   func(name string) (host.Host, error)
+	Attempt int
+	// RunDir is a local directory private to this run, for logs and scratch.
+	RunDir string
+	// Progress reports transfer progress to the user's view.
+	Progress func(host.Progress)
+	// Deadline is the attempt's timeout, zero when none.
+	Deadline time.Time
+}
