@@ -1,0 +1,227 @@
+package container
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+)
+
+// Source is a running container checked for a checkpoint.
+type Source struct {
+	ID      string
+	InitPID int
+	PIDs    []int
+	// NetNS is the container's network namespace path, "" when it shares
+	// the host's.
+	NetNS  string
+	Bundle string
+}
+
+// CheckSource loads container id and checks that CRIU can checkpoint it:
+// it runs (not stopped, not paused), has no terminal, and its stdio are
+// pipes.
+func (r Runtime) CheckSource(id string) (*libcontainer.Container, Source, error) {
+	c, err := r.Load(id)
+	if err != nil {
+		return nil, Source{}, err
+	}
+	st, err := c.State()
+	if err != nil {
+		return nil, Source{}, fmt.Errorf("container %q: %w", id, err)
+	}
+	status, err := c.Status()
+	if err != nil {
+		return nil, Source{}, fmt.Errorf("container %q: %w", id, err)
+	}
+	switch status {
+	case libcontainer.Running:
+	case libcontainer.Paused:
+		return nil, Source{}, fmt.Errorf("container %q is paused: mig checkpoints running containers; resume it first (runc --root %s resume %s)", id, r.root(), id)
+	default:
+		return nil, Source{}, fmt.Errorf("container %q is %s, not running", id, status)
+	}
+	for fd, d := range st.ExternalDescriptors {
+		switch {
+		case strings.HasPrefix(d, "/dev/pts/") || d == "/dev/ptmx" || strings.HasPrefix(d, "/dev/tty"):
+			return nil, Source{}, terminalError(id)
+		case !strings.HasPrefix(d, "pipe:"):
+			return nil, Source{}, fmt.Errorf("container %q: its fd %d is %s: CRIU can only re-wire stdio that are pipes; start the container detached with stdio on pipes", id, fd, d)
+		}
+	}
+	pids, err := c.Processes()
+	if err != nil {
+		return nil, Source{}, fmt.Errorf("container %q: %w", id, err)
+	}
+	src := Source{ID: id, InitPID: st.InitProcessPid, PIDs: pids, NetNS: st.NamespacePaths[configs.NEWNET]}
+	if cfg := c.Config(); !cfg.Namespaces.Contains(configs.NEWNET) {
+		src.NetNS = ""
+	}
+	for _, l := range c.Config().Labels {
+		if b, ok := strings.CutPrefix(l, "bundle="); ok {
+			src.Bundle = b
+		}
+	}
+	return c, src, nil
+}
+
+// CheckpointOptions are the CRIU switches of a container checkpoint.
+type CheckpointOptions struct {
+	Dir string // images directory
+	// Parent is the previous pre-dump round, relative to Dir.
+	Parent         string
+	TCPEstablished bool
+	FileLocks      bool
+	// PageServer sends the pages to a running `criu page-server`.
+	PageServer libcontainer.CriuPageServerInfo
+}
+
+func (o CheckpointOptions) criu() *libcontainer.CriuOpts {
+	return &libcontainer.CriuOpts{
+		ImagesDirectory:   o.Dir,
+		ParentImage:       o.Parent,
+		TcpEstablished:    o.TCPEstablished,
+		TcpSkipInFlight:   o.TCPEstablished,
+		FileLocks:         o.FileLocks,
+		PageServer:        o.PageServer,
+		ManageCgroupsMode: "soft",
+		StatusFd:          -1,
+	}
+}
+
+// Checkpoint writes the final checkpoint of container id and holds it:
+// CRIU leaves its tasks stopped and its network locked (nftables), so
+// that Resume can undo the dump and Destroy commits it.
+func (r Runtime) Checkpoint(id string, o CheckpointOptions) (Source, error) {
+	c, src, err := r.CheckSource(id)
+	if err != nil {
+		return src, err
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return src, err
+	}
+	conf := []string{"network-lock nftables", "leave-stopped"}
+	err = r.withCRIU(conf, func() error { return c.Checkpoint(o.criu()) })
+	if err != nil {
+		// CRIU resumes the tasks itself when a dump fails; make sure no
+		// lock is left behind.
+		r.unlock(src)
+		return src, fmt.Errorf("container %q: checkpoint: %w%s", id, err, criuLogTail(filepath.Join(o.Dir, "dump.log")))
+	}
+	return src, nil
+}
+
+// PreDump writes one pre-copy round of container id, leaving it running.
+func (r Runtime) PreDump(id string, o CheckpointOptions) error {
+	c, _, err := r.CheckSource(id)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return err
+	}
+	opts := o.criu()
+	opts.PreDump = true
+	err = r.withCRIU(nil, func() error { return c.Checkpoint(opts) })
+	if err != nil {
+		return fmt.Errorf("container %q: pre-dump: %w%s", id, err, criuLogTail(filepath.Join(o.Dir, "dump.log")))
+	}
+	return nil
+}
+
+// Resume undoes a held Checkpoint: every task of container id continues
+// and CRIU's network lock is removed.
+func (r Runtime) Resume(id string) error {
+	c, err := r.Load(id)
+	if err != nil {
+		return err
+	}
+	st, err := c.State()
+	if err != nil {
+		return fmt.Errorf("container %q: %w", id, err)
+	}
+	src := Source{ID: id, InitPID: st.InitProcessPid}
+	if cfg := c.Config(); cfg.Namespaces.Contains(configs.NEWNET) {
+		src.NetNS = st.NamespacePaths[configs.NEWNET]
+	}
+	if status, _ := c.Status(); status == libcontainer.Paused {
+		if err := c.Resume(); err != nil {
+			return fmt.Errorf("container %q: thaw: %w", id, err)
+		}
+	}
+	pids, err := c.Processes()
+	if err != nil {
+		return fmt.Errorf("container %q: %w", id, err)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("container %q: continue pid %d: %w", id, pid, err)
+		}
+	}
+	// libcontainer marks a dumped container with this file; it is no
+	// longer true once the container runs on.
+	os.Remove(filepath.Join(r.root(), id, "checkpoint"))
+	return r.unlock(src)
+}
+
+// unlock removes CRIU's nftables network lock of a container: every
+// CRIU-* table of its own network namespace, or CRIU-<init pid> when it
+// shares the host's.
+func (r Runtime) unlock(src Source) error {
+	list := nft(src.NetNS, "list", "tables")
+	out, err := list.Output()
+	if err != nil {
+		return fmt.Errorf("container %q: nft list tables: %w", src.ID, err)
+	}
+	var errs []error
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != "table" || !strings.HasPrefix(f[2], "CRIU-") {
+			continue
+		}
+		if src.NetNS == "" && f[2] != "CRIU-"+strconv.Itoa(src.InitPID) {
+			continue
+		}
+		if out, err := nft(src.NetNS, "delete", "table", f[1], f[2]).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("container %q: nft delete table %s %s: %v: %s", src.ID, f[1], f[2], err, bytes.TrimSpace(out)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// nft runs nft in the network namespace netns ("" for this one).
+func nft(netns string, args ...string) *exec.Cmd {
+	if netns == "" {
+		return exec.Command("nft", args...)
+	}
+	return exec.Command("nsenter", append([]string{"--net=" + netns, "nft"}, args...)...)
+}
+
+// criuLogTail returns the error lines of a CRIU log, for error messages.
+func criuLogTail(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var keep []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, "Error") && !strings.Contains(l, "RLIMIT_NOFILE") {
+			keep = append(keep, strings.TrimSpace(l))
+		}
+	}
+	if len(keep) > 5 {
+		keep = keep[len(keep)-5:]
+	}
+	if len(keep) == 0 {
+		return " (see " + path + ")"
+	}
+	return "\n  " + strings.Join(keep, "\n  ") + "\n  (full log: " + path + ")"
+}

@@ -1,0 +1,83 @@
+package container
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/runc/libcontainer"
+)
+
+// CheckTarget lists why container id could not be restored here from
+// bundle: the ID is taken, or the bundle is missing. Empty when it can.
+func (r Runtime) CheckTarget(id, bundle string) []string {
+	var problems []string
+	if r.Exists(id) {
+		problems = append(problems, fmt.Sprintf("container %q: the ID is already in use under %s on this host", id, r.root()))
+	}
+	if _, _, err := r.config(id, bundle); err != nil {
+		problems = append(problems, err.Error())
+	}
+	return problems
+}
+
+// RestoreOptions are the CRIU switches of a container restore.
+type RestoreOptions struct {
+	Dir            string // images directory
+	TCPEstablished bool
+	FileLocks      bool
+}
+
+// Restore creates container id from bundle and restores it from the
+// images in o.Dir, with new stdio pipes in place of the dumped ones. It
+// returns the restored init PID. On failure nothing is left behind.
+func (r Runtime) Restore(id, bundle string, o RestoreOptions) (pid int, err error) {
+	if r.Exists(id) {
+		return 0, fmt.Errorf("container %q: the ID is already in use under %s on this host", id, r.root())
+	}
+	if _, err := os.Stat(filepath.Join(o.Dir, "descriptors.json")); err != nil {
+		return 0, fmt.Errorf("container %q: %s holds no container checkpoint: %w", id, o.Dir, err)
+	}
+	cfg, spec, err := r.config(id, bundle)
+	if err != nil {
+		return 0, err
+	}
+	c, err := libcontainer.Create(r.root(), id, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("container %q: create: %w", id, err)
+	}
+	defer func() {
+		if err != nil {
+			r.Destroy(id)
+		}
+	}()
+	p := process(spec)
+	io, err := newStdio(filepath.Join(r.root(), id, "stdio.log"))
+	if err != nil {
+		return 0, fmt.Errorf("container %q: %w", id, err)
+	}
+	defer io.Close()
+	io.attach(p)
+	opts := &libcontainer.CriuOpts{
+		ImagesDirectory:   o.Dir,
+		TcpEstablished:    o.TCPEstablished,
+		FileLocks:         o.FileLocks,
+		ManageCgroupsMode: "soft",
+		StatusFd:          -1,
+	}
+	err = r.withCRIU([]string{"network-lock nftables"}, func() error { return c.Restore(p, opts) })
+	if err != nil {
+		return 0, fmt.Errorf("container %q: restore: %w%s", id, err, criuLogTail(filepath.Join(o.Dir, "restore.log")))
+	}
+	// The restored *Container value no longer tracks its init; load it
+	// again from its state.
+	c, err = r.Load(id)
+	if err != nil {
+		return 0, err
+	}
+	st, err := c.State()
+	if err != nil {
+		return 0, fmt.Errorf("container %q: %w", id, err)
+	}
+	return st.InitProcessPid, nil
+}

@@ -1,0 +1,63 @@
+package container
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+
+	"github.com/opencontainers/runc/libcontainer"
+)
+
+// stdio is a container's standard streams as pipes: stdin reads an empty,
+// closed pipe, and stdout and stderr share one pipe that a detached `cat`
+// copies to a log file. CRIU dumps pipes and runc re-wires them on
+// restore; a file or /dev/null would fail the dump, and a pipe read by mig
+// itself would break (SIGPIPE) once mig exits.
+type stdio struct {
+	inR, inW, outR, outW *os.File
+}
+
+func newStdio(logPath string) (*stdio, error) {
+	s := &stdio{}
+	var err error
+	if s.inR, s.inW, err = os.Pipe(); err != nil {
+		return nil, err
+	}
+	if s.outR, s.outW, err = os.Pipe(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("stdio log: %w", err)
+	}
+	defer log.Close()
+	keeper := exec.Command("cat")
+	keeper.Stdin = s.outR
+	keeper.Stdout = log
+	keeper.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := keeper.Start(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("stdio keeper: %w", err)
+	}
+	go keeper.Wait()
+	s.inW.Close()
+	s.inW = nil
+	return s, nil
+}
+
+func (s *stdio) attach(p *libcontainer.Process) {
+	p.Stdin, p.Stdout, p.Stderr = s.inR, s.outW, s.outW
+}
+
+// Close drops this process's ends; the container and the keeper keep
+// theirs.
+func (s *stdio) Close() {
+	for _, f := range []*os.File{s.inR, s.inW, s.outR, s.outW} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
