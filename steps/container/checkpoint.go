@@ -7,7 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"regexp"
 	"strings"
 	"syscall"
 
@@ -111,9 +111,7 @@ func (r Runtime) Checkpoint(id string, o CheckpointOptions) (Source, error) {
 	conf := []string{"network-lock nftables", "leave-stopped"}
 	err = r.withCRIU(conf, func() error { return c.Checkpoint(o.criu()) })
 	if err != nil {
-		// CRIU resumes the tasks itself when a dump fails; make sure no
-		// lock is left behind.
-		r.unlock(src)
+		// A failed dump resumes the tasks and unlocks the network itself.
 		return src, fmt.Errorf("container %q: checkpoint: %w%s", id, err, criuLogTail(filepath.Join(o.Dir, "dump.log")))
 	}
 	return src, nil
@@ -137,9 +135,9 @@ func (r Runtime) PreDump(id string, o CheckpointOptions) error {
 	return nil
 }
 
-// Resume undoes a held Checkpoint: every task of container id continues
-// and CRIU's network lock is removed.
-func (r Runtime) Resume(id string) error {
+// Resume undoes a held Checkpoint into dir: every task of container id
+// continues and CRIU's network lock is removed.
+func (r Runtime) Resume(id, dir string) error {
 	c, err := r.Load(id)
 	if err != nil {
 		return err
@@ -169,25 +167,25 @@ func (r Runtime) Resume(id string) error {
 	// libcontainer marks a dumped container with this file; it is no
 	// longer true once the container runs on.
 	os.Remove(filepath.Join(r.root(), id, "checkpoint"))
-	return r.unlock(src)
+	return r.unlock(src, dir)
 }
 
-// unlock removes CRIU's nftables network lock of a container: every
-// CRIU-* table of its own network namespace, or CRIU-<init pid> when it
-// shares the host's.
-func (r Runtime) unlock(src Source) error {
-	list := nft(src.NetNS, "list", "tables")
-	out, err := list.Output()
+// unlock removes CRIU's nftables network lock of a dump into dir, from
+// the container's network namespace (or the host's). CRIU names the table
+// after the dump's UUID, cut short: "CRIU-" plus a prefix of the UUID.
+func (r Runtime) unlock(src Source, dir string) error {
+	uuid, err := dumpUUID(dir)
+	if err != nil {
+		return fmt.Errorf("container %q: %w", src.ID, err)
+	}
+	out, err := nft(src.NetNS, "list", "tables").Output()
 	if err != nil {
 		return fmt.Errorf("container %q: nft list tables: %w", src.ID, err)
 	}
 	var errs []error
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) != 3 || f[0] != "table" || !strings.HasPrefix(f[2], "CRIU-") {
-			continue
-		}
-		if src.NetNS == "" && f[2] != "CRIU-"+strconv.Itoa(src.InitPID) {
+		if len(f) != 3 || f[0] != "table" || len(f[2]) <= len("CRIU-") || !strings.HasPrefix("CRIU-"+uuid, f[2]) {
 			continue
 		}
 		if out, err := nft(src.NetNS, "delete", "table", f[1], f[2]).CombinedOutput(); err != nil {
@@ -195,6 +193,22 @@ func (r Runtime) unlock(src Source) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+var uuidRe = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
+
+// dumpUUID reads the dump's UUID from its inventory image. go-criu's
+// inventory type predates the field, so it is found by its form.
+func dumpUUID(dir string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "inventory.img"))
+	if err != nil {
+		return "", fmt.Errorf("dump inventory: %w", err)
+	}
+	uuid := uuidRe.Find(data)
+	if uuid == nil {
+		return "", fmt.Errorf("%s/inventory.img: no dump UUID", dir)
+	}
+	return string(uuid), nil
 }
 
 // nft runs nft in the network namespace netns ("" for this one).

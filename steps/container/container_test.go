@@ -117,7 +117,7 @@ func TestCheckpointHoldResumeRestore(t *testing.T) {
 	}
 
 	// Rollback: the source continues.
-	if err := r.Resume("etest-src"); err != nil {
+	if err := r.Resume("etest-src", dir1); err != nil {
 		t.Fatal(err)
 	}
 	n = waitCount(t, b, held+2)
