@@ -1,3 +1,22 @@
 package main
 
-func cmdAgent(c *cli, args []string) int { c.log.Error("not implemented"); return exitUsage }
+import (
+	"fmt"
+	"os"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// cmdAgent serves one agent action on stdin and stdout, in the protocol
+// described in engine/host/proto.go. mig starts it on remote hosts over SSH.
+func cmdAgent(c *cli, args []string) int {
+	if len(args) != 0 {
+		fmt.Fprintln(c.stderr, "usage: mig agent (started by mig over SSH; speaks a binary protocol on stdin/stdout)")
+		return exitUsage
+	}
+	if err := host.Serve(c.ctx, c.actions, os.Stdin, os.Stdout, c.log.Named("agent")); err != nil {
+		c.log.Error("agent", "error", err)
+		return exitFailed
+	}
+	return exitOK
+}

@@ -1,7 +1,9 @@
 package host
 
 import (
-	"errors"
+	"context"
+	"fmt"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -45,10 +47,42 @@ func (Family) Value(name string, cfg cty.Value) cty.Value {
 	return cty.ObjectVal(attrs)
 }
 
-// Open connects to the host. cfg is the decoded body, fully known.
+// Open connects to the host. cfg is the decoded body, fully known. An SSH
+// host's key is checked against known_hosts while connecting.
 func (f Family) Open(name string, cfg cty.Value) (Host, error) {
-	if ssh := cfg.GetAttr("ssh"); !ssh.IsNull() {
-		return nil, errors.New("ssh hosts are not implemented yet")
+	log := f.Log.Named("host").With("host", name)
+	ssh := attr(cfg, "ssh")
+	if ssh.IsNull() {
+		return NewLocal(name, f.Actions, log), nil
 	}
-	return NewLocal(name, f.Actions, f.Log.Named("host").With("host", name)), nil
+	sc := SSHConfig{
+		Address:      str(ssh, "address"),
+		User:         str(ssh, "user"),
+		IdentityFile: str(ssh, "identity_file"),
+		KnownHosts:   str(ssh, "known_hosts"),
+		WorkDir:      str(cfg, "work_dir"),
+	}
+	if t := str(ssh, "connect_timeout"); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil {
+			return nil, fmt.Errorf("host %q: connect_timeout: %w", name, err)
+		}
+		sc.ConnectTimeout = d
+	}
+	return DialSSH(context.Background(), name, sc, log)
+}
+
+func attr(obj cty.Value, name string) cty.Value {
+	if obj.IsNull() || !obj.IsKnown() || !obj.Type().IsObjectType() || !obj.Type().HasAttribute(name) {
+		return cty.NullVal(cty.DynamicPseudoType)
+	}
+	return obj.GetAttr(name)
+}
+
+func str(obj cty.Value, name string) string {
+	v := attr(obj, name)
+	if v.IsNull() || !v.IsKnown() || v.Type() != cty.String {
+		return ""
+	}
+	return v.AsString()
 }

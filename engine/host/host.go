@@ -40,6 +40,9 @@ type Progress struct {
 	Done  int64  `json:"done"`
 	Total int64  `json:"total"` // 0 when unknown
 	Unit  string `json:"unit,omitempty"`
+	// Rate is in units per second and ETA in seconds; 0 when unknown.
+	Rate float64 `json:"rate,omitempty"`
+	ETA  float64 `json:"eta,omitempty"`
 }
 
 // Call is what an action receives.

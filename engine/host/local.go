@@ -29,7 +29,7 @@ func (l *Local) Close() error { return nil }
 func (l *Local) Call(ctx context.Context, action string, req, resp any, opts CallOpts) error {
 	out, err := Invoke(ctx, l.actions, action, req, opts, l.log.Named(action))
 	if err != nil {
-		return err
+		return &ActionError{Host: l.name, Action: action, Err: err}
 	}
 	if resp == nil || out == nil {
 		return nil
@@ -71,6 +71,14 @@ func Invoke(ctx context.Context, actions Actions, action string, req any, opts C
 // Builtin is the table of actions the host package provides.
 func Builtin() Actions {
 	return Actions{
-		"exec": Exec,
+		"exec":         Exec,
+		"fs.send":      Send,
+		"fs.recv":      Recv,
+		"fs.mkdir":     Mkdir,
+		"fs.remove":    Remove,
+		"fs.stat":      Stat,
+		"fs.sha256":    Sum,
+		"fs.archive":   Archive,
+		"fs.unarchive": Unarchive,
 	}
 }

@@ -1,0 +1,213 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Serve runs one action for a client speaking the agent protocol (see
+// proto.go) on r and w. It is the body of `mig agent`, and calls the action
+// through Invoke, the same path the local host uses. It returns once the
+// final frame is written; an action's failure is reported to the client, not
+// returned.
+func Serve(ctx context.Context, actions Actions, r io.Reader, w io.Writer, log hclog.Logger) error {
+	fr := &frameReader{r: r}
+	fw := &frameWriter{w: w}
+	typ, p, err := fr.next()
+	if err != nil {
+		return fmt.Errorf("agent: read request: %w", err)
+	}
+	if typ != frameHeader {
+		return fmt.Errorf("agent: first frame is %q, want a request header", typ)
+	}
+	var h header
+	if err := json.Unmarshal(p, &h); err != nil {
+		return fmt.Errorf("agent: decode request: %w", err)
+	}
+	level := hclog.LevelFromString(h.LogLevel)
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	alog := hclog.New(&hclog.LoggerOptions{
+		Name:       h.Action,
+		Level:      level,
+		Output:     fw.stream(frameLog),
+		JSONFormat: true,
+	})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	inR, inW := io.Pipe()
+	defer inR.Close()
+	go func() {
+		for {
+			typ, p, err := fr.next()
+			if err != nil {
+				// The client closed its side: stop the action.
+				inW.CloseWithError(errors.New("agent: client went away"))
+				cancel()
+				return
+			}
+			switch typ {
+			case frameData:
+				inW.Write(p) // fails once the action stopped reading; keep draining
+			case frameEnd:
+				inW.Close()
+			case frameCancel:
+				inW.CloseWithError(context.Canceled)
+				cancel()
+			}
+		}
+	}()
+
+	log.Debug("serving", "action", h.Action)
+	opts := CallOpts{
+		In:  inR,
+		Out: fw.stream(frameData),
+		Progress: func(pr Progress) {
+			b, _ := json.Marshal(pr)
+			fw.write(frameProgress, b)
+		},
+	}
+	res, err := Invoke(ctx, actions, h.Action, json.RawMessage(h.Req), opts, alog)
+	if err != nil {
+		log.Debug("action failed", "action", h.Action, "error", err)
+		return fw.write(frameError, []byte(err.Error()))
+	}
+	return fw.write(frameResult, res)
+}
+
+// ActionError is an action's failure on a named host.
+type ActionError struct {
+	Host   string
+	Action string
+	Err    error
+}
+
+func (e *ActionError) Error() string {
+	if e.Action == "" {
+		return fmt.Sprintf("host %q: %v", e.Host, e.Err)
+	}
+	return fmt.Sprintf("host %q: %s: %v", e.Host, e.Action, e.Err)
+}
+
+func (e *ActionError) Unwrap() error { return e.Err }
+
+// errLost is returned when the agent's stream ends without a final frame.
+var errLost = errors.New("connection to the agent lost before the action finished")
+
+// callAgent is the client side of the protocol: it sends the request and
+// opts.In on w, and reads frames from r until the final one. abort is called
+// to tear the session down when ctx is cancelled or a stream fails.
+func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string, req, resp any, opts CallOpts, log hclog.Logger, abort func()) error {
+	raw, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	h, _ := json.Marshal(header{Action: action, Req: raw, LogLevel: log.GetLevel().String()})
+	fw := &frameWriter{w: w}
+	if err := fw.write(frameHeader, h); err != nil {
+		return fmt.Errorf("send request: %w", err)
+	}
+
+	failed := make(chan error, 2)
+	fail := func(err error) {
+		select {
+		case failed <- err:
+		default:
+		}
+		abort()
+	}
+	if opts.In != nil {
+		go func() {
+			_, err := io.Copy(fw.stream(frameData), opts.In)
+			if err != nil {
+				fail(fmt.Errorf("input stream: %w", err))
+				return
+			}
+			fw.write(frameEnd, nil)
+		}()
+	} else {
+		fw.write(frameEnd, nil)
+	}
+	stop := context.AfterFunc(ctx, func() { fail(ctx.Err()) })
+	defer stop()
+
+	fr := &frameReader{r: r}
+	for {
+		typ, p, err := fr.next()
+		if err != nil {
+			select {
+			case e := <-failed:
+				return e
+			default:
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return errLost
+			}
+			return fmt.Errorf("%w: %v", errLost, err)
+		}
+		switch typ {
+		case frameData:
+			if opts.Out == nil {
+				continue
+			}
+			if _, err := opts.Out.Write(p); err != nil {
+				fail(fmt.Errorf("output stream: %w", err))
+				return <-failed
+			}
+		case frameProgress:
+			var pr Progress
+			if json.Unmarshal(p, &pr) == nil && opts.Progress != nil {
+				opts.Progress(pr)
+			}
+		case frameLog:
+			forwardLog(log, p)
+		case frameResult:
+			if resp == nil || len(p) == 0 {
+				return nil
+			}
+			if err := json.Unmarshal(p, resp); err != nil {
+				return fmt.Errorf("decode result: %w", err)
+			}
+			return nil
+		case frameError:
+			return errors.New(string(p))
+		default:
+			return fmt.Errorf("agent protocol: unexpected frame %q", typ)
+		}
+	}
+}
+
+// forwardLog replays one hclog JSON line from the agent into log.
+func forwardLog(log hclog.Logger, line []byte) {
+	var m map[string]any
+	if json.Unmarshal(bytes.TrimSpace(line), &m) != nil {
+		log.Debug("agent", "line", string(line))
+		return
+	}
+	level := hclog.LevelFromString(fmt.Sprint(m["@level"]))
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	msg := fmt.Sprint(m["@message"])
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if len(k) > 0 && k[0] != '@' {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	args := make([]any, 0, 2*len(keys)+2)
+	for _, k := range keys {
+		args = append(args, k, m[k])
+	}
+	log.Log(level, msg, args...)
+}

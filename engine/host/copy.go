@@ -1,0 +1,82 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// CopyResult is what Copy reports.
+type CopyResult struct {
+	Bytes   int64   // payload bytes (a directory travels as tar)
+	SHA256  string  // of the payload, checked at the destination
+	Seconds float64 // wall time
+}
+
+// Copy streams srcPath on src (a file or a directory) to dstPath on dst.
+// The bytes are relayed through this process over a pipe, so they never
+// land on its disk and memory stays bounded. The destination checks the
+// sha256 the source computed, and only renames the copy into place when it
+// matches. progress, which may be nil, gets reports with rate and ETA.
+func Copy(ctx context.Context, src Host, srcPath string, dst Host, dstPath string, progress func(Progress)) (CopyResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+
+	var (
+		once  sync.Once
+		first error
+	)
+	record := func(err error) {
+		once.Do(func() { first = err })
+	}
+
+	pr, pw := io.Pipe()
+	var sent TransferResult
+	srcDone := make(chan error, 1)
+	go func() {
+		err := src.Call(ctx, "fs.send", PathRequest{Path: srcPath}, &sent, CallOpts{Out: pw})
+		if err != nil {
+			record(err)
+			pw.CloseWithError(err)
+		} else {
+			pw.Close()
+		}
+		srcDone <- err
+	}()
+
+	var got TransferResult
+	err := dst.Call(ctx, "fs.recv", PathRequest{Path: dstPath}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
+	if err != nil {
+		record(err)
+		pr.CloseWithError(err)
+		cancel()
+	}
+	serr := <-srcDone
+	if err != nil || serr != nil {
+		return CopyResult{}, first
+	}
+	if got.SHA256 != sent.SHA256 || got.Bytes != sent.Bytes {
+		return CopyResult{}, fmt.Errorf("copy %s:%s to %s:%s: the source sent %d bytes with sha256 %s, the destination got %d bytes with sha256 %s",
+			src.Name(), srcPath, dst.Name(), dstPath, sent.Bytes, sent.SHA256, got.Bytes, got.SHA256)
+	}
+	return CopyResult{Bytes: got.Bytes, SHA256: got.SHA256, Seconds: time.Since(start).Seconds()}, nil
+}
+
+// withRate adds the rate and ETA to progress reports.
+func withRate(start time.Time, progress func(Progress)) func(Progress) {
+	if progress == nil {
+		return nil
+	}
+	return func(p Progress) {
+		if s := time.Since(start).Seconds(); s > 0 {
+			p.Rate = float64(p.Done) / s
+		}
+		if p.Rate > 0 && p.Total > p.Done {
+			p.ETA = float64(p.Total-p.Done) / p.Rate
+		}
+		progress(p)
+	}
+}

@@ -1,0 +1,395 @@
+package host
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// PathRequest names one path on a host.
+type PathRequest struct {
+	Path string `json:"path"`
+}
+
+// TransferResult is what fs.send and fs.recv return.
+type TransferResult struct {
+	Path   string `json:"path"`
+	Type   string `json:"type"` // "file" or "dir"
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+func decode(c *Call, v any) error {
+	if err := json.Unmarshal(c.Req, v); err != nil {
+		return fmt.Errorf("decode request: %w", err)
+	}
+	return nil
+}
+
+// cleanPath requires an absolute path and cleans it.
+func cleanPath(p string) (string, error) {
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("path %q is not absolute", p)
+	}
+	return filepath.Clean(p), nil
+}
+
+// Send is the "fs.send" action: it writes a file, or a directory as tar, to
+// its output as a transfer stream (stream.go).
+func Send(ctx context.Context, c *Call) (any, error) {
+	var req PathRequest
+	if err := decode(c, &req); err != nil {
+		return nil, err
+	}
+	p, err := cleanPath(req.Path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	h := streamHeader{Mode: uint32(fi.Mode().Perm())}
+	switch {
+	case fi.Mode().IsRegular():
+		h.Type, h.Size = "file", fi.Size()
+	case fi.IsDir():
+		h.Type = "dir"
+		if h.Size, err = tarSize(p); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%s is neither a file nor a directory", p)
+	}
+	if err := writeStreamHeader(c.Out, h); err != nil {
+		return nil, err
+	}
+	cw := newChunkWriter(ctx, c.Out)
+	bw := bufio.NewWriterSize(cw, chunkSize)
+	if h.Type == "file" {
+		err = copyFile(bw, p)
+	} else {
+		tw := tar.NewWriter(bw)
+		if err = writeTar(ctx, tw, p, nil); err == nil {
+			err = tw.Close()
+		}
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("send %s: %w", p, err)
+	}
+	sum, err := cw.end()
+	if err != nil {
+		return nil, fmt.Errorf("send %s: %w", p, err)
+	}
+	c.Log.Debug("sent", "path", p, "bytes", cw.n, "sha256", sum)
+	return TransferResult{Path: p, Type: h.Type, Bytes: cw.n, SHA256: sum}, nil
+}
+
+func copyFile(w io.Writer, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.CopyBuffer(w, onlyReader{f}, make([]byte, chunkSize))
+	return err
+}
+
+// onlyReader hides a file's WriterTo so copies go through the given buffer.
+type onlyReader struct{ io.Reader }
+
+// Recv is the "fs.recv" action: it reads a transfer stream from its input
+// and writes it at the request's path. It writes to a temporary name next to
+// the path and renames it once the checksum matched, so a partial copy never
+// looks complete. Leftovers of an earlier failed attempt are removed first.
+func Recv(ctx context.Context, c *Call) (res any, err error) {
+	var req PathRequest
+	if err := decode(c, &req); err != nil {
+		return nil, err
+	}
+	dest, err := cleanPath(req.Path)
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(c.In, chunkSize)
+	h, err := readStreamHeader(br)
+	if err != nil {
+		return nil, err
+	}
+	parent, base := filepath.Dir(dest), filepath.Base(dest)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return nil, err
+	}
+	removeStale(parent, base, c)
+	tmp := filepath.Join(parent, "."+base+".mig-partial-"+randomSuffix())
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+			err = fmt.Errorf("receive %s: %w (partial copy removed)", dest, err)
+		}
+	}()
+	cr := newChunkReader(ctx, br, h.Size, c.Progress)
+	mode := fs.FileMode(h.Mode).Perm()
+	if h.Type == "file" {
+		err = recvFile(tmp, cr, mode)
+	} else {
+		err = recvDir(tmp, cr, mode, c)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sum, err := cr.finish()
+	if err != nil {
+		return nil, err
+	}
+	if err := replace(tmp, dest); err != nil {
+		return nil, err
+	}
+	c.Log.Debug("received", "path", dest, "bytes", cr.n, "sha256", sum)
+	return TransferResult{Path: dest, Type: h.Type, Bytes: cr.n, SHA256: sum}, nil
+}
+
+func recvFile(tmp string, r io.Reader, mode fs.FileMode) error {
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := io.CopyBuffer(f, r, make([]byte, chunkSize)); err != nil {
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func recvDir(tmp string, cr *chunkReader, mode fs.FileMode, c *Call) error {
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return err
+	}
+	if err := readTar(cr, tmp, c.Log, nil, ""); err != nil {
+		return err
+	}
+	// The checksum covers the whole payload: read the rest before trusting it.
+	if _, err := cr.finish(); err != nil {
+		return err
+	}
+	if err := syncFS(tmp); err != nil {
+		return err
+	}
+	return os.Chmod(tmp, mode)
+}
+
+// replace renames tmp to dest, moving an existing dest aside first when a
+// plain rename cannot replace it, and syncs the parent directory.
+func replace(tmp, dest string) error {
+	old := ""
+	if fi, err := os.Lstat(dest); err == nil && fi.IsDir() {
+		old = filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".mig-old-"+randomSuffix())
+		if err := os.Rename(dest, old); err != nil {
+			return err
+		}
+	} else if err == nil {
+		if tfi, err := os.Lstat(tmp); err == nil && tfi.IsDir() {
+			if err := os.Remove(dest); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Rename(tmp, dest); err != nil {
+		if old != "" {
+			os.Rename(old, dest)
+		}
+		return err
+	}
+	if old != "" {
+		os.RemoveAll(old)
+	}
+	return syncDir(filepath.Dir(dest))
+}
+
+// removeStale removes what failed attempts left next to dest.
+func removeStale(parent, base string, c *Call) {
+	for _, pat := range []string{".mig-partial-*", ".mig-old-*"} {
+		matches, _ := filepath.Glob(filepath.Join(parent, "."+escapeGlob(base)+pat))
+		for _, m := range matches {
+			c.Log.Info("removing leftover of an earlier attempt", "path", m)
+			os.RemoveAll(m)
+		}
+	}
+}
+
+func escapeGlob(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`)
+	return r.Replace(s)
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
+}
+
+// MkdirRequest is the request of fs.mkdir.
+type MkdirRequest struct {
+	Path string `json:"path"`
+	Mode uint32 `json:"mode,omitempty"` // default 0700
+}
+
+// Mkdir is the "fs.mkdir" action: it creates a directory and its parents.
+func Mkdir(ctx context.Context, c *Call) (any, error) {
+	var req MkdirRequest
+	if err := decode(c, &req); err != nil {
+		return nil, err
+	}
+	p, err := cleanPath(req.Path)
+	if err != nil {
+		return nil, err
+	}
+	mode := fs.FileMode(req.Mode).Perm()
+	if req.Mode == 0 {
+		mode = 0o700
+	}
+	if err := os.MkdirAll(p, mode); err != nil {
+		return nil, err
+	}
+	return nil, os.Chmod(p, mode)
+}
+
+// RemoveRequest is the request of fs.remove.
+type RemoveRequest struct {
+	Path      string `json:"path"`
+	Recursive bool   `json:"recursive,omitempty"`
+}
+
+// Remove is the "fs.remove" action. A missing path is not an error.
+func Remove(ctx context.Context, c *Call) (any, error) {
+	var req RemoveRequest
+	if err := decode(c, &req); err != nil {
+		return nil, err
+	}
+	p, err := cleanPath(req.Path)
+	if err != nil {
+		return nil, err
+	}
+	if p == "/" {
+		return nil, errors.New("refusing to remove /")
+	}
+	if req.Recursive {
+		err = os.RemoveAll(p)
+	} else {
+		err = os.Remove(p)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		err = nil
+	}
+	return nil, err
+}
+
+// StatResult is what fs.stat returns.
+type StatResult struct {
+	Exists  bool      `json:"exists"`
+	Type    string    `json:"type,omitempty"` // "file", "dir", "symlink" or "other"
+	Size    int64     `json:"size"`
+	Mode    uint32    `json:"mode"`
+	ModTime time.Time `json:"mtime"`
+}
+
+// Stat is the "fs.stat" action. A missing path has Exists false.
+func Stat(ctx context.Context, c *Call) (any, error) {
+	var req PathRequest
+	if err := decode(c, &req); err != nil {
+		return nil, err
+	}
+	p, err := cleanPath(req.Path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return StatResult{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	res := StatResult{Exists: true, Size: fi.Size(), Mode: uint32(fi.Mode().Perm()), ModTime: fi.ModTime()}
+	switch {
+	case fi.Mode().IsRegular():
+		res.Type = "file"
+	case fi.IsDir():
+		res.Type = "dir"
+	case fi.Mode()&fs.ModeSymlink != 0:
+		res.Type = "symlink"
+	default:
+		res.Type = "other"
+	}
+	return res, nil
+}
+
+// SumResult is what fs.sha256 returns.
+type SumResult struct {
+	SHA256 string `json:"sha256"`
+	Bytes  int64  `json:"bytes"`
+}
+
+// Sum is the "fs.sha256" action: the sha256 of a file.
+func Sum(ctx context.Context, c *Call) (any, error) {
+	var req PathRequest
+	if err := decode(c, &req); err != nil {
+		return nil, err
+	}
+	p, err := cleanPath(req.Path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", p)
+	}
+	sum, err := fileSum(p)
+	if err != nil {
+		return nil, err
+	}
+	return SumResult{SHA256: sum, Bytes: fi.Size()}, nil
+}

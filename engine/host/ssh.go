@@ -1,0 +1,372 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// SSHConfig says how to reach an OpenSSH host.
+type SSHConfig struct {
+	Address        string        // host:port, port 22 when missing
+	User           string        // default: the current user
+	IdentityFile   string        // private key file; ssh-agent is used too when SSH_AUTH_SOCK is set
+	KnownHosts     string        // default ~/.ssh/known_hosts
+	ConnectTimeout time.Duration // default 10s
+	Keepalive      time.Duration // interval of keepalive requests, default 15s
+	WorkDir        string        // mig's directory on the host, default /var/lib/mig
+	// Binary is the local mig binary installed on the host, default
+	// os.Executable(). It must run `<binary> agent`.
+	Binary string
+}
+
+// SSH is a host reached over one SSH connection. Each Call runs in its own
+// session, in mig's agent on the host, which is installed on first use.
+type SSH struct {
+	name   string
+	cfg    SSHConfig
+	log    hclog.Logger
+	client *ssh.Client
+	done   chan struct{}
+	once   sync.Once
+	goarch string // the architecture the installed binary needs
+
+	mu  sync.Mutex
+	bin string // remote path of the agent binary, once installed
+}
+
+// DialSSH connects to an SSH host and checks its host key against
+// known_hosts. Errors name the host.
+func DialSSH(ctx context.Context, name string, cfg SSHConfig, log hclog.Logger) (*SSH, error) {
+	if cfg.Address == "" {
+		return nil, fmt.Errorf("host %q: ssh address is empty", name)
+	}
+	if _, _, err := net.SplitHostPort(cfg.Address); err != nil {
+		cfg.Address = net.JoinHostPort(cfg.Address, "22")
+	}
+	home, _ := os.UserHomeDir()
+	if cfg.User == "" {
+		if u, err := user.Current(); err == nil {
+			cfg.User = u.Username
+		}
+	}
+	if cfg.KnownHosts == "" {
+		cfg.KnownHosts = filepath.Join(home, ".ssh", "known_hosts")
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = 15 * time.Second
+	}
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = "/var/lib/mig"
+	}
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("host %q (%s): %s", name, cfg.Address, fmt.Sprintf(format, args...))
+	}
+
+	known, err := knownhosts.New(cfg.KnownHosts)
+	if err != nil {
+		return nil, fail("known_hosts: %v", err)
+	}
+	auth, closeAgent, err := authMethod(cfg.IdentityFile, home)
+	if err != nil {
+		return nil, fail("%v", err)
+	}
+	defer closeAgent()
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	d := net.Dialer{KeepAlive: 30 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", cfg.Address)
+	if err != nil {
+		return nil, fail("unreachable: %v", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	var keyErr error
+	config := &ssh.ClientConfig{
+		User: cfg.User,
+		Auth: []ssh.AuthMethod{auth},
+		HostKeyCallback: func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+			err := known(hostname, remote, key)
+			if err != nil {
+				keyErr = hostKeyError(name, cfg.Address, cfg.KnownHosts, key, err)
+			}
+			return err
+		},
+		HostKeyAlgorithms: knownAlgorithms(known, cfg.Address, conn.RemoteAddr()),
+		Timeout:           cfg.ConnectTimeout,
+	}
+	c, chans, reqs, err := ssh.NewClientConn(conn, cfg.Address, config)
+	if err != nil {
+		conn.Close()
+		switch {
+		case keyErr != nil:
+			return nil, keyErr
+		case strings.Contains(err.Error(), "unable to authenticate"):
+			return nil, fail("authentication as %q failed (identity_file %q, ssh-agent %v): %v",
+				cfg.User, cfg.IdentityFile, os.Getenv("SSH_AUTH_SOCK") != "", err)
+		default:
+			return nil, fail("ssh handshake: %v", err)
+		}
+	}
+	conn.SetDeadline(time.Time{})
+	s := &SSH{
+		name:   name,
+		cfg:    cfg,
+		log:    log,
+		client: ssh.NewClient(c, chans, reqs),
+		done:   make(chan struct{}),
+		goarch: goarch(),
+	}
+	go s.keepalive()
+	log.Debug("connected", "address", cfg.Address, "user", cfg.User)
+	return s, nil
+}
+
+// authMethod offers the identity file's key and ssh-agent's keys, in one
+// method so the client tries them all.
+func authMethod(identity, home string) (ssh.AuthMethod, func(), error) {
+	var signers []ssh.Signer
+	closeAgent := func() {}
+	files := []string{identity}
+	if identity == "" {
+		files = nil
+		for _, n := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
+			files = append(files, filepath.Join(home, ".ssh", n))
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			if identity != "" {
+				return nil, nil, fmt.Errorf("identity_file: %v", err)
+			}
+			continue
+		}
+		s, err := ssh.ParsePrivateKey(b)
+		var pass *ssh.PassphraseMissingError
+		switch {
+		case errors.As(err, &pass):
+			if identity != "" && os.Getenv("SSH_AUTH_SOCK") == "" {
+				return nil, nil, fmt.Errorf("identity_file %s is passphrase-protected: load it into ssh-agent", f)
+			}
+		case err != nil:
+			if identity != "" {
+				return nil, nil, fmt.Errorf("identity_file %s: %v", f, err)
+			}
+		default:
+			signers = append(signers, s)
+		}
+	}
+	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
+		if conn, err := net.Dial("unix", sock); err == nil {
+			closeAgent = func() { conn.Close() }
+			if more, err := agent.NewClient(conn).Signers(); err == nil {
+				signers = append(signers, more...)
+			}
+		}
+	}
+	if len(signers) == 0 {
+		closeAgent()
+		return nil, nil, errors.New("no SSH key: set identity_file or load a key into ssh-agent (SSH_AUTH_SOCK)")
+	}
+	return ssh.PublicKeys(signers...), closeAgent, nil
+}
+
+// knownAlgorithms returns the host key algorithms known_hosts has keys of
+// for addr, so the server offers a key we can check. It asks the callback
+// about a throwaway key: the error lists the keys on file.
+func knownAlgorithms(known ssh.HostKeyCallback, addr string, remote net.Addr) []string {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	probe, _ := ssh.NewSignerFromKey(priv)
+	var ke *knownhosts.KeyError
+	if err := known(addr, remote, probe.PublicKey()); !errors.As(err, &ke) {
+		return nil
+	}
+	var algs []string
+	seen := map[string]bool{}
+	for _, k := range ke.Want {
+		t := k.Key.Type()
+		if seen[t] {
+			continue
+		}
+		seen[t] = true
+		if t == ssh.KeyAlgoRSA {
+			algs = append(algs, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256)
+		}
+		algs = append(algs, t)
+	}
+	return algs
+}
+
+// hostKeyError explains a refused host key and how to trust it.
+func hostKeyError(name, addr, file string, key ssh.PublicKey, err error) error {
+	h, port, _ := net.SplitHostPort(addr)
+	scan := fmt.Sprintf("ssh-keyscan -p %s -t %s %s >> %s", port, strings.TrimPrefix(key.Type(), "ssh-"), h, file)
+	fp := ssh.FingerprintSHA256(key)
+	var ke *knownhosts.KeyError
+	if errors.As(err, &ke) && len(ke.Want) == 0 {
+		return fmt.Errorf("host %q (%s): unknown host key %s %s, not in %s; refusing to connect.\n"+
+			"Check it against the host (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub there), then trust it with:\n  %s",
+			name, addr, key.Type(), fp, file, scan)
+	}
+	if errors.As(err, &ke) {
+		var had []string
+		for _, k := range ke.Want {
+			had = append(had, fmt.Sprintf("%s %s (%s:%d)", k.Key.Type(), ssh.FingerprintSHA256(k.Key), k.Filename, k.Line))
+		}
+		return fmt.Errorf("host %q (%s): HOST KEY MISMATCH: the host offered %s %s but known_hosts has %s; "+
+			"refusing to connect (someone may be intercepting the connection).\n"+
+			"If the host's key was changed on purpose, remove the old entry and trust the new one:\n  ssh-keygen -R '%s' -f %s\n  %s",
+			name, addr, key.Type(), fp, strings.Join(had, ", "), knownhosts.Normalize(addr), file, scan)
+	}
+	return fmt.Errorf("host %q (%s): host key %s refused: %v", name, addr, fp, err)
+}
+
+// keepalive sends keepalive@openssh.com requests and closes the connection
+// when the host stops answering.
+func (s *SSH) keepalive() {
+	t := time.NewTicker(s.cfg.Keepalive)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		reply := make(chan error, 1)
+		go func() {
+			_, _, err := s.client.SendRequest("keepalive@openssh.com", true, nil)
+			reply <- err
+		}()
+		select {
+		case <-s.done:
+			return
+		case err := <-reply:
+			if err == nil {
+				continue
+			}
+			s.log.Warn("connection lost", "error", err)
+		case <-time.After(3 * s.cfg.Keepalive):
+			s.log.Warn("no answer to keepalives; closing the connection")
+		}
+		s.client.Close()
+		return
+	}
+}
+
+func (s *SSH) Name() string { return s.name }
+
+func (s *SSH) Close() error {
+	s.once.Do(func() { close(s.done) })
+	return s.client.Close()
+}
+
+// launcher starts the agent binary whose path comes as the first line of
+// stdin, so no path from the workflow is ever part of a shell command.
+const launcher = `sh -c 'IFS= read -r bin && exec "$bin" agent'`
+
+// Call runs an action in the host's agent.
+func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallOpts) error {
+	bin, err := s.ensureAgent(ctx)
+	if err != nil {
+		return &ActionError{Host: s.name, Err: err}
+	}
+	sess, err := s.client.NewSession()
+	if err != nil {
+		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("open session: %w", err)}
+	}
+	defer sess.Close()
+	stdin, _ := sess.StdinPipe()
+	stdout, _ := sess.StdoutPipe()
+	stderr := &tail{max: 4 << 10}
+	sess.Stderr = stderr
+	if err := sess.Start(launcher); err != nil {
+		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("start agent: %w", err)}
+	}
+	if _, err := io.WriteString(stdin, bin+"\n"); err != nil {
+		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("start agent: %w", err)}
+	}
+	log := s.log.Named(action)
+	abort := func() {
+		sess.Signal(ssh.SIGTERM)
+		sess.Close()
+	}
+	err = callAgent(ctx, stdin, stdout, action, req, resp, opts, log, abort)
+	if errors.Is(err, errLost) {
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			err = fmt.Errorf("%w (agent stderr: %s)", err, msg)
+		}
+	}
+	if err != nil {
+		return &ActionError{Host: s.name, Action: action, Err: err}
+	}
+	stdin.Close()
+	return nil
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = t.buf[len(t.buf)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}
+
+// run runs a fixed command in a new session with stdin, and returns its
+// stdout. A non-zero exit is an error carrying stderr.
+func (s *SSH) run(ctx context.Context, cmd string, stdin io.Reader) (string, error) {
+	sess, err := s.client.NewSession()
+	if err != nil {
+		return "", fmt.Errorf("open session: %w", err)
+	}
+	defer sess.Close()
+	var stdout, stderr bytes.Buffer
+	sess.Stdin, sess.Stdout, sess.Stderr = stdin, &stdout, &stderr
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
+	if err := sess.Run(cmd); err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			return "", fmt.Errorf("%v: %s", err, msg)
+		}
+		return "", err
+	}
+	return stdout.String(), nil
+}

@@ -1,0 +1,197 @@
+package host
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"time"
+)
+
+// The transfer stream that fs.send writes and fs.recv reads:
+//
+//	"MIGSTREAM1\n"
+//	a JSON line: streamHeader
+//	chunks: a 4-byte big-endian length, then that many payload bytes
+//	a zero-length chunk
+//	32 bytes: the sha256 of the payload
+//
+// The payload is the file's bytes, or a tar stream of a directory. The
+// sender hashes while it reads, the receiver while it writes, so the sum
+// covers what crossed every hop.
+
+const streamMagic = "MIGSTREAM1\n"
+
+type streamHeader struct {
+	Type string `json:"type"` // "file" or "dir"
+	Size int64  `json:"size"` // payload size; an estimate for a directory
+	Mode uint32 `json:"mode"` // permission bits of the file or top directory
+}
+
+func writeStreamHeader(w io.Writer, h streamHeader) error {
+	b, _ := json.Marshal(h)
+	_, err := io.WriteString(w, streamMagic+string(b)+"\n")
+	return err
+}
+
+func readStreamHeader(r *bufio.Reader) (streamHeader, error) {
+	var h streamHeader
+	magic := make([]byte, len(streamMagic))
+	if _, err := io.ReadFull(r, magic); err != nil {
+		return h, fmt.Errorf("read stream header: %w", err)
+	}
+	if string(magic) != streamMagic {
+		return h, errors.New("not a mig transfer stream")
+	}
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return h, fmt.Errorf("read stream header: %w", err)
+	}
+	if err := json.Unmarshal(line, &h); err != nil {
+		return h, fmt.Errorf("decode stream header: %w", err)
+	}
+	if h.Type != "file" && h.Type != "dir" {
+		return h, fmt.Errorf("stream header: unknown type %q", h.Type)
+	}
+	return h, nil
+}
+
+// chunkWriter frames the payload and hashes it.
+type chunkWriter struct {
+	ctx   context.Context
+	w     io.Writer
+	h     hash.Hash
+	n     int64
+	lenb  [4]byte
+	ended bool
+}
+
+func newChunkWriter(ctx context.Context, w io.Writer) *chunkWriter {
+	return &chunkWriter{ctx: ctx, w: w, h: sha256.New()}
+}
+
+func (c *chunkWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	binary.BigEndian.PutUint32(c.lenb[:], uint32(len(p)))
+	if _, err := c.w.Write(c.lenb[:]); err != nil {
+		return 0, err
+	}
+	if _, err := c.w.Write(p); err != nil {
+		return 0, err
+	}
+	c.h.Write(p)
+	c.n += int64(len(p))
+	return len(p), nil
+}
+
+// end writes the final chunk and the trailer, and returns the sum.
+func (c *chunkWriter) end() (string, error) {
+	sum := c.h.Sum(nil)
+	var b [4 + sha256.Size]byte
+	copy(b[4:], sum)
+	if _, err := c.w.Write(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(sum), nil
+}
+
+// chunkReader reads the payload, hashes it and reports progress. At the
+// end of the payload it reads the trailer and fails on a mismatch.
+type chunkReader struct {
+	ctx      context.Context
+	r        *bufio.Reader
+	h        hash.Hash
+	left     int // bytes left in the current chunk
+	n        int64
+	total    int64
+	progress func(Progress)
+	last     time.Time
+	sum      string // set once the trailer checked out
+	err      error
+}
+
+func newChunkReader(ctx context.Context, r *bufio.Reader, total int64, progress func(Progress)) *chunkReader {
+	return &chunkReader{ctx: ctx, r: r, h: sha256.New(), total: total, progress: progress}
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	if err := c.ctx.Err(); err != nil {
+		c.err = err
+		return 0, err
+	}
+	if c.left == 0 {
+		var lenb [4]byte
+		if _, err := io.ReadFull(c.r, lenb[:]); err != nil {
+			c.err = streamCut(err)
+			return 0, c.err
+		}
+		c.left = int(binary.BigEndian.Uint32(lenb[:]))
+		if c.left == 0 {
+			c.err = c.trailer()
+			return 0, c.err
+		}
+	}
+	if len(p) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.left -= n
+	c.n += int64(n)
+	if now := time.Now(); now.Sub(c.last) > 200*time.Millisecond {
+		c.last = now
+		c.progress(Progress{Done: c.n, Total: max(c.total, c.n), Unit: "bytes"})
+	}
+	if err != nil {
+		c.err = streamCut(err)
+		return n, c.err
+	}
+	return n, nil
+}
+
+func (c *chunkReader) trailer() error {
+	var want [sha256.Size]byte
+	if _, err := io.ReadFull(c.r, want[:]); err != nil {
+		return streamCut(err)
+	}
+	got := c.h.Sum(nil)
+	if string(got) != string(want[:]) {
+		return fmt.Errorf("checksum mismatch: the source sent sha256 %x, %d bytes arrived with sha256 %x", want, c.n, got)
+	}
+	c.sum = hex.EncodeToString(got)
+	c.progress(Progress{Done: c.n, Total: c.n, Unit: "bytes"})
+	return io.EOF
+}
+
+// finish reads what is left of the payload and the trailer, and returns the
+// verified sum.
+func (c *chunkReader) finish() (string, error) {
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		return "", err
+	}
+	if c.sum == "" {
+		return "", c.err
+	}
+	return c.sum, nil
+}
+
+func streamCut(err error) error {
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("transfer stream cut short: %w", err)
+}
