@@ -107,4 +107,3 @@ func firstLine(s string) string {
 	}
 	return s
 }
-

@@ -1,0 +1,380 @@
+package criu
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// Action names. Every request carries the host's `criu` setting (may be
+// empty) and, where a driver is involved, the workload.
+const (
+	ActResolve    = "criu.resolve"       // Request → Resolved
+	ActCheck      = "criu.check"         // CheckAction → CheckResult
+	ActPreDump    = "criu.predump"       // DumpAction → DumpResult
+	ActDump       = "criu.dump"          // DumpAction → DumpResult
+	ActResume     = "criu.resume"        // HeldAction → nil
+	ActKill       = "criu.kill"          // HeldAction → nil
+	ActRestore    = "criu.restore"       // RestoreAction → RestoreResult
+	ActKillRest   = "criu.kill-restored" // KillRestoredAction → nil
+	ActPageServer = "criu.page-server"   // PageServerAction → PageServerResult
+	ActWait       = "criu.wait"          // WaitAction → nil (waits for a page server)
+	ActLazyWait   = "criu.lazy-wait"     // LazyWaitAction → DumpResult
+	ActDoctor     = "criu.doctor"        // DoctorRequest → Report
+)
+
+// Request is the part every driver action shares.
+type Request struct {
+	CRIU     string   `json:"criu,omitempty"` // the host's criu setting
+	Workload Workload `json:"workload"`
+}
+
+// DumpAction is the request of criu.predump and criu.dump.
+type DumpAction struct {
+	Request
+	DumpRequest
+}
+
+// HeldAction is the request of criu.resume and criu.kill.
+type HeldAction struct {
+	Request
+	Held Held `json:"held"`
+}
+
+// RestoreAction is the request of criu.restore.
+type RestoreAction struct {
+	Request
+	RestoreRequest
+}
+
+// KillRestoredAction is the request of criu.kill-restored.
+type KillRestoredAction struct {
+	Request
+	Result RestoreResult `json:"result"`
+}
+
+// CheckAction asks whether this host can do a step: CRIU works, the
+// features are there and, with a workload, the driver's target checks.
+type CheckAction struct {
+	Request
+	CheckRequest
+	Features []string `json:"features,omitempty"` // e.g. FeatureDirtyTrack
+}
+
+// CheckResult lists what stands in the way; empty Problems means go.
+type CheckResult struct {
+	CRIU     Binary          `json:"criu"`
+	Features map[string]bool `json:"features,omitempty"`
+	Problems []string        `json:"problems,omitempty"`
+}
+
+// PageServerAction starts a page server on the target.
+type PageServerAction struct {
+	CRIU   string `json:"criu,omitempty"`
+	Dir    string `json:"dir"`
+	Parent string `json:"parent,omitempty"` // relative to Dir
+	Listen Addr   `json:"listen"`           // port 0: any free port
+}
+
+// PageServerResult is a running page server.
+type PageServerResult struct {
+	PID  int `json:"pid"`
+	Port int `json:"port"`
+}
+
+// WaitAction waits for a process (a page server) to exit.
+type WaitAction struct {
+	PID     int     `json:"pid"`
+	Timeout float64 `json:"timeout"` // seconds; 0: 60
+}
+
+// LazyWaitAction is the request of criu.lazy-wait.
+type LazyWaitAction = LazyWaitRequest
+
+// Actions returns the criu.* agent actions, dispatching to drivers by
+// workload kind.
+func Actions(drivers Drivers) host.Actions {
+	a := actions{drivers: drivers}
+	return host.Actions{
+		ActResolve:    a.resolve,
+		ActCheck:      a.check,
+		ActPreDump:    a.predump,
+		ActDump:       a.dump,
+		ActResume:     a.resume,
+		ActKill:       a.kill,
+		ActRestore:    a.restore,
+		ActKillRest:   a.killRestored,
+		ActPageServer: a.pageServer,
+		ActWait:       a.wait,
+		ActLazyWait:   a.lazyWait,
+		ActDoctor:     a.doctor,
+	}
+}
+
+type actions struct{ drivers Drivers }
+
+// env finds CRIU and the driver for a request.
+func (a actions) env(ctx context.Context, c *host.Call, r Request) (Driver, Env, error) {
+	d, ok := a.drivers[r.Workload.Kind]
+	if !ok {
+		return nil, Env{}, fmt.Errorf("no CRIU driver for workload kind %q", r.Workload.Kind)
+	}
+	b, err := Find(ctx, r.CRIU)
+	if err != nil {
+		return nil, Env{}, err
+	}
+	c.Log.Debug("using CRIU", "path", b.Path, "version", b.Version, "rule", b.Rule)
+	return d, Env{CRIU: b, Log: c.Log}, nil
+}
+
+func decode[T any](c *host.Call) (T, error) {
+	var v T
+	err := json.Unmarshal(c.Req, &v)
+	return v, err
+}
+
+func (a actions) resolve(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[Request](c)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := a.drivers[req.Workload.Kind]
+	if !ok {
+		return nil, fmt.Errorf("no CRIU driver for workload kind %q", req.Workload.Kind)
+	}
+	return d.Resolve(ctx, Env{Log: c.Log}, req.Workload)
+}
+
+func (a actions) check(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[CheckAction](c)
+	if err != nil {
+		return nil, err
+	}
+	var res CheckResult
+	b, err := Find(ctx, req.CRIU)
+	if err != nil {
+		res.Problems = append(res.Problems, err.Error())
+		return res, nil
+	}
+	res.CRIU = b
+	if ok, detail := Check(ctx, b); !ok {
+		res.Problems = append(res.Problems, fmt.Sprintf("`%s check` fails: %s", b.Path, detail))
+	}
+	for _, f := range req.Features {
+		ok, _ := Feature(ctx, b, f)
+		if res.Features == nil {
+			res.Features = map[string]bool{}
+		}
+		res.Features[f] = ok
+	}
+	if req.Lazy {
+		if lim, _ := ReadLimits(false); !limitsOK(lim) {
+			res.Problems = append(res.Problems, "pipe limits too low for lazy pages ("+limitsString(lim)+"); run `mig doctor -fix`")
+		}
+	}
+	if d, ok := a.drivers[req.Workload.Kind]; ok {
+		p, err := d.CheckTarget(ctx, Env{CRIU: b, Log: c.Log}, req.Workload, req.CheckRequest)
+		if err != nil {
+			return nil, err
+		}
+		res.Problems = append(res.Problems, p...)
+	}
+	return res, nil
+}
+
+func (a actions) predump(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[DumpAction](c)
+	if err != nil {
+		return nil, err
+	}
+	d, env, err := a.env(ctx, c, req.Request)
+	if err != nil {
+		return nil, err
+	}
+	return d.PreDump(ctx, env, req.Workload, req.DumpRequest)
+}
+
+func (a actions) dump(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[DumpAction](c)
+	if err != nil {
+		return nil, err
+	}
+	d, env, err := a.env(ctx, c, req.Request)
+	if err != nil {
+		return nil, err
+	}
+	return d.Dump(ctx, env, req.Workload, req.DumpRequest)
+}
+
+func (a actions) resume(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[HeldAction](c)
+	if err != nil {
+		return nil, err
+	}
+	d, env, err := a.env(ctx, c, req.Request)
+	if err != nil {
+		return nil, err
+	}
+	return nil, d.Resume(ctx, env, req.Workload, req.Held)
+}
+
+func (a actions) kill(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[HeldAction](c)
+	if err != nil {
+		return nil, err
+	}
+	d, env, err := a.env(ctx, c, req.Request)
+	if err != nil {
+		return nil, err
+	}
+	return nil, d.Kill(ctx, env, req.Workload, req.Held)
+}
+
+func (a actions) restore(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[RestoreAction](c)
+	if err != nil {
+		return nil, err
+	}
+	d, env, err := a.env(ctx, c, req.Request)
+	if err != nil {
+		return nil, err
+	}
+	return d.Restore(ctx, env, req.Workload, req.RestoreRequest)
+}
+
+func (a actions) killRestored(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[KillRestoredAction](c)
+	if err != nil {
+		return nil, err
+	}
+	d, env, err := a.env(ctx, c, req.Request)
+	if err != nil {
+		return nil, err
+	}
+	return nil, d.KillRestored(ctx, env, req.Workload, req.Result)
+}
+
+func (a actions) pageServer(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[PageServerAction](c)
+	if err != nil {
+		return nil, err
+	}
+	b, err := Find(ctx, req.CRIU)
+	if err != nil {
+		return nil, err
+	}
+	pid, port, err := b.PageServer(ctx, req.Dir, req.Parent, req.Listen)
+	if err != nil {
+		return nil, err
+	}
+	return PageServerResult{PID: pid, Port: port}, nil
+}
+
+func (a actions) wait(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[WaitAction](c)
+	if err != nil {
+		return nil, err
+	}
+	limit := time.Duration(req.Timeout * float64(time.Second))
+	if limit <= 0 {
+		limit = time.Minute
+	}
+	return nil, waitGone(ctx, []int{req.PID}, limit)
+}
+
+func (a actions) lazyWait(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[LazyWaitAction](c)
+	if err != nil {
+		return nil, err
+	}
+	return LazyWait(ctx, req)
+}
+
+// DoctorRequest asks for a host's report; Fix raises the pipe limits.
+type DoctorRequest struct {
+	CRIU string `json:"criu,omitempty"`
+	Fix  bool   `json:"fix,omitempty"`
+}
+
+// Report is what `mig doctor` prints for one host.
+type Report struct {
+	CRIU        Binary            `json:"criu"`
+	CRIUError   string            `json:"criu_error,omitempty"`
+	CheckOK     bool              `json:"check_ok"`
+	CheckDetail string            `json:"check_detail,omitempty"`
+	Features    map[string]bool   `json:"features,omitempty"`
+	FeatureInfo map[string]string `json:"feature_info,omitempty"`
+	Limits      []Sysctl          `json:"limits"`
+	LimitsError string            `json:"limits_error,omitempty"`
+	Kernel      string            `json:"kernel"`
+	Cgroup      string            `json:"cgroup"`
+}
+
+func (a actions) doctor(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[DoctorRequest](c)
+	if err != nil {
+		return nil, err
+	}
+	return Doctor(ctx, req), nil
+}
+
+// Doctor inspects this host.
+func Doctor(ctx context.Context, req DoctorRequest) Report {
+	var r Report
+	var uts syscall.Utsname
+	if syscall.Uname(&uts) == nil {
+		r.Kernel = utsString(uts.Release[:]) + " " + utsString(uts.Machine[:])
+	}
+	r.Cgroup = cgroupLayout()
+	lim, err := ReadLimits(req.Fix)
+	r.Limits = lim
+	if err != nil {
+		r.LimitsError = err.Error()
+	}
+	b, err := Find(ctx, req.CRIU)
+	if err != nil {
+		r.CRIUError = err.Error()
+		return r
+	}
+	r.CRIU = b
+	r.CheckOK, r.CheckDetail = Check(ctx, b)
+	r.Features = map[string]bool{}
+	r.FeatureInfo = map[string]string{}
+	for _, f := range []string{FeatureDirtyTrack, FeatureUffd, FeatureNftLock} {
+		r.Features[f], r.FeatureInfo[f] = Feature(ctx, b, f)
+	}
+	return r
+}
+
+func utsString(b []int8) string {
+	var s strings.Builder
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		s.WriteByte(byte(c))
+	}
+	return s.String()
+}
+
+// cgroupLayout says whether /sys/fs/cgroup is the unified v2 hierarchy.
+func cgroupLayout() string {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs("/sys/fs/cgroup", &fs); err != nil {
+		return "unknown: " + err.Error()
+	}
+	const cgroup2Magic = 0x63677270
+	if fs.Type == cgroup2Magic {
+		return "v2 (unified)"
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/unified"); err == nil {
+		return "hybrid (v1 with v2 at /sys/fs/cgroup/unified)"
+	}
+	return "v1"
+}

@@ -1,0 +1,96 @@
+package criu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Features mig relies on, as `criu check --feature` names them.
+const (
+	FeatureDirtyTrack = "mem_dirty_track"       // pre-copy (soft-dirty bits)
+	FeatureUffd       = "uffd-noncoop"          // post-copy (lazy pages)
+	FeatureNftLock    = "network_lock_nftables" // network lock without iptables
+)
+
+// ErrNoDirtyTracking is returned by a pre-dump on a kernel without
+// soft-dirty tracking, before anything is frozen.
+var ErrNoDirtyTracking = errors.New("pre-dump not possible: the kernel has no soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY)")
+
+// Feature runs `criu check --feature name` and reports whether it is
+// supported, with CRIU's own words.
+func Feature(ctx context.Context, b Binary, name string) (bool, string) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, b.Path, "check", "--feature", name).CombinedOutput()
+	lines := []string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l != "" && !isHarmless(l) {
+			lines = append(lines, strings.TrimSpace(l))
+		}
+	}
+	return err == nil, strings.Join(lines, "; ")
+}
+
+// Check runs `criu check` and returns its verdict.
+func Check(ctx context.Context, b Binary) (bool, string) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, b.Path, "check").CombinedOutput()
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l != "" && !isHarmless(l) {
+			lines = append(lines, strings.TrimSpace(l))
+		}
+	}
+	return err == nil, strings.Join(lines, "; ")
+}
+
+// Pipe limits lazy pages need: the page server tees whole page pipes.
+var PipeLimits = []Sysctl{
+	{Path: "/proc/sys/fs/pipe-max-size", Want: 268435456, AtLeast: true},
+	{Path: "/proc/sys/fs/pipe-user-pages-soft", Want: 0},
+}
+
+// Sysctl is a kernel setting mig needs, and its value now.
+type Sysctl struct {
+	Path    string `json:"path"`
+	Want    int64  `json:"want"`
+	AtLeast bool   `json:"at_least,omitempty"` // Want is a minimum; otherwise exact (0 = unlimited)
+	Have    int64  `json:"have"`
+	OK      bool   `json:"ok"`
+}
+
+// ReadLimits reports the pipe limits; with fix it raises those that are
+// too low first.
+func ReadLimits(fix bool) ([]Sysctl, error) {
+	var out []Sysctl
+	var errs []error
+	for _, s := range PipeLimits {
+		s.Have = readInt(s.Path)
+		s.OK = s.Have == s.Want || (s.AtLeast && s.Have >= s.Want)
+		if !s.OK && fix {
+			if err := os.WriteFile(s.Path, []byte(strconv.FormatInt(s.Want, 10)), 0o644); err != nil {
+				errs = append(errs, fmt.Errorf("set %s: %w", s.Path, err))
+			} else {
+				s.Have, s.OK = readInt(s.Path), true
+			}
+		}
+		out = append(out, s)
+	}
+	return out, errors.Join(errs...)
+}
+
+func readInt(path string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
+}

@@ -1,0 +1,152 @@
+package criu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Post-copy needs processes that outlive a single agent call: on the
+// source, the dump keeps the tasks frozen and serves their pages until
+// the target has fetched the last one; on the target, the lazy-pages
+// daemon fetches them. go-criu's RPC client would have to stay in the
+// agent for that long, so both run as detached `criu` processes (own
+// session, output to their log in the images dir). The call returns once
+// CRIU reports readiness on its status fd; a later call waits for the
+// process by PID (LazyWait).
+
+// readyTimeout bounds the wait for a detached CRIU to report readiness.
+const readyTimeout = 5 * time.Minute
+
+func lazyDump(ctx context.Context, env Env, pid int, req DumpRequest, o Options) (int, error) {
+	if lim, _ := ReadLimits(false); !limitsOK(lim) {
+		return 0, fmt.Errorf("lazy dump: pipe limits too low for the page server (%s); run `mig doctor -fix`", limitsString(lim))
+	}
+	args := []string{"dump", "-t", strconv.Itoa(pid), "-D", req.Dir, "-o", DumpLog, "-v" + strconv.Itoa(LogLevel),
+		"--leave-stopped", "--lazy-pages", "--address", req.Listen.Host, "--port", strconv.Itoa(req.Listen.Port),
+		"--network-lock", "nftables"}
+	args = append(args, optionArgs(o)...)
+	if req.Parent != "" {
+		args = append(args, "--prev-images-dir", req.Parent, "--track-mem")
+	}
+	return spawnReady(ctx, env.CRIU, "lazy dump", req.Dir, DumpLog, args)
+}
+
+func lazyPages(ctx context.Context, env Env, dir string, src Addr) (int, error) {
+	args := []string{"lazy-pages", "--page-server", "--address", src.Host, "--port", strconv.Itoa(src.Port),
+		"-D", dir, "-o", LazyPagesLog, "-v" + strconv.Itoa(LogLevel)}
+	return spawnReady(ctx, env.CRIU, "lazy-pages", dir, LazyPagesLog, args)
+}
+
+func optionArgs(o Options) []string {
+	var args []string
+	if o.TCPEstablished {
+		args = append(args, "--tcp-established")
+	}
+	if o.ShellJob {
+		args = append(args, "--shell-job")
+	}
+	if o.FileLocks {
+		args = append(args, "--file-locks")
+	}
+	return args
+}
+
+// spawnReady starts CRIU detached with --status-fd and waits until it
+// reports readiness. It returns CRIU's PID.
+func spawnReady(ctx context.Context, b Binary, op, dir, logName string, args []string) (int, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	cmd := exec.Command(b.Path, append(args, "--status-fd", "3")...)
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+
+	ready := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 1)
+		_, err := r.Read(buf)
+		ready <- err
+	}()
+	logPath := filepath.Join(dir, logName)
+	select {
+	case err := <-ready:
+		if err == nil {
+			return cmd.Process.Pid, nil
+		}
+		<-exited
+		if errors.Is(err, io.EOF) {
+			err = errors.New("exited before it was ready")
+		}
+		return 0, failed(op, err, logPath)
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-exited
+		return 0, failed(op, ctx.Err(), logPath)
+	case <-time.After(readyTimeout):
+		cmd.Process.Kill()
+		<-exited
+		return 0, failed(op, fmt.Errorf("not ready after %s", readyTimeout), logPath)
+	}
+}
+
+// LazyWaitRequest waits for a lazy dump to hand over its last page.
+type LazyWaitRequest struct {
+	Dir     string  `json:"dir"`
+	PID     int     `json:"pid"`     // Held.LazyPID
+	Timeout float64 `json:"timeout"` // seconds; 0: 10 minutes
+}
+
+// LazyWait waits until the detached lazy dump serving pages from dir has
+// finished, checks that it succeeded and returns its stats.
+func LazyWait(ctx context.Context, req LazyWaitRequest) (DumpResult, error) {
+	limit := time.Duration(req.Timeout * float64(time.Second))
+	if limit <= 0 {
+		limit = 10 * time.Minute
+	}
+	start := time.Now()
+	logPath := filepath.Join(req.Dir, DumpLog)
+	if err := waitGone(ctx, []int{req.PID}, limit); err != nil {
+		return DumpResult{}, fmt.Errorf("lazy dump (pid %d) still serving pages: %w", req.PID, err)
+	}
+	b, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(b), "Dumping finished successfully") {
+		return DumpResult{}, failed("lazy dump", errors.New("did not finish"), logPath)
+	}
+	return DumpResult{Dir: req.Dir, LogPath: logPath, Stats: DumpStats(req.Dir), Seconds: time.Since(start).Seconds()}, nil
+}
+
+func limitsOK(l []Sysctl) bool {
+	for _, s := range l {
+		if !s.OK {
+			return false
+		}
+	}
+	return true
+}
+
+func limitsString(l []Sysctl) string {
+	var parts []string
+	for _, s := range l {
+		parts = append(parts, fmt.Sprintf("%s=%d, want %d", filepath.Base(s.Path), s.Have, s.Want))
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,201 @@
+package criu
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// stat is what mig reads from /proc/PID/stat.
+type stat struct {
+	pid, ppid, sid, ttyNr int
+	state                 byte
+	flags                 uint64
+	comm                  string
+}
+
+const pfKthread = 0x00200000
+
+func readStat(pid int) (stat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return stat{}, err
+	}
+	s := string(b)
+	open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || close < open {
+		return stat{}, fmt.Errorf("pid %d: bad stat", pid)
+	}
+	f := strings.Fields(s[close+1:])
+	if len(f) < 7 {
+		return stat{}, fmt.Errorf("pid %d: short stat", pid)
+	}
+	st := stat{pid: pid, comm: s[open+1 : close], state: f[0][0]}
+	st.ppid, _ = strconv.Atoi(f[1])
+	st.sid, _ = strconv.Atoi(f[3])
+	st.ttyNr, _ = strconv.Atoi(f[4])
+	st.flags, _ = strconv.ParseUint(f[6], 10, 64)
+	return st, nil
+}
+
+func cmdline(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+}
+
+func allPIDs() []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	sort.Ints(pids)
+	return pids
+}
+
+// tree returns root and all its descendants, root first.
+func tree(root int) []int {
+	children := map[int][]int{}
+	for _, pid := range allPIDs() {
+		if st, err := readStat(pid); err == nil {
+			children[st.ppid] = append(children[st.ppid], pid)
+		}
+	}
+	out := []int{root}
+	for i := 0; i < len(out); i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out
+}
+
+// alive says whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	st, err := readStat(pid)
+	return err == nil && st.state != 'Z' && st.state != 'X'
+}
+
+// waitGone waits until none of pids is alive.
+func waitGone(ctx context.Context, pids []int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		var left []int
+		for _, p := range pids {
+			if alive(p) {
+				left = append(left, p)
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pids %v still alive after %s", left, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// signalAll sends sig to every pid that is still there.
+func signalAll(pids []int, sig syscall.Signal) error {
+	var first error
+	for _, p := range pids {
+		if err := syscall.Kill(p, sig); err != nil && err != syscall.ESRCH && first == nil {
+			first = fmt.Errorf("signal %d to pid %d: %w", sig, p, err)
+		}
+	}
+	return first
+}
+
+// socketInodes returns the socket inodes open in pid.
+func socketInodes(pid int) map[string]bool {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(dir)
+	out := map[string]bool{}
+	for _, e := range ents {
+		l, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err == nil && strings.HasPrefix(l, "socket:[") {
+			out[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	return out
+}
+
+// listening returns the TCP ports in LISTEN state in the network namespace
+// seen through /proc/<pid>/net (pid 0: this process), with the inode of
+// each listening socket.
+func listening(pid int) map[string]int {
+	base := "/proc/self/net"
+	if pid > 0 {
+		base = fmt.Sprintf("/proc/%d/net", pid)
+	}
+	out := map[string]int{}
+	for _, name := range []string{"tcp", "tcp6"} {
+		f, err := os.Open(filepath.Join(base, name))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if len(fs) < 10 || fs[3] != "0A" {
+				continue
+			}
+			i := strings.LastIndexByte(fs[1], ':')
+			port, err := strconv.ParseInt(fs[1][i+1:], 16, 32)
+			if err == nil {
+				out[fs[9]] = int(port)
+			}
+		}
+		f.Close()
+	}
+	return out
+}
+
+// listenPorts returns the TCP ports the tree listens on.
+func listenPorts(pids []int) []int {
+	if len(pids) == 0 {
+		return nil
+	}
+	socks := listening(pids[0])
+	seen := map[int]bool{}
+	var ports []int
+	for _, p := range pids {
+		for ino := range socketInodes(p) {
+			if port, ok := socks[ino]; ok && !seen[port] {
+				seen[port] = true
+				ports = append(ports, port)
+			}
+		}
+	}
+	sort.Ints(ports)
+	return ports
+}
+
+// ancestors returns pid's ancestors, nearest first.
+func ancestors(pid int) []int {
+	var out []int
+	for pid > 1 {
+		st, err := readStat(pid)
+		if err != nil {
+			break
+		}
+		out = append(out, st.ppid)
+		pid = st.ppid
+	}
+	return out
+}

@@ -1,0 +1,349 @@
+package criu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v8/rpc"
+)
+
+// Process is the driver for `process` workloads: a plain process tree
+// found by pid, pidfile or command line.
+type Process struct{}
+
+// ProcessConfig is the `process "name" { … }` block as the driver reads it.
+// Exactly one of PID, Pidfile and Match is set.
+type ProcessConfig struct {
+	PID     *int     `json:"pid"`
+	Pidfile *string  `json:"pidfile"`
+	Match   []string `json:"match"`
+	Options
+}
+
+func processConfig(w Workload) (ProcessConfig, error) {
+	var c ProcessConfig
+	if len(w.Config) > 0 {
+		if err := json.Unmarshal(w.Config, &c); err != nil {
+			return c, fmt.Errorf("%s: %w", w, err)
+		}
+	}
+	n := 0
+	if c.PID != nil {
+		n++
+	}
+	if c.Pidfile != nil {
+		n++
+	}
+	if len(c.Match) > 0 {
+		n++
+	}
+	if n != 1 {
+		return c, fmt.Errorf("%s: set exactly one of pid, pidfile and match", w)
+	}
+	return c, nil
+}
+
+func (Process) Resolve(ctx context.Context, env Env, w Workload) (Resolved, error) {
+	c, err := processConfig(w)
+	if err != nil {
+		return Resolved{}, err
+	}
+	var pid int
+	switch {
+	case c.PID != nil:
+		pid = *c.PID
+	case c.Pidfile != nil:
+		b, err := os.ReadFile(*c.Pidfile)
+		if err != nil {
+			return Resolved{}, fmt.Errorf("%s: pidfile: %w", w, err)
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return Resolved{}, fmt.Errorf("%s: pidfile %s does not hold a pid: %q", w, *c.Pidfile, strings.TrimSpace(string(b)))
+		}
+	default:
+		pid, err = matchProcess(c.Match)
+		if err != nil {
+			return Resolved{}, fmt.Errorf("%s: %w", w, err)
+		}
+	}
+	return checkProcess(w, pid, c.Options)
+}
+
+// matchProcess finds the one process whose argv starts with match; the
+// first word may be a base name. mig and its ancestors never match.
+func matchProcess(match []string) (int, error) {
+	self := map[int]bool{os.Getpid(): true}
+	for _, a := range ancestors(os.Getpid()) {
+		self[a] = true
+	}
+	var found []int
+	for _, pid := range allPIDs() {
+		if self[pid] {
+			continue
+		}
+		argv := cmdline(pid)
+		if len(argv) < len(match) {
+			continue
+		}
+		ok := argv[0] == match[0] || (!strings.Contains(match[0], "/") && filepath.Base(argv[0]) == match[0])
+		for i := 1; ok && i < len(match); i++ {
+			ok = argv[i] == match[i]
+		}
+		if ok && alive(pid) {
+			found = append(found, pid)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return 0, fmt.Errorf("no process matches %q", match)
+	case 1:
+		return found[0], nil
+	}
+	return 0, fmt.Errorf("%d processes match %q (pids %v); make match more specific", len(found), match, found)
+}
+
+// checkProcess rejects what CRIU cannot or must not dump.
+func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
+	if pid <= 0 {
+		return Resolved{}, fmt.Errorf("%s: pid %d is not a process id", w, pid)
+	}
+	st, err := readStat(pid)
+	if err != nil {
+		return Resolved{}, fmt.Errorf("%s: no process with pid %d", w, pid)
+	}
+	switch {
+	case st.state == 'Z':
+		return Resolved{}, fmt.Errorf("%s: pid %d is a zombie", w, pid)
+	case st.flags&pfKthread != 0:
+		return Resolved{}, fmt.Errorf("%s: pid %d (%s) is a kernel thread", w, pid, st.comm)
+	case pid == 1:
+		return Resolved{}, fmt.Errorf("%s: pid 1 is the init of this host's pid namespace", w)
+	case pid == os.Getpid():
+		return Resolved{}, fmt.Errorf("%s: pid %d is mig itself", w, pid)
+	}
+	for _, a := range ancestors(os.Getpid()) {
+		if a == pid {
+			return Resolved{}, fmt.Errorf("%s: pid %d (%s) is an ancestor of mig; dumping it would freeze mig", w, pid, st.comm)
+		}
+	}
+	if st.ttyNr != 0 && !o.ShellJob {
+		return Resolved{}, fmt.Errorf("%s: pid %d (%s) runs on a terminal; set shell_job = true or start it detached (setsid)", w, pid, st.comm)
+	}
+	if st.sid != pid && !o.ShellJob {
+		return Resolved{}, fmt.Errorf("%s: pid %d (%s) is not a session leader (its session is %d); set shell_job = true or start it with setsid", w, pid, st.comm, st.sid)
+	}
+	pids := tree(pid)
+	desc := fmt.Sprintf("pid %d (%s)", pid, strings.Join(cmdline(pid), " "))
+	if len(pids) > 1 {
+		desc += fmt.Sprintf(" with %d descendants", len(pids)-1)
+	}
+	return Resolved{
+		PID:         pid,
+		Description: desc,
+		Terminal:    st.ttyNr != 0,
+		Listens:     listenPorts(pids),
+		Tasks:       len(pids),
+	}, nil
+}
+
+// resolveFor re-checks the workload just before it is dumped. When the
+// caller resolved it before, the pid must not have changed.
+func (p Process) resolveFor(ctx context.Context, env Env, w Workload, prev *Resolved) (Resolved, Options, error) {
+	r, err := p.Resolve(ctx, env, w)
+	if err != nil {
+		return r, Options{}, err
+	}
+	if prev != nil && prev.PID != 0 && prev.PID != r.PID {
+		return r, Options{}, fmt.Errorf("%s: resolved to pid %d before, now to pid %d", w, prev.PID, r.PID)
+	}
+	o, err := w.Options()
+	return r, o, err
+}
+
+func (p Process) PreDump(ctx context.Context, env Env, w Workload, req DumpRequest) (DumpResult, error) {
+	r, o, err := p.resolveFor(ctx, env, w, req.Resolved)
+	if err != nil {
+		return DumpResult{}, err
+	}
+	if ok, detail := Feature(ctx, env.CRIU, FeatureDirtyTrack); !ok {
+		return DumpResult{}, fmt.Errorf("%w: %s", ErrNoDirtyTracking, detail)
+	}
+	if err := MakeDir(req.Dir); err != nil {
+		return DumpResult{}, err
+	}
+	opts := Opts(req.Dir, PreDumpLog, o)
+	opts.Pid = ptr(int32(r.PID))
+	opts.TrackMem = ptr(true)
+	if req.Parent != "" {
+		opts.ParentImg = ptr(req.Parent)
+	}
+	if req.PageServer != nil {
+		opts.Ps = &rpc.CriuPageServerInfo{Address: ptr(req.PageServer.Host), Port: ptr(int32(req.PageServer.Port))}
+	}
+	start := time.Now()
+	if err := env.CRIU.Run(ctx, rpc.CriuReqType_PRE_DUMP, opts, nil); err != nil {
+		return DumpResult{}, err
+	}
+	return DumpResult{
+		Dir:     req.Dir,
+		LogPath: filepath.Join(req.Dir, PreDumpLog),
+		Stats:   DumpStats(req.Dir),
+		Held:    Held{PID: r.PID},
+		Seconds: time.Since(start).Seconds(),
+	}, nil
+}
+
+func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest) (DumpResult, error) {
+	r, o, err := p.resolveFor(ctx, env, w, req.Resolved)
+	if err != nil {
+		return DumpResult{}, err
+	}
+	if err := MakeDir(req.Dir); err != nil {
+		return DumpResult{}, err
+	}
+	held := Held{PID: r.PID, Dir: req.Dir, NftTable: nftTable(r.PID)}
+	start := time.Now()
+	if req.Lazy {
+		if req.Listen == nil {
+			return DumpResult{}, errors.New("lazy dump: no listen address")
+		}
+		held.LazyPID, err = lazyDump(ctx, env, r.PID, req, o)
+		if err != nil {
+			p.Resume(ctx, env, w, held)
+			return DumpResult{}, err
+		}
+	} else {
+		opts := Opts(req.Dir, DumpLog, o)
+		opts.Pid = ptr(int32(r.PID))
+		opts.LeaveStopped = ptr(true)
+		if req.Parent != "" {
+			opts.ParentImg = ptr(req.Parent)
+			opts.TrackMem = ptr(true)
+		}
+		if req.PageServer != nil {
+			opts.Ps = &rpc.CriuPageServerInfo{Address: ptr(req.PageServer.Host), Port: ptr(int32(req.PageServer.Port))}
+		}
+		if err := env.CRIU.Run(ctx, rpc.CriuReqType_DUMP, opts, nil); err != nil {
+			// CRIU resumes the tasks itself when a dump fails; make sure
+			// nothing stays stopped or locked.
+			p.Resume(ctx, env, w, held)
+			return DumpResult{}, err
+		}
+	}
+	held.PIDs = tree(r.PID)
+	return DumpResult{
+		Dir:     req.Dir,
+		LogPath: filepath.Join(req.Dir, DumpLog),
+		Stats:   DumpStats(req.Dir),
+		Held:    held,
+		Seconds: time.Since(start).Seconds(),
+	}, nil
+}
+
+func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error {
+	var errs []error
+	if held.LazyPID > 0 && alive(held.LazyPID) {
+		syscall.Kill(held.LazyPID, syscall.SIGKILL)
+		errs = append(errs, waitGone(ctx, []int{held.LazyPID}, 5*time.Second))
+	}
+	pids := held.PIDs
+	if len(pids) == 0 && held.PID > 0 {
+		pids = tree(held.PID)
+	}
+	errs = append(errs, signalAll(pids, syscall.SIGCONT))
+	errs = append(errs, dropNftTable(ctx, held.PID, held.NftTable))
+	return errors.Join(errs...)
+}
+
+func (Process) Kill(ctx context.Context, env Env, w Workload, held Held) error {
+	var errs []error
+	if held.LazyPID > 0 && alive(held.LazyPID) {
+		syscall.Kill(held.LazyPID, syscall.SIGKILL)
+		errs = append(errs, waitGone(ctx, []int{held.LazyPID}, 5*time.Second))
+	}
+	pids := held.PIDs
+	if len(pids) == 0 && held.PID > 0 {
+		pids = tree(held.PID)
+	}
+	// The network namespace must be read before the tasks go away.
+	netns := nsOf(held.PID, "net")
+	errs = append(errs, signalAll(pids, syscall.SIGKILL))
+	errs = append(errs, waitGone(ctx, pids, 10*time.Second))
+	errs = append(errs, dropNftTableIn(ctx, netns, held.NftTable))
+	return errors.Join(errs...)
+}
+
+func (Process) Restore(ctx context.Context, env Env, w Workload, req RestoreRequest) (RestoreResult, error) {
+	o, err := w.Options()
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	if err := MakeDir(req.Dir); err != nil {
+		return RestoreResult{}, err
+	}
+	if req.PageServerPID > 0 {
+		if err := waitGone(ctx, []int{req.PageServerPID}, 60*time.Second); err != nil {
+			return RestoreResult{}, fmt.Errorf("page server still writing: %w", err)
+		}
+	}
+	res := RestoreResult{LogPath: filepath.Join(req.Dir, RestoreLog)}
+	start := time.Now()
+	opts := Opts(req.Dir, RestoreLog, o)
+	if req.Lazy {
+		if req.Source == nil {
+			return res, errors.New("lazy restore: no source address")
+		}
+		res.LazyPID, err = lazyPages(ctx, env, req.Dir, *req.Source)
+		if err != nil {
+			return res, err
+		}
+		opts.LazyPages = ptr(true)
+	}
+	n := &notify{}
+	if err := env.CRIU.Run(ctx, rpc.CriuReqType_RESTORE, opts, n); err != nil {
+		if res.LazyPID > 0 {
+			syscall.Kill(res.LazyPID, syscall.SIGKILL)
+		}
+		return res, err
+	}
+	res.PID = n.restoredPID
+	res.Seconds = time.Since(start).Seconds()
+	res.Stats = RestoreStats(req.Dir)
+	return res, nil
+}
+
+func (Process) KillRestored(ctx context.Context, env Env, w Workload, res RestoreResult) error {
+	var errs []error
+	if res.LazyPID > 0 && alive(res.LazyPID) {
+		syscall.Kill(res.LazyPID, syscall.SIGKILL)
+	}
+	if res.PID > 0 {
+		pids := tree(res.PID)
+		errs = append(errs, signalAll(pids, syscall.SIGKILL))
+		errs = append(errs, waitGone(ctx, pids, 10*time.Second))
+	}
+	return errors.Join(errs...)
+}
+
+func (Process) CheckTarget(ctx context.Context, env Env, w Workload, req CheckRequest) ([]string, error) {
+	var problems []string
+	taken := map[int]bool{}
+	for _, port := range listening(0) {
+		taken[port] = true
+	}
+	for _, port := range req.Ports {
+		if taken[port] {
+			problems = append(problems, fmt.Sprintf("TCP port %d is already taken", port))
+		}
+	}
+	return problems, nil
+}

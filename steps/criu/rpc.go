@@ -1,0 +1,150 @@
+package criu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	gocriu "github.com/checkpoint-restore/go-criu/v8"
+	"github.com/checkpoint-restore/go-criu/v8/rpc"
+)
+
+// LogLevel is CRIU's log verbosity for every operation (4: debug).
+const LogLevel = 4
+
+// Log file names, one per operation, in the images dir.
+const (
+	DumpLog       = "dump.log"
+	PreDumpLog    = "pre-dump.log"
+	RestoreLog    = "restore.log"
+	PageServerLog = "page-server.log"
+	LazyPagesLog  = "lazy-pages.log"
+)
+
+// MakeDir creates an images dir (and its parents) with mode 0700, and
+// tightens an existing one.
+func MakeDir(dir string) error {
+	if dir == "" || !filepath.IsAbs(dir) {
+		return fmt.Errorf("images dir %q: must be an absolute path", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+// Opts returns the options every operation shares: images dir, log file
+// in it, log level, nftables network lock and the workload's switches.
+func Opts(dir, logFile string, o Options) *rpc.CriuOpts {
+	return &rpc.CriuOpts{
+		ImagesDirFd:    ptr(int32(-1)),
+		ImagesDir:      ptr(dir),
+		LogLevel:       ptr(int32(LogLevel)),
+		LogFile:        ptr(logFile),
+		NetworkLock:    rpc.CriuNetworkLockMethod_NFTABLES.Enum(),
+		TcpEstablished: ptr(o.TCPEstablished),
+		ShellJob:       ptr(o.ShellJob),
+		FileLocks:      ptr(o.FileLocks),
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Run performs one RPC request (rpc.CriuReqType_DUMP, _PRE_DUMP or
+// _RESTORE) with the binary. A failure carries the log lines that explain
+// it. The context cancels the request by killing CRIU.
+func (b Binary) Run(ctx context.Context, op rpc.CriuReqType, opts *rpc.CriuOpts, nfy gocriu.Notify) error {
+	c := gocriu.MakeCriu()
+	c.SetCriuPath(b.Path)
+	if nfy == nil {
+		nfy = gocriu.NoNotify{}
+	}
+	done := make(chan error, 1)
+	go func() {
+		switch op {
+		case rpc.CriuReqType_DUMP:
+			done <- c.Dump(opts, nfy)
+		case rpc.CriuReqType_PRE_DUMP:
+			done <- c.PreDump(opts, nfy)
+		case rpc.CriuReqType_RESTORE:
+			done <- c.Restore(opts, nfy)
+		default:
+			done <- fmt.Errorf("unsupported request %v", op)
+		}
+	}()
+	logPath := filepath.Join(opts.GetImagesDir(), opts.GetLogFile())
+	name := opName(op)
+	select {
+	case err := <-done:
+		if err != nil {
+			return failed(name, err, logPath)
+		}
+		return nil
+	case <-ctx.Done():
+		// go-criu offers no cancel; closing its socket makes swrk exit.
+		_ = c.Cleanup()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+		return failed(name, ctx.Err(), logPath)
+	}
+}
+
+// PageServer starts a `criu page-server` daemon writing into dir (its
+// parent images at parent, relative) and listening on addr (port 0: any).
+// It returns once the server listens, with its PID and port.
+func (b Binary) PageServer(ctx context.Context, dir, parent string, addr Addr) (pid, port int, err error) {
+	if err := MakeDir(dir); err != nil {
+		return 0, 0, err
+	}
+	opts := Opts(dir, PageServerLog, Options{})
+	opts.NetworkLock = nil
+	opts.Ps = &rpc.CriuPageServerInfo{Address: ptr(addr.Host), Port: ptr(int32(addr.Port))}
+	if parent != "" {
+		opts.ParentImg = ptr(parent)
+	}
+	c := gocriu.MakeCriu()
+	c.SetCriuPath(b.Path)
+	pid, port, err = c.StartPageServerChld(opts)
+	if err != nil {
+		return 0, 0, failed("page-server", err, filepath.Join(dir, PageServerLog))
+	}
+	return pid, port, nil
+}
+
+func opName(op rpc.CriuReqType) string {
+	switch op {
+	case rpc.CriuReqType_DUMP:
+		return "dump"
+	case rpc.CriuReqType_PRE_DUMP:
+		return "pre-dump"
+	case rpc.CriuReqType_RESTORE:
+		return "restore"
+	}
+	return op.String()
+}
+
+// notify records what CRIU reports during a request.
+type notify struct {
+	gocriu.NoNotify
+	restoredPID int
+	postDump    func() error
+}
+
+func (n *notify) PostRestore(pid int32) error {
+	n.restoredPID = int(pid)
+	return nil
+}
+
+func (n *notify) PostDump() error {
+	if n.postDump != nil {
+		return n.postDump()
+	}
+	return nil
+}
+
+var errTimeout = errors.New("timed out")
