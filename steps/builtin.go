@@ -4,7 +4,9 @@ import "github.com/hashicorp/hcl/v2/hcldec"
 
 // Builtin is the table of step kinds mig ships, by kind label.
 func Builtin() map[string]Kind {
-	return map[string]Kind{}
+	return map[string]Kind{
+		"exec": Exec{},
+	}
 }
 
 // WorkloadKind is a family of workload blocks, such as `process "web" {}`.

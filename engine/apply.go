@@ -1,0 +1,581 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+
+	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps"
+)
+
+// ApplyOptions are the inputs of one run.
+type ApplyOptions struct {
+	Vars        map[string]cty.Value // from Workflow.Vars with requireAll
+	Parallelism int                  // steps running at once; 4 when zero
+	StateDir    string               // StateDir(w.Path) when empty
+	Events      func(Event)          // called from one goroutine at a time; may be nil
+	// CompensateTimeout bounds each undo and commit; 5 minutes when zero.
+	CompensateTimeout time.Duration
+}
+
+// Apply runs the workflow. Each step's body is evaluated just before it
+// runs, with the real outputs of the steps it depends on. If a step fails
+// or ctx is cancelled, the undo actions of completed steps run in reverse
+// completion order; if every step succeeds, their commit actions run in
+// completion order. The record is written to the state directory and
+// returned whenever the run started; the diagnostics describe failures,
+// pointing at the failing step's block.
+func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Diagnostics) {
+	sv, diags := w.evaluate(w.markVars(opt.Vars))
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	for name, v := range opt.Vars {
+		if !v.IsWhollyKnown() {
+			return nil, append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Variable not known",
+				Detail:   fmt.Sprintf("Variable %q has no value.", name),
+				Subject:  w.vars[name].DeclRange.Ptr(),
+			})
+		}
+	}
+	r := &runner{w: w, sv: sv, opt: opt, meta: map[string]stepMeta{}, stepVals: map[string]cty.Value{},
+		log: w.log().Named("engine")}
+	for _, name := range w.order {
+		t, retry, ds := sv.meta(w.steps[name])
+		diags = append(diags, ds...)
+		r.meta[name] = stepMeta{timeout: t, retry: retry}
+	}
+	probes, ds := w.probeConfigs(sv)
+	diags = append(diags, ds...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	if r.opt.Parallelism <= 0 {
+		r.opt.Parallelism = 4
+	}
+	if r.opt.CompensateTimeout <= 0 {
+		r.opt.CompensateTimeout = 5 * time.Minute
+	}
+	if r.opt.StateDir == "" {
+		r.opt.StateDir = StateDir(w.Path)
+	}
+	start := time.Now()
+	sum, files := hashFiles(w.names)
+	rec := &Record{
+		ID: newRunID(start), Workflow: w.Path, SHA256: sum, Files: files,
+		Vars: map[string]json.RawMessage{}, Started: start,
+	}
+	for name, v := range opt.Vars {
+		if w.vars[name] != nil && w.vars[name].Sensitive {
+			continue
+		}
+		if js, err := (ctyjson.SimpleJSONValue{Value: v}).MarshalJSON(); err == nil {
+			rec.Vars[name] = js
+		}
+	}
+	rec.RunDir = filepath.Join(r.opt.StateDir, "runs", rec.ID)
+	if err := os.MkdirAll(rec.RunDir, 0o700); err != nil {
+		return nil, append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot create the run directory", Detail: err.Error()})
+	}
+	os.Chmod(r.opt.StateDir, 0o700)
+	r.rec = rec
+	r.pool = newHostPool(w, sv)
+	r.sem = make(chan struct{}, r.opt.Parallelism)
+	r.log.Info("run started", "run", rec.ID, "workflow", w.Path, "steps", len(w.order))
+
+	probeCtx, stopProbes := context.WithCancel(context.WithoutCancel(ctx))
+	var probeWG sync.WaitGroup
+	for _, p := range probes {
+		probeWG.Add(1)
+		go func() { defer probeWG.Done(); p.run(probeCtx, start) }()
+	}
+
+	r.walk(ctx)
+	rec.State = r.overall(ctx)
+	if rec.State == StateOK {
+		r.compensate(ctx, EventCommit)
+	} else {
+		r.compensate(ctx, EventUndo)
+	}
+
+	stopProbes()
+	probeWG.Wait()
+	for _, p := range probes {
+		rec.Probes = append(rec.Probes, p.record())
+	}
+	r.pool.closeAll()
+	rec.Ended = time.Now()
+	if err := rec.write(r.opt.StateDir); err != nil {
+		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot write the run record", Detail: err.Error()})
+	}
+	if rec.State == StateCancelled {
+		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Run cancelled", Detail: "The run was interrupted; completed steps were undone."})
+	}
+	r.log.Info("run ended", "run", rec.ID, "state", rec.State, "seconds", rec.Ended.Sub(start).Seconds())
+	return rec, append(diags, r.diags...)
+}
+
+type stepMeta struct {
+	timeout time.Duration
+	retry   Retry
+}
+
+// completed is a step instance that succeeded, with its compensation.
+type completed struct {
+	address string
+	step    *Step
+	result  steps.Result
+}
+
+type runner struct {
+	w    *Workflow
+	sv   *scopeVals
+	opt  ApplyOptions
+	meta map[string]stepMeta
+	pool *hostPool
+	sem  chan struct{}
+	log  hclog.Logger
+	rec  *Record
+
+	mu       sync.Mutex
+	stepVals map[string]cty.Value
+	done     []completed
+	diags    hcl.Diagnostics
+
+	emitMu sync.Mutex
+}
+
+func (r *runner) emit(e Event) {
+	if r.opt.Events == nil {
+		return
+	}
+	e.Time = time.Now()
+	r.emitMu.Lock()
+	defer r.emitMu.Unlock()
+	r.opt.Events(e)
+}
+
+func (r *runner) addStep(sr *StepRecord) {
+	r.mu.Lock()
+	r.rec.Steps = append(r.rec.Steps, sr)
+	r.mu.Unlock()
+}
+
+// walk is the coordinator: Kahn's algorithm over the step graph, starting
+// each step when its dependencies have ended.
+func (r *runner) walk(ctx context.Context) {
+	w := r.w
+	indeg := map[string]int{}
+	users := map[string][]string{}
+	for _, n := range w.order {
+		indeg[n] = len(w.steps[n].deps)
+		for _, d := range w.steps[n].deps {
+			users[d] = append(users[d], n)
+		}
+	}
+	state := map[string]State{}
+	var ready []string
+	for _, n := range w.order {
+		if indeg[n] == 0 {
+			ready = append(ready, n)
+		}
+	}
+	release := func(n string) {
+		for _, u := range users[n] {
+			if indeg[u]--; indeg[u] == 0 {
+				ready = append(ready, u)
+			}
+		}
+		sort.Slice(ready, func(i, j int) bool { return w.steps[ready[i]].seq < w.steps[ready[j]].seq })
+	}
+	type nodeDone struct {
+		name  string
+		state State
+	}
+	doneCh := make(chan nodeDone)
+	running := 0
+	for {
+		for len(ready) > 0 {
+			n := ready[0]
+			ready = ready[1:]
+			s := w.steps[n]
+			st := upstream(s, state)
+			if st == "" && ctx.Err() != nil {
+				st = StateCancelled
+			}
+			if st != "" {
+				state[n] = st
+				r.addStep(&StepRecord{Address: "step." + n, Step: n, Kind: s.Kind, State: st})
+				r.emit(Event{Type: EventFinished, Step: "step." + n, Kind: s.Kind, State: st})
+				release(n)
+				continue
+			}
+			running++
+			go func() { doneCh <- nodeDone{n, r.runStep(ctx, s)} }()
+		}
+		if running == 0 {
+			return
+		}
+		d := <-doneCh
+		running--
+		state[d.name] = d.state
+		release(d.name)
+	}
+}
+
+// upstream is the state a step takes without running because of its
+// dependencies, or "" when it may run.
+func upstream(s *Step, state map[string]State) State {
+	out := State("")
+	for _, d := range s.deps {
+		switch state[d] {
+		case StateFailed, StateSkipped:
+			return StateSkipped
+		case StateCancelled:
+			out = StateCancelled
+		}
+	}
+	return out
+}
+
+// runStep evaluates a step's for_each and runs its instances.
+func (r *runner) runStep(ctx context.Context, s *Step) State {
+	r.mu.Lock()
+	vals := make(map[string]cty.Value, len(s.deps))
+	for _, d := range s.deps {
+		vals[d] = r.stepVals[d]
+	}
+	r.mu.Unlock()
+	insts, _, diags := r.sv.instances(s, vals)
+	if diags.HasErrors() {
+		r.fail(&StepRecord{Address: "step." + s.Name, Step: s.Name, Kind: s.Kind}, diags)
+		return StateFailed
+	}
+	states := make([]State, len(insts))
+	outs := make([]cty.Value, len(insts))
+	var wg sync.WaitGroup
+	for i, in := range insts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			states[i], outs[i] = r.runInstance(ctx, in, vals)
+		}()
+	}
+	wg.Wait()
+	final := StateOK
+	for _, st := range states {
+		if st == StateFailed || (st == StateCancelled && final == StateOK) {
+			final = st
+		}
+	}
+	if final == StateOK {
+		v := outs[0]
+		if s.forEach != nil {
+			m := map[string]cty.Value{}
+			for i, in := range insts {
+				m[*in.key] = outs[i]
+			}
+			v = objectOrEmpty(m)
+		}
+		r.mu.Lock()
+		r.stepVals[s.Name] = v
+		r.mu.Unlock()
+	}
+	return final
+}
+
+func (r *runner) fail(sr *StepRecord, diags hcl.Diagnostics) {
+	sr.State = StateFailed
+	sr.Error = diagString(diags)
+	r.addStep(sr)
+	r.mu.Lock()
+	r.diags = append(r.diags, diags...)
+	r.mu.Unlock()
+	r.emit(Event{Type: EventFinished, Step: sr.Address, Kind: sr.Kind, Host: sr.Host, State: StateFailed, Error: sr.Error})
+}
+
+func diagString(diags hcl.Diagnostics) string {
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			if d.Detail != "" {
+				return d.Summary + ": " + d.Detail
+			}
+			return d.Summary
+		}
+	}
+	return ""
+}
+
+// runInstance runs one step instance with its retry policy.
+func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]cty.Value) (State, cty.Value) {
+	s := in.step
+	sr := &StepRecord{Address: in.Address(), Step: s.Name, Kind: s.Kind}
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		sr.State = StateCancelled
+		r.addStep(sr)
+		r.emit(Event{Type: EventFinished, Step: sr.Address, Kind: s.Kind, State: StateCancelled})
+		return StateCancelled, cty.NilVal
+	}
+	defer func() { <-r.sem }()
+
+	cfg, diags := r.sv.decode(in, vals)
+	if diags.HasErrors() {
+		r.fail(sr, diags)
+		return StateFailed, cty.NilVal
+	}
+	cfg, _ = cfg.UnmarkDeep()
+	sr.Host = steps.HostName(steps.Attr(cfg, "host"))
+	if !cfg.IsWhollyKnown() {
+		r.fail(sr, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Arguments not known",
+			Detail: "Some arguments of this step are still unknown when it is about to run.", Subject: s.DeclRange.Ptr()}})
+		return StateFailed, cty.NilVal
+	}
+	m := r.meta[s.Name]
+	sr.Started = time.Now()
+	for attempt := 1; ; attempt++ {
+		log := r.w.log().Named("step").With("step", sr.Address, "kind", s.Kind, "host", sr.Host, "attempt", attempt)
+		r.emit(Event{Type: EventStarted, Step: sr.Address, Kind: s.Kind, Host: sr.Host, Attempt: attempt})
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		var deadline time.Time
+		if m.timeout > 0 {
+			deadline = time.Now().Add(m.timeout)
+			actx, cancel = context.WithDeadline(ctx, deadline)
+		}
+		env := steps.Env{
+			Log: log, Hosts: r.pool.get, Attempt: attempt, RunDir: r.rec.RunDir, Deadline: deadline,
+			Progress: func(p host.Progress) {
+				r.emit(Event{Type: EventProgress, Step: sr.Address, Kind: s.Kind, Host: sr.Host, Attempt: attempt, Progress: &p})
+			},
+		}
+		a := Attempt{Start: time.Now()}
+		res, err := safeApply(actx, s.kind, cfg, env)
+		timedOut := errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+		cancel()
+		if err == nil {
+			res.Outputs, err = conformOutputs(res.Outputs, s.kind.Outputs())
+		}
+		if err != nil && timedOut {
+			err = fmt.Errorf("timed out after %s: %w", m.timeout, err)
+		}
+		a.End = time.Now()
+		if err != nil {
+			a.Error = err.Error()
+		}
+		sr.Attempts = append(sr.Attempts, a)
+		if err == nil {
+			sr.Ended, sr.State, sr.Metrics = a.End, StateOK, res.Metrics
+			if js, jerr := (ctyjson.SimpleJSONValue{Value: res.Outputs}).MarshalJSON(); jerr == nil {
+				sr.Outputs = js
+			}
+			r.mu.Lock()
+			r.done = append(r.done, completed{address: sr.Address, step: s, result: res})
+			r.mu.Unlock()
+			r.addStep(sr)
+			log.Info("step finished", "seconds", sr.Seconds())
+			r.emit(Event{Type: EventFinished, Step: sr.Address, Kind: s.Kind, Host: sr.Host, Attempt: attempt,
+				State: StateOK, Seconds: sr.Seconds(), Metrics: res.Metrics})
+			return StateOK, res.Outputs
+		}
+		log.Warn("attempt failed", "error", err)
+		if ctx.Err() != nil {
+			return r.cancelled(sr, attempt, err)
+		}
+		if attempt >= m.retry.Attempts {
+			sr.Ended = a.End
+			r.fail(sr, hcl.Diagnostics{{
+				Severity: hcl.DiagError,
+				Summary:  fmt.Sprintf("Step %s failed", sr.Address),
+				Detail:   attemptsNote(attempt) + err.Error(),
+				Subject:  s.DeclRange.Ptr(),
+			}})
+			return StateFailed, cty.NilVal
+		}
+		delay := backoff(m.retry, attempt)
+		r.emit(Event{Type: EventRetrying, Step: sr.Address, Kind: s.Kind, Host: sr.Host, Attempt: attempt,
+			Error: err.Error(), Delay: delay.Seconds()})
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return r.cancelled(sr, attempt, err)
+		}
+	}
+}
+
+func (r *runner) cancelled(sr *StepRecord, attempt int, err error) (State, cty.Value) {
+	sr.Ended, sr.State, sr.Error = time.Now(), StateCancelled, err.Error()
+	r.addStep(sr)
+	r.emit(Event{Type: EventFinished, Step: sr.Address, Kind: sr.Kind, Host: sr.Host, Attempt: attempt,
+		State: StateCancelled, Seconds: sr.Seconds()})
+	return StateCancelled, cty.NilVal
+}
+
+func attemptsNote(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return fmt.Sprintf("after %d attempts: ", n)
+}
+
+// safeApply runs a kind's Apply, turning a panic into an error.
+func safeApply(ctx context.Context, k steps.Kind, cfg cty.Value, env steps.Env) (res steps.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("step panicked: %v", p)
+		}
+	}()
+	return k.Apply(ctx, cfg, env)
+}
+
+func conformOutputs(v cty.Value, ty cty.Type) (cty.Value, error) {
+	if v == cty.NilVal {
+		return cty.NullVal(ty), nil
+	}
+	out, err := convert.Convert(v, ty)
+	if err != nil {
+		return cty.NilVal, fmt.Errorf("step returned outputs of the wrong type: %w", err)
+	}
+	return out, nil
+}
+
+// backoff is the wait before attempt n+1: delay × backoff^(n-1), capped at
+// max_delay, with equal jitter (half fixed, half random).
+func backoff(p Retry, n int) time.Duration {
+	d := float64(p.Delay) * math.Pow(p.Backoff, float64(n-1))
+	if p.MaxDelay > 0 && d > float64(p.MaxDelay) {
+		d = float64(p.MaxDelay)
+	}
+	return time.Duration(d/2 + rand.Float64()*d/2)
+}
+
+// overall is the run's state: failed if any step failed or was skipped,
+// cancelled if any was cancelled, ok otherwise.
+func (r *runner) overall(ctx context.Context) State {
+	st := StateOK
+	for _, s := range r.rec.Steps {
+		switch s.State {
+		case StateFailed, StateSkipped:
+			return StateFailed
+		case StateCancelled:
+			st = StateCancelled
+		}
+	}
+	if ctx.Err() != nil && st == StateOK && len(r.rec.Steps) < len(r.w.order) {
+		st = StateCancelled
+	}
+	return st
+}
+
+// compensate runs the undo actions of completed steps in reverse
+// completion order, or their commit actions in completion order. It runs
+// even after cancellation, each action bounded by CompensateTimeout.
+func (r *runner) compensate(ctx context.Context, what EventType) {
+	list := append([]completed(nil), r.done...)
+	if what == EventUndo {
+		for i, j := 0, len(list)-1; i < j; i, j = i+1, j-1 {
+			list[i], list[j] = list[j], list[i]
+		}
+	}
+	for _, c := range list {
+		fn := c.result.Commit
+		if what == EventUndo {
+			fn = c.result.Undo
+		}
+		if fn == nil {
+			continue
+		}
+		r.emit(Event{Type: what, Step: c.address, Kind: c.step.Kind, State: StateRunning})
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opt.CompensateTimeout)
+		ar := ActionRecord{Step: c.address, Action: string(what), Start: time.Now(), State: StateOK}
+		err := safeCall(actx, fn)
+		cancel()
+		ar.End = time.Now()
+		if err != nil {
+			ar.State, ar.Error = StateFailed, err.Error()
+			r.log.Error(string(what)+" failed", "step", c.address, "error", err)
+			r.diags = append(r.diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  fmt.Sprintf("The %s of %s failed", what, c.address),
+				Detail:   err.Error(),
+				Subject:  c.step.DeclRange.Ptr(),
+			})
+		}
+		r.rec.Compensation = append(r.rec.Compensation, ar)
+		r.emit(Event{Type: what, Step: c.address, Kind: c.step.Kind, State: ar.State, Error: ar.Error,
+			Seconds: ar.End.Sub(ar.Start).Seconds()})
+	}
+}
+
+func safeCall(ctx context.Context, fn func(context.Context) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panicked: %v", p)
+		}
+	}()
+	return fn(ctx)
+}
+
+// hostPool opens each host once, when a step first asks for it.
+type hostPool struct {
+	w    *Workflow
+	sv   *scopeVals
+	mu   sync.Mutex
+	open map[string]host.Host
+}
+
+func newHostPool(w *Workflow, sv *scopeVals) *hostPool {
+	return &hostPool{w: w, sv: sv, open: map[string]host.Host{}}
+}
+
+func (p *hostPool) get(name string) (host.Host, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if h, ok := p.open[name]; ok {
+		return h, nil
+	}
+	cfg, ok := p.sv.hosts[name]
+	if !ok || p.w.cfg.Hosts == nil {
+		return nil, fmt.Errorf("no host %q in the workflow%s", name, suggest(name, sortedKeys(p.sv.hosts)))
+	}
+	cfg, _ = cfg.UnmarkDeep()
+	if !cfg.IsWhollyKnown() {
+		return nil, fmt.Errorf("host %q: its settings are not known yet", name)
+	}
+	h, err := p.w.cfg.Hosts.Open(name, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open host %s: %w", name, err)
+	}
+	p.open[name] = h
+	return h, nil
+}
+
+func (p *hostPool) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, name := range sortedKeys(p.open) {
+		if err := p.open[name].Close(); err != nil {
+			p.w.log().Named("engine").Warn("closing host", "host", name, "error", err)
+		}
+	}
+	p.open = map[string]host.Host{}
+}

@@ -1,0 +1,222 @@
+package engine
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+)
+
+// scope says which roots an expression may refer to.
+type scope struct {
+	step, host, workload, each bool
+	self                       string // the step being checked, for self-references
+}
+
+// checkRefs checks every reference in the workflow and records the step
+// graph's edges.
+func (w *Workflow) checkRefs() hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, name := range sortedKeys(w.locals) {
+		diags = append(diags, w.checkTraversals(w.locals[name].Expr.Variables(), scope{}, nil)...)
+	}
+	if w.cfg.Hosts != nil {
+		for _, name := range w.hostOrder {
+			diags = append(diags, w.checkTraversals(hcldec.Variables(w.hosts[name].Body, w.cfg.Hosts.Spec()), scope{}, nil)...)
+		}
+	}
+	for _, fam := range sortedKeys(w.workloads) {
+		for _, name := range sortedKeys(w.workloads[fam]) {
+			wl := w.workloads[fam][name]
+			diags = append(diags, w.checkTraversals(hcldec.Variables(wl.Body, w.cfg.Workloads[fam].Spec()), scope{host: true}, nil)...)
+		}
+	}
+	for _, name := range w.probeOrder {
+		diags = append(diags, w.checkTraversals(hcldec.Variables(w.probes[name].Body, probeSpec), scope{}, nil)...)
+	}
+	for _, name := range sortedKeys(w.steps) {
+		s := w.steps[name]
+		deps := map[string]bool{}
+		sc := scope{step: true, host: true, workload: true, each: s.forEach != nil, self: name}
+		trav := hcldec.Variables(s.body, s.kind.Spec())
+		if s.timeout != nil {
+			trav = append(trav, s.timeout.Variables()...)
+		}
+		if s.retry != nil {
+			attrs, _ := s.retry.Body.JustAttributes()
+			for _, a := range attrs {
+				trav = append(trav, a.Expr.Variables()...)
+			}
+		}
+		diags = append(diags, w.checkTraversals(trav, sc, deps)...)
+		if s.forEach != nil {
+			fe := sc
+			fe.each = false
+			diags = append(diags, w.checkTraversals(s.forEach.Variables(), fe, deps)...)
+		}
+		for _, d := range s.dependsOn {
+			if d == name {
+				diags = append(diags, selfRef(name, s.DeclRange))
+				continue
+			}
+			if _, ok := w.steps[d]; !ok {
+				diags = append(diags, &hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Reference to undeclared step",
+					Detail:   fmt.Sprintf("depends_on names step %q, which is not declared.%s", d, suggest(d, sortedKeys(w.steps))),
+					Subject:  s.DeclRange.Ptr(),
+				})
+				continue
+			}
+			deps[d] = true
+		}
+		s.deps = sortedKeys(deps)
+	}
+	return diags
+}
+
+func selfRef(name string, rng hcl.Range) *hcl.Diagnostic {
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Self-referential step",
+		Detail:   fmt.Sprintf("Step %q cannot refer to itself.", name),
+		Subject:  rng.Ptr(),
+	}
+}
+
+func (w *Workflow) checkTraversals(trav []hcl.Traversal, sc scope, deps map[string]bool) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, t := range trav {
+		if d := w.checkTraversal(t, sc, deps); d != nil {
+			diags = append(diags, d)
+		}
+	}
+	return diags
+}
+
+func (w *Workflow) checkTraversal(t hcl.Traversal, sc scope, deps map[string]bool) *hcl.Diagnostic {
+	root := t.RootName()
+	rng := t.SourceRange()
+	roots := []string{"var", "local"}
+	if sc.host {
+		roots = append(roots, "host")
+	}
+	if sc.workload {
+		roots = append(roots, sortedKeys(w.cfg.Workloads)...)
+	}
+	if sc.step {
+		roots = append(roots, "step")
+	}
+	if sc.each {
+		roots = append(roots, "each")
+	}
+	allowed := false
+	for _, r := range roots {
+		allowed = allowed || r == root
+	}
+	if !allowed {
+		known := root == "host" || root == "step" || root == "each" || w.cfg.Workloads[root] != nil
+		if known {
+			return &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Reference not allowed here",
+				Detail:   fmt.Sprintf("%s.* cannot be used in this expression.", root),
+				Subject:  rng.Ptr(),
+			}
+		}
+		return &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Unknown variable",
+			Detail:   fmt.Sprintf("There is no variable named %q.%s", root, suggest(root, roots)),
+			Subject:  rng.Ptr(),
+		}
+	}
+	if len(t) < 2 {
+		return &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Incomplete reference",
+			Detail:   fmt.Sprintf("A reference to %s needs a name, such as %s.<name>.", root, root),
+			Subject:  rng.Ptr(),
+		}
+	}
+	attr, ok := t[1].(hcl.TraverseAttr)
+	if !ok {
+		return &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Invalid reference",
+			Detail:   fmt.Sprintf("Use %s.<name>.", root),
+			Subject:  t[1].SourceRange().Ptr(),
+		}
+	}
+	name := attr.Name
+	nameRng := attr.SrcRange
+	var names []string
+	what := root
+	switch root {
+	case "var":
+		names, what = sortedKeys(w.vars), "variable"
+	case "local":
+		names, what = sortedKeys(w.locals), "local value"
+	case "host":
+		names = sortedKeys(w.hosts)
+	case "step":
+		names = sortedKeys(w.steps)
+		if name == sc.self {
+			return selfRef(name, rng)
+		}
+	case "each":
+		names, what = []string{"key", "value"}, "attribute of each"
+	default:
+		names, what = sortedKeys(w.workloads[root]), root+" workload"
+	}
+	i := sort.SearchStrings(names, name)
+	if i < len(names) && names[i] == name {
+		if root == "step" && deps != nil {
+			deps[name] = true
+		}
+		return nil
+	}
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  fmt.Sprintf("Reference to undeclared %s", what),
+		Detail:   fmt.Sprintf("There is no %s named %q.%s", what, name, suggest(name, names)),
+		Subject:  nameRng.Ptr(),
+	}
+}
+
+// suggest returns ` Did you mean "x"?` for the closest of names, or "".
+func suggest(name string, names []string) string {
+	best, bestD := "", 3
+	for _, n := range names {
+		if d := distance(name, n); d < bestD {
+			best, bestD = n, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" Did you mean %q?", best)
+}
+
+// distance is the Levenshtein distance between a and b.
+func distance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(rb)]
+}

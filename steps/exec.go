@@ -1,0 +1,109 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// Exec runs an argv list on a host through its "exec" action:
+//
+//	step "exec" "hello" {
+//	  host        = host.local
+//	  argv        = ["echo", "hi"]
+//	  env         = { LANG = "C" }
+//	  dir         = "/tmp"
+//	  expect_exit = 0
+//	}
+//
+// There is no shell unless argv starts one. An exit code other than
+// expect_exit fails the step, with the tail of stderr in the error.
+type Exec struct{}
+
+// execMaxOutput caps the stdout and stderr kept as outputs.
+const execMaxOutput = 64 << 10
+
+func (Exec) Spec() hcldec.Spec {
+	return hcldec.ObjectSpec{
+		"host":        &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
+		"argv":        &hcldec.AttrSpec{Name: "argv", Type: cty.List(cty.String), Required: true},
+		"env":         &hcldec.AttrSpec{Name: "env", Type: cty.Map(cty.String)},
+		"dir":         &hcldec.AttrSpec{Name: "dir", Type: cty.String},
+		"expect_exit": &hcldec.AttrSpec{Name: "expect_exit", Type: cty.Number},
+	}
+}
+
+func (Exec) Outputs() cty.Type {
+	return cty.Object(map[string]cty.Type{
+		"exit_code": cty.Number,
+		"stdout":    cty.String,
+		"stderr":    cty.String,
+		"duration":  cty.Number,
+	})
+}
+
+func (Exec) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
+	p := Preview{Host: HostName(Attr(cfg, "host"))}
+	argv := Attr(cfg, "argv")
+	if argv.IsKnown() && !argv.IsNull() && argv.LengthInt() == 0 {
+		return p, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Empty argv", Detail: "argv needs at least the program to run."}}
+	}
+	return p, nil
+}
+
+func (Exec) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
+	h, err := HostOf(env, Attr(cfg, "host"))
+	if err != nil {
+		return Result{}, err
+	}
+	req := host.ExecRequest{Argv: Strings(cfg, "argv"), Dir: String(cfg, "dir", ""), MaxBytes: execMaxOutput}
+	if len(req.Argv) == 0 {
+		return Result{}, errors.New("empty argv")
+	}
+	if m := Attr(cfg, "env"); !m.IsNull() {
+		for k, v := range m.AsValueMap() {
+			req.Env = append(req.Env, k+"="+v.AsString())
+		}
+		sort.Strings(req.Env)
+	}
+	var res host.ExecResult
+	env.Log.Debug("exec", "argv", req.Argv)
+	if err := h.Call(ctx, "exec", req, &res, host.CallOpts{}); err != nil {
+		return Result{}, err
+	}
+	out := cty.ObjectVal(map[string]cty.Value{
+		"exit_code": Num(int64(res.ExitCode)),
+		"stdout":    cty.StringVal(res.Stdout),
+		"stderr":    cty.StringVal(res.Stderr),
+		"duration":  cty.NumberFloatVal(res.Seconds),
+	})
+	if want := Int(cfg, "expect_exit", 0); int64(res.ExitCode) != want {
+		return Result{}, fmt.Errorf("%s exited with status %d, want %d%s", req.Argv[0], res.ExitCode, want, tail(res.Stderr))
+	}
+	return Result{Outputs: out, Metrics: map[string]float64{"seconds": res.Seconds}}, nil
+}
+
+// tail formats the last lines of stderr for an error message.
+func tail(stderr string) string {
+	stderr = strings.TrimSpace(stderr)
+	if stderr == "" {
+		return ""
+	}
+	lines := strings.Split(stderr, "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	s := strings.Join(lines, "\n")
+	if len(s) > 1000 {
+		s = "…" + s[len(s)-1000:]
+	}
+	return ":\n" + s
+}
