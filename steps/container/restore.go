@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
 )
 
@@ -15,8 +16,13 @@ func (r Runtime) CheckTarget(id, bundle string) []string {
 	if r.Exists(id) {
 		problems = append(problems, fmt.Sprintf("container %q: the ID is already in use under %s on this host", id, r.root()))
 	}
-	if _, _, err := r.config(id, bundle); err != nil {
-		problems = append(problems, err.Error())
+	cfg, _, err := r.config(id, bundle)
+	if err != nil {
+		return append(problems, err.Error())
+	}
+	if m, err := manager.New(cfg.Cgroups); err == nil && m.Exists() {
+		problems = append(problems, fmt.Sprintf("container %q: its cgroup %s already exists on this host "+
+			"(hosts that share a cgroupfs, such as lab hosts on one machine, need distinct IDs: set restore_id)", id, m.Path("")))
 	}
 	return problems
 }

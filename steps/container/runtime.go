@@ -124,6 +124,12 @@ func process(spec *specs.Spec) *libcontainer.Process {
 // stdio on pipes (CRIU can only re-wire pipes) whose output goes to
 // <root>/<id>/stdio.log. It returns the init PID.
 func (r Runtime) Start(id, bundle string) (int, error) {
+	return r.start(id, bundle, nil)
+}
+
+// start is Start with the container's stdio given by attach instead, when
+// not nil.
+func (r Runtime) start(id, bundle string, attach func(*libcontainer.Process)) (int, error) {
 	if r.Exists(id) {
 		return 0, fmt.Errorf("container %q already exists under %s", id, r.root())
 	}
@@ -136,13 +142,17 @@ func (r Runtime) Start(id, bundle string) (int, error) {
 		return 0, fmt.Errorf("container %q: create: %w", id, err)
 	}
 	p := process(spec)
-	io, err := newStdio(filepath.Join(r.root(), id, "stdio.log"))
-	if err != nil {
-		c.Destroy()
-		return 0, fmt.Errorf("container %q: %w", id, err)
+	if attach != nil {
+		attach(p)
+	} else {
+		io, err := newStdio(filepath.Join(r.root(), id, "stdio.log"))
+		if err != nil {
+			c.Destroy()
+			return 0, fmt.Errorf("container %q: %w", id, err)
+		}
+		defer io.Close()
+		io.attach(p)
 	}
-	defer io.Close()
-	io.attach(p)
 	if err := c.Run(p); err != nil {
 		c.Destroy()
 		return 0, fmt.Errorf("container %q: start: %w", id, err)

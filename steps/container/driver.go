@@ -1,0 +1,263 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+
+	"github.com/mig-project/mig/steps/criu"
+)
+
+// Config is a `container` workload block as it travels in action requests.
+type Config struct {
+	ID     string `json:"id"`
+	Bundle string `json:"bundle"`
+	Root   string `json:"root"`
+	// RestoreID is the container's ID on the target, ID when empty.
+	// Hosts that share a cgroupfs (lab hosts on one machine) need another.
+	RestoreID      string `json:"restore_id"`
+	TCPEstablished bool   `json:"tcp_established"`
+	FileLocks      bool   `json:"file_locks"`
+}
+
+// Driver is the criu.Driver of `container` workloads: runc containers
+// driven through libcontainer.
+type Driver struct{}
+
+// NewDriver returns the container driver.
+func NewDriver() Driver { return Driver{} }
+
+var _ criu.Driver = Driver{}
+
+func decode(w criu.Workload) (Config, error) {
+	var c Config
+	if len(w.Config) > 0 {
+		if err := json.Unmarshal(w.Config, &c); err != nil {
+			return c, fmt.Errorf("%s: %w", w, err)
+		}
+	}
+	if c.ID == "" {
+		return c, fmt.Errorf("%s: no container id", w)
+	}
+	if c.RestoreID == "" {
+		c.RestoreID = c.ID
+	}
+	return c, nil
+}
+
+func runtime(env criu.Env, c Config) Runtime {
+	return Runtime{Root: c.Root, CRIU: env.CRIU.Path}
+}
+
+// Resolve checks that the container runs and can be checkpointed.
+func (Driver) Resolve(ctx context.Context, env criu.Env, w criu.Workload) (criu.Resolved, error) {
+	c, err := decode(w)
+	if err != nil {
+		return criu.Resolved{}, err
+	}
+	_, src, err := runtime(env, c).CheckSource(c.ID)
+	if err != nil {
+		return criu.Resolved{}, err
+	}
+	net := "host network"
+	if src.NetNS != "" {
+		net = "own netns"
+	}
+	return criu.Resolved{
+		PID:         src.InitPID,
+		ID:          c.ID,
+		Description: fmt.Sprintf("container %s (init pid %d, %d tasks, %s, bundle %s)", c.ID, src.InitPID, len(src.PIDs), net, src.Bundle),
+		Tasks:       len(src.PIDs),
+	}, nil
+}
+
+func (c Config) checkpoint(req criu.DumpRequest) CheckpointOptions {
+	o := CheckpointOptions{Dir: req.Dir, Parent: req.Parent, TCPEstablished: c.TCPEstablished, FileLocks: c.FileLocks}
+	if ps := req.PageServer; ps != nil {
+		o.PageServer = libcontainer.CriuPageServerInfo{Address: ps.Host, Port: int32(ps.Port)}
+	}
+	return o
+}
+
+// PreDump writes one pre-copy round; the kernel must track dirty memory.
+func (Driver) PreDump(ctx context.Context, env criu.Env, w criu.Workload, req criu.DumpRequest) (criu.DumpResult, error) {
+	c, err := decode(w)
+	if err != nil {
+		return criu.DumpResult{}, err
+	}
+	start := time.Now()
+	if err := runtime(env, c).PreDump(c.ID, c.checkpoint(req)); err != nil {
+		return criu.DumpResult{}, err
+	}
+	return criu.DumpResult{
+		Dir:     req.Dir,
+		LogPath: filepath.Join(req.Dir, "dump.log"),
+		Stats:   criu.DumpStats(req.Dir),
+		Seconds: time.Since(start).Seconds(),
+	}, nil
+}
+
+// Dump writes the final checkpoint and holds the container: its tasks
+// stay stopped and its network locked until Resume or Kill. It records the
+// container's ID and bundle in the images (record.json) for Restore.
+func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.DumpRequest) (criu.DumpResult, error) {
+	c, err := decode(w)
+	if err != nil {
+		return criu.DumpResult{}, err
+	}
+	if req.Lazy {
+		return criu.DumpResult{}, fmt.Errorf("%s: lazy (post-copy) dumps of containers are not supported yet; use mode = \"disk\" or \"page-server\"", w)
+	}
+	start := time.Now()
+	src, err := runtime(env, c).Checkpoint(c.ID, c.checkpoint(req))
+	if err != nil {
+		return criu.DumpResult{}, err
+	}
+	took := time.Since(start)
+	held := criu.Held{PID: src.InitPID, PIDs: src.PIDs, ID: c.ID, Dir: req.Dir}
+	if err := writeRecord(req.Dir, record{ID: c.ID, Bundle: src.Bundle}); err != nil {
+		return criu.DumpResult{Held: held}, errors.Join(err, runtime(env, c).Resume(c.ID, req.Dir))
+	}
+	return criu.DumpResult{
+		Dir:     req.Dir,
+		LogPath: filepath.Join(req.Dir, "dump.log"),
+		Stats:   criu.DumpStats(req.Dir),
+		Held:    held,
+		Seconds: took.Seconds(),
+	}, nil
+}
+
+// Resume undoes Dump: the container runs on and its network is unlocked.
+func (Driver) Resume(ctx context.Context, env criu.Env, w criu.Workload, held criu.Held) error {
+	c, err := decode(w)
+	if err != nil {
+		return err
+	}
+	return runtime(env, c).Resume(c.ID, held.Dir)
+}
+
+// Kill commits Dump: the source container is destroyed.
+func (Driver) Kill(ctx context.Context, env criu.Env, w criu.Workload, held criu.Held) error {
+	c, err := decode(w)
+	if err != nil {
+		return err
+	}
+	r := runtime(env, c)
+	if err := r.Destroy(c.ID); err != nil {
+		return err
+	}
+	// The restore on the target normally removes the lock; a lock left in
+	// the host's namespace would only drop packets that no longer have a
+	// socket, but take it away all the same.
+	if held.Dir != "" {
+		if err := r.unlock(Source{ID: c.ID}, held.Dir); err != nil {
+			env.Log.Warn("removing network lock", "container", c.ID, "error", err)
+		}
+	}
+	return nil
+}
+
+// Restore creates the container under its restore ID from the bundle and
+// restores it from req.Dir.
+func (Driver) Restore(ctx context.Context, env criu.Env, w criu.Workload, req criu.RestoreRequest) (criu.RestoreResult, error) {
+	c, err := decode(w)
+	if err != nil {
+		return criu.RestoreResult{}, err
+	}
+	if req.Lazy {
+		return criu.RestoreResult{}, fmt.Errorf("%s: lazy (post-copy) restores of containers are not supported yet", w)
+	}
+	bundle, err := c.bundle(req.Dir)
+	if err != nil {
+		return criu.RestoreResult{}, err
+	}
+	start := time.Now()
+	pid, err := runtime(env, c).Restore(c.RestoreID, bundle, RestoreOptions{Dir: req.Dir, TCPEstablished: c.TCPEstablished, FileLocks: c.FileLocks})
+	if err != nil {
+		return criu.RestoreResult{}, err
+	}
+	return criu.RestoreResult{
+		PID:     pid,
+		ID:      c.RestoreID,
+		LogPath: filepath.Join(req.Dir, "restore.log"),
+		Stats:   criu.RestoreStats(req.Dir),
+		Seconds: time.Since(start).Seconds(),
+	}, nil
+}
+
+// KillRestored undoes Restore: the restored container is destroyed.
+func (Driver) KillRestored(ctx context.Context, env criu.Env, w criu.Workload, res criu.RestoreResult) error {
+	c, err := decode(w)
+	if err != nil {
+		return err
+	}
+	id := res.ID
+	if id == "" {
+		id = c.RestoreID
+	}
+	return runtime(env, c).Destroy(id)
+}
+
+// CheckTarget lists why the container could not be restored on this host:
+// its restore ID is taken, its bundle is missing, or its cgroups are in
+// use (hosts sharing a cgroupfs need distinct IDs).
+func (Driver) CheckTarget(ctx context.Context, env criu.Env, w criu.Workload, req criu.CheckRequest) ([]string, error) {
+	c, err := decode(w)
+	if err != nil {
+		return nil, err
+	}
+	if req.Lazy {
+		return []string{fmt.Sprintf("%s: lazy (post-copy) migration of containers is not supported yet", w)}, nil
+	}
+	if c.Bundle == "" {
+		// Without a bundle in the workflow, Restore takes the source's
+		// path from the images; it can only be checked then.
+		if runtime(env, c).Exists(c.RestoreID) {
+			return []string{fmt.Sprintf("container %q: the ID is already in use on this host", c.RestoreID)}, nil
+		}
+		return nil, nil
+	}
+	return runtime(env, c).CheckTarget(c.RestoreID, c.Bundle), nil
+}
+
+// record is what Dump leaves in the images for Restore.
+type record struct {
+	ID     string `json:"id"`
+	Bundle string `json:"bundle"`
+}
+
+const recordFile = "mig-container.json"
+
+func writeRecord(dir string, r record) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, recordFile), data, 0o600)
+}
+
+// bundle is the workflow's bundle, or else the source's, from the images.
+func (c Config) bundle(dir string) (string, error) {
+	if c.Bundle != "" {
+		return c.Bundle, nil
+	}
+	data, err := os.ReadFile(filepath.Join(dir, recordFile))
+	if err != nil {
+		return "", fmt.Errorf("container %q: no bundle given and none recorded in the images: %w", c.ID, err)
+	}
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return "", fmt.Errorf("container %q: %s: %w", c.ID, recordFile, err)
+	}
+	if strings.TrimSpace(r.Bundle) == "" {
+		return "", fmt.Errorf("container %q: no bundle given and none recorded in the images", c.ID)
+	}
+	return r.Bundle, nil
+}
