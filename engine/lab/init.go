@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -28,11 +29,18 @@ func Init(args []string) int {
 	hostName := fs.String("host", "", "host name")
 	dir := fs.String("dir", "", "host state dir")
 	fs.String("lab", "", "lab name (shown in ps)")
+	pidBase := fs.Int("pid-base", 0, "first PIDs handed out after this one")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	// Descriptors leaked by whoever ran `lab up` must not reach the
+	// host's processes: CRIU cannot dump a file of another mount namespace.
+	if err := unix.CloseRange(4, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		fmt.Fprintln(os.Stderr, "lab init: close_range:", err)
+		return 1
+	}
 	ready := os.NewFile(3, "ready")
-	ln, err := setupHost(*hostName, *dir)
+	ln, err := setupHost(*hostName, *dir, *pidBase)
 	if err != nil {
 		fmt.Fprintf(ready, "error: %v\n", err)
 		fmt.Fprintln(os.Stderr, "lab init:", err)
@@ -67,7 +75,7 @@ func reap() {
 }
 
 // setupHost runs inside the new namespaces, as PID 1.
-func setupHost(name, dir string) (net.Listener, error) {
+func setupHost(name, dir string, pidBase int) (net.Listener, error) {
 	if name == "" || dir == "" {
 		return nil, errors.New("-host and -dir are required")
 	}
@@ -77,6 +85,14 @@ func setupHost(name, dir string) (net.Listener, error) {
 	}
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return nil, fmt.Errorf("mount /proc: %w", err)
+	}
+	// Hosts hand out PIDs from different ranges, so that a process
+	// restored on another host finds its PID free, as it almost always
+	// would between real machines.
+	if pidBase > 0 {
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pidBase)), 0); err != nil {
+			return nil, fmt.Errorf("set the PID range: %w", err)
+		}
 	}
 	// CRIU keeps its kernel cache in /run only when /run is a tmpfs.
 	if err := unix.Mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {

@@ -212,6 +212,13 @@ func TestUpDown(t *testing.T) {
 	opts := testOptions(t)
 	Down(ctx, opts) // a lab left over from an interrupted run
 	before := takeSnapshot(t)
+	// A descriptor without close-on-exec, as a careless caller leaks.
+	leak, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leak.Close()
+	syscall.Syscall(syscall.SYS_FCNTL, leak.Fd(), syscall.F_SETFD, 0)
 
 	start := time.Now()
 	l, err := Up(ctx, opts)
@@ -282,14 +289,21 @@ func TestUpDown(t *testing.T) {
 		t.Error("ssh accepted an unknown host key")
 	}
 
-	// A background process is a child of the host's PID 1.
+	// A background process is a child of the host's PID 1, with no
+	// descriptor leaked from this process.
 	pid, err := l.Start(ctx, "h1", []string{"sleep", "1000"}, StartOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if step := pidStep(2); pid <= step || pid >= 2*step {
+		t.Errorf("h1's process has PID %d, outside h1's range from %d", pid, step)
+	}
 	stat, err := l.Output(ctx, "h1", "cat", fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil || !strings.Contains(stat, "(sleep) S 1 ") {
 		t.Errorf("started process: %q %v", stat, err)
+	}
+	if fds, err := l.Output(ctx, "h1", "ls", fmt.Sprintf("/proc/%d/fd", pid)); err != nil || strings.Fields(fds)[len(strings.Fields(fds))-1] != "2" {
+		t.Errorf("started process has descriptors %q (%v), want 0 1 2", fds, err)
 	}
 	if code, err := l.Exec(ctx, "h2", []string{"test", "-d", fmt.Sprintf("/proc/%d", pid)}, nil, nil, nil); err != nil || code == 0 {
 		t.Errorf("h1's pid %d is visible in h2 (exit %d, %v)", pid, code, err)

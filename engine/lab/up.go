@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -146,7 +147,7 @@ func build(ctx context.Context, opts Options, dir string) (*Lab, error) {
 		if err := prepareHostDir(ctx, h, dir); err != nil {
 			return nil, err
 		}
-		if err := l.startInit(ctx, &h, opts.MigBinary); err != nil {
+		if err := l.startInit(ctx, &h, opts.MigBinary, i*pidStep(opts.Hosts)); err != nil {
 			return nil, err
 		}
 		addr := netip.PrefixFrom(netip.MustParseAddr(h.IP), prefix.Bits())
@@ -177,6 +178,25 @@ func build(ctx context.Context, opts Options, dir string) (*Lab, error) {
 	return l, nil
 }
 
+// pidStep splits the PID space between hosts: host i's processes get
+// PIDs from i*pidStep on.
+func pidStep(hosts int) int {
+	max := 32768
+	if b, err := os.ReadFile("/proc/sys/kernel/pid_max"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			max = n
+		}
+	}
+	step := max / (hosts + 1)
+	if step > 100000 {
+		step = 100000
+	}
+	if step >= 1000 {
+		step -= step % 1000
+	}
+	return step
+}
+
 func prepareHostDir(ctx context.Context, h Host, labDir string) error {
 	for _, d := range []struct {
 		path string
@@ -197,7 +217,7 @@ func prepareHostDir(ctx context.Context, h Host, labDir string) error {
 
 // startInit starts h's PID 1 in new namespaces, records it in the state
 // file at once, and waits for it to report that the host is set up.
-func (l *Lab) startInit(ctx context.Context, h *Host, migBinary string) error {
+func (l *Lab) startInit(ctx context.Context, h *Host, migBinary string, pidBase int) error {
 	logf, err := os.OpenFile(filepath.Join(h.Dir, "init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -208,7 +228,7 @@ func (l *Lab) startInit(ctx context.Context, h *Host, migBinary string) error {
 		return err
 	}
 	defer r.Close()
-	cmd := exec.Command(migBinary, "lab", "init", "-lab", l.state.Name, "-host", h.Name, "-dir", h.Dir)
+	cmd := exec.Command(migBinary, "lab", "init", "-lab", l.state.Name, "-host", h.Name, "-dir", h.Dir, "-pid-base", strconv.Itoa(pidBase))
 	cmd.Env = hostEnv
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = logf, logf
