@@ -302,7 +302,7 @@ func TestUpDown(t *testing.T) {
 	if err != nil || !strings.Contains(stat, "(sleep) S 1 ") {
 		t.Errorf("started process: %q %v", stat, err)
 	}
-	if fds, err := l.Output(ctx, "h1", "ls", fmt.Sprintf("/proc/%d/fd", pid)); err != nil || strings.Fields(fds)[len(strings.Fields(fds))-1] != "2" {
+	if fds, err := l.Output(ctx, "h1", "ls", fmt.Sprintf("/proc/%d/fd", pid)); err != nil || strings.Join(strings.Fields(fds), " ") != "0 1 2" {
 		t.Errorf("started process has descriptors %q (%v), want 0 1 2", fds, err)
 	}
 	if code, err := l.Exec(ctx, "h2", []string{"test", "-d", fmt.Sprintf("/proc/%d", pid)}, nil, nil, nil); err != nil || code == 0 {
