@@ -1,0 +1,226 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mig-project/mig/engine"
+)
+
+// view renders apply's events and its final record.
+type view interface {
+	event(engine.Event)
+	summary(*engine.Record)
+}
+
+// humanView writes one line per event, progress throttled per step.
+type humanView struct {
+	out      io.Writer
+	mu       sync.Mutex
+	progress map[string]time.Time // last progress line per step
+}
+
+func newHumanView(out io.Writer) *humanView {
+	return &humanView{out: out, progress: map[string]time.Time{}}
+}
+
+// progressEvery is the least time between two progress lines of a step.
+const progressEvery = time.Second
+
+func (v *humanView) event(e engine.Event) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch e.Type {
+	case engine.EventStarted:
+		on := ""
+		if e.Host != "" {
+			on = " on " + e.Host
+		}
+		if e.Attempt > 1 {
+			fmt.Fprintf(v.out, "%s: attempt %d%s\n", e.Step, e.Attempt, on)
+		} else {
+			fmt.Fprintf(v.out, "%s: started%s\n", e.Step, on)
+		}
+	case engine.EventRetrying:
+		fmt.Fprintf(v.out, "%s: attempt %d failed: %s; retrying in %s\n", e.Step, e.Attempt, firstLine(e.Error), seconds(e.Delay))
+	case engine.EventFinished:
+		switch e.State {
+		case engine.StateOK:
+			fmt.Fprintf(v.out, "%s: ok in %s\n", e.Step, seconds(e.Seconds))
+		case engine.StateFailed:
+			fmt.Fprintf(v.out, "%s: failed: %s\n", e.Step, firstLine(e.Error))
+		case engine.StateSkipped:
+			fmt.Fprintf(v.out, "%s: skipped, an upstream step failed\n", e.Step)
+		case engine.StateCancelled:
+			fmt.Fprintf(v.out, "%s: cancelled\n", e.Step)
+		}
+	case engine.EventProgress:
+		p := e.Progress
+		if p == nil {
+			return
+		}
+		last := p.Total > 0 && p.Done >= p.Total
+		if !last && e.Time.Sub(v.progress[e.Step]) < progressEvery {
+			return
+		}
+		v.progress[e.Step] = e.Time
+		fmt.Fprintf(v.out, "%s: %s\n", e.Step, progressBar(p.Done, p.Total, p.Unit))
+	case engine.EventUndo, engine.EventCommit:
+		switch e.State {
+		case engine.StateRunning:
+			fmt.Fprintf(v.out, "%s: %s…\n", e.Step, e.Type)
+		case engine.StateOK:
+			fmt.Fprintf(v.out, "%s: %s done in %s\n", e.Step, e.Type, seconds(e.Seconds))
+		default:
+			fmt.Fprintf(v.out, "%s: %s failed: %s\n", e.Step, e.Type, firstLine(e.Error))
+		}
+	}
+}
+
+// progressBar renders "[#####.....]  50%  64.0 MiB / 128.0 MiB".
+func progressBar(done, total int64, unit string) string {
+	amount := func(n int64) string {
+		if unit == "" || unit == "bytes" || unit == "B" {
+			return byteSize(n)
+		}
+		return fmt.Sprintf("%d %s", n, unit)
+	}
+	if total <= 0 {
+		return amount(done)
+	}
+	frac := min(float64(done)/float64(total), 1)
+	const width = 24
+	n := int(frac * width)
+	return fmt.Sprintf("[%s%s] %3.0f%%  %s / %s", strings.Repeat("#", n), strings.Repeat(".", width-n),
+		frac*100, amount(done), amount(total))
+}
+
+func byteSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func firstLine(s string) string {
+	line, rest, _ := strings.Cut(s, "\n")
+	if rest != "" {
+		return line + " …"
+	}
+	return line
+}
+
+func seconds(s float64) string {
+	d := time.Duration(s * float64(time.Second))
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond).String()
+	}
+	return d.Round(time.Microsecond).String()
+}
+
+// summary prints the run's outcome, a table of step times and metrics,
+// and the probes' summaries.
+func (v *humanView) summary(rec *engine.Record) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	fmt.Fprintln(v.out)
+	writeRecordTable(v.out, rec)
+}
+
+func writeRecordTable(out io.Writer, rec *engine.Record) {
+	fmt.Fprintf(out, "Run %s: %s in %s\n", rec.ID, rec.State, seconds(rec.Ended.Sub(rec.Started).Seconds()))
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STEP\tKIND\tHOST\tSTATE\tATTEMPTS\tTIME\tMETRICS")
+	for _, s := range rec.Steps {
+		t := "-"
+		if s.Seconds() > 0 {
+			t = seconds(s.Seconds())
+		}
+		host := s.Host
+		if host == "" {
+			host = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Address, s.Kind, host, s.State, len(s.Attempts), t, metrics(s.Metrics))
+	}
+	tw.Flush()
+	for _, a := range rec.Compensation {
+		line := fmt.Sprintf("%s of %s: %s in %s", a.Action, a.Step, a.State, seconds(a.End.Sub(a.Start).Seconds()))
+		if a.Error != "" {
+			line += ": " + firstLine(a.Error)
+		}
+		fmt.Fprintln(out, line)
+	}
+	for _, p := range rec.Probes {
+		fmt.Fprintf(out, "probe %s (%s): %s\n", p.Name, p.URL, p.Summary)
+	}
+	fmt.Fprintf(out, "Record: %s/record.json\n", rec.RunDir)
+}
+
+func metrics(m map[string]float64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%.4g", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+// jsonView writes each event as one JSON object per line, then a summary
+// object of type "run".
+type jsonView struct {
+	out io.Writer
+	mu  sync.Mutex
+}
+
+func (v *jsonView) event(e engine.Event) { v.write(e) }
+
+func (v *jsonView) summary(rec *engine.Record) {
+	type probe struct {
+		Name    string              `json:"name"`
+		Summary engine.ProbeSummary `json:"summary"`
+	}
+	s := struct {
+		Type    string       `json:"type"`
+		Run     string       `json:"run"`
+		State   engine.State `json:"state"`
+		Seconds float64      `json:"seconds"`
+		Record  string       `json:"record"`
+		Probes  []probe      `json:"probes,omitempty"`
+	}{Type: "run", Run: rec.ID, State: rec.State, Seconds: rec.Ended.Sub(rec.Started).Seconds(), Record: rec.RunDir + "/record.json"}
+	for _, p := range rec.Probes {
+		s.Probes = append(s.Probes, probe{p.Name, p.Summary})
+	}
+	v.write(s)
+}
+
+func (v *jsonView) write(x any) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	data, err := json.Marshal(x)
+	if err != nil {
+		return
+	}
+	v.out.Write(append(data, '\n'))
+}
