@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"syscall"
 	"time"
 )
 
@@ -48,6 +49,10 @@ func Exec(ctx context.Context, c *Call) (any, error) {
 	cmd.Stdin = c.In
 	stdout, stderr := &capped{max: max}, &capped{max: max}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// The command gets its own process group, killed whole on cancel, so
+	// its children do not outlive the action.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
 	start := time.Now()
 	err := cmd.Run()

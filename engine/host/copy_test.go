@@ -1,0 +1,308 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// makeFile writes size pseudo-random bytes to path and returns their sha256.
+func makeFile(t testing.TB, path string, size int64, seed uint64) string {
+	t.Helper()
+	f, err := os.Create(path)
+	must(t, err)
+	defer f.Close()
+	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
+	buf := make([]byte, 1<<20)
+	for left := size; left > 0; {
+		n := min(left, int64(len(buf)))
+		r.Read(buf[:n])
+		_, err := f.Write(buf[:n])
+		must(t, err)
+		left -= n
+	}
+	must(t, f.Close())
+	sum, err := fileSum(path)
+	must(t, err)
+	return sum
+}
+
+// makeTree builds a small directory with subdirectories, modes and a symlink.
+func makeTree(t testing.TB, dir string) {
+	t.Helper()
+	must(t, os.MkdirAll(filepath.Join(dir, "sub", "deep"), 0o750))
+	must(t, os.WriteFile(filepath.Join(dir, "a.img"), bytes.Repeat([]byte("a"), 3000), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "sub", "b.img"), []byte("b"), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "sub", "deep", "empty"), nil, 0o400))
+	must(t, os.Symlink("../a.img", filepath.Join(dir, "sub", "link")))
+	must(t, os.Chmod(dir, 0o711))
+}
+
+// sameTree fails unless two trees hold the same names, modes, contents and links.
+func sameTree(t testing.TB, a, b string) {
+	t.Helper()
+	list := func(root string) map[string]string {
+		m := map[string]string{}
+		filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+			must(t, err)
+			rel, _ := filepath.Rel(root, p)
+			desc := fi.Mode().String()
+			switch {
+			case fi.Mode().IsRegular():
+				b, _ := os.ReadFile(p)
+				desc += " " + string(b)
+			case fi.Mode()&os.ModeSymlink != 0:
+				l, _ := os.Readlink(p)
+				desc += " -> " + l
+			}
+			m[rel] = desc
+			return nil
+		})
+		return m
+	}
+	ma, mb := list(a), list(b)
+	if len(ma) != len(mb) {
+		t.Fatalf("trees differ: %v vs %v", ma, mb)
+	}
+	for k, v := range ma {
+		if mb[k] != v {
+			t.Fatalf("%s: %q vs %q", k, v, mb[k])
+		}
+	}
+}
+
+// noLeftovers fails if anything but want sits in dir.
+func noLeftovers(t testing.TB, dir string, want ...string) {
+	t.Helper()
+	ents, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, ",") != strings.Join(want, ",") {
+		t.Fatalf("%s holds %v, want %v", dir, names, want)
+	}
+}
+
+func TestCopyLocal(t *testing.T) {
+	ctx := context.Background()
+	a := NewLocal("a", Builtin(), testLog(t))
+	b := NewLocal("b", Builtin(), testLog(t))
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	makeTree(t, src)
+	out := filepath.Join(dir, "out")
+
+	res, err := Copy(ctx, a, src, b, filepath.Join(out, "images"), nil)
+	must(t, err)
+	sameTree(t, src, filepath.Join(out, "images"))
+	if res.Bytes == 0 || len(res.SHA256) != 64 {
+		t.Fatalf("result %+v", res)
+	}
+	// Copying again replaces the directory, leaving nothing else behind.
+	must(t, os.WriteFile(filepath.Join(out, "images", "stale"), nil, 0o600))
+	_, err = Copy(ctx, a, src, b, filepath.Join(out, "images"), nil)
+	must(t, err)
+	sameTree(t, src, filepath.Join(out, "images"))
+	noLeftovers(t, out, "images")
+
+	// A single file keeps its mode.
+	var reports []Progress
+	_, err = Copy(ctx, a, filepath.Join(src, "a.img"), b, filepath.Join(out, "a.img"), func(p Progress) { reports = append(reports, p) })
+	must(t, err)
+	fi, err := os.Stat(filepath.Join(out, "a.img"))
+	must(t, err)
+	if fi.Mode().Perm() != 0o600 || fi.Size() != 3000 {
+		t.Fatalf("copied file %v %d", fi.Mode(), fi.Size())
+	}
+	if len(reports) == 0 || reports[len(reports)-1].Done != 3000 {
+		t.Fatalf("progress %+v", reports)
+	}
+
+	// A missing source fails, naming the source host.
+	_, err = Copy(ctx, a, filepath.Join(dir, "missing"), b, filepath.Join(out, "x"), nil)
+	if err == nil || !strings.Contains(err.Error(), `host "a": fs.send`) {
+		t.Fatalf("missing source: %v", err)
+	}
+	noLeftovers(t, out, "a.img", "images")
+}
+
+func TestCopySmallFilesSSH(t *testing.T) {
+	sshd := startSSHD(t)
+	src, dst := sshd.host(t, "src"), sshd.host(t, "dst")
+	dir := t.TempDir()
+	makeTree(t, filepath.Join(dir, "tree"))
+	_, err := Copy(context.Background(), src, filepath.Join(dir, "tree"), dst, filepath.Join(dir, "copy", "tree"), nil)
+	must(t, err)
+	sameTree(t, filepath.Join(dir, "tree"), filepath.Join(dir, "copy", "tree"))
+}
+
+func TestCorruptStreamDetected(t *testing.T) {
+	sshd := startSSHD(t)
+	src, dst := sshd.host(t, "src"), sshd.host(t, "dst")
+	dir := t.TempDir()
+	makeFile(t, filepath.Join(dir, "f"), 4<<20, 1)
+	out := filepath.Join(dir, "out")
+	must(t, os.Mkdir(out, 0o700))
+
+	// Relay fs.send to fs.recv by hand, flipping one byte on the way.
+	pr, pw, _ := os.Pipe()
+	go func() {
+		w := &flipWriter{w: pw, at: 1 << 20}
+		src.Call(context.Background(), "fs.send", PathRequest{Path: filepath.Join(dir, "f")}, nil, CallOpts{Out: w})
+		pw.Close()
+	}()
+	err := dst.Call(context.Background(), "fs.recv", PathRequest{Path: filepath.Join(out, "f")}, nil, CallOpts{In: pr})
+	pr.Close()
+	if err == nil || !strings.Contains(err.Error(), `host "dst": fs.recv`) || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Fatalf("corrupt stream: %v", err)
+	}
+	noLeftovers(t, out)
+}
+
+// flipWriter flips one byte of what passes through, at offset at.
+type flipWriter struct {
+	w  *os.File
+	n  int64
+	at int64
+}
+
+func (f *flipWriter) Write(p []byte) (int, error) {
+	if f.n <= f.at && f.at < f.n+int64(len(p)) {
+		q := append([]byte(nil), p...)
+		q[f.at-f.n] ^= 0xff
+		p = q
+	}
+	f.n += int64(len(p))
+	return f.w.Write(p)
+}
+
+func TestCopyFullDisk(t *testing.T) {
+	sshd := startSSHD(t)
+	src, dst := sshd.host(t, "src"), sshd.host(t, "dst")
+	dir := t.TempDir()
+	makeFile(t, filepath.Join(dir, "f"), 8<<20, 2)
+	small := filepath.Join(dir, "small")
+	must(t, os.Mkdir(small, 0o700))
+	must(t, syscall.Mount("tmpfs", small, "tmpfs", 0, "size=2m"))
+	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
+
+	_, err := Copy(context.Background(), src, filepath.Join(dir, "f"), dst, filepath.Join(small, "f"), nil)
+	if err == nil || !strings.Contains(err.Error(), `host "dst": fs.recv`) || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("full disk: %v", err)
+	}
+	noLeftovers(t, small)
+}
+
+func TestCopyBigSSH(t *testing.T) {
+	if testing.Short() {
+		t.Skip("copies 512 MiB")
+	}
+	sshd := startSSHD(t)
+	src, dst := sshd.host(t, "src"), sshd.host(t, "dst")
+	dir := t.TempDir()
+	want := makeFile(t, filepath.Join(dir, "big"), 512<<20, 3)
+	var last Progress
+	res, err := Copy(context.Background(), src, filepath.Join(dir, "big"), dst, filepath.Join(dir, "out", "big"), func(p Progress) { last = p })
+	must(t, err)
+	if res.SHA256 != want || res.Bytes != 512<<20 {
+		t.Fatalf("copy result %+v, want sha256 %s", res, want)
+	}
+	got, err := fileSum(filepath.Join(dir, "out", "big"))
+	must(t, err)
+	if got != want {
+		t.Fatalf("destination sha256 %s, want %s", got, want)
+	}
+	if last.Done != res.Bytes || last.Rate <= 0 {
+		t.Fatalf("last progress %+v", last)
+	}
+	t.Logf("512 MiB in %.2fs: %.0f MB/s", res.Seconds, float64(res.Bytes)/res.Seconds/1e6)
+}
+
+// Cutting the connection midway leaves nothing that looks complete, and a
+// retry succeeds and cleans up after the failed attempt.
+func TestCopyCutThenRetry(t *testing.T) {
+	sshd := startSSHD(t)
+	src := sshd.host(t, "src")
+	dst := sshd.host(t, "dst")
+	dir := t.TempDir()
+	size := int64(256 << 20)
+	if testing.Short() {
+		size = 64 << 20
+	}
+	want := makeFile(t, filepath.Join(dir, "big"), size, 4)
+	out := filepath.Join(dir, "out")
+
+	var cut atomic.Bool
+	_, err := Copy(context.Background(), src, filepath.Join(dir, "big"), dst, filepath.Join(out, "big"), func(p Progress) {
+		if p.Done > size/4 && !cut.Swap(true) {
+			dst.client.Close() // the network goes away
+		}
+	})
+	if err == nil || !strings.Contains(err.Error(), `host "dst"`) {
+		t.Fatalf("cut copy: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "big")); err == nil {
+		t.Fatal("a cut copy left a complete-looking file")
+	}
+	// Wait for the orphaned agent to notice and clean up, as a retry would not.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ents, _ := os.ReadDir(out)
+		if len(ents) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	dst = sshd.host(t, "dst")
+	res, err := Copy(context.Background(), src, filepath.Join(dir, "big"), dst, filepath.Join(out, "big"), nil)
+	must(t, err)
+	if res.SHA256 != want {
+		t.Fatalf("retry sha256 %s, want %s", res.SHA256, want)
+	}
+	noLeftovers(t, out, "big")
+}
+
+func TestProtocolInProcess(t *testing.T) {
+	// Serve and callAgent over plain pipes: logs, progress and results.
+	actions := Actions{
+		"hello": func(ctx context.Context, c *Call) (any, error) {
+			c.Log.Info("greeting", "who", "test")
+			c.Progress(Progress{Done: 1, Total: 2})
+			return map[string]string{"hi": "there"}, nil
+		},
+	}
+	cr, aw, _ := os.Pipe()
+	ar, cw, _ := os.Pipe()
+	go func() {
+		Serve(context.Background(), actions, ar, aw, testLog(t))
+		aw.Close()
+	}()
+	var got map[string]string
+	var prog []Progress
+	err := callAgent(context.Background(), cw, cr, "hello", nil, &got, CallOpts{Progress: func(p Progress) { prog = append(prog, p) }}, testLog(t), func() { cw.Close() })
+	cw.Close()
+	must(t, err)
+	if got["hi"] != "there" || len(prog) != 1 || prog[0].Done != 1 {
+		t.Fatalf("got %v, progress %v", got, prog)
+	}
+}
+
+// The agent's own binary is what cmd/mig runs; keep the test binary honest.
+func TestTestBinaryIsAgent(t *testing.T) {
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, "agent")
+	cmd.Stdin = strings.NewReader("")
+	if err := cmd.Run(); err == nil {
+		t.Fatal("agent accepted an empty request")
+	}
+}

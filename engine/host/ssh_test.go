@@ -1,0 +1,164 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSSHExec(t *testing.T) {
+	sshd := startSSHD(t)
+	h := sshd.host(t, "src")
+	ctx := context.Background()
+	var res ExecResult
+	err := h.Call(ctx, "exec", ExecRequest{Argv: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, &res, CallOpts{})
+	must(t, err)
+	if res.ExitCode != 3 || res.Stdout != "out\n" || res.Stderr != "err\n" {
+		t.Fatalf("exec result %+v", res)
+	}
+	// Input streams to the action, output streams back.
+	var out strings.Builder
+	err = h.Call(ctx, "exec", ExecRequest{Argv: []string{"cat"}}, &res, CallOpts{In: strings.NewReader("piped"), Out: &out})
+	must(t, err)
+	if res.Stdout != "piped" {
+		t.Fatalf("cat got %q", res.Stdout)
+	}
+	// Sessions are multiplexed on the one connection.
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			errs <- h.Call(ctx, "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
+		}()
+	}
+	for range 8 {
+		must(t, <-errs)
+	}
+	// An action's error comes back naming the host and the action.
+	err = h.Call(ctx, "exec", ExecRequest{}, nil, CallOpts{})
+	var ae *ActionError
+	if !errors.As(err, &ae) || ae.Host != "src" || !strings.Contains(err.Error(), `host "src": exec: exec: empty argv`) {
+		t.Fatalf("error %v", err)
+	}
+	err = h.Call(ctx, "nope", nil, nil, CallOpts{})
+	if err == nil || !strings.Contains(err.Error(), `host "src": nope: unknown action "nope"`) {
+		t.Fatalf("error %v", err)
+	}
+}
+
+func TestSSHCancel(t *testing.T) {
+	sshd := startSSHD(t)
+	h := sshd.host(t, "src")
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	marker := filepath.Join(sshd.Dir, "slept")
+	start := time.Now()
+	err := h.Call(ctx, "exec", ExecRequest{Argv: []string{"sh", "-c", "sleep 3; touch " + marker}}, nil, CallOpts{})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v, want deadline exceeded", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("cancel took %v", time.Since(start))
+	}
+	time.Sleep(3 * time.Second)
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the remote action kept running after the call was cancelled")
+	}
+}
+
+func TestSSHUnknownHostKey(t *testing.T) {
+	sshd := startSSHD(t)
+	empty := filepath.Join(t.TempDir(), "known_hosts")
+	must(t, os.WriteFile(empty, nil, 0o600))
+	_, err := DialSSH(context.Background(), "dst", SSHConfig{Address: sshd.Address, User: "root", IdentityFile: sshd.Identity, KnownHosts: empty}, testLog(t))
+	if err == nil {
+		t.Fatal("connected to a host with an unknown key")
+	}
+	for _, want := range []string{`host "dst"`, "unknown host key", "SHA256:", "ssh-keyscan -p", empty} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestSSHHostKeyMismatch(t *testing.T) {
+	sshd := startSSHD(t)
+	other := startSSHD(t)
+	// known_hosts lists the other server's key for this address.
+	line, _ := os.ReadFile(other.KnownHosts)
+	_, port, _ := strings.Cut(sshd.Address, ":")
+	_, key, _ := strings.Cut(string(line), " ")
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	must(t, os.WriteFile(kh, []byte("[127.0.0.1]:"+port+" "+key), 0o600))
+	_, err := DialSSH(context.Background(), "dst", SSHConfig{Address: sshd.Address, User: "root", IdentityFile: sshd.Identity, KnownHosts: kh}, testLog(t))
+	if err == nil {
+		t.Fatal("connected to a host whose key changed")
+	}
+	for _, want := range []string{`host "dst"`, "HOST KEY MISMATCH", "SHA256:", "ssh-keygen -R", "ssh-keyscan"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestSSHWrongKeyAndUnreachable(t *testing.T) {
+	sshd := startSSHD(t)
+	other := startSSHD(t)
+	_, err := DialSSH(context.Background(), "dst", SSHConfig{Address: sshd.Address, User: "root", IdentityFile: other.Identity, KnownHosts: sshd.KnownHosts}, testLog(t))
+	if err == nil || !strings.Contains(err.Error(), `host "dst"`) || !strings.Contains(err.Error(), `authentication as "root" failed`) {
+		t.Fatalf("wrong key: %v", err)
+	}
+	_, err = DialSSH(context.Background(), "gone", SSHConfig{Address: "127.0.0.1:1", IdentityFile: sshd.Identity, KnownHosts: sshd.KnownHosts, ConnectTimeout: time.Second}, testLog(t))
+	if err == nil || !strings.Contains(err.Error(), `host "gone" (127.0.0.1:1): unreachable`) {
+		t.Fatalf("unreachable: %v", err)
+	}
+}
+
+func TestAgentInstall(t *testing.T) {
+	sshd := startSSHD(t)
+	work := filepath.Join(sshd.Dir, "work")
+	exe, _ := os.Executable()
+	sum, err := fileSum(exe)
+	must(t, err)
+	bin := filepath.Join(work, "bin", "mig-"+sum)
+
+	h := sshd.host(t, "src")
+	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	fi, err := os.Stat(bin)
+	must(t, err)
+	if fi.Mode().Perm() != 0o755 {
+		t.Fatalf("binary mode %v", fi.Mode())
+	}
+	if got, _ := fileSum(bin); got != sum {
+		t.Fatalf("installed binary has sha256 %s, want %s", got, sum)
+	}
+	if left, _ := filepath.Glob(filepath.Join(work, "bin", ".mig-*")); len(left) != 0 {
+		t.Fatalf("upload left %v", left)
+	}
+
+	// A damaged binary is replaced on the next connection.
+	must(t, os.WriteFile(bin, []byte("#!/bin/sh\nexit 1\n"), 0o755))
+	h2 := sshd.host(t, "src")
+	must(t, h2.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	if got, _ := fileSum(bin); got != sum {
+		t.Fatal("damaged binary was not reinstalled")
+	}
+
+	// A host of another architecture is refused, naming the host.
+	h3 := sshd.host(t, "arm")
+	h3.goarch = "arm64"
+	err = h3.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
+	if err == nil || !strings.Contains(err.Error(), `host "arm": wrong architecture: the host is x86_64 but this mig is built for arm64`) {
+		t.Fatalf("wrong arch: %v", err)
+	}
+
+	// A binary removed behind mig's back gives an error naming the host.
+	must(t, os.Remove(bin))
+	err = h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
+	if err == nil || !strings.Contains(err.Error(), `host "src": exec: connection to the agent lost`) {
+		t.Fatalf("missing binary: %v", err)
+	}
+}
