@@ -1,0 +1,166 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// MoveIP moves a service address from one host's interface to another's
+// and announces it with gratuitous ARP, so that clients reach the target
+// at once (tcp_established needs the same IP on the target):
+//
+//	step "move_ip" "vip" {
+//	  address      = "10.77.0.100/24"
+//	  from         = host.h1
+//	  to           = host.h2
+//	  interface    = "eth0"  # default eth0
+//	  to_interface = "eth1"  # default: interface
+//	  announce     = 3       # gratuitous ARPs, default 3
+//	}
+//
+// Both hosts run the "net.addr" agent action. Undo moves the address back.
+type MoveIP struct{}
+
+func (MoveIP) Spec() hcldec.Spec {
+	return hcldec.ObjectSpec{
+		"address":      &hcldec.AttrSpec{Name: "address", Type: cty.String, Required: true},
+		"from":         &hcldec.AttrSpec{Name: "from", Type: HostRef, Required: true},
+		"to":           &hcldec.AttrSpec{Name: "to", Type: HostRef, Required: true},
+		"interface":    &hcldec.AttrSpec{Name: "interface", Type: cty.String},
+		"to_interface": &hcldec.AttrSpec{Name: "to_interface", Type: cty.String},
+		"announce":     &hcldec.AttrSpec{Name: "announce", Type: cty.Number},
+	}
+}
+
+func (MoveIP) Outputs() cty.Type {
+	return cty.Object(map[string]cty.Type{
+		"address": cty.String,
+		"from":    cty.String,
+		"to":      cty.String,
+		"seconds": cty.Number,
+	})
+}
+
+const defaultAnnounce = 3
+
+// moveIP is a decoded move_ip step.
+type moveIP struct {
+	address        string
+	from, to       string
+	fromIf, toIf   string
+	announce       int
+	fromOK, toOK   bool // host names are known
+	addressChecked bool
+}
+
+func decodeMoveIP(cfg cty.Value) (moveIP, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	m := moveIP{
+		from:     HostName(Attr(cfg, "from")),
+		to:       HostName(Attr(cfg, "to")),
+		fromIf:   String(cfg, "interface", "eth0"),
+		announce: int(Int(cfg, "announce", defaultAnnounce)),
+	}
+	m.toIf = String(cfg, "to_interface", m.fromIf)
+	m.fromOK, m.toOK = m.from != "", m.to != ""
+	if a := Attr(cfg, "address"); a.IsKnown() && !a.IsNull() {
+		m.address = a.AsString()
+		p, err := netip.ParsePrefix(m.address)
+		switch {
+		case err != nil:
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid address", Detail: fmt.Sprintf("%q: want an address with its prefix length, such as 10.77.0.100/24.", m.address)})
+		case !p.Addr().Is4():
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unsupported address", Detail: fmt.Sprintf("%s: move_ip announces with ARP and supports IPv4 only.", m.address)})
+		}
+		m.addressChecked = true
+	}
+	if m.fromOK && m.toOK && m.from == m.to && m.fromIf == m.toIf {
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Nothing to move", Detail: fmt.Sprintf("from and to are both %s:%s.", m.from, m.fromIf)})
+	}
+	if m.announce < 0 || m.announce > 100 {
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid announce", Detail: "announce is a count of gratuitous ARPs between 0 and 100."})
+	}
+	return m, diags
+}
+
+func (MoveIP) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
+	m, diags := decodeMoveIP(cfg)
+	orUnknown := func(s string, ok bool) string {
+		if !ok {
+			return "(known after apply)"
+		}
+		return s
+	}
+	addr := m.address
+	if !m.addressChecked {
+		addr = "(known after apply)"
+	}
+	p := Preview{Host: m.to, Notes: []string{fmt.Sprintf("move %s from %s:%s to %s:%s and announce it",
+		addr, orUnknown(m.from, m.fromOK), m.fromIf, orUnknown(m.to, m.toOK), m.toIf)}}
+	return p, diags
+}
+
+func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
+	m, diags := decodeMoveIP(cfg)
+	if diags.HasErrors() {
+		return Result{}, diags
+	}
+	from, err := HostOf(env, Attr(cfg, "from"))
+	if err != nil {
+		return Result{}, fmt.Errorf("from: %w", err)
+	}
+	to, err := HostOf(env, Attr(cfg, "to"))
+	if err != nil {
+		return Result{}, fmt.Errorf("to: %w", err)
+	}
+	start := time.Now()
+	if err := m.move(ctx, env, from, m.fromIf, to, m.toIf); err != nil {
+		return Result{}, err
+	}
+	secs := time.Since(start).Seconds()
+	return Result{
+		Outputs: cty.ObjectVal(map[string]cty.Value{
+			"address": cty.StringVal(m.address),
+			"from":    cty.StringVal(from.Name()),
+			"to":      cty.StringVal(to.Name()),
+			"seconds": cty.NumberFloatVal(secs),
+		}),
+		Undo: func(ctx context.Context) error {
+			return m.move(ctx, env, to, m.toIf, from, m.fromIf)
+		},
+		Metrics: map[string]float64{"seconds": secs},
+	}, nil
+}
+
+// move takes the address off src and puts it on dst. If dst refuses it,
+// the address goes back on src, so it is never left on neither host.
+func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, dst host.Host, dstIf string) error {
+	var res NetAddrResult
+	del := NetAddrRequest{Op: "del", Address: m.address, Interface: srcIf}
+	if err := src.Call(ctx, "net.addr", del, &res, host.CallOpts{}); err != nil {
+		return fmt.Errorf("remove %s from %s: %w", m.address, src.Name(), err)
+	}
+	if !res.Present {
+		env.Log.Warn("address was not on the source", "address", m.address, "host", src.Name(), "interface", srcIf)
+	}
+	add := NetAddrRequest{Op: "add", Address: m.address, Interface: dstIf, Announce: m.announce}
+	if err := dst.Call(ctx, "net.addr", add, &res, host.CallOpts{}); err != nil {
+		err = fmt.Errorf("add %s on %s: %w", m.address, dst.Name(), err)
+		back := NetAddrRequest{Op: "add", Address: m.address, Interface: srcIf, Announce: m.announce}
+		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, host.CallOpts{}); berr != nil {
+			return errors.Join(err, fmt.Errorf("put %s back on %s: %w", m.address, src.Name(), berr))
+		}
+		return err
+	}
+	env.Log.Info("address moved", "address", m.address, "from", src.Name(), "to", dst.Name(), "announced", res.Announced)
+	return nil
+}

@@ -1,0 +1,169 @@
+package steps
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// NetActions are the agent actions for network changes on a host.
+func NetActions() host.Actions {
+	return host.Actions{
+		"net.addr": NetAddr,
+	}
+}
+
+// NetAddrRequest adds, removes or looks up an address on an interface.
+type NetAddrRequest struct {
+	Op        string `json:"op"`        // "add", "del" or "show"
+	Address   string `json:"address"`   // CIDR, such as 10.77.0.100/24
+	Interface string `json:"interface"` // such as eth0
+	// Announce is the number of gratuitous ARPs sent after an add, so
+	// that neighbours send to this host at once.
+	Announce int `json:"announce,omitempty"`
+}
+
+// NetAddrResult says what was there before the call.
+type NetAddrResult struct {
+	Present   bool `json:"present"` // the address was on the interface before the call
+	Announced int  `json:"announced,omitempty"`
+}
+
+// announceGap spaces the gratuitous ARPs.
+const announceGap = 10 * time.Millisecond
+
+// NetAddr is the "net.addr" action. Adding an address that is there and
+// removing one that is not are not errors, so a retried step converges.
+func NetAddr(ctx context.Context, c *host.Call) (any, error) {
+	var req NetAddrRequest
+	if err := json.Unmarshal(c.Req, &req); err != nil {
+		return nil, err
+	}
+	prefix, err := netip.ParsePrefix(req.Address)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", req.Address, err)
+	}
+	link, err := netlink.LinkByName(req.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("interface %q: %w", req.Interface, err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{
+		IP:   net.IP(prefix.Addr().AsSlice()),
+		Mask: net.CIDRMask(prefix.Bits(), prefix.Addr().BitLen()),
+	}}
+	present, err := hasAddr(link, prefix.Addr())
+	if err != nil {
+		return nil, err
+	}
+	res := NetAddrResult{Present: present}
+	switch req.Op {
+	case "show":
+	case "del":
+		if present {
+			if err := netlink.AddrDel(link, addr); err != nil {
+				return nil, fmt.Errorf("remove %s from %s: %w", req.Address, req.Interface, err)
+			}
+			c.Log.Info("address removed", "address", req.Address, "interface", req.Interface)
+		}
+	case "add":
+		if !present {
+			if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+				return nil, fmt.Errorf("add %s to %s: %w", req.Address, req.Interface, err)
+			}
+			c.Log.Info("address added", "address", req.Address, "interface", req.Interface)
+		}
+		if req.Announce > 0 && prefix.Addr().Is4() {
+			n, err := announce(ctx, req.Interface, prefix.Addr(), req.Announce)
+			res.Announced = n
+			if err != nil {
+				return res, fmt.Errorf("announce %s on %s: %w", prefix.Addr(), req.Interface, err)
+			}
+		}
+	default:
+		return nil, fmt.Errorf("net.addr: unknown op %q (want add, del or show)", req.Op)
+	}
+	return res, nil
+}
+
+func hasAddr(link netlink.Link, ip netip.Addr) (bool, error) {
+	family := netlink.FAMILY_V4
+	if ip.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	addrs, err := netlink.AddrList(link, family)
+	if err != nil {
+		return false, fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
+	}
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// announce broadcasts count gratuitous ARP requests (sender and target are
+// both ip) from ifname, so that neighbours update their caches.
+func announce(ctx context.Context, ifname string, ip netip.Addr, count int) (int, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return 0, err
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return 0, fmt.Errorf("%s has no Ethernet address", ifname)
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
+	if err != nil {
+		return 0, fmt.Errorf("packet socket: %w", err)
+	}
+	defer unix.Close(fd)
+	bcast := [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifi.Index, Halen: 6, Addr: bcast}
+	frame := garpFrame(ifi.HardwareAddr, ip)
+	sent := 0
+	for i := 0; i < count; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return sent, ctx.Err()
+			case <-time.After(announceGap):
+			}
+		}
+		if err := unix.Sendto(fd, frame, 0, to); err != nil {
+			return sent, err
+		}
+		sent++
+	}
+	return sent, nil
+}
+
+// garpFrame is an Ethernet broadcast frame holding an ARP request for ip
+// from ip.
+func garpFrame(mac net.HardwareAddr, ip netip.Addr) []byte {
+	b := make([]byte, 0, 42)
+	b = append(b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	b = append(b, mac...)
+	b = binary.BigEndian.AppendUint16(b, unix.ETH_P_ARP)
+	b = binary.BigEndian.AppendUint16(b, 1)             // hardware: Ethernet
+	b = binary.BigEndian.AppendUint16(b, unix.ETH_P_IP) // protocol: IPv4
+	b = append(b, 6, 4)                                 // address lengths
+	b = binary.BigEndian.AppendUint16(b, 1)             // request
+	ip4 := ip.As4()
+	b = append(b, mac...)
+	b = append(b, ip4[:]...)
+	b = append(b, 0, 0, 0, 0, 0, 0)
+	b = append(b, ip4[:]...)
+	return b
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }

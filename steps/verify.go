@@ -1,0 +1,369 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// Verify polls one check until it passes or the step's context ends (the
+// engine's `timeout` meta-argument bounds each attempt):
+//
+//	step "verify" "up" {
+//	  http { url = "http://10.77.0.100:8080/check"  status = 200  body_regex = "^ok" }
+//	  # or: tcp { address = "10.77.0.100:8080" }
+//	  # or: process { host = host.h2  pid = step.restore.pid  alive = true }
+//	  # or: exec { host = host.h2  argv = ["test", "-e", "/run/ready"] }
+//	  interval = "100ms"
+//	}
+//
+// http and tcp checks run from the orchestrator; process and exec checks
+// run on the host through its "exec" action. A process check with
+// alive = false passes once the process is gone.
+type Verify struct{}
+
+const defaultVerifyInterval = 100 * time.Millisecond
+
+func (Verify) Spec() hcldec.Spec {
+	return hcldec.ObjectSpec{
+		"http": &hcldec.BlockSpec{TypeName: "http", Nested: hcldec.ObjectSpec{
+			"url":        &hcldec.AttrSpec{Name: "url", Type: cty.String, Required: true},
+			"status":     &hcldec.AttrSpec{Name: "status", Type: cty.Number},
+			"body_regex": &hcldec.AttrSpec{Name: "body_regex", Type: cty.String},
+		}},
+		"tcp": &hcldec.BlockSpec{TypeName: "tcp", Nested: hcldec.ObjectSpec{
+			"address": &hcldec.AttrSpec{Name: "address", Type: cty.String, Required: true},
+		}},
+		"process": &hcldec.BlockSpec{TypeName: "process", Nested: hcldec.ObjectSpec{
+			"host":  &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
+			"pid":   &hcldec.AttrSpec{Name: "pid", Type: cty.Number, Required: true},
+			"alive": &hcldec.AttrSpec{Name: "alive", Type: cty.Bool},
+		}},
+		"exec": &hcldec.BlockSpec{TypeName: "exec", Nested: hcldec.ObjectSpec{
+			"host": &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
+			"argv": &hcldec.AttrSpec{Name: "argv", Type: cty.List(cty.String), Required: true},
+		}},
+		"interval": &hcldec.AttrSpec{Name: "interval", Type: cty.String},
+	}
+}
+
+func (Verify) Outputs() cty.Type {
+	return cty.Object(map[string]cty.Type{
+		"ok":       cty.Bool,
+		"attempts": cty.Number,
+		"seconds":  cty.Number,
+		"last":     cty.String,
+	})
+}
+
+// verifyChecks are the check blocks, exactly one of which must be set.
+var verifyChecks = []string{"http", "tcp", "process", "exec"}
+
+func (Verify) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
+	var p Preview
+	which, diags := verifyWhich(cfg)
+	if diags.HasErrors() {
+		return p, diags
+	}
+	if _, err := Duration(cfg, "interval", defaultVerifyInterval); err != nil {
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid interval", Detail: err.Error()})
+	} else if d, _ := Duration(cfg, "interval", defaultVerifyInterval); d <= 0 {
+		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid interval", Detail: "interval must be positive."})
+	}
+	b := cfg.GetAttr(which)
+	switch which {
+	case "http":
+		u := String(b, "url", "")
+		if Attr(b, "url").IsKnown() {
+			if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid URL", Detail: fmt.Sprintf("%q is not an http or https URL.", u)})
+			}
+		}
+		if re := Attr(b, "body_regex"); re.IsKnown() && !re.IsNull() {
+			if _, err := regexp.Compile(re.AsString()); err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid body_regex", Detail: err.Error()})
+			}
+		}
+		p.Notes = append(p.Notes, fmt.Sprintf("GET %s until it answers %d", known(Attr(b, "url")), Int(b, "status", 200)))
+	case "tcp":
+		a := Attr(b, "address")
+		if a.IsKnown() {
+			if _, _, err := net.SplitHostPort(a.AsString()); err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid address", Detail: fmt.Sprintf("%q: want host:port.", a.AsString())})
+			}
+		}
+		p.Notes = append(p.Notes, "connect to "+known(a))
+	case "process":
+		p.Host = HostName(Attr(b, "host"))
+		state := "alive"
+		if !Bool(b, "alive", true) {
+			state = "gone"
+		}
+		p.Notes = append(p.Notes, fmt.Sprintf("wait until pid %s is %s", known(Attr(b, "pid")), state))
+	case "exec":
+		p.Host = HostName(Attr(b, "host"))
+		argv := Attr(b, "argv")
+		if argv.IsKnown() && !argv.IsNull() && argv.LengthInt() == 0 {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Empty argv", Detail: "argv needs at least the program to run."})
+		}
+		p.Notes = append(p.Notes, "run "+known(argv)+" until it exits 0")
+	}
+	return p, diags
+}
+
+// known renders a value for a preview, "(known after apply)" when unknown.
+func known(v cty.Value) string {
+	switch {
+	case !v.IsKnown():
+		return "(known after apply)"
+	case v.IsNull():
+		return "(null)"
+	case v.Type() == cty.String:
+		return v.AsString()
+	case v.Type() == cty.Number:
+		return v.AsBigFloat().Text('f', -1)
+	case v.CanIterateElements():
+		var parts []string
+		for it := v.ElementIterator(); it.Next(); {
+			_, e := it.Element()
+			parts = append(parts, known(e))
+		}
+		return "[" + strings.Join(parts, " ") + "]"
+	}
+	return v.GoString()
+}
+
+func verifyWhich(cfg cty.Value) (string, hcl.Diagnostics) {
+	var set []string
+	for _, name := range verifyChecks {
+		if v := Attr(cfg, name); !v.IsNull() {
+			set = append(set, name)
+		}
+	}
+	if len(set) != 1 {
+		return "", hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Need exactly one check",
+			Detail:   fmt.Sprintf("A verify step takes exactly one of the blocks http, tcp, process or exec; this one has %d.", len(set)),
+		}}
+	}
+	return set[0], nil
+}
+
+// probe runs a check once. It returns whether the check passed and what it
+// saw; a non-nil error means the check cannot work and polling stops.
+type probe func(ctx context.Context) (bool, string, error)
+
+func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
+	which, diags := verifyWhich(cfg)
+	if diags.HasErrors() {
+		return Result{}, diags
+	}
+	interval, err := Duration(cfg, "interval", defaultVerifyInterval)
+	if err != nil {
+		return Result{}, err
+	}
+	if interval <= 0 {
+		return Result{}, errors.New("interval must be positive")
+	}
+	b := cfg.GetAttr(which)
+	var check probe
+	var what string
+	switch which {
+	case "http":
+		check, what, err = httpProbe(b)
+	case "tcp":
+		what = String(b, "address", "")
+		check = tcpProbe(what)
+	case "process":
+		check, what, err = processProbe(env, b)
+	case "exec":
+		check, what, err = execProbe(env, b)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+
+	start := time.Now()
+	attempts := 0
+	last := ""
+	for {
+		attempts++
+		ok, seen, err := check(ctx)
+		last = seen
+		if err != nil {
+			return Result{}, fmt.Errorf("verify %s: %w", what, err)
+		}
+		if ok {
+			secs := time.Since(start).Seconds()
+			env.Log.Debug("verify passed", "check", what, "attempts", attempts, "seconds", secs)
+			return Result{
+				Outputs: cty.ObjectVal(map[string]cty.Value{
+					"ok":       cty.True,
+					"attempts": Num(int64(attempts)),
+					"seconds":  cty.NumberFloatVal(secs),
+					"last":     cty.StringVal(last),
+				}),
+				Metrics: map[string]float64{"seconds": secs, "attempts": float64(attempts)},
+			}, nil
+		}
+		env.Log.Trace("verify not yet", "check", what, "attempt", attempts, "last", last)
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Result{}, fmt.Errorf("verify %s: not passing after %d attempts in %.1fs (%v); last: %s",
+				what, attempts, time.Since(start).Seconds(), ctx.Err(), last)
+		case <-t.C:
+		}
+	}
+}
+
+// requestTimeout bounds one HTTP request or TCP connect.
+const requestTimeout = 5 * time.Second
+
+func httpProbe(b cty.Value) (probe, string, error) {
+	u := String(b, "url", "")
+	want := int(Int(b, "status", 200))
+	var re *regexp.Regexp
+	if s := String(b, "body_regex", ""); s != "" {
+		var err error
+		if re, err = regexp.Compile(s); err != nil {
+			return nil, "", fmt.Errorf("body_regex: %w", err)
+		}
+	}
+	// A fresh connection each time: the check is whether the service
+	// answers now, not whether an old connection survived.
+	client := &http.Client{
+		Timeout:   requestTimeout,
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	return func(ctx context.Context) (bool, string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return false, "", err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return false, fmt.Sprintf("HTTP %d, reading body: %v", resp.StatusCode, err), nil
+		}
+		seen := fmt.Sprintf("HTTP %d, %d bytes: %s", resp.StatusCode, len(body), excerpt(string(body)))
+		if resp.StatusCode != want {
+			return false, seen, nil
+		}
+		if re != nil && !re.Match(body) {
+			return false, seen + " (body does not match " + strconv.Quote(re.String()) + ")", nil
+		}
+		return true, seen, nil
+	}, u, nil
+}
+
+func tcpProbe(addr string) probe {
+	return func(ctx context.Context) (bool, string, error) {
+		d := net.Dialer{Timeout: requestTimeout}
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		conn.Close()
+		return true, "connected", nil
+	}
+}
+
+func processProbe(env Env, b cty.Value) (probe, string, error) {
+	h, err := HostOf(env, Attr(b, "host"))
+	if err != nil {
+		return nil, "", err
+	}
+	pid := Int(b, "pid", 0)
+	if pid <= 0 {
+		return nil, "", fmt.Errorf("pid %d is not a process ID", pid)
+	}
+	wantAlive := Bool(b, "alive", true)
+	what := fmt.Sprintf("pid %d on %s", pid, h.Name())
+	return func(ctx context.Context) (bool, string, error) {
+		var res host.ExecResult
+		req := host.ExecRequest{Argv: []string{"cat", fmt.Sprintf("/proc/%d/stat", pid)}, MaxBytes: 4096}
+		if err := h.Call(ctx, "exec", req, &res, host.CallOpts{}); err != nil {
+			return false, err.Error(), nil
+		}
+		alive, seen := procState(pid, res)
+		return alive == wantAlive, seen, nil
+	}, what, nil
+}
+
+// procState reads the state letter from a /proc/PID/stat read.
+func procState(pid int64, res host.ExecResult) (bool, string) {
+	if res.ExitCode != 0 {
+		return false, fmt.Sprintf("pid %d does not exist", pid)
+	}
+	i := strings.LastIndexByte(res.Stdout, ')')
+	f := strings.Fields(res.Stdout[i+1:])
+	if i < 0 || len(f) == 0 {
+		return false, fmt.Sprintf("pid %d: unreadable stat %q", pid, excerpt(res.Stdout))
+	}
+	name := res.Stdout[strings.IndexByte(res.Stdout, '(')+1 : i]
+	switch f[0] {
+	case "Z", "X", "x":
+		return false, fmt.Sprintf("pid %d (%s) is a zombie", pid, name)
+	}
+	return true, fmt.Sprintf("pid %d (%s) is running, state %s", pid, name, f[0])
+}
+
+func execProbe(env Env, b cty.Value) (probe, string, error) {
+	h, err := HostOf(env, Attr(b, "host"))
+	if err != nil {
+		return nil, "", err
+	}
+	argv := Strings(b, "argv")
+	if len(argv) == 0 {
+		return nil, "", errors.New("empty argv")
+	}
+	what := fmt.Sprintf("%s on %s", strings.Join(argv, " "), h.Name())
+	return func(ctx context.Context) (bool, string, error) {
+		var res host.ExecResult
+		req := host.ExecRequest{Argv: argv, MaxBytes: 4096}
+		if err := h.Call(ctx, "exec", req, &res, host.CallOpts{}); err != nil {
+			return false, err.Error(), nil
+		}
+		seen := fmt.Sprintf("exit %d", res.ExitCode)
+		if out := excerpt(res.Stderr + res.Stdout); out != "" {
+			seen += ": " + out
+		}
+		return res.ExitCode == 0, seen, nil
+	}, what, nil
+}
+
+// excerpt shortens s to one line of at most 200 bytes.
+func excerpt(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i] + " …"
+	}
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
