@@ -159,6 +159,9 @@ func (r Runtime) Resume(id, dir string) error {
 	if err != nil {
 		return fmt.Errorf("container %q: %w", id, err)
 	}
+	if err := repairOff(pids); err != nil {
+		return fmt.Errorf("container %q: TCP repair mode: %w", id, err)
+	}
 	for _, pid := range pids {
 		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("container %q: continue pid %d: %w", id, pid, err)
