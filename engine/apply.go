@@ -272,9 +272,20 @@ func (r *runner) runStep(ctx context.Context, s *Step) State {
 	outs := make([]cty.Value, len(insts))
 	var wg sync.WaitGroup
 	for i, in := range insts {
+		// Take the slot here, in key order, so instances start in order.
+		select {
+		case r.sem <- struct{}{}:
+		case <-ctx.Done():
+			sr := &StepRecord{Address: in.Address(), Step: s.Name, Kind: s.Kind, State: StateCancelled}
+			r.addStep(sr)
+			r.emit(Event{Type: EventFinished, Step: sr.Address, Kind: s.Kind, State: StateCancelled})
+			states[i] = StateCancelled
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { <-r.sem }()
 			states[i], outs[i] = r.runInstance(ctx, in, vals)
 		}()
 	}
@@ -323,19 +334,11 @@ func diagString(diags hcl.Diagnostics) string {
 	return ""
 }
 
-// runInstance runs one step instance with its retry policy.
+// runInstance runs one step instance with its retry policy. The caller
+// holds a parallelism slot.
 func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]cty.Value) (State, cty.Value) {
 	s := in.step
 	sr := &StepRecord{Address: in.Address(), Step: s.Name, Kind: s.Kind}
-	select {
-	case r.sem <- struct{}{}:
-	case <-ctx.Done():
-		sr.State = StateCancelled
-		r.addStep(sr)
-		r.emit(Event{Type: EventFinished, Step: sr.Address, Kind: s.Kind, State: StateCancelled})
-		return StateCancelled, cty.NilVal
-	}
-	defer func() { <-r.sem }()
 
 	cfg, diags := r.sv.decode(in, vals)
 	if diags.HasErrors() {

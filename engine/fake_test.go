@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps"
+)
+
+// fake is a step kind for tests. Its arguments say how it behaves:
+//
+//	fail_until = 3     fail every attempt before the third
+//	fail       = true  fail every attempt
+//	hang       = true  block until cancelled
+//	sleep      = "5ms" take this long
+//	undo, commit       return compensation actions
+//
+// It logs what it does to its journal.
+type fake struct {
+	mu      sync.Mutex
+	journal []string
+	running int
+	peak    int
+}
+
+func (*fake) Spec() hcldec.Spec {
+	return hcldec.ObjectSpec{
+		"host":       &hcldec.AttrSpec{Name: "host", Type: steps.HostRef},
+		"value":      &hcldec.AttrSpec{Name: "value", Type: cty.String},
+		"list":       &hcldec.AttrSpec{Name: "list", Type: cty.List(cty.String)},
+		"count":      &hcldec.AttrSpec{Name: "count", Type: cty.Number},
+		"fail_until": &hcldec.AttrSpec{Name: "fail_until", Type: cty.Number},
+		"fail":       &hcldec.AttrSpec{Name: "fail", Type: cty.Bool},
+		"hang":       &hcldec.AttrSpec{Name: "hang", Type: cty.Bool},
+		"sleep":      &hcldec.AttrSpec{Name: "sleep", Type: cty.String},
+		"undo":       &hcldec.AttrSpec{Name: "undo", Type: cty.Bool},
+		"commit":     &hcldec.AttrSpec{Name: "commit", Type: cty.Bool},
+	}
+}
+
+func (*fake) Outputs() cty.Type {
+	return cty.Object(map[string]cty.Type{"value": cty.String, "attempt": cty.Number})
+}
+
+func (f *fake) Plan(ctx context.Context, cfg cty.Value, env steps.Env) (steps.Preview, hcl.Diagnostics) {
+	p := steps.Preview{Host: steps.HostName(steps.Attr(cfg, "host"))}
+	if steps.Bool(cfg, "hang", false) {
+		p.Notes = append(p.Notes, "this step hangs until cancelled")
+	}
+	return p, nil
+}
+
+func (f *fake) note(s string) {
+	f.mu.Lock()
+	f.journal = append(f.journal, s)
+	f.mu.Unlock()
+}
+
+func (f *fake) Journal() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.journal...)
+}
+
+func (f *fake) Apply(ctx context.Context, cfg cty.Value, env steps.Env) (steps.Result, error) {
+	name := steps.String(cfg, "value", "")
+	f.mu.Lock()
+	f.running++
+	f.peak = max(f.peak, f.running)
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.running--
+		f.mu.Unlock()
+	}()
+	f.note(fmt.Sprintf("apply %s %d", name, env.Attempt))
+	if h := steps.Attr(cfg, "host"); !h.IsNull() {
+		if _, err := steps.HostOf(env, h); err != nil {
+			return steps.Result{}, err
+		}
+	}
+	if d, _ := steps.Duration(cfg, "sleep", 0); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return steps.Result{}, ctx.Err()
+		}
+	}
+	if steps.Bool(cfg, "hang", false) {
+		<-ctx.Done()
+		return steps.Result{}, ctx.Err()
+	}
+	if steps.Bool(cfg, "fail", false) || int64(env.Attempt) < steps.Int(cfg, "fail_until", 0) {
+		return steps.Result{}, fmt.Errorf("%s: attempt %d failed", name, env.Attempt)
+	}
+	res := steps.Result{
+		Outputs: cty.ObjectVal(map[string]cty.Value{"value": cty.StringVal(name), "attempt": steps.Num(int64(env.Attempt))}),
+		Metrics: map[string]float64{"attempt": float64(env.Attempt)},
+	}
+	if steps.Bool(cfg, "undo", false) {
+		res.Undo = func(context.Context) error { f.note("undo " + name); return nil }
+	}
+	if steps.Bool(cfg, "commit", false) {
+		res.Commit = func(context.Context) error { f.note("commit " + name); return nil }
+	}
+	return res, nil
+}
+
+// fakeWorkload is a workload family for tests.
+type fakeWorkload struct{}
+
+func (fakeWorkload) Spec() hcldec.Spec {
+	return hcldec.ObjectSpec{
+		"host": &hcldec.AttrSpec{Name: "host", Type: steps.HostRef, Required: true},
+		"pid":  &hcldec.AttrSpec{Name: "pid", Type: cty.Number},
+	}
+}
+
+// countingHosts wraps host.Family and counts Open and Close calls.
+type countingHosts struct {
+	host.Family
+	mu            sync.Mutex
+	opens, closes int
+}
+
+func (c *countingHosts) Open(name string, cfg cty.Value) (host.Host, error) {
+	c.mu.Lock()
+	c.opens++
+	c.mu.Unlock()
+	h, err := c.Family.Open(name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &closeCounter{Host: h, c: c}, nil
+}
+
+type closeCounter struct {
+	host.Host
+	c *countingHosts
+}
+
+func (h *closeCounter) Close() error {
+	h.c.mu.Lock()
+	h.c.closes++
+	h.c.mu.Unlock()
+	return h.Host.Close()
+}
+
+func testConfig(f *fake) Config {
+	return Config{
+		Kinds:     map[string]steps.Kind{"fake": f, "exec": steps.Exec{}},
+		Workloads: map[string]steps.WorkloadKind{"process": fakeWorkload{}},
+		Hosts:     &countingHosts{Family: host.Family{Actions: host.Builtin(), Log: hclog.NewNullLogger()}},
+		Log:       hclog.NewNullLogger(),
+	}
+}
+
+// loadSrc writes src to a temporary workflow file and loads it.
+func loadSrc(t testing.TB, f *fake, src string) *Workflow {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "w.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, diags := Load(path, testConfig(f))
+	if diags.HasErrors() {
+		t.Fatalf("load: %s", diags.Error())
+	}
+	return w
+}
+
+func apply(t testing.TB, w *Workflow, ctx context.Context, parallelism int) (*Record, hcl.Diagnostics, []Event) {
+	t.Helper()
+	vars, diags := w.Vars(VarInput{}, true)
+	if diags.HasErrors() {
+		t.Fatalf("vars: %s", diags.Error())
+	}
+	var events []Event
+	rec, diags := w.Apply(ctx, ApplyOptions{
+		Vars: vars, Parallelism: parallelism, StateDir: t.TempDir(),
+		Events: func(e Event) { events = append(events, e) },
+	})
+	if rec == nil {
+		t.Fatalf("apply did not run: %s", diags.Error())
+	}
+	return rec, diags, events
+}
+
+func stepStates(rec *Record) map[string]State {
+	m := map[string]State{}
+	for _, s := range rec.Steps {
+		m[s.Address] = s.State
+	}
+	return m
+}
+
+var errTest = errors.New("test")
