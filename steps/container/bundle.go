@@ -17,23 +17,23 @@ import (
 // program, and a config.json without a terminal.
 type Bundle struct {
 	// Dir is the bundle directory; it gets rootfs/ and config.json.
-	Dir string
+	Dir string `json:"dir"`
 	// Busybox is a static busybox binary, default /bin/busybox (Debian's
 	// busybox-static).
-	Busybox string
+	Busybox string `json:"busybox,omitempty"`
 	// Program, when set, is a static binary copied to rootfs/bin/<base name>
 	// (for example the counter).
-	Program string
+	Program string `json:"program,omitempty"`
 	// Args is the container's command, for example
 	// ["/bin/counter", "-listen", ":8080"].
-	Args []string
+	Args []string `json:"args"`
 	// Env is added to the default PATH.
-	Env []string
+	Env []string `json:"env,omitempty"`
 	// NetNS is the path of the network namespace to join, such as
 	// /var/run/netns/x. Empty means the host's network.
-	NetNS string
+	NetNS string `json:"netns,omitempty"`
 	// Annotations go into config.json as they are.
-	Annotations map[string]string
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // Build writes the bundle. It replaces an existing config.json and

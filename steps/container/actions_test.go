@@ -1,0 +1,43 @@
+package container
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+func TestActions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real containers")
+	}
+	ctx := context.Background()
+	h := host.NewLocal("local", Actions(), hclog.NewNullLogger())
+	root := filepath.Join(t.TempDir(), "state")
+	ref := Ref{Root: root, ID: "etest-act"}
+	cleanup(t, Runtime{Root: root}, ref.ID)
+	b := Bundle{Dir: filepath.Join(t.TempDir(), "bundle"), Args: []string{"/bin/sleep", "1000"}}
+	if err := h.Call(ctx, ActBundle, b, nil, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	var started StartResult
+	if err := h.Call(ctx, ActStart, StartRequest{Ref: ref, Bundle: b.Dir}, &started, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	if err := h.Call(ctx, ActState, ref, &st, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Exists || st.Status != "running" || st.PID != started.PID {
+		t.Fatalf("state %+v, started pid %d", st, started.PID)
+	}
+	if err := h.Call(ctx, ActDestroy, ref, nil, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Call(ctx, ActState, ref, &st, host.CallOpts{}); err != nil || st.Exists {
+		t.Fatalf("after destroy: %+v %v", st, err)
+	}
+}
