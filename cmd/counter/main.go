@@ -7,9 +7,11 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -47,7 +49,14 @@ func main() {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	log.Fatal(http.ListenAndServe(*listen, mux))
+	// Go listens with MPTCP by default, which CRIU cannot dump.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", *listen)
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Fatal(http.Serve(ln, mux))
 }
 
 // pattern is the byte expected at offset i: it varies within a page and

@@ -5,12 +5,40 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 )
 
-// nftTable is the table CRIU's nftables network lock creates for a dump of
-// the tree rooted at pid.
-func nftTable(pid int) string { return fmt.Sprintf("inet CRIU-%d", pid) }
+// lockTable finds the table CRIU's nftables network lock created for the
+// dump whose log is logPath, in pid's network namespace. CRIU names it
+// after the first characters of its run id ("inet CRIU-932449b8-cc88-…").
+func lockTable(ctx context.Context, pid int, logPath string) string {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return ""
+	}
+	// swrk logs its own run id first, then the worker's.
+	ids := runID.FindAllSubmatch(b, -1)
+	if len(ids) == 0 {
+		return ""
+	}
+	out, err := nft(ctx, nsOf(pid, "net"), "list", "tables")
+	if err != nil {
+		return ""
+	}
+	for i := len(ids) - 1; i >= 0; i-- {
+		full := "CRIU-" + string(ids[i][1])
+		for _, l := range strings.Split(out, "\n") {
+			f := strings.Fields(l)
+			if len(f) == 3 && f[0] == "table" && len(f[2]) > len("CRIU-") && strings.HasPrefix(full, f[2]) {
+				return f[1] + " " + f[2]
+			}
+		}
+	}
+	return ""
+}
+
+var runID = regexp.MustCompile(`CRIU run id = ([0-9a-f-]+)`)
 
 // nsOf opens pid's namespace of the given type, or returns nil when pid is
 // in the same one as mig (or gone).
@@ -41,9 +69,6 @@ func dropNftTable(ctx context.Context, pid int, table string) error {
 // dropNftTableIn removes table from the network namespace netns (nil: this
 // one) if it exists, and closes netns.
 func dropNftTableIn(ctx context.Context, netns *os.File, table string) error {
-	if netns != nil {
-		defer netns.Close()
-	}
 	if table == "" {
 		return nil
 	}
@@ -63,6 +88,9 @@ func nftTableExists(ctx context.Context, table string) bool {
 }
 
 func nft(ctx context.Context, netns *os.File, args ...string) (string, error) {
+	if netns != nil {
+		defer netns.Close()
+	}
 	var cmd *exec.Cmd
 	if netns != nil {
 		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=/proc/self/fd/3", "nft"}, args...)...)

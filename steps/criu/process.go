@@ -210,13 +210,15 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	if err := MakeDir(req.Dir); err != nil {
 		return DumpResult{}, err
 	}
-	held := Held{PID: r.PID, Dir: req.Dir, NftTable: nftTable(r.PID)}
+	held := Held{PID: r.PID, Dir: req.Dir}
+	logPath := filepath.Join(req.Dir, DumpLog)
 	start := time.Now()
 	if req.Lazy {
 		if req.Listen == nil {
 			return DumpResult{}, errors.New("lazy dump: no listen address")
 		}
 		held.LazyPID, err = lazyDump(ctx, env, r.PID, req, o)
+		held.NftTable = lockTable(ctx, r.PID, logPath)
 		if err != nil {
 			p.Resume(ctx, env, w, held)
 			return DumpResult{}, err
@@ -232,7 +234,9 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		if req.PageServer != nil {
 			opts.Ps = &rpc.CriuPageServerInfo{Address: ptr(req.PageServer.Host), Port: ptr(int32(req.PageServer.Port))}
 		}
-		if err := env.CRIU.Run(ctx, rpc.CriuReqType_DUMP, opts, nil); err != nil {
+		err := env.CRIU.Run(ctx, rpc.CriuReqType_DUMP, opts, nil)
+		held.NftTable = lockTable(ctx, r.PID, logPath)
+		if err != nil {
 			// CRIU resumes the tasks itself when a dump fails; make sure
 			// nothing stays stopped or locked.
 			p.Resume(ctx, env, w, held)
@@ -242,7 +246,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	held.PIDs = tree(r.PID)
 	return DumpResult{
 		Dir:     req.Dir,
-		LogPath: filepath.Join(req.Dir, DumpLog),
+		LogPath: logPath,
 		Stats:   DumpStats(req.Dir),
 		Held:    held,
 		Seconds: time.Since(start).Seconds(),

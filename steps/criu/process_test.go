@@ -1,0 +1,306 @@
+package criu
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// Ports 18100-18199 belong to these tests.
+const testPortBase = 18100
+
+var counterBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mig-criu-test-")
+	if err != nil {
+		panic(err)
+	}
+	counterBin = filepath.Join(dir, "counter")
+	build := exec.Command("go", "build", "-o", counterBin, "github.com/mig-project/mig/cmd/counter")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build counter: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// needCRIU returns the CRIU to test with; a missing one fails the test
+// unless -short.
+func needCRIU(t *testing.T) Binary {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("real CRIU test; skipped in -short mode")
+	}
+	b, err := Find(context.Background(), "")
+	if err != nil {
+		t.Fatalf("CRIU is needed: %v", err)
+	}
+	return b
+}
+
+func testHost(t *testing.T) host.Host {
+	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Warn, Output: io.Discard})
+	return host.NewLocal("local", Actions(Drivers{"process": Process{}}), log)
+}
+
+type counter struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan struct{}
+}
+
+// startCounter runs cmd/counter in its own session on 127.0.0.1:port.
+func startCounter(t *testing.T, port int, ballastMiB int, setsid bool) *counter {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cmd := exec.Command(counterBin, "-listen", addr, "-ballast", strconv.Itoa(ballastMiB))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: setsid}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &counter{cmd: cmd, addr: addr, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(c.done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-c.done
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := c.get("/"); err == nil {
+			if ports := listenPorts([]int{cmd.Process.Pid}); len(ports) != 1 || ports[0] != port {
+				t.Fatalf("port %d is served by another process", port)
+			}
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counter on %s did not start", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *counter) get(path string) (string, error) {
+	cl := http.Client{Timeout: 2 * time.Second}
+	resp, err := cl.Get("http://" + c.addr + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (c *counter) count(t *testing.T) int {
+	t.Helper()
+	s, err := c.get("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func processWorkload(t *testing.T, cfg map[string]any) Workload {
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Workload{Kind: "process", Name: "web", Config: b}
+}
+
+func imagesDir(t *testing.T) string {
+	dir := t.TempDir()
+	return filepath.Join(dir, "images")
+}
+
+func TestDumpResume(t *testing.T) {
+	needCRIU(t)
+	ctx := context.Background()
+	h := testHost(t)
+	c := startCounter(t, testPortBase+1, 8, true)
+	w := processWorkload(t, map[string]any{"pid": c.cmd.Process.Pid, "tcp_established": true})
+
+	var r Resolved
+	if err := h.Call(ctx, ActResolve, Request{Workload: w}, &r, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if r.PID != c.cmd.Process.Pid || len(r.Listens) != 1 || r.Listens[0] != testPortBase+1 {
+		t.Fatalf("resolved %+v", r)
+	}
+	before := c.count(t)
+	var res DumpResult
+	dir := imagesDir(t)
+	err := h.Call(ctx, ActDump, DumpAction{Request: Request{Workload: w}, DumpRequest: DumpRequest{Dir: dir, Resolved: &r}}, &res, host.CallOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := readStat(r.PID); st.state != 'T' {
+		t.Errorf("after dump the source is in state %c, want T (stopped)", st.state)
+	}
+	if res.Held.NftTable == "" || !nftTableExists(ctx, res.Held.NftTable) {
+		t.Errorf("network lock %q not found after dump", res.Held.NftTable)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("images dir mode: %v %v", fi.Mode(), err)
+	}
+	if res.Stats["frozen_time"] <= 0 || res.Stats["pages_written"] <= 0 {
+		t.Errorf("dump stats: %v", res.Stats)
+	}
+	t.Logf("dump: %.3fs, stats %v", res.Seconds, res.Stats)
+
+	if err := h.Call(ctx, ActResume, HeldAction{Request: Request{Workload: w}, Held: res.Held}, nil, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if nftTableExists(ctx, res.Held.NftTable) {
+		t.Errorf("network lock %q left after resume", res.Held.NftTable)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if after := c.count(t); after <= before+1 {
+		t.Errorf("counter did not continue after resume: %d then %d", before, after)
+	}
+}
+
+func TestDumpKillRestore(t *testing.T) {
+	needCRIU(t)
+	ctx := context.Background()
+	h := testHost(t)
+	c := startCounter(t, testPortBase+2, 32, true)
+	pid := c.cmd.Process.Pid
+	w := processWorkload(t, map[string]any{"pid": pid, "tcp_established": true})
+	time.Sleep(200 * time.Millisecond)
+	before := c.count(t)
+
+	dir := imagesDir(t)
+	var res DumpResult
+	if err := h.Call(ctx, ActDump, DumpAction{Request: Request{Workload: w}, DumpRequest: DumpRequest{Dir: dir}}, &res, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Call(ctx, ActKill, HeldAction{Request: Request{Workload: w}, Held: res.Held}, nil, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	<-c.done // reaped: the pid is free again
+	if nftTableExists(ctx, res.Held.NftTable) {
+		t.Errorf("network lock %q left after kill", res.Held.NftTable)
+	}
+
+	var rr RestoreResult
+	if err := h.Call(ctx, ActRestore, RestoreAction{Request: Request{Workload: w}, RestoreRequest: RestoreRequest{Dir: dir}}, &rr, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Call(ctx, ActKillRest, KillRestoredAction{Request: Request{Workload: w}, Result: rr}, nil, host.CallOpts{})
+	if rr.PID != pid {
+		t.Errorf("restored pid %d, want %d", rr.PID, pid)
+	}
+	t.Logf("restore: %.3fs, stats %v", rr.Seconds, rr.Stats)
+	time.Sleep(50 * time.Millisecond)
+	if after := c.count(t); after <= before {
+		t.Errorf("counter went back: %d before the dump, %d after the restore", before, after)
+	}
+	if s, err := c.get("/check"); err != nil || s != "ok" {
+		t.Errorf("/check after restore: %q %v", s, err)
+	}
+	if rr.Stats["pages_restored"] <= 0 {
+		t.Errorf("restore stats: %v", rr.Stats)
+	}
+	if err := h.Call(ctx, ActKillRest, KillRestoredAction{Request: Request{Workload: w}, Result: rr}, nil, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if alive(pid) {
+		t.Errorf("restored pid %d still alive after kill-restored", pid)
+	}
+}
+
+func TestRestoreEmptyDirExplains(t *testing.T) {
+	needCRIU(t)
+	h := testHost(t)
+	w := processWorkload(t, map[string]any{"pid": 1})
+	dir := imagesDir(t)
+	err := h.Call(context.Background(), ActRestore, RestoreAction{Request: Request{Workload: w}, RestoreRequest: RestoreRequest{Dir: dir}}, nil, host.CallOpts{})
+	if err == nil {
+		t.Fatal("restore from an empty dir succeeded")
+	}
+	msg := err.Error()
+	for _, want := range []string{"criu restore failed", "inventory", filepath.Join(dir, RestoreLog)} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "RLIMIT_NOFILE") || strings.Contains(msg, "NOTIFY") {
+		t.Errorf("error shows noise:\n%s", msg)
+	}
+}
+
+func TestResolveRejects(t *testing.T) {
+	ctx := context.Background()
+	h := testHost(t)
+	plain := startCounter(t, testPortBase+3, 0, false)
+	cases := []struct {
+		cfg  map[string]any
+		want string
+	}{
+		{map[string]any{"pid": 2}, "kernel thread"},
+		{map[string]any{"pid": 1}, "init"},
+		{map[string]any{"pid": os.Getpid()}, "mig itself"},
+		{map[string]any{"pid": os.Getppid()}, "ancestor of mig"},
+		{map[string]any{"pid": 1 << 30}, "no process with pid"},
+		{map[string]any{"pid": plain.cmd.Process.Pid}, "not a session leader"},
+		{map[string]any{"pidfile": "/nonexistent/pid"}, "pidfile"},
+		{map[string]any{"match": []string{"no-such-program-xyz"}}, "no process matches"},
+		{map[string]any{"pid": 5, "match": []string{"x"}}, "exactly one"},
+		{map[string]any{}, "exactly one"},
+	}
+	for _, tc := range cases {
+		err := h.Call(ctx, ActResolve, Request{Workload: processWorkload(t, tc.cfg)}, nil, host.CallOpts{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want an error with %q", tc.cfg, err, tc.want)
+		}
+	}
+	// match finds the counter by its argv; with shell_job it is accepted.
+	var r Resolved
+	w := processWorkload(t, map[string]any{"match": []string{"counter", "-listen", plain.addr}, "shell_job": true})
+	if err := h.Call(ctx, ActResolve, Request{Workload: w}, &r, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if r.PID != plain.cmd.Process.Pid {
+		t.Errorf("match resolved to %d, want %d", r.PID, plain.cmd.Process.Pid)
+	}
+}
+
+func TestCheckTargetPortTaken(t *testing.T) {
+	h := testHost(t)
+	c := startCounter(t, testPortBase+4, 0, true)
+	_ = c
+	var res CheckResult
+	req := CheckAction{Request: Request{Workload: Workload{Kind: "process", Name: "web"}}, CheckRequest: CheckRequest{Ports: []int{testPortBase + 4, testPortBase + 5}}}
+	if err := h.Call(context.Background(), ActCheck, req, &res, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(res.Problems, "\n")
+	if !strings.Contains(joined, strconv.Itoa(testPortBase+4)) || strings.Contains(joined, strconv.Itoa(testPortBase+5)) {
+		t.Errorf("problems: %q", res.Problems)
+	}
+}
