@@ -265,7 +265,7 @@ func (r *runner) runStep(ctx context.Context, s *Step) State {
 	r.mu.Unlock()
 	insts, _, diags := r.sv.instances(s, vals)
 	if diags.HasErrors() {
-		r.fail(&StepRecord{Address: "step." + s.Name, Step: s.Name, Kind: s.Kind}, diags)
+		r.fail(&StepRecord{Address: "step." + s.Name, Step: s.Name, Kind: s.Kind}, diags, "")
 		return StateFailed
 	}
 	states := make([]State, len(insts))
@@ -312,9 +312,14 @@ func (r *runner) runStep(ctx context.Context, s *Step) State {
 	return final
 }
 
-func (r *runner) fail(sr *StepRecord, diags hcl.Diagnostics) {
+// fail records a failed instance. msg is the error for the record and the
+// event, diagString(diags) when empty.
+func (r *runner) fail(sr *StepRecord, diags hcl.Diagnostics, msg string) {
+	if msg == "" {
+		msg = diagString(diags)
+	}
 	sr.State = StateFailed
-	sr.Error = diagString(diags)
+	sr.Error = msg
 	r.addStep(sr)
 	r.mu.Lock()
 	r.diags = append(r.diags, diags...)
@@ -342,14 +347,14 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 
 	cfg, diags := r.sv.decode(in, vals)
 	if diags.HasErrors() {
-		r.fail(sr, diags)
+		r.fail(sr, diags, "")
 		return StateFailed, cty.NilVal
 	}
 	cfg, _ = cfg.UnmarkDeep()
 	sr.Host = steps.HostName(steps.Attr(cfg, "host"))
 	if !cfg.IsWhollyKnown() {
 		r.fail(sr, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Arguments not known",
-			Detail: "Some arguments of this step are still unknown when it is about to run.", Subject: s.DeclRange.Ptr()}})
+			Detail: "Some arguments of this step are still unknown when it is about to run.", Subject: s.DeclRange.Ptr()}}, "")
 		return StateFailed, cty.NilVal
 	}
 	m := r.meta[s.Name]
@@ -398,18 +403,19 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 				State: StateOK, Seconds: sr.Seconds(), Metrics: res.Metrics})
 			return StateOK, res.Outputs
 		}
-		log.Warn("attempt failed", "error", err)
+		log.Info("attempt failed", "error", err)
 		if ctx.Err() != nil {
 			return r.cancelled(sr, attempt, err)
 		}
 		if attempt >= m.retry.Attempts {
 			sr.Ended = a.End
+			msg := attemptsNote(attempt) + err.Error()
 			r.fail(sr, hcl.Diagnostics{{
 				Severity: hcl.DiagError,
 				Summary:  fmt.Sprintf("Step %s failed", sr.Address),
-				Detail:   attemptsNote(attempt) + err.Error(),
+				Detail:   msg,
 				Subject:  s.DeclRange.Ptr(),
-			}})
+			}}, msg)
 			return StateFailed, cty.NilVal
 		}
 		delay := backoff(m.retry, attempt)

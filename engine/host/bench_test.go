@@ -104,3 +104,18 @@ func rssChild() int {
 	}
 	return 1
 }
+
+// BenchmarkCopyLocal measures fs.send and fs.recv without SSH.
+func BenchmarkCopyLocal(b *testing.B) {
+	dir := b.TempDir()
+	const size = 512 << 20
+	makeFile(b, filepath.Join(dir, "big"), size, 5)
+	a := NewLocal("a", Builtin(), hclog.NewNullLogger())
+	b.SetBytes(size)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := Copy(context.Background(), a, filepath.Join(dir, "big"), a, filepath.Join(dir, "out"), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package engine
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// golden compares got with the file at path, or rewrites it with -update.
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs (run with -update to accept):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+// TestPlanGolden renders the plan and the graph of each workflow in
+// testdata/plan and compares them with the .plan and .graph files.
+func TestPlanGolden(t *testing.T) {
+	names, _ := filepath.Glob("testdata/plan/*.hcl")
+	if len(names) == 0 {
+		t.Fatal("no fixtures")
+	}
+	for _, name := range names {
+		t.Run(filepath.Base(name), func(t *testing.T) {
+			w, diags := Load(name, testConfig(&fake{}))
+			if diags.HasErrors() {
+				t.Fatal(diags.Error())
+			}
+			vars, diags := w.Vars(VarInput{}, true)
+			if diags.HasErrors() {
+				t.Fatal(diags.Error())
+			}
+			p, diags := w.Plan(t.Context(), vars)
+			if diags.HasErrors() {
+				t.Fatal(diags.Error())
+			}
+			var buf bytes.Buffer
+			p.Render(&buf)
+			base := strings.TrimSuffix(name, ".hcl")
+			golden(t, base+".plan", buf.String())
+			golden(t, base+".graph", w.GraphString())
+			golden(t, base+".dot", w.DOT())
+		})
+	}
+}

@@ -1,0 +1,4 @@
+variable "bad" {
+  type    = number
+  default = "many" # ERROR: Invalid default value
+}

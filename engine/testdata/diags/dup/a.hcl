@@ -1,0 +1,5 @@
+host "local" {}
+
+step "fake" "x" {
+  value = "a"
+}

@@ -1,0 +1,3 @@
+step "fake" "c" {
+  value = each.key # ERROR: Reference not allowed here
+}

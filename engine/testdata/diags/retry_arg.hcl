@@ -1,0 +1,5 @@
+step "fake" "b" {
+  retry {
+    tries = 3 # ERROR: Unsupported argument
+  }
+}

@@ -1,0 +1,7 @@
+step "fake" "a" {
+  value = step.a.value # ERROR: Self-referential step
+}
+
+step "fake" "b" { # ERROR: Step "b" cannot refer to itself.
+  depends_on = [step.b]
+}

@@ -1,0 +1,3 @@
+step "fake" "a" {
+  value = "x" + # ERROR: Invalid expression
+}

@@ -1,0 +1,2 @@
+stpe "fake" "a" { # ERROR: Unsupported block type
+}
