@@ -112,18 +112,40 @@ func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.
 	if err != nil {
 		return criu.DumpResult{}, err
 	}
-	if req.Lazy {
-		return criu.DumpResult{}, fmt.Errorf("%s: lazy (post-copy) dumps of containers are not supported yet; use mode = \"disk\" or \"page-server\"", w)
-	}
+	r := runtime(env, c)
 	start := time.Now()
-	src, err := runtime(env, c).Checkpoint(c.ID, c.checkpoint(req))
-	if err != nil {
-		return criu.DumpResult{}, err
+	var (
+		src  Source
+		held criu.Held
+	)
+	if req.Lazy {
+		if req.Listen == nil {
+			return criu.DumpResult{}, fmt.Errorf("%s: lazy dump: no listen address", w)
+		}
+		if _, src, err = r.CheckSource(c.ID); err != nil {
+			return criu.DumpResult{}, err
+		}
+		if err := os.MkdirAll(req.Dir, 0o700); err != nil {
+			return criu.DumpResult{}, err
+		}
+		if err := writeRecord(req.Dir, record{ID: c.ID, Bundle: src.Bundle}); err != nil {
+			return criu.DumpResult{}, err
+		}
+		held.LazyPID, err = r.lazyDump(ctx, c.ID, c.checkpoint(req), *req.Listen)
+		if err != nil {
+			return criu.DumpResult{}, err
+		}
+	} else {
+		if src, err = r.Checkpoint(c.ID, c.checkpoint(req)); err != nil {
+			return criu.DumpResult{}, err
+		}
 	}
 	took := time.Since(start)
-	held := criu.Held{PID: src.InitPID, PIDs: src.PIDs, ID: c.ID, Dir: req.Dir}
-	if err := writeRecord(req.Dir, record{ID: c.ID, Bundle: src.Bundle}); err != nil {
-		return criu.DumpResult{Held: held}, errors.Join(err, runtime(env, c).Resume(c.ID, req.Dir))
+	held.PID, held.PIDs, held.ID, held.Dir = src.InitPID, src.PIDs, c.ID, req.Dir
+	if !req.Lazy {
+		if err := writeRecord(req.Dir, record{ID: c.ID, Bundle: src.Bundle}); err != nil {
+			return criu.DumpResult{Held: held}, errors.Join(err, r.Resume(c.ID, req.Dir))
+		}
 	}
 	return criu.DumpResult{
 		Dir:     req.Dir,
@@ -140,6 +162,7 @@ func (Driver) Resume(ctx context.Context, env criu.Env, w criu.Workload, held cr
 	if err != nil {
 		return err
 	}
+	stopLazy(held.LazyPID)
 	return runtime(env, c).Resume(c.ID, held.Dir)
 }
 
@@ -149,6 +172,7 @@ func (Driver) Kill(ctx context.Context, env criu.Env, w criu.Workload, held criu
 	if err != nil {
 		return err
 	}
+	stopLazy(held.LazyPID)
 	r := runtime(env, c)
 	if err := r.Destroy(c.ID); err != nil {
 		return err
@@ -171,21 +195,30 @@ func (Driver) Restore(ctx context.Context, env criu.Env, w criu.Workload, req cr
 	if err != nil {
 		return criu.RestoreResult{}, err
 	}
-	if req.Lazy {
-		return criu.RestoreResult{}, fmt.Errorf("%s: lazy (post-copy) restores of containers are not supported yet", w)
-	}
 	bundle, err := c.bundle(req.Dir)
 	if err != nil {
 		return criu.RestoreResult{}, err
 	}
+	r := runtime(env, c)
 	start := time.Now()
-	pid, err := runtime(env, c).Restore(c.RestoreID, bundle, RestoreOptions{Dir: req.Dir, TCPEstablished: c.TCPEstablished, FileLocks: c.FileLocks})
+	var lazyPID int
+	if req.Lazy {
+		if req.Source == nil {
+			return criu.RestoreResult{}, fmt.Errorf("%s: lazy restore: no source address", w)
+		}
+		if lazyPID, err = r.lazyPages(ctx, req.Dir, *req.Source); err != nil {
+			return criu.RestoreResult{}, fmt.Errorf("%s: %w", w, err)
+		}
+	}
+	pid, err := r.Restore(c.RestoreID, bundle, RestoreOptions{Dir: req.Dir, TCPEstablished: c.TCPEstablished, FileLocks: c.FileLocks, Lazy: req.Lazy})
 	if err != nil {
+		stopLazy(lazyPID)
 		return criu.RestoreResult{}, err
 	}
 	return criu.RestoreResult{
 		PID:     pid,
 		ID:      c.RestoreID,
+		LazyPID: lazyPID,
 		LogPath: filepath.Join(req.Dir, "restore.log"),
 		Stats:   criu.RestoreStats(req.Dir),
 		Seconds: time.Since(start).Seconds(),
@@ -198,6 +231,7 @@ func (Driver) KillRestored(ctx context.Context, env criu.Env, w criu.Workload, r
 	if err != nil {
 		return err
 	}
+	stopLazy(res.LazyPID)
 	id := res.ID
 	if id == "" {
 		id = c.RestoreID
@@ -212,9 +246,6 @@ func (Driver) CheckTarget(ctx context.Context, env criu.Env, w criu.Workload, re
 	c, err := decode(w)
 	if err != nil {
 		return nil, err
-	}
-	if req.Lazy {
-		return []string{fmt.Sprintf("%s: lazy (post-copy) migration of containers is not supported yet", w)}, nil
 	}
 	if c.Bundle == "" {
 		// Without a bundle in the workflow, Restore takes the source's

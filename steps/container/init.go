@@ -16,11 +16,15 @@ import (
 )
 
 // Init runs libcontainer's container init when this process is one that
-// libcontainer re-executed (`<self> init`), and never returns then.
-// Otherwise it returns at once. A binary that creates or restores
-// containers must call it first thing in main, before flags or logging.
+// libcontainer re-executed (`<self> init`), or a detached lazy dump that
+// this package started, and never returns then. Otherwise it returns at
+// once. A binary that creates or restores containers must call it first
+// thing in main, before flags or logging.
 func Init() {
 	if len(os.Args) > 1 && os.Args[1] == "init" && os.Getenv("_LIBCONTAINER_INITPIPE") != "" {
 		libcontainer.Init()
+	}
+	if len(os.Args) == 3 && os.Args[1] == lazyDumpArg {
+		os.Exit(runLazyDump(os.Args[2]))
 	}
 }

@@ -32,6 +32,9 @@ type RestoreOptions struct {
 	Dir            string // images directory
 	TCPEstablished bool
 	FileLocks      bool
+	// Lazy restores with pages fetched by a running `criu lazy-pages`
+	// working in Dir.
+	Lazy bool
 }
 
 // Restore creates container id from bundle and restores it from the
@@ -68,6 +71,7 @@ func (r Runtime) Restore(id, bundle string, o RestoreOptions) (pid int, err erro
 		ImagesDirectory:   o.Dir,
 		TcpEstablished:    o.TCPEstablished,
 		FileLocks:         o.FileLocks,
+		LazyPages:         o.Lazy,
 		ManageCgroupsMode: "soft",
 		StatusFd:          -1,
 	}
