@@ -1,0 +1,146 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"path"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// Archive packs a directory on a host into a zstd-compressed tar with a
+// manifest of every file's sha256 inside it:
+//
+//	step "archive" "pack" {
+//	  host        = host.src
+//	  source      = "/var/lib/mig/images/web"
+//	  destination = "/var/lib/mig/images/web.tar.zst"
+//	}
+//
+// Undo removes the archive. Outputs: path, bytes, sha256 (of the archive
+// file) and manifest (file name to sha256).
+type Archive struct{}
+
+func (Archive) Spec() hcldec.Spec { return archiveSpec() }
+
+func archiveSpec() hcldec.Spec {
+	return hcldec.ObjectSpec{
+		"host":        &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
+		"source":      &hcldec.AttrSpec{Name: "source", Type: cty.String, Required: true},
+		"destination": &hcldec.AttrSpec{Name: "destination", Type: cty.String, Required: true},
+	}
+}
+
+func (Archive) Outputs() cty.Type {
+	return cty.Object(map[string]cty.Type{
+		"path":     cty.String,
+		"bytes":    cty.Number,
+		"sha256":   cty.String,
+		"manifest": cty.Map(cty.String),
+	})
+}
+
+func (Archive) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
+	return planArchive(cfg, "pack %s into %s with a sha256 manifest")
+}
+
+func planArchive(cfg cty.Value, note string) (Preview, hcl.Diagnostics) {
+	p := Preview{Host: HostName(Attr(cfg, "host"))}
+	var diags hcl.Diagnostics
+	for _, name := range []string{"source", "destination"} {
+		if s := String(cfg, name, ""); s != "" && !path.IsAbs(s) {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Relative path",
+				Detail: fmt.Sprintf("%s must be an absolute path, not %q.", name, s)})
+		}
+	}
+	p.Notes = append(p.Notes, fmt.Sprintf(note,
+		String(cfg, "source", "(known after apply)"), String(cfg, "destination", "(known after apply)")))
+	return p, diags
+}
+
+func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
+	h, err := HostOf(env, Attr(cfg, "host"))
+	if err != nil {
+		return Result{}, err
+	}
+	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", "")}
+	var res host.ArchiveResult
+	if err := h.Call(ctx, "fs.archive", req, &res, host.CallOpts{}); err != nil {
+		return Result{}, err
+	}
+	manifest := map[string]cty.Value{}
+	for name, f := range res.Manifest {
+		manifest[name] = cty.StringVal(f.SHA256)
+	}
+	m := cty.MapValEmpty(cty.String)
+	if len(manifest) > 0 {
+		m = cty.MapVal(manifest)
+	}
+	return Result{
+		Outputs: cty.ObjectVal(map[string]cty.Value{
+			"path":     cty.StringVal(res.Path),
+			"bytes":    Num(res.Bytes),
+			"sha256":   cty.StringVal(res.SHA256),
+			"manifest": m,
+		}),
+		Undo: func(ctx context.Context) error {
+			return h.Call(ctx, "fs.remove", host.RemoveRequest{Path: res.Path}, nil, host.CallOpts{})
+		},
+		Metrics: map[string]float64{"bytes": float64(res.Bytes), "files": float64(len(res.Manifest))},
+	}, nil
+}
+
+// Unarchive extracts an archive made by the archive kind:
+//
+//	step "unarchive" "unpack" {
+//	  host        = host.dst
+//	  source      = "/var/lib/mig/images/web.tar.zst"
+//	  destination = "/var/lib/mig/images/web"
+//	}
+//
+// It reads the whole archive and checks every file against the manifest
+// before extracting anything, so a corrupted archive is refused. It
+// extracts to a temporary directory and renames it over destination. Undo
+// removes destination.
+type Unarchive struct{}
+
+func (Unarchive) Spec() hcldec.Spec { return archiveSpec() }
+
+func (Unarchive) Outputs() cty.Type {
+	return cty.Object(map[string]cty.Type{
+		"path":  cty.String,
+		"files": cty.Number,
+		"bytes": cty.Number,
+	})
+}
+
+func (Unarchive) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
+	return planArchive(cfg, "check %s against its manifest, then extract it to %s")
+}
+
+func (Unarchive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
+	h, err := HostOf(env, Attr(cfg, "host"))
+	if err != nil {
+		return Result{}, err
+	}
+	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", "")}
+	var res host.UnarchiveResult
+	if err := h.Call(ctx, "fs.unarchive", req, &res, host.CallOpts{}); err != nil {
+		return Result{}, err
+	}
+	return Result{
+		Outputs: cty.ObjectVal(map[string]cty.Value{
+			"path":  cty.StringVal(res.Path),
+			"files": Num(int64(res.Files)),
+			"bytes": Num(res.Bytes),
+		}),
+		Undo: func(ctx context.Context) error {
+			return h.Call(ctx, "fs.remove", host.RemoveRequest{Path: res.Path, Recursive: true}, nil, host.CallOpts{})
+		},
+		Metrics: map[string]float64{"bytes": float64(res.Bytes), "files": float64(res.Files)},
+	}, nil
+}

@@ -1,0 +1,92 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"path"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// Copy streams a file or a directory from one host to another:
+//
+//	step "copy" "images" {
+//	  from        = host.src
+//	  to          = host.dst
+//	  source      = "/var/lib/mig/images/web"
+//	  destination = "/var/lib/mig/images/web"
+//	}
+//
+// The bytes are relayed through mig without touching its disk. The
+// destination checks the sha256 the source computed on the fly, and renames
+// the copy into place only then; an existing destination is replaced. Undo
+// removes the destination.
+type Copy struct{}
+
+func (Copy) Spec() hcldec.Spec {
+	return hcldec.ObjectSpec{
+		"from":        &hcldec.AttrSpec{Name: "from", Type: HostRef, Required: true},
+		"to":          &hcldec.AttrSpec{Name: "to", Type: HostRef, Required: true},
+		"source":      &hcldec.AttrSpec{Name: "source", Type: cty.String, Required: true},
+		"destination": &hcldec.AttrSpec{Name: "destination", Type: cty.String, Required: true},
+	}
+}
+
+func (Copy) Outputs() cty.Type {
+	return cty.Object(map[string]cty.Type{
+		"path":    cty.String,
+		"bytes":   cty.Number,
+		"sha256":  cty.String,
+		"seconds": cty.Number,
+	})
+}
+
+func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
+	p := Preview{Host: HostName(Attr(cfg, "to"))}
+	var diags hcl.Diagnostics
+	for _, name := range []string{"source", "destination"} {
+		if s := String(cfg, name, ""); s != "" && !path.IsAbs(s) {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Relative path",
+				Detail: fmt.Sprintf("%s must be an absolute path, not %q.", name, s)})
+		}
+	}
+	from, to := HostName(Attr(cfg, "from")), HostName(Attr(cfg, "to"))
+	if from != "" && to != "" {
+		p.Notes = append(p.Notes, fmt.Sprintf("stream %s:%s to %s:%s, sha256-checked",
+			from, String(cfg, "source", "(known after apply)"), to, String(cfg, "destination", "(known after apply)")))
+	}
+	return p, diags
+}
+
+func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
+	src, err := HostOf(env, Attr(cfg, "from"))
+	if err != nil {
+		return Result{}, fmt.Errorf("from: %w", err)
+	}
+	dst, err := HostOf(env, Attr(cfg, "to"))
+	if err != nil {
+		return Result{}, fmt.Errorf("to: %w", err)
+	}
+	source, dest := String(cfg, "source", ""), String(cfg, "destination", "")
+	env.Log.Debug("copy", "from", src.Name(), "source", source, "to", dst.Name(), "destination", dest)
+	res, err := host.Copy(ctx, src, source, dst, dest, env.Progress)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{
+		Outputs: cty.ObjectVal(map[string]cty.Value{
+			"path":    cty.StringVal(dest),
+			"bytes":   Num(res.Bytes),
+			"sha256":  cty.StringVal(res.SHA256),
+			"seconds": cty.NumberFloatVal(res.Seconds),
+		}),
+		Undo: func(ctx context.Context) error {
+			return dst.Call(ctx, "fs.remove", host.RemoveRequest{Path: dest, Recursive: true}, nil, host.CallOpts{})
+		},
+		Metrics: map[string]float64{"bytes": float64(res.Bytes), "seconds": res.Seconds},
+	}, nil
+}

@@ -1,0 +1,89 @@
+package steps
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+// twoHosts returns two local hosts, a and b, and the `host` variable that
+// refers to them in HCL.
+func twoHosts() (host.Host, host.Host, map[string]cty.Value) {
+	a := host.NewLocal("a", host.Builtin(), hclog.NewNullLogger())
+	b := host.NewLocal("b", host.Builtin(), hclog.NewNullLogger())
+	vars := map[string]cty.Value{"host": cty.ObjectVal(map[string]cty.Value{
+		"a": cty.ObjectVal(map[string]cty.Value{"name": cty.StringVal("a")}),
+		"b": cty.ObjectVal(map[string]cty.Value{"name": cty.StringVal("b")}),
+	})}
+	return a, b, vars
+}
+
+func TestCopyKind(t *testing.T) {
+	a, b, vars := twoHosts()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "images")
+	if err := os.MkdirAll(src, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(src, "pages-1.img"), []byte(strings.Repeat("x", 10000)), 0o600)
+	dest := filepath.Join(dir, "dst", "images")
+	cfg := decode(t, Copy{}, `
+from        = host.a
+to          = host.b
+source      = "`+src+`"
+destination = "`+dest+`"
+`, vars)
+	env := testEnv(t, a, b)
+	var progress []host.Progress
+	env.Progress = func(p host.Progress) { progress = append(progress, p) }
+
+	p, diags := Copy{}.Plan(context.Background(), cfg, env)
+	if diags.HasErrors() || p.Host != "b" || len(p.Notes) != 1 {
+		t.Fatalf("plan %+v %v", p, diags)
+	}
+	res, err := Copy{}.Apply(context.Background(), cfg, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(dest, "pages-1.img"))
+	if len(got) != 10000 {
+		t.Fatalf("copied %d bytes", len(got))
+	}
+	out := res.Outputs
+	if out.GetAttr("path").AsString() != dest || len(out.GetAttr("sha256").AsString()) != 64 || res.Metrics["bytes"] < 10000 {
+		t.Fatalf("outputs %#v metrics %v", out, res.Metrics)
+	}
+	if !out.Type().Equals(Copy{}.Outputs()) {
+		t.Fatalf("outputs type %#v", out.Type())
+	}
+	if len(progress) == 0 {
+		t.Fatal("no progress reports")
+	}
+	if err := res.Undo(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dest); !os.IsNotExist(err) {
+		t.Fatalf("undo left %s: %v", dest, err)
+	}
+}
+
+func TestCopyKindRelativePath(t *testing.T) {
+	_, _, vars := twoHosts()
+	cfg := decode(t, Copy{}, `
+from = host.a
+to = host.b
+source = "images"
+destination = "/x"
+`, vars)
+	_, diags := Copy{}.Plan(context.Background(), cfg, Env{})
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "source must be an absolute path") {
+		t.Fatalf("diags %v", diags)
+	}
+}
