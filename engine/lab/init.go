@@ -101,9 +101,12 @@ func setupHost(name, dir string, pidBase int) (net.Listener, error) {
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		return nil, err
 	}
+	// A home of its own, like a real host: the machine's root may have a
+	// .bashrc that sshd sessions would source on every call.
 	for _, b := range []struct{ src, dst string }{
-		{filepath.Join(dir, "tmp"), "/tmp"},
 		{filepath.Join(dir, "var-lib-mig"), "/var/lib/mig"},
+		{filepath.Join(dir, "root"), "/root"},
+		{filepath.Join(dir, "tmp"), "/tmp"},
 	} {
 		if err := os.MkdirAll(b.dst, 0o755); err != nil {
 			return nil, err

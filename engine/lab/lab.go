@@ -1,13 +1,14 @@
 // Package lab builds hosts out of Linux namespaces on one machine, so that
 // tests, demos and benchmarks can move processes between real hosts.
 //
-// Each lab host has its own net, pid, mount and uts namespaces. Its PID 1 is
-// mig's hidden `lab init` subcommand (see Init), which reaps children and
-// starts background processes on request. A veth pair links the host's eth0
-// to a bridge in the root namespace, which holds the subnet's first address.
-// Every host runs Debian's sshd on its lab IP with a host key made by the
-// lab, and `Up` writes an identity, a known_hosts file and a hosts.hcl file
-// that workflows can include.
+// Each lab host has its own net, pid, mount and uts namespaces, and its own
+// /var/lib/mig, /root, /tmp and /run; the rest of the file system is the
+// machine's. Its PID 1 is mig's hidden `lab init` subcommand (see Init),
+// which reaps children and starts background processes on request. A veth
+// pair links the host's eth0 to a bridge in the root namespace, which holds
+// the subnet's first address. Every host runs Debian's sshd on its lab IP
+// with a host key made by the lab, and Up writes an identity, a known_hosts
+// file and a hosts.hcl file that workflows can include.
 package lab
 
 import (

@@ -260,7 +260,7 @@ func TestUpDown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{" /run rw,nosuid,nodev", " /tmp ", " /var/lib/mig ", " /proc "} {
+		for _, want := range []string{" /run rw,nosuid,nodev", " /tmp ", " /var/lib/mig ", " /root ", " /proc "} {
 			if !strings.Contains(mounts, want) {
 				t.Errorf("%s has no %q mount:\n%s", h.Name, want, mounts)
 			}

@@ -201,7 +201,7 @@ func prepareHostDir(ctx context.Context, h Host, labDir string) error {
 	for _, d := range []struct {
 		path string
 		mode os.FileMode
-	}{{h.Dir, 0o700}, {filepath.Join(h.Dir, "var-lib-mig"), 0o755}, {filepath.Join(h.Dir, "tmp"), 0o777 | os.ModeSticky}} {
+	}{{h.Dir, 0o700}, {filepath.Join(h.Dir, "var-lib-mig"), 0o755}, {filepath.Join(h.Dir, "root"), 0o700}, {filepath.Join(h.Dir, "tmp"), 0o777 | os.ModeSticky}} {
 		if err := os.MkdirAll(d.path, d.mode); err != nil {
 			return err
 		}
