@@ -127,6 +127,9 @@ type DumpResult struct {
 	Stats   map[string]float64 `json:"stats,omitempty"` // see DumpStats
 	Held    Held               `json:"held"`
 	Seconds float64            `json:"seconds"`
+	// Listen is where a lazy dump serves its pages (the port is chosen
+	// when the request's was 0).
+	Listen *Addr `json:"listen,omitempty"`
 }
 
 // Held is the state of a frozen source that Resume and Kill need.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,9 @@ import (
 const readyTimeout = 5 * time.Minute
 
 func lazyDump(ctx context.Context, env Env, pid int, req DumpRequest, o Options) (int, error) {
+	if req.Listen.Port == 0 {
+		return 0, errors.New("lazy dump: no listen port")
+	}
 	if lim, _ := ReadLimits(false); !limitsOK(lim) {
 		return 0, fmt.Errorf("lazy dump: pipe limits too low for the page server (%s); run `mig doctor -fix`", limitsString(lim))
 	}
@@ -44,6 +48,16 @@ func lazyPages(ctx context.Context, env Env, dir string, src Addr) (int, error) 
 	args := []string{"lazy-pages", "--page-server", "--address", src.Host, "--port", strconv.Itoa(src.Port),
 		"-D", dir, "-o", LazyPagesLog, "-v" + strconv.Itoa(LogLevel)}
 	return spawnReady(ctx, env.CRIU, "lazy-pages", dir, LazyPagesLog, args)
+}
+
+// freePort picks a TCP port that is free on host now.
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func optionArgs(o Options) []string {

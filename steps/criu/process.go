@@ -217,6 +217,13 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		if req.Listen == nil {
 			return DumpResult{}, errors.New("lazy dump: no listen address")
 		}
+		listen := *req.Listen
+		if listen.Port == 0 {
+			if listen.Port, err = freePort(listen.Host); err != nil {
+				return DumpResult{}, fmt.Errorf("lazy dump: %w", err)
+			}
+		}
+		req.Listen = &listen
 		held.LazyPID, err = lazyDump(ctx, env, r.PID, req, o)
 		held.NftTable = lockTable(ctx, r.PID, logPath)
 		if err != nil {
@@ -250,6 +257,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		Stats:   DumpStats(req.Dir),
 		Held:    held,
 		Seconds: time.Since(start).Seconds(),
+		Listen:  req.Listen,
 	}, nil
 }
 

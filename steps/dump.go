@@ -1,0 +1,386 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps/criu"
+)
+
+// Dump is the final checkpoint of a workload. It leaves the source frozen
+// (held) so that the run can still roll back:
+//
+//	step "dump" "final" {
+//	  workload   = process.web
+//	  mode       = "disk"              # "disk" | "page-server" | "lazy"
+//	  dir        = "/var/lib/mig/web/final"
+//	  target     = host.h2             # page-server and lazy: the host that restores
+//	  target_dir = "/var/lib/mig/web/final" # page-server: dir on the target, default dir
+//	  parent     = step.pre.last_dir   # optional: the last pre-dump round
+//	  address    = "10.77.0.12"        # page-server: target's address; lazy: source's
+//	  port       = 27000               # lazy: port the source serves pages on (default: any free)
+//	}
+//
+// In "page-server" mode the memory pages go straight into target_dir on
+// the target; only the small images stay in dir (copy them after). In
+// "lazy" mode the source keeps its pages and serves them to the restore
+// (`restore { lazy = true  source = step.final.lazy }`) until the last
+// one arrived. Undo resumes the source and unlocks its network; Commit
+// kills it.
+type Dump struct{}
+
+func (Dump) Spec() hcldec.Spec {
+	return hcldec.ObjectSpec{
+		"workload":   &hcldec.AttrSpec{Name: "workload", Type: cty.DynamicPseudoType, Required: true},
+		"mode":       &hcldec.AttrSpec{Name: "mode", Type: cty.String},
+		"dir":        &hcldec.AttrSpec{Name: "dir", Type: cty.String, Required: true},
+		"target":     &hcldec.AttrSpec{Name: "target", Type: HostRef},
+		"target_dir": &hcldec.AttrSpec{Name: "target_dir", Type: cty.String},
+		"parent":     &hcldec.AttrSpec{Name: "parent", Type: cty.String},
+		"address":    &hcldec.AttrSpec{Name: "address", Type: cty.String},
+		"port":       &hcldec.AttrSpec{Name: "port", Type: cty.Number},
+	}
+}
+
+// LazySource is the type of a lazy dump's `lazy` output, which a lazy
+// restore takes as its source.
+var LazySource = cty.Object(map[string]cty.Type{
+	"host":    cty.String,
+	"address": cty.String,
+	"port":    cty.Number,
+	"dir":     cty.String,
+	"pid":     cty.Number,
+})
+
+func (Dump) Outputs() cty.Type {
+	return cty.Object(map[string]cty.Type{
+		"dir":        cty.String, // images dir on the source
+		"target_dir": cty.String, // page-server: where the pages went on the target; else dir
+		"host":       cty.String, // source host
+		"pid":        cty.Number, // source pid (held)
+		"mode":       cty.String,
+		"log":        cty.String, // CRIU's dump log on the source
+		"lazy":       LazySource, // null unless mode = "lazy"
+	})
+}
+
+type dumpCfg struct {
+	w         workload
+	mode      string
+	dir       string
+	target    string
+	targetV   cty.Value
+	targetDir string
+	parent    string // relative to dir
+	address   string
+	port      int
+}
+
+func decodeDump(cfg cty.Value) (dumpCfg, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	d := dumpCfg{
+		mode:      String(cfg, "mode", "disk"),
+		dir:       String(cfg, "dir", ""),
+		target:    HostName(Attr(cfg, "target")),
+		targetV:   Attr(cfg, "target"),
+		targetDir: String(cfg, "target_dir", ""),
+		address:   String(cfg, "address", ""),
+		port:      int(Int(cfg, "port", 0)),
+	}
+	w, err := workloadOf(Attr(cfg, "workload"))
+	if err != nil {
+		diags = append(diags, errDiag("Invalid workload", err.Error()))
+	}
+	d.w = w
+	if d.targetDir == "" {
+		d.targetDir = d.dir
+	}
+	switch d.mode {
+	case "disk", "page-server", "lazy":
+	default:
+		diags = append(diags, errDiag("Invalid mode", fmt.Sprintf("mode %q: want \"disk\", \"page-server\" or \"lazy\".", d.mode)))
+	}
+	if d.dir != "" && !filepath.IsAbs(d.dir) {
+		diags = append(diags, errDiag("Invalid dir", fmt.Sprintf("dir %q must be an absolute path.", d.dir)))
+	}
+	if d.mode == "page-server" && Attr(cfg, "target").IsNull() {
+		diags = append(diags, errDiag("Missing target", "mode = \"page-server\" needs target, the host that runs the page server."))
+	}
+	if p := String(cfg, "parent", ""); p != "" && d.dir != "" {
+		rel, err := relParent(d.dir, p)
+		if err != nil {
+			diags = append(diags, errDiag("Invalid parent", err.Error()))
+		}
+		d.parent = rel
+	}
+	return d, diags
+}
+
+// relParent makes a parent images dir relative to dir, as CRIU wants it.
+func relParent(dir, parent string) (string, error) {
+	if !filepath.IsAbs(parent) {
+		return parent, nil
+	}
+	rel, err := filepath.Rel(dir, parent)
+	if err != nil {
+		return "", fmt.Errorf("parent %q relative to %q: %w", parent, dir, err)
+	}
+	return rel, nil
+}
+
+func errDiag(summary, detail string) *hcl.Diagnostic {
+	return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: summary, Detail: detail}
+}
+
+func warnDiag(summary, detail string) *hcl.Diagnostic {
+	return &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: summary, Detail: detail}
+}
+
+func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
+	d, diags := decodeDump(cfg)
+	if diags.HasErrors() {
+		return Preview{}, diags
+	}
+	p := Preview{Host: d.w.host}
+	r, note, ok := resolveNote(ctx, env, d.w)
+	p.Notes = append(p.Notes, fmt.Sprintf("%s dump to %s; the source stays frozen until the run commits", d.mode, orKnownLater(d.dir)))
+	p.Notes = append(p.Notes, note)
+	var ports []int
+	if ok {
+		ports = r.Listens
+	}
+	if d.mode == "lazy" {
+		p.Notes = append(p.Notes, checkNotes(ctx, env, d.w.host, d.w.hostV, d.w, criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: true}})...)
+	}
+	if d.target != "" && d.target != d.w.host {
+		feats := []string{}
+		if d.mode == "lazy" {
+			feats = append(feats, criu.FeatureUffd)
+		}
+		p.Notes = append(p.Notes, checkNotes(ctx, env, d.target, d.targetV, d.w, criu.CheckAction{
+			CheckRequest: criu.CheckRequest{Ports: ports, Lazy: d.mode == "lazy"}, Features: feats})...)
+	}
+	return p, diags
+}
+
+func orKnownLater(s string) string {
+	if s == "" {
+		return "(known after apply)"
+	}
+	return s
+}
+
+// checkNotes runs criu.check on a host and turns its findings into plan
+// notes.
+func checkNotes(ctx context.Context, env Env, hostName string, hostV cty.Value, w workload, req criu.CheckAction) []string {
+	if hostName == "" {
+		return nil
+	}
+	res, err := check(ctx, env, hostName, hostV, w, req)
+	if err != nil {
+		return []string{fmt.Sprintf("host %s: cannot check CRIU: %s", hostName, oneLine(err))}
+	}
+	var notes []string
+	for _, pr := range res.Problems {
+		notes = append(notes, fmt.Sprintf("host %s: %s", hostName, pr))
+	}
+	for f, ok := range res.Features {
+		if !ok {
+			notes = append(notes, fmt.Sprintf("host %s: CRIU feature %s is missing", hostName, f))
+		}
+	}
+	return notes
+}
+
+func check(ctx context.Context, env Env, hostName string, hostV cty.Value, w workload, req criu.CheckAction) (criu.CheckResult, error) {
+	var res criu.CheckResult
+	h, err := env.Hosts(hostName)
+	if err != nil {
+		return res, err
+	}
+	req.CRIU = criuSetting(hostV)
+	if w.known {
+		req.Workload = w.Workload
+	}
+	err = h.Call(ctx, criu.ActCheck, req, &res, host.CallOpts{})
+	return res, err
+}
+
+// hostAddress is the address other hosts reach hostName at: its ssh
+// address, or loopback for the local machine.
+func hostAddress(hostV cty.Value) string {
+	if a := String(Attr(hostV, "ssh"), "address", ""); a != "" {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			return h
+		}
+		return a
+	}
+	return "127.0.0.1"
+}
+
+func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
+	d, diags := decodeDump(cfg)
+	if diags.HasErrors() {
+		return Result{}, diags
+	}
+	src, err := env.Hosts(d.w.host)
+	if err != nil {
+		return Result{}, err
+	}
+	var r criu.Resolved
+	if err := src.Call(ctx, criu.ActResolve, d.w.request(), &r, host.CallOpts{}); err != nil {
+		return Result{}, err
+	}
+	env.Log.Info("dumping", "workload", d.w.String(), "resolved", r.Description, "mode", d.mode)
+
+	// Everything that can be checked is checked before the freeze.
+	if d.mode == "lazy" {
+		if err := problems(check(ctx, env, d.w.host, d.w.hostV, d.w, criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: true}})); err != nil {
+			return Result{}, fmt.Errorf("source %s: %w", d.w.host, err)
+		}
+	}
+	var tgt host.Host
+	if d.target != "" {
+		if tgt, err = env.Hosts(d.target); err != nil {
+			return Result{}, err
+		}
+		req := criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: d.mode == "lazy"}}
+		if d.target != d.w.host {
+			req.Ports = r.Listens
+		}
+		if d.mode == "lazy" {
+			req.Features = []string{criu.FeatureUffd}
+		}
+		if err := problems(check(ctx, env, d.target, d.targetV, d.w, req)); err != nil {
+			return Result{}, fmt.Errorf("target %s: %w", d.target, err)
+		}
+	}
+
+	dreq := criu.DumpAction{Request: d.w.request(), DumpRequest: criu.DumpRequest{Dir: d.dir, Parent: d.parent, Resolved: &r}}
+	var ps criu.PageServerResult
+	switch d.mode {
+	case "page-server":
+		addr := d.address
+		if addr == "" {
+			addr = targetAddress(d)
+		}
+		psReq := criu.PageServerAction{CRIU: criuSetting(d.targetV), Dir: d.targetDir, Parent: d.parent, Listen: criu.Addr{Host: addr}}
+		if err := tgt.Call(ctx, criu.ActPageServer, psReq, &ps, host.CallOpts{}); err != nil {
+			return Result{}, fmt.Errorf("target %s: %w", d.target, err)
+		}
+		dreq.PageServer = &criu.Addr{Host: addr, Port: ps.Port}
+	case "lazy":
+		addr := d.address
+		if addr == "" {
+			addr = hostAddress(d.w.hostV)
+		}
+		dreq.Lazy = true
+		dreq.Listen = &criu.Addr{Host: addr, Port: d.port}
+	}
+
+	var res criu.DumpResult
+	if err := src.Call(ctx, criu.ActDump, dreq, &res, host.CallOpts{}); err != nil {
+		if ps.PID > 0 {
+			killPID(ctx, tgt, ps.PID)
+		}
+		return Result{}, err
+	}
+	held := criu.HeldAction{Request: d.w.request(), Held: res.Held}
+	undo := func(ctx context.Context) error {
+		return src.Call(ctx, criu.ActResume, held, nil, host.CallOpts{})
+	}
+	if ps.PID > 0 {
+		// The page server exits once it has written the last page.
+		if err := tgt.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 60}, nil, host.CallOpts{}); err != nil {
+			killPID(ctx, tgt, ps.PID)
+			return Result{}, errors.Join(fmt.Errorf("page server on %s: %w", d.target, err), undo(ctx))
+		}
+	}
+
+	lazy := cty.NullVal(LazySource)
+	if d.mode == "lazy" && res.Listen != nil {
+		lazy = cty.ObjectVal(map[string]cty.Value{
+			"host":    cty.StringVal(d.w.host),
+			"address": cty.StringVal(res.Listen.Host),
+			"port":    Num(int64(res.Listen.Port)),
+			"dir":     cty.StringVal(d.dir),
+			"pid":     Num(int64(res.Held.LazyPID)),
+		})
+	}
+	targetDir := d.dir
+	if d.mode == "page-server" {
+		targetDir = d.targetDir
+	}
+	metrics := map[string]float64{"dump_seconds": res.Seconds}
+	for k, v := range res.Stats {
+		metrics[k] = v
+	}
+	return Result{
+		Outputs: cty.ObjectVal(map[string]cty.Value{
+			"dir":        cty.StringVal(d.dir),
+			"target_dir": cty.StringVal(targetDir),
+			"host":       cty.StringVal(d.w.host),
+			"pid":        Num(int64(res.Held.PID)),
+			"mode":       cty.StringVal(d.mode),
+			"log":        cty.StringVal(res.LogPath),
+			"lazy":       lazy,
+		}),
+		Undo: undo,
+		Commit: func(ctx context.Context) error {
+			return src.Call(ctx, criu.ActKill, held, nil, host.CallOpts{})
+		},
+		Metrics: metrics,
+	}, nil
+}
+
+// targetAddress is the address the source reaches the target's page
+// server at.
+func targetAddress(d dumpCfg) string {
+	if d.target == d.w.host {
+		return "127.0.0.1"
+	}
+	return hostAddress(d.targetV)
+}
+
+var errMissingFeature = errors.New("CRIU feature not supported on this host")
+
+// problems turns a check's findings into an error.
+func problems(res criu.CheckResult, err error) error {
+	if err != nil {
+		return err
+	}
+	if len(res.Problems) > 0 {
+		return errors.New(joinLines(res.Problems))
+	}
+	for f, ok := range res.Features {
+		if !ok {
+			return fmt.Errorf("%w: %s", errMissingFeature, f)
+		}
+	}
+	return nil
+}
+
+func joinLines(lines []string) string {
+	if len(lines) == 1 {
+		return lines[0]
+	}
+	s := ""
+	for _, l := range lines {
+		s += "\n  " + l
+	}
+	return s
+}
+
+// killPID kills a helper process (a page server) left on a host.
+func killPID(ctx context.Context, h host.Host, pid int) {
+	h.Call(ctx, "exec", host.ExecRequest{Argv: []string{"kill", "-KILL", strconv.Itoa(pid)}}, nil, host.CallOpts{})
+}

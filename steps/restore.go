@@ -1,0 +1,157 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps/criu"
+)
+
+// Restore starts a workload on a host from its images:
+//
+//	step "restore" "web" {
+//	  workload = process.web
+//	  host     = host.h2
+//	  dir      = step.copy.dir
+//	  lazy     = true              # post-copy: pages come from the source
+//	  source   = step.final.lazy   # lazy: the dump's lazy output
+//	}
+//
+// A lazy restore runs a lazy-pages daemon that fetches the pages from the
+// source's page server, and waits until the source has handed over the
+// last page, so the source may then be killed. Undo kills the restored
+// tree.
+type Restore struct{}
+
+func (Restore) Spec() hcldec.Spec {
+	return hcldec.ObjectSpec{
+		"workload": &hcldec.AttrSpec{Name: "workload", Type: cty.DynamicPseudoType, Required: true},
+		"host":     &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
+		"dir":      &hcldec.AttrSpec{Name: "dir", Type: cty.String, Required: true},
+		"lazy":     &hcldec.AttrSpec{Name: "lazy", Type: cty.Bool},
+		"source":   &hcldec.AttrSpec{Name: "source", Type: LazySource},
+	}
+}
+
+func (Restore) Outputs() cty.Type {
+	return cty.Object(map[string]cty.Type{
+		"pid":  cty.Number, // root of the restored tree
+		"host": cty.String,
+		"dir":  cty.String,
+		"log":  cty.String, // CRIU's restore log on the host
+	})
+}
+
+type restoreCfg struct {
+	w      workload
+	host   string
+	hostV  cty.Value
+	dir    string
+	lazy   bool
+	source cty.Value
+}
+
+func decodeRestore(cfg cty.Value) (restoreCfg, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	r := restoreCfg{
+		host:   HostName(Attr(cfg, "host")),
+		hostV:  Attr(cfg, "host"),
+		dir:    String(cfg, "dir", ""),
+		lazy:   Bool(cfg, "lazy", false),
+		source: Attr(cfg, "source"),
+	}
+	w, err := workloadOf(Attr(cfg, "workload"))
+	if err != nil {
+		diags = append(diags, errDiag("Invalid workload", err.Error()))
+	}
+	r.w = w
+	if r.dir != "" && !filepath.IsAbs(r.dir) {
+		diags = append(diags, errDiag("Invalid dir", fmt.Sprintf("dir %q must be an absolute path.", r.dir)))
+	}
+	if r.lazy && r.source.IsNull() && r.source.IsKnown() {
+		diags = append(diags, errDiag("Missing source", "lazy = true needs source, the lazy dump's output (source = step.<dump>.lazy)."))
+	}
+	return r, diags
+}
+
+func (Restore) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
+	r, diags := decodeRestore(cfg)
+	if diags.HasErrors() {
+		return Preview{}, diags
+	}
+	p := Preview{Host: r.host}
+	how := "restore"
+	if r.lazy {
+		how = "lazy restore (post-copy)"
+	}
+	p.Notes = append(p.Notes, fmt.Sprintf("%s of %s.%s from %s on host %s", how, r.w.Kind, r.w.Name, orKnownLater(r.dir), orKnownLater(r.host)))
+	req := criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: r.lazy}}
+	if r.lazy {
+		req.Features = []string{criu.FeatureUffd}
+	}
+	p.Notes = append(p.Notes, checkNotes(ctx, env, r.host, r.hostV, workload{}, req)...)
+	return p, diags
+}
+
+func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
+	r, diags := decodeRestore(cfg)
+	if diags.HasErrors() {
+		return Result{}, diags
+	}
+	h, err := env.Hosts(r.host)
+	if err != nil {
+		return Result{}, err
+	}
+	req := criu.RestoreAction{
+		Request:        criu.Request{CRIU: criuSetting(r.hostV), Workload: r.w.Workload},
+		RestoreRequest: criu.RestoreRequest{Dir: r.dir, Lazy: r.lazy},
+	}
+	var src host.Host
+	var lazyWait criu.LazyWaitAction
+	if r.lazy {
+		req.Source = &criu.Addr{Host: String(r.source, "address", ""), Port: int(Int(r.source, "port", 0))}
+		lazyWait = criu.LazyWaitAction{Dir: String(r.source, "dir", ""), PID: int(Int(r.source, "pid", 0)), Timeout: 600}
+		if src, err = env.Hosts(String(r.source, "host", "")); err != nil {
+			return Result{}, fmt.Errorf("source: %w", err)
+		}
+	}
+	var res criu.RestoreResult
+	if err := h.Call(ctx, criu.ActRestore, req, &res, host.CallOpts{}); err != nil {
+		return Result{}, err
+	}
+	kill := func(ctx context.Context) error {
+		return h.Call(ctx, criu.ActKillRest, criu.KillRestoredAction{Request: req.Request, Result: res}, nil, host.CallOpts{})
+	}
+	metrics := map[string]float64{"restore_seconds": res.Seconds}
+	for k, v := range res.Stats {
+		metrics[k] = v
+	}
+	if r.lazy {
+		// The source must live until it has served the last page.
+		var done criu.DumpResult
+		if err := src.Call(ctx, criu.ActLazyWait, lazyWait, &done, host.CallOpts{}); err != nil {
+			return Result{}, errors.Join(fmt.Errorf("lazy pages: %w", err), kill(ctx))
+		}
+		metrics["lazy_seconds"] = done.Seconds
+		for k, v := range done.Stats {
+			metrics["source_"+k] = v
+		}
+	}
+	return Result{
+		Outputs: cty.ObjectVal(map[string]cty.Value{
+			"pid":  Num(int64(res.PID)),
+			"host": cty.StringVal(r.host),
+			"dir":  cty.StringVal(r.dir),
+			"log":  cty.StringVal(res.LogPath),
+		}),
+		Undo:    kill,
+		Metrics: metrics,
+	}, nil
+}
