@@ -14,7 +14,7 @@ const labUsage = `Usage:
   mig lab up     [-name NAME] [-hosts N] [-subnet CIDR] [-root DIR]
   mig lab status [-name NAME] [-root DIR] [-json]
   mig lab exec   [-name NAME] [-root DIR] HOST -- ARGV...
-  mig lab start  [-name NAME] [-root DIR] [-log FILE] HOST -- ARGV...
+  mig lab start  [-name NAME] [-root DIR] [-log FILE] [-pidfile FILE] HOST -- ARGV...
   mig lab down   [-name NAME] [-root DIR]
 
 A lab is a set of hosts on this machine made of Linux namespaces (net, pid,
@@ -43,7 +43,7 @@ func cmdLab(c *cli, args []string) int {
 	name := fs.String("name", lab.DefaultName, "lab name")
 	root := fs.String("root", lab.DefaultRoot, "directory that holds the lab's state dir")
 	var hosts *int
-	var subnet, logPath *string
+	var subnet, logPath, pidFile *string
 	var asJSON *bool
 	switch sub {
 	case "up":
@@ -53,6 +53,7 @@ func cmdLab(c *cli, args []string) int {
 		asJSON = fs.Bool("json", false, "print the state as JSON")
 	case "start":
 		logPath = fs.String("log", "", "file (as seen in the host) for the process's output")
+		pidFile = fs.String("pidfile", "", "file (as seen in the host) to write the process's PID to")
 	case "exec", "down":
 	default:
 		fmt.Fprintf(c.stderr, "mig lab: unknown subcommand %q\n\n%s", sub, labUsage)
@@ -123,7 +124,7 @@ func cmdLab(c *cli, args []string) int {
 	}
 	l.SetLogger(log)
 	if sub == "start" {
-		pid, err := l.Start(c.ctx, rest[0], rest[1:], lab.StartOptions{Log: *logPath})
+		pid, err := l.Start(c.ctx, rest[0], rest[1:], lab.StartOptions{Log: *logPath, PIDFile: *pidFile})
 		if err != nil {
 			fmt.Fprintln(c.stderr, "mig lab start:", err)
 			return exitFailed

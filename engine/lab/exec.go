@@ -74,11 +74,14 @@ type StartOptions struct {
 	Env []string // added to the host's base environment
 	Dir string   // working directory inside the host
 	Log string   // file for stdout and stderr (appended), /dev/null when empty
+	// PIDFile, when set, is written with the process's PID in the host.
+	PIDFile string
 }
 
 // Start starts argv in the background on host, as a child of the host's
 // PID 1 in a session of its own, like a daemon. It returns the process's
-// PID inside the host's PID namespace.
+// PID inside the host's PID namespace. Paths in opts are as the host sees
+// them (its /tmp, /run, /root and /var/lib/mig are its own).
 func (l *Lab) Start(ctx context.Context, host string, argv []string, opts StartOptions) (int, error) {
 	h, err := l.Host(host)
 	if err != nil {
@@ -98,7 +101,7 @@ func (l *Lab) Start(ctx context.Context, host string, argv []string, opts StartO
 	} else {
 		conn.SetDeadline(time.Now().Add(30 * time.Second))
 	}
-	if err := json.NewEncoder(conn).Encode(spawnRequest{Argv: argv, Env: opts.Env, Dir: opts.Dir, Log: opts.Log}); err != nil {
+	if err := json.NewEncoder(conn).Encode(spawnRequest{Argv: argv, Env: opts.Env, Dir: opts.Dir, Log: opts.Log, PIDFile: opts.PIDFile}); err != nil {
 		return 0, fmt.Errorf("%s: %w", h.Name, err)
 	}
 	var resp spawnResponse

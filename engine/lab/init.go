@@ -147,6 +147,8 @@ type spawnRequest struct {
 	Env  []string `json:"env,omitempty"`
 	Dir  string   `json:"dir,omitempty"`
 	Log  string   `json:"log,omitempty"` // stdout and stderr, appended; /dev/null when empty
+	// PIDFile, when set, receives the process's PID in the host.
+	PIDFile string `json:"pid_file,omitempty"`
 }
 
 type spawnResponse struct {
@@ -200,5 +202,14 @@ func spawn(req spawnRequest) (int, error) {
 	pid := cmd.Process.Pid
 	// The reaper collects it; drop the handle (and its pidfd).
 	cmd.Process.Release()
+	if req.PIDFile != "" {
+		tmp := req.PIDFile + ".tmp"
+		if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+			return pid, err
+		}
+		if err := os.Rename(tmp, req.PIDFile); err != nil {
+			return pid, err
+		}
+	}
 	return pid, nil
 }

@@ -291,9 +291,12 @@ func TestUpDown(t *testing.T) {
 
 	// A background process is a child of the host's PID 1, with no
 	// descriptor leaked from this process.
-	pid, err := l.Start(ctx, "h1", []string{"sleep", "1000"}, StartOptions{})
+	pid, err := l.Start(ctx, "h1", []string{"sleep", "1000"}, StartOptions{PIDFile: "/run/sleep.pid"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got, err := l.Output(ctx, "h1", "cat", "/run/sleep.pid"); err != nil || strings.TrimSpace(got) != strconv.Itoa(pid) {
+		t.Errorf("pid file holds %q (%v), want %d", got, err, pid)
 	}
 	if step := pidStep(2); pid <= step || pid >= 2*step {
 		t.Errorf("h1's process has PID %d, outside h1's range from %d", pid, step)

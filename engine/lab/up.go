@@ -302,8 +302,8 @@ func teardown(ctx context.Context, root, name string, log hclog.Logger) error {
 	if err := teardownLocked(ctx, root, name, log); err != nil {
 		return err
 	}
-	os.Remove(filepath.Join(root, "."+name+".lock"))
-	os.Remove(root) // only when empty
+	// The lock file stays: removing it would let a waiter and a newcomer
+	// hold two different locks.
 	return nil
 }
 
