@@ -86,6 +86,7 @@ func TestMoveIP(t *testing.T) {
 	l, hosts := testLab(t)
 	ctx := context.Background()
 	const vip = "10.79.0.100"
+	httpd := map[string]int{}
 	for _, h := range l.Hosts() {
 		www := filepath.Join(h.Dir, "var-lib-mig", "www")
 		if err := os.MkdirAll(www, 0o755); err != nil {
@@ -94,9 +95,11 @@ func TestMoveIP(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(www, "index.html"), []byte(h.Name+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.Start(ctx, h.Name, []string{"busybox", "httpd", "-f", "-p", "8080", "-h", "/var/lib/mig/www"}, lab.StartOptions{}); err != nil {
+		pid, err := l.Start(ctx, h.Name, []string{"busybox", "httpd", "-f", "-p", "8080", "-h", "/var/lib/mig/www"}, lab.StartOptions{})
+		if err != nil {
 			t.Fatal(err)
 		}
+		httpd[h.Name] = pid
 	}
 	// Install the agent on both hosts first, so the move is timed warm.
 	for _, h := range hosts {
@@ -132,20 +135,39 @@ func TestMoveIP(t *testing.T) {
 	}
 	verifyOn("h1")
 
+	// process and exec checks run on a lab host over SSH.
+	hostVals := map[string]cty.Value{}
+	for _, h := range hosts {
+		hostVals[h.Name()] = cty.ObjectVal(map[string]cty.Value{"name": cty.StringVal(h.Name())})
+	}
+	vars := map[string]cty.Value{"host": cty.ObjectVal(hostVals)}
+	for _, src := range []string{
+		fmt.Sprintf(`process {
+			host = host.h1
+			pid  = %d
+		}`, httpd["h1"]),
+		`exec {
+			host = host.h2
+			argv = ["test", "-e", "/var/lib/mig/www/index.html"]
+		}`,
+	} {
+		out, err := Verify{}.Apply(ctx, decode(t, Verify{}, src, vars), testEnv(t, hosts...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("verify: %s", out.Outputs.GetAttr("last").AsString())
+	}
+
 	// A client that keeps asking, with fresh connections, and notes when
 	// each host answered.
 	probe := &prober{url: url}
 	stop := probe.run()
 	time.Sleep(200 * time.Millisecond)
 
-	hostVals := map[string]cty.Value{}
-	for _, h := range hosts {
-		hostVals[h.Name()] = cty.ObjectVal(map[string]cty.Value{"name": cty.StringVal(h.Name())})
-	}
 	cfg := decode(t, MoveIP{}, fmt.Sprintf(`
 		address = "%s/24"
 		from    = host.h1
-		to      = host.h2`, vip), map[string]cty.Value{"host": cty.ObjectVal(hostVals)})
+		to      = host.h2`, vip), vars)
 	env := testEnv(t, hosts...)
 	p, diags := MoveIP{}.Plan(ctx, cfg, env)
 	if diags.HasErrors() || p.Host != "h2" || p.Notes[0] != "move 10.79.0.100/24 from h1:eth0 to h2:eth0 and announce it" {
@@ -260,4 +282,3 @@ func (s probeSummary) after(t time.Time, name string) (time.Duration, time.Durat
 	}
 	return first, gap
 }
-

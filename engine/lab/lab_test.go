@@ -369,9 +369,13 @@ func TestCrash(t *testing.T) {
 		}
 	}
 
-	// Down after every init was killed still cleans up everything.
+	// Down after every init was killed still cleans up everything,
+	// including interfaces named after the lab that the state omits.
 	for _, h := range l.Hosts() {
 		syscall.Kill(h.PID, syscall.SIGKILL)
+	}
+	if out, err := exec.Command("ip", "link", "add", "mv-labt-7", "type", "veth", "peer", "name", "mvp-labt-7").CombinedOutput(); err != nil {
+		t.Fatalf("add a stray veth: %v: %s", err, out)
 	}
 	if err := Down(ctx, opts); err != nil {
 		t.Fatal(err)
