@@ -203,9 +203,20 @@ func TestMoveIP(t *testing.T) {
 		}
 	}
 
-	// Undo moves it back, and a second undo changes nothing.
+	// Undo moves it back.
 	if err := r.Undo(ctx); err != nil {
 		t.Fatal(err)
+	}
+	verifyOn("h1")
+
+	// When the target refuses the address, it goes back on the source.
+	bad := decode(t, MoveIP{}, fmt.Sprintf(`
+		address      = "%s/24"
+		from         = host.h1
+		to           = host.h2
+		to_interface = "nope0"`, vip), vars)
+	if _, err := (MoveIP{}).Apply(ctx, bad, env); err == nil || !strings.Contains(err.Error(), "nope0") {
+		t.Errorf("move to a missing interface: %v", err)
 	}
 	verifyOn("h1")
 }
