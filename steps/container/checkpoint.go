@@ -89,7 +89,7 @@ func (o CheckpointOptions) criu() *libcontainer.CriuOpts {
 		ImagesDirectory:   o.Dir,
 		ParentImage:       o.Parent,
 		TcpEstablished:    o.TCPEstablished,
-		TcpSkipInFlight:   o.TCPEstablished,
+		TcpSkipInFlight:   true, // a connection still in a listener's queue must not fail the dump
 		FileLocks:         o.FileLocks,
 		PageServer:        o.PageServer,
 		ManageCgroupsMode: "soft",

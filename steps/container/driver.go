@@ -53,6 +53,7 @@ func decode(w criu.Workload) (Config, error) {
 }
 
 func runtime(env criu.Env, c Config) Runtime {
+	routeLogs(env.Log)
 	return Runtime{Root: c.Root, CRIU: env.CRIU.Path}
 }
 
