@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -28,13 +29,22 @@ func Feature(ctx context.Context, b Binary, name string) (bool, string) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, b.Path, "check", "--feature", name).CombinedOutput()
-	lines := []string{}
+	return err == nil, cleanOutput(out)
+}
+
+// logPrefix is the "Warn  (criu/cr-check.c:824): " in front of CRIU's messages.
+var logPrefix = regexp.MustCompile(`^(Warn|Error)\s*\([^)]*\):\s*`)
+
+// cleanOutput joins CRIU's console output into one line, without the
+// harmless lines and the source locations.
+func cleanOutput(out []byte) string {
+	var lines []string
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if l != "" && !isHarmless(l) {
-			lines = append(lines, strings.TrimSpace(l))
+		if l = strings.TrimSpace(l); l != "" && !isHarmless(l) {
+			lines = append(lines, logPrefix.ReplaceAllString(l, ""))
 		}
 	}
-	return err == nil, strings.Join(lines, "; ")
+	return strings.Join(lines, "; ")
 }
 
 // Check runs `criu check` and returns its verdict.
@@ -42,13 +52,7 @@ func Check(ctx context.Context, b Binary) (bool, string) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, b.Path, "check").CombinedOutput()
-	var lines []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if l != "" && !isHarmless(l) {
-			lines = append(lines, strings.TrimSpace(l))
-		}
-	}
-	return err == nil, strings.Join(lines, "; ")
+	return err == nil, cleanOutput(out)
 }
 
 // Pipe limits lazy pages need: the page server tees whole page pipes.
