@@ -52,7 +52,7 @@ func decode(w criu.Workload) (Config, error) {
 	return c, nil
 }
 
-func runtime(env criu.Env, c Config) Runtime {
+func runtimeFor(env criu.Env, c Config) Runtime {
 	routeLogs(env.Log)
 	return Runtime{Root: c.Root, CRIU: env.CRIU.Path}
 }
@@ -63,7 +63,7 @@ func (Driver) Resolve(ctx context.Context, env criu.Env, w criu.Workload) (criu.
 	if err != nil {
 		return criu.Resolved{}, err
 	}
-	_, src, err := runtime(env, c).CheckSource(c.ID)
+	_, src, err := runtimeFor(env, c).CheckSource(c.ID)
 	if err != nil {
 		return criu.Resolved{}, err
 	}
@@ -94,7 +94,7 @@ func (Driver) PreDump(ctx context.Context, env criu.Env, w criu.Workload, req cr
 		return criu.DumpResult{}, err
 	}
 	start := time.Now()
-	if err := runtime(env, c).PreDump(c.ID, c.checkpoint(req)); err != nil {
+	if err := runtimeFor(env, c).PreDump(c.ID, c.checkpoint(req)); err != nil {
 		return criu.DumpResult{}, err
 	}
 	return criu.DumpResult{
@@ -113,7 +113,7 @@ func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.
 	if err != nil {
 		return criu.DumpResult{}, err
 	}
-	r := runtime(env, c)
+	r := runtimeFor(env, c)
 	start := time.Now()
 	var (
 		src  Source
@@ -164,7 +164,7 @@ func (Driver) Resume(ctx context.Context, env criu.Env, w criu.Workload, held cr
 		return err
 	}
 	stopLazy(held.LazyPID)
-	return runtime(env, c).Resume(c.ID, held.Dir)
+	return runtimeFor(env, c).Resume(c.ID, held.Dir)
 }
 
 // Kill commits Dump: the source container is destroyed.
@@ -174,7 +174,7 @@ func (Driver) Kill(ctx context.Context, env criu.Env, w criu.Workload, held criu
 		return err
 	}
 	stopLazy(held.LazyPID)
-	r := runtime(env, c)
+	r := runtimeFor(env, c)
 	if err := r.Destroy(c.ID); err != nil {
 		return err
 	}
@@ -200,7 +200,7 @@ func (Driver) Restore(ctx context.Context, env criu.Env, w criu.Workload, req cr
 	if err != nil {
 		return criu.RestoreResult{}, err
 	}
-	r := runtime(env, c)
+	r := runtimeFor(env, c)
 	start := time.Now()
 	var lazyPID int
 	if req.Lazy {
@@ -237,7 +237,7 @@ func (Driver) KillRestored(ctx context.Context, env criu.Env, w criu.Workload, r
 	if id == "" {
 		id = c.RestoreID
 	}
-	return runtime(env, c).Destroy(id)
+	return runtimeFor(env, c).Destroy(id)
 }
 
 // CheckTarget lists why the container could not be restored on this host:
@@ -251,12 +251,12 @@ func (Driver) CheckTarget(ctx context.Context, env criu.Env, w criu.Workload, re
 	if c.Bundle == "" {
 		// Without a bundle in the workflow, Restore takes the source's
 		// path from the images; it can only be checked then.
-		if runtime(env, c).Exists(c.RestoreID) {
+		if runtimeFor(env, c).Exists(c.RestoreID) {
 			return []string{fmt.Sprintf("container %q: the ID is already in use on this host", c.RestoreID)}, nil
 		}
 		return nil, nil
 	}
-	return runtime(env, c).CheckTarget(c.RestoreID, c.Bundle), nil
+	return runtimeFor(env, c).CheckTarget(c.RestoreID, c.Bundle), nil
 }
 
 // record is what Dump leaves in the images for Restore.
