@@ -105,9 +105,9 @@ func hostAddr(subnet string, n int) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-func requireRoot(what string) error {
+func requireRoot(what, why string) error {
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("%s needs root: it creates namespaces, a bridge and veths (run it with sudo)", what)
+		return fmt.Errorf("%s needs root: it %s (run it with sudo)", what, why)
 	}
 	return nil
 }
@@ -161,6 +161,9 @@ func Load(root, name string) (*Lab, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("lab %s is not up (no state in %s)", name, filepath.Join(root, name))
 	}
+	if errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("lab %s: its state in %s is readable by root only (run it with sudo)", name, filepath.Join(root, name))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +180,7 @@ func (l *Lab) SetLogger(log hclog.Logger) {
 // Down removes the lab named in opts (see (*Lab).Down), whether or not its
 // state can be read.
 func Down(ctx context.Context, opts Options) error {
-	if err := requireRoot("lab down"); err != nil {
+	if err := requireRoot("lab down", "removes namespaces, a bridge and veths"); err != nil {
 		return err
 	}
 	if err := opts.defaults(); err != nil {
@@ -190,7 +193,7 @@ func Down(ctx context.Context, opts Options) error {
 // the state dir. It works after a crash: besides the recorded PIDs it sweeps
 // interfaces by the lab's own names.
 func (l *Lab) Down(ctx context.Context) error {
-	if err := requireRoot("lab down"); err != nil {
+	if err := requireRoot("lab down", "removes namespaces, a bridge and veths"); err != nil {
 		return err
 	}
 	return teardown(ctx, filepath.Dir(l.state.Dir), l.state.Name, l.log)

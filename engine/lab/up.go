@@ -31,7 +31,7 @@ var hostEnv = []string{
 // healthy with the same options it returns quickly and changes nothing; a
 // half-built or broken lab is torn down and built again.
 func Up(ctx context.Context, opts Options) (*Lab, error) {
-	if err := requireRoot("lab up"); err != nil {
+	if err := requireRoot("lab up", "creates namespaces, a bridge and veths"); err != nil {
 		return nil, err
 	}
 	if err := opts.defaults(); err != nil {
