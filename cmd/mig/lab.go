@@ -7,6 +7,8 @@ import (
 	"os"
 	"text/tabwriter"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mig-project/mig/engine/lab"
 )
 
@@ -132,6 +134,10 @@ func cmdLab(c *cli, args []string) int {
 		fmt.Fprintln(c.stdout, pid)
 		return exitOK
 	}
+	// Descriptors this process inherited without close-on-exec stay here:
+	// a host's processes must not hold files of the machine (CRIU could
+	// not dump them).
+	unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	code, err := l.Exec(c.ctx, rest[0], rest[1:], os.Stdin, c.stdout, c.stderr)
 	if err != nil {
 		fmt.Fprintln(c.stderr, "mig lab exec:", err)
