@@ -129,6 +129,9 @@ func (r Runtime) PreDump(id string, o CheckpointOptions) error {
 	opts := o.criu()
 	opts.PreDump = true
 	err = r.withCRIU(nil, func() error { return c.Checkpoint(opts) })
+	if err != nil && strings.Contains(err.Error(), "MemTrack") {
+		return fmt.Errorf("container %q: pre-dump impossible on this host: the kernel has no dirty-memory tracking (CONFIG_MEM_SOFT_DIRTY); %w", id, err)
+	}
 	if err != nil {
 		return fmt.Errorf("container %q: pre-dump: %w%s", id, err, criuLogTail(filepath.Join(o.Dir, "dump.log")))
 	}

@@ -143,6 +143,16 @@ func TestDriverBadInput(t *testing.T) {
 	}
 	resolveErr("etest-nope", "no such container")
 
+	// Pre-copy needs dirty-memory tracking, which this kernel lacks; the
+	// error must say so and leave the container running.
+	w := workload(t, Config{ID: "etest-bad", Root: r.Root})
+	if _, err := d.PreDump(ctx, env, w, criu.DumpRequest{Dir: t.TempDir()}); err != nil {
+		t.Logf("pre-dump: %v", err)
+	}
+	if _, err := d.Resolve(ctx, env, w); err != nil {
+		t.Fatalf("after pre-dump: %v", err)
+	}
+
 	c, err := r.Load("etest-bad")
 	if err != nil {
 		t.Fatal(err)

@@ -157,6 +157,8 @@ func (r Runtime) start(id, bundle string, attach func(*libcontainer.Process)) (i
 		c.Destroy()
 		return 0, fmt.Errorf("container %q: start: %w", id, err)
 	}
+	// The init is this process's child: reap it when it exits.
+	go p.Wait()
 	return p.Pid()
 }
 
