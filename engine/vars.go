@@ -124,16 +124,18 @@ func (w *Workflow) Vars(in VarInput, requireAll bool) (map[string]cty.Value, hcl
 // parseRaw reads a value given on the command line or in the environment:
 // a plain string for string variables, an HCL expression for the others.
 func parseRaw(v *Variable, raw, what string) (cty.Value, hcl.Diagnostics) {
-	if v.Type == cty.String || v.Type == cty.DynamicPseudoType {
+	if v.Type == cty.DynamicPseudoType {
 		return cty.StringVal(raw), nil
 	}
-	expr, diags := hclsyntax.ParseExpression([]byte(raw), what, hcl.InitialPos)
-	if diags.HasErrors() {
-		return cty.UnknownVal(v.Type), diags
-	}
-	val, diags := expr.Value(nil)
-	if diags.HasErrors() {
-		return cty.UnknownVal(v.Type), diags
+	val := cty.StringVal(raw)
+	if !v.Type.IsPrimitiveType() {
+		expr, diags := hclsyntax.ParseExpression([]byte(raw), what, hcl.InitialPos)
+		if diags.HasErrors() {
+			return cty.UnknownVal(v.Type), diags
+		}
+		if val, diags = expr.Value(nil); diags.HasErrors() {
+			return cty.UnknownVal(v.Type), diags
+		}
 	}
 	conv, err := convert.Convert(val, v.Type)
 	if err != nil {

@@ -105,5 +105,8 @@ func tail(stderr string) string {
 	if len(s) > 1000 {
 		s = "…" + s[len(s)-1000:]
 	}
+	if len(lines) == 1 {
+		return ": " + s
+	}
 	return ":\n" + s
 }

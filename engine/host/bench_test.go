@@ -14,24 +14,22 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// BenchmarkCopySSH measures copy throughput between two SSH hosts (two
-// connections to one sshd on 127.0.0.1), relayed through this process.
+// BenchmarkCopySSH measures copy throughput between two SSH hosts (see
+// testPair), relayed through this process.
 //
 //	go test ./engine/host -run '^$' -bench CopySSH -benchtime 4x
+//	MIG_TEST_HOSTS=/var/lib/mig-lab/lab/hosts.hcl go test ./engine/host -run '^$' -bench CopySSH -benchtime 4x
 func BenchmarkCopySSH(b *testing.B) {
-	sshd := startSSHD(b)
-	src, dst := sshd.host(b, "src"), sshd.host(b, "dst")
-	dir := b.TempDir()
+	p := testPair(b)
 	const size = 512 << 20
-	makeFile(b, filepath.Join(dir, "big"), size, 5)
+	in, out := p.scratch+"/in/big", p.scratch+"/out/big"
+	stage(b, p.src, in, size)
 	ctx := context.Background()
-	// Install the agent outside the timed loop.
-	must(b, src.Call(ctx, "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
-	must(b, dst.Call(ctx, "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(b, p.dst.Call(ctx, "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	b.SetBytes(size)
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := Copy(ctx, src, filepath.Join(dir, "big"), dst, filepath.Join(dir, "out"), nil); err != nil {
+		if _, err := Copy(ctx, p.src, in, p.dst, out, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -45,25 +43,21 @@ func TestCopyPeakRSS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("copies 1 GiB")
 	}
-	sshd := startSSHD(t)
-	// Install the agent first so the child only copies.
-	must(t, sshd.host(t, "src").Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
-	dir := t.TempDir()
-	makeFile(t, filepath.Join(dir, "big"), 1<<30, 6)
+	p := testPair(t)
+	in, out := p.scratch+"/in/big", p.scratch+"/out/big"
+	stage(t, p.src, in, 1<<30)
+	must(t, p.dst.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	exe, _ := os.Executable()
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(),
-		rssChildEnv+"=1",
-		"RSS_ADDR="+sshd.Address, "RSS_ID="+sshd.Identity, "RSS_KH="+sshd.KnownHosts,
-		"RSS_WORK="+filepath.Join(sshd.Dir, "work"),
-		"RSS_SRC="+filepath.Join(dir, "big"), "RSS_DST="+filepath.Join(dir, "out"))
-	out, err := cmd.Output()
+	cmd.Env = append(os.Environ(), rssChildEnv+"=1", "RSS_HOSTS="+p.file, "RSS_SRC="+in, "RSS_DST="+out)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("child: %v: %s", err, out)
+		t.Fatalf("child: %v: %s", err, stdout)
 	}
 	var kb, ms int64
-	if _, err := fmt.Sscanf(string(out), "VmHWM %d kB %d ms", &kb, &ms); err != nil {
-		t.Fatalf("child said %q", out)
+	if _, err := fmt.Sscanf(string(stdout), "VmHWM %d kB %d ms", &kb, &ms); err != nil {
+		t.Fatalf("child said %q", stdout)
 	}
 	t.Logf("1 GiB copied in %d ms (%.0f MB/s); peak RSS of the copying process %.1f MiB", ms, float64(1<<30)/float64(ms)/1e3, float64(kb)/1024)
 	if kb > 64<<10 {
@@ -74,18 +68,12 @@ func TestCopyPeakRSS(t *testing.T) {
 // rssChild runs one copy for TestCopyPeakRSS and prints its peak RSS.
 func rssChild() int {
 	log := hclog.New(&hclog.LoggerOptions{Name: "rss", Level: hclog.Warn, Output: os.Stderr})
-	ctx := context.Background()
-	dial := func(name string) *SSH {
-		h, err := DialSSH(ctx, name, SSHConfig{Address: os.Getenv("RSS_ADDR"), User: "root", IdentityFile: os.Getenv("RSS_ID"),
-			KnownHosts: os.Getenv("RSS_KH"), WorkDir: os.Getenv("RSS_WORK")}, log)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		return h
+	hosts, err := openHosts(os.Getenv("RSS_HOSTS"), log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	src, dst := dial("src"), dial("dst")
-	res, err := Copy(ctx, src, os.Getenv("RSS_SRC"), dst, os.Getenv("RSS_DST"), nil)
+	res, err := Copy(context.Background(), hosts[0], os.Getenv("RSS_SRC"), hosts[1], os.Getenv("RSS_DST"), nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

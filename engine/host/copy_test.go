@@ -8,10 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // makeFile writes size pseudo-random bytes to path and returns their sha256.
@@ -200,76 +198,6 @@ func TestCopyFullDisk(t *testing.T) {
 		t.Fatalf("full disk: %v", err)
 	}
 	noLeftovers(t, small)
-}
-
-func TestCopyBigSSH(t *testing.T) {
-	if testing.Short() {
-		t.Skip("copies 512 MiB")
-	}
-	sshd := startSSHD(t)
-	src, dst := sshd.host(t, "src"), sshd.host(t, "dst")
-	dir := t.TempDir()
-	want := makeFile(t, filepath.Join(dir, "big"), 512<<20, 3)
-	var last Progress
-	res, err := Copy(context.Background(), src, filepath.Join(dir, "big"), dst, filepath.Join(dir, "out", "big"), func(p Progress) { last = p })
-	must(t, err)
-	if res.SHA256 != want || res.Bytes != 512<<20 {
-		t.Fatalf("copy result %+v, want sha256 %s", res, want)
-	}
-	got, err := fileSum(filepath.Join(dir, "out", "big"))
-	must(t, err)
-	if got != want {
-		t.Fatalf("destination sha256 %s, want %s", got, want)
-	}
-	if last.Done != res.Bytes || last.Rate <= 0 {
-		t.Fatalf("last progress %+v", last)
-	}
-	t.Logf("512 MiB in %.2fs: %.0f MB/s", res.Seconds, float64(res.Bytes)/res.Seconds/1e6)
-}
-
-// Cutting the connection midway leaves nothing that looks complete, and a
-// retry succeeds and cleans up after the failed attempt.
-func TestCopyCutThenRetry(t *testing.T) {
-	sshd := startSSHD(t)
-	src := sshd.host(t, "src")
-	dst := sshd.host(t, "dst")
-	dir := t.TempDir()
-	size := int64(256 << 20)
-	if testing.Short() {
-		size = 64 << 20
-	}
-	want := makeFile(t, filepath.Join(dir, "big"), size, 4)
-	out := filepath.Join(dir, "out")
-
-	var cut atomic.Bool
-	_, err := Copy(context.Background(), src, filepath.Join(dir, "big"), dst, filepath.Join(out, "big"), func(p Progress) {
-		if p.Done > size/4 && !cut.Swap(true) {
-			dst.client.Close() // the network goes away
-		}
-	})
-	if err == nil || !strings.Contains(err.Error(), `host "dst"`) {
-		t.Fatalf("cut copy: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(out, "big")); err == nil {
-		t.Fatal("a cut copy left a complete-looking file")
-	}
-	// Wait for the orphaned agent to notice and clean up, as a retry would not.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ents, _ := os.ReadDir(out)
-		if len(ents) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-
-	dst = sshd.host(t, "dst")
-	res, err := Copy(context.Background(), src, filepath.Join(dir, "big"), dst, filepath.Join(out, "big"), nil)
-	must(t, err)
-	if res.SHA256 != want {
-		t.Fatalf("retry sha256 %s, want %s", res.SHA256, want)
-	}
-	noLeftovers(t, out, "big")
 }
 
 func TestProtocolInProcess(t *testing.T) {
