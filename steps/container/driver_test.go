@@ -178,6 +178,11 @@ func TestDriverBadInput(t *testing.T) {
 	}
 	check(Config{ID: "etest-bad", Root: r.Root, Bundle: b.Dir}, "already in use")
 	check(Config{ID: "etest-x", Root: r.Root, Bundle: filepath.Join(t.TempDir(), "missing")}, "no such file")
+	nsBundle := Bundle{Dir: filepath.Join(t.TempDir(), "ns"), Args: []string{"/bin/sleep", "9"}, NetNS: "/var/run/netns/etest-none"}
+	if err := nsBundle.Build(); err != nil {
+		t.Fatal(err)
+	}
+	check(Config{ID: "etest-x", Root: r.Root, Bundle: nsBundle.Dir}, "namespace /var/run/netns/etest-none does not exist")
 
 	// Stopped: its init exited.
 	if err := c.Signal(os.Kill); err != nil {

@@ -16,9 +16,19 @@ func (r Runtime) CheckTarget(id, bundle string) []string {
 	if r.Exists(id) {
 		problems = append(problems, fmt.Sprintf("container %q: the ID is already in use under %s on this host", id, r.root()))
 	}
-	cfg, _, err := r.config(id, bundle)
+	cfg, spec, err := r.config(id, bundle)
 	if err != nil {
 		return append(problems, err.Error())
+	}
+	if spec.Linux != nil {
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Path == "" {
+				continue
+			}
+			if _, err := os.Stat(ns.Path); err != nil {
+				problems = append(problems, fmt.Sprintf("container %q: its %s namespace %s does not exist on this host (create it, with the service address, before the restore)", id, ns.Type, ns.Path))
+			}
+		}
 	}
 	if m, err := manager.New(cfg.Cgroups); err == nil && m.Exists() {
 		problems = append(problems, fmt.Sprintf("container %q: its cgroup %s already exists on this host "+
