@@ -39,17 +39,20 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 		s := w.steps[name]
 		deps := map[string]bool{}
 		sc := scope{step: true, host: true, workload: true, each: s.forEach != nil, self: name}
-		trav := hcldec.Variables(s.body, s.kind.Spec())
+		diags = append(diags, w.checkTraversals(hcldec.Variables(s.body, s.kind.Spec()), sc, deps)...)
+		// The timeout and retry policy are known before the step runs:
+		// they may use variables and locals only.
+		var meta []hcl.Traversal
 		if s.timeout != nil {
-			trav = append(trav, s.timeout.Variables()...)
+			meta = append(meta, s.timeout.Variables()...)
 		}
 		if s.retry != nil {
-			attrs, _ := s.retry.Body.JustAttributes()
-			for _, a := range attrs {
-				trav = append(trav, a.Expr.Variables()...)
+			content, _ := s.retry.Body.Content(retrySchema)
+			for _, a := range content.Attributes {
+				meta = append(meta, a.Expr.Variables()...)
 			}
 		}
-		diags = append(diags, w.checkTraversals(trav, sc, deps)...)
+		diags = append(diags, w.checkTraversals(meta, scope{}, nil)...)
 		if s.forEach != nil {
 			fe := sc
 			fe.each = false

@@ -1,0 +1,219 @@
+package host
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/hashicorp/hcl/v2/hclparse"
+)
+
+// The end-to-end copy tests run between two SSH hosts: those of the hosts
+// file named by MIG_TEST_HOSTS (such as the hosts.hcl `mig lab up` writes),
+// or else two hosts of a private sshd. They create their files on the hosts
+// through actions, so they work whether or not the hosts share this
+// machine's filesystem.
+
+// openHosts opens the first two hosts of a hosts file through Family.
+func openHosts(file string, log hclog.Logger) ([]Host, error) {
+	f, diags := hclparse.NewParser().ParseHCLFile(file)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	content, diags := f.Body.Content(&hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "host", LabelNames: []string{"name"}}}})
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	fam := Family{Actions: Builtin(), Log: log}
+	var hosts []Host
+	for _, b := range content.Blocks {
+		cfg, diags := hcldec.Decode(b.Body, fam.Spec(), nil)
+		if diags.HasErrors() {
+			return nil, diags
+		}
+		h, err := fam.Open(b.Labels[0], cfg)
+		if err != nil {
+			return nil, err
+		}
+		hosts = append(hosts, h)
+		if len(hosts) == 2 {
+			return hosts, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: want two hosts", file)
+}
+
+// hostsFile writes a hosts file for two hosts, src and dst, on this sshd.
+func (s *testSSHD) hostsFile(t testing.TB) string {
+	var b strings.Builder
+	for _, name := range []string{"src", "dst"} {
+		fmt.Fprintf(&b, "host %q {\n  work_dir = %q\n  ssh {\n    address = %q\n    user = \"root\"\n    identity_file = %q\n    known_hosts = %q\n  }\n}\n",
+			name, filepath.Join(s.Dir, "work"), s.Address, s.Identity, s.KnownHosts)
+	}
+	p := filepath.Join(s.Dir, "hosts.hcl")
+	must(t, os.WriteFile(p, []byte(b.String()), 0o600))
+	return p
+}
+
+// pair is two SSH hosts and a scratch directory on each.
+type pair struct {
+	src, dst *SSH
+	file     string // the hosts file
+	scratch  string // same path on both hosts
+}
+
+func testPair(t testing.TB) *pair {
+	t.Helper()
+	file := os.Getenv("MIG_TEST_HOSTS")
+	if file == "" {
+		file = startSSHD(t).hostsFile(t)
+	}
+	hosts, err := openHosts(file, testLog(t))
+	must(t, err)
+	p := &pair{src: hosts[0].(*SSH), dst: hosts[1].(*SSH), file: file}
+	b := make([]byte, 6)
+	rand.Read(b)
+	p.scratch = "/tmp/mig-host-test-" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		for _, h := range hosts {
+			h.Call(context.Background(), "fs.remove", RemoveRequest{Path: p.scratch, Recursive: true}, nil, CallOpts{})
+			h.Close()
+		}
+	})
+	return p
+}
+
+// stage writes size random bytes to path on h and returns their sha256.
+func stage(t testing.TB, h Host, path string, size int64) string {
+	t.Helper()
+	ctx := context.Background()
+	must(t, h.Call(ctx, "fs.mkdir", MkdirRequest{Path: filepath.Dir(path)}, nil, CallOpts{}))
+	var res ExecResult
+	argv := []string{"dd", "if=/dev/urandom", "of=" + path, "bs=1M", "count=" + strconv.FormatInt(size>>20, 10)}
+	must(t, h.Call(ctx, "exec", ExecRequest{Argv: argv}, &res, CallOpts{}))
+	if res.ExitCode != 0 {
+		t.Fatalf("%v: %s", argv, res.Stderr)
+	}
+	var sum SumResult
+	must(t, h.Call(ctx, "fs.sha256", PathRequest{Path: path}, &sum, CallOpts{}))
+	return sum.SHA256
+}
+
+func remoteStat(t testing.TB, h Host, path string) StatResult {
+	var st StatResult
+	must(t, h.Call(context.Background(), "fs.stat", PathRequest{Path: path}, &st, CallOpts{}))
+	return st
+}
+
+func TestCopyBig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("copies 512 MiB")
+	}
+	p := testPair(t)
+	in, out := p.scratch+"/in/big", p.scratch+"/out/big"
+	want := stage(t, p.src, in, 512<<20)
+	var last Progress
+	res, err := Copy(context.Background(), p.src, in, p.dst, out, func(pr Progress) { last = pr })
+	must(t, err)
+	if res.SHA256 != want || res.Bytes != 512<<20 {
+		t.Fatalf("copy result %+v, want sha256 %s", res, want)
+	}
+	var got SumResult
+	must(t, p.dst.Call(context.Background(), "fs.sha256", PathRequest{Path: out}, &got, CallOpts{}))
+	if got.SHA256 != want {
+		t.Fatalf("destination sha256 %s, want %s", got.SHA256, want)
+	}
+	if last.Done != res.Bytes || last.Rate <= 0 {
+		t.Fatalf("last progress %+v", last)
+	}
+	t.Logf("512 MiB in %.2fs: %.0f MB/s", res.Seconds, float64(res.Bytes)/res.Seconds/1e6)
+}
+
+// Cutting the connection midway leaves nothing that looks complete, and a
+// retry succeeds and cleans up after the failed attempt.
+func TestCopyCutThenRetry(t *testing.T) {
+	p := testPair(t)
+	size := int64(256 << 20)
+	if testing.Short() {
+		size = 64 << 20
+	}
+	in, out := p.scratch+"/in/big", p.scratch+"/out/big"
+	want := stage(t, p.src, in, size)
+
+	var cut atomic.Bool
+	_, err := Copy(context.Background(), p.src, in, p.dst, out, func(pr Progress) {
+		if pr.Done > size/4 && !cut.Swap(true) {
+			p.dst.client.Close() // the network goes away
+		}
+	})
+	if err == nil || !strings.Contains(err.Error(), `host "`+p.dst.Name()+`"`) {
+		t.Fatalf("cut copy: %v", err)
+	}
+	hosts, err := openHosts(p.file, testLog(t))
+	must(t, err)
+	defer hosts[0].Close()
+	dst := hosts[1]
+	defer dst.Close()
+	if st := remoteStat(t, dst, out); st.Exists {
+		t.Fatal("a cut copy left a complete-looking file")
+	}
+	res, err := Copy(context.Background(), p.src, in, dst, out, nil)
+	must(t, err)
+	if res.SHA256 != want {
+		t.Fatalf("retry sha256 %s, want %s", res.SHA256, want)
+	}
+	// The retry removed what the cut attempt left, if anything was left.
+	var ls ExecResult
+	must(t, dst.Call(context.Background(), "exec", ExecRequest{Argv: []string{"ls", "-A", p.scratch + "/out"}}, &ls, CallOpts{}))
+	if strings.TrimSpace(ls.Stdout) != "big" {
+		t.Fatalf("destination directory holds %q", ls.Stdout)
+	}
+}
+
+// A cancelled copy (the step's timeout) stops both sides and leaves no file.
+func TestCopyCancelled(t *testing.T) {
+	p := testPair(t)
+	in, out := p.scratch+"/in/big", p.scratch+"/out/big"
+	stage(t, p.src, in, 64<<20)
+	ctx, cancel := context.WithCancel(context.Background())
+	var once atomic.Bool
+	start := time.Now()
+	_, err := Copy(ctx, p.src, in, p.dst, out, func(pr Progress) {
+		if pr.Done > 0 && !once.Swap(true) {
+			cancel()
+		}
+	})
+	if err == nil {
+		t.Skip("the copy finished before it could be cancelled")
+	}
+	if !strings.Contains(err.Error(), "context canceled") {
+		t.Fatalf("cancelled copy: %v", err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatalf("cancel took %v", time.Since(start))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for remoteStat(t, p.dst, out).Exists || leftovers(t, p.dst, p.scratch+"/out") {
+		if time.Now().After(deadline) {
+			t.Fatal("a cancelled copy left files behind")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func leftovers(t testing.TB, h Host, dir string) bool {
+	var ls ExecResult
+	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"ls", "-A", dir}}, &ls, CallOpts{}))
+	return strings.TrimSpace(ls.Stdout) != ""
+}
