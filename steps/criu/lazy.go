@@ -145,7 +145,21 @@ func LazyWait(ctx context.Context, req LazyWaitRequest) (DumpResult, error) {
 	if !strings.Contains(string(b), "Dumping finished successfully") {
 		return DumpResult{}, failed("lazy dump", errors.New("did not finish"), logPath)
 	}
-	return DumpResult{Dir: req.Dir, LogPath: logPath, Stats: DumpStats(req.Dir), Seconds: time.Since(start).Seconds()}, nil
+	return DumpResult{Dir: req.Dir, LogPath: logPath, Stats: LazyStats(req.Dir), Seconds: time.Since(start).Seconds()}, nil
+}
+
+// LazyStats counts a lazy dump's pages from its pagemap images: CRIU's
+// stats-dump is reset by its page server in this mode.
+func LazyStats(dir string) map[string]float64 {
+	present, lazy, parent, err := PageCounts(dir)
+	if err != nil {
+		return nil
+	}
+	return map[string]float64{
+		"pages_written":        float64(present),
+		"pages_lazy":           float64(lazy),
+		"pages_skipped_parent": float64(parent),
+	}
 }
 
 func limitsOK(l []Sysctl) bool {

@@ -251,10 +251,14 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		}
 	}
 	held.PIDs = tree(r.PID)
+	stats := DumpStats(req.Dir)
+	if req.Lazy {
+		stats = LazyStats(req.Dir)
+	}
 	return DumpResult{
 		Dir:     req.Dir,
 		LogPath: logPath,
-		Stats:   DumpStats(req.Dir),
+		Stats:   stats,
 		Held:    held,
 		Seconds: time.Since(start).Seconds(),
 		Listen:  req.Listen,

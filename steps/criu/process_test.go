@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/engine/lab"
 )
 
 // Ports 18100-18199 belong to these tests.
@@ -25,7 +26,25 @@ const testPortBase = 18100
 
 var counterBin string
 
+// TestMain also lets the test binary be a lab host's init and mig's
+// agent (serving the criu.* actions), so the lab tests reach their hosts
+// over SSH exactly as mig does.
 func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == "lab" && os.Args[2] == "init" {
+		os.Exit(lab.Init(os.Args[3:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "agent" {
+		actions := host.Builtin()
+		for name, fn := range Actions(Drivers{"process": Process{}}) {
+			actions[name] = fn
+		}
+		log := hclog.New(&hclog.LoggerOptions{Name: "agent", Output: os.Stderr, Level: hclog.Warn})
+		if err := host.Serve(context.Background(), actions, os.Stdin, os.Stdout, log); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "mig-criu-test-")
 	if err != nil {
 		panic(err)
@@ -37,6 +56,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build counter: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	os.Setenv("MIG_TEST_COUNTER", counterBin)
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

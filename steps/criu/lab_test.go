@@ -1,0 +1,270 @@
+package criu_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/engine/lab"
+	"github.com/mig-project/mig/steps"
+	"github.com/mig-project/mig/steps/criu"
+)
+
+// The lab tests move cmd/counter between two lab hosts (their own pid,
+// net and mount namespaces, reached over SSH) with the dump and restore
+// step kinds, in page-server and lazy mode.
+
+type labHosts struct {
+	l     *lab.Lab
+	hosts map[string]host.Host
+	vals  map[string]cty.Value
+	env   steps.Env
+}
+
+func upLab(t *testing.T) *labHosts {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds a lab: skipped in -short mode")
+	}
+	if _, err := criu.Find(context.Background(), ""); err != nil {
+		t.Fatalf("CRIU is needed: %v", err)
+	}
+	ctx := context.Background()
+	log := hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: os.Stderr})
+	l, err := lab.Up(ctx, lab.Options{Name: "criut", Hosts: 2, Subnet: "10.83.0.0/24", Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Down(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	lh := &labHosts{l: l, hosts: map[string]host.Host{}, vals: map[string]cty.Value{}}
+	counter := os.Getenv("MIG_TEST_COUNTER")
+	for _, h := range l.Hosts() {
+		s, err := host.DialSSH(ctx, h.Name, host.SSHConfig{
+			Address: h.IP + ":22", User: "root", IdentityFile: l.Identity(), KnownHosts: l.KnownHosts(),
+		}, log.Named(h.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		lh.hosts[h.Name] = s
+		lh.vals[h.Name] = cty.ObjectVal(map[string]cty.Value{
+			"name": cty.StringVal(h.Name),
+			"criu": cty.NullVal(cty.String),
+			"ssh":  cty.ObjectVal(map[string]cty.Value{"address": cty.StringVal(h.IP)}),
+		})
+		b, err := os.ReadFile(counter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(h.Dir, "tmp", "counter"), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lh.env = steps.Env{
+		Log: log,
+		Hosts: func(name string) (host.Host, error) {
+			if h, ok := lh.hosts[name]; ok {
+				return h, nil
+			}
+			return nil, fmt.Errorf("no host %q", name)
+		},
+	}
+	return lh
+}
+
+func (lh *labHosts) host(t *testing.T, name string) lab.Host {
+	h, err := lh.l.Host(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// startCounter starts the counter on a lab host and returns its pid there.
+func (lh *labHosts) startCounter(t *testing.T, on string, port int) int {
+	t.Helper()
+	pid, err := lh.l.Start(context.Background(), on, []string{"/tmp/counter", "-listen", fmt.Sprintf(":%d", port), "-ballast", "64"}, lab.StartOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("http://%s:%d/", lh.host(t, on).IP, port)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := get(url); err == nil {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counter on %s did not start", on)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func get(url string) (string, error) {
+	cl := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := cl.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func count(t *testing.T, url string) int {
+	t.Helper()
+	s, err := get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// copyImages copies the images a dump left in dir on one host to the same
+// dir on another, skipping those already there (pages a page server wrote).
+func (lh *labHosts) copyImages(t *testing.T, from, to, dir string) {
+	t.Helper()
+	src := filepath.Join(lh.host(t, from).Dir, "var-lib-mig", strings.TrimPrefix(dir, "/var/lib/mig/"))
+	dst := filepath.Join(lh.host(t, to).Dir, "var-lib-mig", strings.TrimPrefix(dir, "/var/lib/mig/"))
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.IsDir() || strings.HasSuffix(e.Name(), ".log") {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dst, e.Name())); err == nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (lh *labHosts) workload(pid int) cty.Value {
+	return cty.ObjectVal(map[string]cty.Value{
+		"kind":            cty.StringVal("process"),
+		"name":            cty.StringVal("web"),
+		"host":            lh.vals["h1"],
+		"pid":             cty.NumberIntVal(int64(pid)),
+		"pidfile":         cty.NullVal(cty.String),
+		"match":           cty.NullVal(cty.List(cty.String)),
+		"tcp_established": cty.False,
+		"shell_job":       cty.NullVal(cty.Bool),
+		"file_locks":      cty.NullVal(cty.Bool),
+	})
+}
+
+func (lh *labHosts) migrate(t *testing.T, mode string, port int) {
+	ctx := context.Background()
+	pid := lh.startCounter(t, "h1", port)
+	srcURL := fmt.Sprintf("http://%s:%d", lh.host(t, "h1").IP, port)
+	dstURL := fmt.Sprintf("http://%s:%d", lh.host(t, "h2").IP, port)
+	dir := "/var/lib/mig/" + mode + "/final"
+	w := lh.workload(pid)
+	time.Sleep(100 * time.Millisecond)
+	before := count(t, srcURL+"/")
+
+	dcfg := cty.ObjectVal(map[string]cty.Value{
+		"workload":   w,
+		"mode":       cty.StringVal(mode),
+		"dir":        cty.StringVal(dir),
+		"target":     lh.vals["h2"],
+		"target_dir": cty.NullVal(cty.String),
+		"parent":     cty.NullVal(cty.String),
+		"address":    cty.NullVal(cty.String),
+		"port":       cty.NullVal(cty.Number),
+	})
+	if p, diags := (steps.Dump{}).Plan(ctx, dcfg, lh.env); diags.HasErrors() {
+		t.Fatal(diags)
+	} else {
+		t.Logf("plan: %s", strings.Join(p.Notes, "; "))
+	}
+	t0 := time.Now()
+	res, err := steps.Dump{}.Apply(ctx, dcfg, lh.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Now()
+	lh.copyImages(t, "h1", "h2", dir)
+	t2 := time.Now()
+	lazy := cty.NullVal(steps.LazySource)
+	if mode == "lazy" {
+		lazy = res.Outputs.GetAttr("lazy")
+	}
+	rcfg := cty.ObjectVal(map[string]cty.Value{
+		"workload": w,
+		"host":     lh.vals["h2"],
+		"dir":      cty.StringVal(dir),
+		"lazy":     cty.BoolVal(mode == "lazy"),
+		"source":   lazy,
+	})
+	rres, err := steps.Restore{}.Apply(ctx, rcfg, lh.env)
+	if err != nil {
+		res.Undo(ctx)
+		t.Fatal(err)
+	}
+	t3 := time.Now()
+	t.Logf("%s: dump %s, copy %s, restore %s; dump metrics %v; restore metrics %v",
+		mode, t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), res.Metrics, rres.Metrics)
+	defer rres.Undo(ctx)
+
+	if after := count(t, dstURL+"/"); after <= before {
+		t.Errorf("counter on h2 is %d, was %d on h1", after, before)
+	}
+	if s, err := get(dstURL + "/check"); err != nil || s != "ok" {
+		t.Errorf("/check on h2: %q %v", s, err)
+	}
+	if mode == "lazy" && rres.Metrics["source_pages_lazy"] <= 0 {
+		t.Errorf("no lazy pages: %v", rres.Metrics)
+	}
+	if err := res.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(srcURL + "/"); err == nil {
+		t.Error("the source still answers after commit")
+	}
+	if err := rres.Undo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(dstURL + "/"); err == nil {
+		t.Error("the restored counter still answers after undo")
+	}
+}
+
+func TestLabMigrate(t *testing.T) {
+	lh := upLab(t)
+	t.Run("page-server", func(t *testing.T) { lh.migrate(t, "page-server", 18180) })
+	t.Run("lazy", func(t *testing.T) { lh.migrate(t, "lazy", 18181) })
+	t.Run("disk", func(t *testing.T) { lh.migrate(t, "disk", 18182) })
+}

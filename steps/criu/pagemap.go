@@ -1,0 +1,131 @@
+package criu
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+)
+
+// CRIU's pagemap flags.
+const (
+	pageInParent = 1 << 0
+	pageLazy     = 1 << 1
+	pagePresent  = 1 << 2
+)
+
+// PageCounts sums the pagemap images in dir: pages whose content is in
+// the images (present), left on the source for post-copy (lazy) and taken
+// from a parent dump (parent). A lazy dump's stats-dump is not reliable
+// (CRIU's page server resets the counters), so these stand in for it.
+func PageCounts(dir string) (present, lazy, parent int64, err error) {
+	files, err := filepath.Glob(filepath.Join(dir, "pagemap-*.img"))
+	if err != nil || len(files) == 0 {
+		return 0, 0, 0, errors.New("no pagemap images")
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		if err := sumPagemap(b, &present, &lazy, &parent); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	return present, lazy, parent, nil
+}
+
+// sumPagemap walks one pagemap image: magic, then length-prefixed
+// protobuf entries (a head, then one PagemapEntry per range).
+func sumPagemap(b []byte, present, lazy, parent *int64) error {
+	const imgCommon, imgService = 0x54564319, 0x55105940
+	if len(b) < 4 {
+		return errors.New("short pagemap image")
+	}
+	m := binary.LittleEndian.Uint32(b)
+	b = b[4:]
+	if m == imgCommon || m == imgService {
+		if len(b) < 4 {
+			return errors.New("short pagemap image")
+		}
+		b = b[4:]
+	}
+	for first := true; len(b) > 0; first = false {
+		if len(b) < 4 {
+			return errors.New("truncated pagemap entry")
+		}
+		n := int(binary.LittleEndian.Uint32(b))
+		b = b[4:]
+		if n > len(b) {
+			return errors.New("truncated pagemap entry")
+		}
+		entry := b[:n]
+		b = b[n:]
+		if first {
+			continue // the head names the pages image
+		}
+		fields, err := varintFields(entry)
+		if err != nil {
+			return err
+		}
+		pages := int64(fields[2])
+		if v, ok := fields[5]; ok {
+			pages = int64(v)
+		}
+		flags := fields[4]
+		if fields[3] != 0 {
+			flags |= pageInParent
+		}
+		switch {
+		case flags&pageLazy != 0:
+			*lazy += pages
+		case flags&pageInParent != 0:
+			*parent += pages
+		default:
+			*present += pages
+		}
+	}
+	return nil
+}
+
+// varintFields decodes the varint fields of a protobuf message by number;
+// other wire types are skipped.
+func varintFields(b []byte) (map[int]uint64, error) {
+	out := map[int]uint64{}
+	for len(b) > 0 {
+		tag, n := binary.Uvarint(b)
+		if n <= 0 {
+			return nil, errors.New("bad protobuf tag")
+		}
+		b = b[n:]
+		num, wire := int(tag>>3), tag&7
+		switch wire {
+		case 0:
+			v, n := binary.Uvarint(b)
+			if n <= 0 {
+				return nil, errors.New("bad protobuf varint")
+			}
+			out[num] = v
+			b = b[n:]
+		case 1:
+			if len(b) < 8 {
+				return nil, errors.New("bad protobuf fixed64")
+			}
+			b = b[8:]
+		case 5:
+			if len(b) < 4 {
+				return nil, errors.New("bad protobuf fixed32")
+			}
+			b = b[4:]
+		case 2:
+			l, n := binary.Uvarint(b)
+			if n <= 0 || uint64(len(b)-n) < l {
+				return nil, errors.New("bad protobuf length")
+			}
+			b = b[n+int(l):]
+		default:
+			return nil, errors.New("unsupported protobuf wire type")
+		}
+	}
+	return out, nil
+}
