@@ -5,7 +5,9 @@ import "github.com/hashicorp/hcl/v2/hcldec"
 // Builtin is the table of step kinds mig ships, by kind label.
 func Builtin() map[string]Kind {
 	return map[string]Kind{
-		"exec": Exec{},
+		"exec":    Exec{},
+		"verify":  Verify{},
+		"move_ip": MoveIP{},
 	}
 }
 
