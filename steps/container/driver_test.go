@@ -216,3 +216,25 @@ func TestDriverBadInput(t *testing.T) {
 		t.Fatalf("Dump of a terminal container: %v", err)
 	}
 }
+
+// TestRestoreFailureLeavesNothing: a restore that CRIU rejects removes the
+// container it created, and says why.
+func TestRestoreFailureLeavesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real containers and CRIU")
+	}
+	r := testRuntime(t)
+	b := loopBundle(t, filepath.Join(t.TempDir(), "bundle"))
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "descriptors.json"), []byte(`["pipe:[1]","pipe:[2]","pipe:[2]"]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.Restore("etest-fail", b.Dir, RestoreOptions{Dir: dir})
+	if err == nil || !strings.Contains(err.Error(), "etest-fail") {
+		t.Fatalf("restore from empty images: %v", err)
+	}
+	t.Log(err)
+	if ents, _ := os.ReadDir(r.Root); len(ents) > 0 {
+		t.Fatalf("left under the state root: %v", ents)
+	}
+}

@@ -65,10 +65,18 @@ func (r Runtime) Restore(id, bundle string, o RestoreOptions) (pid int, err erro
 	if err != nil {
 		return 0, fmt.Errorf("container %q: create: %w", id, err)
 	}
+	created := c
 	defer func() {
-		if err != nil {
-			r.Destroy(id)
+		if err == nil {
+			return
 		}
+		// A container that CRIU did not restore has no init to find by
+		// its state: destroy it through the value that created it.
+		if st, serr := created.Status(); serr == nil && st != libcontainer.Stopped {
+			r.Destroy(id)
+			return
+		}
+		created.Destroy()
 	}()
 	p := process(spec)
 	io, err := newStdio(filepath.Join(r.root(), id, "stdio.log"))
