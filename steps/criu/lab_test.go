@@ -268,3 +268,59 @@ func TestLabMigrate(t *testing.T) {
 	t.Run("lazy", func(t *testing.T) { lh.migrate(t, "lazy", 18181) })
 	t.Run("disk", func(t *testing.T) { lh.migrate(t, "disk", 18182) })
 }
+
+// TestLabRollback fails the restore on the target (its images were never
+// copied) after the source was frozen: the dump's undo resumes the source
+// with its state, and nothing is left behind on it.
+func TestLabRollback(t *testing.T) {
+	lh := upLab(t)
+	ctx := context.Background()
+	const port = 18183
+	pid := lh.startCounter(t, "h1", port)
+	srcURL := fmt.Sprintf("http://%s:%d", lh.host(t, "h1").IP, port)
+	w := lh.workload(pid)
+	dir := "/var/lib/mig/rollback/final"
+	before := count(t, srcURL+"/")
+	res, err := steps.Dump{}.Apply(ctx, cty.ObjectVal(map[string]cty.Value{
+		"workload":   w,
+		"mode":       cty.StringVal("disk"),
+		"dir":        cty.StringVal(dir),
+		"target":     lh.vals["h2"],
+		"target_dir": cty.NullVal(cty.String),
+		"parent":     cty.NullVal(cty.String),
+		"address":    cty.NullVal(cty.String),
+		"port":       cty.NullVal(cty.Number),
+	}), lh.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := lh.l.Output(ctx, "h1", "nft", "list", "tables"); !strings.Contains(out, "CRIU-") {
+		t.Errorf("no network lock on h1 while held: %q", out)
+	}
+	_, err = steps.Restore{}.Apply(ctx, cty.ObjectVal(map[string]cty.Value{
+		"workload": w,
+		"host":     lh.vals["h2"],
+		"dir":      cty.StringVal(dir),
+		"lazy":     cty.False,
+		"source":   cty.NullVal(steps.LazySource),
+	}), lh.env)
+	if err == nil {
+		t.Fatal("restore without images succeeded")
+	}
+	if !strings.Contains(err.Error(), "criu restore failed") || !strings.Contains(err.Error(), "inventory") {
+		t.Errorf("restore error does not explain itself:\n%v", err)
+	}
+	if err := res.Undo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if after := count(t, srcURL+"/"); after <= before {
+		t.Errorf("counter on h1: %d before, %d after the rollback", before, after)
+	}
+	if s, err := get(srcURL + "/check"); err != nil || s != "ok" {
+		t.Errorf("/check on h1: %q %v", s, err)
+	}
+	if out, _ := lh.l.Output(ctx, "h1", "nft", "list", "tables"); strings.Contains(out, "CRIU-") {
+		t.Errorf("network lock left on h1: %q", out)
+	}
+}
