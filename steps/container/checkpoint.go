@@ -179,10 +179,14 @@ func (r Runtime) Resume(id, dir string) error {
 // unlock removes CRIU's nftables network lock of a dump into dir, from
 // the container's network namespace (or the host's). CRIU names the table
 // after the dump's UUID, cut short: "CRIU-" plus a prefix of the UUID.
+//
+// A dump killed before it wrote its inventory leaves no UUID: then every
+// CRIU table of the container's own namespace goes, and none of the
+// host's, which cannot be told apart from other dumps' locks.
 func (r Runtime) unlock(src Source, dir string) error {
 	uuid, err := dumpUUID(dir)
-	if err != nil {
-		return fmt.Errorf("container %q: %w", src.ID, err)
+	if err != nil && src.NetNS == "" {
+		return nil
 	}
 	out, err := nft(src.NetNS, "list", "tables").Output()
 	if err != nil {
@@ -191,7 +195,10 @@ func (r Runtime) unlock(src Source, dir string) error {
 	var errs []error
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) != 3 || f[0] != "table" || len(f[2]) <= len("CRIU-") || !strings.HasPrefix("CRIU-"+uuid, f[2]) {
+		if len(f) != 3 || f[0] != "table" || len(f[2]) <= len("CRIU-") || !strings.HasPrefix(f[2], "CRIU-") {
+			continue
+		}
+		if uuid != "" && !strings.HasPrefix("CRIU-"+uuid, f[2]) {
 			continue
 		}
 		if out, err := nft(src.NetNS, "delete", "table", f[1], f[2]).CombinedOutput(); err != nil {
@@ -215,6 +222,19 @@ func dumpUUID(dir string) (string, error) {
 		return "", fmt.Errorf("%s/inventory.img: no dump UUID", dir)
 	}
 	return string(uuid), nil
+}
+
+// lastingNetNS tells where a container's network lock outlives it: in
+// the host's namespace ("", true), in a named namespace it joined (path,
+// true), or nowhere when its own namespace dies with it.
+func lastingNetNS(c *libcontainer.Container) (string, bool) {
+	cfg := c.Config()
+	for _, ns := range cfg.Namespaces {
+		if ns.Type == configs.NEWNET {
+			return ns.Path, ns.Path != ""
+		}
+	}
+	return "", true
 }
 
 // nft runs nft in the network namespace netns ("" for this one).

@@ -3,7 +3,6 @@ package container
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -107,53 +106,43 @@ func (Driver) PreDump(ctx context.Context, env criu.Env, w criu.Workload, req cr
 
 // Dump writes the final checkpoint and holds the container: its tasks
 // stay stopped and its network locked until Resume or Kill. It records the
-// container's ID and bundle in the images (record.json) for Restore.
+// container's ID and bundle in the images (mig-container.json) for
+// Restore. A lazy dump returns once the source serves its pages.
 func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.DumpRequest) (criu.DumpResult, error) {
 	c, err := decode(w)
 	if err != nil {
 		return criu.DumpResult{}, err
 	}
 	r := runtimeFor(env, c)
+	_, src, err := r.CheckSource(c.ID)
+	if err != nil {
+		return criu.DumpResult{}, err
+	}
+	if err := os.MkdirAll(req.Dir, 0o700); err != nil {
+		return criu.DumpResult{}, err
+	}
+	if err := writeRecord(req.Dir, record{ID: c.ID, Bundle: src.Bundle}); err != nil {
+		return criu.DumpResult{}, err
+	}
 	start := time.Now()
-	var (
-		src  Source
-		held criu.Held
-	)
+	var held criu.Held
 	if req.Lazy {
 		if req.Listen == nil {
 			return criu.DumpResult{}, fmt.Errorf("%s: lazy dump: no listen address", w)
 		}
-		if _, src, err = r.CheckSource(c.ID); err != nil {
+		if held.LazyPID, err = r.lazyDump(ctx, c.ID, c.checkpoint(req), *req.Listen); err != nil {
 			return criu.DumpResult{}, err
 		}
-		if err := os.MkdirAll(req.Dir, 0o700); err != nil {
-			return criu.DumpResult{}, err
-		}
-		if err := writeRecord(req.Dir, record{ID: c.ID, Bundle: src.Bundle}); err != nil {
-			return criu.DumpResult{}, err
-		}
-		held.LazyPID, err = r.lazyDump(ctx, c.ID, c.checkpoint(req), *req.Listen)
-		if err != nil {
-			return criu.DumpResult{}, err
-		}
-	} else {
-		if src, err = r.Checkpoint(c.ID, c.checkpoint(req)); err != nil {
-			return criu.DumpResult{}, err
-		}
+	} else if src, err = r.Checkpoint(c.ID, c.checkpoint(req)); err != nil {
+		return criu.DumpResult{}, err
 	}
-	took := time.Since(start)
 	held.PID, held.PIDs, held.ID, held.Dir = src.InitPID, src.PIDs, c.ID, req.Dir
-	if !req.Lazy {
-		if err := writeRecord(req.Dir, record{ID: c.ID, Bundle: src.Bundle}); err != nil {
-			return criu.DumpResult{Held: held}, errors.Join(err, r.Resume(c.ID, req.Dir))
-		}
-	}
 	return criu.DumpResult{
 		Dir:     req.Dir,
 		LogPath: filepath.Join(req.Dir, "dump.log"),
 		Stats:   criu.DumpStats(req.Dir),
 		Held:    held,
-		Seconds: took.Seconds(),
+		Seconds: time.Since(start).Seconds(),
 	}, nil
 }
 
@@ -167,7 +156,10 @@ func (Driver) Resume(ctx context.Context, env criu.Env, w criu.Workload, held cr
 	return runtimeFor(env, c).Resume(c.ID, held.Dir)
 }
 
-// Kill commits Dump: the source container is destroyed.
+// Kill commits Dump: the source container is destroyed, then CRIU's lock
+// is removed from a network namespace that outlives it (the host's, or a
+// named one the container joined). Its TCP sockets were left in repair
+// mode, so killing them sends nothing to the peers.
 func (Driver) Kill(ctx context.Context, env criu.Env, w criu.Workload, held criu.Held) error {
 	c, err := decode(w)
 	if err != nil {
@@ -175,15 +167,16 @@ func (Driver) Kill(ctx context.Context, env criu.Env, w criu.Workload, held criu
 	}
 	stopLazy(held.LazyPID)
 	r := runtimeFor(env, c)
+	lockNS, hasLock := "", false
+	if cont, err := r.Load(c.ID); err == nil {
+		lockNS, hasLock = lastingNetNS(cont)
+	}
 	if err := r.Destroy(c.ID); err != nil {
 		return err
 	}
-	// The restore on the target normally removes the lock; a lock left in
-	// the host's namespace would only drop packets that no longer have a
-	// socket, but take it away all the same.
-	if held.Dir != "" {
-		if err := r.unlock(Source{ID: c.ID}, held.Dir); err != nil {
-			env.Log.Warn("removing network lock", "container", c.ID, "error", err)
+	if hasLock && held.Dir != "" {
+		if err := r.unlock(Source{ID: c.ID, NetNS: lockNS}, held.Dir); err != nil {
+			env.Log.Warn("removing the network lock", "container", c.ID, "error", err)
 		}
 	}
 	return nil
