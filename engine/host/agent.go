@@ -1,15 +1,18 @@
 package host
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 )
 
 // Serve runs one action for a client speaking the agent protocol (see
@@ -18,7 +21,9 @@ import (
 // final frame is written; an action's failure is reported to the client, not
 // returned.
 func Serve(ctx context.Context, actions Actions, r io.Reader, w io.Writer, log hclog.Logger) error {
-	fr := &frameReader{r: r}
+	growPipe(r)
+	growPipe(w)
+	fr := &frameReader{r: bufio.NewReaderSize(r, chunkSize)}
 	fw := &frameWriter{w: w}
 	typ, p, err := fr.next()
 	if err != nil {
@@ -84,6 +89,14 @@ func Serve(ctx context.Context, actions Actions, r io.Reader, w io.Writer, log h
 	return fw.write(frameResult, res)
 }
 
+// growPipe enlarges a pipe's buffer, when f is one, so a transfer moves in
+// fewer, larger reads and writes.
+func growPipe(f any) {
+	if file, ok := f.(*os.File); ok {
+		unix.FcntlInt(file.Fd(), unix.F_SETPIPE_SZ, 1<<20)
+	}
+}
+
 // ActionError is an action's failure on a named host.
 type ActionError struct {
 	Host   string
@@ -127,7 +140,7 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 	}
 	if opts.In != nil {
 		go func() {
-			_, err := io.Copy(fw.stream(frameData), opts.In)
+			_, err := io.CopyBuffer(fw.stream(frameData), onlyReader{opts.In}, make([]byte, chunkSize))
 			if err != nil {
 				fail(fmt.Errorf("input stream: %w", err))
 				return

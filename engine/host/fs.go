@@ -78,17 +78,13 @@ func Send(ctx context.Context, c *Call) (any, error) {
 		return nil, err
 	}
 	cw := newChunkWriter(ctx, c.Out)
-	bw := bufio.NewWriterSize(cw, chunkSize)
 	if h.Type == "file" {
-		err = copyFile(bw, p)
+		err = copyFile(cw, p)
 	} else {
-		tw := tar.NewWriter(bw)
+		tw := tar.NewWriter(cw)
 		if err = writeTar(ctx, tw, p, nil); err == nil {
 			err = tw.Close()
 		}
-	}
-	if err == nil {
-		err = bw.Flush()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("send %s: %w", p, err)
@@ -101,13 +97,13 @@ func Send(ctx context.Context, c *Call) (any, error) {
 	return TransferResult{Path: p, Type: h.Type, Bytes: cw.n, SHA256: sum}, nil
 }
 
-func copyFile(w io.Writer, path string) error {
+func copyFile(w io.ReaderFrom, path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	_, err = io.CopyBuffer(w, onlyReader{f}, make([]byte, chunkSize))
+	_, err = w.ReadFrom(onlyReader{f})
 	return err
 }
 

@@ -59,25 +59,25 @@ type header struct {
 	LogLevel string `json:"log_level,omitempty"`
 }
 
-// frameWriter writes frames; it is safe for concurrent use.
+// frameWriter writes frames, each with one Write; it is safe for
+// concurrent use.
 type frameWriter struct {
 	mu  sync.Mutex
 	w   io.Writer
-	hdr [5]byte
+	buf []byte
 }
 
 func (fw *frameWriter) write(typ byte, p []byte) error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	fw.hdr[0] = typ
-	binary.BigEndian.PutUint32(fw.hdr[1:], uint32(len(p)))
-	if _, err := fw.w.Write(fw.hdr[:]); err != nil {
-		return err
+	if cap(fw.buf) < 5+len(p) {
+		fw.buf = make([]byte, 5+len(p))
 	}
-	if len(p) == 0 {
-		return nil
-	}
-	_, err := fw.w.Write(p)
+	b := fw.buf[:5+len(p)]
+	b[0] = typ
+	binary.BigEndian.PutUint32(b[1:5], uint32(len(p)))
+	copy(b[5:], p)
+	_, err := fw.w.Write(b)
 	return err
 }
 

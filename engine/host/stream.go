@@ -62,41 +62,81 @@ func readStreamHeader(r *bufio.Reader) (streamHeader, error) {
 	return h, nil
 }
 
-// chunkWriter frames the payload and hashes it.
+// chunkWriter frames the payload into chunks of up to chunkSize, each
+// written with one Write, and hashes it. Call end to flush it.
 type chunkWriter struct {
-	ctx   context.Context
-	w     io.Writer
-	h     hash.Hash
-	n     int64
-	lenb  [4]byte
-	ended bool
+	ctx context.Context
+	w   io.Writer
+	h   hash.Hash
+	n   int64
+	buf []byte // 4-byte length, then the chunk so far
 }
 
 func newChunkWriter(ctx context.Context, w io.Writer) *chunkWriter {
-	return &chunkWriter{ctx: ctx, w: w, h: sha256.New()}
+	return &chunkWriter{ctx: ctx, w: w, h: sha256.New(), buf: make([]byte, 4, 4+chunkSize)}
 }
 
 func (c *chunkWriter) Write(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
+	n := 0
+	for len(p) > 0 {
+		room := cap(c.buf) - len(c.buf)
+		k := min(room, len(p))
+		c.buf = append(c.buf, p[:k]...)
+		c.h.Write(p[:k])
+		c.n += int64(k)
+		n += k
+		p = p[k:]
+		if len(c.buf) == cap(c.buf) {
+			if err := c.flush(); err != nil {
+				return n, err
+			}
+		}
 	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	binary.BigEndian.PutUint32(c.lenb[:], uint32(len(p)))
-	if _, err := c.w.Write(c.lenb[:]); err != nil {
-		return 0, err
-	}
-	if _, err := c.w.Write(p); err != nil {
-		return 0, err
-	}
-	c.h.Write(p)
-	c.n += int64(len(p))
-	return len(p), nil
+	return n, nil
 }
 
-// end writes the final chunk and the trailer, and returns the sum.
+// ReadFrom fills the chunk buffer straight from r.
+func (c *chunkWriter) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		k, err := r.Read(c.buf[len(c.buf):cap(c.buf)])
+		c.h.Write(c.buf[len(c.buf) : len(c.buf)+k])
+		c.buf = c.buf[:len(c.buf)+k]
+		c.n += int64(k)
+		total += int64(k)
+		if len(c.buf) == cap(c.buf) {
+			if ferr := c.flush(); ferr != nil {
+				return total, ferr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func (c *chunkWriter) flush() error {
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	if len(c.buf) == 4 {
+		return nil
+	}
+	binary.BigEndian.PutUint32(c.buf[:4], uint32(len(c.buf)-4))
+	_, err := c.w.Write(c.buf)
+	c.buf = c.buf[:4]
+	return err
+}
+
+// end flushes the last chunk, writes the final empty chunk and the
+// trailer, and returns the sum.
 func (c *chunkWriter) end() (string, error) {
+	if err := c.flush(); err != nil {
+		return "", err
+	}
 	sum := c.h.Sum(nil)
 	var b [4 + sha256.Size]byte
 	copy(b[4:], sum)
