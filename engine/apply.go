@@ -33,7 +33,8 @@ type ApplyOptions struct {
 	CompensateTimeout time.Duration
 }
 
-// Apply runs the workflow. Each step's body is evaluated just before it
+// Apply runs the workflow. It first plans it (each kind's Plan, which may
+// inspect hosts) and does not start if that finds errors. Each step's body is evaluated just before it
 // runs, with the real outputs of the steps it depends on. If a step fails
 // or ctx is cancelled, the undo actions of completed steps run in reverse
 // completion order; if every step succeeds, their commit actions run in
@@ -67,6 +68,15 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	if diags.HasErrors() {
 		return nil, diags
 	}
+	// Preflight: every kind's Plan, so that what can be found wrong is
+	// found before anything changes. Hosts opened here stay open for the run.
+	r.pool = newHostPool(w, sv)
+	_, ds = w.planSteps(ctx, sv, r.pool, true)
+	diags = append(diags, ds...)
+	if diags.HasErrors() {
+		r.pool.closeAll()
+		return nil, diags
+	}
 	if r.opt.Parallelism <= 0 {
 		r.opt.Parallelism = 4
 	}
@@ -92,11 +102,11 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	}
 	rec.RunDir = filepath.Join(r.opt.StateDir, "runs", rec.ID)
 	if err := os.MkdirAll(rec.RunDir, 0o700); err != nil {
+		r.pool.closeAll()
 		return nil, append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot create the run directory", Detail: err.Error()})
 	}
 	os.Chmod(r.opt.StateDir, 0o700)
 	r.rec = rec
-	r.pool = newHostPool(w, sv)
 	r.sem = make(chan struct{}, r.opt.Parallelism)
 	r.log.Info("run started", "run", rec.ID, "workflow", w.Path, "steps", len(w.order))
 

@@ -407,3 +407,27 @@ func mapsEqual(a, b map[string]State) bool {
 	}
 	return true
 }
+
+func TestApplyPreflightStopsBeforeAnything(t *testing.T) {
+	f := &fake{}
+	w := loadSrc(t, f, `
+step "fake" "first" {
+  value = "first"
+}
+step "fake" "later" {
+  value = "refuse"
+  depends_on = [step.first]
+}
+`)
+	vars, _ := w.Vars(VarInput{}, true)
+	rec, diags := w.Apply(context.Background(), ApplyOptions{Vars: vars, StateDir: t.TempDir()})
+	if rec != nil || !diags.HasErrors() {
+		t.Fatalf("apply ran despite a failing plan: %v", diags)
+	}
+	if d := diags[0]; d.Subject == nil || d.Subject.Start.Line != 5 {
+		t.Errorf("diagnostic does not point at step.later: %+v", d.Subject)
+	}
+	if j := f.Journal(); len(j) != 0 {
+		t.Errorf("steps ran: %q", j)
+	}
+}

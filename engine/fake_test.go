@@ -26,6 +26,7 @@ import (
 //	hang       = true  block until cancelled
 //	sleep      = "5ms" take this long
 //	undo, commit       return compensation actions
+//	value = "refuse"   fail its Plan
 //
 // It logs what it does to its journal.
 type fake struct {
@@ -58,6 +59,9 @@ func (f *fake) Plan(ctx context.Context, cfg cty.Value, env steps.Env) (steps.Pr
 	p := steps.Preview{Host: steps.HostName(steps.Attr(cfg, "host"))}
 	if steps.Bool(cfg, "hang", false) {
 		p.Notes = append(p.Notes, "this step hangs until cancelled")
+	}
+	if steps.String(cfg, "value", "") == "refuse" {
+		return p, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Refused", Detail: "this step refuses to run"}}
 	}
 	return p, nil
 }

@@ -58,6 +58,14 @@ func (w *Workflow) plan(ctx context.Context, vars map[string]cty.Value, callKind
 	}
 	pool := newHostPool(w, sv)
 	defer pool.closeAll()
+	p, ds := w.planSteps(ctx, sv, pool, callKinds)
+	return p, append(diags, ds...)
+}
+
+// planSteps evaluates every step in order with upstream outputs unknown,
+// and with callKinds asks each kind's Plan.
+func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool, callKinds bool) (*Plan, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
 	p := &Plan{}
 	stepVals := map[string]cty.Value{}
 	for _, name := range w.order {

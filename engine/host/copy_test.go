@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // makeFile writes size pseudo-random bytes to path and returns their sha256.
@@ -217,11 +219,16 @@ func TestProtocolInProcess(t *testing.T) {
 	}()
 	var got map[string]string
 	var prog []Progress
-	err := callAgent(context.Background(), cw, cr, "hello", nil, &got, CallOpts{Progress: func(p Progress) { prog = append(prog, p) }}, testLog(t), func() { cw.Close() })
+	var logs strings.Builder
+	log := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+	err := callAgent(context.Background(), cw, cr, "hello", nil, &got, CallOpts{Progress: func(p Progress) { prog = append(prog, p) }}, log, func() { cw.Close() })
 	cw.Close()
 	must(t, err)
 	if got["hi"] != "there" || len(prog) != 1 || prog[0].Done != 1 {
 		t.Fatalf("got %v, progress %v", got, prog)
+	}
+	if !strings.Contains(logs.String(), "[INFO]  greeting: who=test") {
+		t.Fatalf("agent log not forwarded: %q", logs.String())
 	}
 }
 

@@ -82,6 +82,11 @@ func DialSSH(ctx context.Context, name string, cfg SSHConfig, log hclog.Logger) 
 	}
 
 	known, err := knownhosts.New(cfg.KnownHosts)
+	if errors.Is(err, os.ErrNotExist) {
+		h, port, _ := net.SplitHostPort(cfg.Address)
+		return nil, fail("known_hosts file %s does not exist, so the host's key cannot be checked; "+
+			"create it with the host's key, after checking its fingerprint:\n  ssh-keyscan -p %s %s >> %s", cfg.KnownHosts, port, h, cfg.KnownHosts)
+	}
 	if err != nil {
 		return nil, fail("known_hosts: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -160,5 +161,39 @@ func TestAgentInstall(t *testing.T) {
 	err = h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
 	if err == nil || !strings.Contains(err.Error(), `host "src": exec: connection to the agent lost`) {
 		t.Fatalf("missing binary: %v", err)
+	}
+}
+
+// A host that stops answering is dropped after missed keepalives, and the
+// call in flight fails naming the host.
+func TestSSHKeepaliveDropsDeadHost(t *testing.T) {
+	sshd := startSSHD(t)
+	h, err := DialSSH(context.Background(), "frozen", SSHConfig{Address: sshd.Address, User: "root", IdentityFile: sshd.Identity,
+		KnownHosts: sshd.KnownHosts, WorkDir: filepath.Join(sshd.Dir, "work"), Keepalive: 200 * time.Millisecond}, testLog(t))
+	must(t, err)
+	defer h.Close()
+	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	errc := make(chan error, 1)
+	go func() {
+		errc <- h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"sleep", "30"}}, nil, CallOpts{})
+	}()
+	time.Sleep(300 * time.Millisecond)
+	// Freeze the server's connection processes, as a dead network would.
+	frozen := descendants(sshd.Pid)
+	for _, pid := range frozen {
+		syscall.Kill(pid, syscall.SIGSTOP)
+	}
+	defer func() {
+		for _, pid := range frozen {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), `host "frozen": exec: connection to the agent lost`) {
+			t.Fatalf("error %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a call to a frozen host did not fail")
 	}
 }

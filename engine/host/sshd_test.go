@@ -39,6 +39,7 @@ type testSSHD struct {
 	KnownHosts string // holds the server's host key
 	HostKeyPub string
 	Dir        string
+	Pid        int
 }
 
 // startSSHD runs sshd as a child of the test with a fresh host key and
@@ -125,7 +126,7 @@ func startSSHD(t testing.TB) *testSSHD {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return &testSSHD{Address: addr, Identity: id, KnownHosts: known, HostKeyPub: hostKey + ".pub", Dir: dir}
+	return &testSSHD{Address: addr, Identity: id, KnownHosts: known, HostKeyPub: hostKey + ".pub", Dir: dir, Pid: cmd.Process.Pid}
 }
 
 // SSHHost builds an SSH host from an address, user, identity and
@@ -165,4 +166,17 @@ func must(t testing.TB, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// descendants lists the processes below pid.
+func descendants(pid int) []int {
+	var out []int
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, f := range strings.Fields(string(b)) {
+		var c int
+		fmt.Sscan(f, &c)
+		out = append(out, c)
+		out = append(out, descendants(c)...)
+	}
+	return out
 }
