@@ -88,10 +88,14 @@ Examples:
 	}
 	writeRecordTable(c.stdout, rec)
 	for _, s := range rec.Steps {
+		if len(s.Outputs) > 0 && string(s.Outputs) != "null" {
+			fmt.Fprintf(c.stdout, "\n%s outputs: %s", s.Address, clip(string(s.Outputs), 300))
+		}
 		if s.Error != "" {
-			fmt.Fprintf(c.stdout, "\n%s: %s\n", s.Address, s.Error)
+			fmt.Fprintf(c.stdout, "\n%s error: %s", s.Address, s.Error)
 		}
 	}
+	fmt.Fprintln(c.stdout)
 	return exitOK
 }
 
@@ -102,4 +106,12 @@ func sortedNames[V any](m map[string]V) []string {
 	}
 	sortStrings(out)
 	return out
+}
+
+// clip shortens s to at most n bytes, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

@@ -9,8 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/mig-project/mig/engine"
+	"github.com/mig-project/mig/engine/host"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -147,5 +151,21 @@ func TestBadWorkflows(t *testing.T) {
 	}
 	if code, _, _ = mig(t, "plan"); code != exitUsage {
 		t.Errorf("plan without a workflow: exit %d", code)
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	if got := progressBar(512<<20, 1<<30, "bytes"); got != "[############............]  50%  512.0 MiB / 1.0 GiB" {
+		t.Errorf("progressBar = %q", got)
+	}
+	var buf bytes.Buffer
+	v := newHumanView(&buf)
+	now := time.Now()
+	for i := range 10 {
+		v.event(engine.Event{Type: engine.EventProgress, Time: now.Add(time.Duration(i) * 100 * time.Millisecond), Step: "step.copy",
+			Progress: &host.Progress{Done: int64(i), Total: 9}})
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 2 {
+		t.Errorf("%d progress lines in 1s, want 2 (first and last):\n%s", n, buf.String())
 	}
 }
