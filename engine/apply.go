@@ -307,8 +307,10 @@ func (r *runner) runStep(ctx context.Context, s *Step) State {
 		}
 	}
 	if final == StateOK {
-		v := outs[0]
-		if s.forEach != nil {
+		var v cty.Value
+		if s.forEach == nil {
+			v = outs[0]
+		} else {
 			m := map[string]cty.Value{}
 			for i, in := range insts {
 				m[*in.key] = outs[i]

@@ -278,12 +278,20 @@ step "fake" "each" {
 step "fake" "join" {
   value = join(",", [for k, v in step.each : v.value])
 }
+step "fake" "none" {
+  for_each = {}
+  value = each.key
+}
+step "fake" "after_none" {
+  value = "${length(keys(step.none))}"
+  depends_on = [step.join]
+}
 `)
 	rec, diags, _ := apply(t, w, context.Background(), 1)
 	if rec.State != StateOK {
 		t.Fatalf("state %s: %s", rec.State, diags.Error())
 	}
-	want := []string{"apply first 1", "apply first-x 1", "apply first-y 1", "apply first-x,first-y 1"}
+	want := []string{"apply first 1", "apply first-x 1", "apply first-y 1", "apply first-x,first-y 1", "apply 0 1"}
 	if got := f.Journal(); !slices.Equal(got, want) {
 		t.Errorf("journal = %q, want %q", got, want)
 	}
