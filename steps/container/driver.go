@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -65,6 +66,9 @@ func (Driver) Resolve(ctx context.Context, env criu.Env, w criu.Workload) (criu.
 	_, src, err := runtimeFor(env, c).CheckSource(c.ID)
 	if err != nil {
 		return criu.Resolved{}, err
+	}
+	if err := needTools(); err != nil {
+		return criu.Resolved{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
 	net := "host network"
 	if src.NetNS != "" {
@@ -241,15 +245,32 @@ func (Driver) CheckTarget(ctx context.Context, env criu.Env, w criu.Workload, re
 	if err != nil {
 		return nil, err
 	}
-	if c.Bundle == "" {
+	r := runtimeFor(env, c)
+	var problems []string
+	switch {
+	case c.Bundle != "":
+		problems = r.CheckTarget(c.RestoreID, c.Bundle)
+	case r.Exists(c.RestoreID):
 		// Without a bundle in the workflow, Restore takes the source's
 		// path from the images; it can only be checked then.
-		if runtimeFor(env, c).Exists(c.RestoreID) {
-			return []string{fmt.Sprintf("container %q: the ID is already in use on this host", c.RestoreID)}, nil
-		}
-		return nil, nil
+		problems = append(problems, fmt.Sprintf("container %q: the ID is already in use under %s on this host", c.RestoreID, r.root()))
 	}
-	return runtimeFor(env, c).CheckTarget(c.RestoreID, c.Bundle), nil
+	if err := needTools(); err != nil {
+		problems = append(problems, err.Error())
+	}
+	return problems, nil
+}
+
+// needTools checks for the programs the driver runs besides CRIU: nft and
+// nsenter remove CRIU's network lock when a dump is rolled back, and cat
+// keeps a container's output pipe drained.
+func needTools() error {
+	for _, t := range []string{"nft", "nsenter", "cat"} {
+		if _, err := exec.LookPath(t); err != nil {
+			return fmt.Errorf("%s not found: mig needs it on hosts that run containers (install nftables and util-linux)", t)
+		}
+	}
+	return nil
 }
 
 // record is what Dump leaves in the images for Restore.
