@@ -39,12 +39,16 @@ func decode(c *Call, v any) error {
 	return nil
 }
 
-// cleanPath requires an absolute path and cleans it.
+// cleanPath requires an absolute path other than / and cleans it.
 func cleanPath(p string) (string, error) {
 	if !filepath.IsAbs(p) {
 		return "", fmt.Errorf("path %q is not absolute", p)
 	}
-	return filepath.Clean(p), nil
+	p = filepath.Clean(p)
+	if p == "/" {
+		return "", errors.New("path / is not allowed here")
+	}
+	return p, nil
 }
 
 // Send is the "fs.send" action: it writes a file, or a directory as tar, to
