@@ -71,8 +71,14 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	// Preflight: every kind's Plan, so that what can be found wrong is
 	// found before anything changes. Hosts opened here stay open for the run.
 	r.pool = newHostPool(w, sv)
-	_, ds = w.planSteps(ctx, sv, r.pool, true)
+	plan, ds := w.planSteps(ctx, sv, r.pool, true)
 	diags = append(diags, ds...)
+	r.hosts = map[string]string{}
+	if plan != nil {
+		for _, ps := range plan.Steps {
+			r.hosts[ps.Address] = ps.Host
+		}
+	}
 	if diags.HasErrors() {
 		r.pool.closeAll()
 		return nil, diags
@@ -155,14 +161,15 @@ type completed struct {
 }
 
 type runner struct {
-	w    *Workflow
-	sv   *scopeVals
-	opt  ApplyOptions
-	meta map[string]stepMeta
-	pool *hostPool
-	sem  chan struct{}
-	log  hclog.Logger
-	rec  *Record
+	w     *Workflow
+	sv    *scopeVals
+	opt   ApplyOptions
+	meta  map[string]stepMeta
+	hosts map[string]string // host of each step instance, from the preflight plan
+	pool  *hostPool
+	sem   chan struct{}
+	log   hclog.Logger
+	rec   *Record
 
 	mu       sync.Mutex
 	stepVals map[string]cty.Value
@@ -364,6 +371,9 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 	}
 	cfg, _ = cfg.UnmarkDeep()
 	sr.Host = steps.HostName(steps.Attr(cfg, "host"))
+	if sr.Host == "" {
+		sr.Host = r.hosts[sr.Address]
+	}
 	if !cfg.IsWhollyKnown() {
 		r.fail(sr, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Arguments not known",
 			Detail: "Some arguments of this step are still unknown when it is about to run.", Subject: s.DeclRange.Ptr()}}, "")

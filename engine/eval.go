@@ -151,6 +151,24 @@ func (w *Workflow) evaluate(vars map[string]cty.Value) (*scopeVals, hcl.Diagnost
 	return sv, diags
 }
 
+// named returns the host and workload values by their expression names.
+func (sv *scopeVals) named() map[string]cty.Value {
+	out := map[string]cty.Value{}
+	add := func(root string, obj cty.Value) {
+		if obj == cty.NilVal || !obj.IsKnown() || obj.IsNull() || obj.IsMarked() || !obj.Type().IsObjectType() {
+			return
+		}
+		for k, v := range obj.AsValueMap() {
+			out[root+"."+k] = v
+		}
+	}
+	add("host", sv.hostVals)
+	for fam, v := range sv.workloads {
+		add(fam, v)
+	}
+	return out
+}
+
 func localsCtx(m map[string]cty.Value) cty.Value { return objectOrEmpty(m) }
 
 func objectOrEmpty(m map[string]cty.Value) cty.Value {

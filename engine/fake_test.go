@@ -42,6 +42,7 @@ func (*fake) Spec() hcldec.Spec {
 		"value":      &hcldec.AttrSpec{Name: "value", Type: cty.String},
 		"list":       &hcldec.AttrSpec{Name: "list", Type: cty.List(cty.String)},
 		"count":      &hcldec.AttrSpec{Name: "count", Type: cty.Number},
+		"any":        &hcldec.AttrSpec{Name: "any", Type: cty.DynamicPseudoType},
 		"fail_until": &hcldec.AttrSpec{Name: "fail_until", Type: cty.Number},
 		"fail":       &hcldec.AttrSpec{Name: "fail", Type: cty.Bool},
 		"hang":       &hcldec.AttrSpec{Name: "hang", Type: cty.Bool},

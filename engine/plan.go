@@ -18,6 +18,8 @@ import (
 // Plan is what apply would do.
 type Plan struct {
 	Steps []PlannedStep
+	// named are values shown by name: host.x and workloads such as process.web.
+	named map[string]cty.Value
 }
 
 // PlannedStep is one step instance in a plan.
@@ -66,7 +68,7 @@ func (w *Workflow) plan(ctx context.Context, vars map[string]cty.Value, callKind
 // and with callKinds asks each kind's Plan.
 func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool, callKinds bool) (*Plan, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
-	p := &Plan{}
+	p := &Plan{named: sv.named()}
 	stepVals := map[string]cty.Value{}
 	for _, name := range w.order {
 		s := w.steps[name]
@@ -186,7 +188,7 @@ func (p *Plan) Render(w io.Writer) {
 			}
 			sort.Strings(names)
 			for _, n := range names {
-				fmt.Fprintf(w, "      %-*s = %s\n", width, n, FormatValue(s.Args.GetAttr(n)))
+				fmt.Fprintf(w, "      %-*s = %s\n", width, n, p.format(s.Args.GetAttr(n)))
 			}
 		}
 		fmt.Fprintf(w, "      %s\n", s.policy())
@@ -222,7 +224,10 @@ func plural(n int) string {
 
 // FormatValue renders a value on one line, HCL-like, with unknown parts as
 // "(known after apply)" and sensitive ones as "(sensitive)".
-func FormatValue(v cty.Value) string {
+func FormatValue(v cty.Value) string { return (&Plan{}).format(v) }
+
+// format is FormatValue that shows hosts and workloads by name.
+func (p *Plan) format(v cty.Value) string {
 	if v.IsMarked() {
 		return "(sensitive)"
 	}
@@ -233,6 +238,13 @@ func FormatValue(v cty.Value) string {
 		return "null"
 	}
 	ty := v.Type()
+	if ty.IsObjectType() {
+		for _, name := range sortedKeys(p.named) {
+			if nv := p.named[name]; nv.Type().Equals(ty) && nv.RawEquals(v) {
+				return name
+			}
+		}
+	}
 	switch {
 	case ty == cty.String:
 		return fmt.Sprintf("%q", v.AsString())
@@ -247,14 +259,17 @@ func FormatValue(v cty.Value) string {
 		var parts []string
 		for it := v.ElementIterator(); it.Next(); {
 			_, e := it.Element()
-			parts = append(parts, FormatValue(e))
+			parts = append(parts, p.format(e))
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
 	case ty.IsMapType() || ty.IsObjectType():
 		var parts []string
 		for it := v.ElementIterator(); it.Next(); {
 			k, e := it.Element()
-			parts = append(parts, fmt.Sprintf("%s = %s", k.AsString(), FormatValue(e)))
+			if e.IsKnown() && e.IsNull() && !e.IsMarked() && ty.IsObjectType() {
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s = %s", k.AsString(), p.format(e)))
 		}
 		if len(parts) == 0 {
 			return "{}"

@@ -40,6 +40,7 @@ step "fake" "use" {
   host  = host.remote
   value = step.hello.stdout
   list  = [var.token, "plain"]
+  any   = { on = host.local, proc = process.web, n = null }
   retry {
     attempts = 4
     delay    = "2s"
