@@ -1,9 +1,11 @@
 package host
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"time"
 )
@@ -21,6 +23,24 @@ type CopyResult struct {
 // sha256 the source computed, and only renames the copy into place when it
 // matches. progress, which may be nil, gets reports with rate and ETA.
 func Copy(ctx context.Context, src Host, srcPath string, dst Host, dstPath string, progress func(Progress)) (CopyResult, error) {
+	return CopyWith(ctx, src, srcPath, dst, dstPath, CopyOptions{Progress: progress})
+}
+
+// CopyOptions are the optional parts of a copy.
+type CopyOptions struct {
+	Progress func(Progress)
+	// Direct, when set, is the destination's host name or IP as the source
+	// reaches it: the source then sends straight to the destination over
+	// TLS (see direct.go) instead of through mig.
+	Direct string
+}
+
+// CopyWith is Copy with options.
+func CopyWith(ctx context.Context, src Host, srcPath string, dst Host, dstPath string, opts CopyOptions) (CopyResult, error) {
+	if opts.Direct != "" {
+		return copyDirect(ctx, src, srcPath, dst, dstPath, opts)
+	}
+	progress := opts.Progress
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
@@ -37,7 +57,7 @@ func Copy(ctx context.Context, src Host, srcPath string, dst Host, dstPath strin
 	var sent TransferResult
 	srcDone := make(chan error, 1)
 	go func() {
-		err := src.Call(ctx, "fs.send", PathRequest{Path: srcPath}, &sent, CallOpts{Out: pw})
+		err := src.Call(ctx, "fs.send", SendRequest{Path: srcPath}, &sent, CallOpts{Out: pw})
 		if err != nil {
 			record(err)
 			pw.CloseWithError(err)
@@ -48,7 +68,7 @@ func Copy(ctx context.Context, src Host, srcPath string, dst Host, dstPath strin
 	}()
 
 	var got TransferResult
-	err := dst.Call(ctx, "fs.recv", PathRequest{Path: dstPath}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
+	err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
 	if err != nil {
 		record(err)
 		pr.CloseWithError(err)
@@ -58,6 +78,47 @@ func Copy(ctx context.Context, src Host, srcPath string, dst Host, dstPath strin
 	if err != nil || serr != nil {
 		return CopyResult{}, first
 	}
+	return checkCopy(src, srcPath, dst, dstPath, sent, got, start)
+}
+
+// copyDirect has the destination listen and the source connect to it.
+func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath string, opts CopyOptions) (CopyResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	tr, tw := io.Pipe()
+	var got TransferResult
+	dstDone := make(chan error, 1)
+	go func() {
+		err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Listen: ":0"}, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
+		tw.CloseWithError(err)
+		dstDone <- err
+	}()
+	br := bufio.NewReader(tr)
+	t, err := readTicket(br)
+	if err != nil {
+		cancel()
+		if derr := <-dstDone; derr != nil {
+			return CopyResult{}, derr
+		}
+		return CopyResult{}, &ActionError{Host: dst.Name(), Action: "fs.recv", Err: err}
+	}
+	go io.Copy(io.Discard, br)
+	var sent TransferResult
+	req := SendRequest{Path: srcPath, Connect: net.JoinHostPort(opts.Direct, t.Port), Fingerprint: t.Fingerprint, Token: t.Token}
+	serr := src.Call(ctx, "fs.send", req, &sent, CallOpts{})
+	if serr != nil {
+		cancel()
+		<-dstDone
+		return CopyResult{}, serr
+	}
+	if err := <-dstDone; err != nil {
+		return CopyResult{}, err
+	}
+	return checkCopy(src, srcPath, dst, dstPath, sent, got, start)
+}
+
+func checkCopy(src Host, srcPath string, dst Host, dstPath string, sent, got TransferResult, start time.Time) (CopyResult, error) {
 	if got.SHA256 != sent.SHA256 || got.Bytes != sent.Bytes {
 		return CopyResult{}, fmt.Errorf("copy %s:%s to %s:%s: the source sent %d bytes with sha256 %s, the destination got %d bytes with sha256 %s",
 			src.Name(), srcPath, dst.Name(), dstPath, sent.Bytes, sent.SHA256, got.Bytes, got.SHA256)

@@ -51,10 +51,28 @@ func cleanPath(p string) (string, error) {
 	return p, nil
 }
 
+// SendRequest is the request of fs.send.
+type SendRequest struct {
+	Path string `json:"path"`
+	// Connect, when set, is the address of a direct receiver (direct.go)
+	// to send to instead of the output stream, with its ticket's fields.
+	Connect     string `json:"connect,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Token       string `json:"token,omitempty"`
+}
+
+// RecvRequest is the request of fs.recv.
+type RecvRequest struct {
+	Path string `json:"path"`
+	// Listen, when set, is a TCP address to take the stream on directly
+	// from the source (direct.go) instead of the input stream.
+	Listen string `json:"listen,omitempty"`
+}
+
 // Send is the "fs.send" action: it writes a file, or a directory as tar, to
 // its output as a transfer stream (stream.go).
-func Send(ctx context.Context, c *Call) (any, error) {
-	var req PathRequest
+func Send(ctx context.Context, c *Call) (res any, err error) {
+	var req SendRequest
 	if err := decode(c, &req); err != nil {
 		return nil, err
 	}
@@ -78,10 +96,26 @@ func Send(ctx context.Context, c *Call) (any, error) {
 	default:
 		return nil, fmt.Errorf("%s is neither a file nor a directory", p)
 	}
-	if err := writeStreamHeader(c.Out, h); err != nil {
+	out := c.Out
+	if req.Connect != "" {
+		conn, err := dialDirect(ctx, req.Connect, ticket{Fingerprint: req.Fingerprint, Token: req.Token})
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		defer stop()
+		out = conn
+		defer func() {
+			if err == nil {
+				err = conn.CloseWrite()
+			}
+		}()
+	}
+	if err := writeStreamHeader(out, h); err != nil {
 		return nil, err
 	}
-	cw := newChunkWriter(ctx, c.Out)
+	cw := newChunkWriter(ctx, out)
 	if h.Type == "file" {
 		err = copyFile(cw, p)
 	} else {
@@ -119,7 +153,7 @@ type onlyReader struct{ io.Reader }
 // the path and renames it once the checksum matched, so a partial copy never
 // looks complete. Leftovers of an earlier failed attempt are removed first.
 func Recv(ctx context.Context, c *Call) (res any, err error) {
-	var req PathRequest
+	var req RecvRequest
 	if err := decode(c, &req); err != nil {
 		return nil, err
 	}
@@ -127,7 +161,18 @@ func Recv(ctx context.Context, c *Call) (res any, err error) {
 	if err != nil {
 		return nil, err
 	}
-	br := bufio.NewReaderSize(c.In, chunkSize)
+	in := c.In
+	if req.Listen != "" {
+		conn, err := listenDirect(ctx, req.Listen, c.Out)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		defer stop()
+		in = conn
+	}
+	br := bufio.NewReaderSize(in, chunkSize)
 	h, err := readStreamHeader(br)
 	if err != nil {
 		return nil, err

@@ -281,6 +281,9 @@ func (s *SSH) keepalive() {
 
 func (s *SSH) Name() string { return s.name }
 
+// Address is the host's SSH address, host:port.
+func (s *SSH) Address() string { return s.cfg.Address }
+
 func (s *SSH) Close() error {
 	s.once.Do(func() { close(s.done) })
 	return s.client.Close()
