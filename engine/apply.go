@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -57,7 +58,7 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		}
 	}
 	r := &runner{w: w, sv: sv, opt: opt, meta: map[string]stepMeta{}, stepVals: map[string]cty.Value{},
-		log: w.log().Named("engine")}
+		log: w.log().Named("engine"), stepLog: w.log().Named("step")}
 	for _, name := range w.order {
 		t, retry, ds := sv.meta(w.steps[name])
 		diags = append(diags, ds...)
@@ -113,6 +114,11 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	}
 	os.Chmod(r.opt.StateDir, 0o700)
 	r.rec = rec
+	if f, err := os.OpenFile(filepath.Join(rec.RunDir, "run.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+		defer f.Close()
+		runLog := teeLogger(w.log(), f)
+		r.log, r.stepLog = runLog.Named("engine"), runLog.Named("step")
+	}
 	r.sem = make(chan struct{}, r.opt.Parallelism)
 	r.log.Info("run started", "run", rec.ID, "workflow", w.Path, "steps", len(w.order))
 
@@ -169,7 +175,9 @@ type runner struct {
 	pool  *hostPool
 	sem   chan struct{}
 	log   hclog.Logger
-	rec   *Record
+	// stepLog is the parent of the steps' loggers.
+	stepLog hclog.Logger
+	rec     *Record
 
 	mu       sync.Mutex
 	stepVals map[string]cty.Value
@@ -382,7 +390,7 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 	m := r.meta[s.Name]
 	sr.Started = time.Now()
 	for attempt := 1; ; attempt++ {
-		log := r.w.log().Named("step").With("step", sr.Address, "kind", s.Kind, "host", sr.Host, "attempt", attempt)
+		log := r.stepLog.With("step", sr.Address, "kind", s.Kind, "host", sr.Host, "attempt", attempt)
 		r.emit(Event{Type: EventStarted, Step: sr.Address, Kind: s.Kind, Host: sr.Host, Attempt: attempt})
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		var deadline time.Time
@@ -609,4 +617,23 @@ func (p *hostPool) closeAll() {
 		}
 	}
 	p.open = map[string]host.Host{}
+}
+
+// teeLogger returns a logger that writes everything from debug up to file
+// and passes each message on to base, which applies its own level.
+func teeLogger(base hclog.Logger, file io.Writer) hclog.Logger {
+	l := hclog.NewInterceptLogger(&hclog.LoggerOptions{Level: hclog.Debug, Output: file})
+	l.RegisterSink(forward{base})
+	return l
+}
+
+// forward is a log sink that sends messages to another logger.
+type forward struct{ to hclog.Logger }
+
+func (f forward) Accept(name string, level hclog.Level, msg string, args ...any) {
+	l := f.to
+	if name != "" {
+		l = l.Named(name)
+	}
+	l.Log(level, msg, args...)
 }
