@@ -1,10 +1,3 @@
-// Package engine loads HCL workflows, builds their step graph, plans them
-// and applies them with retries, timeouts and compensation.
-//
-// A workflow goes through two phases. Load decodes the block structure,
-// takes out the meta-arguments the engine owns, checks every reference and
-// builds the graph. Plan and Apply then evaluate each step's body: plan with
-// upstream outputs unknown, apply with the real ones just before the step runs.
 package engine
 
 import (

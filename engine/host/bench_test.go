@@ -107,3 +107,18 @@ func BenchmarkCopyLocal(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCopyDirectLocal measures a direct (TLS) transfer without SSH.
+func BenchmarkCopyDirectLocal(b *testing.B) {
+	dir := b.TempDir()
+	const size = 512 << 20
+	makeFile(b, filepath.Join(dir, "big"), size, 5)
+	a := NewLocal("a", Builtin(), hclog.NewNullLogger())
+	b.SetBytes(size)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := CopyWith(context.Background(), a, filepath.Join(dir, "big"), a, filepath.Join(dir, "out"), CopyOptions{Direct: "127.0.0.1"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
