@@ -112,8 +112,13 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		r.pool.closeAll()
 		return nil, append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot create the run directory", Detail: err.Error()})
 	}
-	os.Chmod(r.opt.StateDir, 0o700)
 	r.rec = rec
+	// A first record, so that a run killed outright still leaves one.
+	rec.State = StateRunning
+	if err := rec.write(r.opt.StateDir); err != nil {
+		r.pool.closeAll()
+		return nil, append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot write the run record", Detail: err.Error()})
+	}
 	if f, err := os.OpenFile(filepath.Join(rec.RunDir, "run.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
 		defer f.Close()
 		runLog := teeLogger(w.log(), f)
