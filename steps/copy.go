@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"fmt"
+	"net"
 	"path"
 
 	"github.com/hashicorp/hcl/v2"
@@ -19,9 +20,13 @@ import (
 //	  to          = host.dst
 //	  source      = "/var/lib/mig/images/web"
 //	  destination = "/var/lib/mig/images/web"
+//	  direct      = false
 //	}
 //
-// The bytes are relayed through mig without touching its disk. The
+// The bytes are relayed through mig without touching its disk, or, with
+// direct = true, sent straight from the source to the destination (an SSH
+// host, reached at its SSH address) over TLS with a one-time certificate
+// and token that travel through the SSH sessions. The
 // destination checks the sha256 the source computed on the fly, and renames
 // the copy into place only then; an existing destination is replaced. Undo
 // removes the destination.
@@ -33,6 +38,7 @@ func (Copy) Spec() hcldec.Spec {
 		"to":          &hcldec.AttrSpec{Name: "to", Type: HostRef, Required: true},
 		"source":      &hcldec.AttrSpec{Name: "source", Type: cty.String, Required: true},
 		"destination": &hcldec.AttrSpec{Name: "destination", Type: cty.String, Required: true},
+		"direct":      &hcldec.AttrSpec{Name: "direct", Type: cty.Bool},
 	}
 }
 
@@ -73,7 +79,19 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	source, dest := String(cfg, "source", ""), String(cfg, "destination", "")
 	env.Log.Debug("copy", "from", src.Name(), "source", source, "to", dst.Name(), "destination", dest)
-	res, err := host.Copy(ctx, src, source, dst, dest, env.Progress)
+	opts := host.CopyOptions{Progress: env.Progress}
+	if Bool(cfg, "direct", false) {
+		a, ok := dst.(interface{ Address() string })
+		if !ok {
+			return Result{}, fmt.Errorf("direct = true needs an SSH destination; host %q is not one", dst.Name())
+		}
+		ip, _, err := net.SplitHostPort(a.Address())
+		if err != nil {
+			return Result{}, err
+		}
+		opts.Direct = ip
+	}
+	res, err := host.CopyWith(ctx, src, source, dst, dest, opts)
 	if err != nil {
 		return Result{}, err
 	}

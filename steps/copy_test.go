@@ -87,3 +87,18 @@ destination = "/x"
 		t.Fatalf("diags %v", diags)
 	}
 }
+
+func TestCopyKindDirectNeedsSSH(t *testing.T) {
+	a, b, vars := twoHosts()
+	cfg := decode(t, Copy{}, `
+from = host.a
+to = host.b
+source = "/nonexistent"
+destination = "/nonexistent2"
+direct = true
+`, vars)
+	_, err := Copy{}.Apply(context.Background(), cfg, testEnv(t, a, b))
+	if err == nil || !strings.Contains(err.Error(), `direct = true needs an SSH destination; host "b"`) {
+		t.Fatalf("error %v", err)
+	}
+}
