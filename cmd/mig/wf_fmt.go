@@ -27,7 +27,7 @@ Examples:
 	fs.BoolVar(&check, "check", false, "only report files that are not formatted (exit 1 if any)")
 	fs.BoolVar(&diff, "diff", false, "print the changes as a diff")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return parseErrCode(err)
 	}
 	paths := fs.Args()
 	if len(paths) == 0 {

@@ -31,7 +31,7 @@ Examples:
   mig runs -state-dir /var/lib/mig`)
 	fs.StringVar(&dir, "state-dir", "", "state directory to read")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return parseErrCode(err)
 	}
 	dir = stateDirFlag(dir, fs.Args())
 	recs, err := engine.ListRecords(dir)
@@ -66,7 +66,7 @@ Examples:
 	fs.StringVar(&dir, "state-dir", "", "state directory to read")
 	fs.BoolVar(&jsonOut, "json", false, "print the record as JSON")
 	if err := fs.Parse(args); err != nil {
-		return exitUsage
+		return parseErrCode(err)
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		fs.Usage()

@@ -65,10 +65,7 @@ func hasFlags(fs *flag.FlagSet) bool {
 // exit code to use when it fails.
 func parse(fs *flag.FlagSet, args []string) (string, int, bool) {
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return "", exitOK, false
-		}
-		return "", exitUsage, false
+		return "", parseErrCode(err), false
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintf(fs.Output(), "mig %s: want one workflow file or directory\n\n", fs.Name())
@@ -76,6 +73,14 @@ func parse(fs *flag.FlagSet, args []string) (string, int, bool) {
 		return "", exitUsage, false
 	}
 	return fs.Arg(0), 0, true
+}
+
+// parseErrCode is the exit code after a flag parsing error: 0 for -h.
+func parseErrCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	return exitUsage
 }
 
 func (c *cli) engineConfig() engine.Config {
