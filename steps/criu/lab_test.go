@@ -247,6 +247,12 @@ func (lh *labHosts) migrate(t *testing.T, mode string, port int) {
 	}
 	if mode == "lazy" && rres.Metrics["source_pages_lazy"] <= 0 {
 		t.Errorf("no lazy pages: %v", rres.Metrics)
+		b, _ := os.ReadFile(filepath.Join(lh.host(t, "h1").Dir, "var-lib-mig", "lazy", "final", "dump.log"))
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(strings.ToLower(l), "lazy") || strings.Contains(l, "uffd") {
+				t.Log(l)
+			}
+		}
 	}
 	if err := res.Commit(ctx); err != nil {
 		t.Fatal(err)

@@ -177,7 +177,7 @@ func (p Process) PreDump(ctx context.Context, env Env, w Workload, req DumpReque
 	if ok, detail := Feature(ctx, env.CRIU, FeatureDirtyTrack); !ok {
 		return DumpResult{}, fmt.Errorf("%w: %s", ErrNoDirtyTracking, detail)
 	}
-	if err := MakeDir(req.Dir); err != nil {
+	if err := FreshDir(req.Dir); err != nil {
 		return DumpResult{}, err
 	}
 	opts := Opts(req.Dir, PreDumpLog, o)
@@ -196,7 +196,7 @@ func (p Process) PreDump(ctx context.Context, env Env, w Workload, req DumpReque
 	return DumpResult{
 		Dir:     req.Dir,
 		LogPath: filepath.Join(req.Dir, PreDumpLog),
-		Stats:   DumpStats(req.Dir),
+		Stats:   withBytes(DumpStats(req.Dir), req.Dir),
 		Held:    Held{PID: r.PID},
 		Seconds: time.Since(start).Seconds(),
 	}, nil
@@ -207,7 +207,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	if err != nil {
 		return DumpResult{}, err
 	}
-	if err := MakeDir(req.Dir); err != nil {
+	if err := FreshDir(req.Dir); err != nil {
 		return DumpResult{}, err
 	}
 	held := Held{PID: r.PID, Dir: req.Dir}
@@ -258,11 +258,22 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	return DumpResult{
 		Dir:     req.Dir,
 		LogPath: logPath,
-		Stats:   stats,
+		Stats:   withBytes(stats, req.Dir),
 		Held:    held,
 		Seconds: time.Since(start).Seconds(),
 		Listen:  req.Listen,
 	}, nil
+}
+
+// withBytes adds the size of the images left in dir (images_bytes) and
+// of the pages written (pages_bytes) to a dump's stats.
+func withBytes(stats map[string]float64, dir string) map[string]float64 {
+	if stats == nil {
+		stats = map[string]float64{}
+	}
+	stats["images_bytes"] = float64(dirBytes(dir))
+	stats["pages_bytes"] = stats["pages_written"] * float64(os.Getpagesize())
+	return stats
 }
 
 func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error {

@@ -51,6 +51,36 @@ func Opts(dir, logFile string, o Options) *rpc.CriuOpts {
 	}
 }
 
+// FreshDir makes an images dir for a new dump and removes the images,
+// stats and logs an earlier attempt left in it, so that a retried dump
+// never mixes two checkpoints. Other files are left alone.
+func FreshDir(dir string) error {
+	if err := MakeDir(dir); err != nil {
+		return err
+	}
+	for _, pat := range []string{"*.img", "stats-dump", "stats-restore", "*.log"} {
+		files, _ := filepath.Glob(filepath.Join(dir, pat))
+		for _, f := range files {
+			if err := os.Remove(f); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// dirBytes is the total size of the regular files in dir.
+func dirBytes(dir string) int64 {
+	ents, _ := os.ReadDir(dir)
+	var n int64
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
 func ptr[T any](v T) *T { return &v }
 
 // Run performs one RPC request (rpc.CriuReqType_DUMP, _PRE_DUMP or
@@ -98,7 +128,7 @@ func (b Binary) Run(ctx context.Context, op rpc.CriuReqType, opts *rpc.CriuOpts,
 // parent images at parent, relative) and listening on addr (port 0: any).
 // It returns once the server listens, with its PID and port.
 func (b Binary) PageServer(ctx context.Context, dir, parent string, addr Addr) (pid, port int, err error) {
-	if err := MakeDir(dir); err != nil {
+	if err := FreshDir(dir); err != nil {
 		return 0, 0, err
 	}
 	opts := Opts(dir, PageServerLog, Options{})
