@@ -20,5 +20,7 @@ type WorkloadKind interface {
 
 // Workloads is the table of workload families, by block type.
 func Workloads() map[string]WorkloadKind {
-	return map[string]WorkloadKind{}
+	return map[string]WorkloadKind{
+		"container": ContainerWorkload{},
+	}
 }

@@ -58,6 +58,7 @@ func commands() map[string]command {
 }
 
 func main() {
+	containerInit()
 	os.Exit(run(os.Args[1:]))
 }
 
