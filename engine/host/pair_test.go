@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -141,44 +142,55 @@ func TestCopyBig(t *testing.T) {
 	t.Logf("512 MiB in %.2fs: %.0f MB/s", res.Seconds, float64(res.Bytes)/res.Seconds/1e6)
 }
 
-// Cutting the connection midway leaves nothing that looks complete, and a
-// retry succeeds and cleans up after the failed attempt.
+// Cutting either connection midway leaves nothing that looks complete, the
+// error names the host that was cut, and a retry succeeds and cleans up
+// after the failed attempt.
 func TestCopyCutThenRetry(t *testing.T) {
 	p := testPair(t)
 	size := int64(256 << 20)
 	if testing.Short() {
 		size = 64 << 20
 	}
-	in, out := p.scratch+"/in/big", p.scratch+"/out/big"
+	in := p.scratch + "/in/big"
 	want := stage(t, p.src, in, size)
-
-	var cut atomic.Bool
-	_, err := Copy(context.Background(), p.src, in, p.dst, out, func(pr Progress) {
-		if pr.Done > size/4 && !cut.Swap(true) {
-			p.dst.client.Close() // the network goes away
-		}
-	})
-	if err == nil || !strings.Contains(err.Error(), `host "`+p.dst.Name()+`"`) {
-		t.Fatalf("cut copy: %v", err)
-	}
-	hosts, err := openHosts(p.file, testLog(t))
-	must(t, err)
-	defer hosts[0].Close()
-	dst := hosts[1]
-	defer dst.Close()
-	if st := remoteStat(t, dst, out); st.Exists {
-		t.Fatal("a cut copy left a complete-looking file")
-	}
-	res, err := Copy(context.Background(), p.src, in, dst, out, nil)
-	must(t, err)
-	if res.SHA256 != want {
-		t.Fatalf("retry sha256 %s, want %s", res.SHA256, want)
-	}
-	// The retry removed what the cut attempt left, if anything was left.
-	var ls ExecResult
-	must(t, dst.Call(context.Background(), "exec", ExecRequest{Argv: []string{"ls", "-A", p.scratch + "/out"}}, &ls, CallOpts{}))
-	if strings.TrimSpace(ls.Stdout) != "big" {
-		t.Fatalf("destination directory holds %q", ls.Stdout)
+	for _, side := range []string{"src", "dst"} {
+		t.Run(side, func(t *testing.T) {
+			hosts, err := openHosts(p.file, testLog(t))
+			must(t, err)
+			src, dst := hosts[0].(*SSH), hosts[1].(*SSH)
+			defer src.Close()
+			defer dst.Close()
+			victim := map[string]*SSH{"src": src, "dst": dst}[side]
+			out := p.scratch + "/out-" + side + "/big"
+			var cut atomic.Bool
+			_, err = Copy(context.Background(), src, in, dst, out, func(pr Progress) {
+				if pr.Done > size/4 && !cut.Swap(true) {
+					victim.client.Close() // the network goes away
+				}
+			})
+			if err == nil || !strings.Contains(err.Error(), `host "`+victim.Name()+`"`) {
+				t.Fatalf("cut copy: %v", err)
+			}
+			t.Logf("cut copy: %v", err)
+			hosts, err = openHosts(p.file, testLog(t))
+			must(t, err)
+			defer hosts[0].Close()
+			defer hosts[1].Close()
+			if st := remoteStat(t, hosts[1], out); st.Exists {
+				t.Fatal("a cut copy left a complete-looking file")
+			}
+			res, err := Copy(context.Background(), hosts[0], in, hosts[1], out, nil)
+			must(t, err)
+			if res.SHA256 != want {
+				t.Fatalf("retry sha256 %s, want %s", res.SHA256, want)
+			}
+			// The retry removed what the cut attempt left, if anything was left.
+			var ls ExecResult
+			must(t, hosts[1].Call(context.Background(), "exec", ExecRequest{Argv: []string{"ls", "-A", path.Dir(out)}}, &ls, CallOpts{}))
+			if strings.TrimSpace(ls.Stdout) != "big" {
+				t.Fatalf("destination directory holds %q", ls.Stdout)
+			}
+		})
 	}
 }
 
