@@ -178,8 +178,16 @@ func TestDumpResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := readStat(r.PID); st.state != 'T' {
-		t.Errorf("after dump the source is in state %c, want T (stopped)", st.state)
+	// CRIU queues SIGSTOP before it detaches; the state may lag a moment.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		st, _ := readStat(r.PID)
+		if st.state == 'T' {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("after dump the source is in state %c, want T (stopped)", st.state)
+			break
+		}
 	}
 	if res.Held.NftTable == "" || !nftTableExists(ctx, res.Held.NftTable) {
 		t.Errorf("network lock %q not found after dump", res.Held.NftTable)
