@@ -5,9 +5,15 @@ import "github.com/hashicorp/hcl/v2/hcldec"
 // Builtin is the table of step kinds mig ships, by kind label.
 func Builtin() map[string]Kind {
 	return map[string]Kind{
-		"exec":    Exec{},
-		"verify":  Verify{},
-		"move_ip": MoveIP{},
+		"exec":      Exec{},
+		"predump":   PreDump{},
+		"dump":      Dump{},
+		"archive":   Archive{},
+		"copy":      Copy{},
+		"unarchive": Unarchive{},
+		"restore":   Restore{},
+		"verify":    Verify{},
+		"move_ip":   MoveIP{},
 	}
 }
 
@@ -21,6 +27,7 @@ type WorkloadKind interface {
 // Workloads is the table of workload families, by block type.
 func Workloads() map[string]WorkloadKind {
 	return map[string]WorkloadKind{
+		"process":   ProcessWorkload{},
 		"container": ContainerWorkload{},
 	}
 }
