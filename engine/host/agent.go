@@ -140,9 +140,14 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 	}
 	if opts.In != nil {
 		go func() {
-			_, err := io.CopyBuffer(fw.stream(frameData), onlyReader{opts.In}, make([]byte, chunkSize))
-			if err != nil {
-				fail(fmt.Errorf("input stream: %w", err))
+			in := &readErr{r: opts.In}
+			_, err := io.CopyBuffer(fw.stream(frameData), in, make([]byte, chunkSize))
+			switch {
+			case in.err != nil && in.err != io.EOF:
+				fail(fmt.Errorf("input stream: %w", in.err))
+				return
+			case err != nil:
+				fail(fmt.Errorf("%w: %v", errLost, err))
 				return
 			}
 			fw.write(frameEnd, nil)
@@ -197,6 +202,20 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 			return fmt.Errorf("agent protocol: unexpected frame %q", typ)
 		}
 	}
+}
+
+// readErr remembers its reader's error, to tell it from a write error.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil {
+		r.err = err
+	}
+	return n, err
 }
 
 // forwardLog replays one hclog JSON line from the agent into log.
