@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -196,4 +197,37 @@ func TestSSHKeepaliveDropsDeadHost(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a call to a frozen host did not fail")
 	}
+}
+
+// Keys held by ssh-agent (SSH_AUTH_SOCK) authenticate without identity_file.
+func TestSSHAgentAuth(t *testing.T) {
+	sshd := startSSHD(t)
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	agent := exec.Command("ssh-agent", "-D", "-a", sock)
+	must(t, agent.Start())
+	defer func() {
+		agent.Process.Kill()
+		agent.Wait()
+	}()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if i > 100 {
+			t.Fatal("ssh-agent did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	add := exec.Command("ssh-add", sshd.Identity)
+	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add: %v: %s", err, out)
+	}
+	t.Setenv("SSH_AUTH_SOCK", sock)
+	t.Setenv("HOME", t.TempDir()) // no default keys to fall back on
+	h, err := DialSSH(context.Background(), "src", SSHConfig{Address: sshd.Address, User: "root", KnownHosts: sshd.KnownHosts,
+		WorkDir: filepath.Join(sshd.Dir, "work")}, testLog(t))
+	must(t, err)
+	defer h.Close()
+	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 }
