@@ -294,6 +294,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 		return Result{}, err
 	}
+	env.Log.Info("dumped", "workload", d.w.String(), "dir", d.dir, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
 	held := criu.HeldAction{Request: d.w.request(), Held: res.Held}
 	undo := func(ctx context.Context) error {
 		return src.Call(ctx, criu.ActResume, held, nil, host.CallOpts{})

@@ -126,6 +126,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	if err := h.Call(ctx, criu.ActRestore, req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err
 	}
+	env.Log.Info("restored", "workload", r.w.String(), "host", r.host, "pid", res.PID, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
 	kill := func(ctx context.Context) error {
 		return h.Call(ctx, criu.ActKillRest, criu.KillRestoredAction{Request: req.Request, Result: res}, nil, host.CallOpts{})
 	}

@@ -197,7 +197,9 @@ func (a actions) predump(ctx context.Context, c *host.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.PreDump(ctx, env, req.Workload, req.DumpRequest)
+	res, err := d.PreDump(ctx, env, req.Workload, req.DumpRequest)
+	res.CRIU = env.CRIU.String()
+	return res, err
 }
 
 func (a actions) dump(ctx context.Context, c *host.Call) (any, error) {
@@ -209,7 +211,9 @@ func (a actions) dump(ctx context.Context, c *host.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.Dump(ctx, env, req.Workload, req.DumpRequest)
+	res, err := d.Dump(ctx, env, req.Workload, req.DumpRequest)
+	res.CRIU = env.CRIU.String()
+	return res, err
 }
 
 func (a actions) resume(ctx context.Context, c *host.Call) (any, error) {
@@ -245,7 +249,9 @@ func (a actions) restore(ctx context.Context, c *host.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.Restore(ctx, env, req.Workload, req.RestoreRequest)
+	res, err := d.Restore(ctx, env, req.Workload, req.RestoreRequest)
+	res.CRIU = env.CRIU.String()
+	return res, err
 }
 
 func (a actions) killRestored(ctx context.Context, c *host.Call) (any, error) {

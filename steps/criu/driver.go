@@ -130,6 +130,8 @@ type DumpResult struct {
 	// Listen is where a lazy dump serves its pages (the port is chosen
 	// when the request's was 0).
 	Listen *Addr `json:"listen,omitempty"`
+	// CRIU says which CRIU did it and why (set by the action, not the driver).
+	CRIU string `json:"criu,omitempty"`
 }
 
 // Held is the state of a frozen source that Resume and Kill need.
@@ -161,6 +163,7 @@ type RestoreResult struct {
 	Stats   map[string]float64 `json:"stats,omitempty"` // see RestoreStats
 	LazyPID int                `json:"lazy_pid,omitempty"`
 	Seconds float64            `json:"seconds"`
+	CRIU    string             `json:"criu,omitempty"` // as in DumpResult
 }
 
 // CheckRequest asks whether this host can take a workload.

@@ -28,6 +28,10 @@ type Binary struct {
 	Why     string `json:"why"`     // human explanation, including skipped candidates
 }
 
+func (b Binary) String() string {
+	return fmt.Sprintf("%s %s (%s: %s)", b.Path, b.Version, b.Rule, b.Why)
+}
+
 // Dir is the directory holding the binary; put it first in PATH for
 // tools such as libcontainer that run plain "criu".
 func (b Binary) Dir() string { return filepath.Dir(b.Path) }

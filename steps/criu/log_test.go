@@ -1,0 +1,78 @@
+package criu
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mig-project/mig/engine/host"
+)
+
+func TestExplain(t *testing.T) {
+	log := `(00.000000) CRIU run id = 1234
+(00.010000) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted
+(00.020000) Warn  (criu/kerndat.c:1290): Can't keep kdat cache on non-tempfs
+(00.030000) Dumping task 42
+(00.040000) No inventory.img image
+(00.050000) Error (criu/protobuf.c:72): Unexpected EOF on (empty-image)
+`
+	path := filepath.Join(t.TempDir(), "restore.log")
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := Explain(path, 8)
+	want := []string{"(00.040000) No inventory.img image", "(00.050000) Error (criu/protobuf.c:72): Unexpected EOF on (empty-image)"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("Explain:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	msg := failed("restore", os.ErrInvalid, path).Error()
+	if !strings.Contains(msg, "No inventory.img image") || strings.Contains(msg, "RLIMIT") || !strings.Contains(msg, path) {
+		t.Errorf("error message:\n%s", msg)
+	}
+}
+
+func TestExplainWarningsOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.log")
+	os.WriteFile(path, []byte("(0) a\n(1) Warn  (x.c:1): something odd\n(2) b\n"), 0o600)
+	if got := Explain(path, 8); len(got) != 1 || !strings.Contains(got[0], "something odd") {
+		t.Errorf("Explain: %q", got)
+	}
+}
+
+func TestDoctorAction(t *testing.T) {
+	needCRIU(t)
+	var r Report
+	if err := testHost(t).Call(context.Background(), ActDoctor, DoctorRequest{}, &r, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if r.CRIU.Path == "" || r.CRIU.Rule == "" || !r.CheckOK || r.Kernel == "" || r.Cgroup == "" || len(r.Limits) != 2 {
+		t.Errorf("report: %+v", r)
+	}
+	for _, f := range []string{FeatureDirtyTrack, FeatureUffd, FeatureNftLock} {
+		if _, ok := r.Features[f]; !ok {
+			t.Errorf("feature %s not reported", f)
+		}
+	}
+}
+
+func TestFindOrder(t *testing.T) {
+	needCRIU(t)
+	ctx := context.Background()
+	b, err := Find(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MIG_CRIU", b.Path)
+	if got, err := Find(ctx, ""); err != nil || got.Rule != "MIG_CRIU" {
+		t.Errorf("with MIG_CRIU: %+v %v", got, err)
+	}
+	if got, err := Find(ctx, b.Path); err != nil || got.Rule != "host setting" {
+		t.Errorf("with a host setting: %+v %v", got, err)
+	}
+	t.Setenv("MIG_CRIU", "/nonexistent/criu")
+	if _, err := Find(ctx, ""); err == nil || !strings.Contains(err.Error(), "MIG_CRIU") {
+		t.Errorf("a broken MIG_CRIU must be an error, got %v", err)
+	}
+}
