@@ -207,6 +207,13 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	if err != nil {
 		return DumpResult{}, err
 	}
+	if req.Parent != "" {
+		// Incremental dumps track dirty pages; without soft-dirty bits
+		// CRIU aborts after the freeze.
+		if ok, detail := Feature(ctx, env.CRIU, FeatureDirtyTrack); !ok {
+			return DumpResult{}, fmt.Errorf("dump with parent %s: %w: %s", req.Parent, ErrNoDirtyTracking, detail)
+		}
+	}
 	if err := FreshDir(req.Dir); err != nil {
 		return DumpResult{}, err
 	}
