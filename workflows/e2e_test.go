@@ -1,0 +1,319 @@
+package workflows_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mig-project/mig/engine"
+	"github.com/mig-project/mig/engine/lab"
+	"github.com/mig-project/mig/steps/criu"
+)
+
+// The end-to-end tests run the example workflows with the real mig binary
+// against a lab of two hosts (their own pid, net, mount and uts namespaces,
+// reached over SSH) and move a real cmd/counter between them.
+
+const (
+	labName   = "wfe"
+	labSubnet = "10.81.0.0/24"
+	serviceIP = "10.81.0.100"
+	port      = 8080
+	ballast   = 64 // MiB
+)
+
+var (
+	migBin     string
+	counterBin string
+	theLab     *lab.Lab
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if testing.Short() || os.Getuid() != 0 {
+		// Only the workflow-syntax tests run without root and a lab.
+		return m.Run()
+	}
+	// Lab hosts have their own /tmp: the binaries go where all of them see.
+	dir, err := os.MkdirTemp("/var/tmp", "mig-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	migBin, counterBin = filepath.Join(dir, "mig"), filepath.Join(dir, "counter")
+	for _, b := range []struct{ out, pkg string }{{migBin, "../cmd/mig"}, {counterBin, "../cmd/counter"}} {
+		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED="+map[bool]string{true: "0", false: "1"}[strings.HasSuffix(b.pkg, "counter")])
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.pkg, err, out)
+			return 1
+		}
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: os.Stderr})
+	ctx := context.Background()
+	theLab, err = lab.Up(ctx, lab.Options{Name: labName, Hosts: 2, Subnet: labSubnet, MigBinary: migBin, Log: log})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lab up:", err)
+		return 1
+	}
+	code := m.Run()
+	if err := theLab.Down(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "lab down:", err)
+		code = 1
+	}
+	return code
+}
+
+func needLab(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("moves processes between lab hosts: skipped in -short mode")
+	}
+	if theLab == nil {
+		t.Fatal("the end-to-end tests need root and a lab")
+	}
+}
+
+// service is a counter running on a lab host behind the service address.
+type service struct {
+	t       *testing.T
+	pidfile string
+}
+
+// startCounter starts cmd/counter on h1 and puts the service address on
+// h1's eth0.
+func startCounter(t *testing.T) *service {
+	t.Helper()
+	ctx := context.Background()
+	s := &service{t: t, pidfile: filepath.Join(theLab.Dir(), fmt.Sprintf("counter-%d.pid", time.Now().UnixNano()))}
+	if _, err := theLab.Start(ctx, "h1", []string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-ballast", strconv.Itoa(ballast)},
+		lab.StartOptions{PIDFile: s.pidfile}); err != nil {
+		t.Fatal(err)
+	}
+	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
+	t.Cleanup(s.cleanup)
+	waitFor(t, 10*time.Second, func() error { _, err := s.count(); return err })
+	return s
+}
+
+// cleanup kills the counter wherever it runs and removes the address.
+func (s *service) cleanup() {
+	ctx := context.Background()
+	for _, h := range []string{"h1", "h2"} {
+		theLab.Exec(ctx, h, []string{"ip", "addr", "del", serviceIP + "/24", "dev", "eth0"}, nil, io.Discard, io.Discard)
+		out, _ := theLab.Output(ctx, h, "sh", "-c", `for p in /proc/[0-9]*; do [ "$(readlink $p/exe)" = "$0" ] && echo ${p#/proc/}; done`, counterBin)
+		for _, pid := range strings.Fields(out) {
+			theLab.Exec(ctx, h, []string{"kill", "-9", pid}, nil, io.Discard, io.Discard)
+		}
+		theLab.Exec(ctx, h, []string{"rm", "-rf", "/var/lib/mig/images"}, nil, io.Discard, io.Discard)
+	}
+	os.Remove(s.pidfile)
+}
+
+var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+func get(path string) (string, error) {
+	resp, err := client.Get(fmt.Sprintf("http://%s:%d%s", serviceIP, port, path))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
+	}
+	return strings.TrimSpace(string(b)), err
+}
+
+func (s *service) count() (int, error) {
+	b, err := get("/")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(b)
+}
+
+// pidOn returns the counter's PIDs on a lab host.
+func pidsOn(t *testing.T, h string) []string {
+	out, _ := theLab.Output(context.Background(), h, "sh", "-c", `for p in /proc/[0-9]*; do [ "$(readlink $p/exe)" = "$0" ] && echo ${p#/proc/}; done`, counterBin)
+	return strings.Fields(out)
+}
+
+func labRun(t *testing.T, h string, argv ...string) string {
+	t.Helper()
+	out, err := theLab.Output(context.Background(), h, argv...)
+	if err != nil {
+		t.Fatalf("%s: %v: %v\n%s", h, argv, err, out)
+	}
+	return out
+}
+
+func waitFor(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// apply runs `mig apply` on a workflow with the lab's variables and
+// returns the run record and the exit code.
+func (s *service) apply(t *testing.T, workflow string, extra ...string) (*engine.Record, int, string) {
+	t.Helper()
+	state := t.TempDir()
+	h1, _ := theLab.Host("h1")
+	h2, _ := theLab.Host("h2")
+	args := []string{"apply", "-state-dir", state,
+		"-var", "lab=" + theLab.Dir(),
+		"-var", "source_address=" + h1.IP + ":22",
+		"-var", "target_address=" + h2.IP + ":22",
+		"-var", "pidfile=" + s.pidfile,
+		"-var", "service_ip=" + serviceIP,
+	}
+	args = append(append(args, extra...), workflow)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, migBin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := cmd.ProcessState.ExitCode()
+	if err != nil && code <= 0 {
+		t.Fatalf("mig apply: %v\n%s", err, out.String())
+	}
+	t.Logf("mig %s\n%s", strings.Join(args, " "), out.String())
+	recs, err := engine.ListRecords(state)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("want one run record in %s, got %d (%v)", state, len(recs), err)
+	}
+	return recs[0], code, out.String()
+}
+
+// output reads a step's output attribute from a record.
+func output(t *testing.T, r *engine.Record, step, attr string) any {
+	t.Helper()
+	for _, s := range r.Steps {
+		if s.Address == step {
+			var m map[string]any
+			if err := json.Unmarshal(s.Outputs, &m); err != nil {
+				t.Fatalf("%s outputs: %v", step, err)
+			}
+			return m[attr]
+		}
+	}
+	t.Fatalf("no step %s in the record", step)
+	return nil
+}
+
+// migrate runs a workflow that must move the counter from h1 to h2, and
+// checks that its state arrived: the count went on from where it was and
+// the ballast is intact.
+func migrate(t *testing.T, workflow string, extra ...string) *engine.Record {
+	needLab(t)
+	s := startCounter(t)
+	before, err := s.count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, code, out := s.apply(t, workflow, extra...)
+	if code != 0 {
+		t.Fatalf("mig apply %s exited %d\n%s", workflow, code, out)
+	}
+	if p := pidsOn(t, "h1"); len(p) != 0 {
+		t.Errorf("the source still runs on h1: pids %v", p)
+	}
+	if p := pidsOn(t, "h2"); len(p) != 1 {
+		t.Fatalf("want one counter on h2, got %v", p)
+	}
+	after, err := s.count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after <= before {
+		t.Fatalf("count went from %d to %d: the state did not arrive", before, after)
+	}
+	if b, err := get("/check"); err != nil || b != "ok" {
+		t.Fatalf("/check on h2: %q %v", b, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if again, _ := s.count(); again <= after {
+		t.Fatalf("the counter stopped counting on h2: %d then %d", after, again)
+	}
+	t.Logf("count %d before, %d after", before, after)
+	for _, p := range rec.Probes {
+		t.Logf("probe %s: %+v", p.Name, p.Summary)
+	}
+	checkClean(t)
+	return rec
+}
+
+// checkClean fails when a run left CRIU's network lock or a mount behind.
+func checkClean(t *testing.T) {
+	t.Helper()
+	for _, h := range []string{"h1", "h2"} {
+		if out := labRun(t, h, "nft", "list", "tables"); strings.Contains(out, "CRIU") {
+			t.Errorf("%s: a CRIU nft table is left: %s", h, out)
+		}
+	}
+}
+
+func TestCold(t *testing.T)       { migrate(t, "cold.hcl") }
+func TestPageServer(t *testing.T) { migrate(t, "pageserver.hcl") }
+func TestLazy(t *testing.T)       { migrate(t, "lazy.hcl") }
+func TestLive(t *testing.T)       { migrate(t, "live.hcl") }
+
+// TestLiveFailsWithoutPrecopy: a workflow that asks for pre-copy on a
+// kernel without dirty tracking fails before anything is frozen.
+func TestLivePrecopyFail(t *testing.T) {
+	needLab(t)
+	s := startCounter(t)
+	before, _ := s.count()
+	if !precopyUnsupported() {
+		t.Skip("this kernel can pre-dump")
+	}
+	_, code, out := s.apply(t, "live.hcl", "-var", "precopy_unsupported=fail")
+	if code == 0 {
+		t.Fatalf("apply succeeded without dirty tracking\n%s", out)
+	}
+	if !strings.Contains(out, "soft-dirty") && !strings.Contains(out, "dirty") {
+		t.Errorf("the error does not say why:\n%s", out)
+	}
+	after, err := s.count()
+	if err != nil || after <= before || len(pidsOn(t, "h1")) != 1 {
+		t.Fatalf("the source did not keep running: %d → %d, %v", before, after, err)
+	}
+}
+
+func precopyUnsupported() bool {
+	ctx := context.Background()
+	b, err := criu.Find(ctx, "")
+	if err != nil {
+		return false
+	}
+	ok, _ := criu.Feature(ctx, b, criu.FeatureDirtyTrack)
+	return !ok
+}

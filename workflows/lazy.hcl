@@ -1,0 +1,125 @@
+# lazy.hcl: post-copy. The dump writes only the small images and keeps the
+# source frozen, serving its memory pages. The target restores at once and
+# fetches each page when the process first touches it (or in the background),
+# so the pause does not grow with the memory size. The source must stay up
+# until the last page has arrived; the restore step waits for that.
+#
+# Needs userfaultfd on the target and raised pipe limits on the source:
+# `mig doctor -fix` raises them. The defaults are those of `mig lab up` and
+# `make demo`.
+#
+#   mig plan workflows/lazy.hcl
+#   mig apply workflows/lazy.hcl
+#
+# If any step fails after the freeze, the run rolls back: the address goes
+# back to the source and the source resumes where it stopped.
+
+variable "lab" {
+  type        = string
+  default     = "/var/lib/mig-lab/lab"
+  description = "Directory where `mig lab up` wrote the SSH identity and known_hosts."
+}
+
+variable "source_address" {
+  type    = string
+  default = "10.77.0.11:22"
+}
+
+variable "target_address" {
+  type    = string
+  default = "10.77.0.12:22"
+}
+
+variable "pidfile" {
+  type        = string
+  default     = "/var/lib/mig-lab/lab/counter.pid"
+  description = "Pid file of the process to move, as the source host sees it."
+}
+
+variable "service_ip" {
+  type        = string
+  default     = "10.77.0.100"
+  description = "The address clients use; it moves with the process."
+}
+
+variable "service_port" {
+  type    = number
+  default = 8080
+}
+
+host "src" {
+  ssh {
+    address       = var.source_address
+    user          = "root"
+    identity_file = "${var.lab}/id_ed25519"
+    known_hosts   = "${var.lab}/known_hosts"
+  }
+}
+
+host "dst" {
+  ssh {
+    address       = var.target_address
+    user          = "root"
+    identity_file = "${var.lab}/id_ed25519"
+    known_hosts   = "${var.lab}/known_hosts"
+  }
+}
+
+process "web" {
+  host            = host.src
+  pidfile         = var.pidfile
+  tcp_established = true
+}
+
+probe "web" {
+  http     = "http://${var.service_ip}:${var.service_port}/"
+  interval = "5ms"
+}
+
+step "dump" "final" {
+  workload = process.web
+  mode     = "lazy"
+  dir      = "/var/lib/mig/images/web"
+  target   = host.dst
+  address  = split(":", var.source_address)[0]
+  timeout  = "2m"
+}
+
+# All images, pages-*.img included: the pages that cannot be fetched lazily
+# are in them.
+step "copy" "ship" {
+  from        = host.src
+  to          = host.dst
+  source      = step.final.dir
+  destination = "/var/lib/mig/images/web"
+  timeout     = "2m"
+}
+
+# tcp_established needs the service address on the target before restore.
+step "move_ip" "vip" {
+  address    = "${var.service_ip}/24"
+  from       = host.src
+  to         = host.dst
+  interface  = "eth0"
+  depends_on = [step.final]
+}
+
+step "restore" "start" {
+  workload   = process.web
+  host       = host.dst
+  dir        = step.ship.path
+  lazy       = true
+  source     = step.final.lazy
+  depends_on = [step.vip]
+  timeout    = "5m"
+}
+
+step "verify" "up" {
+  http {
+    url        = "http://${var.service_ip}:${var.service_port}/check"
+    status     = 200
+    body_regex = "^ok"
+  }
+  depends_on = [step.start]
+  timeout    = "10s"
+}
