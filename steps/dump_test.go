@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,32 +24,17 @@ import (
 // Ports 18120-18139 belong to the CRIU step tests.
 const criuStepPort = 18120
 
-var (
-	counterOnce sync.Once
-	counterPath string
-	counterErr  error
-)
-
-// counterBinary builds cmd/counter once per test binary.
+// counterBinary builds cmd/counter into the test's temp dir (quick after
+// the first time: the build cache keeps it).
 func counterBinary(t *testing.T) string {
 	t.Helper()
-	counterOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mig-steps-counter-")
-		if err != nil {
-			counterErr = err
-			return
-		}
-		counterPath = filepath.Join(dir, "counter")
-		cmd := exec.Command("go", "build", "-o", counterPath, "github.com/mig-project/mig/cmd/counter")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			counterErr = fmt.Errorf("build counter: %v: %s", err, out)
-		}
-	})
-	if counterErr != nil {
-		t.Fatal(counterErr)
+	path := filepath.Join(t.TempDir(), "counter")
+	cmd := exec.Command("go", "build", "-o", path, "github.com/mig-project/mig/cmd/counter")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build counter: %v: %s", err, out)
 	}
-	return counterPath
+	return path
 }
 
 func needCRIU(t *testing.T) {
