@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +20,17 @@ import (
 //
 //	go test ./engine/host -run '^$' -bench CopySSH -benchtime 4x
 //	MIG_TEST_HOSTS=/var/lib/mig-lab/lab/hosts.hcl go test ./engine/host -run '^$' -bench CopySSH -benchtime 4x
-func BenchmarkCopySSH(b *testing.B) {
+func BenchmarkCopySSH(b *testing.B) { benchCopy(b, false) }
+
+// BenchmarkCopySSHDirect is BenchmarkCopySSH with direct (TLS) transfers.
+func BenchmarkCopySSHDirect(b *testing.B) { benchCopy(b, true) }
+
+func benchCopy(b *testing.B, direct bool) {
 	p := testPair(b)
+	var opts CopyOptions
+	if direct {
+		opts.Direct, _, _ = net.SplitHostPort(p.dst.Address())
+	}
 	const size = 512 << 20
 	in, out := p.scratch+"/in/big", p.scratch+"/out/big"
 	stage(b, p.src, in, size)
@@ -29,7 +39,7 @@ func BenchmarkCopySSH(b *testing.B) {
 	b.SetBytes(size)
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := Copy(ctx, p.src, in, p.dst, out, nil); err != nil {
+		if _, err := CopyWith(ctx, p.src, in, p.dst, out, opts); err != nil {
 			b.Fatal(err)
 		}
 	}
