@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -61,7 +62,14 @@ func TestCopyPeakRSS(t *testing.T) {
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), rssChildEnv+"=1", "RSS_HOSTS="+p.file, "RSS_SRC="+in, "RSS_DST="+out)
 	cmd.Stderr = os.Stderr
+	agentKB := make(chan int64, 1)
+	done := make(chan struct{})
+	sum, err := fileSum(exe)
+	must(t, err)
+	go func() { agentKB <- watchAgents("/bin/mig-"+sum, done) }()
 	stdout, err := cmd.Output()
+	close(done)
+	akb := <-agentKB
 	if err != nil {
 		t.Fatalf("child: %v: %s", err, stdout)
 	}
@@ -69,9 +77,42 @@ func TestCopyPeakRSS(t *testing.T) {
 	if _, err := fmt.Sscanf(string(stdout), "VmHWM %d kB %d ms", &kb, &ms); err != nil {
 		t.Fatalf("child said %q", stdout)
 	}
-	t.Logf("1 GiB copied in %d ms (%.0f MB/s); peak RSS of the copying process %.1f MiB", ms, float64(1<<30)/float64(ms)/1e3, float64(kb)/1024)
-	if kb > 64<<10 {
-		t.Errorf("peak RSS %d kB is over the 64 MiB target", kb)
+	t.Logf("1 GiB copied in %d ms (%.0f MB/s); peak RSS of the copying process %.1f MiB, of a mig agent %.1f MiB",
+		ms, float64(1<<30)/float64(ms)/1e3, float64(kb)/1024, float64(akb)/1024)
+	if kb > 64<<10 || akb > 64<<10 {
+		t.Errorf("peak RSS %d kB (agents %d kB) is over the 64 MiB target", kb, akb)
+	}
+}
+
+// watchAgents samples the peak RSS of every running `…/bin/mig-<sum> agent`
+// process of this test binary on this machine (lab hosts included) until
+// done, and returns the largest.
+func watchAgents(suffix string, done chan struct{}) int64 {
+	var peak int64
+	for {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if err != nil {
+				continue
+			}
+			args := strings.Split(string(cmdline), "\x00")
+			if len(args) < 2 || args[1] != "agent" || !strings.HasSuffix(args[0], suffix) {
+				continue
+			}
+			status, _ := os.ReadFile("/proc/" + e.Name() + "/status")
+			for _, line := range strings.Split(string(status), "\n") {
+				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+					kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+					peak = max(peak, kb)
+				}
+			}
+		}
+		select {
+		case <-done:
+			return peak
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
