@@ -139,9 +139,11 @@ type Held struct {
 	PID      int    `json:"pid"`
 	PIDs     []int  `json:"pids,omitempty"`      // every task of the tree
 	ID       string `json:"id,omitempty"`        // container id
-	NftTable string `json:"nft_table,omitempty"` // CRIU's network lock, "inet CRIU-123"
-	LazyPID  int    `json:"lazy_pid,omitempty"`  // process serving lazy pages
-	Dir      string `json:"dir,omitempty"`
+	NftTable string `json:"nft_table,omitempty"` // CRIU's network lock, "inet CRIU-932449b8-…"
+	// HoldTable refuses new connections while held (see HoldPorts).
+	HoldTable string `json:"hold_table,omitempty"`
+	LazyPID   int    `json:"lazy_pid,omitempty"` // process serving lazy pages
+	Dir       string `json:"dir,omitempty"`
 }
 
 // RestoreRequest asks for a restore from Dir.

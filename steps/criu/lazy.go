@@ -36,7 +36,7 @@ func lazyDump(ctx context.Context, env Env, pid int, req DumpRequest, o Options)
 	}
 	args := []string{"dump", "-t", strconv.Itoa(pid), "-D", req.Dir, "-o", DumpLog, "-v" + strconv.Itoa(LogLevel),
 		"--leave-stopped", "--lazy-pages", "--address", req.Listen.Host, "--port", strconv.Itoa(req.Listen.Port),
-		"--network-lock", "nftables"}
+		"--network-lock", "nftables", "--skip-in-flight"}
 	args = append(args, optionArgs(o)...)
 	if req.Parent != "" {
 		args = append(args, "--prev-images-dir", req.Parent, "--track-mem")

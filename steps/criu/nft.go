@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -22,7 +23,11 @@ func lockTable(ctx context.Context, pid int, logPath string) string {
 	if len(ids) == 0 {
 		return ""
 	}
-	out, err := nft(ctx, nsOf(pid, "net"), "list", "tables")
+	netns := nsOf(pid, "net")
+	if netns != nil {
+		defer netns.Close()
+	}
+	out, err := nft(ctx, netns, "list", "tables")
 	if err != nil {
 		return ""
 	}
@@ -69,6 +74,9 @@ func dropNftTable(ctx context.Context, pid int, table string) error {
 // dropNftTableIn removes table from the network namespace netns (nil: this
 // one) if it exists, and closes netns.
 func dropNftTableIn(ctx context.Context, netns *os.File, table string) error {
+	if netns != nil {
+		defer netns.Close()
+	}
 	if table == "" {
 		return nil
 	}
@@ -87,10 +95,47 @@ func nftTableExists(ctx context.Context, table string) bool {
 	return err == nil
 }
 
-func nft(ctx context.Context, netns *os.File, args ...string) (string, error) {
+// HoldPorts makes the network namespace of pid answer new TCP connections
+// to ports with a reset, until the returned table is dropped. A frozen
+// server's kernel would otherwise accept them into the listen backlog, and
+// they would be lost with the dump (CRIU skips in-flight connections):
+// their clients would wait for a timeout instead of retrying at once.
+func HoldPorts(ctx context.Context, pid int, ports []int) (string, error) {
+	if len(ports) == 0 {
+		return "", nil
+	}
+	table := fmt.Sprintf("inet mig-hold-%d", pid)
+	list := make([]string, len(ports))
+	for i, p := range ports {
+		list[i] = strconv.Itoa(p)
+	}
+	script := fmt.Sprintf("table %s {\n\tchain input {\n\t\ttype filter hook input priority -10; policy accept;\n"+
+		"\t\ttcp dport { %s } tcp flags & (syn | ack) == syn reject with tcp reset\n\t}\n}\n", table, strings.Join(list, ", "))
+	netns := nsOf(pid, "net")
 	if netns != nil {
 		defer netns.Close()
 	}
+	cmd := nftCmd(ctx, netns, "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("refuse new connections to ports %v: %v: %s", ports, err, strings.TrimSpace(string(out)))
+	}
+	return table, nil
+}
+
+// DropTable removes an nftables table (CRIU's lock, HoldPorts') from
+// pid's network namespace, if it is there.
+func DropTable(ctx context.Context, pid int, table string) error {
+	return dropNftTable(ctx, pid, table)
+}
+
+func nft(ctx context.Context, netns *os.File, args ...string) (string, error) {
+	out, err := nftCmd(ctx, netns, args...).CombinedOutput()
+	return string(out), err
+}
+
+// nftCmd runs nft in netns (nil: this namespace).
+func nftCmd(ctx context.Context, netns *os.File, args ...string) *exec.Cmd {
 	var cmd *exec.Cmd
 	if netns != nil {
 		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=/proc/self/fd/3", "nft"}, args...)...)
@@ -98,6 +143,5 @@ func nft(ctx context.Context, netns *os.File, args ...string) (string, error) {
 	} else {
 		cmd = exec.CommandContext(ctx, "nft", args...)
 	}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return cmd
 }

@@ -219,6 +219,9 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	}
 	held := Held{PID: r.PID, Dir: req.Dir}
 	logPath := filepath.Join(req.Dir, DumpLog)
+	if held.HoldTable, err = HoldPorts(ctx, r.PID, r.Listens); err != nil {
+		return DumpResult{}, err
+	}
 	start := time.Now()
 	if req.Lazy {
 		if req.Listen == nil {
@@ -295,6 +298,7 @@ func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error
 	}
 	errs = append(errs, signalAll(pids, syscall.SIGCONT))
 	errs = append(errs, dropNftTable(ctx, held.PID, held.NftTable))
+	errs = append(errs, dropNftTable(ctx, held.PID, held.HoldTable))
 	return errors.Join(errs...)
 }
 
@@ -309,10 +313,11 @@ func (Process) Kill(ctx context.Context, env Env, w Workload, held Held) error {
 		pids = tree(held.PID)
 	}
 	// The network namespace must be read before the tasks go away.
-	netns := nsOf(held.PID, "net")
+	netns, netns2 := nsOf(held.PID, "net"), nsOf(held.PID, "net")
 	errs = append(errs, signalAll(pids, syscall.SIGKILL))
 	errs = append(errs, waitGone(ctx, pids, 10*time.Second))
 	errs = append(errs, dropNftTableIn(ctx, netns, held.NftTable))
+	errs = append(errs, dropNftTableIn(ctx, netns2, held.HoldTable))
 	return errors.Join(errs...)
 }
 

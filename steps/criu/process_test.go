@@ -118,7 +118,9 @@ func startCounter(t *testing.T, port int, ballastMiB int, setsid bool) *counter 
 }
 
 func (c *counter) get(path string) (string, error) {
-	cl := http.Client{Timeout: 2 * time.Second}
+	// A new connection each time: a kept-alive one would be caught by the
+	// network lock of a held source.
+	cl := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := cl.Get("http://" + c.addr + path)
 	if err != nil {
 		return "", err
@@ -192,6 +194,14 @@ func TestDumpResume(t *testing.T) {
 	if res.Held.NftTable == "" || !nftTableExists(ctx, res.Held.NftTable) {
 		t.Errorf("network lock %q not found after dump", res.Held.NftTable)
 	}
+	if res.Held.HoldTable == "" || !nftTableExists(ctx, res.Held.HoldTable) {
+		t.Errorf("hold table %q not found after dump", res.Held.HoldTable)
+	}
+	// New connections are refused at once while held, not left hanging.
+	t0 := time.Now()
+	if _, err := c.get("/"); err == nil || !strings.Contains(err.Error(), "refused") || time.Since(t0) > time.Second {
+		t.Errorf("a new connection to the held source: %v after %s", err, time.Since(t0))
+	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("images dir mode: %v %v", fi.Mode(), err)
 	}
@@ -203,8 +213,8 @@ func TestDumpResume(t *testing.T) {
 	if err := h.Call(ctx, ActResume, HeldAction{Request: Request{Workload: w}, Held: res.Held}, nil, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
-	if nftTableExists(ctx, res.Held.NftTable) {
-		t.Errorf("network lock %q left after resume", res.Held.NftTable)
+	if nftTableExists(ctx, res.Held.NftTable) || nftTableExists(ctx, res.Held.HoldTable) {
+		t.Errorf("tables %q, %q left after resume", res.Held.NftTable, res.Held.HoldTable)
 	}
 	time.Sleep(50 * time.Millisecond)
 	if after := c.count(t); after <= before+1 {
@@ -231,8 +241,8 @@ func TestDumpKillRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-c.done // reaped: the pid is free again
-	if nftTableExists(ctx, res.Held.NftTable) {
-		t.Errorf("network lock %q left after kill", res.Held.NftTable)
+	if res.Held.HoldTable == "" || nftTableExists(ctx, res.Held.NftTable) || nftTableExists(ctx, res.Held.HoldTable) {
+		t.Errorf("tables %q, %q left after kill", res.Held.NftTable, res.Held.HoldTable)
 	}
 
 	var rr RestoreResult

@@ -48,6 +48,10 @@ func Opts(dir, logFile string, o Options) *rpc.CriuOpts {
 		TcpEstablished: ptr(o.TCPEstablished),
 		ShellJob:       ptr(o.ShellJob),
 		FileLocks:      ptr(o.FileLocks),
+		// Connections a listener has not accepted yet cannot be dumped;
+		// dropping them lets their clients retry, instead of failing the
+		// dump of any server under load.
+		TcpSkipInFlight: ptr(true),
 	}
 }
 
