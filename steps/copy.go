@@ -62,8 +62,12 @@ func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 	}
 	from, to := HostName(Attr(cfg, "from")), HostName(Attr(cfg, "to"))
 	if from != "" && to != "" {
-		p.Notes = append(p.Notes, fmt.Sprintf("stream %s:%s to %s:%s, sha256-checked",
-			from, String(cfg, "source", "(known after apply)"), to, String(cfg, "destination", "(known after apply)")))
+		how := "relayed through mig"
+		if Bool(cfg, "direct", false) {
+			how = "directly over TLS"
+		}
+		p.Notes = append(p.Notes, fmt.Sprintf("stream %s:%s to %s:%s %s, sha256-checked",
+			from, String(cfg, "source", "(known after apply)"), to, String(cfg, "destination", "(known after apply)"), how))
 	}
 	return p, diags
 }
