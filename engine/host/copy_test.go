@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,19 @@ func makeTree(t testing.TB, dir string) {
 	must(t, os.WriteFile(filepath.Join(dir, "sub", "deep", "empty"), nil, 0o400))
 	must(t, os.Symlink("../a.img", filepath.Join(dir, "sub", "link")))
 	must(t, os.Chmod(dir, 0o711))
+}
+
+func TestCopySkipsSockets(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.Mkdir(filepath.Join(dir, "src"), 0o700))
+	l, err := net.Listen("unix", filepath.Join(dir, "src", "sock"))
+	must(t, err)
+	defer l.Close()
+	must(t, os.WriteFile(filepath.Join(dir, "src", "f"), []byte("x"), 0o600))
+	a := NewLocal("a", Builtin(), testLog(t))
+	_, err = Copy(context.Background(), a, filepath.Join(dir, "src"), a, filepath.Join(dir, "dst"), nil)
+	must(t, err)
+	noLeftovers(t, filepath.Join(dir, "dst"), "f")
 }
 
 // sameTree fails unless two trees hold the same names, modes, contents and links.

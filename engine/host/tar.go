@@ -65,6 +65,9 @@ func writeTar(ctx context.Context, tw *tar.Writer, dir string, sums map[string]F
 		if err != nil {
 			return err
 		}
+		if fi.Mode()&fs.ModeSocket != 0 {
+			return nil // a socket cannot be copied; whoever listens on it recreates it
+		}
 		link := ""
 		if fi.Mode()&fs.ModeSymlink != 0 {
 			if link, err = os.Readlink(p); err != nil {
