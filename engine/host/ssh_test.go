@@ -157,6 +157,13 @@ func TestAgentInstall(t *testing.T) {
 		t.Fatalf("wrong arch: %v", err)
 	}
 
+	// A host where mig cannot install itself is named in the error.
+	h4 := SSHHost(t, "ro", sshd.Address, "root", sshd.Identity, sshd.KnownHosts, "/proc/mig")
+	err = h4.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
+	if err == nil || !strings.Contains(err.Error(), `host "ro": install mig's binary at /proc/mig/bin/mig-`) {
+		t.Fatalf("unwritable work_dir: %v", err)
+	}
+
 	// A binary removed behind mig's back gives an error naming the host.
 	must(t, os.Remove(bin))
 	err = h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
