@@ -142,6 +142,13 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		r.compensate(ctx, EventUndo)
 	}
 
+	var linger time.Duration
+	for _, p := range probes {
+		linger = max(linger, p.after)
+	}
+	if ctx.Err() == nil {
+		time.Sleep(linger)
+	}
 	stopProbes()
 	probeWG.Wait()
 	for _, p := range probes {

@@ -15,11 +15,14 @@ import (
 	"github.com/mig-project/mig/steps"
 )
 
-// probeSpec is the schema of `probe "name" { http = "…" interval = "5ms" timeout = "1s" }`.
+// probeSpec is the schema of `probe "name" { http = "…" interval = "5ms" timeout = "1s" after = "250ms" }`.
+// after is how long sampling goes on once the last step ended, so the
+// summary has latencies from after the move.
 var probeSpec = hcldec.ObjectSpec{
 	"http":     &hcldec.AttrSpec{Name: "http", Type: cty.String, Required: true},
 	"interval": &hcldec.AttrSpec{Name: "interval", Type: cty.String},
 	"timeout":  &hcldec.AttrSpec{Name: "timeout", Type: cty.String},
+	"after":    &hcldec.AttrSpec{Name: "after", Type: cty.String},
 }
 
 const (
@@ -86,6 +89,7 @@ type probe struct {
 	name     string
 	url      string
 	interval time.Duration
+	after    time.Duration
 	client   *http.Client
 
 	samples  []Sample
@@ -114,8 +118,12 @@ func (w *Workflow) probeConfigs(sv *scopeVals) ([]*probe, hcl.Diagnostics) {
 		v, _ = v.UnmarkDeep()
 		interval, err := steps.Duration(v, "interval", 100*time.Millisecond)
 		timeout, err2 := steps.Duration(v, "timeout", time.Second)
+		after, err3 := steps.Duration(v, "after", 250*time.Millisecond)
 		if err == nil {
 			err = err2
+		}
+		if err == nil {
+			err = err3
 		}
 		if err == nil && interval <= 0 {
 			err = fmt.Errorf("interval must be positive")
@@ -125,32 +133,59 @@ func (w *Workflow) probeConfigs(sv *scopeVals) ([]*probe, hcl.Diagnostics) {
 			continue
 		}
 		out = append(out, &probe{
-			name: name, url: steps.String(v, "http", ""), interval: interval, stride: 1, lastOK: -1,
+			name: name, url: steps.String(v, "http", ""), interval: interval, after: after, stride: 1, lastOK: -1,
 			client: &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}},
 		})
 	}
 	return out, diags
 }
 
-// run samples the URL every interval until ctx ends.
+// maxInflight bounds a probe's concurrent requests.
+const maxInflight = 64
+
+// run starts a request every interval until ctx ends, without waiting for
+// the ones still in flight, as independent clients would: a request stuck
+// behind a dropped SYN must not hide the moment the service came back.
 func (p *probe) run(ctx context.Context, start time.Time) {
+	results := make(chan Sample, maxInflight)
+	inflight := 0
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
+	launch := func() {
+		if inflight >= maxInflight {
+			return
+		}
+		inflight++
+		go func() { results <- p.sample(ctx, start) }()
+	}
+	launch()
 	for {
-		p.sample(ctx, start)
 		select {
 		case <-ctx.Done():
 			p.end = time.Since(start).Seconds()
+			for ; inflight > 0; inflight-- {
+				if s := <-results; s.At >= 0 {
+					p.add(s)
+				}
+			}
 			if p.down && p.lastOK >= 0 && p.end-p.lastOK > p.gap {
 				p.gap, p.gapStart, p.gapEnd = p.end-p.lastOK, p.lastOK, p.end
 			}
 			return
+		case s := <-results:
+			inflight--
+			if s.At >= 0 {
+				p.add(s)
+			}
 		case <-t.C:
+			launch()
 		}
 	}
 }
 
-func (p *probe) sample(ctx context.Context, start time.Time) {
+// sample makes one request. A request cut short by the end of the run
+// comes back with At < 0: it says nothing about the service.
+func (p *probe) sample(ctx context.Context, start time.Time) Sample {
 	t0 := time.Now()
 	s := Sample{At: t0.Sub(start).Seconds()}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
@@ -165,13 +200,13 @@ func (p *probe) sample(ctx context.Context, start time.Time) {
 		}
 	}
 	if ctx.Err() != nil {
-		return // the run ended mid-request; not a failure of the service
+		return Sample{At: -1}
 	}
 	s.Latency = time.Since(t0).Seconds()
 	if err != nil {
 		s.Error = err.Error()
 	}
-	p.add(s)
+	return s
 }
 
 func (p *probe) add(s Sample) {
@@ -184,7 +219,7 @@ func (p *probe) add(s Sample) {
 		if p.lastOK >= 0 && done-p.lastOK > p.gap {
 			p.gap, p.gapStart, p.gapEnd = done-p.lastOK, p.lastOK, done
 		}
-		p.lastOK = done
+		p.lastOK = max(p.lastOK, done)
 		p.okSeen++
 		if p.okSeen%p.stride != 0 {
 			return
