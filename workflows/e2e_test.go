@@ -110,6 +110,8 @@ func startCounter(t *testing.T) *service {
 		t.Fatal(err)
 	}
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
+	// A previous test moved the address away: forget its old owner.
+	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
 	t.Cleanup(s.cleanup)
 	waitFor(t, 10*time.Second, func() error { _, err := s.count(); return err })
 	return s
