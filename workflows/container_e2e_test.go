@@ -1,0 +1,290 @@
+package workflows_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mig-project/mig/engine"
+	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps/container"
+)
+
+// The container end-to-end tests move a runc container running cmd/counter
+// between the hosts of the lab that TestMain brings up. The container
+// shares its lab host's network, so the counter answers on the service
+// address wherever that address is.
+
+// labContainer is a container started on h1 for one test.
+type labContainer struct {
+	t         *testing.T
+	id        string // on h1
+	restoreID string // on h2: the lab hosts share one cgroupfs
+	bundle    string
+	hosts     map[string]*host.SSH
+}
+
+// startContainer builds a bundle under the lab dir, which both lab hosts
+// see, starts container wfc-<name> from it on h1 through mig's agent, and
+// puts the service address on h1's eth0.
+func startContainer(t *testing.T, name string) *labContainer {
+	t.Helper()
+	needLab(t)
+	c := &labContainer{
+		t:         t,
+		id:        "wfc-" + name,
+		restoreID: "wfc-" + name + "-2",
+		bundle:    filepath.Join(theLab.Dir(), "bundles", "wfc-"+name),
+		hosts:     map[string]*host.SSH{},
+	}
+	for _, h := range []string{"h1", "h2"} {
+		c.hosts[h] = dialLab(t, h)
+	}
+	t.Cleanup(c.cleanup)
+	c.cleanup() // leftovers of an interrupted run
+	b := container.Bundle{
+		Dir:     c.bundle,
+		Program: counterBin,
+		Args:    []string{"/bin/counter", "-listen", fmt.Sprintf(":%d", port), "-ballast", strconv.Itoa(ballast)},
+	}
+	c.call("h1", container.ActBundle, b, nil)
+	var started container.StartResult
+	c.call("h1", container.ActStart, container.StartRequest{Ref: container.Ref{ID: c.id}, Bundle: c.bundle}, &started)
+	t.Logf("container %s started on h1, init pid %d", c.id, started.PID)
+	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
+	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	waitFor(t, 10*time.Second, func() error { _, err := c.count(); return err })
+	return c
+}
+
+// dialLab opens lab host h over SSH, as a workflow does, with mig's agent.
+func dialLab(t *testing.T, h string) *host.SSH {
+	t.Helper()
+	lh, err := theLab.Host(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: h, Level: hclog.Warn, Output: os.Stderr})
+	s, err := host.DialSSH(context.Background(), h, host.SSHConfig{
+		Address:      lh.IP + ":22",
+		User:         "root",
+		IdentityFile: theLab.Identity(),
+		KnownHosts:   theLab.KnownHosts(),
+		Binary:       migBin,
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func (c *labContainer) call(h, action string, req, resp any) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.hosts[h].Call(ctx, action, req, resp, host.CallOpts{}); err != nil {
+		c.t.Fatalf("%s: %s: %v", h, action, err)
+	}
+}
+
+// state returns container id's state on lab host h.
+func (c *labContainer) state(h, id string) container.State {
+	c.t.Helper()
+	var st container.State
+	c.call(h, container.ActState, container.Ref{ID: id}, &st)
+	return st
+}
+
+// cleanup destroys both containers on both hosts, and removes the service
+// address, the images and the bundle.
+func (c *labContainer) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, h := range []string{"h1", "h2"} {
+		for _, id := range []string{c.id, c.restoreID} {
+			if err := c.hosts[h].Call(ctx, container.ActDestroy, container.Ref{ID: id}, nil, host.CallOpts{}); err != nil {
+				c.t.Errorf("%s: destroy %s: %v", h, id, err)
+			}
+		}
+		theLab.Exec(ctx, h, []string{"ip", "addr", "del", serviceIP + "/24", "dev", "eth0"}, nil, io.Discard, io.Discard)
+		theLab.Exec(ctx, h, []string{"rm", "-rf", "/var/lib/mig/images"}, nil, io.Discard, io.Discard)
+	}
+	os.RemoveAll(c.bundle)
+}
+
+func (c *labContainer) count() (int, error) {
+	b, err := get("/")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(b)
+}
+
+// apply runs `mig apply` on a container workflow with the lab's variables
+// and returns the run record, the exit code and the output.
+func (c *labContainer) apply(workflow string, extra ...string) (*engine.Record, int, string) {
+	t := c.t
+	t.Helper()
+	state := t.TempDir()
+	h1, _ := theLab.Host("h1")
+	h2, _ := theLab.Host("h2")
+	args := []string{"apply", "-state-dir", state,
+		"-var", "lab=" + theLab.Dir(),
+		"-var", "source_address=" + h1.IP + ":22",
+		"-var", "target_address=" + h2.IP + ":22",
+		"-var", "container_id=" + c.id,
+		"-var", "restore_id=" + c.restoreID,
+		"-var", "bundle=" + c.bundle,
+		"-var", "service_ip=" + serviceIP,
+	}
+	args = append(append(args, extra...), workflow)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, migBin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	code := cmd.ProcessState.ExitCode()
+	if err != nil && code <= 0 {
+		t.Fatalf("mig apply: %v\n%s", err, out.String())
+	}
+	t.Logf("mig %s (%.1fs)\n%s", strings.Join(args, " "), time.Since(start).Seconds(), out.String())
+	recs, err := engine.ListRecords(state)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("want one run record in %s, got %d (%v)", state, len(recs), err)
+	}
+	return recs[0], code, out.String()
+}
+
+// migrateContainer runs a workflow that must move the container from h1 to
+// h2, and checks that its state arrived.
+func migrateContainer(t *testing.T, name, workflow string, extra ...string) *engine.Record {
+	c := startContainer(t, name)
+	time.Sleep(200 * time.Millisecond)
+	before, err := c.count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, code, out := c.apply(workflow, extra...)
+	if code != 0 {
+		t.Fatalf("mig apply %s exited %d\n%s", workflow, code, out)
+	}
+	if st := c.state("h1", c.id); st.Exists {
+		t.Errorf("the source container is still on h1: %+v", st)
+	}
+	if st := c.state("h2", c.restoreID); st.Status != "running" {
+		t.Fatalf("container %s on h2: %+v, want running", c.restoreID, st)
+	}
+	after, err := c.count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after <= before {
+		t.Fatalf("count went from %d to %d: the state did not arrive", before, after)
+	}
+	if b, err := get("/check"); err != nil || b != "ok" {
+		t.Fatalf("/check on h2: %q %v", b, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if again, _ := c.count(); again <= after {
+		t.Fatalf("the counter stopped counting on h2: %d then %d", after, again)
+	}
+	t.Logf("count %d before, %d after", before, after)
+	logFigures(t, rec)
+	checkClean(t)
+	return rec
+}
+
+// logFigures logs the client-visible downtime and the CRIU figures of a
+// run.
+func logFigures(t *testing.T, rec *engine.Record) {
+	t.Helper()
+	for _, p := range rec.Probes {
+		t.Logf("probe %s: downtime %.0f ms, %d of %d requests failed", p.Name, p.Summary.LongestGap*1000, p.Summary.Failed, p.Summary.Requests)
+	}
+	for _, s := range rec.Steps {
+		var keys []string
+		for k, v := range s.Metrics {
+			keys = append(keys, fmt.Sprintf("%s=%.3g", k, v))
+		}
+		if len(keys) > 0 {
+			t.Logf("%s: %s", s.Address, strings.Join(keys, " "))
+		}
+	}
+}
+
+func TestContainerCold(t *testing.T) { migrateContainer(t, "cold", "container-cold.hcl") }
+func TestContainerLazy(t *testing.T) { migrateContainer(t, "lazy", "container-lazy.hcl") }
+func TestContainerLive(t *testing.T) { migrateContainer(t, "live", "container-live.hcl") }
+
+// TestContainerRollback: a verify that cannot pass fails the run after the
+// container was frozen, dumped and restored on h2. The rollback destroys
+// the restored container, moves the address back, and the source container
+// counts on from where it stopped.
+func TestContainerRollback(t *testing.T) {
+	c := startContainer(t, "back")
+	wf, err := os.ReadFile("container-cold.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ok = `body_regex = "^ok"`
+	if strings.Count(string(wf), ok) != 1 {
+		t.Fatalf("container-cold.hcl: want one %s to replace", ok)
+	}
+	failing := filepath.Join(t.TempDir(), "container-fail.hcl")
+	wf = []byte(strings.Replace(string(wf), ok, `body_regex = "^never$"`, 1))
+	if err := os.WriteFile(failing, wf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before, err := c.count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, code, out := c.apply(failing)
+	if code == 0 {
+		t.Fatalf("apply succeeded with a verify that cannot pass\n%s", out)
+	}
+	if rec.State == engine.StateOK {
+		t.Fatalf("run state %s", rec.State)
+	}
+	if st := c.state("h1", c.id); st.Status != "running" {
+		t.Fatalf("source container after the rollback: %+v, want running", st)
+	}
+	if st := c.state("h2", c.restoreID); st.Exists {
+		t.Errorf("the restored container is left on h2: %+v", st)
+	}
+	if out := labRun(t, "h2", "ip", "-o", "addr", "show", "dev", "eth0"); strings.Contains(out, serviceIP+"/") {
+		t.Errorf("the service address is left on h2: %s", out)
+	}
+	var after int
+	waitFor(t, 5*time.Second, func() error {
+		n, err := c.count()
+		if err == nil && n <= before {
+			err = fmt.Errorf("count %d, was %d before the run", n, before)
+		}
+		after = n
+		return err
+	})
+	if b, err := get("/check"); err != nil || b != "ok" {
+		t.Fatalf("/check on h1 after the rollback: %q %v", b, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if again, _ := c.count(); again <= after {
+		t.Fatalf("the source stopped counting after the rollback: %d then %d", after, again)
+	}
+	t.Logf("count %d before, %d after the rollback", before, after)
+	logFigures(t, rec)
+	checkClean(t)
+}
