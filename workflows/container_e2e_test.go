@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -120,6 +122,15 @@ func (c *labContainer) cleanup() {
 		theLab.Exec(ctx, h, []string{"ip", "addr", "del", serviceIP + "/24", "dev", "eth0"}, nil, io.Discard, io.Discard)
 		theLab.Exec(ctx, h, []string{"rm", "-rf", "/var/lib/mig/images"}, nil, io.Discard, io.Discard)
 	}
+	// The lab hosts share the machine's cgroupfs: a run cut short leaves
+	// the containers' cgroups behind when their hosts go, and preflight
+	// would then refuse the restore ID. Empty ones are removed here.
+	for _, id := range []string{c.id, c.restoreID} {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + id)
+		for _, d := range append(dirs, "/sys/fs/cgroup/"+id) {
+			os.Remove(d)
+		}
+	}
 	os.RemoveAll(c.bundle)
 }
 
@@ -215,12 +226,12 @@ func logFigures(t *testing.T, rec *engine.Record) {
 		t.Logf("probe %s: downtime %.0f ms, %d of %d requests failed", p.Name, p.Summary.LongestGap*1000, p.Summary.Failed, p.Summary.Requests)
 	}
 	for _, s := range rec.Steps {
-		var keys []string
-		for k, v := range s.Metrics {
-			keys = append(keys, fmt.Sprintf("%s=%.3g", k, v))
+		var figures []string
+		for _, k := range slices.Sorted(maps.Keys(s.Metrics)) {
+			figures = append(figures, fmt.Sprintf("%s=%.3g", k, s.Metrics[k]))
 		}
-		if len(keys) > 0 {
-			t.Logf("%s: %s", s.Address, strings.Join(keys, " "))
+		if len(figures) > 0 {
+			t.Logf("%s: %s", s.Address, strings.Join(figures, " "))
 		}
 	}
 }

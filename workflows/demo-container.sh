@@ -45,6 +45,9 @@ cleanup() {
 		done
 	done
 	lab down
+	for id in "$ID" "$RESTORE_ID"; do
+		rmdir /sys/fs/cgroup/*/"$id" 2>/dev/null || true
+	done
 	rm -rf "$BUNDLE"
 }
 trap cleanup EXIT
