@@ -142,7 +142,9 @@ func TestAgentInstall(t *testing.T) {
 	}
 
 	// A damaged binary is replaced on the next connection.
-	must(t, os.WriteFile(bin, []byte("#!/bin/sh\nexit 1\n"), 0o755))
+	// (Renamed into place: the agent of the last call may still be exiting.)
+	must(t, os.WriteFile(bin+".bad", []byte("#!/bin/sh\nexit 1\n"), 0o755))
+	must(t, os.Rename(bin+".bad", bin))
 	h2 := sshd.host(t, "src")
 	must(t, h2.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	if got, _ := fileSum(bin); got != sum {
