@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -120,7 +121,7 @@ func DialSSH(ctx context.Context, name string, cfg SSHConfig, log hclog.Logger) 
 		HostKeyAlgorithms: knownAlgorithms(known, cfg.Address, conn.RemoteAddr()),
 		Timeout:           cfg.ConnectTimeout,
 	}
-	c, chans, reqs, err := ssh.NewClientConn(conn, cfg.Address, config)
+	c, chans, reqs, err := ssh.NewClientConn(bufferedConn{conn, bufio.NewReaderSize(conn, 256<<10)}, cfg.Address, config)
 	if err != nil {
 		conn.Close()
 		switch {
@@ -146,6 +147,15 @@ func DialSSH(ctx context.Context, name string, cfg SSHConfig, log hclog.Logger) 
 	log.Debug("connected", "address", cfg.Address, "user", cfg.User)
 	return s, nil
 }
+
+// bufferedConn reads through a large buffer, so a busy connection takes
+// fewer, larger reads than the SSH package's own small buffer makes.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // authMethod offers the identity file's key and ssh-agent's keys, in one
 // method so the client tries them all.
