@@ -2,7 +2,7 @@
 GO       ?= go
 BIN      := $(CURDIR)/bin
 CRIU_DIR ?= /opt/mig/criu
-APT_PKGS := openssh-server openssh-client iproute2 nftables tini util-linux zstd busybox-static runc
+APT_PKGS := openssh-server openssh-client iproute2 nftables tini util-linux zstd busybox-static runc curl
 
 export PATH := $(BIN):$(PATH)
 
@@ -35,7 +35,7 @@ test-short: build
 	$(GO) test -short -count=1 ./...
 
 demo: deps build
-	$(BIN)/mig apply workflows/hello.hcl
+	workflows/demo.sh
 
 clean:
 	rm -rf $(BIN)

@@ -28,14 +28,17 @@ import (
 // reached over SSH) and move a real cmd/counter between them.
 
 const (
-	labName   = "wfe"
-	labSubnet = "10.81.0.0/24"
-	serviceIP = "10.81.0.100"
-	port      = 8080
-	ballast   = 64 // MiB
+	port    = 8080
+	ballast = 64 // MiB
 )
 
+// The lab's name and subnet; MIG_E2E_LAB=name,10.x.y.0 picks others, so
+// that two runs of these tests can share a machine.
 var (
+	labName   = "wfe"
+	labNet    = "10.81.0"
+	serviceIP string
+
 	migBin     string
 	counterBin string
 	theLab     *lab.Lab
@@ -47,6 +50,11 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	flag.Parse()
+	if v := os.Getenv("MIG_E2E_LAB"); v != "" {
+		name, subnet, _ := strings.Cut(v, ",")
+		labName, labNet = name, strings.TrimSuffix(subnet, ".0")
+	}
+	serviceIP = labNet + ".100"
 	if testing.Short() || os.Getuid() != 0 {
 		// Only the workflow-syntax tests run without root and a lab.
 		return m.Run()
@@ -70,7 +78,7 @@ func run(m *testing.M) int {
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: os.Stderr})
 	ctx := context.Background()
-	theLab, err = lab.Up(ctx, lab.Options{Name: labName, Hosts: 2, Subnet: labSubnet, MigBinary: migBin, Log: log})
+	theLab, err = lab.Up(ctx, lab.Options{Name: labName, Hosts: 2, Subnet: labNet + ".0/24", MigBinary: migBin, Log: log})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lab up:", err)
 		return 1
@@ -101,12 +109,16 @@ type service struct {
 
 // startCounter starts cmd/counter on h1 and puts the service address on
 // h1's eth0.
-func startCounter(t *testing.T) *service {
+func startCounter(t *testing.T, opts ...lab.StartOptions) *service {
 	t.Helper()
 	ctx := context.Background()
 	s := &service{t: t, pidfile: filepath.Join(theLab.Dir(), fmt.Sprintf("counter-%d.pid", time.Now().UnixNano()))}
-	if _, err := theLab.Start(ctx, "h1", []string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-ballast", strconv.Itoa(ballast)},
-		lab.StartOptions{PIDFile: s.pidfile}); err != nil {
+	var o lab.StartOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o.PIDFile = s.pidfile
+	if _, err := theLab.Start(ctx, "h1", []string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-ballast", strconv.Itoa(ballast)}, o); err != nil {
 		t.Fatal(err)
 	}
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
