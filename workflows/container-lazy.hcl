@@ -25,6 +25,11 @@
 # (`mig plan`, `mig doctor`) checks that it is there and that the restore ID
 # is free on the target.
 #
+# Images: a lazy dump's images are small, since the memory stays with the
+# source until it is fetched. They live in /run (a tmpfs on most hosts, and
+# on lab hosts), so neither the dump nor the copy, which syncs the file
+# system it writes to, waits for a disk while the container is frozen.
+#
 # If any step fails after the freeze, the run rolls back: the container
 # restored on the target (if any) is destroyed, the address goes back to the
 # source, and the source container resumes where it stopped.
@@ -108,7 +113,7 @@ probe "web" {
 step "dump" "final" {
   workload = container.web
   mode     = "lazy"
-  dir      = "/var/lib/mig/images/web"
+  dir      = "/run/mig/images/web"
   target   = host.dst
   address  = split(":", var.source_address)[0]
   timeout  = "2m"
@@ -120,7 +125,7 @@ step "copy" "ship" {
   from        = host.src
   to          = host.dst
   source      = step.final.dir
-  destination = "/var/lib/mig/images/web"
+  destination = "/run/mig/images/web"
   timeout     = "2m"
 }
 
