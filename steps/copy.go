@@ -21,6 +21,7 @@ import (
 //	  source      = "/var/lib/mig/images/web"
 //	  destination = "/var/lib/mig/images/web"
 //	  direct      = false
+//	  merge       = false
 //	}
 //
 // The bytes are relayed through mig without touching its disk, or, with
@@ -28,8 +29,9 @@ import (
 // host, reached at its SSH address) over TLS with a one-time certificate
 // and token that travel through the SSH sessions. The
 // destination checks the sha256 the source computed on the fly, and renames
-// the copy into place only then; an existing destination is replaced. Undo
-// removes the destination.
+// the copy into place only then; an existing destination is replaced, or,
+// with merge = true, a directory's files are added to it (as beside the
+// pages a page server wrote). Undo removes the destination.
 type Copy struct{}
 
 func (Copy) Spec() hcldec.Spec {
@@ -39,6 +41,7 @@ func (Copy) Spec() hcldec.Spec {
 		"source":      &hcldec.AttrSpec{Name: "source", Type: cty.String, Required: true},
 		"destination": &hcldec.AttrSpec{Name: "destination", Type: cty.String, Required: true},
 		"direct":      &hcldec.AttrSpec{Name: "direct", Type: cty.Bool},
+		"merge":       &hcldec.AttrSpec{Name: "merge", Type: cty.Bool},
 	}
 }
 
@@ -83,7 +86,7 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	source, dest := String(cfg, "source", ""), String(cfg, "destination", "")
 	env.Log.Debug("copy", "from", src.Name(), "source", source, "to", dst.Name(), "destination", dest)
-	opts := host.CopyOptions{Progress: env.Progress}
+	opts := host.CopyOptions{Progress: env.Progress, Merge: Bool(cfg, "merge", false)}
 	if Bool(cfg, "direct", false) {
 		a, ok := dst.(interface{ Address() string })
 		if !ok {

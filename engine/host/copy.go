@@ -33,6 +33,9 @@ type CopyOptions struct {
 	// reaches it: the source then sends straight to the destination over
 	// TLS (see direct.go) instead of through mig.
 	Direct string
+	// Merge adds a directory's files to an existing destination directory
+	// instead of replacing it (see RecvRequest.Merge).
+	Merge bool
 }
 
 // CopyWith is Copy with options.
@@ -68,7 +71,7 @@ func CopyWith(ctx context.Context, src Host, srcPath string, dst Host, dstPath s
 	}()
 
 	var got TransferResult
-	err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
+	err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Merge: opts.Merge}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
 	if err != nil {
 		record(err)
 		pr.CloseWithError(err)
@@ -90,7 +93,7 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 	var got TransferResult
 	dstDone := make(chan error, 1)
 	go func() {
-		err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Listen: ":0"}, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
+		err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Listen: ":0", Merge: opts.Merge}, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
 		tw.CloseWithError(err)
 		dstDone <- err
 	}()

@@ -255,3 +255,37 @@ func TestTestBinaryIsAgent(t *testing.T) {
 		t.Fatal("agent accepted an empty request")
 	}
 }
+
+// TestCopyMerge: with Merge, a directory's files join an existing
+// directory (as the small images join the pages a page server wrote).
+func TestCopyMerge(t *testing.T) {
+	a := NewLocal("a", Builtin(), testLog(t))
+	b := NewLocal("b", Builtin(), testLog(t))
+	src, dst := t.TempDir(), t.TempDir()
+	write := func(p, s string) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(src, "core.img"), "core")
+	write(filepath.Join(src, "pagemap.img"), "new pagemap")
+	write(filepath.Join(src, "sub", "x"), "x")
+	write(filepath.Join(dst, "pages-1.img"), "pages")
+	write(filepath.Join(dst, "pagemap.img"), "old pagemap")
+	write(filepath.Join(dst, "sub", "y"), "y")
+	if _, err := CopyWith(context.Background(), a, src, b, dst, CopyOptions{Merge: true}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"core.img": "core", "pagemap.img": "new pagemap", "pages-1.img": "pages", "sub/x": "x", "sub/y": "y"} {
+		got, err := os.ReadFile(filepath.Join(dst, name))
+		if err != nil || string(got) != want {
+			t.Errorf("%s: %q %v, want %q", name, got, err, want)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(dst), ".*mig-partial*")); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}

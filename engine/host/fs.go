@@ -67,6 +67,10 @@ type RecvRequest struct {
 	// Listen, when set, is a TCP address to take the stream on directly
 	// from the source (direct.go) instead of the input stream.
 	Listen string `json:"listen,omitempty"`
+	// Merge, for a directory, adds the received files to an existing
+	// directory at Path instead of replacing it (files of the same name
+	// are replaced). The files land only after the checksum matched.
+	Merge bool `json:"merge,omitempty"`
 }
 
 // Send is the "fs.send" action: it writes a file, or a directory as tar, to
@@ -203,7 +207,12 @@ func Recv(ctx context.Context, c *Call) (res any, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := replace(tmp, dest); err != nil {
+	if req.Merge && h.Type != "file" {
+		err = merge(tmp, dest)
+	} else {
+		err = replace(tmp, dest)
+	}
+	if err != nil {
 		return nil, err
 	}
 	c.Log.Debug("received", "path", dest, "bytes", cr.n, "sha256", sum)
@@ -271,6 +280,34 @@ func replace(tmp, dest string) error {
 		os.RemoveAll(old)
 	}
 	return syncDir(filepath.Dir(dest))
+}
+
+// merge moves the entries of the directory tmp into dest, creating dest
+// when missing and replacing entries of the same name, then removes tmp.
+func merge(tmp, dest string) error {
+	if _, err := os.Lstat(dest); os.IsNotExist(err) {
+		return replace(tmp, dest)
+	}
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		from, to := filepath.Join(tmp, e.Name()), filepath.Join(dest, e.Name())
+		if fi, err := os.Lstat(to); err == nil && fi.IsDir() && e.IsDir() {
+			if err := merge(from, to); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := os.Rename(from, to); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(tmp); err != nil {
+		return err
+	}
+	return syncDir(dest)
 }
 
 // removeStale removes what failed attempts left next to dest.
