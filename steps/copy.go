@@ -112,6 +112,6 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		Undo: func(ctx context.Context) error {
 			return dst.Call(ctx, "fs.remove", host.RemoveRequest{Path: dest, Recursive: true}, nil, host.CallOpts{})
 		},
-		Metrics: map[string]float64{"bytes": float64(res.Bytes), "seconds": res.Seconds},
+		Metrics: map[string]float64{"bytes": float64(res.Bytes), "moved_bytes": float64(res.Bytes), "seconds": res.Seconds},
 	}, nil
 }

@@ -325,6 +325,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	for k, v := range res.Stats {
 		metrics[k] = v
 	}
+	if d.mode == "page-server" {
+		metrics["moved_bytes"] = metrics["pages_written"] * pageSize
+	}
 	return Result{
 		Outputs: cty.ObjectVal(map[string]cty.Value{
 			"dir":        cty.StringVal(d.dir),

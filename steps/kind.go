@@ -42,8 +42,13 @@ type Result struct {
 	// Commit, when set, finishes the step once the whole run succeeded.
 	Commit func(ctx context.Context) error
 	// Metrics are figures for the run record (durations, bytes, CRIU stats).
+	// Names ending in _time or _seconds are seconds, in _bytes bytes.
+	// moved_bytes counts what the step sent from one host to another.
 	Metrics map[string]float64
 }
+
+// pageSize is the size of the memory pages CRIU counts.
+const pageSize = 4096
 
 // Env is what the engine gives a step.
 type Env struct {

@@ -253,6 +253,9 @@ func (PreDump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	}
 	env.Log.Info("pre-copy done", "rounds", len(pages), "stopped", why)
 	metrics["predump_rounds"] = float64(len(pages))
+	if c.to != "" {
+		metrics["moved_bytes"] = metrics["pages_written"] * pageSize
+	}
 	return Result{Outputs: predumpOutputs(c.dir, lastDir, pages, false, why), Metrics: metrics}, nil
 }
 

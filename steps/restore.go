@@ -144,6 +144,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		for k, v := range done.Stats {
 			metrics["source_"+k] = v
 		}
+		metrics["moved_bytes"] = done.Stats["pages_lazy"] * pageSize
 	}
 	return Result{
 		Outputs: cty.ObjectVal(map[string]cty.Value{

@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
+	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -168,23 +169,64 @@ func writeRecordTable(out io.Writer, rec *engine.Record) {
 	for _, p := range rec.Probes {
 		fmt.Fprintf(out, "probe %s (%s): %s\n", p.Name, p.URL, p.Summary)
 	}
+	costSummary(out, rec)
 	fmt.Fprintf(out, "Record: %s/record.json\n", rec.RunDir)
 }
 
+// shownMetrics are the metrics the table prints, in order; the record
+// keeps them all.
+var shownMetrics = []string{
+	"frozen_time", "memdump_time", "memwrite_time", "pages_written", "pages_lazy",
+	"restore_time", "pages_restored", "predump_rounds", "moved_bytes", "lazy_seconds",
+}
+
 func metrics(m map[string]float64) string {
-	if len(m) == 0 {
+	var parts []string
+	for _, k := range shownMetrics {
+		if v, ok := m[k]; ok && (v != 0 || k == "frozen_time") {
+			parts = append(parts, k+"="+metricValue(k, v))
+		}
+	}
+	if len(parts) == 0 {
 		return "-"
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%.4g", k, m[k])
-	}
 	return strings.Join(parts, " ")
+}
+
+func metricValue(name string, v float64) string {
+	switch {
+	case strings.HasSuffix(name, "_time") || strings.HasSuffix(name, "seconds"):
+		return seconds(v)
+	case strings.HasSuffix(name, "bytes"):
+		return byteSize(int64(v))
+	case v == math.Trunc(v):
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
+}
+
+// costSummary is what the move cost, in the terms an operator weighs
+// before moving a production service.
+func costSummary(out io.Writer, rec *engine.Record) {
+	var frozen, moved float64
+	for _, s := range rec.Steps {
+		frozen += s.Metrics["frozen_time"]
+		moved += s.Metrics["moved_bytes"]
+	}
+	if frozen == 0 && moved == 0 && len(rec.Probes) == 0 {
+		return
+	}
+	fmt.Fprintln(out, "Cost:")
+	if frozen > 0 {
+		fmt.Fprintf(out, "  frozen (CRIU)       %s\n", seconds(frozen))
+	}
+	if moved > 0 {
+		fmt.Fprintf(out, "  moved between hosts %s\n", byteSize(int64(moved)))
+	}
+	for _, p := range rec.Probes {
+		fmt.Fprintf(out, "  downtime (%s)%s %s, %d of %d requests failed\n", p.Name,
+			strings.Repeat(" ", max(0, 8-len(p.Name))), seconds(p.Summary.LongestGap), p.Summary.Failed, p.Summary.Requests)
+	}
 }
 
 // jsonView writes each event as one JSON object per line, then a summary
