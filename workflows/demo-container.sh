@@ -2,8 +2,8 @@
 # The container demo (`make demo-container`): build a lab of two hosts on this
 # machine, start a runc container running the counter with 256 MiB of
 # ballast on h1 behind a service address, move it to h2 with
-# workflows/container-lazy.hcl while a probe watches the service, show that
-# its state arrived, and take the lab down again.
+# workflows/container-live.hcl (or the workflow given) while a probe watches
+# the service, show that its state arrived, and take the lab down again.
 #
 # The container is started with the runc CLI, as an operator would, and mig
 # adopts it: it shares h1's network, its stdio are pipes (CRIU re-wires only
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MIG=${MIG:-bin/mig}
 COUNTER=$(pwd)/bin/counter
-WORKFLOW=${1:-workflows/container-lazy.hcl}
+WORKFLOW=${1:-workflows/container-live.hcl}
 NAME=${LAB_NAME:-lab}
 SUBNET=${LAB_SUBNET:-10.77.0.0/24}
 NET=${SUBNET%.0/24}
