@@ -263,6 +263,7 @@ func logFigures(t *testing.T, rec *engine.Record) {
 
 func TestContainerCold(t *testing.T) { migrateContainer(t, "cold", "container-cold.hcl") }
 func TestContainerLazy(t *testing.T) {
+	needLab(t)
 	// What `mig doctor -fix` does: CRIU's page server needs bigger pipes.
 	if _, err := criu.ReadLimits(true); err != nil {
 		t.Fatal(err)
