@@ -103,22 +103,27 @@ func needLab(t *testing.T) {
 
 // service is a counter running on a lab host behind the service address.
 type service struct {
-	t       *testing.T
 	pidfile string
 }
 
 // startCounter starts cmd/counter on h1 and puts the service address on
 // h1's eth0.
-func startCounter(t *testing.T, opts ...lab.StartOptions) *service {
+func startCounter(t testing.TB, opts ...lab.StartOptions) *service {
 	t.Helper()
-	ctx := context.Background()
-	s := &service{t: t, pidfile: filepath.Join(theLab.Dir(), fmt.Sprintf("counter-%d.pid", time.Now().UnixNano()))}
 	var o lab.StartOptions
 	if len(opts) > 0 {
 		o = opts[0]
 	}
+	return startCounterWith(t, ballast, o)
+}
+
+// startCounterWith starts the counter with ballastMiB of ballast.
+func startCounterWith(t testing.TB, ballastMiB int, o lab.StartOptions) *service {
+	t.Helper()
+	ctx := context.Background()
+	s := &service{pidfile: filepath.Join(theLab.Dir(), fmt.Sprintf("counter-%d.pid", time.Now().UnixNano()))}
 	o.PIDFile = s.pidfile
-	if _, err := theLab.Start(ctx, "h1", []string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-ballast", strconv.Itoa(ballast)}, o); err != nil {
+	if _, err := theLab.Start(ctx, "h1", []string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-ballast", strconv.Itoa(ballastMiB)}, o); err != nil {
 		t.Fatal(err)
 	}
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
@@ -167,12 +172,12 @@ func (s *service) count() (int, error) {
 }
 
 // pidOn returns the counter's PIDs on a lab host.
-func pidsOn(t *testing.T, h string) []string {
+func pidsOn(t testing.TB, h string) []string {
 	out, _ := theLab.Output(context.Background(), h, "sh", "-c", `for p in /proc/[0-9]*; do [ "$(readlink $p/exe)" = "$0" ] && echo ${p#/proc/}; done`, counterBin)
 	return strings.Fields(out)
 }
 
-func labRun(t *testing.T, h string, argv ...string) string {
+func labRun(t testing.TB, h string, argv ...string) string {
 	t.Helper()
 	out, err := theLab.Output(context.Background(), h, argv...)
 	if err != nil {
@@ -181,7 +186,7 @@ func labRun(t *testing.T, h string, argv ...string) string {
 	return out
 }
 
-func waitFor(t *testing.T, d time.Duration, f func() error) {
+func waitFor(t testing.TB, d time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -198,7 +203,7 @@ func waitFor(t *testing.T, d time.Duration, f func() error) {
 
 // apply runs `mig apply` on a workflow with the lab's variables and
 // returns the run record and the exit code.
-func (s *service) apply(t *testing.T, workflow string, extra ...string) (*engine.Record, int, string) {
+func (s *service) apply(t testing.TB, workflow string, extra ...string) (*engine.Record, int, string) {
 	t.Helper()
 	state := t.TempDir()
 	h1, _ := theLab.Host("h1")
@@ -230,7 +235,7 @@ func (s *service) apply(t *testing.T, workflow string, extra ...string) (*engine
 }
 
 // output reads a step's output attribute from a record.
-func output(t *testing.T, r *engine.Record, step, attr string) any {
+func output(t testing.TB, r *engine.Record, step, attr string) any {
 	t.Helper()
 	for _, s := range r.Steps {
 		if s.Address == step {
@@ -288,7 +293,7 @@ func migrate(t *testing.T, workflow string, extra ...string) *engine.Record {
 }
 
 // checkClean fails when a run left CRIU's network lock or a mount behind.
-func checkClean(t *testing.T) {
+func checkClean(t testing.TB) {
 	t.Helper()
 	for _, h := range []string{"h1", "h2"} {
 		if out := labRun(t, h, "nft", "list", "tables"); strings.Contains(out, "CRIU") {

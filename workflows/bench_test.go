@@ -1,0 +1,86 @@
+package workflows_test
+
+import (
+	"sort"
+	"testing"
+
+	"github.com/mig-project/mig/engine"
+	"github.com/mig-project/mig/engine/lab"
+)
+
+// BenchmarkMigrate moves the counter with 256 MiB of ballast from h1 to h2
+// with each strategy, and with the hand-run CRIU pipeline as the baseline,
+// in the same run:
+//
+//	go test -run '^$' -bench Migrate -benchtime 5x ./workflows
+//
+// It reports medians: the client-visible downtime, CRIU's frozen time, and
+// the whole run; and each strategy's downtime as a ratio of the baseline's.
+func BenchmarkMigrate(b *testing.B) {
+	var baseline float64
+	for _, c := range []struct{ name, workflow string }{
+		{"handrun", "testdata/handrun.hcl"},
+		{"cold", "cold.hcl"},
+		{"pageserver", "pageserver.hcl"},
+		{"lazy", "lazy.hcl"},
+		{"live", "live.hcl"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			if theLab == nil {
+				b.Skip("needs root and a lab")
+			}
+			var down, frozen, total []float64
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				s := startCounterWith(b, benchBallast, lab.StartOptions{})
+				b.StartTimer()
+				rec, code, out := s.apply(b, c.workflow)
+				b.StopTimer()
+				if code != 0 {
+					s.cleanup()
+					b.Fatalf("%s exited %d\n%s", c.workflow, code, out)
+				}
+				down = append(down, longestGap(rec))
+				frozen = append(frozen, sum(rec, "frozen_time"))
+				total = append(total, rec.Ended.Sub(rec.Started).Seconds())
+				s.cleanup()
+			}
+			d := median(down)
+			b.ReportMetric(d*1000, "downtime-ms")
+			b.ReportMetric(median(frozen)*1000, "frozen-ms")
+			b.ReportMetric(median(total)*1000, "run-ms")
+			if c.name == "handrun" {
+				baseline = d
+			} else if baseline > 0 {
+				b.ReportMetric(d/baseline, "x-handrun")
+			}
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+const benchBallast = 256 // MiB
+
+func longestGap(r *engine.Record) float64 {
+	for _, p := range r.Probes {
+		return p.Summary.LongestGap
+	}
+	return 0
+}
+
+func sum(r *engine.Record, metric string) float64 {
+	var s float64
+	for _, st := range r.Steps {
+		s += st.Metrics[metric]
+	}
+	return s
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
