@@ -2,11 +2,11 @@
 GO       ?= go
 BIN      := $(CURDIR)/bin
 CRIU_DIR ?= /opt/mig/criu
-APT_PKGS := openssh-server openssh-client iproute2 nftables tini util-linux zstd busybox-static runc curl
+APT_PKGS := openssh-server openssh-client iproute2 nftables util-linux busybox-static runc curl
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build deps deps-apt deps-criu test test-short demo clean
+.PHONY: all build deps deps-apt deps-criu host-setup test test-short demo demo-container bench clean
 
 all: build
 
@@ -18,6 +18,10 @@ build:
 # private prefix. Both steps are quick when already done.
 deps: deps-apt deps-criu
 
+# host-setup raises the pipe limits that CRIU's lazy pages need.
+host-setup: build
+	$(BIN)/mig doctor -fix >/dev/null
+
 deps-apt:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -28,14 +32,20 @@ deps-apt:
 deps-criu:
 	steps/criu/install-criu.sh $(CRIU_DIR)
 
-test: deps build
+test: deps build host-setup
 	$(GO) test -count=1 -timeout 45m ./...
 
 test-short: build
 	$(GO) test -short -count=1 ./...
 
-demo: deps build
+demo: deps build host-setup
 	workflows/demo.sh
+
+demo-container: deps build host-setup
+	workflows/demo-container.sh
+
+bench: deps build host-setup
+	$(GO) test -run '^$$' -bench Migrate -benchtime 5x -timeout 60m ./workflows
 
 clean:
 	rm -rf $(BIN)

@@ -112,7 +112,7 @@ func (Driver) PreDump(ctx context.Context, env criu.Env, w criu.Workload, req cr
 // stay stopped and its network locked until Resume or Kill. It records the
 // container's ID and bundle in the images (mig-container.json) for
 // Restore. A lazy dump returns once the source serves its pages.
-func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.DumpRequest) (criu.DumpResult, error) {
+func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.DumpRequest) (_ criu.DumpResult, err error) {
 	c, err := decode(w)
 	if err != nil {
 		return criu.DumpResult{}, err
@@ -130,6 +130,16 @@ func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.
 	}
 	start := time.Now()
 	var held criu.Held
+	// New connections get a reset while the container is held, so their
+	// clients retry at once instead of waiting out CRIU's lock.
+	if held.HoldTable, err = criu.HoldPorts(ctx, src.InitPID, criu.ListenPorts(src.PIDs)); err != nil {
+		return criu.DumpResult{}, fmt.Errorf("%s: %w", w, err)
+	}
+	defer func() {
+		if err != nil {
+			criu.DropTable(ctx, src.InitPID, held.HoldTable)
+		}
+	}()
 	if req.Lazy {
 		if req.Listen == nil {
 			return criu.DumpResult{}, fmt.Errorf("%s: lazy dump: no listen address", w)
@@ -157,7 +167,10 @@ func (Driver) Resume(ctx context.Context, env criu.Env, w criu.Workload, held cr
 		return err
 	}
 	stopLazy(held.LazyPID)
-	return runtimeFor(env, c).Resume(c.ID, held.Dir)
+	if err := runtimeFor(env, c).Resume(c.ID, held.Dir); err != nil {
+		return err
+	}
+	return criu.DropTable(ctx, held.PID, held.HoldTable)
 }
 
 // Kill commits Dump: the source container is destroyed, then CRIU's lock
@@ -170,6 +183,11 @@ func (Driver) Kill(ctx context.Context, env criu.Env, w criu.Workload, held criu
 		return err
 	}
 	stopLazy(held.LazyPID)
+	// The hold table lives in the container's network namespace, which
+	// may go with it: drop it first.
+	if err := criu.DropTable(ctx, held.PID, held.HoldTable); err != nil {
+		env.Log.Warn("removing the hold table", "container", c.ID, "error", err)
+	}
 	r := runtimeFor(env, c)
 	lockNS, hasLock := "", false
 	if cont, err := r.Load(c.ID); err == nil {

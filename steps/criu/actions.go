@@ -211,8 +211,19 @@ func (a actions) dump(ctx context.Context, c *host.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if req.Lazy && req.Listen != nil && req.Listen.Port == 0 {
+		// Every driver gets a concrete port, and the caller learns it.
+		listen := *req.Listen
+		if listen.Port, err = freePort(listen.Host); err != nil {
+			return nil, fmt.Errorf("lazy dump: %w", err)
+		}
+		req.Listen = &listen
+	}
 	res, err := d.Dump(ctx, env, req.Workload, req.DumpRequest)
 	res.CRIU = env.CRIU.String()
+	if res.Listen == nil {
+		res.Listen = req.Listen
+	}
 	return res, err
 }
 

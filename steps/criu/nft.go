@@ -123,6 +123,9 @@ func HoldPorts(ctx context.Context, pid int, ports []int) (string, error) {
 	return table, nil
 }
 
+// ListenPorts returns the TCP ports a tree of processes listens on.
+func ListenPorts(pids []int) []int { return listenPorts(pids) }
+
 // DropTable removes an nftables table (CRIU's lock, HoldPorts') from
 // pid's network namespace, if it is there.
 func DropTable(ctx context.Context, pid int, table string) error {

@@ -227,13 +227,6 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		if req.Listen == nil {
 			return DumpResult{}, errors.New("lazy dump: no listen address")
 		}
-		listen := *req.Listen
-		if listen.Port == 0 {
-			if listen.Port, err = freePort(listen.Host); err != nil {
-				return DumpResult{}, fmt.Errorf("lazy dump: %w", err)
-			}
-		}
-		req.Listen = &listen
 		held.LazyPID, err = lazyDump(ctx, env, r.PID, req, o)
 		held.NftTable = lockTable(ctx, r.PID, logPath)
 		if err != nil {
