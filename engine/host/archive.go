@@ -169,7 +169,7 @@ func Unarchive(ctx context.Context, c *Call) (res any, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syncFS(tmp); err != nil {
+	if err := syncDir(tmp); err != nil {
 		return nil, err
 	}
 	if err := replace(tmp, dest); err != nil {

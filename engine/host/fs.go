@@ -15,8 +15,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // PathRequest names one path on a host.
@@ -248,7 +246,7 @@ func recvDir(tmp string, cr *chunkReader, mode fs.FileMode, c *Call) error {
 	if _, err := cr.finish(); err != nil {
 		return err
 	}
-	if err := syncFS(tmp); err != nil {
+	if err := syncDir(tmp); err != nil {
 		return err
 	}
 	return os.Chmod(tmp, mode)
@@ -339,15 +337,6 @@ func syncDir(dir string) error {
 	}
 	defer f.Close()
 	return f.Sync()
-}
-
-func syncFS(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Syncfs(int(f.Fd()))
 }
 
 // MkdirRequest is the request of fs.mkdir.

@@ -187,6 +187,9 @@ func readTar(r io.Reader, dir string, log hclog.Logger, want map[string]FileSum,
 			if err == nil {
 				err = f.Chmod(hdr.FileInfo().Mode().Perm())
 			}
+			if err == nil {
+				err = f.Sync()
+			}
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
