@@ -104,12 +104,12 @@ func Actions(drivers Drivers) host.Actions {
 	return host.Actions{
 		ActResolve:    a.resolve,
 		ActCheck:      a.check,
-		ActPreDump:    a.predump,
-		ActDump:       a.dump,
-		ActResume:     a.resume,
-		ActKill:       a.kill,
-		ActRestore:    a.restore,
-		ActKillRest:   a.killRestored,
+		ActPreDump:    withDriver(a, predump),
+		ActDump:       withDriver(a, dump),
+		ActResume:     withDriver(a, resume),
+		ActKill:       withDriver(a, kill),
+		ActRestore:    withDriver(a, restore),
+		ActKillRest:   withDriver(a, killRestored),
 		ActPageServer: a.pageServer,
 		ActWait:       a.wait,
 		ActLazyWait:   a.lazyWait,
@@ -131,6 +131,25 @@ func (a actions) env(ctx context.Context, c *host.Call, r Request) (Driver, Env,
 	}
 	c.Log.Debug("using CRIU", "path", b.Path, "version", b.Version, "rule", b.Rule)
 	return d, Env{CRIU: b, Log: c.Log}, nil
+}
+
+// base is the part every driver request shares.
+func (r Request) base() Request { return r }
+
+// withDriver makes an action of a driver call: it decodes the request and
+// finds CRIU and the workload's driver first.
+func withDriver[R interface{ base() Request }](a actions, run func(context.Context, Driver, Env, R) (any, error)) host.Action {
+	return func(ctx context.Context, c *host.Call) (any, error) {
+		req, err := decode[R](c)
+		if err != nil {
+			return nil, err
+		}
+		d, env, err := a.env(ctx, c, req.base())
+		if err != nil {
+			return nil, err
+		}
+		return run(ctx, d, env, req)
+	}
 }
 
 func decode[T any](c *host.Call) (T, error) {
@@ -188,32 +207,17 @@ func (a actions) check(ctx context.Context, c *host.Call) (any, error) {
 	return res, nil
 }
 
-func (a actions) predump(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[DumpAction](c)
-	if err != nil {
-		return nil, err
-	}
-	d, env, err := a.env(ctx, c, req.Request)
-	if err != nil {
-		return nil, err
-	}
+func predump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 	res, err := d.PreDump(ctx, env, req.Workload, req.DumpRequest)
 	res.CRIU = env.CRIU.String()
 	return res, err
 }
 
-func (a actions) dump(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[DumpAction](c)
-	if err != nil {
-		return nil, err
-	}
-	d, env, err := a.env(ctx, c, req.Request)
-	if err != nil {
-		return nil, err
-	}
+func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 	if req.Lazy && req.Listen != nil && req.Listen.Port == 0 {
 		// Every driver gets a concrete port, and the caller learns it.
 		listen := *req.Listen
+		var err error
 		if listen.Port, err = freePort(listen.Host); err != nil {
 			return nil, fmt.Errorf("lazy dump: %w", err)
 		}
@@ -227,53 +231,21 @@ func (a actions) dump(ctx context.Context, c *host.Call) (any, error) {
 	return res, err
 }
 
-func (a actions) resume(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[HeldAction](c)
-	if err != nil {
-		return nil, err
-	}
-	d, env, err := a.env(ctx, c, req.Request)
-	if err != nil {
-		return nil, err
-	}
+func resume(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
 	return nil, d.Resume(ctx, env, req.Workload, req.Held)
 }
 
-func (a actions) kill(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[HeldAction](c)
-	if err != nil {
-		return nil, err
-	}
-	d, env, err := a.env(ctx, c, req.Request)
-	if err != nil {
-		return nil, err
-	}
+func kill(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
 	return nil, d.Kill(ctx, env, req.Workload, req.Held)
 }
 
-func (a actions) restore(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[RestoreAction](c)
-	if err != nil {
-		return nil, err
-	}
-	d, env, err := a.env(ctx, c, req.Request)
-	if err != nil {
-		return nil, err
-	}
+func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, error) {
 	res, err := d.Restore(ctx, env, req.Workload, req.RestoreRequest)
 	res.CRIU = env.CRIU.String()
 	return res, err
 }
 
-func (a actions) killRestored(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[KillRestoredAction](c)
-	if err != nil {
-		return nil, err
-	}
-	d, env, err := a.env(ctx, c, req.Request)
-	if err != nil {
-		return nil, err
-	}
+func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction) (any, error) {
 	return nil, d.KillRestored(ctx, env, req.Workload, req.Result)
 }
 
