@@ -1,6 +1,8 @@
 package workflows_test
 
 import (
+	"os"
+	"path/filepath"
 	"sort"
 	"testing"
 
@@ -83,4 +85,60 @@ func median(xs []float64) float64 {
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
 	return s[len(s)/2]
+}
+
+// BenchmarkMigrateContainer moves a runc container running the counter
+// with 256 MiB of ballast from h1 to h2 with each container workflow, and
+// with the runc CLI pipeline (checkpoint, tar, scp, untar, restore) as the
+// baseline, in the same run:
+//
+//	go test -run '^$' -bench MigrateContainer -benchtime 5x ./workflows
+func BenchmarkMigrateContainer(b *testing.B) {
+	var baseline float64
+	for _, c := range []struct{ name, workflow string }{
+		{"runc", "testdata/runc-handrun.hcl"},
+		{"cold", "container-cold.hcl"},
+		{"lazy", "container-lazy.hcl"},
+		{"live", "container-live.hcl"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			if theLab == nil {
+				b.Skip("needs root and a lab")
+			}
+			var annotations map[string]string
+			if c.name == "runc" {
+				conf := filepath.Join(theLab.Dir(), "runc-criu.conf")
+				if err := os.WriteFile(conf, []byte("network-lock nftables\nskip-in-flight\n"), 0o644); err != nil {
+					b.Fatal(err)
+				}
+				annotations = map[string]string{"org.criu.config": conf}
+			}
+			var down, total []float64
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				ct := startContainerWith(b, "bench", benchBallast, annotations)
+				b.StartTimer()
+				rec, code, out := ct.apply(c.workflow)
+				b.StopTimer()
+				if code != 0 {
+					b.Fatalf("%s exited %d\n%s", c.workflow, code, out)
+				}
+				if st := ct.state("h2", ct.restoreID); st.Status != "running" {
+					b.Fatalf("container %s on h2: %+v, want running", ct.restoreID, st)
+				}
+				down = append(down, longestGap(rec))
+				total = append(total, rec.Ended.Sub(rec.Started).Seconds())
+				ct.cleanup()
+			}
+			d := median(down)
+			b.ReportMetric(d*1000, "downtime-ms")
+			b.ReportMetric(median(total)*1000, "run-ms")
+			if c.name == "runc" {
+				baseline = d
+			} else if baseline > 0 {
+				b.ReportMetric(d/baseline, "x-runc")
+			}
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }

@@ -27,8 +27,8 @@
 #
 # Images: a lazy dump's images are small, since the memory stays with the
 # source until it is fetched. They live in /run (a tmpfs on most hosts, and
-# on lab hosts), so neither the dump nor the copy, which syncs the file
-# system it writes to, waits for a disk while the container is frozen.
+# on lab hosts), so neither the dump nor the copy, which syncs what it
+# writes, waits for a disk while the container is frozen.
 #
 # If any step fails after the freeze, the run rolls back: the container
 # restored on the target (if any) is destroyed, the address goes back to the

@@ -1,7 +1,6 @@
 package workflows_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -31,7 +30,7 @@ import (
 
 // labContainer is a container started on h1 for one test.
 type labContainer struct {
-	t         *testing.T
+	t         testing.TB
 	id        string // on h1
 	restoreID string // on h2: the lab hosts share one cgroupfs
 	bundle    string
@@ -41,9 +40,18 @@ type labContainer struct {
 // startContainer builds a bundle under the lab dir, which both lab hosts
 // see, starts container wfc-<name> from it on h1 through mig's agent, and
 // puts the service address on h1's eth0.
-func startContainer(t *testing.T, name string) *labContainer {
+func startContainer(t testing.TB, name string) *labContainer {
 	t.Helper()
-	needLab(t)
+	return startContainerWith(t, name, ballast, nil)
+}
+
+// startContainerWith is startContainer with ballastMiB of ballast and the
+// given bundle annotations.
+func startContainerWith(t testing.TB, name string, ballastMiB int, annotations map[string]string) *labContainer {
+	t.Helper()
+	if theLab == nil {
+		t.Fatal("needs root and a lab")
+	}
 	c := &labContainer{
 		t:         t,
 		id:        "wfc-" + name,
@@ -57,9 +65,10 @@ func startContainer(t *testing.T, name string) *labContainer {
 	t.Cleanup(c.cleanup)
 	c.cleanup() // leftovers of an interrupted run
 	b := container.Bundle{
-		Dir:     c.bundle,
-		Program: counterBin,
-		Args:    []string{"/bin/counter", "-listen", fmt.Sprintf(":%d", port), "-ballast", strconv.Itoa(ballast)},
+		Dir:         c.bundle,
+		Program:     counterBin,
+		Args:        []string{"/bin/counter", "-listen", fmt.Sprintf(":%d", port), "-ballast", strconv.Itoa(ballastMiB)},
+		Annotations: annotations,
 	}
 	c.call("h1", container.ActBundle, b, nil)
 	var started container.StartResult
@@ -72,7 +81,7 @@ func startContainer(t *testing.T, name string) *labContainer {
 }
 
 // dialLab opens lab host h over SSH, as a workflow does, with mig's agent.
-func dialLab(t *testing.T, h string) *host.SSH {
+func dialLab(t testing.TB, h string) *host.SSH {
 	t.Helper()
 	lh, err := theLab.Host(h)
 	if err != nil {
@@ -170,43 +179,18 @@ func (c *labContainer) count() (int, error) {
 // apply runs `mig apply` on a container workflow with the lab's variables
 // and returns the run record, the exit code and the output.
 func (c *labContainer) apply(workflow string, extra ...string) (*engine.Record, int, string) {
-	t := c.t
-	t.Helper()
-	state := t.TempDir()
-	h1, _ := theLab.Host("h1")
-	h2, _ := theLab.Host("h2")
-	args := []string{"apply", "-state-dir", state,
-		"-var", "lab=" + theLab.Dir(),
-		"-var", "source_address=" + h1.IP + ":22",
-		"-var", "target_address=" + h2.IP + ":22",
+	c.t.Helper()
+	return runApply(c.t, workflow, append([]string{
 		"-var", "container_id=" + c.id,
 		"-var", "restore_id=" + c.restoreID,
 		"-var", "bundle=" + c.bundle,
-		"-var", "service_ip=" + serviceIP,
-	}
-	args = append(append(args, extra...), workflow)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, migBin, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	start := time.Now()
-	err := cmd.Run()
-	code := cmd.ProcessState.ExitCode()
-	if err != nil && code <= 0 {
-		t.Fatalf("mig apply: %v\n%s", err, out.String())
-	}
-	t.Logf("mig %s (%.1fs)\n%s", strings.Join(args, " "), time.Since(start).Seconds(), out.String())
-	recs, err := engine.ListRecords(state)
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("want one run record in %s, got %d (%v)", state, len(recs), err)
-	}
-	return recs[0], code, out.String()
+	}, extra...)...)
 }
 
 // migrateContainer runs a workflow that must move the container from h1 to
 // h2, and checks that its state arrived.
 func migrateContainer(t *testing.T, name, workflow string, extra ...string) *engine.Record {
+	needLab(t)
 	c := startContainer(t, name)
 	time.Sleep(200 * time.Millisecond)
 	before, err := c.count()
@@ -277,6 +261,7 @@ func TestContainerLive(t *testing.T) { migrateContainer(t, "live", "container-li
 // rollback destroys the restored container, moves the address back, and
 // the source container counts on from where it stopped.
 func TestContainerRollback(t *testing.T) {
+	needLab(t)
 	c := startContainer(t, "back")
 	before, err := c.count()
 	if err != nil {

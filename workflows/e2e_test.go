@@ -201,9 +201,17 @@ func waitFor(t testing.TB, d time.Duration, f func() error) {
 	}
 }
 
-// apply runs `mig apply` on a workflow with the lab's variables and
-// returns the run record and the exit code.
+// apply runs `mig apply` on a process workflow with the lab's variables
+// and returns the run record, the exit code and the output.
 func (s *service) apply(t testing.TB, workflow string, extra ...string) (*engine.Record, int, string) {
+	t.Helper()
+	return runApply(t, workflow, append([]string{"-var", "pidfile=" + s.pidfile}, extra...)...)
+}
+
+// runApply runs `mig apply` with the lab's hosts and service address and
+// the given flags, and returns the run record, the exit code and the
+// output.
+func runApply(t testing.TB, workflow string, flags ...string) (*engine.Record, int, string) {
 	t.Helper()
 	state := t.TempDir()
 	h1, _ := theLab.Host("h1")
@@ -212,21 +220,21 @@ func (s *service) apply(t testing.TB, workflow string, extra ...string) (*engine
 		"-var", "lab=" + theLab.Dir(),
 		"-var", "source_address=" + h1.IP + ":22",
 		"-var", "target_address=" + h2.IP + ":22",
-		"-var", "pidfile=" + s.pidfile,
 		"-var", "service_ip=" + serviceIP,
 	}
-	args = append(append(args, extra...), workflow)
+	args = append(append(args, flags...), workflow)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, migBin, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
 	err := cmd.Run()
 	code := cmd.ProcessState.ExitCode()
 	if err != nil && code <= 0 {
 		t.Fatalf("mig apply: %v\n%s", err, out.String())
 	}
-	t.Logf("mig %s\n%s", strings.Join(args, " "), out.String())
+	t.Logf("mig %s (%.1fs)\n%s", strings.Join(args, " "), time.Since(start).Seconds(), out.String())
 	recs, err := engine.ListRecords(state)
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("want one run record in %s, got %d (%v)", state, len(recs), err)
