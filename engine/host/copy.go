@@ -93,7 +93,7 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 	var got TransferResult
 	dstDone := make(chan error, 1)
 	go func() {
-		err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Listen: ":0", Merge: opts.Merge}, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
+		err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Listen: net.JoinHostPort(opts.Direct, "0"), Merge: opts.Merge}, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
 		tw.CloseWithError(err)
 		dstDone <- err
 	}()

@@ -17,6 +17,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -26,7 +27,9 @@ import (
 // one-time token) on its output stream. mig hands the ticket to the
 // source's agent over its SSH session; the source connects, pins the
 // certificate, sends the token, then the usual transfer stream. The
-// listener takes one connection and closes.
+// listener binds the address the source was told to reach (every
+// interface only when this host does not own it), takes one connection
+// and closes.
 
 // ticket is what a direct receiver announces.
 type ticket struct {
@@ -45,6 +48,12 @@ func listenDirect(ctx context.Context, addr string, out io.Writer) (net.Conn, er
 		return nil, err
 	}
 	l, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRNOTAVAIL) {
+		// The source reaches this host at an address it does not own
+		// (NAT): take the connection on every interface.
+		_, port, _ := net.SplitHostPort(addr)
+		l, err = net.Listen("tcp", ":"+port)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("direct transfer: listen: %w", err)
 	}
