@@ -346,3 +346,32 @@ func precopyUnsupported() bool {
 	ok, _ := criu.Feature(ctx, b, criu.FeatureDirtyTrack)
 	return !ok
 }
+
+// TestTwoHosts runs steps on two lab hosts over SSH in one workflow, and
+// copies 512 MiB between them with its checksum verified.
+func TestTwoHosts(t *testing.T) {
+	needLab(t)
+	t.Cleanup(func() {
+		for _, h := range []string{"h1", "h2"} {
+			theLab.Exec(context.Background(), h, []string{"rm", "-f", "/var/lib/mig/big"}, nil, io.Discard, io.Discard)
+		}
+	})
+	rec, code, out := runApply(t, "testdata/two-hosts.hcl")
+	if code != 0 {
+		t.Fatalf("apply exited %d\n%s", code, out)
+	}
+	if got := strings.TrimSpace(output(t, rec, "step.src_name", "stdout").(string)); got != "h1" {
+		t.Errorf("src ran on %q", got)
+	}
+	if got := strings.TrimSpace(output(t, rec, "step.dst_name", "stdout").(string)); got != "h2" {
+		t.Errorf("dst ran on %q", got)
+	}
+	src := strings.Fields(output(t, rec, "step.src_sum", "stdout").(string))[0]
+	dst := strings.Fields(output(t, rec, "step.dst_sum", "stdout").(string))[0]
+	if src != dst || output(t, rec, "step.big", "sha256") != src {
+		t.Errorf("sums differ: source %s, destination %s, copy %v", src, dst, output(t, rec, "step.big", "sha256"))
+	}
+	if b := output(t, rec, "step.big", "bytes").(float64); b != 512<<20 {
+		t.Errorf("copied %v bytes", b)
+	}
+}
