@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -411,7 +412,8 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 			actx, cancel = context.WithDeadline(ctx, deadline)
 		}
 		env := steps.Env{
-			Log: log, Hosts: r.pool.get, Attempt: attempt, RunDir: r.rec.RunDir, Deadline: deadline,
+			Log: log, Hosts: r.pool.get, Attempt: attempt, Deadline: deadline,
+			StepDir: filepath.Join(r.rec.RunDir, "steps", stepDirName(sr.Address)),
 			Progress: func(p host.Progress) {
 				r.emit(Event{Type: EventProgress, Step: sr.Address, Kind: s.Kind, Host: sr.Host, Attempt: attempt, Progress: &p})
 			},
@@ -648,4 +650,14 @@ func (f forward) Accept(name string, level hclog.Level, msg string, args ...any)
 		l = l.Named(name)
 	}
 	l.Log(level, msg, args...)
+}
+
+// stepDirName makes a step address (`step.copy["a/b"]`) a file name.
+func stepDirName(addr string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == 0 {
+			return '_'
+		}
+		return r
+	}, addr)
 }

@@ -288,7 +288,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 
 	var res criu.DumpResult
-	if err := src.Call(ctx, criu.ActDump, dreq, &res, host.CallOpts{}); err != nil {
+	err = src.Call(ctx, criu.ActDump, dreq, &res, host.CallOpts{})
+	keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog))
+	if err != nil {
 		if ps.PID > 0 {
 			killPID(ctx, tgt, ps.PID)
 		}

@@ -55,8 +55,9 @@ type Env struct {
 	Log     hclog.Logger
 	Hosts   func(name string) (host.Host, error)
 	Attempt int
-	// RunDir is a local directory private to this run, for logs and scratch.
-	RunDir string
+	// StepDir is a local directory for this step's files in the run record
+	// (such as CRIU's logs). It is created on first use.
+	StepDir string
 	// Progress reports transfer progress to the user's view.
 	Progress func(host.Progress)
 	// Deadline is the attempt's timeout, zero when none.

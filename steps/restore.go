@@ -123,7 +123,9 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		}
 	}
 	var res criu.RestoreResult
-	if err := h.Call(ctx, criu.ActRestore, req, &res, host.CallOpts{}); err != nil {
+	err = h.Call(ctx, criu.ActRestore, req, &res, host.CallOpts{})
+	keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog))
+	if err != nil {
 		return Result{}, err
 	}
 	env.Log.Info("restored", "workload", r.w.String(), "host", r.host, "pid", res.PID, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
@@ -137,7 +139,10 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	if r.lazy {
 		// The source must live until it has served the last page.
 		var done criu.DumpResult
-		if err := src.Call(ctx, criu.ActLazyWait, lazyWait, &done, host.CallOpts{}); err != nil {
+		err := src.Call(ctx, criu.ActLazyWait, lazyWait, &done, host.CallOpts{})
+		keepLog(ctx, env, h, filepath.Join(r.dir, criu.LazyPagesLog))
+		keepLog(ctx, env, src, filepath.Join(lazyWait.Dir, criu.DumpLog))
+		if err != nil {
 			return Result{}, errors.Join(fmt.Errorf("lazy pages: %w", err), kill(ctx))
 		}
 		metrics["lazy_seconds"] = done.Seconds

@@ -1,6 +1,8 @@
 package workflows_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +14,7 @@ import (
 // Each rollback test fails a migration after the source was frozen and
 // checks that the source resumed with its state and that nothing leaked.
 
-func rollback(t *testing.T, s *service, workflow string) {
+func rollback(t *testing.T, s *service, workflow string) *engine.Record {
 	t.Helper()
 	before, err := s.count()
 	if err != nil {
@@ -69,6 +71,7 @@ func rollback(t *testing.T, s *service, workflow string) {
 	if out := labRun(t, "h2", "cat", "/proc/self/mountinfo"); strings.Contains(out, "criu") {
 		t.Errorf("h2 has a CRIU mount left: %s", out)
 	}
+	return rec
 }
 
 // TestRollbackVerify: the target serves, but a later check fails.
@@ -82,7 +85,12 @@ func TestRollbackVerify(t *testing.T) {
 func TestRollbackRestore(t *testing.T) {
 	needLab(t)
 	s := startCounter(t, lab.StartOptions{Log: "/tmp/counter.log"})
-	rollback(t, s, "cold.hcl")
+	rec := rollback(t, s, "cold.hcl")
+	// The run record keeps CRIU's full log of the failed restore.
+	b, err := os.ReadFile(filepath.Join(rec.RunDir, "steps", "step.start", "1-dst-restore.log"))
+	if err != nil || !strings.Contains(string(b), "tmp/counter.log") {
+		t.Errorf("the record lacks the restore log (%v)", err)
+	}
 }
 
 // TestRollbackCopy: the copy is killed midway.
