@@ -1,7 +1,6 @@
 package host
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -23,7 +22,8 @@ import (
 func Serve(ctx context.Context, actions Actions, r io.Reader, w io.Writer, log hclog.Logger) error {
 	growPipe(r)
 	growPipe(w)
-	fr := &frameReader{r: bufio.NewReaderSize(r, chunkSize)}
+	// Unbuffered: a data frame's payload is read straight into its buffer.
+	fr := &frameReader{r: r}
 	fw := &frameWriter{w: w}
 	typ, p, err := fr.next()
 	if err != nil {

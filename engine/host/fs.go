@@ -223,7 +223,7 @@ func recvFile(tmp string, r io.Reader, mode fs.FileMode) error {
 		return err
 	}
 	defer f.Close()
-	if _, err := io.CopyBuffer(f, r, make([]byte, chunkSize)); err != nil {
+	if _, err := io.Copy(&writebackFile{f: f}, r); err != nil {
 		return err
 	}
 	if err := f.Chmod(mode); err != nil {

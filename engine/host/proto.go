@@ -59,26 +59,53 @@ type header struct {
 	LogLevel string `json:"log_level,omitempty"`
 }
 
-// frameWriter writes frames, each with one Write; it is safe for
-// concurrent use.
+// frameWriter writes frames; it is safe for concurrent use. A small frame
+// goes out in one Write; a large one as its header, then its payload, so
+// the payload is not copied.
 type frameWriter struct {
 	mu  sync.Mutex
 	w   io.Writer
 	buf []byte
 }
 
+// copyMax is the largest payload write copies to send with its header.
+const copyMax = 16 << 10
+
 func (fw *frameWriter) write(typ byte, p []byte) error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
+	if len(p) > copyMax {
+		var hdr [5]byte
+		putHeader(hdr[:], typ, len(p))
+		if _, err := fw.w.Write(hdr[:]); err != nil {
+			return err
+		}
+		_, err := fw.w.Write(p)
+		return err
+	}
 	if cap(fw.buf) < 5+len(p) {
 		fw.buf = make([]byte, 5+len(p))
 	}
 	b := fw.buf[:5+len(p)]
-	b[0] = typ
-	binary.BigEndian.PutUint32(b[1:5], uint32(len(p)))
+	putHeader(b, typ, len(p))
 	copy(b[5:], p)
 	_, err := fw.w.Write(b)
 	return err
+}
+
+// writeFramed sends b, whose first 5 bytes are room for the header, as one
+// frame in one Write.
+func (fw *frameWriter) writeFramed(typ byte, b []byte) error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	putHeader(b, typ, len(b)-5)
+	_, err := fw.w.Write(b)
+	return err
+}
+
+func putHeader(b []byte, typ byte, n int) {
+	b[0] = typ
+	binary.BigEndian.PutUint32(b[1:5], uint32(n))
 }
 
 // stream returns a writer that sends what it gets as frames of type typ.
@@ -100,6 +127,28 @@ func (s streamWriter) Write(p []byte) (int, error) {
 		p = p[c:]
 	}
 	return n, nil
+}
+
+// ReadFrom reads r into frames of its own buffer, behind room for the
+// header, so each read goes out in one Write without another copy.
+func (s streamWriter) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, 5+chunkSize)
+	var total int64
+	for {
+		n, err := r.Read(buf[5:])
+		if n > 0 {
+			if werr := s.fw.writeFramed(s.typ, buf[:5+n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // frameReader reads frames into a reused buffer.

@@ -62,8 +62,9 @@ func readStreamHeader(r *bufio.Reader) (streamHeader, error) {
 	return h, nil
 }
 
-// chunkWriter frames the payload into chunks of up to chunkSize, each
-// written with one Write, and hashes it. Call end to flush it.
+// chunkWriter frames the payload into chunks of up to chunkSize bytes,
+// length included, each written with one Write (so one chunk makes one data
+// frame), and hashes it. Call end to flush it.
 type chunkWriter struct {
 	ctx context.Context
 	w   io.Writer
@@ -73,7 +74,7 @@ type chunkWriter struct {
 }
 
 func newChunkWriter(ctx context.Context, w io.Writer) *chunkWriter {
-	return &chunkWriter{ctx: ctx, w: w, h: sha256.New(), buf: make([]byte, 4, 4+chunkSize)}
+	return &chunkWriter{ctx: ctx, w: w, h: sha256.New(), buf: make([]byte, 4, chunkSize)}
 }
 
 func (c *chunkWriter) Write(p []byte) (int, error) {
@@ -165,42 +166,71 @@ func newChunkReader(ctx context.Context, r *bufio.Reader, total int64, progress 
 	return &chunkReader{ctx: ctx, r: r, h: sha256.New(), total: total, progress: progress}
 }
 
-func (c *chunkReader) Read(p []byte) (int, error) {
+// next returns up to limit bytes of the payload, hashed and counted, out of
+// the reader's buffer: they are valid until the next call. At the end of
+// the payload it returns io.EOF once the trailer checked out.
+func (c *chunkReader) next(limit int) ([]byte, error) {
 	if c.err != nil {
-		return 0, c.err
+		return nil, c.err
 	}
 	if err := c.ctx.Err(); err != nil {
 		c.err = err
-		return 0, err
+		return nil, err
 	}
 	if c.left == 0 {
 		var lenb [4]byte
 		if _, err := io.ReadFull(c.r, lenb[:]); err != nil {
 			c.err = streamCut(err)
-			return 0, c.err
+			return nil, c.err
 		}
 		c.left = int(binary.BigEndian.Uint32(lenb[:]))
 		if c.left == 0 {
 			c.err = c.trailer()
-			return 0, c.err
+			return nil, c.err
 		}
 	}
-	if len(p) > c.left {
-		p = p[:c.left]
+	if c.r.Buffered() == 0 {
+		if _, err := c.r.Peek(1); err != nil {
+			c.err = streamCut(err)
+			return nil, c.err
+		}
 	}
-	n, err := c.r.Read(p)
-	c.h.Write(p[:n])
-	c.left -= n
-	c.n += int64(n)
+	p, _ := c.r.Peek(min(limit, c.left, c.r.Buffered()))
+	c.r.Discard(len(p))
+	c.h.Write(p)
+	c.left -= len(p)
+	c.n += int64(len(p))
 	if now := time.Now(); now.Sub(c.last) > 200*time.Millisecond {
 		c.last = now
 		c.progress(Progress{Done: c.n, Total: max(c.total, c.n), Unit: "bytes"})
 	}
-	if err != nil {
-		c.err = streamCut(err)
-		return n, c.err
+	return p, nil
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	b, err := c.next(len(p))
+	return copy(p, b), err
+}
+
+// WriteTo writes the payload to w straight from the reader's buffer.
+func (c *chunkReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		b, err := c.next(chunkSize)
+		if len(b) > 0 {
+			n, werr := w.Write(b)
+			total += int64(n)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
 	}
-	return n, nil
 }
 
 func (c *chunkReader) trailer() error {
