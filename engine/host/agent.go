@@ -141,7 +141,7 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 	if opts.In != nil {
 		go func() {
 			in := &readErr{r: opts.In}
-			_, err := io.CopyBuffer(fw.stream(frameData), in, make([]byte, chunkSize))
+			_, err := io.Copy(fw.stream(frameData), in)
 			switch {
 			case in.err != nil && in.err != io.EOF:
 				fail(fmt.Errorf("input stream: %w", in.err))

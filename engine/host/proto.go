@@ -48,8 +48,10 @@ const (
 	// maxFrame bounds one frame's payload, and so the memory a peer can make
 	// us allocate.
 	maxFrame = 1 << 20
-	// chunkSize is how much of a stream goes into one data frame.
-	chunkSize = 256 << 10
+	// chunkSize is how much of a stream goes into one data frame. Frames
+	// of 1 MiB rather than 256 KiB cut the per-frame work of all five
+	// processes of a relayed copy (about +5% on CopySSH).
+	chunkSize = 1 << 20
 )
 
 // header is the payload of the 'H' frame.
