@@ -183,7 +183,7 @@ func readTar(r io.Reader, dir string, log hclog.Logger, want map[string]FileSum,
 				return err
 			}
 			h := sha256.New()
-			n, err := io.CopyBuffer(io.MultiWriter(f, h), onlyReader{tr}, buf)
+			n, err := io.CopyBuffer(io.MultiWriter(&writebackFile{f: f}, h), onlyReader{tr}, buf)
 			if err == nil {
 				err = f.Chmod(hdr.FileInfo().Mode().Perm())
 			}
