@@ -39,8 +39,10 @@ type NetAddrResult struct {
 	Announced int  `json:"announced,omitempty"`
 }
 
-// announceGap spaces the gratuitous ARPs.
-const announceGap = 10 * time.Millisecond
+// announceGap spaces the gratuitous ARPs. The add waits for them, and a
+// migration waits for the add, so the gap is short: repeats guard against
+// a lost frame, not against a slow neighbour.
+const announceGap = 2 * time.Millisecond
 
 // NetAddr is the "net.addr" action. Adding an address that is there and
 // removing one that is not are not errors, so a retried step converges.
