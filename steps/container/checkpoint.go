@@ -108,13 +108,29 @@ func (r Runtime) Checkpoint(id string, o CheckpointOptions) (Source, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return src, err
 	}
-	conf := []string{"network-lock nftables", "leave-stopped"}
-	err = r.withCRIU(conf, func() error { return c.Checkpoint(o.criu()) })
+	err = r.checkpointHeld(c, o.criu())
 	if err != nil {
 		// A failed dump resumes the tasks and unlocks the network itself.
 		return src, fmt.Errorf("container %q: checkpoint: %w%s", id, err, criuLogTail(filepath.Join(o.Dir, "dump.log")))
 	}
 	return src, nil
+}
+
+// checkpointHeld freezes the container, then checkpoints it and leaves it
+// stopped with its network locked. libcontainer's freezer polls without
+// sleeping; CRIU's own cgroup-v1 freeze sleeps 100 ms whenever it first
+// reads FREEZING, and clients would wait that long. CRIU puts the freezer
+// back as it found it, so a held container stays paused until Resume or
+// Kill; a failed checkpoint is thawed here.
+func (r Runtime) checkpointHeld(c *libcontainer.Container, opts *libcontainer.CriuOpts) error {
+	if err := c.Pause(); err != nil {
+		return fmt.Errorf("freeze: %w", err)
+	}
+	err := r.withCRIU([]string{"network-lock nftables", "leave-stopped"}, func() error { return c.Checkpoint(opts) })
+	if err != nil {
+		c.Resume()
+	}
+	return err
 }
 
 // PreDump writes one pre-copy round of container id, leaving it running.

@@ -55,7 +55,7 @@ func runLazyDump(arg string) int {
 	opts.LazyPages = true
 	opts.StatusFd = 3
 	opts.PageServer = libcontainer.CriuPageServerInfo{Address: req.Listen.Host, Port: int32(req.Listen.Port)}
-	err = r.withCRIU([]string{"network-lock nftables", "leave-stopped"}, func() error { return c.Checkpoint(opts) })
+	err = r.checkpointHeld(c, opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "container %q: lazy dump: %v%s\n", req.ID, err, criuLogTail(filepath.Join(req.Opts.Dir, "dump.log")))
 		return 1
