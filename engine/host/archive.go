@@ -72,12 +72,10 @@ func Archive(ctx context.Context, c *Call) (res any, err error) {
 	if _, err := os.Lstat(filepath.Join(src, manifestName)); err == nil {
 		return nil, fmt.Errorf("%s holds %s, a name archives reserve", src, manifestName)
 	}
-	parent, base := filepath.Dir(dest), filepath.Base(dest)
-	if err := os.MkdirAll(parent, 0o700); err != nil {
+	tmp, err := partialPath(dest, c)
+	if err != nil {
 		return nil, err
 	}
-	removeStale(parent, base, c)
-	tmp := filepath.Join(parent, "."+base+".mig-partial-"+randomSuffix())
 	defer func() {
 		if err != nil {
 			os.Remove(tmp)
@@ -119,7 +117,7 @@ func Archive(ctx context.Context, c *Call) (res any, err error) {
 	if err := os.Rename(tmp, dest); err != nil {
 		return nil, err
 	}
-	if err := syncDir(parent); err != nil {
+	if err := syncDir(filepath.Dir(dest)); err != nil {
 		return nil, err
 	}
 	sum := hex.EncodeToString(cw.h.Sum(nil))
@@ -148,12 +146,10 @@ func Unarchive(ctx context.Context, c *Call) (res any, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("refusing to extract %s: %w", src, err)
 	}
-	parent, base := filepath.Dir(dest), filepath.Base(dest)
-	if err := os.MkdirAll(parent, 0o700); err != nil {
+	tmp, err := partialPath(dest, c)
+	if err != nil {
 		return nil, err
 	}
-	removeStale(parent, base, c)
-	tmp := filepath.Join(parent, "."+base+".mig-partial-"+randomSuffix())
 	defer func() {
 		if err != nil {
 			os.RemoveAll(tmp)

@@ -179,12 +179,10 @@ func Recv(ctx context.Context, c *Call) (res any, err error) {
 	if err != nil {
 		return nil, err
 	}
-	parent, base := filepath.Dir(dest), filepath.Base(dest)
-	if err := os.MkdirAll(parent, 0o700); err != nil {
+	tmp, err := partialPath(dest, c)
+	if err != nil {
 		return nil, err
 	}
-	removeStale(parent, base, c)
-	tmp := filepath.Join(parent, "."+base+".mig-partial-"+randomSuffix())
 	defer func() {
 		if err != nil {
 			os.RemoveAll(tmp)
@@ -306,6 +304,18 @@ func merge(tmp, dest string) error {
 		return err
 	}
 	return syncDir(dest)
+}
+
+// partialPath returns a temporary name beside dest, in dest's directory
+// (created 0700 when missing), once what failed attempts left there is
+// gone. The data goes there first and is renamed to dest only when whole.
+func partialPath(dest string, c *Call) (string, error) {
+	parent, base := filepath.Dir(dest), filepath.Base(dest)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return "", err
+	}
+	removeStale(parent, base, c)
+	return filepath.Join(parent, "."+base+".mig-partial-"+randomSuffix()), nil
 }
 
 // removeStale removes what failed attempts left next to dest.
