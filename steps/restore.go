@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -92,12 +93,51 @@ func (Restore) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.D
 		how = "lazy restore (post-copy)"
 	}
 	p.Notes = append(p.Notes, fmt.Sprintf("%s of %s.%s from %s on host %s", how, r.w.Kind, r.w.Name, orKnownLater(r.dir), orKnownLater(r.host)))
-	req := criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: r.lazy}}
+	notes, pdiags := r.preflight(ctx, env)
+	p.Notes = append(p.Notes, notes...)
+	return p, append(diags, pdiags...)
+}
+
+// preflight checks the target before anything is frozen, since apply plans
+// first: CRIU works there, has the features the restore needs and, when the
+// workload moves to another host, the driver's checks pass (its ports are
+// free there; a container's bundle is there and its ID free). What stands
+// in the way is an error; a host that cannot be asked is a note.
+func (r restoreCfg) preflight(ctx context.Context, env Env) ([]string, hcl.Diagnostics) {
+	if r.host == "" {
+		return nil, nil
+	}
+	// Lazy pages need big pipes on the source, which the dump checks, and
+	// userfaultfd here.
+	var req criu.CheckAction
 	if r.lazy {
 		req.Features = []string{criu.FeatureUffd}
 	}
-	p.Notes = append(p.Notes, checkNotes(ctx, env, r.host, r.hostV, workload{}, req)...)
-	return p, diags
+	var w workload
+	if r.w.known && r.w.host != r.host {
+		w = r.w
+		if res, _, ok := resolveNote(ctx, env, r.w); ok {
+			req.Ports = res.Listens
+		}
+	}
+	res, err := check(ctx, env, r.host, r.hostV, w, req)
+	if err != nil {
+		return []string{fmt.Sprintf("host %s: cannot check CRIU: %s", r.host, oneLine(err))}, nil
+	}
+	var diags hcl.Diagnostics
+	summary := fmt.Sprintf("Host %s cannot restore %s.%s", r.host, r.w.Kind, r.w.Name)
+	for _, pr := range res.Problems {
+		diags = append(diags, errDiag(summary, strings.TrimSuffix(pr, ".")+"."))
+	}
+	for f, ok := range res.Features {
+		if !ok {
+			diags = append(diags, errDiag(summary, fmt.Sprintf("CRIU %s there lacks the feature %s; see `mig doctor -host %s`.", res.CRIU.Version, f, r.host)))
+		}
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return []string{fmt.Sprintf("host %s: ready to restore (CRIU %s at %s)", r.host, res.CRIU.Version, res.CRIU.Path)}, nil
 }
 
 func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
