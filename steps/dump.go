@@ -292,7 +292,16 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog))
 	if err != nil {
 		if ps.PID > 0 {
-			killPID(ctx, tgt, ps.PID)
+			killPID(context.WithoutCancel(ctx), tgt, ps.PID)
+		}
+		if ctx.Err() != nil {
+			// Cancelled while CRIU ran: the dump may have held the source
+			// without this step learning it. Resuming a running process
+			// is harmless, so resume it.
+			held := criu.HeldAction{Request: d.w.request(), Held: criu.Held{PID: r.PID, Dir: d.dir}}
+			if rerr := src.Call(context.WithoutCancel(ctx), criu.ActResume, held, nil, host.CallOpts{}); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("resume %s after the cancel: %w", d.w.String(), rerr))
+			}
 		}
 		return Result{}, err
 	}

@@ -145,9 +145,16 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 // the address goes back on src, so it is never left on neither host.
 func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, dst host.Host, dstIf string) error {
 	var res NetAddrResult
+	back := NetAddrRequest{Op: "add", Address: m.address, Interface: srcIf, Announce: m.announce}
 	del := NetAddrRequest{Op: "del", Address: m.address, Interface: srcIf}
 	if err := src.Call(ctx, "net.addr", del, &res, host.CallOpts{}); err != nil {
-		return fmt.Errorf("remove %s from %s: %w", m.address, src.Name(), err)
+		// The removal may have happened all the same (a cancel that
+		// came while it ran): make sure the address is on the source.
+		err = fmt.Errorf("remove %s from %s: %w", m.address, src.Name(), err)
+		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, host.CallOpts{}); berr != nil {
+			return errors.Join(err, fmt.Errorf("put %s back on %s: %w", m.address, src.Name(), berr))
+		}
+		return err
 	}
 	if !res.Present {
 		env.Log.Warn("address was not on the source", "address", m.address, "host", src.Name(), "interface", srcIf)
@@ -155,7 +162,6 @@ func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, 
 	add := NetAddrRequest{Op: "add", Address: m.address, Interface: dstIf, Announce: m.announce}
 	if err := dst.Call(ctx, "net.addr", add, &res, host.CallOpts{}); err != nil {
 		err = fmt.Errorf("add %s on %s: %w", m.address, dst.Name(), err)
-		back := NetAddrRequest{Op: "add", Address: m.address, Interface: srcIf, Announce: m.announce}
 		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, host.CallOpts{}); berr != nil {
 			return errors.Join(err, fmt.Errorf("put %s back on %s: %w", m.address, src.Name(), berr))
 		}

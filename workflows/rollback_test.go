@@ -1,7 +1,12 @@
 package workflows_test
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -97,4 +102,85 @@ func TestRollbackRestore(t *testing.T) {
 func TestRollbackCopy(t *testing.T) {
 	needLab(t)
 	rollback(t, startCounter(t), "testdata/rollback-copy.hcl")
+}
+
+// TestInterruptRollsBack: Ctrl-C (SIGINT) while the source is being
+// frozen, or once it is, cancels the run, and the source runs on from
+// where it stopped, with nothing left behind.
+func TestInterruptRollsBack(t *testing.T) {
+	for _, at := range []engine.EventType{engine.EventStarted, engine.EventFinished} {
+		t.Run("dump "+string(at), func(t *testing.T) { interrupt(t, at) })
+	}
+}
+
+// interrupt sends SIGINT to `mig apply cold.hcl` when step.final emits
+// the event at.
+func interrupt(t *testing.T, at engine.EventType) {
+	needLab(t)
+	s := startCounter(t)
+	before, err := s.count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, _ := theLab.Host("h1")
+	h2, _ := theLab.Host("h2")
+	state := t.TempDir()
+	cmd := exec.Command(migBin, "apply", "-json", "-state-dir", state,
+		"-var", "lab="+theLab.Dir(),
+		"-var", "source_address="+h1.IP+":22",
+		"-var", "target_address="+h2.IP+":22",
+		"-var", "service_ip="+serviceIP,
+		"-var", "pidfile="+s.pidfile,
+		"cold.hcl")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	var events []string
+	for sc.Scan() {
+		events = append(events, sc.Text())
+		var e engine.Event
+		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Type == at && e.Step == "step.final" {
+			cmd.Process.Signal(os.Interrupt)
+			break
+		}
+	}
+	go io.Copy(io.Discard, stdout)
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("apply exited %d after an interrupt, want 1\n%s\n%s", code, strings.Join(events, "\n"), stderr.String())
+	}
+	recs, err := engine.ListRecords(state)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("want one record, got %d (%v)", len(recs), err)
+	}
+	for _, a := range recs[0].Compensation {
+		if a.State != engine.StateOK {
+			t.Errorf("%s of %s: %s %s", a.Action, a.Step, a.State, a.Error)
+		}
+	}
+	var after int
+	waitFor(t, 5*time.Second, func() error { after, err = s.count(); return err })
+	if after <= before {
+		t.Fatalf("count went from %d to %d after the interrupt", before, after)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if again, _ := s.count(); again <= after {
+		t.Errorf("the source does not count after the interrupt: %d then %d", after, again)
+	}
+	if p := pidsOn(t, "h2"); len(p) != 0 {
+		t.Errorf("the target runs %v", p)
+	}
+	checkClean(t)
+	for _, h := range []string{"h1", "h2"} {
+		if out := labRun(t, h, "nft", "list", "tables"); strings.Contains(out, "mig-hold") {
+			t.Errorf("%s: a hold table is left: %s", h, out)
+		}
+	}
 }

@@ -137,7 +137,7 @@ func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.
 	}
 	defer func() {
 		if err != nil {
-			criu.DropTable(ctx, src.InitPID, held.HoldTable)
+			criu.DropTable(context.WithoutCancel(ctx), src.InitPID, held.HoldTable)
 		}
 	}()
 	if req.Lazy {

@@ -3,6 +3,7 @@ package criu
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -228,6 +229,13 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 	if res.Listen == nil {
 		res.Listen = req.Listen
 	}
+	if err == nil && ctx.Err() != nil {
+		// The caller went away (cancelled, or its connection dropped)
+		// while the workload was being frozen: nobody will commit or undo
+		// this dump, so resume the workload now.
+		rerr := d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held)
+		return nil, errors.Join(fmt.Errorf("dump of %s finished after its caller left: %w; resumed it", req.Workload.Name, ctx.Err()), rerr)
+	}
 	return res, err
 }
 
@@ -242,6 +250,12 @@ func kill(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
 func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, error) {
 	res, err := d.Restore(ctx, env, req.Workload, req.RestoreRequest)
 	res.CRIU = env.CRIU.String()
+	if err == nil && ctx.Err() != nil {
+		// The caller went away: nobody will undo this restore, and the
+		// source is resumed, so the copy must not run on.
+		kerr := d.KillRestored(context.WithoutCancel(ctx), env, req.Workload, res)
+		return nil, errors.Join(fmt.Errorf("restore of %s finished after its caller left: %w; killed it", req.Workload.Name, ctx.Err()), kerr)
+	}
 	return res, err
 }
 

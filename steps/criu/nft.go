@@ -104,7 +104,7 @@ func HoldPorts(ctx context.Context, pid int, ports []int) (string, error) {
 	if len(ports) == 0 {
 		return "", nil
 	}
-	table := fmt.Sprintf("inet mig-hold-%d", pid)
+	table := holdTable(pid)
 	list := make([]string, len(ports))
 	for i, p := range ports {
 		list[i] = strconv.Itoa(p)
@@ -122,6 +122,9 @@ func HoldPorts(ctx context.Context, pid int, ports []int) (string, error) {
 	}
 	return table, nil
 }
+
+// holdTable names the table HoldPorts makes for pid.
+func holdTable(pid int) string { return fmt.Sprintf("inet mig-hold-%d", pid) }
 
 // ListenPorts returns the TCP ports a tree of processes listens on.
 func ListenPorts(pids []int) []int { return listenPorts(pids) }

@@ -228,9 +228,9 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 			return DumpResult{}, errors.New("lazy dump: no listen address")
 		}
 		held.LazyPID, err = lazyDump(ctx, env, r.PID, req, o)
-		held.NftTable = lockTable(ctx, r.PID, logPath)
+		held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath)
 		if err != nil {
-			p.Resume(ctx, env, w, held)
+			p.Resume(context.WithoutCancel(ctx), env, w, held)
 			return DumpResult{}, err
 		}
 	} else {
@@ -245,11 +245,11 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 			opts.Ps = &rpc.CriuPageServerInfo{Address: ptr(req.PageServer.Host), Port: ptr(int32(req.PageServer.Port))}
 		}
 		err := env.CRIU.Run(ctx, rpc.CriuReqType_DUMP, opts, nil)
-		held.NftTable = lockTable(ctx, r.PID, logPath)
+		held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath)
 		if err != nil {
 			// CRIU resumes the tasks itself when a dump fails; make sure
-			// nothing stays stopped or locked.
-			p.Resume(ctx, env, w, held)
+			// nothing stays stopped or locked, even when cancelled.
+			p.Resume(context.WithoutCancel(ctx), env, w, held)
 			return DumpResult{}, err
 		}
 	}
@@ -288,6 +288,14 @@ func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error
 	pids := held.PIDs
 	if len(pids) == 0 && held.PID > 0 {
 		pids = tree(held.PID)
+	}
+	// A caller that lost the dump's result knows only the PID and the
+	// images dir: find the tables from those.
+	if held.NftTable == "" && held.Dir != "" {
+		held.NftTable = lockTable(ctx, held.PID, filepath.Join(held.Dir, DumpLog))
+	}
+	if held.HoldTable == "" && held.PID > 0 {
+		held.HoldTable = holdTable(held.PID)
 	}
 	errs = append(errs, signalAll(pids, syscall.SIGCONT))
 	errs = append(errs, dropNftTable(ctx, held.PID, held.NftTable))
