@@ -69,6 +69,7 @@ func DialSSH(ctx context.Context, name string, cfg SSHConfig, log hclog.Logger) 
 	if cfg.KnownHosts == "" {
 		cfg.KnownHosts = filepath.Join(home, ".ssh", "known_hosts")
 	}
+	cfg.KnownHosts, cfg.IdentityFile = expandHome(cfg.KnownHosts, home), expandHome(cfg.IdentityFile, home)
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
@@ -387,4 +388,13 @@ func (s *SSH) run(ctx context.Context, cmd string, stdin io.Reader) (string, err
 		return "", err
 	}
 	return stdout.String(), nil
+}
+
+// expandHome turns a leading "~/" into the user's home directory, as ssh
+// does for the same settings.
+func expandHome(path, home string) string {
+	if rest, ok := strings.CutPrefix(path, "~/"); ok && home != "" {
+		return filepath.Join(home, rest)
+	}
+	return path
 }

@@ -240,3 +240,16 @@ func TestSSHAgentAuth(t *testing.T) {
 	defer h.Close()
 	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 }
+
+func TestExpandHome(t *testing.T) {
+	for in, want := range map[string]string{
+		"~/.ssh/id_ed25519": "/home/op/.ssh/id_ed25519",
+		"/etc/ssh/key":      "/etc/ssh/key",
+		"~other/key":        "~other/key",
+		"":                  "",
+	} {
+		if got := expandHome(in, "/home/op"); got != want {
+			t.Errorf("expandHome(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
