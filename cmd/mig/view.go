@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mig-project/mig/engine"
+	"github.com/mig-project/mig/engine/host"
 )
 
 // view renders apply's events and its final record.
@@ -71,7 +72,7 @@ func (v *humanView) event(e engine.Event) {
 			return
 		}
 		v.progress[e.Step] = e.Time
-		fmt.Fprintf(v.out, "%s: %s\n", e.Step, progressBar(p.Done, p.Total, p.Unit))
+		fmt.Fprintf(v.out, "%s: %s\n", e.Step, progressBar(*p))
 	case engine.EventUndo, engine.EventCommit:
 		switch e.State {
 		case engine.StateRunning:
@@ -84,22 +85,29 @@ func (v *humanView) event(e engine.Event) {
 	}
 }
 
-// progressBar renders "[#####.....]  50%  64.0 MiB / 128.0 MiB".
-func progressBar(done, total int64, unit string) string {
+// progressBar renders "[#####.....]  50%  64.0 MiB / 128.0 MiB  212.4 MiB/s  ETA 0.3s".
+func progressBar(p host.Progress) string {
 	amount := func(n int64) string {
-		if unit == "" || unit == "bytes" || unit == "B" {
+		if p.Unit == "" || p.Unit == "bytes" || p.Unit == "B" {
 			return byteSize(n)
 		}
-		return fmt.Sprintf("%d %s", n, unit)
+		return fmt.Sprintf("%d %s", n, p.Unit)
 	}
-	if total <= 0 {
-		return amount(done)
+	var rate string
+	if p.Rate > 0 {
+		rate = "  " + strings.TrimSuffix(amount(int64(p.Rate)), " ") + "/s"
+		if p.ETA > 0 && p.Done < p.Total {
+			rate += "  ETA " + time.Duration(p.ETA*float64(time.Second)).Round(100*time.Millisecond).String()
+		}
 	}
-	frac := min(float64(done)/float64(total), 1)
+	if p.Total <= 0 {
+		return amount(p.Done) + rate
+	}
+	frac := min(float64(p.Done)/float64(p.Total), 1)
 	const width = 24
 	n := int(frac * width)
-	return fmt.Sprintf("[%s%s] %3.0f%%  %s / %s", strings.Repeat("#", n), strings.Repeat(".", width-n),
-		frac*100, amount(done), amount(total))
+	return fmt.Sprintf("[%s%s] %3.0f%%  %s / %s%s", strings.Repeat("#", n), strings.Repeat(".", width-n),
+		frac*100, amount(p.Done), amount(p.Total), rate)
 }
 
 func byteSize(n int64) string {

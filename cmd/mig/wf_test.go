@@ -155,8 +155,12 @@ func TestBadWorkflows(t *testing.T) {
 }
 
 func TestProgressBar(t *testing.T) {
-	if got := progressBar(512<<20, 1<<30, "bytes"); got != "[############............]  50%  512.0 MiB / 1.0 GiB" {
+	if got := progressBar(host.Progress{Done: 512 << 20, Total: 1 << 30, Unit: "bytes"}); got != "[############............]  50%  512.0 MiB / 1.0 GiB" {
 		t.Errorf("progressBar = %q", got)
+	}
+	p := host.Progress{Done: 512 << 20, Total: 1 << 30, Rate: 256 << 20, ETA: 2}
+	if got := progressBar(p); got != "[############............]  50%  512.0 MiB / 1.0 GiB  256.0 MiB/s  ETA 2s" {
+		t.Errorf("progressBar with a rate = %q", got)
 	}
 	var buf bytes.Buffer
 	v := newHumanView(&buf)
