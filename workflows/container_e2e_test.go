@@ -76,7 +76,7 @@ func startContainerWith(t testing.TB, name string, ballastMiB int, annotations m
 	t.Logf("container %s started on h1, init pid %d", c.id, started.PID)
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
 	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
-	waitFor(t, 10*time.Second, func() error { _, err := c.count(); return err })
+	waitFor(t, 10*time.Second, func() error { _, err := count(); return err })
 	return c
 }
 
@@ -168,14 +168,6 @@ func removeCgroups(id string) {
 	}
 }
 
-func (c *labContainer) count() (int, error) {
-	b, err := get("/")
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(b)
-}
-
 // apply runs `mig apply` on a container workflow with the lab's variables
 // and returns the run record, the exit code and the output.
 func (c *labContainer) apply(workflow string, extra ...string) (*engine.Record, int, string) {
@@ -193,7 +185,7 @@ func migrateContainer(t *testing.T, name, workflow string, extra ...string) *eng
 	needLab(t)
 	c := startContainer(t, name)
 	time.Sleep(200 * time.Millisecond)
-	before, err := c.count()
+	before, err := count()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,21 +199,7 @@ func migrateContainer(t *testing.T, name, workflow string, extra ...string) *eng
 	if st := c.state("h2", c.restoreID); st.Status != "running" {
 		t.Fatalf("container %s on h2: %+v, want running", c.restoreID, st)
 	}
-	after, err := c.count()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after <= before {
-		t.Fatalf("count went from %d to %d: the state did not arrive", before, after)
-	}
-	if b, err := get("/check"); err != nil || b != "ok" {
-		t.Fatalf("/check on h2: %q %v", b, err)
-	}
-	time.Sleep(100 * time.Millisecond)
-	if again, _ := c.count(); again <= after {
-		t.Fatalf("the counter stopped counting on h2: %d then %d", after, again)
-	}
-	t.Logf("count %d before, %d after", before, after)
+	arrived(t, before)
 	logFigures(t, rec)
 	checkClean(t)
 	return rec
@@ -263,7 +241,7 @@ func TestContainerLive(t *testing.T) { migrateContainer(t, "live", "container-li
 func TestContainerRollback(t *testing.T) {
 	needLab(t)
 	c := startContainer(t, "back")
-	before, err := c.count()
+	before, err := count()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +273,7 @@ func TestContainerRollback(t *testing.T) {
 	}
 	var after int
 	waitFor(t, 5*time.Second, func() error {
-		n, err := c.count()
+		n, err := count()
 		if err == nil && n <= before {
 			err = fmt.Errorf("count %d, was %d before the run", n, before)
 		}
@@ -306,7 +284,7 @@ func TestContainerRollback(t *testing.T) {
 		t.Fatalf("/check on h1 after the rollback: %q %v", b, err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if again, _ := c.count(); again <= after {
+	if again, _ := count(); again <= after {
 		t.Fatalf("the source stopped counting after the rollback: %d then %d", after, again)
 	}
 	t.Logf("count %d before, %d after the rollback", before, after)

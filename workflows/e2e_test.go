@@ -130,7 +130,7 @@ func startCounterWith(t testing.TB, ballastMiB int, o lab.StartOptions) *service
 	// A previous test moved the address away: forget its old owner.
 	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
 	t.Cleanup(s.cleanup)
-	waitFor(t, 10*time.Second, func() error { _, err := s.count(); return err })
+	waitFor(t, 10*time.Second, func() error { _, err := count(); return err })
 	return s
 }
 
@@ -163,7 +163,8 @@ func get(path string) (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
-func (s *service) count() (int, error) {
+// count reads the counter behind the service address, wherever it runs.
+func count() (int, error) {
 	b, err := get("/")
 	if err != nil {
 		return 0, err
@@ -214,15 +215,7 @@ func (s *service) apply(t testing.TB, workflow string, extra ...string) (*engine
 func runApply(t testing.TB, workflow string, flags ...string) (*engine.Record, int, string) {
 	t.Helper()
 	state := t.TempDir()
-	h1, _ := theLab.Host("h1")
-	h2, _ := theLab.Host("h2")
-	args := []string{"apply", "-state-dir", state,
-		"-var", "lab=" + theLab.Dir(),
-		"-var", "source_address=" + h1.IP + ":22",
-		"-var", "target_address=" + h2.IP + ":22",
-		"-var", "service_ip=" + serviceIP,
-	}
-	args = append(append(args, flags...), workflow)
+	args := applyArgs(state, workflow, flags...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, migBin, args...)
@@ -240,6 +233,20 @@ func runApply(t testing.TB, workflow string, flags ...string) (*engine.Record, i
 		t.Fatalf("want one run record in %s, got %d (%v)", state, len(recs), err)
 	}
 	return recs[0], code, out.String()
+}
+
+// applyArgs is `mig apply`'s command line for a workflow on the lab, with
+// its run records in state.
+func applyArgs(state, workflow string, flags ...string) []string {
+	h1, _ := theLab.Host("h1")
+	h2, _ := theLab.Host("h2")
+	args := []string{"apply", "-state-dir", state,
+		"-var", "lab=" + theLab.Dir(),
+		"-var", "source_address=" + h1.IP + ":22",
+		"-var", "target_address=" + h2.IP + ":22",
+		"-var", "service_ip=" + serviceIP,
+	}
+	return append(append(args, flags...), workflow)
 }
 
 // output reads a step's output attribute from a record.
@@ -264,7 +271,7 @@ func output(t testing.TB, r *engine.Record, step, attr string) any {
 func migrate(t *testing.T, workflow string, extra ...string) *engine.Record {
 	needLab(t)
 	s := startCounter(t)
-	before, err := s.count()
+	before, err := count()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +285,19 @@ func migrate(t *testing.T, workflow string, extra ...string) *engine.Record {
 	if p := pidsOn(t, "h2"); len(p) != 1 {
 		t.Fatalf("want one counter on h2, got %v", p)
 	}
-	after, err := s.count()
+	arrived(t, before)
+	for _, p := range rec.Probes {
+		t.Logf("probe %s: %+v", p.Name, p.Summary)
+	}
+	checkClean(t)
+	return rec
+}
+
+// arrived checks that the counter, now on h2, went on from the count it
+// had before the move, that its ballast is intact, and that it counts on.
+func arrived(t testing.TB, before int) {
+	t.Helper()
+	after, err := count()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,15 +308,10 @@ func migrate(t *testing.T, workflow string, extra ...string) *engine.Record {
 		t.Fatalf("/check on h2: %q %v", b, err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if again, _ := s.count(); again <= after {
+	if again, _ := count(); again <= after {
 		t.Fatalf("the counter stopped counting on h2: %d then %d", after, again)
 	}
 	t.Logf("count %d before, %d after", before, after)
-	for _, p := range rec.Probes {
-		t.Logf("probe %s: %+v", p.Name, p.Summary)
-	}
-	checkClean(t)
-	return rec
 }
 
 // checkClean fails when a run left CRIU's network lock or a mount behind.
@@ -320,7 +334,7 @@ func TestLive(t *testing.T)       { migrate(t, "live.hcl") }
 func TestLivePrecopyFail(t *testing.T) {
 	needLab(t)
 	s := startCounter(t)
-	before, _ := s.count()
+	before, _ := count()
 	if !precopyUnsupported() {
 		t.Skip("this kernel can pre-dump")
 	}
@@ -331,7 +345,7 @@ func TestLivePrecopyFail(t *testing.T) {
 	if !strings.Contains(out, "soft-dirty") && !strings.Contains(out, "dirty") {
 		t.Errorf("the error does not say why:\n%s", out)
 	}
-	after, err := s.count()
+	after, err := count()
 	if err != nil || after <= before || len(pidsOn(t, "h1")) != 1 {
 		t.Fatalf("the source did not keep running: %d → %d, %v", before, after, err)
 	}

@@ -29,21 +29,13 @@ func TestPreflightPortTaken(t *testing.T) {
 		_, err := theLab.Output(context.Background(), "h2", "sh", "-c", fmt.Sprintf("grep -q ':%04X ' /proc/net/tcp /proc/net/tcp6", port))
 		return err
 	})
-	before, err := s.count()
+	before, err := count()
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	h1, _ := theLab.Host("h1")
-	h2, _ := theLab.Host("h2")
 	state := t.TempDir()
-	cmd := exec.Command(migBin, "apply", "-state-dir", state,
-		"-var", "lab="+theLab.Dir(),
-		"-var", "source_address="+h1.IP+":22",
-		"-var", "target_address="+h2.IP+":22",
-		"-var", "service_ip="+serviceIP,
-		"-var", "pidfile="+s.pidfile,
-		"cold.hcl")
+	cmd := exec.Command(migBin, applyArgs(state, "cold.hcl", "-var", "pidfile="+s.pidfile)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Run()
@@ -61,7 +53,7 @@ func TestPreflightPortTaken(t *testing.T) {
 			}
 		}
 	}
-	after, err := s.count()
+	after, err := count()
 	if err != nil || after <= before {
 		t.Fatalf("the source stopped: %d → %d (%v)", before, after, err)
 	}

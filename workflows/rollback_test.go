@@ -21,7 +21,7 @@ import (
 
 func rollback(t *testing.T, s *service, workflow string) *engine.Record {
 	t.Helper()
-	before, err := s.count()
+	before, err := count()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func rollback(t *testing.T, s *service, workflow string) *engine.Record {
 	}
 	// The source runs again, with its state, behind the service address.
 	var after int
-	waitFor(t, 5*time.Second, func() error { after, err = s.count(); return err })
+	waitFor(t, 5*time.Second, func() error { after, err = count(); return err })
 	if after <= before {
 		t.Fatalf("count went from %d to %d after the rollback", before, after)
 	}
@@ -61,7 +61,7 @@ func rollback(t *testing.T, s *service, workflow string) *engine.Record {
 		t.Errorf("/check after the rollback: %q %v", b, err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if again, _ := s.count(); again <= after {
+	if again, _ := count(); again <= after {
 		t.Errorf("the source does not count after the rollback: %d then %d", after, again)
 	}
 	checkClean(t)
@@ -118,20 +118,12 @@ func TestInterruptRollsBack(t *testing.T) {
 func interrupt(t *testing.T, at engine.EventType) {
 	needLab(t)
 	s := startCounter(t)
-	before, err := s.count()
+	before, err := count()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h1, _ := theLab.Host("h1")
-	h2, _ := theLab.Host("h2")
 	state := t.TempDir()
-	cmd := exec.Command(migBin, "apply", "-json", "-state-dir", state,
-		"-var", "lab="+theLab.Dir(),
-		"-var", "source_address="+h1.IP+":22",
-		"-var", "target_address="+h2.IP+":22",
-		"-var", "service_ip="+serviceIP,
-		"-var", "pidfile="+s.pidfile,
-		"cold.hcl")
+	cmd := exec.Command(migBin, applyArgs(state, "cold.hcl", "-json", "-var", "pidfile="+s.pidfile)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -166,12 +158,12 @@ func interrupt(t *testing.T, at engine.EventType) {
 		}
 	}
 	var after int
-	waitFor(t, 5*time.Second, func() error { after, err = s.count(); return err })
+	waitFor(t, 5*time.Second, func() error { after, err = count(); return err })
 	if after <= before {
 		t.Fatalf("count went from %d to %d after the interrupt", before, after)
 	}
 	time.Sleep(100 * time.Millisecond)
-	if again, _ := s.count(); again <= after {
+	if again, _ := count(); again <= after {
 		t.Errorf("the source does not count after the interrupt: %d then %d", after, again)
 	}
 	if p := pidsOn(t, "h2"); len(p) != 0 {

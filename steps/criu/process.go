@@ -279,16 +279,23 @@ func withBytes(stats map[string]float64, dir string) map[string]float64 {
 	return stats
 }
 
-func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error {
-	var errs []error
+// release stops a lazy dump's page server, if any, and returns the held
+// tree's PIDs.
+func (held Held) release(ctx context.Context) ([]int, error) {
+	var err error
 	if held.LazyPID > 0 && alive(held.LazyPID) {
 		syscall.Kill(held.LazyPID, syscall.SIGKILL)
-		errs = append(errs, waitGone(ctx, []int{held.LazyPID}, 5*time.Second))
+		err = waitGone(ctx, []int{held.LazyPID}, 5*time.Second)
 	}
-	pids := held.PIDs
-	if len(pids) == 0 && held.PID > 0 {
-		pids = tree(held.PID)
+	if len(held.PIDs) == 0 && held.PID > 0 {
+		return tree(held.PID), err
 	}
+	return held.PIDs, err
+}
+
+func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error {
+	pids, err := held.release(ctx)
+	errs := []error{err}
 	// A caller that lost the dump's result knows only the PID and the
 	// images dir: find the tables from those.
 	if held.NftTable == "" && held.Dir != "" {
@@ -304,15 +311,8 @@ func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error
 }
 
 func (Process) Kill(ctx context.Context, env Env, w Workload, held Held) error {
-	var errs []error
-	if held.LazyPID > 0 && alive(held.LazyPID) {
-		syscall.Kill(held.LazyPID, syscall.SIGKILL)
-		errs = append(errs, waitGone(ctx, []int{held.LazyPID}, 5*time.Second))
-	}
-	pids := held.PIDs
-	if len(pids) == 0 && held.PID > 0 {
-		pids = tree(held.PID)
-	}
+	pids, err := held.release(ctx)
+	errs := []error{err}
 	// The network namespace must be read before the tasks go away.
 	netns, netns2 := nsOf(held.PID, "net"), nsOf(held.PID, "net")
 	errs = append(errs, signalAll(pids, syscall.SIGKILL))
