@@ -204,7 +204,11 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	for {
 		attempts++
 		ok, seen, err := check(ctx)
-		last = seen
+		// An attempt cut short by the step's own deadline saw nothing of
+		// the service: report the one before it.
+		if ok || ctx.Err() == nil || last == "" {
+			last = seen
+		}
 		if err != nil {
 			return Result{}, fmt.Errorf("verify %s: %w", what, err)
 		}
