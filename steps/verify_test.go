@@ -105,7 +105,7 @@ func TestVerifyHTTP(t *testing.T) {
 		  url    = "%s/"
 		  status = 204
 		}
-		interval = "20ms"`, srv.URL), 200*time.Millisecond)
+		interval = "20ms"`, srv.URL), time.Second)
 	if err == nil || !strings.Contains(err.Error(), "HTTP 200") || !strings.Contains(err.Error(), "deadline") {
 		t.Errorf("err = %v", err)
 	}
