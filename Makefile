@@ -32,8 +32,10 @@ deps-apt:
 deps-criu:
 	steps/criu/install-criu.sh $(CRIU_DIR)
 
+# One package at a time: the CRIU tests lock this machine's network with
+# nftables while they dump, which other packages' loopback tests would feel.
 test: deps build host-setup
-	$(GO) test -count=1 -timeout 45m ./...
+	$(GO) test -p 1 -count=1 -timeout 45m ./...
 
 test-short: build
 	$(GO) test -short -count=1 ./...
