@@ -51,7 +51,8 @@ func testLab(t *testing.T) (*lab.Lab, []host.Host) {
 		t.Fatal("the lab tests need root")
 	}
 	ctx := context.Background()
-	opts := lab.Options{Name: "labs", Hosts: 2, Subnet: "10.79.0.0/24",
+	name, subnet := lab.ForTest("labs", "10.79.0.0/24")
+	opts := lab.Options{Name: name, Hosts: 2, Subnet: subnet,
 		Log: hclog.New(&hclog.LoggerOptions{Name: "lab", Output: testLogWriter{t}})}
 	l, err := lab.Up(ctx, opts)
 	if err != nil {
@@ -85,7 +86,7 @@ func testLab(t *testing.T) (*lab.Lab, []host.Host) {
 func TestMoveIP(t *testing.T) {
 	l, hosts := testLab(t)
 	ctx := context.Background()
-	const vip = "10.79.0.100"
+	vip := l.Hosts()[0].IP[:strings.LastIndex(l.Hosts()[0].IP, ".")] + ".100"
 	httpd := map[string]int{}
 	for _, h := range l.Hosts() {
 		www := filepath.Join(h.Dir, "var-lib-mig", "www")
@@ -170,7 +171,7 @@ func TestMoveIP(t *testing.T) {
 		to      = host.h2`, vip), vars)
 	env := testEnv(t, hosts...)
 	p, diags := MoveIP{}.Plan(ctx, cfg, env)
-	if diags.HasErrors() || p.Host != "h2" || p.Notes[0] != "move 10.79.0.100/24 from h1:eth0 to h2:eth0 and announce it" {
+	if diags.HasErrors() || p.Host != "h2" || p.Notes[0] != "move "+vip+"/24 from h1:eth0 to h2:eth0 and announce it" {
 		t.Fatalf("plan: %+v %v", p, diags)
 	}
 	start := time.Now()

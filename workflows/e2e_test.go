@@ -50,6 +50,9 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	flag.Parse()
+	if name, subnet := lab.ForTest(labName, labNet+".0/24"); name != labName {
+		labName, labNet = name, strings.TrimSuffix(subnet, ".0/24")
+	}
 	if v := os.Getenv("MIG_E2E_LAB"); v != "" {
 		name, subnet, _ := strings.Cut(v, ",")
 		labName, labNet = name, strings.TrimSuffix(subnet, ".0")

@@ -42,7 +42,8 @@ func upLab(t *testing.T) *labHosts {
 	}
 	ctx := context.Background()
 	log := hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: os.Stderr})
-	l, err := lab.Up(ctx, lab.Options{Name: "criut", Hosts: 2, Subnet: "10.83.0.0/24", Log: log})
+	name, subnet := lab.ForTest("criut", "10.83.0.0/24")
+	l, err := lab.Up(ctx, lab.Options{Name: name, Hosts: 2, Subnet: subnet, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
