@@ -33,6 +33,9 @@ type ApplyOptions struct {
 	Events      func(Event)          // called from one goroutine at a time; may be nil
 	// CompensateTimeout bounds each undo and commit; 5 minutes when zero.
 	CompensateTimeout time.Duration
+	// LockTimeout is how long to wait for another apply holding the state
+	// directory (lock.go); zero refuses at once.
+	LockTimeout time.Duration
 }
 
 // Apply runs the workflow. It first plans it (each kind's Plan, which may
@@ -70,6 +73,11 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	if diags.HasErrors() {
 		return nil, diags
 	}
+	lock, ds := lockStateDir(ctx, w.Path, opt)
+	if ds != nil {
+		return nil, append(diags, ds...)
+	}
+	defer lock.Unlock()
 	// Preflight: every kind's Plan, so that what can be found wrong is
 	// found before anything changes. Hosts opened here stay open for the run.
 	r.pool = newHostPool(w, sv)

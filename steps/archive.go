@@ -21,8 +21,9 @@ import (
 //	  destination = "/var/lib/mig/images/web.tar.zst"
 //	}
 //
-// Undo removes the archive. Outputs: path, bytes, sha256 (of the archive
-// file) and manifest (file name to sha256).
+// A file already at destination is kept aside until the run commits; undo
+// removes the archive and puts it back. Outputs: path, bytes, sha256 (of the
+// archive file) and manifest (file name to sha256).
 type Archive struct{}
 
 func (Archive) Spec() hcldec.Spec { return archiveSpec() }
@@ -67,7 +68,7 @@ func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	if err != nil {
 		return Result{}, err
 	}
-	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", "")}
+	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", ""), KeepAside: true}
 	var res host.ArchiveResult
 	if err := h.Call(ctx, "fs.archive", req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err
@@ -87,9 +88,8 @@ func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			"sha256":   cty.StringVal(res.SHA256),
 			"manifest": m,
 		}),
-		Undo: func(ctx context.Context) error {
-			return h.Call(ctx, "fs.remove", host.RemoveRequest{Path: res.Path}, nil, host.CallOpts{})
-		},
+		Undo:    putBack(h, placed(res.Placed, res.Path)),
+		Commit:  dropAside(h, placed(res.Placed, res.Path)),
 		Metrics: map[string]float64{"bytes": float64(res.Bytes), "files": float64(len(res.Manifest))},
 	}, nil
 }
@@ -104,8 +104,8 @@ func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 //
 // It reads the whole archive and checks every file against the manifest
 // before extracting anything, so a corrupted archive is refused. It
-// extracts to a temporary directory and renames it over destination. Undo
-// removes destination.
+// extracts to a temporary directory and renames it over destination. What
+// destination held is kept aside until the run commits; undo puts it back.
 type Unarchive struct{}
 
 func (Unarchive) Spec() hcldec.Spec { return archiveSpec() }
@@ -127,7 +127,7 @@ func (Unarchive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, err
 	if err != nil {
 		return Result{}, err
 	}
-	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", "")}
+	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", ""), KeepAside: true}
 	var res host.UnarchiveResult
 	if err := h.Call(ctx, "fs.unarchive", req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err
@@ -138,9 +138,8 @@ func (Unarchive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, err
 			"files": Num(int64(res.Files)),
 			"bytes": Num(res.Bytes),
 		}),
-		Undo: func(ctx context.Context) error {
-			return h.Call(ctx, "fs.remove", host.RemoveRequest{Path: res.Path, Recursive: true}, nil, host.CallOpts{})
-		},
+		Undo:    putBack(h, placed(res.Placed, res.Path)),
+		Commit:  dropAside(h, placed(res.Placed, res.Path)),
 		Metrics: map[string]float64{"bytes": float64(res.Bytes), "files": float64(res.Files)},
 	}, nil
 }

@@ -31,7 +31,9 @@ import (
 // destination checks the sha256 the source computed on the fly, and renames
 // the copy into place only then; an existing destination is replaced, or,
 // with merge = true, a directory's files are added to it (as beside the
-// pages a page server wrote). Undo removes the destination.
+// pages a page server wrote). What the destination held is kept aside until
+// the run commits: undo puts it back (after a merge, it removes only what
+// the copy added), commit deletes the aside copy.
 type Copy struct{}
 
 func (Copy) Spec() hcldec.Spec {
@@ -86,7 +88,7 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	source, dest := String(cfg, "source", ""), String(cfg, "destination", "")
 	env.Log.Debug("copy", "from", src.Name(), "source", source, "to", dst.Name(), "destination", dest)
-	opts := host.CopyOptions{Progress: env.Progress, Merge: Bool(cfg, "merge", false)}
+	opts := host.CopyOptions{Progress: env.Progress, Merge: Bool(cfg, "merge", false), KeepAside: true}
 	if Bool(cfg, "direct", false) {
 		a, ok := dst.(interface{ Address() string })
 		if !ok {
@@ -109,9 +111,36 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			"sha256":  cty.StringVal(res.SHA256),
 			"seconds": cty.NumberFloatVal(res.Seconds),
 		}),
-		Undo: func(ctx context.Context) error {
-			return dst.Call(ctx, "fs.remove", host.RemoveRequest{Path: dest, Recursive: true}, nil, host.CallOpts{})
-		},
+		Undo:    putBack(dst, res.Placed),
+		Commit:  dropAside(dst, res.Placed),
 		Metrics: map[string]float64{"bytes": float64(res.Bytes), "moved_bytes": float64(res.Bytes), "seconds": res.Seconds},
 	}, nil
+}
+
+// putBack is the undo of a step that placed content on a host: one
+// fs.put-back call, whose request says everything it needs, so that it can
+// be replayed from a run record.
+func putBack(h host.Host, pl host.Placed) func(context.Context) error {
+	return func(ctx context.Context) error {
+		return h.Call(ctx, "fs.put-back", pl, nil, host.CallOpts{})
+	}
+}
+
+// dropAside is the commit of such a step: it deletes what was kept aside.
+func dropAside(h host.Host, pl host.Placed) func(context.Context) error {
+	if pl.Aside == "" {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		return h.Call(ctx, "fs.remove", host.RemoveRequest{Path: pl.Aside, Recursive: true}, nil, host.CallOpts{})
+	}
+}
+
+// placed returns what an action reported it displaced, or, from an agent
+// that reports nothing, a Placed whose undo removes path.
+func placed(pl *host.Placed, path string) host.Placed {
+	if pl == nil {
+		return host.Placed{Path: path}
+	}
+	return *pl
 }

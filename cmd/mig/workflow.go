@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -176,11 +177,14 @@ func cmdApply(c *cli, args []string) int {
 	var f wfFlags
 	var parallelism int
 	var jsonOut bool
+	var lockTimeout time.Duration
 	fs := newFlags(c, "apply", "[flags] WORKFLOW", `
 Run a workflow. Steps start when the steps they depend on have finished,
 up to -parallelism at a time. If a step fails, or on Ctrl-C, the steps that
 completed are undone in reverse order; a second Ctrl-C exits at once.
 Every run writes a record to the state directory ('mig runs', 'mig show').
+One apply at a time may use a state directory: another one is refused, or
+waits up to -lock-timeout.
 
 Examples:
   mig apply workflows/hello.hcl
@@ -190,6 +194,7 @@ Examples:
 	fs.IntVar(&parallelism, "parallelism", 4, "how many steps may run at once")
 	fs.BoolVar(&jsonOut, "json", false, "print events as JSON, one object per line")
 	fs.StringVar(&f.stateDir, "state-dir", "", "where run records go (default .mig beside the workflow)")
+	fs.DurationVar(&lockTimeout, "lock-timeout", 0, "wait this long for another apply that holds the state directory (default: refuse at once)")
 	path, code, ok := parse(fs, args)
 	if !ok {
 		return code
@@ -207,7 +212,7 @@ Examples:
 		v = &jsonView{out: c.stdout}
 	}
 	rec, diags := w.Apply(c.ctx, engine.ApplyOptions{
-		Vars: vars, Parallelism: parallelism, StateDir: f.stateDir, Events: v.event,
+		Vars: vars, Parallelism: parallelism, StateDir: f.stateDir, Events: v.event, LockTimeout: lockTimeout,
 	})
 	if rec == nil {
 		c.printDiags(w.Files(), diags)

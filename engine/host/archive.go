@@ -32,6 +32,8 @@ type manifest struct {
 type ArchiveRequest struct {
 	Source      string `json:"source"`
 	Destination string `json:"destination"`
+	// KeepAside keeps what the destination held before aside (aside.go).
+	KeepAside bool `json:"keep_aside,omitempty"`
 }
 
 // ArchiveResult is what fs.archive returns.
@@ -40,13 +42,15 @@ type ArchiveResult struct {
 	Bytes    int64              `json:"bytes"`
 	SHA256   string             `json:"sha256"`
 	Manifest map[string]FileSum `json:"manifest"`
+	Placed   *Placed            `json:"placed,omitempty"`
 }
 
 // UnarchiveResult is what fs.unarchive returns.
 type UnarchiveResult struct {
-	Path  string `json:"path"`
-	Files int    `json:"files"`
-	Bytes int64  `json:"bytes"` // sum of the files' sizes
+	Path   string  `json:"path"`
+	Files  int     `json:"files"`
+	Bytes  int64   `json:"bytes"` // sum of the files' sizes
+	Placed *Placed `json:"placed,omitempty"`
 }
 
 // Archive is the "fs.archive" action: it packs a directory into a .tar.zst
@@ -72,13 +76,14 @@ func Archive(ctx context.Context, c *Call) (res any, err error) {
 	if _, err := os.Lstat(filepath.Join(src, manifestName)); err == nil {
 		return nil, fmt.Errorf("%s holds %s, a name archives reserve", src, manifestName)
 	}
-	tmp, err := partialPath(dest, c)
+	part, err := newPartial(dest, c)
 	if err != nil {
 		return nil, err
 	}
+	defer part.release()
+	tmp := part.path
 	defer func() {
 		if err != nil {
-			os.Remove(tmp)
 			err = fmt.Errorf("archive %s: %w (partial archive removed)", src, err)
 		}
 	}()
@@ -114,21 +119,20 @@ func Archive(ctx context.Context, c *Call) (res any, err error) {
 			return nil, err
 		}
 	}
-	if err := os.Rename(tmp, dest); err != nil {
-		return nil, err
-	}
-	if err := syncDir(filepath.Dir(dest)); err != nil {
+	pl, err := place(tmp, dest, req.KeepAside)
+	if err != nil {
 		return nil, err
 	}
 	sum := hex.EncodeToString(cw.h.Sum(nil))
 	c.Log.Debug("archived", "path", dest, "bytes", cw.n, "files", len(m.Files))
-	return ArchiveResult{Path: dest, Bytes: cw.n, SHA256: sum, Manifest: m.Files}, nil
+	return ArchiveResult{Path: dest, Bytes: cw.n, SHA256: sum, Manifest: m.Files, Placed: &pl}, nil
 }
 
 // Unarchive is the "fs.unarchive" action. It refuses an archive whose files
 // do not match its manifest: it reads the whole archive and checks it first,
 // then extracts to a temporary directory (checking again) and renames it to
-// the destination, which must not hold anything precious: it is replaced.
+// the destination. What the destination held is deleted, or kept aside
+// with KeepAside.
 func Unarchive(ctx context.Context, c *Call) (res any, err error) {
 	var req ArchiveRequest
 	if err := decode(c, &req); err != nil {
@@ -146,13 +150,14 @@ func Unarchive(ctx context.Context, c *Call) (res any, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("refusing to extract %s: %w", src, err)
 	}
-	tmp, err := partialPath(dest, c)
+	part, err := newPartial(dest, c)
 	if err != nil {
 		return nil, err
 	}
+	defer part.release()
+	tmp := part.path
 	defer func() {
 		if err != nil {
-			os.RemoveAll(tmp)
 			err = fmt.Errorf("extract %s: %w (partial extraction removed)", src, err)
 		}
 	}()
@@ -168,14 +173,15 @@ func Unarchive(ctx context.Context, c *Call) (res any, err error) {
 	if err := syncDir(tmp); err != nil {
 		return nil, err
 	}
-	if err := replace(tmp, dest); err != nil {
+	pl, err := place(tmp, dest, req.KeepAside)
+	if err != nil {
 		return nil, err
 	}
 	var total int64
 	for _, f := range m.Files {
 		total += f.Size
 	}
-	return UnarchiveResult{Path: dest, Files: len(m.Files), Bytes: total}, nil
+	return UnarchiveResult{Path: dest, Files: len(m.Files), Bytes: total, Placed: &pl}, nil
 }
 
 // verifyArchive reads an archive through and checks every regular file

@@ -15,6 +15,8 @@ type CopyResult struct {
 	Bytes   int64   // payload bytes (a directory travels as tar)
 	SHA256  string  // of the payload, checked at the destination
 	Seconds float64 // wall time
+	// Placed says what the copy displaced at the destination (aside.go).
+	Placed Placed
 }
 
 // Copy streams srcPath on src (a file or a directory) to dstPath on dst.
@@ -36,6 +38,8 @@ type CopyOptions struct {
 	// Merge adds a directory's files to an existing destination directory
 	// instead of replacing it (see RecvRequest.Merge).
 	Merge bool
+	// KeepAside keeps what the destination held aside (RecvRequest.KeepAside).
+	KeepAside bool
 }
 
 // CopyWith is Copy with options.
@@ -71,7 +75,7 @@ func CopyWith(ctx context.Context, src Host, srcPath string, dst Host, dstPath s
 	}()
 
 	var got TransferResult
-	err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Merge: opts.Merge}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
+	err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Merge: opts.Merge, KeepAside: opts.KeepAside}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
 	if err != nil {
 		record(err)
 		pr.CloseWithError(err)
@@ -93,7 +97,7 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 	var got TransferResult
 	dstDone := make(chan error, 1)
 	go func() {
-		err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Listen: net.JoinHostPort(opts.Direct, "0"), Merge: opts.Merge}, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
+		err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Listen: net.JoinHostPort(opts.Direct, "0"), Merge: opts.Merge, KeepAside: opts.KeepAside}, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
 		tw.CloseWithError(err)
 		dstDone <- err
 	}()
@@ -126,7 +130,12 @@ func checkCopy(src Host, srcPath string, dst Host, dstPath string, sent, got Tra
 		return CopyResult{}, fmt.Errorf("copy %s:%s to %s:%s: the source sent %d bytes with sha256 %s, the destination got %d bytes with sha256 %s",
 			src.Name(), srcPath, dst.Name(), dstPath, sent.Bytes, sent.SHA256, got.Bytes, got.SHA256)
 	}
-	return CopyResult{Bytes: got.Bytes, SHA256: got.SHA256, Seconds: time.Since(start).Seconds()}, nil
+	res := CopyResult{Bytes: got.Bytes, SHA256: got.SHA256, Seconds: time.Since(start).Seconds()}
+	res.Placed = Placed{Path: dstPath}
+	if got.Placed != nil {
+		res.Placed = *got.Placed
+	}
+	return res, nil
 }
 
 // withRate adds the rate and ETA to progress reports.

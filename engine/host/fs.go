@@ -28,6 +28,8 @@ type TransferResult struct {
 	Type   string `json:"type"` // "file" or "dir"
 	Bytes  int64  `json:"bytes"`
 	SHA256 string `json:"sha256"`
+	// Placed says what fs.recv displaced at the path (aside.go).
+	Placed *Placed `json:"placed,omitempty"`
 }
 
 func decode(c *Call, v any) error {
@@ -69,6 +71,9 @@ type RecvRequest struct {
 	// directory at Path instead of replacing it (files of the same name
 	// are replaced). The files land only after the checksum matched.
 	Merge bool `json:"merge,omitempty"`
+	// KeepAside keeps what the path held before aside, for fs.put-back
+	// or the run's commit (aside.go), instead of deleting it.
+	KeepAside bool `json:"keep_aside,omitempty"`
 }
 
 // Send is the "fs.send" action: it writes a file, or a directory as tar, to
@@ -179,13 +184,14 @@ func Recv(ctx context.Context, c *Call) (res any, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := partialPath(dest, c)
+	part, err := newPartial(dest, c)
 	if err != nil {
 		return nil, err
 	}
+	defer part.release()
+	tmp := part.path
 	defer func() {
 		if err != nil {
-			os.RemoveAll(tmp)
 			err = fmt.Errorf("receive %s: %w (partial copy removed)", dest, err)
 		}
 	}()
@@ -203,16 +209,17 @@ func Recv(ctx context.Context, c *Call) (res any, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var pl Placed
 	if req.Merge && h.Type != "file" {
-		err = merge(tmp, dest)
+		pl, err = mergeInto(tmp, dest, req.KeepAside)
 	} else {
-		err = replace(tmp, dest)
+		pl, err = place(tmp, dest, req.KeepAside)
 	}
 	if err != nil {
 		return nil, err
 	}
-	c.Log.Debug("received", "path", dest, "bytes", cr.n, "sha256", sum)
-	return TransferResult{Path: dest, Type: h.Type, Bytes: cr.n, SHA256: sum}, nil
+	c.Log.Debug("received", "path", dest, "bytes", cr.n, "sha256", sum, "aside", pl.Aside)
+	return TransferResult{Path: dest, Type: h.Type, Bytes: cr.n, SHA256: sum, Placed: &pl}, nil
 }
 
 func recvFile(tmp string, r io.Reader, mode fs.FileMode) error {
@@ -248,85 +255,6 @@ func recvDir(tmp string, cr *chunkReader, mode fs.FileMode, c *Call) error {
 		return err
 	}
 	return os.Chmod(tmp, mode)
-}
-
-// replace renames tmp to dest, moving an existing dest aside first when a
-// plain rename cannot replace it, and syncs the parent directory.
-func replace(tmp, dest string) error {
-	old := ""
-	if fi, err := os.Lstat(dest); err == nil && fi.IsDir() {
-		old = filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".mig-old-"+randomSuffix())
-		if err := os.Rename(dest, old); err != nil {
-			return err
-		}
-	} else if err == nil {
-		if tfi, err := os.Lstat(tmp); err == nil && tfi.IsDir() {
-			if err := os.Remove(dest); err != nil {
-				return err
-			}
-		}
-	}
-	if err := os.Rename(tmp, dest); err != nil {
-		if old != "" {
-			os.Rename(old, dest)
-		}
-		return err
-	}
-	if old != "" {
-		os.RemoveAll(old)
-	}
-	return syncDir(filepath.Dir(dest))
-}
-
-// merge moves the entries of the directory tmp into dest, creating dest
-// when missing and replacing entries of the same name, then removes tmp.
-func merge(tmp, dest string) error {
-	if _, err := os.Lstat(dest); os.IsNotExist(err) {
-		return replace(tmp, dest)
-	}
-	ents, err := os.ReadDir(tmp)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		from, to := filepath.Join(tmp, e.Name()), filepath.Join(dest, e.Name())
-		if fi, err := os.Lstat(to); err == nil && fi.IsDir() && e.IsDir() {
-			if err := merge(from, to); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := os.Rename(from, to); err != nil {
-			return err
-		}
-	}
-	if err := os.Remove(tmp); err != nil {
-		return err
-	}
-	return syncDir(dest)
-}
-
-// partialPath returns a temporary name beside dest, in dest's directory
-// (created 0700 when missing), once what failed attempts left there is
-// gone. The data goes there first and is renamed to dest only when whole.
-func partialPath(dest string, c *Call) (string, error) {
-	parent, base := filepath.Dir(dest), filepath.Base(dest)
-	if err := os.MkdirAll(parent, 0o700); err != nil {
-		return "", err
-	}
-	removeStale(parent, base, c)
-	return filepath.Join(parent, "."+base+".mig-partial-"+randomSuffix()), nil
-}
-
-// removeStale removes what failed attempts left next to dest.
-func removeStale(parent, base string, c *Call) {
-	for _, pat := range []string{".mig-partial-*", ".mig-old-*"} {
-		matches, _ := filepath.Glob(filepath.Join(parent, "."+escapeGlob(base)+pat))
-		for _, m := range matches {
-			c.Log.Info("removing leftover of an earlier attempt", "path", m)
-			os.RemoveAll(m)
-		}
-	}
 }
 
 func escapeGlob(s string) string {

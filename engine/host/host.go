@@ -33,6 +33,10 @@ type CallOpts struct {
 	In       io.Reader
 	Out      io.Writer
 	Progress func(Progress)
+	// Idempotent says the call may be made twice with no harm (the caller
+	// ignores a result that could differ), so an SSH host makes it again
+	// when its connection broke while the action ran. See Idempotent.
+	Idempotent bool
 }
 
 // Progress is a transfer report from an action.

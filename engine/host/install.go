@@ -49,7 +49,7 @@ func goarch() string { return runtime.GOARCH }
 
 // ensureAgent installs mig's binary on the host when it is missing or
 // damaged, and returns its remote path.
-func (s *SSH) ensureAgent(ctx context.Context) (string, error) {
+func (s *SSH) ensureAgent(ctx context.Context, c *sshConn) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.bin != "" {
@@ -72,7 +72,7 @@ func (s *SSH) ensureAgent(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("work_dir %q must be an absolute path", s.cfg.WorkDir)
 	}
 	lines := dir + "\n" + sum + "\n"
-	out, err := s.run(ctx, probeScript, strings.NewReader(lines))
+	out, err := s.run(ctx, c, probeScript, strings.NewReader(lines))
 	if err != nil {
 		return "", fmt.Errorf("probe for mig's binary: %w", err)
 	}
@@ -90,7 +90,7 @@ func (s *SSH) ensureAgent(ctx context.Context) (string, error) {
 			s.log.Warn("installed binary is damaged; reinstalling", "path", bin)
 		}
 		s.log.Info("installing mig on the host", "path", bin)
-		if err := s.upload(ctx, local, lines); err != nil {
+		if err := s.upload(ctx, c, local, lines); err != nil {
 			return "", fmt.Errorf("install mig's binary at %s: %w", bin, err)
 		}
 	}
@@ -98,13 +98,13 @@ func (s *SSH) ensureAgent(ctx context.Context) (string, error) {
 	return bin, nil
 }
 
-func (s *SSH) upload(ctx context.Context, local, lines string) error {
+func (s *SSH) upload(ctx context.Context, c *sshConn, local, lines string) error {
 	f, err := os.Open(local)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	_, err = s.run(ctx, installScript, io.MultiReader(strings.NewReader(lines), f))
+	_, err = s.run(ctx, c, installScript, io.MultiReader(strings.NewReader(lines), f))
 	return err
 }
 

@@ -76,6 +76,7 @@ func Builtin() Actions {
 		"fs.recv":      Recv,
 		"fs.mkdir":     Mkdir,
 		"fs.remove":    Remove,
+		"fs.put-back":  PutBack,
 		"fs.stat":      Stat,
 		"fs.sha256":    Sum,
 		"fs.archive":   Archive,

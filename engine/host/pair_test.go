@@ -166,7 +166,7 @@ func TestCopyCutThenRetry(t *testing.T) {
 			_, err = Copy(context.Background(), src, in, dst, out, func(pr Progress) {
 				// Reports come at most every 200ms: cut at the first one.
 				if pr.Done < size && !cut.Swap(true) {
-					victim.client.Close() // the network goes away
+					victim.current().client.Close() // the network goes away
 				}
 			})
 			if err == nil || !strings.Contains(err.Error(), `host "`+victim.Name()+`"`) {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -29,7 +30,7 @@ type SSHConfig struct {
 	IdentityFile   string        // private key file; ssh-agent is used too when SSH_AUTH_SOCK is set
 	KnownHosts     string        // default ~/.ssh/known_hosts
 	ConnectTimeout time.Duration // default 10s
-	Keepalive      time.Duration // interval of keepalive requests, default 15s
+	Keepalive      time.Duration // interval of keepalive requests, default 5s; 3 unanswered drop the connection
 	WorkDir        string        // mig's directory on the host, default /var/lib/mig
 	// Binary is the local mig binary installed on the host, default
 	// os.Executable(). It must run `<binary> agent`.
@@ -38,17 +39,51 @@ type SSHConfig struct {
 
 // SSH is a host reached over one SSH connection. Each Call runs in its own
 // session, in mig's agent on the host, which is installed on first use.
+// When the connection breaks, the next Call redials it with backoff (see
+// redial.go).
 type SSH struct {
 	name   string
 	cfg    SSHConfig
 	log    hclog.Logger
-	client *ssh.Client
+	home   string
+	known  ssh.HostKeyCallback
 	done   chan struct{}
 	once   sync.Once
 	goarch string // the architecture the installed binary needs
 
+	dialMu sync.Mutex // one redial at a time
+	cmu    sync.Mutex // guards cur and closed
+	cur    *sshConn   // the current connection
+	closed bool
+
 	mu  sync.Mutex
 	bin string // remote path of the agent binary, once installed
+}
+
+// sshConn is one SSH connection; gone is closed when it ended.
+type sshConn struct {
+	client *ssh.Client
+	gone   chan struct{}
+	dead   atomic.Bool // closed by mig, maybe before gone is
+}
+
+// broken says whether the connection has ended.
+func (c *sshConn) broken() bool {
+	if c.dead.Load() {
+		return true
+	}
+	select {
+	case <-c.gone:
+		return true
+	default:
+		return false
+	}
+}
+
+// drop closes the connection, taking it for dead at once.
+func (c *sshConn) drop() {
+	c.dead.Store(true)
+	c.client.Close()
 }
 
 // DialSSH connects to an SSH host and checks its host key against
@@ -74,27 +109,48 @@ func DialSSH(ctx context.Context, name string, cfg SSHConfig, log hclog.Logger) 
 		cfg.ConnectTimeout = 10 * time.Second
 	}
 	if cfg.Keepalive <= 0 {
-		cfg.Keepalive = 15 * time.Second
+		cfg.Keepalive = 5 * time.Second
 	}
 	if cfg.WorkDir == "" {
 		cfg.WorkDir = "/var/lib/mig"
 	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("host %q (%s): %s", name, cfg.Address, fmt.Sprintf(format, args...))
-	}
-
 	known, err := knownhosts.New(cfg.KnownHosts)
 	if errors.Is(err, os.ErrNotExist) {
 		h, port, _ := net.SplitHostPort(cfg.Address)
-		return nil, fail("known_hosts file %s does not exist, so the host's key cannot be checked; "+
-			"create it with the host's key, after checking its fingerprint:\n  ssh-keyscan -p %s %s >> %s", cfg.KnownHosts, port, h, cfg.KnownHosts)
+		return nil, fmt.Errorf("host %q (%s): known_hosts file %s does not exist, so the host's key cannot be checked; "+
+			"create it with the host's key, after checking its fingerprint:\n  ssh-keyscan -p %s %s >> %s", name, cfg.Address, cfg.KnownHosts, port, h, cfg.KnownHosts)
 	}
 	if err != nil {
-		return nil, fail("known_hosts: %v", err)
+		return nil, fmt.Errorf("host %q (%s): known_hosts: %v", name, cfg.Address, err)
 	}
-	auth, closeAgent, err := authMethod(cfg.IdentityFile, home)
+	s := &SSH{
+		name:   name,
+		cfg:    cfg,
+		log:    log,
+		home:   home,
+		known:  known,
+		done:   make(chan struct{}),
+		goarch: goarch(),
+	}
+	c, err := s.dial(ctx)
 	if err != nil {
-		return nil, fail("%v", err)
+		return nil, err
+	}
+	s.cur = c
+	log.Debug("connected", "address", cfg.Address, "user", cfg.User)
+	return s, nil
+}
+
+// dial opens a new connection, checking the host key, and starts its
+// keepalives. A *permanentError is not worth retrying.
+func (s *SSH) dial(ctx context.Context) (*sshConn, error) {
+	cfg, name := s.cfg, s.name
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("host %q (%s): %s", name, cfg.Address, fmt.Sprintf(format, args...))
+	}
+	auth, closeAgent, err := authMethod(cfg.IdentityFile, s.home)
+	if err != nil {
+		return nil, &permanentError{fail("%v", err)}
 	}
 	defer closeAgent()
 
@@ -113,13 +169,13 @@ func DialSSH(ctx context.Context, name string, cfg SSHConfig, log hclog.Logger) 
 		User: cfg.User,
 		Auth: []ssh.AuthMethod{auth},
 		HostKeyCallback: func(hostname string, remote net.Addr, key ssh.PublicKey) error {
-			err := known(hostname, remote, key)
+			err := s.known(hostname, remote, key)
 			if err != nil {
 				keyErr = hostKeyError(name, cfg.Address, cfg.KnownHosts, key, err)
 			}
 			return err
 		},
-		HostKeyAlgorithms: knownAlgorithms(known, cfg.Address, conn.RemoteAddr()),
+		HostKeyAlgorithms: knownAlgorithms(s.known, cfg.Address, conn.RemoteAddr()),
 		Timeout:           cfg.ConnectTimeout,
 	}
 	c, chans, reqs, err := ssh.NewClientConn(bufferedConn{conn, bufio.NewReaderSize(conn, 256<<10)}, cfg.Address, config)
@@ -127,26 +183,22 @@ func DialSSH(ctx context.Context, name string, cfg SSHConfig, log hclog.Logger) 
 		conn.Close()
 		switch {
 		case keyErr != nil:
-			return nil, keyErr
+			return nil, &permanentError{keyErr}
 		case strings.Contains(err.Error(), "unable to authenticate"):
-			return nil, fail("authentication as %q failed (identity_file %q, ssh-agent %v): %v",
-				cfg.User, cfg.IdentityFile, os.Getenv("SSH_AUTH_SOCK") != "", err)
+			return nil, &permanentError{fail("authentication as %q failed (identity_file %q, ssh-agent %v): %v",
+				cfg.User, cfg.IdentityFile, os.Getenv("SSH_AUTH_SOCK") != "", err)}
 		default:
 			return nil, fail("ssh handshake: %v", err)
 		}
 	}
 	conn.SetDeadline(time.Time{})
-	s := &SSH{
-		name:   name,
-		cfg:    cfg,
-		log:    log,
-		client: ssh.NewClient(c, chans, reqs),
-		done:   make(chan struct{}),
-		goarch: goarch(),
-	}
-	go s.keepalive()
-	log.Debug("connected", "address", cfg.Address, "user", cfg.User)
-	return s, nil
+	sc := &sshConn{client: ssh.NewClient(c, chans, reqs), gone: make(chan struct{})}
+	go func() {
+		sc.client.Wait()
+		close(sc.gone)
+	}()
+	go s.keepalive(sc)
+	return sc, nil
 }
 
 // bufferedConn reads through a large buffer, so a busy connection takes
@@ -259,23 +311,27 @@ func hostKeyError(name, addr, file string, key ssh.PublicKey, err error) error {
 }
 
 // keepalive sends keepalive@openssh.com requests and closes the connection
-// when the host stops answering.
-func (s *SSH) keepalive() {
+// when the host stops answering, so that calls on it fail and redial.
+func (s *SSH) keepalive(c *sshConn) {
 	t := time.NewTicker(s.cfg.Keepalive)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.done:
 			return
+		case <-c.gone:
+			return
 		case <-t.C:
 		}
 		reply := make(chan error, 1)
 		go func() {
-			_, _, err := s.client.SendRequest("keepalive@openssh.com", true, nil)
+			_, _, err := c.client.SendRequest("keepalive@openssh.com", true, nil)
 			reply <- err
 		}()
 		select {
 		case <-s.done:
+			return
+		case <-c.gone:
 			return
 		case err := <-reply:
 			if err == nil {
@@ -285,7 +341,7 @@ func (s *SSH) keepalive() {
 		case <-time.After(3 * s.cfg.Keepalive):
 			s.log.Warn("no answer to keepalives; closing the connection")
 		}
-		s.client.Close()
+		c.drop()
 		return
 	}
 }
@@ -297,22 +353,59 @@ func (s *SSH) Address() string { return s.cfg.Address }
 
 func (s *SSH) Close() error {
 	s.once.Do(func() { close(s.done) })
-	return s.client.Close()
+	s.cmu.Lock()
+	s.closed = true
+	c := s.cur
+	s.cmu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return c.client.Close()
 }
 
 // launcher starts the agent binary whose path comes as the first line of
 // stdin, so no path from the workflow is ever part of a shell command.
 const launcher = `sh -c 'IFS= read -r bin && exec "$bin" agent'`
 
-// Call runs an action in the host's agent.
+// Call runs an action in the host's agent. A connection found broken is
+// redialed first (redial.go). A call whose connection broke before the
+// agent got the request is made again on the new connection; one that broke
+// while the action ran is made again only when the action is idempotent
+// (Idempotent, CallOpts.Idempotent) and streams no input. Both go on until
+// ctx ends.
 func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallOpts) error {
-	bin, err := s.ensureAgent(ctx)
-	if err != nil {
-		return &ActionError{Host: s.name, Err: err}
+	repeat := opts.In == nil && (opts.Idempotent || Idempotent[action])
+	for attempt := 1; ; attempt++ {
+		c, err := s.connect(ctx)
+		if err != nil {
+			return &ActionError{Host: s.name, Action: action, Err: err}
+		}
+		started, err := s.call(ctx, c, action, req, resp, opts)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || !s.lost(c, err) || (started && !repeat) {
+			var ae *ActionError
+			if errors.As(err, &ae) {
+				return err
+			}
+			return &ActionError{Host: s.name, Action: action, Err: err}
+		}
+		s.log.Warn("connection lost during a call; calling again on a new connection",
+			"action", action, "attempt", attempt, "started", started, "error", err)
 	}
-	sess, err := s.client.NewSession()
+}
+
+// call runs one action on connection c. started says whether the agent
+// may have received the request.
+func (s *SSH) call(ctx context.Context, c *sshConn, action string, req, resp any, opts CallOpts) (started bool, err error) {
+	bin, err := s.ensureAgent(ctx, c)
 	if err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("open session: %w", err)}
+		return false, &ActionError{Host: s.name, Err: err}
+	}
+	sess, err := s.session(ctx, c)
+	if err != nil {
+		return false, err
 	}
 	defer sess.Close()
 	stdin, _ := sess.StdinPipe()
@@ -320,10 +413,10 @@ func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallO
 	stderr := &tail{max: 4 << 10}
 	sess.Stderr = stderr
 	if err := sess.Start(launcher); err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("start agent: %w", err)}
+		return false, fmt.Errorf("start agent: %w", err)
 	}
 	if _, err := io.WriteString(stdin, bin+"\n"); err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("start agent: %w", err)}
+		return false, fmt.Errorf("start agent: %w", err)
 	}
 	log := s.log.Named(action)
 	abort := func() {
@@ -337,10 +430,10 @@ func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallO
 		}
 	}
 	if err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: err}
+		return true, err
 	}
 	stdin.Close()
-	return nil
+	return true, nil
 }
 
 // tail keeps the last max bytes written to it.
@@ -366,12 +459,12 @@ func (t *tail) String() string {
 	return string(t.buf)
 }
 
-// run runs a fixed command in a new session with stdin, and returns its
-// stdout. A non-zero exit is an error carrying stderr.
-func (s *SSH) run(ctx context.Context, cmd string, stdin io.Reader) (string, error) {
-	sess, err := s.client.NewSession()
+// run runs a fixed command in a new session on c with stdin, and returns
+// its stdout. A non-zero exit is an error carrying stderr.
+func (s *SSH) run(ctx context.Context, c *sshConn, cmd string, stdin io.Reader) (string, error) {
+	sess, err := s.session(ctx, c)
 	if err != nil {
-		return "", fmt.Errorf("open session: %w", err)
+		return "", err
 	}
 	defer sess.Close()
 	var stdout, stderr bytes.Buffer

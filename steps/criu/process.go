@@ -123,6 +123,8 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 	switch {
 	case st.state == 'Z':
 		return Resolved{}, fmt.Errorf("%s: pid %d is a zombie", w, pid)
+	case st.state == 'T' || st.state == 't':
+		return Resolved{}, stoppedError(w, pid, st.comm)
 	case st.flags&pfKthread != 0:
 		return Resolved{}, fmt.Errorf("%s: pid %d (%s) is a kernel thread", w, pid, st.comm)
 	case pid == 1:
@@ -153,6 +155,25 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 		Listens:     listenPorts(pids),
 		Tasks:       len(pids),
 	}, nil
+}
+
+// StoppedHint, when set, explains a stopped workload process: it returns
+// what to tell the operator (such as "held by interrupted run R; recover it
+// with: mig recover R") or "" when it knows nothing of pid. It runs on the
+// workload's host.
+var StoppedHint func(pid int) string
+
+// stoppedError refuses a stopped process (State T): mig would dump it
+// stopped and commit would kill it, or resume a process someone stopped on
+// purpose; most often another run holds it frozen.
+func stoppedError(w Workload, pid int, comm string) error {
+	if StoppedHint != nil {
+		if hint := StoppedHint(pid); hint != "" {
+			return fmt.Errorf("%s: pid %d (%s) is stopped: %s", w, pid, comm, hint)
+		}
+	}
+	return fmt.Errorf("%s: pid %d (%s) is stopped (State: T). Another migration may hold it frozen: "+
+		"check 'mig runs' and let that run finish; if it was stopped by hand (kill -STOP, a debugger), resume it with kill -CONT %d first", w, pid, comm, pid)
 }
 
 // resolveFor re-checks the workload just before it is dumped. When the

@@ -317,6 +317,15 @@ func TestResolveRejects(t *testing.T) {
 			t.Errorf("%v: got %v, want an error with %q", tc.cfg, err, tc.want)
 		}
 	}
+	// A stopped process is refused: another run may hold it.
+	stopped := plain.cmd.Process.Pid
+	syscall.Kill(stopped, syscall.SIGSTOP)
+	waitState(t, stopped, 'T')
+	err := h.Call(ctx, ActResolve, Request{Workload: processWorkload(t, map[string]any{"pid": stopped, "shell_job": true})}, nil, host.CallOpts{})
+	syscall.Kill(stopped, syscall.SIGCONT)
+	if err == nil || !strings.Contains(err.Error(), "is stopped (State: T)") || !strings.Contains(err.Error(), "mig runs") {
+		t.Errorf("stopped pid: %v", err)
+	}
 	// match finds the counter by its argv; with shell_job it is accepted.
 	var r Resolved
 	w := processWorkload(t, map[string]any{"match": []string{"counter", "-listen", plain.addr}, "shell_job": true})
@@ -341,4 +350,16 @@ func TestCheckTargetPortTaken(t *testing.T) {
 	if !strings.Contains(joined, strconv.Itoa(testPortBase+4)) || strings.Contains(joined, strconv.Itoa(testPortBase+5)) {
 		t.Errorf("problems: %q", res.Problems)
 	}
+}
+
+// waitState waits until pid is in state st.
+func waitState(t *testing.T, pid int, st byte) {
+	t.Helper()
+	for range 200 {
+		if s, err := readStat(pid); err == nil && s.state == st {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid %d never reached state %c", pid, st)
 }
