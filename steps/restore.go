@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -140,6 +141,10 @@ func (r restoreCfg) preflight(ctx context.Context, env Env) ([]string, hcl.Diagn
 	return []string{fmt.Sprintf("host %s: ready to restore (CRIU %s at %s)", r.host, res.CRIU.Version, res.CRIU.Path)}, nil
 }
 
+// cleanupTimeout bounds a failed step's own clean-up on a host, which may
+// wait for a link to come back.
+const cleanupTimeout = 2 * time.Minute
+
 func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	r, diags := decodeRestore(cfg)
 	if diags.HasErrors() {
@@ -166,11 +171,20 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	err = h.Call(ctx, criu.ActRestore, req, &res, host.CallOpts{})
 	keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog))
 	if err != nil {
-		return Result{}, err
+		// The restore may have succeeded with its result lost on the way
+		// (a link down, the step's timeout): kill what it started, if
+		// anything, before the run rolls back to the source.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		kerr := h.Call(cctx, criu.ActKillRest, criu.KillRestoredAction{Request: req.Request, Dir: r.dir}, nil, host.CallOpts{})
+		if kerr != nil {
+			kerr = fmt.Errorf("could not make sure the restore left nothing running on %s: %w", r.host, kerr)
+		}
+		return Result{}, errors.Join(err, kerr)
 	}
 	env.Log.Info("restored", "workload", r.w.String(), "host", r.host, "pid", res.PID, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
 	kill := func(ctx context.Context) error {
-		return h.Call(ctx, criu.ActKillRest, criu.KillRestoredAction{Request: req.Request, Result: res}, nil, host.CallOpts{})
+		return h.Call(ctx, criu.ActKillRest, criu.KillRestoredAction{Request: req.Request, Result: res, Dir: r.dir}, nil, host.CallOpts{})
 	}
 	metrics := map[string]float64{"restore_seconds": res.Seconds}
 	for k, v := range res.Stats {

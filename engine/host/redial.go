@@ -54,10 +54,12 @@ func (e *permanentError) Unwrap() error { return e.err }
 // errConnLost marks a call that failed because its connection broke.
 var errConnLost = errors.New("connection lost")
 
-// Redial backoff: first wait, then doubling up to the cap.
+// Redial backoff: first wait, then doubling up to the cap. A call whose
+// context has no deadline gives up after redialLimit.
 const (
 	redialFirst = 200 * time.Millisecond
 	redialMax   = 5 * time.Second
+	redialLimit = 5 * time.Minute
 )
 
 // connect returns the live connection, redialing a broken one with backoff
@@ -65,6 +67,11 @@ const (
 func (s *SSH) connect(ctx context.Context) (*sshConn, error) {
 	if c := s.current(); c != nil && !c.broken() {
 		return c, nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, redialLimit)
+		defer cancel()
 	}
 	s.dialMu.Lock()
 	defer s.dialMu.Unlock()

@@ -187,7 +187,8 @@ func TestSSHKeepaliveDropsDeadHost(t *testing.T) {
 	go func() {
 		errc <- h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"sleep", "30"}}, nil, CallOpts{})
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// Past the login shell's start-up, which a SIGKILL could leave half done.
+	waitFor(t, sshd.Pid, "sleep\x0030")
 	// Freeze the server's connection processes, as a dead network would.
 	frozen := descendants(sshd.Pid)
 	for _, pid := range frozen {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -54,10 +55,23 @@ type RestoreAction struct {
 	RestoreRequest
 }
 
-// KillRestoredAction is the request of criu.kill-restored.
+// KillRestoredAction is the request of criu.kill-restored. A caller that
+// lost the restore's result (its connection broke, its step timed out)
+// leaves Result empty and names the images Dir: what the restore started is
+// read from RestoredFile there.
 type KillRestoredAction struct {
 	Request
 	Result RestoreResult `json:"result"`
+	Dir    string        `json:"dir,omitempty"`
+}
+
+// RestoredFile, in a restore's images dir, records what the restore
+// started until it is killed.
+const RestoredFile = "restored.json"
+
+type restoredRecord struct {
+	Result RestoreResult `json:"result"`
+	Start  uint64        `json:"start"` // the restored pid's start time, in clock ticks
 }
 
 // CheckAction asks whether this host can do a step: CRIU works, the
@@ -248,6 +262,8 @@ func kill(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
 }
 
 func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, error) {
+	marker := filepath.Join(req.Dir, RestoredFile)
+	os.Remove(marker)
 	res, err := d.Restore(ctx, env, req.Workload, req.RestoreRequest)
 	res.CRIU = env.CRIU.String()
 	if err == nil && ctx.Err() != nil {
@@ -256,11 +272,43 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, er
 		kerr := d.KillRestored(context.WithoutCancel(ctx), env, req.Workload, res)
 		return nil, errors.Join(fmt.Errorf("restore of %s finished after its caller left: %w; killed it", req.Workload.Name, ctx.Err()), kerr)
 	}
+	if err == nil {
+		// The caller may still never hear of it (a link that went down
+		// with the result on its way): leave a note its cleanup can use.
+		b, _ := json.Marshal(restoredRecord{Result: res, Start: startTime(res.PID)})
+		if werr := os.WriteFile(marker, b, 0o600); werr != nil {
+			env.Log.Warn("cannot record the restored process", "path", marker, "error", werr)
+		}
+	}
 	return res, err
 }
 
 func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction) (any, error) {
-	return nil, d.KillRestored(ctx, env, req.Workload, req.Result)
+	marker := ""
+	if req.Dir != "" {
+		marker = filepath.Join(req.Dir, RestoredFile)
+	}
+	if req.Result.PID == 0 && req.Result.ID == "" && marker != "" {
+		var rec restoredRecord
+		b, err := os.ReadFile(marker)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil // nothing was restored there
+		}
+		if err != nil || json.Unmarshal(b, &rec) != nil {
+			return nil, fmt.Errorf("read %s: %v", marker, err)
+		}
+		if rec.Result.PID > 0 && startTime(rec.Result.PID) != rec.Start {
+			os.Remove(marker) // that process is gone already
+			return nil, nil
+		}
+		env.Log.Info("killing what a restore whose caller left started", "pid", rec.Result.PID)
+		req.Result = rec.Result
+	}
+	err := d.KillRestored(ctx, env, req.Workload, req.Result)
+	if err == nil && marker != "" {
+		os.Remove(marker)
+	}
+	return nil, err
 }
 
 func (a actions) pageServer(ctx context.Context, c *host.Call) (any, error) {

@@ -199,3 +199,22 @@ func ancestors(pid int) []int {
 	}
 	return out
 }
+
+// startTime is pid's start time in clock ticks since boot, 0 when pid is
+// gone; with the pid, it names one process even after pids wrap.
+func startTime(pid int) uint64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 20 {
+		return 0
+	}
+	t, _ := strconv.ParseUint(f[19], 10, 64)
+	return t
+}
