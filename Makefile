@@ -6,7 +6,7 @@ APT_PKGS := openssh-server openssh-client iproute2 nftables util-linux busybox-s
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build deps deps-apt deps-criu host-setup test test-short demo demo-container bench clean
+.PHONY: all build deps deps-apt deps-criu host-setup test test-short demo demo-container bench faults soak clean
 
 all: build
 
@@ -48,6 +48,15 @@ demo-container: deps build host-setup
 
 bench: deps build host-setup
 	$(GO) test -run '^$$' -bench Migrate -benchtime 5x -timeout 60m ./workflows
+
+# The whole fault matrix (make test runs a representative subset): every
+# fault at every phase of every strategy, on a lab.
+faults: deps build host-setup
+	MIG_FAULTS=all $(GO) test -count=1 -timeout 90m -run TestFaults -v ./workflows
+
+# 100 back-and-forth moves of the counter under load, alternating strategies.
+soak: deps build host-setup
+	MIG_SOAK=100 $(GO) test -count=1 -timeout 60m -run TestSoak -v ./workflows
 
 clean:
 	rm -rf $(BIN)

@@ -67,6 +67,10 @@ var faults = []fault{
 	{name: "dst-criu-killed", inject: func(t *testing.T, tr *trial) { tr.killCRIU(t, "h2", 3*time.Second) }},
 	{name: "dst-disk-full", setup: smallDisk, inject: fillDisk},
 	{name: "verify-fails", phases: []string{"verify"}, files: map[string]string{"fail.hcl": verifyNever}},
+	// The run must roll back while the source is unreachable: the undo
+	// reaches it once its link is back.
+	{name: "src-link+verify-fails", phases: []string{"verify"}, files: map[string]string{"fail.hcl": verifyNever},
+		inject: func(t *testing.T, tr *trial) { tr.linkDown(t, "h1") }},
 }
 
 // verifyNever is a check that cannot pass, after the target serves.
@@ -84,27 +88,15 @@ step "verify" "never" {
 // faultSubset is what runs without MIG_FAULTS=all: one cell of each
 // fault, spread over the strategies and phases.
 var faultSubset = map[string]bool{
-	"cold/copy/src-link":               true,
-	"pageserver/restore/dst-link":      true,
-	"pageserver/dump/dst-criu-killed":  true,
-	"cold/copy/dst-disk-full":          true,
-	"lazy/verify/verify-fails":         true,
-	"pageserver/verify/verify-fails":   true,
-	"lazy/restore/dst-criu-killed":     true,
-	"cold/verify/src-link":             true,
-	"lazy/copy/dst-disk-full":          true,
-	"pageserver/copy/dst-disk-full":    true,
-	"cold/restore/dst-criu-killed":     true,
-	"lazy/dump/src-link":               true,
-	"pageserver/verify/src-link":       true,
-	"cold/restore/dst-disk-full":       true,
-	"pageserver/dump/dst-disk-full":    true,
-	"lazy/copy/dst-link":               true,
-	"cold/dump/dst-link":               true,
-	"pageserver/copy/dst-criu-killed":  true,
-	"lazy/verify/dst-criu-killed":      true,
-	"cold/verify/verify-fails":         true,
-	"pageserver/restore/dst-disk-full": true,
+	"cold/copy/src-link":                true,
+	"cold/copy/dst-disk-full":           true,
+	"cold/verify/src-link+verify-fails": true,
+	"pageserver/dump/dst-criu-killed":   true,
+	"pageserver/restore/dst-link":       true,
+	"pageserver/copy/dst-disk-full":     true,
+	"lazy/dump/src-link":                true,
+	"lazy/restore/dst-criu-killed":      true,
+	"lazy/verify/verify-fails":          true,
 }
 
 // faultSkips are cells that fail for reasons another part of issue 8
@@ -298,8 +290,10 @@ func runTrial(t *testing.T, strategy, phaseStep string, f fault) {
 		if !injected && json.Unmarshal(sc.Bytes(), &e) == nil && e.Type == engine.EventStarted && e.Step == phaseStep {
 			injected = true
 			t.Logf("injecting %s at the start of %s (%.1fs)", f.name, phaseStep, time.Since(start).Seconds())
-			tr.wg.Add(1)
-			go func() { defer tr.wg.Done(); f.inject(t, tr) }()
+			if f.inject != nil {
+				tr.wg.Add(1)
+				go func() { defer tr.wg.Done(); f.inject(t, tr) }()
+			}
 		}
 	}
 	timer := time.AfterFunc(4*time.Minute, func() { cmd.Process.Kill() })
