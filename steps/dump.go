@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -287,6 +288,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		dreq.Listen = &criu.Addr{Host: addr, Port: d.port}
 	}
 
+	off := clockOffset(ctx, env, src)
 	var res criu.DumpResult
 	err = src.Call(ctx, criu.ActDump, dreq, &res, host.CallOpts{})
 	keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog))
@@ -317,6 +319,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			return Result{}, errors.Join(fmt.Errorf("page server on %s: %w", d.target, err), undo(ctx))
 		}
 	}
+	pagesThere := time.Now()
 
 	lazy := cty.NullVal(LazySource)
 	if d.mode == "lazy" && res.Listen != nil {
@@ -338,7 +341,12 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	if d.mode == "page-server" {
 		metrics["moved_bytes"] = metrics["pages_written"] * pageSize
+		metrics["pages_on_target_unix"] = float64(pagesThere.UnixNano()) / 1e9
 	}
+	// The critical path of the pause, on the orchestrator's clock.
+	clockMetrics(metrics, off)
+	metrics["freeze_unix"] = unixOn(off, res.Times.Freeze)
+	metrics["dumped_unix"] = unixOn(off, res.Times.End)
 	return Result{
 		Outputs: cty.ObjectVal(map[string]cty.Value{
 			"dir":        cty.StringVal(d.dir),

@@ -132,6 +132,8 @@ type DumpResult struct {
 	Listen *Addr `json:"listen,omitempty"`
 	// CRIU says which CRIU did it and why (set by the action, not the driver).
 	CRIU string `json:"criu,omitempty"`
+	// Times is when it ran here (set by the action).
+	Times Times `json:"times"`
 }
 
 // Held is the state of a frozen source that Resume and Kill need.
@@ -166,6 +168,7 @@ type RestoreResult struct {
 	LazyPID int                `json:"lazy_pid,omitempty"`
 	Seconds float64            `json:"seconds"`
 	CRIU    string             `json:"criu,omitempty"` // as in DumpResult
+	Times   Times              `json:"times"`          // as in DumpResult
 }
 
 // CheckRequest asks whether this host can take a workload.
