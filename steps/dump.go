@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -156,8 +157,12 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 	p.Notes = append(p.Notes, fmt.Sprintf("%s dump to %s; the source stays frozen until the run commits", d.mode, orKnownLater(d.dir)))
 	p.Notes = append(p.Notes, note)
 	var ports []int
+	var needs criu.Needs
 	if ok {
-		ports = r.Listens
+		ports, needs = r.Listens, r.Needs
+		for _, pr := range r.Problems {
+			diags = append(diags, errDiag(fmt.Sprintf("Cannot checkpoint %s.%s on host %s", d.w.Kind, d.w.Name, d.w.host), strings.TrimSuffix(pr, ".")+"."))
+		}
 	}
 	if d.mode == "lazy" {
 		p.Notes = append(p.Notes, checkNotes(ctx, env, d.w.host, d.w.hostV, d.w, criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: true}})...)
@@ -168,7 +173,7 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 			feats = append(feats, criu.FeatureUffd)
 		}
 		p.Notes = append(p.Notes, checkNotes(ctx, env, d.target, d.targetV, d.w, criu.CheckAction{
-			CheckRequest: criu.CheckRequest{Ports: ports, Lazy: d.mode == "lazy"}, Features: feats})...)
+			CheckRequest: criu.CheckRequest{Ports: ports, Needs: needs, Lazy: d.mode == "lazy"}, Features: feats})...)
 	}
 	return p, diags
 }
@@ -242,6 +247,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		return Result{}, err
 	}
 	env.Log.Info("dumping", "workload", d.w.String(), "resolved", r.Description, "mode", d.mode)
+	if len(r.Problems) > 0 {
+		return Result{}, fmt.Errorf("%s cannot be checkpointed on %s, so nothing was frozen: %s", d.w.String(), d.w.host, joinLines(r.Problems))
+	}
 
 	// Everything that can be checked is checked before the freeze.
 	if d.mode == "lazy" {
@@ -256,7 +264,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 		req := criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: d.mode == "lazy"}}
 		if d.target != d.w.host {
-			req.Ports = r.Listens
+			req.Ports, req.Needs = r.Listens, r.Needs
 		}
 		if d.mode == "lazy" {
 			req.Features = []string{criu.FeatureUffd}

@@ -117,7 +117,7 @@ func (r restoreCfg) preflight(ctx context.Context, env Env) ([]string, hcl.Diagn
 	if r.w.known && r.w.host != r.host {
 		w = r.w
 		if res, _, ok := resolveNote(ctx, env, r.w); ok {
-			req.Ports = res.Listens
+			req.Ports, req.Needs = res.Listens, res.Needs
 		}
 	}
 	res, err := check(ctx, env, r.host, r.hostV, w, req)

@@ -95,6 +95,11 @@ type Resolved struct {
 	Terminal    bool   `json:"terminal,omitempty"`     // has a controlling terminal
 	Listens     []int  `json:"listen_ports,omitempty"` // TCP ports it listens on
 	Tasks       int    `json:"tasks,omitempty"`        // processes in the tree
+	// Problems are what would fail the dump after the freeze, each with
+	// its fix; a step refuses to freeze a workload that has any.
+	Problems []string `json:"problems,omitempty"`
+	// Needs are the paths the restore needs on the target.
+	Needs Needs `json:"needs,omitempty"`
 }
 
 // DumpRequest asks for a pre-dump round or the final dump.
@@ -175,4 +180,5 @@ type RestoreResult struct {
 type CheckRequest struct {
 	Ports []int `json:"ports,omitempty"` // must be free here
 	Lazy  bool  `json:"lazy,omitempty"`  // post-copy will be used
+	Needs Needs `json:"needs,omitempty"` // must exist here
 }
