@@ -53,7 +53,9 @@ func (r *Record) Pause() *Pause {
 		return nil
 	}
 	p := &Pause{}
-	add := func(name string, t float64, step string) { p.Marks = append(p.Marks, Mark{Name: name, At: t, Step: step}) }
+	add := func(name string, t float64, step string) {
+		p.Marks = append(p.Marks, Mark{Name: name, At: t, Step: step})
+	}
 	freeze := at(dump.Metrics["freeze_unix"])
 	add(MarkFreeze, freeze, dump.Address)
 	add(MarkDumped, at(dump.Metrics["dumped_unix"]), dump.Address)
