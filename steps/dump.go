@@ -299,8 +299,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	off := clockOffset(ctx, env, src)
 	var res criu.DumpResult
 	err = src.Call(ctx, criu.ActDump, dreq, &res, host.CallOpts{})
-	keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog))
+	dumpLog := func() { keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog)) }
 	if err != nil {
+		dumpLog()
 		if ps.PID > 0 {
 			killPID(context.WithoutCancel(ctx), tgt, ps.PID)
 		}
@@ -317,7 +318,10 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	env.Log.Info("dumped", "workload", d.w.String(), "dir", d.dir, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
 	held := criu.HeldAction{Request: d.w.request(), Held: res.Held}
+	// The log is fetched by the undo or the commit, not now: the workload
+	// is frozen, and every call here lengthens the pause.
 	undo := func(ctx context.Context) error {
+		dumpLog()
 		return src.Call(ctx, criu.ActResume, held, nil, host.CallOpts{})
 	}
 	if ps.PID > 0 {
@@ -367,6 +371,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}),
 		Undo: undo,
 		Commit: func(ctx context.Context) error {
+			dumpLog()
 			return src.Call(ctx, criu.ActKill, held, nil, host.CallOpts{})
 		},
 		Metrics: metrics,
