@@ -16,4 +16,3 @@ func TestClockOffsetLocal(t *testing.T) {
 		t.Errorf("offset %s, rtt %s: want the same clock within the round trip", off.Offset, off.RTT)
 	}
 }
-
