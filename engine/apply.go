@@ -67,6 +67,8 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	}
 	probes, ds := w.probeConfigs(sv)
 	diags = append(diags, ds...)
+	loads, ds := w.loadConfigs(sv)
+	diags = append(diags, ds...)
 	if diags.HasErrors() {
 		return nil, diags
 	}
@@ -134,6 +136,10 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		probeWG.Add(1)
 		go func() { defer probeWG.Done(); p.run(probeCtx, start) }()
 	}
+	for _, l := range loads {
+		probeWG.Add(1)
+		go func() { defer probeWG.Done(); l.run(probeCtx, start) }()
+	}
 
 	r.walk(ctx)
 	rec.State = r.overall(ctx)
@@ -147,6 +153,9 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	for _, p := range probes {
 		linger = max(linger, p.after)
 	}
+	for _, l := range loads {
+		linger = max(linger, l.after)
+	}
 	if ctx.Err() == nil {
 		time.Sleep(linger)
 	}
@@ -154,6 +163,9 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	probeWG.Wait()
 	for _, p := range probes {
 		rec.Probes = append(rec.Probes, p.record())
+	}
+	for _, l := range loads {
+		rec.Loads = append(rec.Loads, l.record(rec, time.Now()))
 	}
 	r.pool.closeAll()
 	rec.Ended = time.Now()

@@ -30,6 +30,7 @@ type Record struct {
 	// actions in the order they ran.
 	Compensation []ActionRecord `json:"compensation,omitempty"`
 	Probes       []*ProbeRecord `json:"probes,omitempty"`
+	Loads        []*LoadRecord  `json:"loads,omitempty"`
 }
 
 // StepRecord is one step instance in a run.

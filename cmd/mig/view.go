@@ -221,7 +221,7 @@ func costSummary(out io.Writer, rec *engine.Record) {
 		frozen += s.Metrics["frozen_time"]
 		moved += s.Metrics["moved_bytes"]
 	}
-	if frozen == 0 && moved == 0 && len(rec.Probes) == 0 {
+	if frozen == 0 && moved == 0 && len(rec.Probes) == 0 && len(rec.Loads) == 0 {
 		return
 	}
 	fmt.Fprintln(out, "Cost:")
@@ -234,6 +234,9 @@ func costSummary(out io.Writer, rec *engine.Record) {
 	for _, p := range rec.Probes {
 		fmt.Fprintf(out, "  downtime (%s)%s %s, %d of %d requests failed\n", p.Name,
 			strings.Repeat(" ", max(0, 8-len(p.Name))), seconds(p.Summary.LongestGap), p.Summary.Failed, p.Summary.Requests)
+	}
+	for _, l := range rec.Loads {
+		fmt.Fprintf(out, "  load (%s)%s %s\n", l.Name, strings.Repeat(" ", max(0, 12-len(l.Name))), l)
 	}
 }
 
