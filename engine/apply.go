@@ -169,6 +169,7 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	}
 	r.pool.closeAll()
 	rec.Ended = time.Now()
+	rec.PeakRSS = peakRSS()
 	if err := rec.write(r.opt.StateDir); err != nil {
 		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot write the run record", Detail: err.Error()})
 	}

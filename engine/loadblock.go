@@ -6,6 +6,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -195,4 +196,13 @@ func sortedCauseNames(m map[string]int) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// peakRSS is this process's peak resident memory in bytes, 0 when unknown.
+func peakRSS() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Maxrss * 1024 // kilobytes on Linux
 }

@@ -31,6 +31,8 @@ type Record struct {
 	Compensation []ActionRecord `json:"compensation,omitempty"`
 	Probes       []*ProbeRecord `json:"probes,omitempty"`
 	Loads        []*LoadRecord  `json:"loads,omitempty"`
+	// PeakRSS is mig's own peak resident memory during the run, in bytes.
+	PeakRSS int64 `json:"mig_peak_rss_bytes,omitempty"`
 }
 
 // StepRecord is one step instance in a run.

@@ -32,6 +32,31 @@ type Phase struct {
 	From float64 `json:"from"` // seconds from the run's start
 	To   float64 `json:"to"`
 	Counts
+	// CDF is the phase's latency distribution: the latency at each of
+	// cdfPercentiles, for plots.
+	CDF []Percentile `json:"cdf,omitempty"`
+}
+
+// Percentile is the latency (seconds) at or under which P percent of the
+// completed requests finished.
+type Percentile struct {
+	P       float64 `json:"p"`
+	Latency float64 `json:"latency"`
+}
+
+// cdfPercentiles are the points of a phase's CDF.
+var cdfPercentiles = []float64{0, 1, 2, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90, 92.5, 95, 97.5, 99, 99.5, 99.9, 99.95, 99.99, 100}
+
+func cdf(h *hdr.Histogram) []Percentile {
+	if h.TotalCount() == 0 {
+		return nil
+	}
+	vs := h.ValueAtPercentilesSlice(cdfPercentiles)
+	out := make([]Percentile, len(vs))
+	for i, v := range vs {
+		out[i] = Percentile{P: cdfPercentiles[i], Latency: float64(v) / 1e6}
+	}
+	return out
 }
 
 // Second is the requests scheduled in one second of the run (Completed
@@ -203,7 +228,7 @@ func Summarize(rs []Result, rate float64, w Window, end float64) (Summary, []Sec
 	}
 	s.Total = total.counts()
 	for i, k := range phases {
-		s.Phases = append(s.Phases, Phase{Name: names[i], From: bounds[i][0], To: bounds[i][1], Counts: k.counts()})
+		s.Phases = append(s.Phases, Phase{Name: names[i], From: bounds[i][0], To: bounds[i][1], Counts: k.counts(), CDF: cdf(k.h)})
 	}
 	last := 0.0
 	if len(rs) > 0 {
