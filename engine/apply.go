@@ -116,6 +116,7 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		return nil, append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot create the run directory", Detail: err.Error()})
 	}
 	r.rec = rec
+	saveSources(rec.RunDir, w.names)
 	// A first record, so that a run killed outright still leaves one.
 	rec.State = StateRunning
 	if err := rec.write(r.opt.StateDir); err != nil {
@@ -139,6 +140,16 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	for _, l := range loads {
 		probeWG.Add(1)
 		go func() { defer probeWG.Done(); l.run(probeCtx, start) }()
+	}
+	var lead time.Duration
+	for _, l := range loads {
+		lead = max(lead, l.before)
+	}
+	if lead > 0 {
+		select {
+		case <-time.After(lead):
+		case <-ctx.Done():
+		}
 	}
 
 	r.walk(ctx)

@@ -19,16 +19,19 @@ import (
 
 // loadSpec is the schema of
 //
-//	load "name" { http = "…" rate = 2000 connections = 8 new_connections = 0.2 timeout = "10s" after = "1s" }
+//	load "name" { http = "…" rate = 2000 connections = 8 new_connections = 0.2 timeout = "10s" before = "1s" after = "1s" }
 //
 // A load drives the service open-loop for the whole run (see package
-// loadgen); after is how long it goes on once the last step ended.
+// loadgen): before is how long it runs before the first step starts, so
+// that the record has the service's rate and latency before the move, and
+// after is how long it goes on once the last step ended.
 var loadSpec = hcldec.ObjectSpec{
 	"http":            &hcldec.AttrSpec{Name: "http", Type: cty.String, Required: true},
 	"rate":            &hcldec.AttrSpec{Name: "rate", Type: cty.Number, Required: true},
 	"connections":     &hcldec.AttrSpec{Name: "connections", Type: cty.Number},
 	"new_connections": &hcldec.AttrSpec{Name: "new_connections", Type: cty.Number},
 	"timeout":         &hcldec.AttrSpec{Name: "timeout", Type: cty.String},
+	"before":          &hcldec.AttrSpec{Name: "before", Type: cty.String},
 	"after":           &hcldec.AttrSpec{Name: "after", Type: cty.String},
 }
 
@@ -66,8 +69,8 @@ type LoadSample struct {
 }
 
 type load struct {
-	name  string
-	after time.Duration
+	name          string
+	before, after time.Duration
 	gen   *loadgen.Generator
 }
 
@@ -84,8 +87,12 @@ func (w *Workflow) loadConfigs(sv *scopeVals) ([]*load, hcl.Diagnostics) {
 		v, _ = v.UnmarkDeep()
 		timeout, err := steps.Duration(v, "timeout", 10*time.Second)
 		after, err2 := steps.Duration(v, "after", time.Second)
+		before, err3 := steps.Duration(v, "before", time.Second)
 		if err == nil {
 			err = err2
+		}
+		if err == nil {
+			err = err3
 		}
 		var gen *loadgen.Generator
 		if err == nil {
@@ -101,7 +108,7 @@ func (w *Workflow) loadConfigs(sv *scopeVals) ([]*load, hcl.Diagnostics) {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid load", Detail: err.Error(), Subject: d.DeclRange.Ptr()})
 			continue
 		}
-		out = append(out, &load{name: name, after: after, gen: gen})
+		out = append(out, &load{name: name, before: before, after: after, gen: gen})
 	}
 	return out, diags
 }

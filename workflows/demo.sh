@@ -3,7 +3,8 @@
 # start the counter with 256 MiB of ballast on h1 behind a service address,
 # move it to h2 with workflows/live.hcl while a probe watches the service,
 # show that its state arrived, and take the lab down again. The run's record
-# stays in the clone's .mig directory, for `mig show` and `mig report`.
+# and its HTML report stay in the clone's .mig directory, for `mig show` and
+# `mig report`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIG=${MIG:-bin/mig}
@@ -42,7 +43,7 @@ say "mig plan $WORKFLOW"
 "$MIG" plan "$WORKFLOW"
 
 say "mig apply $WORKFLOW"
-"$MIG" apply -state-dir "$STATE" "$WORKFLOW"
+"$MIG" apply -report -state-dir "$STATE" "$WORKFLOW"
 # Run IDs start with their UTC time: the last one is this run's.
 RUN=$(ls "$STATE/runs" | sort | tail -n 1)
 
@@ -62,6 +63,8 @@ else
 	exit 1
 fi
 
-say "The record of the move"
-echo "  $STATE/runs/$RUN/record.json"
+say "The record and the report of the move (kept after the lab goes down)"
+echo "  record: $STATE/runs/$RUN/record.json"
+echo "  report: $STATE/runs/$RUN/report.html (open it in a browser; it needs no network)"
 echo "  bin/mig show -state-dir .mig $RUN"
+echo "  bin/mig report -format md -state-dir .mig $RUN"

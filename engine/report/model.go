@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,8 +22,11 @@ import (
 
 // Options tune a report.
 type Options struct {
-	// ReadFile reads the workflow's files; default os.ReadFile.
+	// ReadFile reads the workflow's files. By default they are read from
+	// the copy in RunDir (see engine.SourceDir), or else from their paths.
 	ReadFile func(string) ([]byte, error)
+	// RunDir is the run's directory; default the record's.
+	RunDir string
 }
 
 // model is what both formats show, computed once from the record.
@@ -43,8 +47,16 @@ type source struct {
 }
 
 func newModel(rec *engine.Record, opt Options) *model {
+	if opt.RunDir == "" {
+		opt.RunDir = rec.RunDir
+	}
 	if opt.ReadFile == nil {
-		opt.ReadFile = os.ReadFile
+		opt.ReadFile = func(name string) ([]byte, error) {
+			if data, err := os.ReadFile(filepath.Join(engine.SourceDir(opt.RunDir), filepath.Base(name))); err == nil {
+				return data, nil
+			}
+			return os.ReadFile(name)
+		}
 	}
 	m := &model{rec: rec, seconds: rec.Ended.Sub(rec.Started).Seconds()}
 	m.freeze, m.resume = engine.FreezeWindow(rec)
