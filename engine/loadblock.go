@@ -71,7 +71,7 @@ type LoadSample struct {
 type load struct {
 	name          string
 	before, after time.Duration
-	gen   *loadgen.Generator
+	gen           *loadgen.Generator
 }
 
 func (w *Workflow) loadConfigs(sv *scopeVals) ([]*load, hcl.Diagnostics) {
@@ -213,3 +213,6 @@ func peakRSS() int64 {
 	}
 	return ru.Maxrss * 1024 // kilobytes on Linux
 }
+
+// Loads returns the names of the workflow's load blocks.
+func (w *Workflow) Loads() []string { return append([]string(nil), w.loadOrder...) }

@@ -28,6 +28,8 @@ var (
 	colProbe   = color.NRGBA{R: 0x2e, G: 0x8b, B: 0x57, A: 0xa0}
 	colOffered = color.RGBA{R: 0x44, G: 0x44, B: 0x44, A: 0xff}
 	phaseCols  = []color.Color{colOK, colFailed, colCommit, colOther}
+	palette    = []color.Color{colOther, colCommit, colUndo, colOK, colFailed,
+		color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}, color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff}}
 )
 
 // figure is a plot and its size.
