@@ -13,6 +13,7 @@ import (
 
 	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/engine/loadgen"
 )
 
 // view renders apply's events and its final record.
@@ -254,6 +255,10 @@ func (v *jsonView) summary(rec *engine.Record) {
 		Name    string              `json:"name"`
 		Summary engine.ProbeSummary `json:"summary"`
 	}
+	type load struct {
+		Name    string          `json:"name"`
+		Summary loadgen.Summary `json:"summary"`
+	}
 	s := struct {
 		Type    string       `json:"type"`
 		Run     string       `json:"run"`
@@ -261,9 +266,13 @@ func (v *jsonView) summary(rec *engine.Record) {
 		Seconds float64      `json:"seconds"`
 		Record  string       `json:"record"`
 		Probes  []probe      `json:"probes,omitempty"`
+		Loads   []load       `json:"loads,omitempty"`
 	}{Type: "run", Run: rec.ID, State: rec.State, Seconds: rec.Ended.Sub(rec.Started).Seconds(), Record: rec.RunDir + "/record.json"}
 	for _, p := range rec.Probes {
 		s.Probes = append(s.Probes, probe{p.Name, p.Summary})
+	}
+	for _, l := range rec.Loads {
+		s.Loads = append(s.Loads, load{l.Name, l.Summary})
 	}
 	v.write(s)
 }
