@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
+
 	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/engine/lab"
@@ -311,21 +313,21 @@ func (b *bencher) one(ctx context.Context, strategy string, size, run int) repor
 	}
 	values, diags := w.Vars(engine.VarInput{Flags: flags}, true)
 	if diags.HasErrors() {
-		r.Error = diags.Error()
+		r.Error = diagText(diags)
 		return r
 	}
 	rec, diags := w.Apply(ctx, engine.ApplyOptions{Vars: values, StateDir: b.out})
 	if rec == nil {
-		r.Error = diags.Error()
+		r.Error = diagText(diags)
 		return r
 	}
 	r.ID, r.State = rec.ID, string(rec.State)
 	r.Metrics = report.RunMetrics(rec)
 	if diags.HasErrors() {
-		r.Error = diags.Error()
+		r.Error = diagText(diags)
 		return r
 	}
-	if body, err := httpGet(fmt.Sprintf("http://%s:%d/check", b.serviceIP, benchPort)); err != nil || !strings.HasPrefix(body, "ok") {
+	if body, err := httpGet(checkClient, fmt.Sprintf("http://%s:%d/check", b.serviceIP, benchPort)); err != nil || !strings.HasPrefix(body, "ok") {
 		r.Error = fmt.Sprintf("/check on the target: %q %v", body, err)
 		return r
 	}
@@ -366,7 +368,7 @@ func (b *bencher) serve(ctx context.Context) error {
 	exec.Command("ip", "neigh", "flush", "to", b.serviceIP).Run()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err := httpGet(fmt.Sprintf("http://%s:%d/", b.serviceIP, benchPort))
+		_, err := httpGet(benchClient, fmt.Sprintf("http://%s:%d/", b.serviceIP, benchPort))
 		if err == nil {
 			break
 		}
@@ -532,10 +534,15 @@ func copyFile(from, to string) error {
 	return os.Rename(tmp, to)
 }
 
-var benchClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+var (
+	benchClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	// checkClient waits for /check, which reads the whole ballast (after a
+	// lazy restore, faulting it in).
+	checkClient = &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
+)
 
-func httpGet(url string) (string, error) {
-	resp, err := benchClient.Get(url)
+func httpGet(client *http.Client, url string) (string, error) {
+	resp, err := client.Get(url)
 	if err != nil {
 		return "", err
 	}
@@ -545,4 +552,23 @@ func httpGet(url string) (string, error) {
 		return string(body), fmt.Errorf("%s", resp.Status)
 	}
 	return strings.TrimSpace(string(body)), err
+}
+
+// diagText is diagnostics as one line each: where, what and why.
+func diagText(diags hcl.Diagnostics) string {
+	var lines []string
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		line := d.Summary
+		if d.Detail != "" {
+			line += ": " + d.Detail
+		}
+		if d.Subject != nil {
+			line = d.Subject.String() + ": " + line
+		}
+		lines = append(lines, line)
+	}
+	return strings.Join(lines, "\n")
 }
