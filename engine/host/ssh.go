@@ -58,6 +58,9 @@ type SSH struct {
 
 	mu  sync.Mutex
 	bin string // remote path of the agent binary, once installed
+
+	warmOnce sync.Once
+	warm     chan *agentSession // agents started ahead (see warm.go)
 }
 
 // sshConn is one SSH connection; gone is closed when it ended.
@@ -353,6 +356,8 @@ func (s *SSH) Address() string { return s.cfg.Address }
 
 func (s *SSH) Close() error {
 	s.once.Do(func() { close(s.done) })
+	s.warmOnce.Do(func() {})
+	s.closeWarm()
 	s.cmu.Lock()
 	s.closed = true
 	c := s.cur
@@ -403,21 +408,12 @@ func (s *SSH) call(ctx context.Context, c *sshConn, action string, req, resp any
 	if err != nil {
 		return false, &ActionError{Host: s.name, Err: err}
 	}
-	sess, err := s.session(ctx, c)
+	a, err := s.agent(ctx, c, bin)
 	if err != nil {
 		return false, err
 	}
+	sess, stdin, stdout, stderr := a.sess, a.stdin, a.stdout, a.stderr
 	defer sess.Close()
-	stdin, _ := sess.StdinPipe()
-	stdout, _ := sess.StdoutPipe()
-	stderr := &tail{max: 4 << 10}
-	sess.Stderr = stderr
-	if err := sess.Start(launcher); err != nil {
-		return false, fmt.Errorf("start agent: %w", err)
-	}
-	if _, err := io.WriteString(stdin, bin+"\n"); err != nil {
-		return false, fmt.Errorf("start agent: %w", err)
-	}
 	log := s.log.Named(action)
 	abort := func() {
 		sess.Signal(ssh.SIGTERM)
