@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,11 +223,14 @@ func trialWorkflow(t *testing.T, strategy string, f fault) string {
 }
 
 // reader polls the counter like a client and remembers the highest count
-// it read.
+// it read and every time a count was lower than one read before it (each
+// GET adds one, so a count that goes back lost what clients were told).
 type reader struct {
-	max  atomic.Int64
-	stop chan struct{}
-	done chan struct{}
+	mu        sync.Mutex
+	max       int
+	backwards []string
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 func startReader() *reader {
@@ -241,18 +243,32 @@ func startReader() *reader {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			if n, err := count(); err == nil && int64(n) > r.max.Load() {
-				r.max.Store(int64(n))
+			n, err := count()
+			if err != nil {
+				continue
 			}
+			r.mu.Lock()
+			if n < r.max && len(r.backwards) < 5 {
+				r.backwards = append(r.backwards, fmt.Sprintf("read %d after %d", n, r.max))
+			}
+			r.max = max(r.max, n)
+			r.mu.Unlock()
 		}
 	}()
 	return r
 }
 
-func (r *reader) end() int {
+func (r *reader) highest() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.max
+}
+
+// end stops the reader and returns where its counts went back.
+func (r *reader) end() []string {
 	close(r.stop)
 	<-r.done
-	return int(r.max.Load())
+	return r.backwards
 }
 
 func runTrial(t *testing.T, strategy, phaseStep string, f fault) {
@@ -305,24 +321,27 @@ func runTrial(t *testing.T, strategy, phaseStep string, f fault) {
 	if !injected {
 		t.Logf("the run never started %s: the fault was not injected", phaseStep)
 	}
-	maxRead := rd.end()
 
 	// Within the hold timeout plus 10 s, the workload runs on exactly one
 	// host, with its state, and nothing is left behind.
 	var problems []string
 	deadline := time.Now().Add(40 * time.Second)
 	for {
-		problems = trialProblems(t, tr, maxRead)
+		problems = trialProblems(t, tr, rd.highest())
 		if len(problems) == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	time.Sleep(time.Second)
+	if back := rd.end(); len(back) > 0 {
+		problems = append(problems, "a client's count went back: "+strings.Join(back, ", "))
+	}
 	if len(problems) > 0 {
 		t.Errorf("after %s at %s (exit %d):\n  %s\nevents:\n%s\nstderr:\n%s", f.name, phaseStep, code,
 			strings.Join(problems, "\n  "), strings.Join(events, "\n"), tail(stderr.String(), 6000))
 	} else {
-		t.Logf("ok: exit %d, count ≥ %d, %.1fs", code, maxRead, time.Since(start).Seconds())
+		t.Logf("ok: exit %d, count ≥ %d, %.1fs", code, rd.highest(), time.Since(start).Seconds())
 	}
 }
 
