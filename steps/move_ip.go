@@ -145,13 +145,17 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 // the address goes back on src, so it is never left on neither host.
 func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, dst host.Host, dstIf string) error {
 	var res NetAddrResult
+	// Adding an address that is there and removing one that is not are
+	// no-ops, and the results only feed logs: a call cut by a broken
+	// connection is made again once the host is back.
+	again := host.CallOpts{Idempotent: true}
 	back := NetAddrRequest{Op: "add", Address: m.address, Interface: srcIf, Announce: m.announce}
 	del := NetAddrRequest{Op: "del", Address: m.address, Interface: srcIf}
-	if err := src.Call(ctx, "net.addr", del, &res, host.CallOpts{}); err != nil {
+	if err := src.Call(ctx, "net.addr", del, &res, again); err != nil {
 		// The removal may have happened all the same (a cancel that
 		// came while it ran): make sure the address is on the source.
 		err = fmt.Errorf("remove %s from %s: %w", m.address, src.Name(), err)
-		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, host.CallOpts{}); berr != nil {
+		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, again); berr != nil {
 			return errors.Join(err, fmt.Errorf("put %s back on %s: %w", m.address, src.Name(), berr))
 		}
 		return err
@@ -160,9 +164,9 @@ func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, 
 		env.Log.Warn("address was not on the source", "address", m.address, "host", src.Name(), "interface", srcIf)
 	}
 	add := NetAddrRequest{Op: "add", Address: m.address, Interface: dstIf, Announce: m.announce}
-	if err := dst.Call(ctx, "net.addr", add, &res, host.CallOpts{}); err != nil {
+	if err := dst.Call(ctx, "net.addr", add, &res, again); err != nil {
 		err = fmt.Errorf("add %s on %s: %w", m.address, dst.Name(), err)
-		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, host.CallOpts{}); berr != nil {
+		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, again); berr != nil {
 			return errors.Join(err, fmt.Errorf("put %s back on %s: %w", m.address, src.Name(), berr))
 		}
 		return err

@@ -106,7 +106,7 @@ func TestSSHRedialUntilBack(t *testing.T) {
 // over.
 func waitFor(t *testing.T, pid int, argv string) {
 	t.Helper()
-	for range 600 {
+	for range 2400 { // 2 minutes: a login shell may wait a minute for a lock of its own (pyenv)
 		for _, p := range descendants(pid) {
 			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); strings.TrimRight(string(b), "\x00") == argv {
 				return
