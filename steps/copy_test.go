@@ -102,3 +102,70 @@ direct = true
 		t.Fatalf("error %v", err)
 	}
 }
+
+// The issue's case: a merge copy into a directory that held keep.txt, then
+// a failed run: the undo removes only what the copy added and puts back
+// what it replaced; a successful run's commit drops the aside copy.
+func TestCopyKindUndoRestoresWhatWasThere(t *testing.T) {
+	a, b, vars := twoHosts()
+	dir := t.TempDir()
+	src, dest := filepath.Join(dir, "src"), filepath.Join(dir, "dest")
+	for p, body := range map[string]string{
+		filepath.Join(src, "pages-1.img"):  "new pages",
+		filepath.Join(src, "core.img"):     "new core",
+		filepath.Join(dest, "keep.txt"):    "keep",
+		filepath.Join(dest, "core.img"):    "old core",
+		filepath.Join(dest, "sub/old.txt"): "old",
+	} {
+		os.MkdirAll(filepath.Dir(p), 0o700)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dest, name))
+		if err != nil {
+			return "(missing)"
+		}
+		return string(b)
+	}
+	for _, merge := range []string{"true", "false"} {
+		cfg := decode(t, Copy{}, `
+from        = host.a
+to          = host.b
+source      = "`+src+`"
+destination = "`+dest+`"
+merge       = `+merge+`
+`, vars)
+		res, err := Copy{}.Apply(context.Background(), cfg, testEnv(t, a, b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if read("pages-1.img") != "new pages" || read("core.img") != "new core" {
+			t.Fatalf("merge %s: the copy did not land", merge)
+		}
+		if err := res.Undo(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if read("keep.txt") != "keep" || read("core.img") != "old core" || read("sub/old.txt") != "old" || read("pages-1.img") != "(missing)" {
+			t.Fatalf("merge %s: after undo keep.txt %q, core.img %q, sub/old.txt %q, pages-1.img %q", merge,
+				read("keep.txt"), read("core.img"), read("sub/old.txt"), read("pages-1.img"))
+		}
+		res, err = Copy{}.Apply(context.Background(), cfg, testEnv(t, a, b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := res.Commit(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+			t.Fatalf("merge %s: after commit %s holds %v", merge, dir, ents)
+		}
+		// Back to the starting point for the next case.
+		os.RemoveAll(dest)
+		for p, body := range map[string]string{"keep.txt": "keep", "core.img": "old core", "sub/old.txt": "old"} {
+			os.MkdirAll(filepath.Dir(filepath.Join(dest, p)), 0o700)
+			os.WriteFile(filepath.Join(dest, p), []byte(body), 0o600)
+		}
+	}
+}
