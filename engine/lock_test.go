@@ -17,7 +17,7 @@ func TestApplyLocksStateDir(t *testing.T) {
 	w := loadSrc(t, f, `
 step "fake" "slow" {
   value = "slow"
-  sleep = "600ms"
+  sleep = "2s"
 }
 `)
 	vars, _ := w.Vars(VarInput{}, true)
