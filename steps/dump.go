@@ -287,6 +287,15 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		dreq.Listen = &criu.Addr{Host: addr, Port: d.port}
 	}
 
+	if env.Hold != nil {
+		// The source host answers for the workload from the freeze on.
+		if dreq.Hold, err = env.Hold(ctx, d.w.host); err != nil {
+			if ps.PID > 0 {
+				killPID(context.WithoutCancel(ctx), tgt, ps.PID)
+			}
+			return Result{}, fmt.Errorf("source %s cannot hold the workload should mig die: %w", d.w.host, err)
+		}
+	}
 	var res criu.DumpResult
 	err = src.Call(ctx, criu.ActDump, dreq, &res, host.CallOpts{})
 	keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog))
@@ -309,6 +318,13 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	held := criu.HeldAction{Request: d.w.request(), Held: res.Held}
 	undo := func(ctx context.Context) error {
 		return src.Call(ctx, criu.ActResume, held, nil, host.CallOpts{})
+	}
+	kill := held
+	kill.AfterPages = d.mode == "lazy"
+	lock := criu.HoldLock(res.Held)
+	replay := Replay{
+		Undo:   []host.Invocation{host.NewInvocation(d.w.host, criu.ActResume, held, lock)},
+		Commit: []host.Invocation{host.NewInvocation(d.w.host, criu.ActKill, kill, lock)},
 	}
 	if ps.PID > 0 {
 		// The page server exits once it has written the last page.
@@ -351,8 +367,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}),
 		Undo: undo,
 		Commit: func(ctx context.Context) error {
-			return src.Call(ctx, criu.ActKill, held, nil, host.CallOpts{})
+			return src.Call(ctx, criu.ActKill, kill, nil, host.CallOpts{})
 		},
+		Replay:  replay,
 		Metrics: metrics,
 	}, nil
 }

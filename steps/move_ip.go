@@ -137,6 +137,12 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 		Undo: func(ctx context.Context) error {
 			return m.move(ctx, env, to, m.toIf, from, m.fromIf)
 		},
+		// Replayed by each host on its own: the target drops the
+		// address, the source takes it back.
+		Replay: Replay{Undo: []host.Invocation{
+			host.NewInvocation(to.Name(), "net.addr", NetAddrRequest{Op: "del", Address: m.address, Interface: m.toIf}, ""),
+			host.NewInvocation(from.Name(), "net.addr", NetAddrRequest{Op: "add", Address: m.address, Interface: m.fromIf, Announce: m.announce}, ""),
+		}},
 		Metrics: map[string]float64{"seconds": secs},
 	}, nil
 }

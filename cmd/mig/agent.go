@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/mig-project/mig/engine/host"
 )
@@ -16,6 +19,30 @@ func cmdAgent(c *cli, args []string) int {
 	}
 	if err := host.Serve(c.ctx, c.actions, os.Stdin, os.Stdout, c.log.Named("agent")); err != nil {
 		c.log.Error("agent", "error", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// cmdHoldWatch is the detached watcher of a run's hold lease on this host
+// (see engine/host/hold.go). The hold.* actions start it with fd 3 open; it
+// closes fd 3 once it watches. It ignores SIGHUP and SIGINT (it outlives
+// the session that started it) and stops only when the run releases the
+// lease, or after acting on its expiry.
+func cmdHoldWatch(c *cli, args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(c.stderr, "usage: mig hold-watch RUN (started by mig)")
+		return exitUsage
+	}
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	ready := func() {
+		if f := os.NewFile(3, "ready"); f != nil {
+			f.Write([]byte{1})
+			f.Close()
+		}
+	}
+	if err := host.Watch(context.Background(), c.actions, args[0], ready, c.log.Named("hold-watch")); err != nil {
+		c.log.Error("hold-watch", "run", args[0], "error", err)
 		return exitFailed
 	}
 	return exitOK

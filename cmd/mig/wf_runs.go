@@ -45,11 +45,26 @@ Examples:
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN\tSTARTED\tSTATE\tTIME\tSTEPS\tWORKFLOW")
+	interrupted := 0
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, r.Started.Local().Format("2006-01-02 15:04:05"), r.State,
-			seconds(r.Ended.Sub(r.Started).Seconds()), len(r.Steps), r.Workflow)
+		state := string(r.Status())
+		if r.Recovery != nil {
+			state += " (recovered)"
+		}
+		took := seconds(r.Ended.Sub(r.Started).Seconds())
+		if r.Ended.IsZero() {
+			took = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, r.Started.Local().Format("2006-01-02 15:04:05"), state,
+			took, len(r.Steps), r.Workflow)
+		if r.Status() == engine.StateInterrupted {
+			interrupted++
+		}
 	}
 	tw.Flush()
+	if interrupted > 0 {
+		fmt.Fprintf(c.stdout, "\n%d interrupted run(s): mig died before they ended. See `mig recover -state-dir %s`.\n", interrupted, dir)
+	}
 	return exitOK
 }
 

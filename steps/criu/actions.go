@@ -27,6 +27,7 @@ const (
 	ActPageServer = "criu.page-server"   // PageServerAction → PageServerResult
 	ActWait       = "criu.wait"          // WaitAction → nil (waits for a page server)
 	ActLazyWait   = "criu.lazy-wait"     // LazyWaitAction → DumpResult
+	ActContinue   = "criu.continue"      // KillRestoredAction → nil (starts a tree restored stopped)
 	ActDoctor     = "criu.doctor"        // DoctorRequest → Report
 )
 
@@ -46,6 +47,10 @@ type DumpAction struct {
 type HeldAction struct {
 	Request
 	Held Held `json:"held"`
+	// AfterPages makes criu.kill of a lazy dump wait until its page server
+	// has handed over the last page, and refuse to kill the source if it
+	// failed: the frozen source is then the only complete copy.
+	AfterPages bool `json:"after_pages,omitempty"`
 }
 
 // RestoreAction is the request of criu.restore.
@@ -114,6 +119,7 @@ func Actions(drivers Drivers) host.Actions {
 		ActPageServer: a.pageServer,
 		ActWait:       a.wait,
 		ActLazyWait:   a.lazyWait,
+		ActContinue:   a.cont,
 		ActDoctor:     a.doctor,
 	}
 }
@@ -168,7 +174,16 @@ func (a actions) resolve(ctx context.Context, c *host.Call) (any, error) {
 	if !ok {
 		return nil, fmt.Errorf("no CRIU driver for workload kind %q", req.Workload.Kind)
 	}
-	return d.Resolve(ctx, Env{Log: c.Log}, req.Workload)
+	r, err := d.Resolve(ctx, Env{Log: c.Log}, req.Workload)
+	if err != nil {
+		return nil, err
+	}
+	if l, held := host.ActiveHold(HoldLock(Held{PID: r.PID, ID: r.ID})); held {
+		return nil, fmt.Errorf("%s (%s) is held by run %s, which froze it and has not finished: "+
+			"if that run was interrupted, finish it with `mig recover %s` (or wait %gs for this host to resume the workload)",
+			req.Workload, r.Description, l.Run, l.Run, l.Timeout)
+	}
+	return r, nil
 }
 
 func (a actions) check(ctx context.Context, c *host.Call) (any, error) {
@@ -236,6 +251,19 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 		rerr := d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held)
 		return nil, errors.Join(fmt.Errorf("dump of %s finished after its caller left: %w; resumed it", req.Workload.Name, ctx.Err()), rerr)
 	}
+	if err == nil && req.Hold != nil {
+		// From here the host answers for the frozen workload.
+		held := HeldAction{Request: req.Request, Held: res.Held}
+		kill := held
+		kill.AfterPages = req.Lazy
+		lock := HoldLock(res.Held)
+		if herr := req.Hold.Add(
+			[]host.Invocation{host.NewInvocation("", ActResume, held, lock)},
+			[]host.Invocation{host.NewInvocation("", ActKill, kill, lock)}); herr != nil {
+			rerr := d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held)
+			return nil, errors.Join(fmt.Errorf("record the hold of %s: %w; resumed it", req.Workload.Name, herr), rerr)
+		}
+	}
 	return res, err
 }
 
@@ -244,6 +272,14 @@ func resume(ctx context.Context, d Driver, env Env, req HeldAction) (any, error)
 }
 
 func kill(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
+	if req.AfterPages && req.Held.LazyPID > 0 {
+		// Post-copy past its point of no return: the target runs, and
+		// the source must serve its last page before it may go.
+		if _, err := LazyWait(ctx, LazyWaitRequest{Dir: req.Held.Dir, PID: req.Held.LazyPID, Timeout: 3600}); err != nil {
+			return nil, fmt.Errorf("%w: THE WORKLOAD IS AT RISK: the target did not get all its pages; "+
+				"the source stays frozen, since its memory is the only complete copy of the pages the target lacks", err)
+		}
+	}
 	return nil, d.Kill(ctx, env, req.Workload, req.Held)
 }
 
@@ -256,7 +292,27 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, er
 		kerr := d.KillRestored(context.WithoutCancel(ctx), env, req.Workload, res)
 		return nil, errors.Join(fmt.Errorf("restore of %s finished after its caller left: %w; killed it", req.Workload.Name, ctx.Err()), kerr)
 	}
+	if err == nil && req.Hold != nil {
+		// The host kills the copy should mig die before the run commits.
+		k := KillRestoredAction{Request: req.Request, Result: res}
+		if herr := req.Hold.Add([]host.Invocation{host.NewInvocation("", ActKillRest, k, "")}, nil); herr != nil {
+			kerr := d.KillRestored(context.WithoutCancel(ctx), env, req.Workload, res)
+			return nil, errors.Join(fmt.Errorf("record the restore of %s in the hold: %w; killed it", req.Workload.Name, herr), kerr)
+		}
+	}
 	return res, err
+}
+
+// cont starts a tree restored with LeaveStopped.
+func (a actions) cont(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[KillRestoredAction](c)
+	if err != nil {
+		return nil, err
+	}
+	if req.Result.PID <= 0 {
+		return nil, errors.New("criu.continue: no pid")
+	}
+	return nil, signalAll(tree(req.Result.PID), syscall.SIGCONT)
 }
 
 func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction) (any, error) {

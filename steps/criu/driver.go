@@ -10,8 +10,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/mig-project/mig/engine/host"
 )
 
 // Workload names what to checkpoint, as it travels in action requests.
@@ -110,6 +113,10 @@ type DumpRequest struct {
 	// Resolved is the workload as resolved before, when known, so that
 	// the driver dumps exactly what was checked.
 	Resolved *Resolved `json:"resolved,omitempty"`
+	// Hold, when set, is the run's lease on this host: the final dump
+	// records how to resume and kill the held workload there before it
+	// returns, so that the host resumes it should mig die.
+	Hold *host.HoldRef `json:"hold,omitempty"`
 }
 
 // Addr is a TCP address.
@@ -146,6 +153,14 @@ type Held struct {
 	Dir       string `json:"dir,omitempty"`
 }
 
+// HoldLock is the key under which a run's lease locks a held workload.
+func HoldLock(held Held) string {
+	if held.ID != "" {
+		return "container:" + held.ID
+	}
+	return "process:" + strconv.Itoa(held.PID)
+}
+
 // RestoreRequest asks for a restore from Dir.
 type RestoreRequest struct {
 	Dir string `json:"dir"`
@@ -155,6 +170,13 @@ type RestoreRequest struct {
 	Source *Addr `json:"source,omitempty"`
 	// Wait for a page server that wrote into Dir to finish first.
 	PageServerPID int `json:"page_server_pid,omitempty"`
+	// LeaveStopped keeps the restored tasks stopped (a lazy restore that
+	// prefetches every page before the workload runs); ActContinue starts
+	// them.
+	LeaveStopped bool `json:"leave_stopped,omitempty"`
+	// Hold, when set, is the run's lease on this host: the restore records
+	// how to kill the restored copy before it returns.
+	Hold *host.HoldRef `json:"hold,omitempty"`
 }
 
 // RestoreResult is the restored workload.

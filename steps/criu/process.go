@@ -348,6 +348,9 @@ func (Process) Restore(ctx context.Context, env Env, w Workload, req RestoreRequ
 		}
 		opts.LazyPages = ptr(true)
 	}
+	if req.LeaveStopped {
+		opts.LeaveStopped = ptr(true)
+	}
 	n := &notify{}
 	if err := env.CRIU.Run(ctx, rpc.CriuReqType_RESTORE, opts, n); err != nil {
 		if res.LazyPID > 0 {
