@@ -507,7 +507,10 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 			Progress: func(p host.Progress) {
 				r.emit(Event{Type: EventProgress, Step: sr.Address, Kind: s.Kind, Host: sr.Host, Attempt: attempt, Progress: &p})
 			},
-			Hold:   r.holds.ref(sr.Address),
+			Hold: r.holds.ref(sr.Address),
+			WillUndo: func(ctx context.Context, rp steps.Replay) error {
+				return r.holds.add(ctx, sr.Address, rp)
+			},
 			Switch: r.switchNow,
 		}
 		a := Attempt{Start: time.Now()}

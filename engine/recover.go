@@ -152,4 +152,3 @@ func replayRecorded(ctx context.Context, rec *Record, name, mode string, h host.
 	}
 	return notes
 }
-

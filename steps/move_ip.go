@@ -122,6 +122,17 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	if err != nil {
 		return Result{}, fmt.Errorf("to: %w", err)
 	}
+	// Replayed by each host on its own: the target drops the address, the
+	// source takes it back.
+	replay := Replay{Undo: []host.Invocation{
+		host.NewInvocation(to.Name(), "net.addr", NetAddrRequest{Op: "del", Address: m.address, Interface: m.toIf}, ""),
+		host.NewInvocation(from.Name(), "net.addr", NetAddrRequest{Op: "add", Address: m.address, Interface: m.fromIf, Announce: m.announce}, ""),
+	}}
+	if env.WillUndo != nil {
+		if err := env.WillUndo(ctx, replay); err != nil {
+			return Result{}, fmt.Errorf("the hosts cannot hold the address should mig die: %w", err)
+		}
+	}
 	start := time.Now()
 	if err := m.move(ctx, env, from, m.fromIf, to, m.toIf); err != nil {
 		return Result{}, err
@@ -137,12 +148,7 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 		Undo: func(ctx context.Context) error {
 			return m.move(ctx, env, to, m.toIf, from, m.fromIf)
 		},
-		// Replayed by each host on its own: the target drops the
-		// address, the source takes it back.
-		Replay: Replay{Undo: []host.Invocation{
-			host.NewInvocation(to.Name(), "net.addr", NetAddrRequest{Op: "del", Address: m.address, Interface: m.toIf}, ""),
-			host.NewInvocation(from.Name(), "net.addr", NetAddrRequest{Op: "add", Address: m.address, Interface: m.fromIf, Announce: m.announce}, ""),
-		}},
+		Replay:  replay,
 		Metrics: map[string]float64{"seconds": secs},
 	}, nil
 }

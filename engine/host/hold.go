@@ -156,7 +156,6 @@ func leasePath(run string) string { return filepath.Join(HoldDir(), run+".json")
 // OpenLease creates run's lease on this host, if it is not there, and
 // starts its watcher with the mig binary self ("" starts none).
 func OpenLease(run string, timeout time.Duration, self string) (Lease, error) {
-	var out Lease
 	err := updateLease(run, true, func(l *Lease) error {
 		if l.State == "" {
 			*l = Lease{Run: run, Timeout: timeout.Seconds(), Renewed: time.Now(), Mode: ModeUndo, State: LeaseActive}
@@ -164,17 +163,32 @@ func OpenLease(run string, timeout time.Duration, self string) (Lease, error) {
 		if l.State != LeaseActive {
 			return fmt.Errorf("run %s: its lease on this host has %s (%s)", run, l.State, l.Note)
 		}
-		if !watcherAlive(l.Watcher) && self != "" {
-			pid, err := startWatcher(self, run)
-			if err != nil {
-				return err
-			}
-			l.Watcher = pid
-		}
-		out = *l
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return Lease{}, err
+	}
+	return ensureWatcher(run, self)
+}
+
+// ensureWatcher starts a watcher for run's lease unless one runs.
+func ensureWatcher(run, self string) (Lease, error) {
+	l, err := ReadLease(leasePath(run))
+	if err != nil || watcherAlive(l.Watcher) || self == "" {
+		return l, err
+	}
+	pid, err := startWatcher(self, run)
+	if err != nil {
+		return l, err
+	}
+	err = updateLease(run, false, func(x *Lease) error {
+		if !watcherAlive(x.Watcher) {
+			x.Watcher = pid
+		}
+		l = *x
+		return nil
+	})
+	return l, err
 }
 
 // AddToLease records a step's share of a run in its lease, replacing an
@@ -231,18 +245,14 @@ func (h holdActions) renew(ctx context.Context, c *Call) (any, error) {
 		if l.State != LeaseActive {
 			return fmt.Errorf("run %s: the lease on this host has %s: %s", r.Run, l.State, l.Note)
 		}
-		if !watcherAlive(l.Watcher) && h.self != "" {
-			// The watcher died: start another, so the hold stays covered.
-			pid, err := startWatcher(h.self, r.Run)
-			if err != nil {
-				return err
-			}
-			l.Watcher = pid
-		}
 		l.Renewed = time.Now()
 		out = *l
 		return nil
 	})
+	if err == nil && !watcherAlive(out.Watcher) {
+		// The watcher died: start another, so the hold stays covered.
+		return ensureWatcher(r.Run, h.self)
+	}
 	return out, err
 }
 
@@ -314,20 +324,15 @@ func (h holdActions) expire(ctx context.Context, c *Call) (any, error) {
 			return nil
 		}
 		l.Mode, l.Renewed = r.Mode, time.Time{}
-		if !watcherAlive(l.Watcher) {
-			if h.self == "" {
-				return errors.New("no watcher, and no mig binary to start one")
-			}
-			pid, err := startWatcher(h.self, r.Run)
-			if err != nil {
-				return err
-			}
-			l.Watcher = pid
-		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if l, err := ensureWatcher(r.Run, h.self); err != nil {
+		return nil, err
+	} else if l.State == LeaseActive && !watcherAlive(l.Watcher) {
+		return nil, errors.New("no watcher, and no mig binary to start one")
 	}
 	for {
 		l, err := ReadLease(leasePath(r.Run))
