@@ -78,23 +78,28 @@ func (s *holdSet) openLocked(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := h.Call(ctx, host.ActHoldOpen, host.HoldRequest{Run: s.run, Timeout: s.timeout.Seconds()}, nil, host.CallOpts{}); err != nil {
-		if strings.Contains(err.Error(), fmt.Sprintf("unknown action %q", host.ActHoldOpen)) {
-			s.log.Warn("this host's mig cannot hold the run should mig die", "host", name)
-			s.none[name] = true
-			return errNoHold
-		}
-		return err
+	// Not cut short by a cancel: a lease opened on the host but unknown
+	// here would never be released.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	err = h.Call(ctx, host.ActHoldOpen, host.HoldRequest{Run: s.run, Timeout: s.timeout.Seconds()}, nil, host.CallOpts{})
+	if err != nil && strings.Contains(err.Error(), fmt.Sprintf("unknown action %q", host.ActHoldOpen)) {
+		s.log.Warn("this host's mig cannot hold the run should mig die", "host", name)
+		s.none[name] = true
+		return errNoHold
 	}
-	if s.mode != host.ModeUndo {
-		if err := h.Call(ctx, host.ActHoldMode, host.HoldRequest{Run: s.run, Mode: s.mode}, nil, host.CallOpts{}); err != nil {
-			return err
-		}
-	}
+	// Released at the end even when the open failed: it may have
+	// happened all the same.
 	if len(s.hosts) == 0 {
 		go s.renew()
 	}
 	s.hosts = append(s.hosts, name)
+	if err != nil {
+		return err
+	}
+	if s.mode != host.ModeUndo {
+		return h.Call(ctx, host.ActHoldMode, host.HoldRequest{Run: s.run, Mode: s.mode}, nil, host.CallOpts{})
+	}
 	return nil
 }
 
