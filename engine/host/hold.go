@@ -551,7 +551,11 @@ func expire(ctx context.Context, actions Actions, run string, log hclog.Logger) 
 		if x.State != LeaseActive || time.Since(x.Renewed) < time.Duration(x.Timeout*float64(time.Second)) {
 			return nil
 		}
-		x.State, x.Note = LeaseExpired, fmt.Sprintf("mig did not renew the lease for %gs; the watcher %s the run's changes on this host", x.Timeout, map[string]string{ModeUndo: "undid", ModeCommit: "committed"}[x.Mode])
+		why := fmt.Sprintf("mig did not renew the lease for %gs", x.Timeout)
+		if x.Renewed.IsZero() {
+			why = "asked by mig recover"
+		}
+		x.State, x.Note = LeaseExpired, fmt.Sprintf("%s, the watcher %s the run's changes on this host", why, map[string]string{ModeUndo: "undid", ModeCommit: "committed"}[x.Mode])
 		claimed, l = true, *x
 		return nil
 	})
