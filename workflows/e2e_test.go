@@ -330,6 +330,16 @@ func checkClean(t testing.TB) {
 func TestCold(t *testing.T)       { migrate(t, "cold.hcl") }
 func TestPageServer(t *testing.T) { migrate(t, "pageserver.hcl") }
 func TestLazy(t *testing.T)       { migrate(t, "lazy.hcl") }
+
+// TestLazyPrefetch: the restored copy starts only once every page arrived.
+func TestLazyPrefetch(t *testing.T) {
+	rec := migrate(t, "lazy.hcl", "-var", "prefetch=true")
+	for _, s := range rec.Steps {
+		if s.Address == "step.start" && s.Metrics["moved_bytes"] < ballast<<20 {
+			t.Errorf("prefetch moved %v bytes, want the %d MiB ballast", s.Metrics["moved_bytes"], ballast)
+		}
+	}
+}
 func TestLive(t *testing.T)       { migrate(t, "live.hcl") }
 
 // TestLiveFailsWithoutPrecopy: a workflow that asks for pre-copy on a
