@@ -27,8 +27,12 @@ import (
 //
 // A lazy restore runs a lazy-pages daemon that fetches the pages from the
 // source's page server, and waits until the source has handed over the
-// last page, so the source may then be killed. Undo kills the restored
-// tree.
+// last page, so the source may then be killed. Once a lazy restore
+// returns, the target serves with pages only the source has: the run is
+// past its point of no return (Env.Switch) and never resumes the source.
+// `prefetch = true` restores the tree stopped and starts it only once
+// every page has arrived. Undo kills the restored tree; the target host
+// holds that undo should mig die before the target serves.
 type Restore struct{}
 
 func (Restore) Spec() hcldec.Spec {

@@ -34,14 +34,20 @@ type phase struct {
 	// onTarget: the workload must end on the target (the target had
 	// served clients), not on the source.
 	onTarget bool
+	// after delays the signal past the event; then the record's phase
+	// says where the workload must end.
+	after time.Duration
 }
 
 var (
 	// Right after the final dump froze the source (the copy, the address
 	// move and the restore may have begun).
-	held = phase{"held", engine.EventFinished, "step.final", false}
+	held = phase{"held", engine.EventFinished, "step.final", false, 0}
 	// Once the target serves and passed its check, while a later step runs.
-	served = phase{"served", engine.EventStarted, "step.pause", true}
+	served = phase{"served", engine.EventStarted, "step.pause", true, 0}
+	// Lazy: while the restore runs, most often once the target serves
+	// and the pages still flow.
+	pages = phase{"pages", engine.EventStarted, "step.start", false, 300 * time.Millisecond}
 )
 
 func TestHoldKill(t *testing.T) {
@@ -52,6 +58,7 @@ func TestHoldKill(t *testing.T) {
 			})
 		}
 	}
+	t.Run("lazy/pages", func(t *testing.T) { trial(t, "testdata/hold-lazy", pages, syscall.SIGKILL) })
 }
 
 func TestHoldHangup(t *testing.T) {
@@ -152,13 +159,21 @@ func trial(t *testing.T, workflow string, ph phase, sig syscall.Signal) {
 	rd := readAlong()
 	defer rd.close()
 	a := applyUntil(t, s, workflow, ph.event, ph.step)
+	time.Sleep(ph.after)
 	signalled := time.Now()
 	a.cmd.Process.Signal(sig)
 	a.cmd.Wait()
-	t.Logf("mig exited %d after %s at %s %s", a.cmd.ProcessState.ExitCode(), sig, ph.step, ph.event)
+	t.Logf("mig exited %d after %s at %s %s + %s", a.cmd.ProcessState.ExitCode(), sig, ph.step, ph.event, ph.after)
 	want, other := "h1", "h2"
 	if ph.onTarget {
 		want, other = "h2", "h1"
+	}
+	if ph.after > 0 {
+		recs, _ := engine.ListRecords(a.state)
+		if len(recs) == 1 && engine.RecoverMode(recs[0]) == "commit" {
+			want, other = "h2", "h1"
+		}
+		t.Logf("killed in phase %q: the workload must end on %s", recs[0].Phase, want)
 	}
 	settle(t, rd, want, other, signalled.Add(holdTimeout+10*time.Second))
 	t.Logf("settled on %s %.1fs after the signal", want, time.Since(signalled).Seconds())

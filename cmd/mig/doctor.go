@@ -189,6 +189,15 @@ func printReport(w io.Writer, name string, r criu.Report, fixed bool) {
 	}
 	row("kernel", r.Kernel)
 	row("cgroup", r.Cgroup)
+	for _, l := range r.Holds {
+		switch l.State {
+		case host.LeaseActive:
+			row("hold", fmt.Sprintf("run %s holds a workload here (mode %s, watcher pid %d, renewed %s)", l.Run, l.Mode, l.Watcher, l.Renewed.Local().Format("15:04:05")))
+		case host.LeaseExpired:
+			row("hold", fmt.Sprintf("run %s: %s", l.Run, l.Note))
+			findings = append(findings, fmt.Sprintf("run %s was interrupted and this host finished it on its own; `mig recover %s` records the outcome", l.Run, l.Run))
+		}
+	}
 	if len(findings) > 0 {
 		fmt.Fprintln(w, "  findings:")
 		for _, f := range findings {

@@ -373,6 +373,9 @@ type Report struct {
 	LimitsError string            `json:"limits_error,omitempty"`
 	Kernel      string            `json:"kernel"`
 	Cgroup      string            `json:"cgroup"`
+	// Holds are the runs' leases on this host: runs that hold a workload
+	// (active) and runs whose watcher acted for a dead mig (expired).
+	Holds []host.Lease `json:"holds,omitempty"`
 }
 
 func (a actions) doctor(ctx context.Context, c *host.Call) (any, error) {
@@ -391,6 +394,10 @@ func Doctor(ctx context.Context, req DoctorRequest) Report {
 		r.Kernel = utsString(uts.Release[:]) + " " + utsString(uts.Machine[:])
 	}
 	r.Cgroup = cgroupLayout()
+	for _, l := range host.Leases() {
+		l.Entries = nil
+		r.Holds = append(r.Holds, l)
+	}
 	lim, err := ReadLimits(req.Fix)
 	r.Limits = lim
 	if err != nil {
