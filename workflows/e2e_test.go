@@ -340,7 +340,7 @@ func TestLazyPrefetch(t *testing.T) {
 		}
 	}
 }
-func TestLive(t *testing.T)       { migrate(t, "live.hcl") }
+func TestLive(t *testing.T) { migrate(t, "live.hcl") }
 
 // TestLiveFailsWithoutPrecopy: a workflow that asks for pre-copy on a
 // kernel without dirty tracking fails before anything is frozen.
