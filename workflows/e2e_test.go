@@ -330,6 +330,7 @@ func checkClean(t testing.TB) {
 func TestCold(t *testing.T)       { migrate(t, "cold.hcl") }
 func TestPageServer(t *testing.T) { migrate(t, "pageserver.hcl") }
 func TestLazy(t *testing.T)       { migrate(t, "lazy.hcl") }
+func TestLive(t *testing.T)       { migrate(t, "live.hcl") }
 
 // TestLazyPrefetch: the restored copy starts only once every page arrived.
 func TestLazyPrefetch(t *testing.T) {
@@ -340,7 +341,6 @@ func TestLazyPrefetch(t *testing.T) {
 		}
 	}
 }
-func TestLive(t *testing.T) { migrate(t, "live.hcl") }
 
 // TestLiveFailsWithoutPrecopy: a workflow that asks for pre-copy on a
 // kernel without dirty tracking fails before anything is frozen.
