@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -152,6 +153,10 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 	}
 	p := Preview{Host: d.w.host}
 	r, note, ok := resolveNote(ctx, env, d.w)
+	if !ok && strings.Contains(note, criu.HeldByRun) {
+		// An interrupted run still holds the workload: nothing may start.
+		return p, append(diags, errDiag("Workload held by another run", note))
+	}
 	p.Notes = append(p.Notes, fmt.Sprintf("%s dump to %s; the source stays frozen until the run commits", d.mode, orKnownLater(d.dir)))
 	p.Notes = append(p.Notes, note)
 	var ports []int

@@ -232,9 +232,11 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		metrics["moved_bytes"] = done.Stats["pages_lazy"] * pageSize
 	}
 	if (!r.lazy || r.prefetch) && env.Switch != nil {
-		// A complete copy serves: should mig die now, keep it.
+		// A complete copy serves: should mig die now, keep it. A host
+		// that cannot be told may already have resumed the source on
+		// its own (its lease expired): then the copy must go.
 		if err := env.Switch(ctx, false); err != nil {
-			env.Log.Warn("cannot tell the hosts that the target serves; should mig die now, they roll back", "error", err)
+			return Result{}, errors.Join(fmt.Errorf("cannot tell the hosts that the target serves, so it may not: %w", err), kill(ctx))
 		}
 	}
 	return Result{

@@ -31,6 +31,10 @@ const (
 	ActDoctor     = "criu.doctor"        // DoctorRequest → Report
 )
 
+// HeldByRun is in the error of criu.resolve for a workload that a run's
+// hold lease holds.
+const HeldByRun = "is held by run"
+
 // Request is the part every driver action shares.
 type Request struct {
 	CRIU     string   `json:"criu,omitempty"` // the host's criu setting
@@ -179,7 +183,7 @@ func (a actions) resolve(ctx context.Context, c *host.Call) (any, error) {
 		return nil, err
 	}
 	if l, held := host.ActiveHold(HoldLock(Held{PID: r.PID, ID: r.ID})); held {
-		return nil, fmt.Errorf("%s (%s) is held by run %s, which froze it and has not finished: "+
+		return nil, fmt.Errorf("%s (%s) "+HeldByRun+" %s, which froze it and has not finished: "+
 			"if that run was interrupted, finish it with `mig recover %s` (or wait %gs for this host to resume the workload)",
 			req.Workload, r.Description, l.Run, l.Run, l.Timeout)
 	}
