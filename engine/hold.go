@@ -137,6 +137,10 @@ func (s *holdSet) add(ctx context.Context, step string, rp steps.Replay) error {
 		e := entry(inv.Host)
 		e.Commit = append(e.Commit, inv)
 	}
+	for _, inv := range rp.Decide {
+		e := entry(inv.Host)
+		e.Decide = append(e.Decide, inv)
+	}
 	for _, name := range order {
 		if err := s.open(ctx, name); errors.Is(err, errNoHold) {
 			continue

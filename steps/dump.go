@@ -331,6 +331,10 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		Undo:   []host.Invocation{host.NewInvocation(d.w.host, criu.ActResume, held, lock)},
 		Commit: []host.Invocation{host.NewInvocation(d.w.host, criu.ActKill, kill, lock)},
 	}
+	if d.mode == "lazy" {
+		replay.Decide = []host.Invocation{host.NewInvocation(d.w.host, criu.ActLazyDecide,
+			criu.LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID}, "")}
+	}
 	if ps.PID > 0 {
 		// The page server exits once it has written the last page.
 		if err := tgt.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 60}, nil, host.CallOpts{}); err != nil {

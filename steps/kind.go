@@ -57,6 +57,9 @@ type Result struct {
 type Replay struct {
 	Undo   []host.Invocation `json:"undo,omitempty"`
 	Commit []host.Invocation `json:"commit,omitempty"`
+	// Decide, for a host's watcher only, tells undo from commit by what
+	// the host sees (see host.LeaseEntry).
+	Decide []host.Invocation `json:"decide,omitempty"`
 }
 
 // pageSize is the size of the memory pages CRIU counts.

@@ -239,6 +239,13 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			return Result{}, errors.Join(fmt.Errorf("cannot tell the hosts that the target serves, so it may not: %w", err), kill(ctx))
 		}
 	}
+	le := criu.RestoreLease(req.RestoreRequest, restored)
+	for _, l := range [][]host.Invocation{le.Undo, le.Commit, le.Decide} {
+		for i := range l {
+			l[i].Host = r.host
+		}
+	}
+	replay := Replay{Undo: le.Undo, Commit: le.Commit, Decide: le.Decide}
 	return Result{
 		Outputs: cty.ObjectVal(map[string]cty.Value{
 			"pid":  Num(int64(res.PID)),
@@ -247,7 +254,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			"log":  cty.StringVal(res.LogPath),
 		}),
 		Undo:    kill,
-		Replay:  Replay{Undo: []host.Invocation{host.NewInvocation(r.host, criu.ActKillRest, restored, "")}},
+		Replay:  replay,
 		Metrics: metrics,
 	}, nil
 }

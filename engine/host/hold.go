@@ -81,6 +81,18 @@ type LeaseEntry struct {
 	Step   string       `json:"step"`
 	Undo   []Invocation `json:"undo,omitempty"`
 	Commit []Invocation `json:"commit,omitempty"`
+	// Decide are actions that tell, on expiry, whether to undo or commit
+	// from what this host sees (a Decision), whatever the lease's mode: a
+	// post-copy move is decided by whether the last page arrived, a fact
+	// both hosts see, rather than by which of them heard mig last.
+	Decide []Invocation `json:"decide,omitempty"`
+}
+
+// Decision is the result of a Decide action: ModeUndo, ModeCommit, or ""
+// to leave the lease's mode.
+type Decision struct {
+	Mode string `json:"mode"`
+	Why  string `json:"why,omitempty"`
 }
 
 // Lease is the state of a run on a host.
@@ -174,7 +186,7 @@ func OpenLease(run string, timeout time.Duration, self string) (Lease, error) {
 // ensureWatcher starts a watcher for run's lease unless one runs.
 func ensureWatcher(run, self string) (Lease, error) {
 	l, err := ReadLease(leasePath(run))
-	if err != nil || watcherAlive(l.Watcher) || self == "" {
+	if err != nil || l.State != LeaseActive || watcherAlive(l.Watcher) || self == "" {
 		return l, err
 	}
 	pid, err := startWatcher(self, run)
@@ -575,7 +587,28 @@ func expire(ctx context.Context, actions Actions, run string, log hclog.Logger) 
 		}
 		notes = append(notes, n)
 	}
-	if l.Mode == ModeCommit {
+	mode := l.Mode
+	for _, e := range l.Entries {
+		for _, inv := range e.Decide {
+			actx, cancel := context.WithTimeout(ctx, 15*time.Minute)
+			out, err := Invoke(actx, actions, inv.Action, inv.Req, CallOpts{}, log.Named(inv.Action))
+			cancel()
+			var d Decision
+			if err == nil {
+				err = json.Unmarshal(out, &d)
+			}
+			n := ActionNote{Step: e.Step, Action: inv.Action}
+			if err != nil {
+				n.Error = err.Error()
+			} else if d.Mode == ModeUndo || d.Mode == ModeCommit {
+				mode = d.Mode
+				n.Action += ": " + d.Mode + ": " + d.Why
+			}
+			log.Info("decided", "step", e.Step, "mode", d.Mode, "why", d.Why, "error", err)
+			notes = append(notes, n)
+		}
+	}
+	if mode == ModeCommit {
 		for _, e := range l.Entries {
 			for _, inv := range e.Commit {
 				run1(e.Step, inv)
@@ -590,6 +623,10 @@ func expire(ctx context.Context, actions Actions, run string, log hclog.Logger) 
 	}
 	return updateLease(run, false, func(x *Lease) error {
 		x.Outcome, x.Ended = notes, time.Now()
+		if mode != x.Mode {
+			x.Note += fmt.Sprintf(" (the post-copy transfer decided: %s)", mode)
+			x.Mode = mode
+		}
 		return nil
 	})
 }
@@ -602,16 +639,16 @@ type HoldRef struct {
 }
 
 // Add records e under r's step in r's lease, filling in the host names.
-func (r *HoldRef) Add(undo, commit []Invocation) error {
+func (r *HoldRef) Add(e LeaseEntry) error {
 	if r == nil {
 		return nil
 	}
-	for i := range undo {
-		undo[i].Host = r.Host
+	for _, l := range [][]Invocation{e.Undo, e.Commit, e.Decide} {
+		for i := range l {
+			l[i].Host = r.Host
+		}
 	}
-	for i := range commit {
-		commit[i].Host = r.Host
-	}
-	_, err := AddToLease(r.Run, LeaseEntry{Step: r.Step, Undo: undo, Commit: commit})
+	e.Step = r.Step
+	_, err := AddToLease(r.Run, e)
 	return err
 }

@@ -28,6 +28,7 @@ const (
 	ActWait       = "criu.wait"          // WaitAction → nil (waits for a page server)
 	ActLazyWait   = "criu.lazy-wait"     // LazyWaitAction → DumpResult
 	ActContinue   = "criu.continue"      // KillRestoredAction → nil (starts a tree restored stopped)
+	ActLazyDecide = "criu.lazy-decide"   // LazyDecideAction → host.Decision (should mig die during a post-copy move)
 	ActDoctor     = "criu.doctor"        // DoctorRequest → Report
 )
 
@@ -124,6 +125,7 @@ func Actions(drivers Drivers) host.Actions {
 		ActWait:       a.wait,
 		ActLazyWait:   a.lazyWait,
 		ActContinue:   a.cont,
+		ActLazyDecide: a.lazyDecide,
 		ActDoctor:     a.doctor,
 	}
 }
@@ -261,9 +263,14 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 		kill := held
 		kill.AfterPages = req.Lazy
 		lock := HoldLock(res.Held)
-		if herr := req.Hold.Add(
-			[]host.Invocation{host.NewInvocation("", ActResume, held, lock)},
-			[]host.Invocation{host.NewInvocation("", ActKill, kill, lock)}); herr != nil {
+		e := host.LeaseEntry{
+			Undo:   []host.Invocation{host.NewInvocation("", ActResume, held, lock)},
+			Commit: []host.Invocation{host.NewInvocation("", ActKill, kill, lock)},
+		}
+		if req.Lazy {
+			e.Decide = []host.Invocation{host.NewInvocation("", ActLazyDecide, LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID}, "")}
+		}
+		if herr := req.Hold.Add(e); herr != nil {
 			rerr := d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held)
 			return nil, errors.Join(fmt.Errorf("record the hold of %s: %w; resumed it", req.Workload.Name, herr), rerr)
 		}
@@ -299,12 +306,34 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, er
 	if err == nil && req.Hold != nil {
 		// The host kills the copy should mig die before the run commits.
 		k := KillRestoredAction{Request: req.Request, Result: res}
-		if herr := req.Hold.Add([]host.Invocation{host.NewInvocation("", ActKillRest, k, "")}, nil); herr != nil {
+		if herr := req.Hold.Add(RestoreLease(req.RestoreRequest, k)); herr != nil {
 			kerr := d.KillRestored(context.WithoutCancel(ctx), env, req.Workload, res)
 			return nil, errors.Join(fmt.Errorf("record the restore of %s in the hold: %w; killed it", req.Workload.Name, herr), kerr)
 		}
 	}
 	return res, err
+}
+
+// RestoreLease is what a target host does with a restored copy should
+// mig die: kill it (undo); for post-copy, keep it if and only if every page
+// arrived (decide), starting it if it was restored stopped (commit).
+func RestoreLease(req RestoreRequest, k KillRestoredAction) host.LeaseEntry {
+	e := host.LeaseEntry{Undo: []host.Invocation{host.NewInvocation("", ActKillRest, k, "")}}
+	if req.Lazy {
+		e.Decide = []host.Invocation{host.NewInvocation("", ActLazyDecide, LazyDecideAction{Side: "target", Dir: req.Dir, PID: k.Result.LazyPID}, "")}
+	}
+	if req.LeaveStopped {
+		e.Commit = []host.Invocation{host.NewInvocation("", ActContinue, k, "")}
+	}
+	return e
+}
+
+func (a actions) lazyDecide(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[LazyDecideAction](c)
+	if err != nil {
+		return nil, err
+	}
+	return LazyDecide(ctx, req)
 }
 
 // cont starts a tree restored with LeaveStopped.

@@ -356,6 +356,14 @@ func (Process) Restore(ctx context.Context, env Env, w Workload, req RestoreRequ
 		if res.LazyPID > 0 {
 			syscall.Kill(res.LazyPID, syscall.SIGKILL)
 		}
+		if n.restoredPID > 0 {
+			// CRIU reported the tree before the request failed (a cancel,
+			// or a caller gone, after the restore): a failed restore
+			// leaves no copy running.
+			pids := tree(n.restoredPID)
+			signalAll(pids, syscall.SIGKILL)
+			waitGone(context.WithoutCancel(ctx), pids, 10*time.Second)
+		}
 		return res, err
 	}
 	res.PID = n.restoredPID
