@@ -501,14 +501,19 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 			deadline = time.Now().Add(m.timeout)
 			actx, cancel = context.WithDeadline(ctx, deadline)
 		}
+		held := false // the step handed its compensation to the hosts itself
 		env := steps.Env{
 			Log: log, Hosts: r.pool.get, Attempt: attempt, Deadline: deadline,
 			StepDir: filepath.Join(r.rec.RunDir, "steps", stepDirName(sr.Address)),
 			Progress: func(p host.Progress) {
 				r.emit(Event{Type: EventProgress, Step: sr.Address, Kind: s.Kind, Host: sr.Host, Attempt: attempt, Progress: &p})
 			},
-			Hold: r.holds.ref(sr.Address),
+			Hold: func(ctx context.Context, name string) (*host.HoldRef, error) {
+				held = true
+				return r.holds.ref(sr.Address)(ctx, name)
+			},
 			WillUndo: func(ctx context.Context, rp steps.Replay) error {
+				held = true
 				return r.holds.add(ctx, sr.Address, rp)
 			},
 			Switch: r.switchNow,
@@ -534,7 +539,7 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 				sr.Outputs = js
 			}
 			sr.Undo, sr.Commit = res.Replay.Undo, res.Replay.Commit
-			if len(sr.Undo)+len(sr.Commit) > 0 {
+			if len(sr.Undo)+len(sr.Commit) > 0 && !held {
 				// The hosts answer for this step's changes should mig die.
 				hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 				if herr := r.holds.add(hctx, sr.Address, res.Replay); herr != nil {

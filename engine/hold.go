@@ -141,21 +141,31 @@ func (s *holdSet) add(ctx context.Context, step string, rp steps.Replay) error {
 		e := entry(inv.Host)
 		e.Decide = append(e.Decide, inv)
 	}
-	for _, name := range order {
-		if err := s.open(ctx, name); errors.Is(err, errNoHold) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("host %s: %w", name, err)
-		}
-		h, err := s.get(name)
-		if err != nil {
-			return err
-		}
-		if err := h.Call(ctx, host.ActHoldAdd, host.HoldRequest{Run: s.run, Entry: byHost[name]}, nil, host.CallOpts{}); err != nil {
-			return fmt.Errorf("host %s: %w", name, err)
-		}
+	// The hosts at once: a step may be waiting for this with the source
+	// frozen.
+	errs := make([]error, len(order))
+	var wg sync.WaitGroup
+	for i, name := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.open(ctx, name); errors.Is(err, errNoHold) {
+				return
+			} else if err != nil {
+				errs[i] = fmt.Errorf("host %s: %w", name, err)
+				return
+			}
+			h, err := s.get(name)
+			if err == nil {
+				err = h.Call(ctx, host.ActHoldAdd, host.HoldRequest{Run: s.run, Entry: byHost[name]}, nil, host.CallOpts{})
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("host %s: %w", name, err)
+			}
+		}()
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // setMode tells every host what to do should the lease expire from now

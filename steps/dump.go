@@ -292,6 +292,15 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		dreq.Listen = &criu.Addr{Host: addr, Port: d.port}
 	}
 
+	if env.Hold != nil && d.target != "" && d.target != d.w.host {
+		// Open the target's lease now, not while the source is frozen.
+		if _, err := env.Hold(ctx, d.target); err != nil {
+			if ps.PID > 0 {
+				killPID(context.WithoutCancel(ctx), tgt, ps.PID)
+			}
+			return Result{}, fmt.Errorf("target %s cannot hold the run should mig die: %w", d.target, err)
+		}
+	}
 	if env.Hold != nil {
 		// The source host answers for the workload from the freeze on.
 		if dreq.Hold, err = env.Hold(ctx, d.w.host); err != nil {
