@@ -512,10 +512,6 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 				held = true
 				return r.holds.ref(sr.Address)(ctx, name)
 			},
-			WillUndo: func(ctx context.Context, rp steps.Replay) error {
-				held = true
-				return r.holds.add(ctx, sr.Address, rp)
-			},
 			Switch: r.switchNow,
 		}
 		a := Attempt{Start: time.Now()}

@@ -84,11 +84,6 @@ type Env struct {
 	// in its request, so the agent records the undo before it returns. nil
 	// outside apply.
 	Hold func(ctx context.Context, hostName string) (*host.HoldRef, error)
-	// WillUndo hands the hosts a step's compensation before the step makes
-	// its change, so that a mig that dies halfway leaves nothing undone
-	// (each action is idempotent, so undoing what never happened is
-	// harmless). nil outside apply.
-	WillUndo func(ctx context.Context, rp Replay) error
 	// Switch says that the target now serves clients (its restore
 	// returned, with the service address on it): resuming the source
 	// would lose what the target wrote. From here, should mig die or the

@@ -128,13 +128,19 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 		host.NewInvocation(to.Name(), "net.addr", NetAddrRequest{Op: "del", Address: m.address, Interface: m.toIf}, ""),
 		host.NewInvocation(from.Name(), "net.addr", NetAddrRequest{Op: "add", Address: m.address, Interface: m.fromIf, Announce: m.announce}, ""),
 	}}
-	if env.WillUndo != nil {
-		if err := env.WillUndo(ctx, replay); err != nil {
-			return Result{}, fmt.Errorf("the hosts cannot hold the address should mig die: %w", err)
+	// Each host records its half of the undo in the same call that makes
+	// the change, before making it.
+	var holds [2]*host.HoldRef
+	if env.Hold != nil {
+		for i, h := range []host.Host{from, to} {
+			var err error
+			if holds[i], err = env.Hold(ctx, h.Name()); err != nil {
+				return Result{}, fmt.Errorf("host %s cannot hold the address should mig die: %w", h.Name(), err)
+			}
 		}
 	}
 	start := time.Now()
-	if err := m.move(ctx, env, from, m.fromIf, to, m.toIf); err != nil {
+	if err := m.move(ctx, env, from, m.fromIf, to, m.toIf, holds); err != nil {
 		return Result{}, err
 	}
 	secs := time.Since(start).Seconds()
@@ -146,7 +152,7 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 			"seconds": cty.NumberFloatVal(secs),
 		}),
 		Undo: func(ctx context.Context) error {
-			return m.move(ctx, env, to, m.toIf, from, m.fromIf)
+			return m.move(ctx, env, to, m.toIf, from, m.fromIf, [2]*host.HoldRef{})
 		},
 		Replay:  replay,
 		Metrics: map[string]float64{"seconds": secs},
@@ -155,10 +161,13 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 
 // move takes the address off src and puts it on dst. If dst refuses it,
 // the address goes back on src, so it is never left on neither host.
-func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, dst host.Host, dstIf string) error {
+//
+// holds, when set, are the source's and the destination's leases: each
+// host records there how to undo its half before it acts.
+func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, dst host.Host, dstIf string, holds [2]*host.HoldRef) error {
 	var res NetAddrResult
 	back := NetAddrRequest{Op: "add", Address: m.address, Interface: srcIf, Announce: m.announce}
-	del := NetAddrRequest{Op: "del", Address: m.address, Interface: srcIf}
+	del := NetAddrRequest{Op: "del", Address: m.address, Interface: srcIf, Hold: holds[0], Undo: &back}
 	if err := src.Call(ctx, "net.addr", del, &res, host.CallOpts{}); err != nil {
 		// The removal may have happened all the same (a cancel that
 		// came while it ran): make sure the address is on the source.
@@ -171,7 +180,8 @@ func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, 
 	if !res.Present {
 		env.Log.Warn("address was not on the source", "address", m.address, "host", src.Name(), "interface", srcIf)
 	}
-	add := NetAddrRequest{Op: "add", Address: m.address, Interface: dstIf, Announce: m.announce}
+	add := NetAddrRequest{Op: "add", Address: m.address, Interface: dstIf, Announce: m.announce, Hold: holds[1],
+		Undo: &NetAddrRequest{Op: "del", Address: m.address, Interface: dstIf}}
 	if err := dst.Call(ctx, "net.addr", add, &res, host.CallOpts{}); err != nil {
 		err = fmt.Errorf("add %s on %s: %w", m.address, dst.Name(), err)
 		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, host.CallOpts{}); berr != nil {

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -203,7 +205,7 @@ func ensureWatcher(run, self string) (Lease, error) {
 	return l, err
 }
 
-// AddToLease records a step's share of a run in its lease, replacing an
+// AddToLease records a step's share of a run in its lease, merged into an
 // earlier entry of the same step.
 func AddToLease(run string, e LeaseEntry) (Lease, error) {
 	var out Lease
@@ -212,8 +214,9 @@ func AddToLease(run string, e LeaseEntry) (Lease, error) {
 			return fmt.Errorf("run %s: its lease on this host has %s (%s)", run, l.State, l.Note)
 		}
 		for i := range l.Entries {
-			if l.Entries[i].Step == e.Step {
-				l.Entries[i] = e
+			if x := &l.Entries[i]; x.Step == e.Step {
+				// A retried call, or a step acting twice on this host.
+				x.Undo, x.Commit, x.Decide = mergeCalls(x.Undo, e.Undo), mergeCalls(x.Commit, e.Commit), mergeCalls(x.Decide, e.Decide)
 				out = *l
 				return nil
 			}
@@ -223,6 +226,18 @@ func AddToLease(run string, e LeaseEntry) (Lease, error) {
 		return nil
 	})
 	return out, err
+}
+
+// mergeCalls appends to a the invocations of b it lacks.
+func mergeCalls(a, b []Invocation) []Invocation {
+	for _, inv := range b {
+		if !slices.ContainsFunc(a, func(x Invocation) bool {
+			return x.Action == inv.Action && x.Host == inv.Host && bytes.Equal(x.Req, inv.Req)
+		}) {
+			a = append(a, inv)
+		}
+	}
+	return a
 }
 
 func (h holdActions) open(ctx context.Context, c *Call) (any, error) {
