@@ -63,7 +63,7 @@ func TestHoldKill(t *testing.T) {
 }
 
 func TestHoldHangup(t *testing.T) {
-	for _, strategy := range []string{"cold", "lazy"} {
+	for _, strategy := range []string{"cold", "pageserver", "lazy"} {
 		for _, ph := range []phase{held, served} {
 			t.Run(strategy+"/"+ph.name, func(t *testing.T) {
 				trial(t, "testdata/hold-"+strategy, ph, syscall.SIGHUP)
