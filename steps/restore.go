@@ -133,7 +133,7 @@ func (r restoreCfg) preflight(ctx context.Context, env Env) ([]string, hcl.Diagn
 	if r.w.known && r.w.host != r.host {
 		w = r.w
 		if res, _, ok := resolveNote(ctx, env, r.w); ok {
-			req.Ports = res.Listens
+			req.Ports, req.Needs = res.Listens, res.Needs
 		}
 	}
 	res, err := check(ctx, env, r.host, r.hostV, w, req)
@@ -205,6 +205,11 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			return Result{}, errors.Join(fmt.Errorf("cannot mark the point of no return: %w", err), kill(ctx))
 		}
 	}
+	// Measured after the restore, so that it adds nothing to the pause.
+	off := clockOffset(ctx, env, h)
+	clockMetrics(metrics, off)
+	metrics["restore_start_unix"] = unixOn(off, res.Times.Start)
+	metrics["restored_unix"] = unixOn(off, res.Times.End)
 	if r.lazy {
 		// The source must live until it has served the last page.
 		var done criu.DumpResult
