@@ -355,7 +355,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	if d.mode == "lazy" {
 		replay.Decide = []host.Invocation{host.NewInvocation(d.w.host, criu.ActLazyDecide,
-			criu.LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID}, "")}
+			criu.LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID, Port: res.Listen.Port}, "")}
 	}
 	if ps.PID > 0 {
 		// The page server exits once it has written the last page.

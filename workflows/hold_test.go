@@ -302,12 +302,13 @@ func watchers(h string) []string {
 	return strings.Fields(out)
 }
 
-// cleanHolds kills the hold watchers a failed test left (by PID) and
-// removes the leases.
+// cleanHolds kills the hold watchers and CRIU processes a failed test
+// left on the lab hosts (by PID) and removes the leases.
 func cleanHolds() {
 	ctx := context.Background()
 	for _, h := range []string{"h1", "h2"} {
-		for _, pid := range watchers(h) {
+		out, _ := theLab.Output(ctx, h, "sh", "-c", `for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null | grep -q 'sbin/criu ' && echo ${p#/proc/}; done`)
+		for _, pid := range append(watchers(h), strings.Fields(out)...) {
 			theLab.Exec(ctx, h, []string{"kill", "-9", pid}, nil, io.Discard, io.Discard)
 		}
 		theLab.Exec(ctx, h, []string{"rm", "-rf", "/var/lib/mig/holds"}, nil, io.Discard, io.Discard)

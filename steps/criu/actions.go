@@ -270,7 +270,7 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 			Commit: []host.Invocation{host.NewInvocation("", ActKill, kill, lock)},
 		}
 		if req.Lazy {
-			e.Decide = []host.Invocation{host.NewInvocation("", ActLazyDecide, LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID}, "")}
+			e.Decide = []host.Invocation{host.NewInvocation("", ActLazyDecide, LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID, Port: res.Listen.Port}, "")}
 		}
 		if herr := req.Hold.Add(e); herr != nil {
 			rerr := d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held)

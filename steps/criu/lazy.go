@@ -158,6 +158,7 @@ type LazyDecideAction struct {
 	Side    string  `json:"side"`
 	Dir     string  `json:"dir"`
 	PID     int     `json:"pid"`
+	Port    int     `json:"port,omitempty"`    // source: the port pages are served on
 	Timeout float64 `json:"timeout,omitempty"` // seconds; 0: 10 minutes
 }
 
@@ -175,7 +176,7 @@ func LazyDecide(ctx context.Context, req LazyDecideAction) (host.Decision, error
 	commit := host.Decision{Mode: host.ModeCommit, Why: "the target got every page"}
 	switch req.Side {
 	case "source":
-		if alive(req.PID) && !connected(req.PID) {
+		if alive(req.PID) && !connected(req.PID, req.Port) {
 			return undo("no target is fetching pages")
 		}
 		if err := waitGone(ctx, []int{req.PID}, limit); err != nil {
@@ -208,9 +209,10 @@ func LazyDecide(ctx context.Context, req LazyDecideAction) (host.Decision, error
 // transferred is the lazy-pages daemon's count of pages per task.
 var transferred = regexp.MustCompile(`UFFD transferred pages: \((\d+)/(\d+)\)`)
 
-// connected says whether pid has an established TCP connection (a
-// page server that a lazy-pages daemon fetches from).
-func connected(pid int) bool {
+// connected says whether pid, a page server, has a client on port: an
+// established TCP connection of its own whose local port is port. (A lazy
+// dump also holds the dumped tasks' sockets, established ones included.)
+func connected(pid, port int) bool {
 	socks := socketInodes(pid)
 	for _, name := range []string{"tcp", "tcp6"} {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, name))
@@ -219,7 +221,11 @@ func connected(pid int) bool {
 		}
 		for _, l := range strings.Split(string(b), "\n") {
 			f := strings.Fields(l)
-			if len(f) >= 10 && f[3] == "01" && socks[f[9]] {
+			if len(f) < 10 || f[3] != "01" || !socks[f[9]] {
+				continue
+			}
+			i := strings.LastIndexByte(f[1], ':')
+			if p, err := strconv.ParseInt(f[1][i+1:], 16, 32); err == nil && int(p) == port {
 				return true
 			}
 		}
