@@ -67,6 +67,8 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	}
 	probes, ds := w.probeConfigs(sv)
 	diags = append(diags, ds...)
+	loads, ds := w.loadConfigs(sv)
+	diags = append(diags, ds...)
 	if diags.HasErrors() {
 		return nil, diags
 	}
@@ -114,6 +116,7 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		return nil, append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot create the run directory", Detail: err.Error()})
 	}
 	r.rec = rec
+	saveSources(rec.RunDir, w.names)
 	// A first record, so that a run killed outright still leaves one. It
 	// is written again after every change of state.
 	rec.State = StateRunning
@@ -138,6 +141,20 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	for _, p := range probes {
 		probeWG.Add(1)
 		go func() { defer probeWG.Done(); p.run(probeCtx, start) }()
+	}
+	for _, l := range loads {
+		probeWG.Add(1)
+		go func() { defer probeWG.Done(); l.run(probeCtx, start) }()
+	}
+	var lead time.Duration
+	for _, l := range loads {
+		lead = max(lead, l.before)
+	}
+	if lead > 0 {
+		select {
+		case <-time.After(lead):
+		case <-ctx.Done():
+		}
 	}
 
 	r.walk(ctx)
@@ -183,6 +200,9 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	for _, p := range probes {
 		linger = max(linger, p.after)
 	}
+	for _, l := range loads {
+		linger = max(linger, l.after)
+	}
 	if ctx.Err() == nil {
 		time.Sleep(linger)
 	}
@@ -191,8 +211,12 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	for _, p := range probes {
 		rec.Probes = append(rec.Probes, p.record())
 	}
+	for _, l := range loads {
+		rec.Loads = append(rec.Loads, l.record(rec, time.Now()))
+	}
 	r.pool.closeAll()
 	rec.Ended = time.Now()
+	rec.PeakRSS = peakRSS()
 	if err := rec.write(r.opt.StateDir); err != nil {
 		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot write the run record", Detail: err.Error()})
 	}

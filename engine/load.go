@@ -31,6 +31,7 @@ func Load(path string, cfg Config) (*Workflow, hcl.Diagnostics) {
 		workloads: map[string]map[string]*Workload{},
 		steps:     map[string]*Step{},
 		probes:    map[string]*ProbeDecl{},
+		loads:     map[string]*ProbeDecl{},
 	}
 	names, err := workflowFiles(path)
 	if err != nil {
@@ -95,6 +96,7 @@ func (w *Workflow) rootSchema() *hcl.BodySchema {
 		{Type: "step", LabelNames: []string{"kind", "name"}},
 		{Type: "probe", LabelNames: []string{"name"}},
 		{Type: "settings"},
+		{Type: "load", LabelNames: []string{"name"}},
 	}}
 	for _, fam := range sortedKeys(w.cfg.Workloads) {
 		s.Blocks = append(s.Blocks, hcl.BlockHeaderSchema{Type: fam, LabelNames: []string{"name"}})
@@ -124,6 +126,10 @@ func (w *Workflow) duplicate(kind, name string, rng hcl.Range) *hcl.Diagnostic {
 		}
 	case "probe":
 		if v, ok := w.probes[name]; ok {
+			prev = v.DeclRange
+		}
+	case "load":
+		if v, ok := w.loads[name]; ok {
 			prev = v.DeclRange
 		}
 	default:
@@ -192,6 +198,12 @@ func (w *Workflow) decodeBlock(b *hcl.Block) hcl.Diagnostics {
 		diags = append(diags, ds...)
 		w.probes[name] = &ProbeDecl{Name: name, Body: b.Body, DeclRange: b.DefRange}
 		w.probeOrder = append(w.probeOrder, name)
+	case "load":
+		name := b.Labels[0]
+		_, ds := b.Body.Content(hcldec.ImpliedSchema(loadSpec))
+		diags = append(diags, ds...)
+		w.loads[name] = &ProbeDecl{Name: name, Body: b.Body, DeclRange: b.DefRange}
+		w.loadOrder = append(w.loadOrder, name)
 	case "step":
 		return w.decodeStep(b)
 	case "settings":

@@ -47,8 +47,11 @@ type Record struct {
 	Leases []string `json:"leases,omitempty"`
 	// Phase is where the run is: "" while its steps run, then one of the
 	// Phase constants.
-	Phase    string    `json:"phase,omitempty"`
-	Recovery *Recovery `json:"recovery,omitempty"`
+	Phase    string        `json:"phase,omitempty"`
+	Recovery *Recovery     `json:"recovery,omitempty"`
+	Loads    []*LoadRecord `json:"loads,omitempty"`
+	// PeakRSS is mig's own peak resident memory during the run, in bytes.
+	PeakRSS int64 `json:"mig_peak_rss_bytes,omitempty"`
 }
 
 // Run phases.
