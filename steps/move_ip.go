@@ -184,6 +184,12 @@ func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, 
 		Undo: &NetAddrRequest{Op: "del", Address: m.address, Interface: dstIf}}
 	if err := dst.Call(ctx, "net.addr", add, &res, host.CallOpts{}); err != nil {
 		err = fmt.Errorf("add %s on %s: %w", m.address, dst.Name(), err)
+		// The add may have happened all the same (a cancel that came
+		// while it ran): the address must not stay on both hosts.
+		undo := NetAddrRequest{Op: "del", Address: m.address, Interface: dstIf}
+		if derr := dst.Call(context.WithoutCancel(ctx), "net.addr", undo, nil, host.CallOpts{}); derr != nil {
+			err = errors.Join(err, fmt.Errorf("remove %s from %s: %w", m.address, dst.Name(), derr))
+		}
 		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, host.CallOpts{}); berr != nil {
 			return errors.Join(err, fmt.Errorf("put %s back on %s: %w", m.address, src.Name(), berr))
 		}
