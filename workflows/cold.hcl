@@ -74,9 +74,12 @@ probe "web" {
   interval = "5ms"
 }
 
+# target: the dump guards the target from before the freeze until the
+# restore there ends (new connections held, moved ones never reset).
 step "dump" "final" {
   workload = process.web
   mode     = "disk"
+  target   = host.dst
   dir      = "/var/lib/mig/images/web"
   timeout  = "2m"
 }

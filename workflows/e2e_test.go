@@ -80,6 +80,10 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
+	if m := os.Getenv("MIG_E2E_MIG"); m != "" {
+		// Another mig build (say, of the main branch), to compare.
+		migBin = m
+	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: os.Stderr})
 	ctx := context.Background()
 	theLab, err = lab.Up(ctx, lab.Options{Name: labName, Hosts: 2, Subnet: labNet + ".0/24", MigBinary: migBin, Log: log})

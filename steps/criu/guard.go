@@ -231,6 +231,11 @@ func (g GuardSpec) script() string {
 		fmt.Fprintf(&b, "\t\t%s\n", r)
 	}
 	b.WriteString("\t}\n")
+	if g.NewConnections == NewHold && len(g.Ports) > 0 {
+		// SYNs are queued before routing, so that those that come while
+		// the address leaves this host are held too (and re-sent).
+		b.WriteString("\tchain prerouting {\n\t\ttype filter hook prerouting priority -10; policy accept;\n\t}\n")
+	}
 	if len(out) > 0 {
 		b.WriteString("\tchain output {\n\t\ttype filter hook output priority -10; policy accept;\n")
 		for _, r := range out {
@@ -251,7 +256,7 @@ func joinInts(v []int) string {
 }
 
 // install creates the guard's table in this network namespace; with a
-// queue, the SYNs to its ports go to queue num first.
+// queue, the SYNs to its ports go to queue num before routing.
 func (g GuardSpec) install(ctx context.Context, num uint16) error {
 	family, name, ok := strings.Cut(g.Table, " ")
 	if !ok || family != "inet" {
@@ -272,7 +277,7 @@ func (g GuardSpec) install(ctx context.Context, num uint16) error {
 		return err
 	}
 	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
-	ch := &nftables.Chain{Name: "input", Table: t}
+	ch := &nftables.Chain{Name: "prerouting", Table: t}
 	for _, p := range g.Ports {
 		c.InsertRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -393,4 +398,55 @@ func StopGuard(ctx context.Context, nsPID int, table string) error {
 func isGuard(pid int) bool {
 	argv := cmdline(pid)
 	return alive(pid) && len(argv) >= 2 && argv[len(argv)-2] == "agent" && argv[len(argv)-1] == "guard"
+}
+
+// waitAccepted waits, at most limit, until no connection to ports waits in
+// a listen backlog or half-open (SYN_RECV) in the network namespace of
+// pid (0: this one).
+func waitAccepted(ctx context.Context, pid int, ports []int, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for pending(pid, ports) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// pending counts the connections to ports that the listeners have not
+// accepted yet: their accept queues and the half-open ones.
+func pending(pid int, ports []int) int {
+	want := map[uint64]bool{}
+	for _, p := range ports {
+		want[uint64(p)] = true
+	}
+	base := "/proc/self/net"
+	if pid > 0 {
+		base = fmt.Sprintf("/proc/%d/net", pid)
+	}
+	n := 0
+	for _, name := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(filepath.Join(base, name))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			fs := strings.Fields(line)
+			if len(fs) < 5 {
+				continue
+			}
+			i := strings.LastIndexByte(fs[1], ':')
+			port, err := strconv.ParseUint(fs[1][i+1:], 16, 16)
+			if err != nil || !want[port] {
+				continue
+			}
+			switch fs[3] {
+			case "03": // SYN_RECV
+				n++
+			case "0A": // LISTEN: rx_queue is the accept backlog
+				_, rx, _ := strings.Cut(fs[4], ":")
+				if q, err := strconv.ParseUint(rx, 16, 32); err == nil {
+					n += int(q)
+				}
+			}
+		}
+	}
+	return n
 }

@@ -91,6 +91,7 @@ func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
 		logf("watch addresses: %v", err)
 	}
 	h := &holder{q: q, logf: logf}
+	h.localAddrs()
 	deadline := time.NewTimer(spec.Deadline)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -101,7 +102,7 @@ func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
 				packets = nil
 				continue
 			}
-			h.held = append(h.held, ps...)
+			h.take(ps)
 			h.follow()
 		case <-addrs:
 			h.follow()
@@ -125,6 +126,43 @@ type holder struct {
 	held []queued
 	logf func(string, ...any)
 	raw  int // raw IPv4 socket for re-sending, opened on first use
+	// forgotten are the moved addresses whose neighbour entries went.
+	forgotten map[netip.Addr]bool
+	// seen are the addresses this host had while the guard ran.
+	seen map[netip.Addr]bool
+}
+
+// take holds the SYNs to this host's addresses and to those that left it
+// while the guard ran; the others only passed through (the guard queues
+// before routing) and go on at once.
+func (h *holder) take(ps []queued) {
+	var local map[netip.Addr]bool
+	for _, p := range ps {
+		dst, ok := ipv4Dst(p.payload)
+		if ok && !h.seen[dst] {
+			if local == nil {
+				local = h.localAddrs()
+			}
+			if !local[dst] {
+				h.q.verdict(p.id, nfAccept)
+				continue
+			}
+		}
+		h.held = append(h.held, p)
+	}
+}
+
+// localAddrs returns this host's addresses now, and remembers them as
+// addresses the guard has seen here.
+func (h *holder) localAddrs() map[netip.Addr]bool {
+	local := localAddrs()
+	if h.seen == nil {
+		h.seen = map[netip.Addr]bool{}
+	}
+	for a := range local {
+		h.seen[a] = true
+	}
+	return local
 }
 
 // follow re-sends the held SYNs whose destination is no longer an address
@@ -133,16 +171,44 @@ func (h *holder) follow() {
 	if len(h.held) == 0 {
 		return
 	}
-	local := localAddrs()
+	local := h.localAddrs()
 	kept := h.held[:0]
 	for _, p := range h.held {
 		if dst, ok := ipv4Dst(p.payload); ok && !local[dst] {
+			h.forget(dst)
 			h.resend(p)
 			continue
 		}
 		kept = append(kept, p)
 	}
 	h.held = kept
+}
+
+// forget removes what this host's neighbour table knows about addr, once
+// per departure: an entry left from an earlier move may point at a host
+// that does not have the address yet, which would drop the re-sent SYNs.
+// Without an entry, they wait for ARP, which the address's new host
+// answers (or announces) as soon as it has it.
+func (h *holder) forget(addr netip.Addr) {
+	if h.forgotten[addr] {
+		return
+	}
+	if h.forgotten == nil {
+		h.forgotten = map[netip.Addr]bool{}
+	}
+	h.forgotten[addr] = true
+	neighs, err := netlink.NeighList(0, netlink.FAMILY_V4)
+	if err != nil {
+		h.logf("neighbours: %v", err)
+		return
+	}
+	for _, n := range neighs {
+		if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == addr {
+			if err := netlink.NeighDel(&n); err != nil {
+				h.logf("forget neighbour %s: %v", addr, err)
+			}
+		}
+	}
 }
 
 // release empties the table's chains so that new SYNs reach the listener,
@@ -155,7 +221,7 @@ func (h *holder) release(ctx context.Context, table string, packets chan []queue
 			h.logf("%v", err)
 		}
 	}()
-	for _, chain := range []string{"input", "output"} {
+	for _, chain := range []string{"prerouting", "input", "output"} {
 		if out, err := nft(ctx, nil, append(append([]string{"flush", "chain"}, strings.Fields(table)...), chain)...); err != nil && chain == "input" {
 			h.logf("flush chain %s of %s: %v: %s", chain, table, err, strings.TrimSpace(out))
 		}
@@ -171,7 +237,7 @@ func (h *holder) release(ctx context.Context, table string, packets chan []queue
 				packets = nil
 				continue
 			}
-			h.held = append(h.held, ps...)
+			h.take(ps)
 		case <-drain:
 			packets = nil
 		}

@@ -6,7 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-		"strings"
+	"strings"
+	"time"
 )
 
 // lockTable finds the table CRIU's nftables network lock created for the
@@ -112,6 +113,10 @@ func HoldPorts(ctx context.Context, pid int, ports []int, setting string) (strin
 	if _, err := StartGuard(ctx, pid, spec); err != nil {
 		return "", fmt.Errorf("%s new connections to ports %v: %w", mode, ports, err)
 	}
+	// Connections whose handshake ended before the guard came are in
+	// the listen backlog, where the dump would lose them: let the
+	// workload, still running, accept them first.
+	waitAccepted(ctx, pid, ports, 250*time.Millisecond)
 	return spec.Table, nil
 }
 
