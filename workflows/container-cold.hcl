@@ -97,9 +97,12 @@ container "web" {
   tcp_established = true
 }
 
+# New connections are held while the workload moves: a request that waits
+# is slow, not failed. A failure is an error, or no answer within timeout.
 probe "web" {
   http     = "http://${var.service_ip}:${var.service_port}/"
   interval = "5ms"
+  timeout  = "5s"
 }
 
 # target: the dump guards the target from before the freeze until the

@@ -108,9 +108,12 @@ container "web" {
   tcp_established = true
 }
 
+# New connections are held while the workload moves: a request that waits
+# is slow, not failed. A failure is an error, or no answer within timeout.
 probe "web" {
   http     = "http://${var.service_ip}:${var.service_port}/"
   interval = "5ms"
+  timeout  = "5s"
 }
 
 variable "precopy_unsupported" {

@@ -385,7 +385,7 @@ func StopGuard(ctx context.Context, nsPID int, table string) error {
 	if b, err := os.ReadFile(pidfile); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && isGuard(pid) {
 			syscall.Kill(pid, syscall.SIGUSR1)
-			if waitGone(ctx, []int{pid}, 5*time.Second) != nil {
+			if waitGoneFast(ctx, pid, 5*time.Second) != nil {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
@@ -449,4 +449,20 @@ func pending(pid int, ports []int) int {
 		}
 	}
 	return n
+}
+
+// waitGoneFast waits for pid to end, polling every millisecond: a guard's
+// release is on the path of the clients it holds.
+func waitGoneFast(ctx context.Context, pid int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d still alive after %s", pid, limit)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
 }

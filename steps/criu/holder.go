@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -54,7 +55,7 @@ func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
 		return 1
 	}
 	defer func() {
-		if err := dropNftTableIn(ctx, nil, spec.Table); err != nil {
+		if err := deleteTable(spec.Table); err != nil {
 			logf("%v", err)
 		}
 	}()
@@ -118,6 +119,38 @@ func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
 			return 0
 		}
 	}
+}
+
+// flushTable removes every rule of table, "inet NAME", keeping its chains.
+func flushTable(table string) error {
+	_, name, _ := strings.Cut(table, " ")
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	c.FlushTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("flush table %s: %w", table, err)
+	}
+	return nil
+}
+
+// deleteTable removes table, "inet NAME", if it is there.
+func deleteTable(table string) error {
+	_, name, _ := strings.Cut(table, " ")
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	if _, err := c.ListTableOfFamily(name, nftables.TableFamilyINet); err != nil {
+		return nil // gone already
+	}
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("delete table %s: %w", table, err)
+	}
+	return nil
 }
 
 // holder keeps the queued packets a guard holds.
@@ -217,20 +250,18 @@ func (h *holder) forget(addr netip.Addr) {
 // goes, so the table goes last.
 func (h *holder) release(ctx context.Context, table string, packets chan []queued) {
 	defer func() {
-		if err := dropNftTableIn(ctx, nil, table); err != nil {
+		if err := deleteTable(table); err != nil {
 			h.logf("%v", err)
 		}
 	}()
-	for _, chain := range []string{"prerouting", "input", "output"} {
-		if out, err := nft(ctx, nil, append(append([]string{"flush", "chain"}, strings.Fields(table)...), chain)...); err != nil && chain == "input" {
-			h.logf("flush chain %s of %s: %v: %s", chain, table, err, strings.TrimSpace(out))
-		}
+	if err := flushTable(table); err != nil {
+		h.logf("%v", err)
 	}
 	if h.q == nil {
 		return
 	}
-	// Packets queued just before the table went are still on their way.
-	for drain := time.After(20 * time.Millisecond); packets != nil; {
+	// Packets queued just before the rules went may still be on their way.
+	for drain := time.After(5 * time.Millisecond); packets != nil; {
 		select {
 		case ps, ok := <-packets:
 			if !ok {
