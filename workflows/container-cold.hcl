@@ -141,6 +141,8 @@ step "unarchive" "unpack" {
 }
 
 # tcp_established needs the service address on the target before restore.
+# That is safe because the dump's target guard drops the moved connections'
+# packets there until the restore ends (`mig plan` warns when nothing does).
 step "move_ip" "vip" {
   address    = "${var.service_ip}/24"
   from       = host.src

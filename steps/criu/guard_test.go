@@ -171,3 +171,28 @@ func TestGuardResets(t *testing.T) {
 		t.Errorf("connect after the release: %v", err)
 	}
 }
+
+// TestGuardDrops: in "drop" mode a connection neither gets through nor is
+// refused: the client waits (and would retransmit its SYN).
+func TestGuardDrops(t *testing.T) {
+	n := newTestNetns(t)
+	const port = testPortBase + 92
+	spec := GuardSpec{Table: "inet mig-guard-test", Ports: []int{port}, NewConnections: NewDrop, Deadline: time.Minute}
+	var err error
+	n.do(func() { _, err = StartGuard(context.Background(), 0, spec) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.do(func() { StopGuard(context.Background(), 0, spec.Table) })
+	var ln net.Listener
+	n.do(func() { ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	n.do(func() { _, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 300*time.Millisecond) })
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("connect while dropped: %v, want a timeout", err)
+	}
+}

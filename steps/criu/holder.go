@@ -109,6 +109,11 @@ func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
 			h.follow()
 		case <-tick.C:
 			h.follow()
+			if spec.WatchPID > 0 && h.watch(spec.WatchPID) {
+				logf("pid %d runs again or is gone: released", spec.WatchPID)
+				h.release(ctx, spec.Table, packets)
+				return 0
+			}
 		case s := <-sigs:
 			logf("released (%s)", s)
 			h.release(ctx, spec.Table, packets)
@@ -163,6 +168,28 @@ type holder struct {
 	forgotten map[netip.Addr]bool
 	// seen are the addresses this host had while the guard ran.
 	seen map[netip.Addr]bool
+	// sawStopped: the watched workload was seen stopped; running counts
+	// the ticks it has run since.
+	sawStopped bool
+	running    int
+}
+
+// watch says whether the watched workload, once seen stopped, runs again
+// (three ticks in a row, so that a passing state is not taken for it) or
+// is gone.
+func (h *holder) watch(pid int) bool {
+	st, err := readStat(pid)
+	if err != nil || st.state == 'Z' || st.state == 'X' {
+		return true
+	}
+	if st.state == 'T' || st.state == 't' {
+		h.sawStopped, h.running = true, 0
+		return false
+	}
+	if h.sawStopped {
+		h.running++
+	}
+	return h.running >= 3
 }
 
 // take holds the SYNs to this host's addresses and to those that left it
