@@ -391,6 +391,8 @@ func StopGuard(ctx context.Context, nsPID int, table string) error {
 			syscall.Kill(pid, syscall.SIGUSR1)
 			if waitGoneFast(ctx, pid, 5*time.Second) != nil {
 				syscall.Kill(pid, syscall.SIGKILL)
+			} else {
+				os.Remove(strings.TrimSuffix(pidfile, ".pid") + ".log")
 			}
 		}
 		os.Remove(pidfile)

@@ -15,8 +15,8 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// inNetns runs f on a thread in a new network namespace whose loopback is
-// up; sockets and processes f makes live there.
+// testNetns is a new network namespace whose loopback is up; sockets and
+// processes that do makes live there.
 type testNetns struct{ h netns.NsHandle }
 
 func newTestNetns(t *testing.T) *testNetns {
@@ -27,9 +27,19 @@ func newTestNetns(t *testing.T) *testNetns {
 	ch := make(chan error, 1)
 	n := &testNetns{}
 	go func() {
-		runtime.LockOSThread() // the thread stays in the new namespace and dies with the goroutine
-		orig, _ := netns.Get()
-		defer orig.Close()
+		// The thread goes back to its namespace before it is unlocked: it
+		// may be the main thread, whose namespace /proc/self/net shows.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			ch <- err
+			return
+		}
+		defer func() {
+			netns.Set(orig)
+			orig.Close()
+			runtime.UnlockOSThread()
+		}()
 		h, err := netns.New()
 		if err != nil {
 			ch <- err
@@ -53,12 +63,21 @@ func newTestNetns(t *testing.T) *testNetns {
 func (n *testNetns) do(f func()) {
 	done := make(chan struct{})
 	go func() {
-		runtime.LockOSThread() // not unlocked: the thread exits with the goroutine
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			panic(err)
+		}
+		defer func() {
+			netns.Set(orig)
+			orig.Close()
+			runtime.UnlockOSThread()
+			close(done)
+		}()
 		if err := netns.Set(n.h); err != nil {
 			panic(err)
 		}
 		f()
-		close(done)
 	}()
 	<-done
 }

@@ -158,6 +158,16 @@ func deleteTable(table string) error {
 	return nil
 }
 
+// GuardMain makes this process a guard, and exits, when StartGuard started
+// it as one; otherwise it returns. Programs that may be started as a guard
+// (mig, the test binaries that serve agent actions) call it first thing.
+func GuardMain() {
+	n := len(os.Args)
+	if os.Getenv("MIG_GUARD") == "1" && n >= 3 && os.Args[n-2] == "agent" && os.Args[n-1] == "guard" {
+		os.Exit(RunGuard(os.Stdin, os.Stdout, os.Stderr))
+	}
+}
+
 // holder keeps the queued packets a guard holds.
 type holder struct {
 	q    *nfQueue
