@@ -204,25 +204,27 @@ func checkNotes(ctx context.Context, env Env, hostName string, hostV cty.Value, 
 }
 
 // newConnectionsNote says what a host does with new connections to w while
-// it is frozen (the source) or until its restore ends (the target).
+// it is frozen (the source), or how the target is guarded until the
+// restore there ends.
 func newConnectionsNote(hostName string, w workload, res criu.CheckResult, source bool) string {
-	when := "until the restore there ends"
-	if source {
-		when = "while it is frozen"
-	}
+	var what string
 	switch res.NewConnections {
 	case criu.NewHold:
-		return fmt.Sprintf("host %s: new connections to %s.%s are held %s (%s), then let through", hostName, w.Kind, w.Name, when, res.Queue)
+		what = fmt.Sprintf("new connections held (%s), then let through", res.Queue)
 	case criu.NewDrop:
-		why := ""
+		what = "new connections dropped"
 		if res.Queue == "" {
-			why = " (this host cannot queue packets: clients retransmit their SYN after about 1s)"
+			what += " (this host cannot queue packets: clients retransmit their SYN after about 1s)"
 		}
-		return fmt.Sprintf("host %s: new connections to %s.%s are dropped %s%s", hostName, w.Kind, w.Name, when, why)
 	case criu.NewReset:
-		return fmt.Sprintf("host %s: new connections to %s.%s are refused with a reset %s", hostName, w.Kind, w.Name, when)
+		what = "new connections refused with a reset"
+	default:
+		return ""
 	}
-	return ""
+	if source {
+		return fmt.Sprintf("host %s: while %s.%s is frozen: %s", hostName, w.Kind, w.Name, what)
+	}
+	return fmt.Sprintf("host %s: guarded from before the freeze until the restore there ends: packets of %s.%s's connections dropped, %s", hostName, w.Kind, w.Name, what)
 }
 
 func check(ctx context.Context, env Env, hostName string, hostV cty.Value, w workload, req criu.CheckAction) (criu.CheckResult, error) {

@@ -137,11 +137,7 @@ func (r restoreCfg) preflight(ctx context.Context, env Env) ([]string, hcl.Diagn
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	notes := []string{fmt.Sprintf("host %s: ready to restore (CRIU %s at %s)", r.host, res.CRIU.Version, res.CRIU.Path)}
-	if n := newConnectionsNote(r.host, r.w, res, false); n != "" && w.known {
-		notes = append(notes, n)
-	}
-	return notes, nil
+	return []string{fmt.Sprintf("host %s: ready to restore (CRIU %s at %s)", r.host, res.CRIU.Version, res.CRIU.Path)}, nil
 }
 
 func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {

@@ -189,9 +189,8 @@ type GuardSpec struct {
 	// Deadline bounds the guard's life, so that a lost run never leaves a
 	// port blocked for long.
 	Deadline time.Duration `json:"deadline"`
-	// WatchPID, on the source, is the held workload's root: once it has
-	// been stopped, the guard lets go by itself when it runs again or is
-	// gone, whoever resumed or killed it.
+	// WatchPID, on the source, is the held workload's root: the guard
+	// lets go by itself when it is gone, whoever killed it.
 	WatchPID int `json:"watch_pid,omitempty"`
 }
 

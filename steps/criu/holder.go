@@ -110,7 +110,7 @@ func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
 		case <-tick.C:
 			h.follow()
 			if spec.WatchPID > 0 && h.watch(spec.WatchPID) {
-				logf("pid %d runs again or is gone: released", spec.WatchPID)
+				logf("pid %d is gone: released", spec.WatchPID)
 				h.release(ctx, spec.Table, packets)
 				return 0
 			}
@@ -178,28 +178,14 @@ type holder struct {
 	forgotten map[netip.Addr]bool
 	// seen are the addresses this host had while the guard ran.
 	seen map[netip.Addr]bool
-	// sawStopped: the watched workload was seen stopped; running counts
-	// the ticks it has run since.
-	sawStopped bool
-	running    int
 }
 
-// watch says whether the watched workload, once seen stopped, runs again
-// (three ticks in a row, so that a passing state is not taken for it) or
-// is gone.
+// watch says whether the watched workload is gone. (Whether it runs
+// again cannot be told from its state: CRIU's parasite runs in the frozen
+// tasks while they are dumped.)
 func (h *holder) watch(pid int) bool {
 	st, err := readStat(pid)
-	if err != nil || st.state == 'Z' || st.state == 'X' {
-		return true
-	}
-	if st.state == 'T' || st.state == 't' {
-		h.sawStopped, h.running = true, 0
-		return false
-	}
-	if h.sawStopped {
-		h.running++
-	}
-	return h.running >= 3
+	return err != nil || st.state == 'Z' || st.state == 'X'
 }
 
 // take holds the SYNs to this host's addresses and to those that left it
