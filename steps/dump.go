@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -156,8 +158,12 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 	p.Notes = append(p.Notes, fmt.Sprintf("%s dump to %s; the source stays frozen until the run commits", d.mode, orKnownLater(d.dir)))
 	p.Notes = append(p.Notes, note)
 	var ports []int
+	var needs criu.Needs
 	if ok {
-		ports = r.Listens
+		ports, needs = r.Listens, r.Needs
+		for _, pr := range r.Problems {
+			diags = append(diags, errDiag(fmt.Sprintf("Cannot checkpoint %s.%s on host %s", d.w.Kind, d.w.Name, d.w.host), strings.TrimSuffix(pr, ".")+"."))
+		}
 	}
 	p.Notes = append(p.Notes, checkNotes(ctx, env, d.w.host, d.w.hostV, d.w, criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: d.mode == "lazy"}, Source: true})...)
 	if d.target != "" && d.target != d.w.host {
@@ -166,7 +172,7 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 			feats = append(feats, criu.FeatureUffd)
 		}
 		p.Notes = append(p.Notes, checkNotes(ctx, env, d.target, d.targetV, d.w, criu.CheckAction{
-			CheckRequest: criu.CheckRequest{Ports: ports, Lazy: d.mode == "lazy"}, Features: feats})...)
+			CheckRequest: criu.CheckRequest{Ports: ports, Needs: needs, Lazy: d.mode == "lazy"}, Features: feats})...)
 	}
 	return p, diags
 }
@@ -267,6 +273,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		return Result{}, err
 	}
 	env.Log.Info("dumping", "workload", d.w.String(), "resolved", r.Description, "mode", d.mode)
+	if len(r.Problems) > 0 {
+		return Result{}, fmt.Errorf("%s cannot be checkpointed on %s, so nothing was frozen: %s", d.w.String(), d.w.host, joinLines(r.Problems))
+	}
 
 	// Everything that can be checked is checked before the freeze.
 	if d.mode == "lazy" {
@@ -281,7 +290,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 		req := criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: d.mode == "lazy"}}
 		if d.target != d.w.host {
-			req.Ports = r.Listens
+			req.Ports, req.Needs = r.Listens, r.Needs
 		}
 		if d.mode == "lazy" {
 			req.Features = []string{criu.FeatureUffd}
@@ -347,11 +356,13 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 	}
 
+	off := clockOffset(ctx, env, src)
 	var res criu.DumpResult
 	err = src.Call(ctx, criu.ActDump, dreq, &res, host.CallOpts{})
-	keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog))
+	dumpLog := func() { keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog)) }
 	if err != nil {
 		err = errors.Join(err, guardDown(context.WithoutCancel(ctx)))
+		dumpLog()
 		if ps.PID > 0 {
 			killPID(context.WithoutCancel(ctx), tgt, ps.PID)
 		}
@@ -371,10 +382,14 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	if guarded && (len(res.Conns) > 0 || !slices.Equal(res.Ports, r.Listens)) {
 		// Outgoing connections have their own ports: guard them too.
 		if err := guardUp(ctx, res.Ports, res.Conns); err != nil {
+			dumpLog()
 			return Result{}, errors.Join(err, guardDown(context.WithoutCancel(ctx)), src.Call(context.WithoutCancel(ctx), criu.ActResume, held, nil, host.CallOpts{}))
 		}
 	}
+	// The log is fetched by the undo or the commit, not now: the workload
+	// is frozen, and every call here lengthens the pause.
 	undo := func(ctx context.Context) error {
+		dumpLog()
 		// SYNs held on the target follow the address back first.
 		gerr := guardDown(ctx)
 		return errors.Join(gerr, src.Call(ctx, criu.ActResume, held, nil, host.CallOpts{}))
@@ -386,6 +401,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			return Result{}, errors.Join(fmt.Errorf("page server on %s: %w", d.target, err), undo(ctx))
 		}
 	}
+	pagesThere := time.Now()
 
 	lazy := cty.NullVal(LazySource)
 	if d.mode == "lazy" && res.Listen != nil {
@@ -407,7 +423,12 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	if d.mode == "page-server" {
 		metrics["moved_bytes"] = metrics["pages_written"] * pageSize
+		metrics["pages_on_target_unix"] = float64(pagesThere.UnixNano()) / 1e9
 	}
+	// The critical path of the pause, on the orchestrator's clock.
+	clockMetrics(metrics, off)
+	metrics["freeze_unix"] = unixOn(off, res.Times.Freeze)
+	metrics["dumped_unix"] = unixOn(off, res.Times.End)
 	return Result{
 		Outputs: cty.ObjectVal(map[string]cty.Value{
 			"dir":        cty.StringVal(d.dir),
@@ -420,6 +441,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}),
 		Undo: undo,
 		Commit: func(ctx context.Context) error {
+			dumpLog()
 			gerr := guardDown(ctx)
 			return errors.Join(gerr, src.Call(ctx, criu.ActKill, held, nil, host.CallOpts{}))
 		},
