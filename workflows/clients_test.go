@@ -215,10 +215,7 @@ func checkStream(r io.Reader, n int64) error {
 
 // stop waits for the download, stops the clients, checks that the kept
 // connections still work, and fails the test on any error a client saw.
-// Without keep (a rollback after the target served them), only new
-// connections are checked: the kept ones may break, since the source
-// resumes with their state as it was at the freeze.
-func (c *clients) stop(t *testing.T, keep bool) {
+func (c *clients) stop(t *testing.T) {
 	t.Helper()
 	// The download runs once; wait for it (it ends by itself).
 	deadline := time.Now().Add(20 * time.Second)
@@ -235,17 +232,6 @@ func (c *clients) stop(t *testing.T, keep bool) {
 	c.cancel()
 	c.wg.Wait()
 	defer c.kept.Close()
-	if !keep {
-		r := c.results["new-connection"]
-		t.Logf("client new-connection %s", r)
-		if r.failed > 0 {
-			t.Errorf("client new-connection: %d of %d requests failed (%d resets): %s", r.failed, r.requests, r.resets, strings.Join(r.errs, "; "))
-		}
-		for _, name := range []string{"keep-alive", "raw-tcp", "download"} {
-			t.Logf("client %-14s %s (may break on a rollback)", name, c.results[name])
-		}
-		return
-	}
 	// The kept connections still work: the raw one echoes, and the
 	// keep-alive client's connection serves one more request.
 	if err := echo(c.kept, bufio.NewReader(c.kept), 1_000_000); err != nil {
@@ -316,9 +302,8 @@ func (r *rstCounter) resets(t *testing.T) (int, []int) {
 
 // moveWithClients moves the counter (a process, or with name a container)
 // with workflow while the clients run, and checks what they saw and that
-// neither host sent a reset from the service address. A workflow that
-// must roll back (wantCode 1) leaves the counter on h1.
-func moveWithClients(t *testing.T, workflow string, container string, wantCode ...int) {
+// neither host reset one of their connections.
+func moveWithClients(t *testing.T, workflow string, container string) {
 	needLab(t)
 	var apply func() (int, string)
 	if container != "" {
@@ -336,11 +321,11 @@ func moveWithClients(t *testing.T, workflow string, container string, wantCode .
 	cl := startClients(t)
 	time.Sleep(300 * time.Millisecond) // the download is under way
 	code, out := apply()
-	if want := append(wantCode, 0)[0]; code != want {
+	if code != 0 {
 		cl.cancel()
-		t.Fatalf("mig apply %s exited %d, want %d\n%s", workflow, code, want, out)
+		t.Fatalf("mig apply %s exited %d\n%s", workflow, code, out)
 	}
-	cl.stop(t, code == 0)
+	cl.stop(t)
 	// No host may reset a connection of these clients (the kept ones are
 	// among the moved ones). Resets to other ports went to connections
 	// the workflow's probe gave up on: they are logged.
@@ -355,18 +340,14 @@ func moveWithClients(t *testing.T, workflow string, container string, wantCode .
 				ours = append(ours, p)
 			}
 		}
-		if len(ours) > 0 && code == 0 {
+		if len(ours) > 0 {
 			t.Errorf("the %s reset the clients' connections from ports %v", r.name, ours)
 		}
 		if n > 0 {
 			t.Logf("the %s sent %d resets from the service address, to ports %v (the clients': %v)", r.name, n, ports, ours)
 		}
 	}
-	if code == 0 {
-		arrived(t, before)
-	} else if p := pidsOn(t, "h1"); len(p) != 1 {
-		t.Errorf("after the rollback, want the counter on h1, got %v", p)
-	}
+	arrived(t, before)
 }
 
 func TestClientsLazy(t *testing.T)       { moveWithClients(t, "lazy.hcl", "") }
@@ -375,14 +356,8 @@ func TestClientsContainerLazy(t *testing.T) {
 	moveWithClients(t, "container-lazy.hcl", "cl-lazy")
 }
 
-// TestClientsContainerLive: container-live.hcl, a page-server final dump
-// here (no soft-dirty, so no pre-copy rounds).
-func TestClientsContainerLive(t *testing.T) {
-	moveWithClients(t, "container-live.hcl", "cl-live")
+// TestClientsContainerPageServer: a container moved with a page-server
+// final dump.
+func TestClientsContainerPageServer(t *testing.T) {
+	moveWithClients(t, "testdata/container-pageserver.hcl", "cl-ps")
 }
-
-// TestClientsRollback: a move that fails after the target served (its
-// restored copy is killed, the address goes back, the source resumes)
-// costs new connections a pause, never an error. Connections that the
-// restored copy served cannot go back (the source's sockets are older).
-func TestClientsRollback(t *testing.T) { moveWithClients(t, "testdata/rollback-verify", "", 1) }
