@@ -66,11 +66,13 @@ func startClients(t *testing.T) *clients {
 				r.newConns++
 			}
 		}}
-		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), "GET", base+"/", nil)
+		// Not ctx: a request cancelled at the end would close the kept
+		// connection.
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", base+"/", nil)
 		return do(c.keepHTTP, req)
 	})
 	c.loop("new-connection", 10*time.Millisecond, func(r *clientResult) error {
-		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/", nil)
+		req, _ := http.NewRequestWithContext(context.Background(), "GET", base+"/", nil)
 		return do(fresh, req)
 	})
 	conn, err := c.dial(ctx, "tcp", fmt.Sprintf("%s:%d", serviceIP, echoPort))
@@ -121,8 +123,8 @@ func (c *clients) loop(name string, interval time.Duration, f func(*clientResult
 			start := time.Now()
 			err := f(r)
 			took := time.Since(start)
-			if c.ctx.Err() != nil && err != nil {
-				return // stopped mid-request
+			if c.ctx.Err() != nil && err != nil && interval == 0 {
+				return // the download, stopped mid-request
 			}
 			c.mu.Lock()
 			r.requests++
@@ -137,14 +139,10 @@ func (c *clients) loop(name string, interval time.Duration, f func(*clientResult
 				}
 			}
 			c.mu.Unlock()
-			if interval == 0 {
+			if interval == 0 || c.ctx.Err() != nil {
 				return
 			}
-			select {
-			case <-c.ctx.Done():
-				return
-			case <-time.After(interval):
-			}
+			time.Sleep(interval)
 		}
 	}()
 }

@@ -309,20 +309,20 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, er
 }
 
 func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction) (any, error) {
-	// The restored copy's connections go back to the source: guard them
-	// again, both ways, so that killing it sends its peers nothing. The
-	// dump's undo releases the guard once the address has moved back.
+	// New connections that come while the copy goes and the address moves
+	// back are held, and follow the address to the source when the dump's
+	// undo releases the guard. The connections the copy served cannot go
+	// back (the source's sockets are as they were at the freeze): its
+	// kill closes them, so that their clients learn it at once.
 	if pids := tree(req.Result.PID); req.Result.PID > 0 && len(pids) > 0 {
 		o, _ := req.Workload.Options()
 		mode, how, err := NewConnections(o.NewConnections)
 		if err != nil {
 			mode = NewDrop
 		}
-		ports := listenPorts(pids)
-		spec := GuardSpec{Table: GuardTable(req.Workload), Ports: ports, Conns: Connections(pids, ports),
-			NewConnections: mode, Queue: how, Established: true, Output: true}
+		spec := GuardSpec{Table: GuardTable(req.Workload), Ports: listenPorts(pids), NewConnections: mode, Queue: how}
 		if _, err := StartGuard(ctx, 0, spec); err != nil {
-			env.Log.Warn("guarding the restored copy's connections", "error", err)
+			env.Log.Warn("guarding new connections during the rollback", "error", err)
 		}
 	}
 	return nil, d.KillRestored(ctx, env, req.Workload, req.Result)
