@@ -64,6 +64,9 @@ func startClients(t *testing.T) *clients {
 		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
 			if !i.Reused {
 				r.newConns++
+				if r.newConns > 1 {
+					r.errs = append(r.errs, fmt.Sprintf("%s: a new connection from %s", time.Now().Format("15:04:05.000"), i.Conn.LocalAddr()))
+				}
 			}
 		}}
 		// Not ctx: a request cancelled at the end would close the kept
@@ -250,7 +253,7 @@ func (c *clients) stop(t *testing.T) {
 		}
 	}
 	if before != 1 {
-		t.Errorf("the keep-alive client opened %d connections, want 1: its connection broke", before)
+		t.Errorf("the keep-alive client opened %d connections, want 1: its connection broke (%s)", before, strings.Join(c.results["keep-alive"].errs, "; "))
 	}
 	if c.results["download"].requests != 1 {
 		t.Errorf("the download did not finish")

@@ -313,14 +313,15 @@ func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction
 	// back are held, and follow the address to the source when the dump's
 	// undo releases the guard. The connections the copy served cannot go
 	// back (the source's sockets are as they were at the freeze): its
-	// kill closes them, so that their clients learn it at once.
-	if pids := tree(req.Result.PID); req.Result.PID > 0 && len(pids) > 0 {
+	// kill closes them, so that their clients learn it at once. A short
+	// deadline bounds the guard where no dump's undo follows to release it.
+	if ports := listenPorts(tree(req.Result.PID)); req.Result.PID > 0 && len(ports) > 0 {
 		o, _ := req.Workload.Options()
 		mode, how, err := NewConnections(o.NewConnections)
 		if err != nil {
 			mode = NewDrop
 		}
-		spec := GuardSpec{Table: GuardTable(req.Workload), Ports: listenPorts(pids), NewConnections: mode, Queue: how}
+		spec := GuardSpec{Table: GuardTable(req.Workload), Ports: ports, NewConnections: mode, Queue: how, Deadline: time.Minute}
 		if _, err := StartGuard(ctx, 0, spec); err != nil {
 			env.Log.Warn("guarding new connections during the rollback", "error", err)
 		}
@@ -348,6 +349,10 @@ func (a actions) guard(ctx context.Context, c *host.Call) (any, error) {
 	mode, how, err := NewConnections(o.NewConnections)
 	if err != nil {
 		return nil, err
+	}
+	if len(req.Ports) == 0 && len(req.Conns) == 0 {
+		// Nothing to guard; a guard left from before goes.
+		return GuardResult{Table: table, NewConnections: mode, Queue: how}, StopGuard(ctx, 0, table)
 	}
 	spec := GuardSpec{Table: table, Ports: req.Ports, Conns: req.Conns, NewConnections: mode, Queue: how,
 		Established: true, Deadline: time.Duration(req.Deadline * float64(time.Second))}
