@@ -138,12 +138,6 @@ func holdTable(pid int) string { return fmt.Sprintf("inet mig-hold-%d", pid) }
 // ListenPorts returns the TCP ports a tree of processes listens on.
 func ListenPorts(pids []int) []int { return listenPorts(pids) }
 
-// DropTable removes an nftables table (such as CRIU's lock) from pid's
-// network namespace, if it is there.
-func DropTable(ctx context.Context, pid int, table string) error {
-	return dropNftTable(ctx, pid, table)
-}
-
 func nft(ctx context.Context, netns *os.File, args ...string) (string, error) {
 	out, err := nftCmd(ctx, netns, args...).CombinedOutput()
 	return string(out), err
