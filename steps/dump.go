@@ -326,9 +326,10 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		dreq.Listen = &criu.Addr{Host: addr, Port: d.port}
 	}
 
+	var tgtHold *host.HoldRef
 	if env.Hold != nil && d.target != "" && d.target != d.w.host {
 		// Open the target's lease now, not while the source is frozen.
-		if _, err := env.Hold(ctx, d.target); err != nil {
+		if tgtHold, err = env.Hold(ctx, d.target); err != nil {
 			if ps.PID > 0 {
 				killPID(context.WithoutCancel(ctx), tgt, ps.PID)
 			}
@@ -368,6 +369,19 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			return fmt.Errorf("release the guard on %s: %w", d.target, err)
 		}
 		return nil
+	}
+	if guarded && tgtHold != nil {
+		// Should mig die, the target takes its guard down either way.
+		down := greq
+		down.Op = "down"
+		inv := []host.Invocation{host.NewInvocation(d.target, criu.ActGuard, down, "")}
+		e := host.LeaseEntry{Step: tgtHold.Step, Undo: inv, Commit: inv}
+		if err := tgt.Call(ctx, host.ActHoldAdd, host.HoldRequest{Run: tgtHold.Run, Entry: &e}, nil, host.CallOpts{}); err != nil {
+			if ps.PID > 0 {
+				killPID(context.WithoutCancel(ctx), tgt, ps.PID)
+			}
+			return Result{}, fmt.Errorf("target %s cannot hold the guard should mig die: %w", d.target, err)
+		}
 	}
 	if guarded {
 		if err := guardUp(ctx, r.Listens, nil); err != nil {

@@ -270,7 +270,7 @@ func settled(rd *reader, want, other string) error {
 	}
 	for _, h := range []string{want, other} {
 		out, _ := theLab.Output(ctx, h, "nft", "list", "tables")
-		if strings.Contains(out, "CRIU") || strings.Contains(out, "mig-hold") {
+		if strings.Contains(out, "CRIU") || strings.Contains(out, "mig-hold") || strings.Contains(out, "mig-guard") {
 			return fmt.Errorf("%s: nft tables left: %s", h, out)
 		}
 		addr, _ := theLab.Output(ctx, h, "ip", "-o", "addr", "show", "dev", "eth0")
