@@ -120,7 +120,15 @@ func TestPlotsPNG(t *testing.T) {
 		t.Skip("set MIG_REPORT_PNG=DIR to render the plots as PNG")
 	}
 	m := newModel(fixture(t), Options{})
-	for i, f := range []*figure{m.timeline(), m.latency(), m.throughput(), m.cdf()} {
+	figs := []*figure{m.timeline(), m.latency(), m.throughput(), m.cdf()}
+	if data, err := os.ReadFile("testdata/bench.json"); err == nil {
+		var b Bench
+		if err := json.Unmarshal(data, &b); err != nil {
+			t.Fatal(err)
+		}
+		figs = append(figs, b.downtimePlot())
+	}
+	for i, f := range figs {
 		c := vgimg.New(f.w, f.h)
 		f.p.Draw(draw.New(c))
 		out, err := os.Create(fmt.Sprintf("%s/plot%d.png", dir, i))
@@ -129,5 +137,43 @@ func TestPlotsPNG(t *testing.T) {
 		}
 		vgimg.PngCanvas{Canvas: c}.WriteTo(out)
 		out.Close()
+	}
+}
+
+func TestBenchGolden(t *testing.T) {
+	data, err := os.ReadFile("testdata/bench.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b Bench
+	if err := json.Unmarshal(data, &b); err != nil {
+		t.Fatal(err)
+	}
+	var md bytes.Buffer
+	if err := BenchMarkdown(&md, &b); err != nil {
+		t.Fatal(err)
+	}
+	const golden = "testdata/bench.md"
+	if *update {
+		os.WriteFile(golden, md.Bytes(), 0o644)
+	}
+	if want, _ := os.ReadFile(golden); md.String() != string(want) {
+		t.Errorf("bench Markdown differs from %s (-update to accept):\n%s", golden, md.String())
+	}
+	var page bytes.Buffer
+	if err := BenchHTML(&page, &b); err != nil {
+		t.Fatal(err)
+	}
+	svgs := regexp.MustCompile(`(?s)<svg.*?</svg>`).FindAllString(page.String(), -1)
+	if len(svgs) != 1 || strings.Contains(page.String(), "<script") {
+		t.Fatalf("bench.html: %d plots", len(svgs))
+	}
+	d := xml.NewDecoder(strings.NewReader(svgs[0]))
+	for {
+		if _, err := d.Token(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("the plot does not parse: %v", err)
+		}
 	}
 }
