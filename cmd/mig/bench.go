@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/mig-project/mig/engine"
@@ -264,7 +265,7 @@ func (b *bencher) loadWorkflows() error {
 		if err := os.WriteFile(filepath.Join(dir, filepath.Base(b.files[s])), src, 0o644); err != nil {
 			return err
 		}
-		w, diags := engine.Load(dir, b.c.engineConfig())
+		w, diags := engine.Load(dir, b.engineConfig())
 		if diags.HasErrors() {
 			return fmt.Errorf("%s: %s", b.files[s], diags.Error())
 		}
@@ -273,13 +274,23 @@ func (b *bencher) loadWorkflows() error {
 			if err := os.WriteFile(filepath.Join(dir, "bench-load.hcl"), []byte(load), 0o644); err != nil {
 				return err
 			}
-			if w, diags = engine.Load(dir, b.c.engineConfig()); diags.HasErrors() {
+			if w, diags = engine.Load(dir, b.engineConfig()); diags.HasErrors() {
 				return fmt.Errorf("%s: %s", b.files[s], diags.Error())
 			}
 		}
 		b.workflowOf[s] = w
 	}
 	return nil
+}
+
+// engineConfig is apply's, with the runs' warnings (a missing soft-dirty
+// on every live run) kept out of the progress unless MIG_LOG asks.
+func (b *bencher) engineConfig() engine.Config {
+	cfg := b.c.engineConfig()
+	if os.Getenv("MIG_LOG") == "" {
+		cfg.Log = hclog.New(&hclog.LoggerOptions{Name: "mig", Level: hclog.Error, Output: b.c.stderr})
+	}
+	return cfg
 }
 
 // one moves a fresh server of size MiB with strategy's workflow.
