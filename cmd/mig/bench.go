@@ -63,8 +63,8 @@ container. Every run must deliver the server's state (/check on the target).
 It writes bench.json (every run's figures and record ID), bench.md and
 bench.html (medians with min–max per strategy and size, ratios to the
 baseline, downtime against size on log axes, the machine) into -o, with the
-run records under -o/runs ('mig report -state-dir DIR RUN' draws any of them). Ctrl-C stops after undoing the current run and
-takes the lab down.
+run records under -o/runs ('mig report -state-dir DIR RUN' draws any of
+them). Ctrl-C stops after undoing the current run and takes the lab down.
 
 Examples:
   mig bench -runs 3 -sizes 16,256,1024
