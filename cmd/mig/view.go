@@ -177,6 +177,9 @@ func writeRecordTable(out io.Writer, rec *engine.Record) {
 	}
 	for _, p := range rec.Probes {
 		fmt.Fprintf(out, "probe %s (%s): %s\n", p.Name, p.URL, p.Summary)
+		if k := p.Summary.Kept; k != nil {
+			fmt.Fprintf(out, "probe %s, kept connection: %s\n", p.Name, k)
+		}
 	}
 	costSummary(out, rec)
 	fmt.Fprintf(out, "Record: %s/record.json\n", rec.RunDir)
@@ -215,29 +218,43 @@ func metricValue(name string, v float64) string {
 }
 
 // costSummary is what the move cost, in the terms an operator weighs
-// before moving a production service.
+// before moving a production service: what clients saw, how long the
+// workload was stopped, and where that time went.
 func costSummary(out io.Writer, rec *engine.Record) {
-	var frozen, moved float64
+	var moved float64
 	for _, s := range rec.Steps {
-		frozen += s.Metrics["frozen_time"]
 		moved += s.Metrics["moved_bytes"]
 	}
-	if frozen == 0 && moved == 0 && len(rec.Probes) == 0 && len(rec.Loads) == 0 {
+	pause := rec.Pause()
+	if pause == nil && moved == 0 && len(rec.Probes) == 0 && len(rec.Loads) == 0 {
 		return
 	}
 	fmt.Fprintln(out, "Cost:")
-	if frozen > 0 {
-		fmt.Fprintf(out, "  frozen (CRIU)       %s\n", seconds(frozen))
-	}
-	if moved > 0 {
-		fmt.Fprintf(out, "  moved between hosts %s\n", byteSize(int64(moved)))
+	row := func(label, format string, args ...any) {
+		fmt.Fprintf(out, "  %-22s %s\n", label, fmt.Sprintf(format, args...))
 	}
 	for _, p := range rec.Probes {
-		fmt.Fprintf(out, "  downtime (%s)%s %s, %d of %d requests failed\n", p.Name,
-			strings.Repeat(" ", max(0, 8-len(p.Name))), seconds(p.Summary.LongestGap), p.Summary.Failed, p.Summary.Requests)
+		row("downtime ("+p.Name+")", "%s, %d of %d requests failed", seconds(p.Summary.LongestGap), p.Summary.Failed, p.Summary.Requests)
+		if k := p.Summary.Kept; k != nil {
+			row("kept connection ("+p.Name+")", "%s", k)
+		}
 	}
 	for _, l := range rec.Loads {
-		fmt.Fprintf(out, "  load (%s)%s %s\n", l.Name, strings.Repeat(" ", max(0, 12-len(l.Name))), l)
+		row("load ("+l.Name+")", "%s", l)
+	}
+	if pause != nil && pause.Window > 0 {
+		row("paused", "%s from the freeze to the restored tasks running", seconds(pause.Window))
+	}
+	if moved > 0 {
+		row("moved between hosts", "%s", byteSize(int64(moved)))
+	}
+	if pause == nil || len(pause.Marks) < 2 {
+		return
+	}
+	fmt.Fprintln(out, "Critical path of the pause (from the freeze; host clocks corrected for their offset):")
+	t0 := pause.Marks[0].At
+	for _, m := range pause.Marks {
+		fmt.Fprintf(out, "  %-22s %9s  %s\n", m.Name, "+"+seconds(m.At-t0), m.Step)
 	}
 }
 
@@ -260,14 +277,15 @@ func (v *jsonView) summary(rec *engine.Record) {
 		Summary loadgen.Summary `json:"summary"`
 	}
 	s := struct {
-		Type    string       `json:"type"`
-		Run     string       `json:"run"`
-		State   engine.State `json:"state"`
-		Seconds float64      `json:"seconds"`
-		Record  string       `json:"record"`
-		Probes  []probe      `json:"probes,omitempty"`
-		Loads   []load       `json:"loads,omitempty"`
-	}{Type: "run", Run: rec.ID, State: rec.State, Seconds: rec.Ended.Sub(rec.Started).Seconds(), Record: rec.RunDir + "/record.json"}
+		Type    string        `json:"type"`
+		Run     string        `json:"run"`
+		State   engine.State  `json:"state"`
+		Seconds float64       `json:"seconds"`
+		Record  string        `json:"record"`
+		Probes  []probe       `json:"probes,omitempty"`
+		Loads   []load        `json:"loads,omitempty"`
+		Pause   *engine.Pause `json:"pause,omitempty"`
+	}{Type: "run", Run: rec.ID, State: rec.State, Seconds: rec.Ended.Sub(rec.Started).Seconds(), Record: rec.RunDir + "/record.json", Pause: rec.Pause()}
 	for _, p := range rec.Probes {
 		s.Probes = append(s.Probes, probe{p.Name, p.Summary})
 	}

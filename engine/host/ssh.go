@@ -49,6 +49,9 @@ type SSH struct {
 
 	mu  sync.Mutex
 	bin string // remote path of the agent binary, once installed
+
+	warmOnce sync.Once
+	warm     chan *agentSession // agents started ahead (see warm.go)
 }
 
 // DialSSH connects to an SSH host and checks its host key against
@@ -297,6 +300,8 @@ func (s *SSH) Address() string { return s.cfg.Address }
 
 func (s *SSH) Close() error {
 	s.once.Do(func() { close(s.done) })
+	s.warmOnce.Do(func() {})
+	s.closeWarm()
 	return s.client.Close()
 }
 
@@ -310,21 +315,12 @@ func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallO
 	if err != nil {
 		return &ActionError{Host: s.name, Err: err}
 	}
-	sess, err := s.client.NewSession()
+	a, err := s.agent(bin)
 	if err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("open session: %w", err)}
+		return &ActionError{Host: s.name, Action: action, Err: err}
 	}
+	sess, stdin, stdout, stderr := a.sess, a.stdin, a.stdout, a.stderr
 	defer sess.Close()
-	stdin, _ := sess.StdinPipe()
-	stdout, _ := sess.StdoutPipe()
-	stderr := &tail{max: 4 << 10}
-	sess.Stderr = stderr
-	if err := sess.Start(launcher); err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("start agent: %w", err)}
-	}
-	if _, err := io.WriteString(stdin, bin+"\n"); err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("start agent: %w", err)}
-	}
 	log := s.log.Named(action)
 	abort := func() {
 		sess.Signal(ssh.SIGTERM)

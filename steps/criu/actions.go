@@ -224,8 +224,10 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 		}
 		req.Listen = &listen
 	}
+	start := time.Now()
 	res, err := d.Dump(ctx, env, req.Workload, req.DumpRequest)
 	res.CRIU = env.CRIU.String()
+	res.Times = dumpTimes(start, res)
 	if res.Listen == nil {
 		res.Listen = req.Listen
 	}
@@ -248,8 +250,10 @@ func kill(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
 }
 
 func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, error) {
+	start := time.Now()
 	res, err := d.Restore(ctx, env, req.Workload, req.RestoreRequest)
 	res.CRIU = env.CRIU.String()
+	res.Times = Times{Start: start.UnixNano(), End: time.Now().UnixNano()}
 	if err == nil && ctx.Err() != nil {
 		// The caller went away: nobody will undo this restore, and the
 		// source is resumed, so the copy must not run on.
