@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
@@ -175,5 +176,40 @@ func TestBenchGolden(t *testing.T) {
 		} else if err != nil {
 			t.Fatalf("the plot does not parse: %v", err)
 		}
+	}
+}
+
+// A failed run with no probe or load still gets a report: its timeline
+// shows the failed attempt and the undo.
+func TestFailedRunReport(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	rec := &engine.Record{ID: "r1", Workflow: "w.hcl", State: engine.StateFailed, Started: t0, Ended: at(3),
+		Steps: []*engine.StepRecord{
+			{Address: "step.final", Step: "final", Kind: "dump", Host: "src", State: engine.StateOK, Started: at(0.1), Ended: at(1),
+				Attempts: []engine.Attempt{{Start: at(0.1), End: at(1)}}},
+			{Address: "step.start", Step: "start", Kind: "restore", Host: "dst", State: engine.StateFailed, Started: at(1), Ended: at(2),
+				Attempts: []engine.Attempt{{Start: at(1), End: at(1.4), Error: "boom"}, {Start: at(1.5), End: at(2), Error: "boom"}}},
+		},
+		Compensation: []engine.ActionRecord{{Step: "step.final", Action: "undo", Start: at(2), End: at(2.5), State: engine.StateOK}},
+	}
+	var b bytes.Buffer
+	if err := HTML(&b, rec, Options{ReadFile: func(string) ([]byte, error) { return nil, os.ErrNotExist }}); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(b.String(), "<svg"); n != 1 {
+		t.Errorf("%d plots for a run without samples, want the timeline only", n)
+	}
+	for _, want := range []string{"undo of step.final", "failed in 3s", "Freeze"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	var md bytes.Buffer
+	if err := Markdown(&md, rec, Options{ReadFile: func(string) ([]byte, error) { return nil, os.ErrNotExist }}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "| step.start | restore | dst | failed | 2 |") {
+		t.Errorf("Markdown:\n%s", md.String())
 	}
 }
