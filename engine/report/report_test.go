@@ -113,14 +113,25 @@ func TestChangedSource(t *testing.T) {
 	}
 }
 
-// MIG_REPORT_PNG=DIR renders the fixture's plots as PNG files there, to
-// look at them.
+// MIG_REPORT_PNG=DIR renders the fixture's plots (or MIG_REPORT_RECORD's)
+// as PNG files there, to look at them.
 func TestPlotsPNG(t *testing.T) {
 	dir := os.Getenv("MIG_REPORT_PNG")
 	if dir == "" {
 		t.Skip("set MIG_REPORT_PNG=DIR to render the plots as PNG")
 	}
-	m := newModel(fixture(t), Options{})
+	rec := fixture(t)
+	if path := os.Getenv("MIG_REPORT_RECORD"); path != "" { // another record to draw
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec = &engine.Record{}
+		if err := json.Unmarshal(data, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := newModel(rec, Options{})
 	figs := []*figure{m.timeline(), m.latency(), m.throughput(), m.cdf()}
 	if data, err := os.ReadFile("testdata/bench.json"); err == nil {
 		var b Bench
@@ -130,6 +141,9 @@ func TestPlotsPNG(t *testing.T) {
 		figs = append(figs, b.downtimePlot())
 	}
 	for i, f := range figs {
+		if f == nil {
+			continue
+		}
 		c := vgimg.New(f.w, f.h)
 		f.p.Draw(draw.New(c))
 		out, err := os.Create(fmt.Sprintf("%s/plot%d.png", dir, i))
