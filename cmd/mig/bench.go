@@ -84,7 +84,11 @@ Examples:
 		return parseErrCode(err)
 	}
 	wf, ok := benchWorkflows[workload]
-	if fs.NArg() != 0 || !ok || runs < 1 || rate <= 0 {
+	switch {
+	case !ok:
+		fmt.Fprintf(c.stderr, "mig bench: -workload %q: want process or container\n", workload)
+		return exitUsage
+	case fs.NArg() != 0 || runs < 1 || rate <= 0:
 		fs.Usage()
 		return exitUsage
 	}
