@@ -239,14 +239,14 @@ func costSummary(out io.Writer, rec *engine.Record) {
 			row("kept connection ("+p.Name+")", "%s", k)
 		}
 	}
-	for _, l := range rec.Loads {
-		row("load ("+l.Name+")", "%s", l)
-	}
 	if pause != nil && pause.Window > 0 {
 		row("paused", "%s from the freeze to the restored tasks running", seconds(pause.Window))
 	}
 	if moved > 0 {
 		row("moved between hosts", "%s", byteSize(int64(moved)))
+	}
+	for _, l := range rec.Loads {
+		row("load ("+l.Name+")", "%s", l)
 	}
 	if pause == nil || len(pause.Marks) < 2 {
 		return
