@@ -320,6 +320,7 @@ func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallO
 		return &ActionError{Host: s.name, Action: action, Err: err}
 	}
 	sess, stdin, stdout, stderr := a.sess, a.stdin, a.stdout, a.stderr
+	defer s.refill(bin)
 	defer sess.Close()
 	log := s.log.Named(action)
 	abort := func() {

@@ -49,10 +49,11 @@ func (s *SSH) startAgent(bin string) (*agentSession, error) {
 }
 
 // agent returns a started agent: a waiting one when there is, else a new
-// one; either way it starts a replacement in the background.
+// one. The caller refills the pool once its call is done, so that session
+// starts do not compete with the call (on some hosts every session runs
+// a shell's start-up files, and those can take a lock).
 func (s *SSH) agent(bin string) (*agentSession, error) {
 	s.warmOnce.Do(func() { s.warm = make(chan *agentSession, warmAgents) })
-	defer s.refill(bin)
 	select {
 	case a := <-s.warm:
 		return a, nil
