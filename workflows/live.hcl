@@ -89,6 +89,22 @@ probe "web" {
   interval = "5ms"
 }
 
+variable "load_rate" {
+  type        = number
+  default     = 1000
+  description = "Requests per second of the load that runs while the service moves."
+}
+
+# An open-loop load, as the service's clients: most requests over kept
+# connections (they ride through the move with tcp_established), a share
+# over new ones (they wait at the network lock, then reach the target).
+load "web" {
+  http            = "http://${var.service_ip}:${var.service_port}/"
+  rate            = var.load_rate
+  connections     = 8
+  new_connections = 0.2
+}
+
 variable "precopy_unsupported" {
   type        = string
   default     = "skip"

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/engine/loadgen"
 )
 
 // view renders apply's events and its final record.
@@ -225,7 +226,7 @@ func costSummary(out io.Writer, rec *engine.Record) {
 		moved += s.Metrics["moved_bytes"]
 	}
 	pause := rec.Pause()
-	if pause == nil && moved == 0 && len(rec.Probes) == 0 {
+	if pause == nil && moved == 0 && len(rec.Probes) == 0 && len(rec.Loads) == 0 {
 		return
 	}
 	fmt.Fprintln(out, "Cost:")
@@ -243,6 +244,9 @@ func costSummary(out io.Writer, rec *engine.Record) {
 	}
 	if moved > 0 {
 		row("moved between hosts", "%s", byteSize(int64(moved)))
+	}
+	for _, l := range rec.Loads {
+		row("load ("+l.Name+")", "%s", l)
 	}
 	if pause == nil || len(pause.Marks) < 2 {
 		return
@@ -268,6 +272,10 @@ func (v *jsonView) summary(rec *engine.Record) {
 		Name    string              `json:"name"`
 		Summary engine.ProbeSummary `json:"summary"`
 	}
+	type load struct {
+		Name    string          `json:"name"`
+		Summary loadgen.Summary `json:"summary"`
+	}
 	s := struct {
 		Type    string        `json:"type"`
 		Run     string        `json:"run"`
@@ -275,10 +283,14 @@ func (v *jsonView) summary(rec *engine.Record) {
 		Seconds float64       `json:"seconds"`
 		Record  string        `json:"record"`
 		Probes  []probe       `json:"probes,omitempty"`
+		Loads   []load        `json:"loads,omitempty"`
 		Pause   *engine.Pause `json:"pause,omitempty"`
 	}{Type: "run", Run: rec.ID, State: rec.State, Seconds: rec.Ended.Sub(rec.Started).Seconds(), Record: rec.RunDir + "/record.json", Pause: rec.Pause()}
 	for _, p := range rec.Probes {
 		s.Probes = append(s.Probes, probe{p.Name, p.Summary})
+	}
+	for _, l := range rec.Loads {
+		s.Loads = append(s.Loads, load{l.Name, l.Summary})
 	}
 	v.write(s)
 }
