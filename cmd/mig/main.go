@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps/criu"
 )
 
 // Exit codes, documented in usage.
@@ -60,6 +61,7 @@ func commands() map[string]command {
 }
 
 func main() {
+	criu.GuardMain()
 	containerInit()
 	os.Exit(run(os.Args[1:]))
 }
