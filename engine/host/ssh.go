@@ -315,9 +315,31 @@ func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallO
 	if err != nil {
 		return &ActionError{Host: s.name, Err: err}
 	}
-	a, err := s.agent(bin)
+	defer s.refill(bin)
+	err = s.callOn(ctx, bin, action, req, resp, opts, false)
+	var dead warmNotSent
+	if errors.As(err, &dead) {
+		// A waiting agent that died never got the request: use a new one.
+		s.log.Debug("an agent started ahead had exited; calling on a new one", "action", action, "error", dead.error)
+		err = s.callOn(ctx, bin, action, req, resp, opts, true)
+	}
 	if err != nil {
 		return &ActionError{Host: s.name, Action: action, Err: err}
+	}
+	return nil
+}
+
+// callOn makes the call on an agent: one started ahead, unless fresh.
+func (s *SSH) callOn(ctx context.Context, bin, action string, req, resp any, opts CallOpts, fresh bool) error {
+	var a *agentSession
+	var err error
+	if fresh {
+		a, err = s.startAgent(bin)
+	} else {
+		a, err = s.agent(bin)
+	}
+	if err != nil {
+		return err
 	}
 	sess, stdin, stdout, stderr := a.sess, a.stdin, a.stdout, a.stderr
 	defer sess.Close()
@@ -327,13 +349,17 @@ func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallO
 		sess.Close()
 	}
 	err = callAgent(ctx, stdin, stdout, action, req, resp, opts, log, abort)
+	var ns notSent
+	if errors.As(err, &ns) && a.warm {
+		return warmNotSent{err}
+	}
 	if errors.Is(err, errLost) {
 		if msg := strings.TrimSpace(stderr.String()); msg != "" {
 			err = fmt.Errorf("%w (agent stderr: %s)", err, msg)
 		}
 	}
 	if err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: err}
+		return err
 	}
 	stdin.Close()
 	return nil

@@ -166,7 +166,9 @@ func TestAgentInstall(t *testing.T) {
 		t.Fatalf("unwritable work_dir: %v", err)
 	}
 
-	// A binary removed behind mig's back gives an error naming the host.
+	// A binary removed behind mig's back gives an error naming the host
+	// (once no agent started ahead is left).
+	h.closeWarm()
 	must(t, os.Remove(bin))
 	err = h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
 	if err == nil || !strings.Contains(err.Error(), `host "src": exec: connection to the agent lost`) {
