@@ -125,8 +125,12 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	}
 	r.rec = rec
 	saveSources(rec.RunDir, w.names)
-	// A first record, so that a run killed outright still leaves one.
+	// A first record, so that a run killed outright still leaves one. It
+	// is written again after every change of state.
 	rec.State = StateRunning
+	rec.Controller = thisController()
+	rec.HoldTimeout = w.HoldTimeout().Seconds()
+	rec.Hosts = hostConfigs(sv)
 	if err := rec.write(r.opt.StateDir); err != nil {
 		r.pool.closeAll()
 		return nil, append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot write the run record", Detail: err.Error()})
@@ -137,6 +141,7 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		r.log, r.stepLog = runLog.Named("engine"), runLog.Named("step")
 	}
 	r.sem = make(chan struct{}, r.opt.Parallelism)
+	r.holds = newHoldSet(rec.ID, w.HoldTimeout(), r.pool.get, r.log, r.save)
 	r.log.Info("run started", "run", rec.ID, "workflow", w.Path, "steps", len(w.order))
 
 	probeCtx, stopProbes := context.WithCancel(context.WithoutCancel(ctx))
@@ -161,12 +166,43 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	}
 
 	r.walk(ctx)
-	rec.State = r.overall(ctx)
-	if rec.State == StateOK {
+	state := r.overall(ctx)
+	cctx := context.WithoutCancel(ctx)
+	switch {
+	case state == StateOK:
+		// From here the hosts roll forward should mig die.
+		r.setPhase(PhaseCommitting)
+		if err := r.holds.setMode(cctx, host.ModeCommit); err != nil {
+			r.log.Warn("cannot tell every host that the run commits", "error", err)
+		}
 		r.compensate(ctx, EventCommit)
-	} else {
+	case r.phase() == PhaseSwitched:
+		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "The run failed after its point of no return",
+			Detail: "The target already served clients and depends on the source for its pages, so the source was not resumed " +
+				"(that would lose the target's writes). The run was rolled forward instead: see the errors above, and check the workload on the target."})
+		r.compensate(ctx, EventCommit)
+	case r.phase() == PhaseServed && state == StateCancelled:
+		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Cancelled after the target took over",
+			Detail: "The target already served clients, so the run kept it (resuming the source would lose the target's writes) and committed."})
+		r.compensate(ctx, EventCommit)
+	default:
+		// A step failed: roll back, and so do the hosts should mig die.
+		if r.phase() == PhaseServed {
+			if err := r.holds.setMode(cctx, host.ModeUndo); err != nil {
+				r.log.Warn("cannot tell every host that the run rolls back", "error", err)
+			}
+		}
+		r.setPhase(PhaseUndoing)
 		r.compensate(ctx, EventUndo)
 	}
+	for _, err := range r.holds.release(cctx, "run ended: "+string(state)) {
+		r.log.Warn("hold", "error", err)
+		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Hold lease not released", Detail: err.Error() +
+			"; that host will act on its own when the lease expires"})
+	}
+	r.mu.Lock()
+	rec.State, rec.Phase = state, PhaseEnded
+	r.mu.Unlock()
 
 	var linger time.Duration
 	for _, p := range probes {
@@ -219,11 +255,13 @@ type runner struct {
 	hosts map[string]string // host of each step instance, from the preflight plan
 	pool  *hostPool
 	sem   chan struct{}
+	holds *holdSet
 	log   hclog.Logger
 	// stepLog is the parent of the steps' loggers.
 	stepLog hclog.Logger
 	rec     *Record
 
+	saveMu   sync.Mutex
 	mu       sync.Mutex
 	stepVals map[string]cty.Value
 	done     []completed
@@ -246,6 +284,58 @@ func (r *runner) addStep(sr *StepRecord) {
 	r.mu.Lock()
 	r.rec.Steps = append(r.rec.Steps, sr)
 	r.mu.Unlock()
+	r.save()
+}
+
+// save writes the record (atomically), so that a run whose mig dies
+// leaves what `mig recover` needs.
+func (r *runner) save() {
+	leased := r.holds.leased()
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	r.mu.Lock()
+	r.rec.Leases = leased
+	data, err := json.MarshalIndent(r.rec, "", "  ")
+	r.mu.Unlock()
+	if err == nil {
+		err = writeAtomic(recordPath(r.opt.StateDir, r.rec.ID), data)
+	}
+	if err != nil {
+		r.log.Warn("cannot write the run record", "error", err)
+	}
+}
+
+func (r *runner) setPhase(p string) {
+	r.mu.Lock()
+	r.rec.Phase = p
+	r.mu.Unlock()
+	r.save()
+}
+
+func (r *runner) phase() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rec.Phase
+}
+
+// switchNow is Env.Switch: the target serves, so from now on the hosts
+// roll forward should mig die, and so does a cancelled run; with final,
+// a failed one too.
+func (r *runner) switchNow(ctx context.Context, final bool) error {
+	if r.phase() == PhaseSwitched {
+		return nil
+	}
+	if err := r.holds.setMode(ctx, host.ModeCommit); err != nil {
+		return err
+	}
+	if final {
+		r.log.Info("point of no return: from here the run rolls forward")
+		r.setPhase(PhaseSwitched)
+	} else {
+		r.log.Info("the target serves: should mig die or the run be cancelled, it rolls forward")
+		r.setPhase(PhaseServed)
+	}
+	return nil
 }
 
 // walk is the coordinator: Kahn's algorithm over the step graph, starting
@@ -443,12 +533,18 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 			deadline = time.Now().Add(m.timeout)
 			actx, cancel = context.WithDeadline(ctx, deadline)
 		}
+		held := false // the step handed its compensation to the hosts itself
 		env := steps.Env{
 			Log: log, Hosts: r.pool.get, Attempt: attempt, Deadline: deadline,
 			StepDir: filepath.Join(r.rec.RunDir, "steps", stepDirName(sr.Address)),
 			Progress: func(p host.Progress) {
 				r.emit(Event{Type: EventProgress, Step: sr.Address, Kind: s.Kind, Host: sr.Host, Attempt: attempt, Progress: &p})
 			},
+			Hold: func(ctx context.Context, name string) (*host.HoldRef, error) {
+				held = true
+				return r.holds.ref(sr.Address)(ctx, name)
+			},
+			Switch: r.switchNow,
 		}
 		a := Attempt{Start: time.Now()}
 		res, err := safeApply(actx, s.kind, cfg, env)
@@ -469,6 +565,15 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 			sr.Ended, sr.State, sr.Metrics = a.End, StateOK, res.Metrics
 			if js, jerr := (ctyjson.SimpleJSONValue{Value: res.Outputs}).MarshalJSON(); jerr == nil {
 				sr.Outputs = js
+			}
+			sr.Undo, sr.Commit = res.Replay.Undo, res.Replay.Commit
+			if len(sr.Undo)+len(sr.Commit) > 0 && !held {
+				// The hosts answer for this step's changes should mig die.
+				hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+				if herr := r.holds.add(hctx, sr.Address, res.Replay); herr != nil {
+					log.Warn("the hosts cannot hold this step's changes should mig die", "error", herr)
+				}
+				cancel()
 			}
 			r.mu.Lock()
 			r.done = append(r.done, completed{address: sr.Address, step: s, result: res})
@@ -582,9 +687,12 @@ func (r *runner) compensate(ctx context.Context, what EventType) {
 		}
 	}
 	for _, c := range list {
-		fn := c.result.Commit
+		fn, calls := c.result.Commit, c.result.Replay.Commit
 		if what == EventUndo {
-			fn = c.result.Undo
+			fn, calls = c.result.Undo, c.result.Replay.Undo
+		}
+		if fn == nil && len(calls) > 0 {
+			fn = func(ctx context.Context) error { return replay(ctx, r.pool.get, calls) }
 		}
 		if fn == nil {
 			continue
@@ -605,10 +713,49 @@ func (r *runner) compensate(ctx context.Context, what EventType) {
 				Subject:  c.step.DeclRange.Ptr(),
 			})
 		}
+		r.mu.Lock()
 		r.rec.Compensation = append(r.rec.Compensation, ar)
+		r.mu.Unlock()
+		r.save()
 		r.emit(Event{Type: what, Step: c.address, Kind: c.step.Kind, State: ar.State, Error: ar.Error,
 			Seconds: ar.End.Sub(ar.Start).Seconds()})
 	}
+}
+
+// replay runs a step's compensation from its serializable form.
+func replay(ctx context.Context, get func(string) (host.Host, error), calls []host.Invocation) error {
+	var errs []error
+	for _, c := range calls {
+		h, err := get(c.Host)
+		if err == nil {
+			err = h.Call(ctx, c.Action, c.Req, nil, host.CallOpts{})
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// hostConfigs returns the hosts' settings for the record. A host whose
+// settings hold a sensitive value is left out.
+func hostConfigs(sv *scopeVals) map[string]HostConfig {
+	out := map[string]HostConfig{}
+	for name, v := range sv.hosts {
+		if v.ContainsMarked() || !v.IsWhollyKnown() {
+			continue
+		}
+		ty, err := ctyjson.MarshalType(v.Type())
+		if err != nil {
+			continue
+		}
+		val, err := ctyjson.Marshal(v, v.Type())
+		if err != nil {
+			continue
+		}
+		out[name] = HostConfig{Type: ty, Value: val}
+	}
+	return out
 }
 
 func safeCall(ctx context.Context, fn func(context.Context) error) (err error) {

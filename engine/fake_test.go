@@ -26,6 +26,8 @@ import (
 //	hang       = true  block until cancelled
 //	sleep      = "5ms" take this long
 //	undo, commit       return compensation actions
+//	replay = "FILE"    return an undo and a commit as exec actions on its
+//	                   host that append "undo NAME" or "commit NAME" to FILE
 //	value = "refuse"   fail its Plan
 //
 // It logs what it does to its journal.
@@ -49,6 +51,7 @@ func (*fake) Spec() hcldec.Spec {
 		"sleep":      &hcldec.AttrSpec{Name: "sleep", Type: cty.String},
 		"undo":       &hcldec.AttrSpec{Name: "undo", Type: cty.Bool},
 		"commit":     &hcldec.AttrSpec{Name: "commit", Type: cty.Bool},
+		"replay":     &hcldec.AttrSpec{Name: "replay", Type: cty.String},
 	}
 }
 
@@ -120,6 +123,13 @@ func (f *fake) Apply(ctx context.Context, cfg cty.Value, env steps.Env) (steps.R
 	if steps.Bool(cfg, "commit", false) {
 		res.Commit = func(context.Context) error { f.note("commit " + name); return nil }
 	}
+	if file := steps.String(cfg, "replay", ""); file != "" {
+		h := steps.HostName(steps.Attr(cfg, "host"))
+		line := func(what string) host.Invocation {
+			return host.NewInvocation(h, "exec", host.ExecRequest{Argv: []string{"sh", "-c", `echo "$1" >> "$2"`, "sh", what + " " + name, file}}, "")
+		}
+		res.Replay = steps.Replay{Undo: []host.Invocation{line("undo")}, Commit: []host.Invocation{line("commit")}}
+	}
 	return res, nil
 }
 
@@ -167,9 +177,19 @@ func testConfig(f *fake) Config {
 	return Config{
 		Kinds:     map[string]steps.Kind{"fake": f, "exec": steps.Exec{}},
 		Workloads: map[string]steps.WorkloadKind{"process": fakeWorkload{}},
-		Hosts:     &countingHosts{Family: host.Family{Actions: host.Builtin(), Log: hclog.NewNullLogger()}},
+		Hosts:     &countingHosts{Family: host.Family{Actions: testActions(), Log: hclog.NewNullLogger()}},
 		Log:       hclog.NewNullLogger(),
 	}
+}
+
+// testActions are the host actions of the engine tests: the built-in ones
+// and the hold actions, without a watcher binary (no watcher is started).
+func testActions() host.Actions {
+	a := host.Builtin()
+	for k, v := range host.HoldActions("") {
+		a[k] = v
+	}
+	return a
 }
 
 // loadSrc writes src to a temporary workflow file and loads it.

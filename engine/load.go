@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/ext/typeexpr"
@@ -94,6 +95,7 @@ func (w *Workflow) rootSchema() *hcl.BodySchema {
 		{Type: "host", LabelNames: []string{"name"}},
 		{Type: "step", LabelNames: []string{"kind", "name"}},
 		{Type: "probe", LabelNames: []string{"name"}},
+		{Type: "settings"},
 		{Type: "load", LabelNames: []string{"name"}},
 	}}
 	for _, fam := range sortedKeys(w.cfg.Workloads) {
@@ -160,7 +162,7 @@ func badName(b *hcl.Block, i int) *hcl.Diagnostic {
 
 func (w *Workflow) decodeBlock(b *hcl.Block) hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	if b.Type != "locals" {
+	if b.Type != "locals" && b.Type != "settings" {
 		if d := badName(b, len(b.Labels)-1); d != nil {
 			return append(diags, d)
 		}
@@ -204,6 +206,8 @@ func (w *Workflow) decodeBlock(b *hcl.Block) hcl.Diagnostics {
 		w.loadOrder = append(w.loadOrder, name)
 	case "step":
 		return w.decodeStep(b)
+	case "settings":
+		return w.decodeSettings(b)
 	default:
 		fam, name := b.Type, b.Labels[0]
 		_, ds := b.Body.Content(hcldec.ImpliedSchema(w.cfg.Workloads[fam].Spec()))
@@ -212,6 +216,46 @@ func (w *Workflow) decodeBlock(b *hcl.Block) hcl.Diagnostics {
 			w.workloads[fam] = map[string]*Workload{}
 		}
 		w.workloads[fam][name] = &Workload{Family: fam, Name: name, Body: b.Body, DeclRange: b.DefRange}
+	}
+	return diags
+}
+
+var settingsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "hold_timeout"}}}
+
+// decodeSettings reads the workflow's `settings {}` block:
+//
+//	settings {
+//	  hold_timeout = "30s" # how long hosts wait for a silent mig before they undo the run themselves
+//	}
+func (w *Workflow) decodeSettings(b *hcl.Block) hcl.Diagnostics {
+	if w.settingsRange != nil {
+		return hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Duplicate settings block",
+			Detail:   fmt.Sprintf("A workflow has at most one settings block; the first is at %s.", w.settingsRange),
+			Subject:  b.DefRange.Ptr(),
+		}}
+	}
+	w.settingsRange = b.DefRange.Ptr()
+	content, diags := b.Body.Content(settingsSchema)
+	if a, ok := content.Attributes["hold_timeout"]; ok {
+		diags = append(diags, gohcl(a, cty.String, func(v cty.Value) {
+			d, err := time.ParseDuration(v.AsString())
+			if err != nil || d < time.Second {
+				msg := "it must be at least 1s"
+				if err != nil {
+					msg = err.Error()
+				}
+				diags = append(diags, &hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Invalid hold_timeout",
+					Detail:   fmt.Sprintf("%q: %s. Write a duration such as \"30s\".", v.AsString(), msg),
+					Subject:  a.Expr.Range().Ptr(),
+				})
+				return
+			}
+			w.holdTimeout = d
+		})...)
 	}
 	return diags
 }

@@ -11,7 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/mig-project/mig/engine/host"
 )
 
 // Record is the JSON record of one apply, kept in the state directory.
@@ -30,9 +33,109 @@ type Record struct {
 	// actions in the order they ran.
 	Compensation []ActionRecord `json:"compensation,omitempty"`
 	Probes       []*ProbeRecord `json:"probes,omitempty"`
-	Loads        []*LoadRecord  `json:"loads,omitempty"`
+
+	// Controller is the mig process running the run: a record still
+	// "running" whose controller is gone was interrupted.
+	Controller *Controller `json:"controller,omitempty"`
+	// HoldTimeout is how long, in seconds, the hosts wait for mig before
+	// they undo (or, past the point of no return, commit) on their own.
+	HoldTimeout float64 `json:"hold_timeout,omitempty"`
+	// Hosts are the hosts' settings, so that `mig recover` can reach them
+	// without the workflow.
+	Hosts map[string]HostConfig `json:"hosts,omitempty"`
+	// Leases are the hosts that hold a lease for this run.
+	Leases []string `json:"leases,omitempty"`
+	// Phase is where the run is: "" while its steps run, then one of the
+	// Phase constants.
+	Phase    string        `json:"phase,omitempty"`
+	Recovery *Recovery     `json:"recovery,omitempty"`
+	Loads    []*LoadRecord `json:"loads,omitempty"`
 	// PeakRSS is mig's own peak resident memory during the run, in bytes.
 	PeakRSS int64 `json:"mig_peak_rss_bytes,omitempty"`
+}
+
+// Run phases.
+const (
+	PhaseServed     = "served"     // the target serves: mig's death or a cancel rolls forward
+	PhaseSwitched   = "switched"   // past the point of no return: failures roll forward too
+	PhaseCommitting = "committing" // every step passed: commits run
+	PhaseUndoing    = "undoing"    // undos run
+	PhaseEnded      = "ended"
+)
+
+// StateInterrupted is how a run shows whose mig died before it ended.
+const StateInterrupted State = "interrupted"
+
+// Status is the run's state for display: StateInterrupted for a record
+// left "running" by a mig that is gone.
+func (r *Record) Status() State {
+	if r.State == StateRunning && !r.Controller.Alive() {
+		return StateInterrupted
+	}
+	return r.State
+}
+
+// Controller identifies a mig process across pid reuse.
+type Controller struct {
+	PID   int    `json:"pid"`
+	Start string `json:"start"` // /proc/PID/stat start time, in clock ticks since boot
+	Host  string `json:"host"`
+}
+
+func thisController() *Controller {
+	h, _ := os.Hostname()
+	return &Controller{PID: os.Getpid(), Start: procStart(os.Getpid()), Host: h}
+}
+
+// Alive says whether the controller still runs. A controller on another
+// machine is taken to be alive.
+func (c *Controller) Alive() bool {
+	if c == nil {
+		return false
+	}
+	if h, _ := os.Hostname(); h != c.Host {
+		return true
+	}
+	return c.Start != "" && procStart(c.PID) == c.Start
+}
+
+func procStart(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return ""
+	}
+	return f[19]
+}
+
+// HostConfig is a host block's decoded settings, as cty JSON with its type.
+type HostConfig struct {
+	Type  json.RawMessage `json:"type"`
+	Value json.RawMessage `json:"value"`
+}
+
+// Recovery is what `mig recover` did.
+type Recovery struct {
+	Time  time.Time      `json:"time"`
+	Mode  string         `json:"mode"` // "undo" or "commit"
+	Hosts []HostRecovery `json:"hosts"`
+}
+
+// HostRecovery is one host's part of a recovery.
+type HostRecovery struct {
+	Host    string            `json:"host"`
+	Lease   string            `json:"lease"` // the lease's state when recover found it
+	Note    string            `json:"note,omitempty"`
+	Actions []host.ActionNote `json:"actions,omitempty"`
+	Error   string            `json:"error,omitempty"`
 }
 
 // StepRecord is one step instance in a run.
@@ -48,6 +151,9 @@ type StepRecord struct {
 	Attempts []Attempt          `json:"attempts,omitempty"`
 	Outputs  json.RawMessage    `json:"outputs,omitempty"`
 	Metrics  map[string]float64 `json:"metrics,omitempty"`
+	// Undo and Commit are the step's compensation as agent actions.
+	Undo   []host.Invocation `json:"undo,omitempty"`
+	Commit []host.Invocation `json:"commit,omitempty"`
 }
 
 // Seconds is how long the instance ran, all attempts included.
@@ -116,12 +222,29 @@ func (r *Record) write(stateDir string) error {
 	if err != nil {
 		return err
 	}
-	p := recordPath(stateDir, r.ID)
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
+	return writeAtomic(recordPath(stateDir, r.ID), data)
+}
+
+// writeAtomic replaces path with data: a temporary file, synced, then
+// renamed over it, so a reader (or a crash) sees the old or the new
+// record, never half of one.
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, p)
+	_, err = f.Write(append(data, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // ReadRecord reads run id's record from stateDir.

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"time"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -48,6 +50,18 @@ type Workflow struct {
 	varOrder, hostOrder, probeOrder []string
 	loadOrder                       []string
 	order                           []string // steps in dependency order
+
+	holdTimeout   time.Duration // settings.hold_timeout; DefaultHoldTimeout when zero
+	settingsRange *hcl.Range
+}
+
+// HoldTimeout is how long hosts hold the run's changes without hearing
+// from mig (settings { hold_timeout }).
+func (w *Workflow) HoldTimeout() time.Duration {
+	if w.holdTimeout > 0 {
+		return w.holdTimeout
+	}
+	return DefaultHoldTimeout
 }
 
 // Variable is a `variable "name" {}` block.

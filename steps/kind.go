@@ -41,10 +41,25 @@ type Result struct {
 	Undo func(ctx context.Context) error
 	// Commit, when set, finishes the step once the whole run succeeded.
 	Commit func(ctx context.Context) error
+	// Replay is the serializable form of Undo and Commit: agent actions on
+	// named hosts that the run record and the hosts' hold leases keep, so
+	// that `mig recover` and a host's hold watcher can redo them without
+	// this process. Each action must be idempotent. Set it whenever Undo or
+	// Commit is set.
+	Replay Replay
 	// Metrics are figures for the run record (durations, bytes, CRIU stats).
 	// Names ending in _time or _seconds are seconds, in _bytes bytes.
 	// moved_bytes counts what the step sent from one host to another.
 	Metrics map[string]float64
+}
+
+// Replay lists a step's undo and commit as agent actions.
+type Replay struct {
+	Undo   []host.Invocation `json:"undo,omitempty"`
+	Commit []host.Invocation `json:"commit,omitempty"`
+	// Decide, for a host's watcher only, tells undo from commit by what
+	// the host sees (see host.LeaseEntry).
+	Decide []host.Invocation `json:"decide,omitempty"`
 }
 
 // pageSize is the size of the memory pages CRIU counts.
@@ -62,4 +77,18 @@ type Env struct {
 	Progress func(host.Progress)
 	// Deadline is the attempt's timeout, zero when none.
 	Deadline time.Time
+	// Hold makes a host responsible for this step's changes should mig
+	// die: it opens the run's lease on the host (starting its watcher) and
+	// returns what an agent action needs to add to it. A step that freezes
+	// or starts a workload calls it before it does, and passes the HoldRef
+	// in its request, so the agent records the undo before it returns. nil
+	// outside apply.
+	Hold func(ctx context.Context, hostName string) (*host.HoldRef, error)
+	// Switch says that the target now serves clients (its restore
+	// returned, with the service address on it): resuming the source
+	// would lose what the target wrote. From here, should mig die or the
+	// run be cancelled, the run rolls forward and keeps the target. With
+	// final (post-copy, where the source can no longer take back), a
+	// failing step rolls forward too. nil outside apply.
+	Switch func(ctx context.Context, final bool) error
 }

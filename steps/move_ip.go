@@ -122,8 +122,25 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	if err != nil {
 		return Result{}, fmt.Errorf("to: %w", err)
 	}
+	// Replayed by each host on its own: the target drops the address, the
+	// source takes it back.
+	replay := Replay{Undo: []host.Invocation{
+		host.NewInvocation(to.Name(), "net.addr", NetAddrRequest{Op: "del", Address: m.address, Interface: m.toIf}, ""),
+		host.NewInvocation(from.Name(), "net.addr", NetAddrRequest{Op: "add", Address: m.address, Interface: m.fromIf, Announce: m.announce}, ""),
+	}}
+	// Each host records its half of the undo in the same call that makes
+	// the change, before making it.
+	var holds [2]*host.HoldRef
+	if env.Hold != nil {
+		for i, h := range []host.Host{from, to} {
+			var err error
+			if holds[i], err = env.Hold(ctx, h.Name()); err != nil {
+				return Result{}, fmt.Errorf("host %s cannot hold the address should mig die: %w", h.Name(), err)
+			}
+		}
+	}
 	start := time.Now()
-	if err := m.move(ctx, env, from, m.fromIf, to, m.toIf); err != nil {
+	if err := m.move(ctx, env, from, m.fromIf, to, m.toIf, holds); err != nil {
 		return Result{}, err
 	}
 	secs := time.Since(start).Seconds()
@@ -135,23 +152,29 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 			"seconds": cty.NumberFloatVal(secs),
 		}),
 		Undo: func(ctx context.Context) error {
-			return m.move(ctx, env, to, m.toIf, from, m.fromIf)
+			return m.move(ctx, env, to, m.toIf, from, m.fromIf, [2]*host.HoldRef{})
 		},
+		Replay:  replay,
 		Metrics: map[string]float64{"seconds": secs},
 	}, nil
 }
 
 // move takes the address off src and puts it on dst. If dst refuses it,
 // the address goes back on src, so it is never left on neither host.
-func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, dst host.Host, dstIf string) error {
+//
+// holds, when set, are the source's and the destination's leases: each
+// host records there how to undo its half before it acts.
+func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, dst host.Host, dstIf string, holds [2]*host.HoldRef) error {
 	var res NetAddrResult
 	// Adding an address that is there and removing one that is not are
 	// no-ops, and the results only feed logs: a call cut by a broken
-	// connection is made again once the host is back.
+	// connection is made again once the host is back (the undo's calls
+	// always; the first move's only when no lease records them).
 	again := host.CallOpts{Idempotent: true}
+	first := host.CallOpts{Idempotent: holds[0] == nil && holds[1] == nil}
 	back := NetAddrRequest{Op: "add", Address: m.address, Interface: srcIf, Announce: m.announce}
-	del := NetAddrRequest{Op: "del", Address: m.address, Interface: srcIf}
-	if err := src.Call(ctx, "net.addr", del, &res, again); err != nil {
+	del := NetAddrRequest{Op: "del", Address: m.address, Interface: srcIf, Hold: holds[0], Undo: &back}
+	if err := src.Call(ctx, "net.addr", del, &res, first); err != nil {
 		// The removal may have happened all the same (a cancel that
 		// came while it ran): make sure the address is on the source.
 		err = fmt.Errorf("remove %s from %s: %w", m.address, src.Name(), err)
@@ -163,9 +186,16 @@ func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, 
 	if !res.Present {
 		env.Log.Warn("address was not on the source", "address", m.address, "host", src.Name(), "interface", srcIf)
 	}
-	add := NetAddrRequest{Op: "add", Address: m.address, Interface: dstIf, Announce: m.announce}
-	if err := dst.Call(ctx, "net.addr", add, &res, again); err != nil {
+	add := NetAddrRequest{Op: "add", Address: m.address, Interface: dstIf, Announce: m.announce, Hold: holds[1],
+		Undo: &NetAddrRequest{Op: "del", Address: m.address, Interface: dstIf}}
+	if err := dst.Call(ctx, "net.addr", add, &res, first); err != nil {
 		err = fmt.Errorf("add %s on %s: %w", m.address, dst.Name(), err)
+		// The add may have happened all the same (a cancel that came
+		// while it ran): the address must not stay on both hosts.
+		undo := NetAddrRequest{Op: "del", Address: m.address, Interface: dstIf}
+		if derr := dst.Call(context.WithoutCancel(ctx), "net.addr", undo, nil, again); derr != nil {
+			err = errors.Join(err, fmt.Errorf("remove %s from %s: %w", m.address, dst.Name(), derr))
+		}
 		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, again); berr != nil {
 			return errors.Join(err, fmt.Errorf("put %s back on %s: %w", m.address, src.Name(), berr))
 		}

@@ -31,6 +31,11 @@ type NetAddrRequest struct {
 	// Announce is the number of gratuitous ARPs sent after an add, so
 	// that neighbours send to this host at once.
 	Announce int `json:"announce,omitempty"`
+	// Hold, when set, is the run's lease on this host: Undo is recorded
+	// there before the change, so the host puts things back should mig
+	// die.
+	Hold *host.HoldRef   `json:"hold,omitempty"`
+	Undo *NetAddrRequest `json:"undo,omitempty"`
 }
 
 // NetAddrResult says what was there before the call.
@@ -68,6 +73,12 @@ func NetAddr(ctx context.Context, c *host.Call) (any, error) {
 		return nil, err
 	}
 	res := NetAddrResult{Present: present}
+	if req.Hold != nil && req.Undo != nil && req.Op != "show" {
+		undo := *req.Undo
+		if err := req.Hold.Add(host.LeaseEntry{Undo: []host.Invocation{host.NewInvocation("", "net.addr", undo, "")}}); err != nil {
+			return nil, fmt.Errorf("record how to undo in the hold: %w", err)
+		}
+	}
 	switch req.Op {
 	case "show":
 	case "del":

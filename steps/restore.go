@@ -28,8 +28,12 @@ import (
 //
 // A lazy restore runs a lazy-pages daemon that fetches the pages from the
 // source's page server, and waits until the source has handed over the
-// last page, so the source may then be killed. Undo kills the restored
-// tree.
+// last page, so the source may then be killed. Once a lazy restore
+// returns, the target serves with pages only the source has: the run is
+// past its point of no return (Env.Switch) and never resumes the source.
+// `prefetch = true` restores the tree stopped and starts it only once
+// every page has arrived. Undo kills the restored tree; the target host
+// holds that undo should mig die before the target serves.
 type Restore struct{}
 
 func (Restore) Spec() hcldec.Spec {
@@ -38,6 +42,7 @@ func (Restore) Spec() hcldec.Spec {
 		"host":     &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
 		"dir":      &hcldec.AttrSpec{Name: "dir", Type: cty.String, Required: true},
 		"lazy":     &hcldec.AttrSpec{Name: "lazy", Type: cty.Bool},
+		"prefetch": &hcldec.AttrSpec{Name: "prefetch", Type: cty.Bool},
 		"source":   &hcldec.AttrSpec{Name: "source", Type: LazySource},
 	}
 }
@@ -52,22 +57,24 @@ func (Restore) Outputs() cty.Type {
 }
 
 type restoreCfg struct {
-	w      workload
-	host   string
-	hostV  cty.Value
-	dir    string
-	lazy   bool
-	source cty.Value
+	w        workload
+	host     string
+	hostV    cty.Value
+	dir      string
+	lazy     bool
+	prefetch bool
+	source   cty.Value
 }
 
 func decodeRestore(cfg cty.Value) (restoreCfg, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	r := restoreCfg{
-		host:   HostName(Attr(cfg, "host")),
-		hostV:  Attr(cfg, "host"),
-		dir:    String(cfg, "dir", ""),
-		lazy:   Bool(cfg, "lazy", false),
-		source: Attr(cfg, "source"),
+		host:     HostName(Attr(cfg, "host")),
+		hostV:    Attr(cfg, "host"),
+		dir:      String(cfg, "dir", ""),
+		lazy:     Bool(cfg, "lazy", false),
+		prefetch: Bool(cfg, "prefetch", false),
+		source:   Attr(cfg, "source"),
 	}
 	w, err := workloadOf(Attr(cfg, "workload"))
 	if err != nil {
@@ -76,6 +83,9 @@ func decodeRestore(cfg cty.Value) (restoreCfg, hcl.Diagnostics) {
 	r.w = w
 	if r.dir != "" && !filepath.IsAbs(r.dir) {
 		diags = append(diags, errDiag("Invalid dir", fmt.Sprintf("dir %q must be an absolute path.", r.dir)))
+	}
+	if r.prefetch && !r.lazy {
+		diags = append(diags, errDiag("Invalid prefetch", "prefetch applies to a lazy restore (lazy = true)."))
 	}
 	if r.lazy && r.source.IsNull() && r.source.IsKnown() {
 		diags = append(diags, errDiag("Missing source", "lazy = true needs source, the lazy dump's output (source = step.<dump>.lazy)."))
@@ -94,6 +104,12 @@ func (Restore) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.D
 		how = "lazy restore (post-copy)"
 	}
 	p.Notes = append(p.Notes, fmt.Sprintf("%s of %s.%s from %s on host %s", how, r.w.Kind, r.w.Name, orKnownLater(r.dir), orKnownLater(r.host)))
+	switch {
+	case r.lazy && r.prefetch:
+		p.Notes = append(p.Notes, "prefetch: the restored copy stays stopped until every page has arrived, so a failure until then rolls back to the source (a longer pause, no post-copy risk)")
+	case r.lazy:
+		p.Notes = append(p.Notes, "point of no return: once this restore returns, the target serves clients and a failure never resumes the source; if the source or the link dies before the last page arrives, the workload is lost (set prefetch = true to avoid that risk)")
+	}
 	notes, pdiags := r.preflight(ctx, env)
 	p.Notes = append(p.Notes, notes...)
 	return p, append(diags, pdiags...)
@@ -156,7 +172,13 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	}
 	req := criu.RestoreAction{
 		Request:        criu.Request{CRIU: criuSetting(r.hostV), Workload: r.w.Workload},
-		RestoreRequest: criu.RestoreRequest{Dir: r.dir, Lazy: r.lazy},
+		RestoreRequest: criu.RestoreRequest{Dir: r.dir, Lazy: r.lazy, LeaveStopped: r.lazy && r.prefetch},
+	}
+	if env.Hold != nil {
+		// The target kills the copy should mig die before the run commits.
+		if req.Hold, err = env.Hold(ctx, r.host); err != nil {
+			return Result{}, fmt.Errorf("host %s cannot hold the restored copy should mig die: %w", r.host, err)
+		}
 	}
 	var src host.Host
 	var lazyWait criu.LazyWaitAction
@@ -183,12 +205,19 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		return Result{}, errors.Join(err, kerr)
 	}
 	env.Log.Info("restored", "workload", r.w.String(), "host", r.host, "pid", res.PID, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
+	restored := criu.KillRestoredAction{Request: req.Request, Result: res, Dir: r.dir}
 	kill := func(ctx context.Context) error {
-		return h.Call(ctx, criu.ActKillRest, criu.KillRestoredAction{Request: req.Request, Result: res, Dir: r.dir}, nil, host.CallOpts{})
+		return h.Call(ctx, criu.ActKillRest, restored, nil, host.CallOpts{})
 	}
 	metrics := map[string]float64{"restore_seconds": res.Seconds}
 	for k, v := range res.Stats {
 		metrics[k] = v
+	}
+	if r.lazy && !r.prefetch && env.Switch != nil {
+		// The copy runs and serves: the point of no return.
+		if err := env.Switch(ctx, true); err != nil {
+			return Result{}, errors.Join(fmt.Errorf("cannot mark the point of no return: %w", err), kill(ctx))
+		}
 	}
 	// Measured after the restore, so that it adds nothing to the pause.
 	off := clockOffset(ctx, env, h)
@@ -201,8 +230,19 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		err := src.Call(ctx, criu.ActLazyWait, lazyWait, &done, host.CallOpts{})
 		keepLog(ctx, env, h, filepath.Join(r.dir, criu.LazyPagesLog))
 		keepLog(ctx, env, src, filepath.Join(lazyWait.Dir, criu.DumpLog))
-		if err != nil {
+		switch {
+		case err != nil && !r.prefetch && env.Switch != nil:
+			// The target has the only up-to-date state: never kill it.
+			return Result{}, fmt.Errorf("lazy pages: %w: THE WORKLOAD IS AT RISK: the target serves clients but lacks pages that only the frozen source has; "+
+				"mig keeps both as they are (it never resumes the source after the point of no return)", err)
+		case err != nil:
 			return Result{}, errors.Join(fmt.Errorf("lazy pages: %w", err), kill(ctx))
+		}
+		if r.prefetch {
+			// Every page is here: start the copy.
+			if err := h.Call(ctx, criu.ActContinue, restored, nil, host.CallOpts{}); err != nil {
+				return Result{}, errors.Join(fmt.Errorf("start the prefetched copy: %w", err), kill(ctx))
+			}
 		}
 		metrics["lazy_seconds"] = done.Seconds
 		for k, v := range done.Stats {
@@ -210,6 +250,21 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		}
 		metrics["moved_bytes"] = done.Stats["pages_lazy"] * pageSize
 	}
+	if (!r.lazy || r.prefetch) && env.Switch != nil {
+		// A complete copy serves: should mig die now, keep it. A host
+		// that cannot be told may already have resumed the source on
+		// its own (its lease expired): then the copy must go.
+		if err := env.Switch(ctx, false); err != nil {
+			return Result{}, errors.Join(fmt.Errorf("cannot tell the hosts that the target serves, so it may not: %w", err), kill(ctx))
+		}
+	}
+	le := criu.RestoreLease(req.RestoreRequest, restored)
+	for _, l := range [][]host.Invocation{le.Undo, le.Commit, le.Decide} {
+		for i := range l {
+			l[i].Host = r.host
+		}
+	}
+	replay := Replay{Undo: le.Undo, Commit: le.Commit, Decide: le.Decide}
 	return Result{
 		Outputs: cty.ObjectVal(map[string]cty.Value{
 			"pid":  Num(int64(res.PID)),
@@ -218,6 +273,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			"log":  cty.StringVal(res.LogPath),
 		}),
 		Undo:    kill,
+		Replay:  replay,
 		Metrics: metrics,
 	}, nil
 }

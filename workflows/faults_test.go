@@ -53,23 +53,23 @@ type fault struct {
 	// phases it applies to; nil: all.
 	phases []string
 	// setup runs before the apply and returns its cleanup (may be nil).
-	setup func(t *testing.T, tr *trial) func()
+	setup func(t *testing.T, tr *faultTrial) func()
 	// inject runs when the phase starts, beside the run.
-	inject func(t *testing.T, tr *trial)
+	inject func(t *testing.T, tr *faultTrial)
 	// extra workflow files for the trial, by name.
 	files map[string]string
 }
 
 var faults = []fault{
-	{name: "src-link", inject: func(t *testing.T, tr *trial) { tr.linkDown(t, "h1") }},
-	{name: "dst-link", inject: func(t *testing.T, tr *trial) { tr.linkDown(t, "h2") }},
-	{name: "dst-criu-killed", inject: func(t *testing.T, tr *trial) { tr.killCRIU(t, "h2", 3*time.Second) }},
+	{name: "src-link", inject: func(t *testing.T, tr *faultTrial) { tr.linkDown(t, "h1") }},
+	{name: "dst-link", inject: func(t *testing.T, tr *faultTrial) { tr.linkDown(t, "h2") }},
+	{name: "dst-criu-killed", inject: func(t *testing.T, tr *faultTrial) { tr.killCRIU(t, "h2", 3*time.Second) }},
 	{name: "dst-disk-full", setup: smallDisk, inject: fillDisk},
 	{name: "verify-fails", phases: []string{"verify"}, files: map[string]string{"fail.hcl": verifyNever}},
 	// The run must roll back while the source is unreachable: the undo
 	// reaches it once its link is back.
 	{name: "src-link+verify-fails", phases: []string{"verify"}, files: map[string]string{"fail.hcl": verifyNever},
-		inject: func(t *testing.T, tr *trial) { tr.linkDown(t, "h1") }},
+		inject: func(t *testing.T, tr *faultTrial) { tr.linkDown(t, "h1") }},
 }
 
 // verifyNever is a check that cannot pass, after the target serves.
@@ -135,15 +135,15 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// trial is one run of the matrix.
-type trial struct {
+// faultTrial is one run of the matrix.
+type faultTrial struct {
 	dir, state string
 	mu         sync.Mutex
 	cleanups   []func()
 	wg         sync.WaitGroup
 }
 
-func (tr *trial) defer_(f func()) {
+func (tr *faultTrial) defer_(f func()) {
 	tr.mu.Lock()
 	tr.cleanups = append(tr.cleanups, f)
 	tr.mu.Unlock()
@@ -151,7 +151,7 @@ func (tr *trial) defer_(f func()) {
 
 // linkDown takes the root-side end of host h's veth down for linkDown,
 // then up again.
-func (tr *trial) linkDown(t *testing.T, h string) {
+func (tr *faultTrial) linkDown(t *testing.T, h string) {
 	lh, err := theLab.Host(h)
 	if err != nil {
 		t.Error(err)
@@ -171,7 +171,7 @@ func (tr *trial) linkDown(t *testing.T, h string) {
 
 // killCRIU kills every CRIU process on host h for a while: the page
 // server, the restore, the lazy-pages daemon, whichever runs there.
-func (tr *trial) killCRIU(t *testing.T, h string, d time.Duration) {
+func (tr *faultTrial) killCRIU(t *testing.T, h string, d time.Duration) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		out, _ := theLab.Output(context.Background(), h, "sh", "-c",
@@ -186,7 +186,7 @@ func (tr *trial) killCRIU(t *testing.T, h string, d time.Duration) {
 
 // smallDisk mounts a tmpfs over the target's images directory, so that
 // fillDisk can fill it.
-func smallDisk(t *testing.T, tr *trial) func() {
+func smallDisk(t *testing.T, tr *faultTrial) func() {
 	ctx := context.Background()
 	labRun(t, "h2", "mkdir", "-p", "/var/lib/mig/images")
 	labRun(t, "h2", "mount", "-t", "tmpfs", "-o", "size=400m,mode=0700", "mig-faults", "/var/lib/mig/images")
@@ -196,7 +196,7 @@ func smallDisk(t *testing.T, tr *trial) func() {
 }
 
 // fillDisk fills the target's images directory.
-func fillDisk(t *testing.T, tr *trial) {
+func fillDisk(t *testing.T, tr *faultTrial) {
 	theLab.Exec(context.Background(), "h2", []string{"sh", "-c", "dd if=/dev/zero of=/var/lib/mig/images/fill bs=1M 2>/dev/null"}, nil, io.Discard, io.Discard)
 	t.Logf("h2's images directory is full")
 }
@@ -222,10 +222,10 @@ func trialWorkflow(t *testing.T, strategy string, f fault) string {
 	return dir
 }
 
-// reader polls the counter like a client and remembers the highest count
+// countReader polls the counter like a client and remembers the highest count
 // it read and every time a count was lower than one read before it (each
 // GET adds one, so a count that goes back lost what clients were told).
-type reader struct {
+type countReader struct {
 	mu        sync.Mutex
 	max       int
 	backwards []string
@@ -233,8 +233,8 @@ type reader struct {
 	done      chan struct{}
 }
 
-func startReader() *reader {
-	r := &reader{stop: make(chan struct{}), done: make(chan struct{})}
+func startReader() *countReader {
+	r := &countReader{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
 		for {
@@ -258,14 +258,14 @@ func startReader() *reader {
 	return r
 }
 
-func (r *reader) highest() int {
+func (r *countReader) highest() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.max
 }
 
 // end stops the reader and returns where its counts went back.
-func (r *reader) end() []string {
+func (r *countReader) end() []string {
 	close(r.stop)
 	<-r.done
 	return r.backwards
@@ -273,7 +273,7 @@ func (r *reader) end() []string {
 
 func runTrial(t *testing.T, strategy, phaseStep string, f fault) {
 	s := startCounter(t)
-	tr := &trial{dir: trialWorkflow(t, strategy, f), state: t.TempDir()}
+	tr := &faultTrial{dir: trialWorkflow(t, strategy, f), state: t.TempDir()}
 	if f.setup != nil {
 		if c := f.setup(t, tr); c != nil {
 			defer c()
@@ -369,7 +369,7 @@ func tail(s string, n int) string {
 
 // trialProblems lists what is wrong after a trial; none when the workload
 // runs on one host with its state and nothing is left.
-func trialProblems(t *testing.T, tr *trial, maxRead int) []string {
+func trialProblems(t *testing.T, tr *faultTrial, maxRead int) []string {
 	var p []string
 	h1, h2 := pidsOn(t, "h1"), pidsOn(t, "h2")
 	where := ""
@@ -388,7 +388,7 @@ func trialProblems(t *testing.T, tr *trial, maxRead int) []string {
 				p = append(p, fmt.Sprintf("%s: counter pid %s is in state %q", h, pid, strings.TrimSpace(st)))
 			}
 		}
-		if out, _ := theLab.Output(ctx, h, "nft", "list", "tables"); strings.Contains(out, "CRIU") || strings.Contains(out, "mig-hold") {
+		if out, _ := theLab.Output(ctx, h, "nft", "list", "tables"); strings.Contains(out, "CRIU") || strings.Contains(out, "mig-hold") || strings.Contains(out, "mig-guard") {
 			p = append(p, fmt.Sprintf("%s: nft tables left: %s", h, strings.TrimSpace(out)))
 		}
 		addr, _ := theLab.Output(ctx, h, "ip", "-o", "addr", "show", "dev", "eth0")

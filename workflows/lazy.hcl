@@ -11,8 +11,14 @@
 #   mig plan workflows/lazy.hcl
 #   mig apply workflows/lazy.hcl
 #
-# If any step fails after the freeze, the run rolls back: the address goes
-# back to the source and the source resumes where it stopped.
+# If any step fails after the freeze and before the restore returns, the run
+# rolls back: the address goes back to the source and the source resumes
+# where it stopped. Point of no return: once the restore returns, the target
+# serves clients with pages only the frozen source has, so mig never resumes
+# the source after that, and if the source or the link dies before the last
+# page arrives, the workload is lost. With prefetch = true the target fetches
+# every page before the restored copy starts: a longer pause (as long as a
+# page-server move), and a failure until then still rolls back.
 
 variable "lab" {
   type        = string
@@ -40,6 +46,12 @@ variable "service_ip" {
   type        = string
   default     = "10.77.0.100"
   description = "The address clients use; it moves with the process."
+}
+
+variable "prefetch" {
+  type        = bool
+  default     = false
+  description = "Fetch every page before the restored copy starts (no post-copy risk, a longer pause)."
 }
 
 variable "service_port" {
@@ -71,9 +83,12 @@ process "web" {
   tcp_established = true
 }
 
+# New connections are held while the workload moves: a request that waits
+# is slow, not failed. A failure is an error, or no answer within timeout.
 probe "web" {
   http     = "http://${var.service_ip}:${var.service_port}/"
   interval = "5ms"
+  timeout  = "5s"
 }
 
 step "dump" "final" {
@@ -96,6 +111,8 @@ step "copy" "ship" {
 }
 
 # tcp_established needs the service address on the target before restore.
+# That is safe because the dump's target guard drops the moved connections'
+# packets there until the restore ends (`mig plan` warns when nothing does).
 step "move_ip" "vip" {
   address    = "${var.service_ip}/24"
   from       = host.src
@@ -109,6 +126,7 @@ step "restore" "start" {
   host       = host.dst
   dir        = step.ship.path
   lazy       = true
+  prefetch   = var.prefetch
   source     = step.final.lazy
   depends_on = [step.vip]
   timeout    = "5m"

@@ -36,7 +36,7 @@ func TestSoak(t *testing.T) {
 	ips := map[string]string{"h1": h1.IP, "h2": h2.IP}
 
 	before := snapshot(t)
-	clients := startClients(4)
+	clients := startSoakClients(4)
 	var rss []int64
 	var seconds []float64
 	from, to := "h1", "h2"
@@ -161,17 +161,17 @@ func (a hostState) diff(b hostState) []string {
 	return d
 }
 
-// clients read the counter continuously; each checks that its counts only
+// soakClients read the counter continuously; each checks that its counts only
 // go up.
-type clients struct {
+type soakClients struct {
 	stopc                  chan struct{}
 	wg                     sync.WaitGroup
 	mu                     sync.Mutex
 	reads, errs, backwards int
 }
 
-func startClients(n int) *clients {
-	c := &clients{stopc: make(chan struct{})}
+func startSoakClients(n int) *soakClients {
+	c := &soakClients{stopc: make(chan struct{})}
 	for range n {
 		c.wg.Add(1)
 		go func() {
@@ -201,7 +201,7 @@ func startClients(n int) *clients {
 	return c
 }
 
-func (c *clients) stop() (reads, errs, backwards int) {
+func (c *soakClients) stop() (reads, errs, backwards int) {
 	select {
 	case <-c.stopc:
 	default:

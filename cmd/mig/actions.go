@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/steps"
 	"github.com/mig-project/mig/steps/container"
@@ -11,8 +13,10 @@ import (
 // remote hosts.
 func actions() host.Actions {
 	all := host.Actions{}
+	self, _ := os.Executable()
 	for _, t := range []host.Actions{
 		host.Builtin(),
+		host.HoldActions(self),
 		steps.NetActions(),
 		criu.Actions(criu.Drivers{"process": criu.Process{}, "container": container.NewDriver()}),
 		container.Actions(),

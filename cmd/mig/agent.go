@@ -1,21 +1,54 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps/criu"
 )
 
 // cmdAgent serves one agent action on stdin and stdout, in the protocol
 // described in engine/host/proto.go. mig starts it on remote hosts over SSH.
+// `mig agent guard` is the guard process a dump or restore leaves on a
+// host to hold new connections (criu.StartGuard).
 func cmdAgent(c *cli, args []string) int {
+	if len(args) == 1 && args[0] == "guard" {
+		return criu.RunGuard(os.Stdin, os.Stdout, c.stderr)
+	}
 	if len(args) != 0 {
 		fmt.Fprintln(c.stderr, "usage: mig agent (started by mig over SSH; speaks a binary protocol on stdin/stdout)")
 		return exitUsage
 	}
 	if err := host.Serve(c.ctx, c.actions, os.Stdin, os.Stdout, c.log.Named("agent")); err != nil {
 		c.log.Error("agent", "error", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// cmdHoldWatch is the detached watcher of a run's hold lease on this host
+// (see engine/host/hold.go). The hold.* actions start it with fd 3 open; it
+// closes fd 3 once it watches. It ignores SIGHUP and SIGINT (it outlives
+// the session that started it) and stops only when the run releases the
+// lease, or after acting on its expiry.
+func cmdHoldWatch(c *cli, args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(c.stderr, "usage: mig hold-watch RUN (started by mig)")
+		return exitUsage
+	}
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	ready := func() {
+		if f := os.NewFile(3, "ready"); f != nil {
+			f.Write([]byte{1})
+			f.Close()
+		}
+	}
+	if err := host.Watch(context.Background(), c.actions, args[0], ready, c.log.Named("hold-watch")); err != nil {
+		c.log.Error("hold-watch", "run", args[0], "error", err)
 		return exitFailed
 	}
 	return exitOK

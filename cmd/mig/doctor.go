@@ -187,8 +187,23 @@ func printReport(w io.Writer, name string, r criu.Report, fixed bool) {
 	if r.LimitsError != "" {
 		findings = append(findings, "raising the pipe limits failed: "+r.LimitsError)
 	}
+	if r.Queue != "" {
+		row("new conns", "hold (default; "+r.Queue+"), drop or reset")
+	} else {
+		row("new conns", "drop (default) or reset; hold is NOT possible: "+r.QueueError)
+		findings = append(findings, "new connections cannot be held while a workload moves (no NFQUEUE from nftables): they are dropped, and clients retransmit their SYN after about 1s")
+	}
 	row("kernel", r.Kernel)
 	row("cgroup", r.Cgroup)
+	for _, l := range r.Holds {
+		switch l.State {
+		case host.LeaseActive:
+			row("hold", fmt.Sprintf("run %s holds a workload here (mode %s, watcher pid %d, renewed %s)", l.Run, l.Mode, l.Watcher, l.Renewed.Local().Format("15:04:05")))
+		case host.LeaseExpired:
+			row("hold", fmt.Sprintf("run %s: %s", l.Run, l.Note))
+			findings = append(findings, fmt.Sprintf("run %s was interrupted and this host finished it on its own; `mig recover %s` records the outcome", l.Run, l.Run))
+		}
+	}
 	if len(findings) > 0 {
 		fmt.Fprintln(w, "  findings:")
 		for _, f := range findings {

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps/criu"
 )
 
 // Exit codes, documented in usage.
@@ -31,7 +32,8 @@ type cli struct {
 	stderr  io.Writer
 	log     hclog.Logger
 	actions host.Actions
-	// ctx is cancelled on the first SIGINT or SIGTERM; a second one exits.
+	// ctx is cancelled on the first SIGINT, SIGTERM or SIGHUP; a second
+	// one exits.
 	ctx context.Context
 }
 
@@ -43,23 +45,26 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"validate": {run: cmdValidate, summary: "check a workflow without contacting any host"},
-		"plan":     {run: cmdPlan, summary: "show what apply would do, changing nothing"},
-		"apply":    {run: cmdApply, summary: "run a workflow"},
-		"fmt":      {run: cmdFmt, summary: "rewrite workflow files in canonical style"},
-		"graph":    {run: cmdGraph, summary: "print the step graph in DOT"},
-		"runs":     {run: cmdRuns, summary: "list run records"},
-		"show":     {run: cmdShow, summary: "print one run record"},
-		"bench":    {run: cmdBench, summary: "measure what moving a web server costs, strategy by strategy, against the baselines"},
-		"report":   {run: cmdReport, summary: "write a run's report: HTML with plots, or Markdown"},
-		"version":  {run: cmdVersion, summary: "print mig's version"},
-		"agent":    {run: cmdAgent, summary: "serve agent actions on stdin/stdout (used over SSH)", hidden: true},
-		"lab":      {run: cmdLab, summary: "build a lab of hosts on this machine out of namespaces"},
-		"doctor":   {run: cmdDoctor, summary: "check hosts for what migrations need"},
+		"validate":   {run: cmdValidate, summary: "check a workflow without contacting any host"},
+		"plan":       {run: cmdPlan, summary: "show what apply would do, changing nothing"},
+		"apply":      {run: cmdApply, summary: "run a workflow"},
+		"fmt":        {run: cmdFmt, summary: "rewrite workflow files in canonical style"},
+		"graph":      {run: cmdGraph, summary: "print the step graph in DOT"},
+		"runs":       {run: cmdRuns, summary: "list run records"},
+		"show":       {run: cmdShow, summary: "print one run record"},
+		"bench":      {run: cmdBench, summary: "measure what moving a web server costs, strategy by strategy, against the baselines"},
+		"report":     {run: cmdReport, summary: "write a run's report: HTML with plots, or Markdown"},
+		"version":    {run: cmdVersion, summary: "print mig's version"},
+		"agent":      {run: cmdAgent, summary: "serve agent actions on stdin/stdout (used over SSH)", hidden: true},
+		"hold-watch": {run: cmdHoldWatch, summary: "watch a run's hold lease on this host (started by mig)", hidden: true},
+		"recover":    {run: cmdRecover, summary: "finish runs that mig's death interrupted"},
+		"lab":        {run: cmdLab, summary: "build a lab of hosts on this machine out of namespaces"},
+		"doctor":     {run: cmdDoctor, summary: "check hosts for what migrations need"},
 	}
 }
 
 func main() {
+	criu.GuardMain()
 	containerInit()
 	os.Exit(run(os.Args[1:]))
 }
@@ -75,7 +80,7 @@ func run(args []string) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		<-sigs
 		log.Warn("interrupted: cancelling; press Ctrl-C again to exit now")

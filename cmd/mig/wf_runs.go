@@ -47,11 +47,26 @@ Examples:
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN\tSTARTED\tSTATE\tTIME\tSTEPS\tWORKFLOW")
+	interrupted := 0
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, r.Started.Local().Format("2006-01-02 15:04:05"), r.State,
-			seconds(r.Ended.Sub(r.Started).Seconds()), len(r.Steps), r.Workflow)
+		state := string(r.Status())
+		if r.Recovery != nil {
+			state += " (recovered)"
+		}
+		took := seconds(r.Ended.Sub(r.Started).Seconds())
+		if r.Ended.IsZero() {
+			took = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", r.ID, r.Started.Local().Format("2006-01-02 15:04:05"), state,
+			took, len(r.Steps), r.Workflow)
+		if r.Status() == engine.StateInterrupted {
+			interrupted++
+		}
 	}
 	tw.Flush()
+	if interrupted > 0 {
+		fmt.Fprintf(c.stdout, "\n%d interrupted run(s): mig died before they ended. See `mig recover -state-dir %s`.\n", interrupted, dir)
+	}
 	return exitOK
 }
 
@@ -90,6 +105,19 @@ Examples:
 		fmt.Fprintf(c.stdout, "var.%s = %s\n", k, rec.Vars[k])
 	}
 	writeRecordTable(c.stdout, rec)
+	if rec.Status() == engine.StateInterrupted {
+		fmt.Fprintf(c.stdout, "\nInterrupted: mig (pid %d) died while the run was %s. Its hosts finish it on their own after %gs; `mig recover %s` does it now.\n",
+			rec.Controller.PID, orDash(rec.Phase), rec.HoldTimeout, rec.ID)
+	}
+	if rv := rec.Recovery; rv != nil {
+		fmt.Fprintf(c.stdout, "\nRecovered %s (%s):\n", rv.Time.Local().Format("2006-01-02 15:04:05"), rv.Mode)
+		for _, h := range rv.Hosts {
+			fmt.Fprintf(c.stdout, "  host %s: lease %s %s %s\n", h.Host, orDash(h.Lease), h.Note, h.Error)
+			for _, a := range h.Actions {
+				fmt.Fprintf(c.stdout, "    %s %s %s\n", a.Step, a.Action, map[bool]string{true: "ok", false: "FAILED: " + a.Error}[a.Error == ""])
+			}
+		}
+	}
 	for _, s := range rec.Steps {
 		if len(s.Outputs) > 0 && string(s.Outputs) != "null" {
 			fmt.Fprintf(c.stdout, "\n%s outputs: %s", s.Address, clip(string(s.Outputs), 300))

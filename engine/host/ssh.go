@@ -408,7 +408,25 @@ func (s *SSH) call(ctx context.Context, c *sshConn, action string, req, resp any
 	if err != nil {
 		return false, &ActionError{Host: s.name, Err: err}
 	}
-	a, err := s.agent(ctx, c, bin)
+	defer s.refill(c, bin)
+	started, err = s.callOn(ctx, c, bin, action, req, resp, opts, false)
+	var dead warmNotSent
+	if errors.As(err, &dead) {
+		// A waiting agent that died never got the request: use a new one.
+		s.log.Debug("an agent started ahead had exited; calling on a new one", "action", action, "error", dead.error)
+		started, err = s.callOn(ctx, c, bin, action, req, resp, opts, true)
+	}
+	return started, err
+}
+
+// callOn makes the call on an agent on c: one started ahead, unless fresh.
+func (s *SSH) callOn(ctx context.Context, c *sshConn, bin, action string, req, resp any, opts CallOpts, fresh bool) (started bool, err error) {
+	var a *agentSession
+	if fresh {
+		a, err = s.startAgent(ctx, c, bin)
+	} else {
+		a, err = s.agent(ctx, c, bin)
+	}
 	if err != nil {
 		return false, err
 	}
@@ -420,6 +438,13 @@ func (s *SSH) call(ctx context.Context, c *sshConn, action string, req, resp any
 		sess.Close()
 	}
 	err = callAgent(ctx, stdin, stdout, action, req, resp, opts, log, abort)
+	var ns notSent
+	if errors.As(err, &ns) {
+		if a.warm {
+			return false, warmNotSent{err}
+		}
+		return false, err
+	}
 	if errors.Is(err, errLost) {
 		if msg := strings.TrimSpace(stderr.String()); msg != "" {
 			err = fmt.Errorf("%w (agent stderr: %s)", err, msg)

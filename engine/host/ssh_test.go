@@ -167,7 +167,7 @@ func TestAgentInstall(t *testing.T) {
 	}
 
 	// A binary removed behind mig's back gives an error naming the host
-	// (once the agents started ahead, which have it loaded, are gone).
+	// (once no agent started ahead is left).
 	h.closeWarm()
 	must(t, os.Remove(bin))
 	err = h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})

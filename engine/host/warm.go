@@ -25,6 +25,18 @@ type agentSession struct {
 	stdin  io.WriteCloser
 	stdout io.Reader
 	stderr *tail
+	exited chan struct{} // closed once the agent is gone
+	warm   bool          // it waited in the pool
+}
+
+// alive says whether the agent has not exited yet.
+func (a *agentSession) alive() bool {
+	select {
+	case <-a.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 func (a *agentSession) close() { a.sess.Close() }
@@ -37,7 +49,7 @@ func (s *SSH) startAgent(ctx context.Context, c *sshConn, bin string) (*agentSes
 	}
 	stdin, _ := sess.StdinPipe()
 	stdout, _ := sess.StdoutPipe()
-	a := &agentSession{conn: c, sess: sess, stdin: stdin, stdout: stdout, stderr: &tail{max: 4 << 10}}
+	a := &agentSession{conn: c, sess: sess, stdin: stdin, stdout: stdout, stderr: &tail{max: 4 << 10}, exited: make(chan struct{})}
 	sess.Stderr = a.stderr
 	if err := sess.Start(launcher); err != nil {
 		sess.Close()
@@ -47,22 +59,25 @@ func (s *SSH) startAgent(ctx context.Context, c *sshConn, bin string) (*agentSes
 		sess.Close()
 		return nil, fmt.Errorf("start agent: %w", err)
 	}
+	go func() { sess.Wait(); close(a.exited) }()
 	return a, nil
 }
 
-// agent returns a started agent on connection c: a waiting one when there
-// is, else a new one; either way it starts a replacement in the
-// background. Agents of an earlier, broken connection are dropped.
+// agent returns a started agent: a waiting one when there is, else a new
+// one. The caller refills the pool once its call is done, so that session
+// starts do not compete with the call (on some hosts every session runs
+// a shell's start-up files, and those can take a lock). Agents of an
+// earlier, broken connection are dropped.
 func (s *SSH) agent(ctx context.Context, c *sshConn, bin string) (*agentSession, error) {
 	s.warmOnce.Do(func() { s.warm = make(chan *agentSession, warmAgents) })
-	defer s.refill(c, bin)
 	for {
 		select {
 		case a := <-s.warm:
-			if a.conn != c || c.broken() {
+			if !a.alive() || a.conn != c || c.broken() {
 				a.close()
 				continue
 			}
+			a.warm = true
 			return a, nil
 		default:
 		}
@@ -70,8 +85,8 @@ func (s *SSH) agent(ctx context.Context, c *sshConn, bin string) (*agentSession,
 	}
 }
 
-// refill starts one agent into the pool unless it is full or the host is
-// closing.
+// refill starts one agent on c into the pool unless it is full, c is
+// broken or the host is closing.
 func (s *SSH) refill(c *sshConn, bin string) {
 	if len(s.warm) >= warmAgents || c.broken() {
 		return
@@ -109,3 +124,9 @@ func (s *SSH) closeWarm() {
 		}
 	}
 }
+
+// warmNotSent is a call that could not send its request to an agent
+// started ahead (it had exited): the call may be made on a new one.
+type warmNotSent struct{ error }
+
+func (e warmNotSent) Unwrap() error { return e.error }

@@ -28,8 +28,15 @@ const (
 	ActPageServer = "criu.page-server"   // PageServerAction → PageServerResult
 	ActWait       = "criu.wait"          // WaitAction → nil (waits for a page server)
 	ActLazyWait   = "criu.lazy-wait"     // LazyWaitAction → DumpResult
+	ActContinue   = "criu.continue"      // KillRestoredAction → nil (starts a tree restored stopped)
+	ActLazyDecide = "criu.lazy-decide"   // LazyDecideAction → host.Decision (should mig die during a post-copy move)
 	ActDoctor     = "criu.doctor"        // DoctorRequest → Report
+	ActGuard      = "criu.guard"         // GuardAction → GuardResult
 )
+
+// HeldByRun is in the error of criu.resolve for a workload that a run's
+// hold lease holds.
+const HeldByRun = "is held by run"
 
 // Request is the part every driver action shares.
 type Request struct {
@@ -47,6 +54,10 @@ type DumpAction struct {
 type HeldAction struct {
 	Request
 	Held Held `json:"held"`
+	// AfterPages makes criu.kill of a lazy dump wait until its page server
+	// has handed over the last page, and refuse to kill the source if it
+	// failed: the frozen source is then the only complete copy.
+	AfterPages bool `json:"after_pages,omitempty"`
 }
 
 // RestoreAction is the request of criu.restore.
@@ -80,6 +91,8 @@ type CheckAction struct {
 	Request
 	CheckRequest
 	Features []string `json:"features,omitempty"` // e.g. FeatureDirtyTrack
+	// Source checks the workload's own host: no driver target checks.
+	Source bool `json:"source,omitempty"`
 }
 
 // CheckResult lists what stands in the way; empty Problems means go.
@@ -87,6 +100,32 @@ type CheckResult struct {
 	CRIU     Binary          `json:"criu"`
 	Features map[string]bool `json:"features,omitempty"`
 	Problems []string        `json:"problems,omitempty"`
+	// NewConnections is what this host does with new connections to the
+	// workload while it is frozen or not yet restored, and Queue how it
+	// holds them (see NewConnections).
+	NewConnections string `json:"new_connections,omitempty"`
+	Queue          string `json:"queue,omitempty"`
+}
+
+// GuardAction puts up ("up") or releases ("down") the guard a target keeps
+// for a workload (GuardTable) from before the service address arrives until
+// the restored workload owns its sockets: it drops every packet of Ports
+// and Conns, and holds, drops or refuses new connections.
+type GuardAction struct {
+	Request
+	Op    string `json:"op"`
+	Ports []int  `json:"ports,omitempty"`
+	Conns []Conn `json:"conns,omitempty"`
+	// Deadline in seconds; 0: DefaultGuardDeadline.
+	Deadline float64 `json:"deadline,omitempty"`
+}
+
+// GuardResult is the guard put up.
+type GuardResult struct {
+	Table          string `json:"table"`
+	NewConnections string `json:"new_connections"`
+	Queue          string `json:"queue,omitempty"`
+	PID            int    `json:"pid"`
 }
 
 // PageServerAction starts a page server on the target.
@@ -128,7 +167,10 @@ func Actions(drivers Drivers) host.Actions {
 		ActPageServer: a.pageServer,
 		ActWait:       a.wait,
 		ActLazyWait:   a.lazyWait,
+		ActContinue:   a.cont,
+		ActLazyDecide: a.lazyDecide,
 		ActDoctor:     a.doctor,
+		ActGuard:      a.guard,
 	}
 }
 
@@ -182,7 +224,16 @@ func (a actions) resolve(ctx context.Context, c *host.Call) (any, error) {
 	if !ok {
 		return nil, fmt.Errorf("no CRIU driver for workload kind %q", req.Workload.Kind)
 	}
-	return d.Resolve(ctx, Env{Log: c.Log}, req.Workload)
+	r, err := d.Resolve(ctx, Env{Log: c.Log}, req.Workload)
+	if err != nil {
+		return nil, err
+	}
+	if l, held := host.ActiveHold(HoldLock(Held{PID: r.PID, ID: r.ID})); held {
+		return nil, fmt.Errorf("%s (%s) "+HeldByRun+" %s, which froze it and has not finished: "+
+			"if that run was interrupted, finish it with `mig recover %s` (or wait %gs for this host to resume the workload)",
+			req.Workload, r.Description, l.Run, l.Run, l.Timeout)
+	}
+	return r, nil
 }
 
 func (a actions) check(ctx context.Context, c *host.Call) (any, error) {
@@ -212,7 +263,15 @@ func (a actions) check(ctx context.Context, c *host.Call) (any, error) {
 			res.Problems = append(res.Problems, "pipe limits too low for lazy pages ("+limitsString(lim)+"); run `mig doctor -fix`")
 		}
 	}
-	if d, ok := a.drivers[req.Workload.Kind]; ok {
+	if req.Workload.Kind != "" {
+		o, _ := req.Workload.Options()
+		mode, how, err := NewConnections(o.NewConnections)
+		if err != nil {
+			res.Problems = append(res.Problems, err.Error())
+		}
+		res.NewConnections, res.Queue = mode, how
+	}
+	if d, ok := a.drivers[req.Workload.Kind]; ok && !req.Source {
 		p, err := d.CheckTarget(ctx, Env{CRIU: b, Log: c.Log}, req.Workload, req.CheckRequest)
 		if err != nil {
 			return nil, err
@@ -252,6 +311,24 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 		rerr := d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held)
 		return nil, errors.Join(fmt.Errorf("dump of %s finished after its caller left: %w; resumed it", req.Workload.Name, ctx.Err()), rerr)
 	}
+	if err == nil && req.Hold != nil {
+		// From here the host answers for the frozen workload.
+		held := HeldAction{Request: req.Request, Held: res.Held}
+		kill := held
+		kill.AfterPages = req.Lazy
+		lock := HoldLock(res.Held)
+		e := host.LeaseEntry{
+			Undo:   []host.Invocation{host.NewInvocation("", ActResume, held, lock)},
+			Commit: []host.Invocation{host.NewInvocation("", ActKill, kill, lock)},
+		}
+		if req.Lazy {
+			e.Decide = []host.Invocation{host.NewInvocation("", ActLazyDecide, LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID, Port: res.Listen.Port}, "")}
+		}
+		if herr := req.Hold.Add(e); herr != nil {
+			rerr := d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held)
+			return nil, errors.Join(fmt.Errorf("record the hold of %s: %w; resumed it", req.Workload.Name, herr), rerr)
+		}
+	}
 	return res, err
 }
 
@@ -260,6 +337,14 @@ func resume(ctx context.Context, d Driver, env Env, req HeldAction) (any, error)
 }
 
 func kill(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
+	if req.AfterPages && req.Held.LazyPID > 0 {
+		// Post-copy past its point of no return: the target runs, and
+		// the source must serve its last page before it may go.
+		if _, err := LazyWait(ctx, LazyWaitRequest{Dir: req.Held.Dir, PID: req.Held.LazyPID, Timeout: 3600}); err != nil {
+			return nil, fmt.Errorf("%w: THE WORKLOAD IS AT RISK: the target did not get all its pages; "+
+				"the source stays frozen, since its memory is the only complete copy of the pages the target lacks", err)
+		}
+	}
 	return nil, d.Kill(ctx, env, req.Workload, req.Held)
 }
 
@@ -270,6 +355,13 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, er
 	res, err := d.Restore(ctx, env, req.Workload, req.RestoreRequest)
 	res.CRIU = env.CRIU.String()
 	res.Times = Times{Start: start.UnixNano(), End: time.Now().UnixNano()}
+	if err == nil {
+		// The restored workload owns its sockets: the guard lets the held
+		// SYNs through to its listeners and goes.
+		if gerr := StopGuard(context.WithoutCancel(ctx), 0, GuardTable(req.Workload)); gerr != nil {
+			env.Log.Warn("releasing the guard", "error", gerr)
+		}
+	}
 	if err == nil && ctx.Err() != nil {
 		// The caller went away: nobody will undo this restore, and the
 		// source is resumed, so the copy must not run on.
@@ -284,7 +376,49 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, er
 			env.Log.Warn("cannot record the restored process", "path", marker, "error", werr)
 		}
 	}
+	if err == nil && req.Hold != nil {
+		// The host kills the copy should mig die before the run commits.
+		k := KillRestoredAction{Request: req.Request, Result: res}
+		if herr := req.Hold.Add(RestoreLease(req.RestoreRequest, k)); herr != nil {
+			kerr := d.KillRestored(context.WithoutCancel(ctx), env, req.Workload, res)
+			return nil, errors.Join(fmt.Errorf("record the restore of %s in the hold: %w; killed it", req.Workload.Name, herr), kerr)
+		}
+	}
 	return res, err
+}
+
+// RestoreLease is what a target host does with a restored copy should
+// mig die: kill it (undo); for post-copy, keep it if and only if every page
+// arrived (decide), starting it if it was restored stopped (commit).
+func RestoreLease(req RestoreRequest, k KillRestoredAction) host.LeaseEntry {
+	e := host.LeaseEntry{Undo: []host.Invocation{host.NewInvocation("", ActKillRest, k, "")}}
+	if req.Lazy {
+		e.Decide = []host.Invocation{host.NewInvocation("", ActLazyDecide, LazyDecideAction{Side: "target", Dir: req.Dir, PID: k.Result.LazyPID}, "")}
+	}
+	if req.LeaveStopped {
+		e.Commit = []host.Invocation{host.NewInvocation("", ActContinue, k, "")}
+	}
+	return e
+}
+
+func (a actions) lazyDecide(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[LazyDecideAction](c)
+	if err != nil {
+		return nil, err
+	}
+	return LazyDecide(ctx, req)
+}
+
+// cont starts a tree restored with LeaveStopped.
+func (a actions) cont(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[KillRestoredAction](c)
+	if err != nil {
+		return nil, err
+	}
+	if req.Result.PID <= 0 {
+		return nil, errors.New("criu.continue: no pid")
+	}
+	return nil, signalAll(tree(req.Result.PID), syscall.SIGCONT)
 }
 
 func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction) (any, error) {
@@ -308,11 +442,63 @@ func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction
 		env.Log.Info("killing what a restore whose caller left started", "pid", rec.Result.PID)
 		req.Result = rec.Result
 	}
+	// New connections that come while the copy goes and the address moves
+	// back are held, and follow the address to the source when the dump's
+	// undo releases the guard. The connections the copy served cannot go
+	// back (the source's sockets are as they were at the freeze): its
+	// kill closes them, so that their clients learn it at once. A short
+	// deadline bounds the guard where no dump's undo follows to release it.
+	if ports := listenPorts(tree(req.Result.PID)); req.Result.PID > 0 && len(ports) > 0 {
+		o, _ := req.Workload.Options()
+		mode, how, err := NewConnections(o.NewConnections)
+		if err != nil {
+			mode = NewDrop
+		}
+		spec := GuardSpec{Table: GuardTable(req.Workload), Ports: ports, NewConnections: mode, Queue: how, Deadline: time.Minute}
+		if _, err := StartGuard(ctx, 0, spec); err != nil {
+			env.Log.Warn("guarding new connections during the rollback", "error", err)
+		}
+	}
 	err := d.KillRestored(ctx, env, req.Workload, req.Result)
 	if err == nil && marker != "" {
 		os.Remove(marker)
 	}
 	return nil, err
+}
+
+func (a actions) guard(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[GuardAction](c)
+	if err != nil {
+		return nil, err
+	}
+	table := GuardTable(req.Workload)
+	switch req.Op {
+	case "down":
+		return GuardResult{Table: table}, StopGuard(ctx, 0, table)
+	case "up":
+	default:
+		return nil, fmt.Errorf("criu.guard: unknown op %q (want up or down)", req.Op)
+	}
+	o, err := req.Workload.Options()
+	if err != nil {
+		return nil, err
+	}
+	mode, how, err := NewConnections(o.NewConnections)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Ports) == 0 && len(req.Conns) == 0 {
+		// Nothing to guard; a guard left from before goes.
+		return GuardResult{Table: table, NewConnections: mode, Queue: how}, StopGuard(ctx, 0, table)
+	}
+	spec := GuardSpec{Table: table, Ports: req.Ports, Conns: req.Conns, NewConnections: mode, Queue: how,
+		Established: true, Deadline: time.Duration(req.Deadline * float64(time.Second))}
+	pid, err := StartGuard(ctx, 0, spec)
+	if err != nil {
+		return nil, err
+	}
+	c.Log.Info("guard up", "table", table, "ports", req.Ports, "connections", len(req.Conns), "new_connections", mode, "queue", how)
+	return GuardResult{Table: table, NewConnections: mode, Queue: how, PID: pid}, nil
 }
 
 func (a actions) pageServer(ctx context.Context, c *host.Call) (any, error) {
@@ -369,6 +555,13 @@ type Report struct {
 	LimitsError string            `json:"limits_error,omitempty"`
 	Kernel      string            `json:"kernel"`
 	Cgroup      string            `json:"cgroup"`
+	// Holds are the runs' leases on this host: runs that hold a workload
+	// (active) and runs whose watcher acted for a dead mig (expired).
+	Holds []host.Lease `json:"holds,omitempty"`
+	// Queue is how this host holds new connections (QueueNative or
+	// QueueXT); empty, with QueueError, when it cannot.
+	Queue      string `json:"queue,omitempty"`
+	QueueError string `json:"queue_error,omitempty"`
 }
 
 func (a actions) doctor(ctx context.Context, c *host.Call) (any, error) {
@@ -387,6 +580,15 @@ func Doctor(ctx context.Context, req DoctorRequest) Report {
 		r.Kernel = utsString(uts.Release[:]) + " " + utsString(uts.Machine[:])
 	}
 	r.Cgroup = cgroupLayout()
+	for _, l := range host.Leases() {
+		l.Entries = nil
+		r.Holds = append(r.Holds, l)
+	}
+	if how, err := QueueSupport(); how != "" {
+		r.Queue = how
+	} else if err != nil {
+		r.QueueError = oneLine(err)
+	}
 	lim, err := ReadLimits(req.Fix)
 	r.Limits = lim
 	if err != nil {
@@ -432,4 +634,12 @@ func cgroupLayout() string {
 		return "hybrid (v1 with v2 at /sys/fs/cgroup/unified)"
 	}
 	return "v1"
+}
+
+func oneLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
 }

@@ -10,8 +10,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/mig-project/mig/engine/host"
 )
 
 // Workload names what to checkpoint, as it travels in action requests.
@@ -28,6 +31,9 @@ type Options struct {
 	TCPEstablished bool `json:"tcp_established"`
 	ShellJob       bool `json:"shell_job"`
 	FileLocks      bool `json:"file_locks"`
+	// NewConnections is NewHold, NewDrop, NewReset or "" (hold where the
+	// host can queue packets, else drop).
+	NewConnections string `json:"new_connections"`
 }
 
 // Options reads the common CRIU switches from the workload's config.
@@ -115,6 +121,10 @@ type DumpRequest struct {
 	// Resolved is the workload as resolved before, when known, so that
 	// the driver dumps exactly what was checked.
 	Resolved *Resolved `json:"resolved,omitempty"`
+	// Hold, when set, is the run's lease on this host: the final dump
+	// records how to resume and kill the held workload there before it
+	// returns, so that the host resumes it should mig die.
+	Hold *host.HoldRef `json:"hold,omitempty"`
 }
 
 // Addr is a TCP address.
@@ -137,6 +147,10 @@ type DumpResult struct {
 	Listen *Addr `json:"listen,omitempty"`
 	// CRIU says which CRIU did it and why (set by the action, not the driver).
 	CRIU string `json:"criu,omitempty"`
+	// Ports and Conns are what the workload listened on and had
+	// established when frozen: the target guards them until the restore.
+	Ports []int  `json:"ports,omitempty"`
+	Conns []Conn `json:"conns,omitempty"`
 	// Times is when it ran here (set by the action).
 	Times Times `json:"times"`
 }
@@ -147,10 +161,19 @@ type Held struct {
 	PIDs     []int  `json:"pids,omitempty"`      // every task of the tree
 	ID       string `json:"id,omitempty"`        // container id
 	NftTable string `json:"nft_table,omitempty"` // CRIU's network lock, "inet CRIU-932449b8-…"
-	// HoldTable refuses new connections while held (see HoldPorts).
+	// HoldTable is the guard that holds, drops or refuses new connections
+	// while held (see HoldPorts).
 	HoldTable string `json:"hold_table,omitempty"`
 	LazyPID   int    `json:"lazy_pid,omitempty"` // process serving lazy pages
 	Dir       string `json:"dir,omitempty"`
+}
+
+// HoldLock is the key under which a run's lease locks a held workload.
+func HoldLock(held Held) string {
+	if held.ID != "" {
+		return "container:" + held.ID
+	}
+	return "process:" + strconv.Itoa(held.PID)
 }
 
 // RestoreRequest asks for a restore from Dir.
@@ -162,6 +185,13 @@ type RestoreRequest struct {
 	Source *Addr `json:"source,omitempty"`
 	// Wait for a page server that wrote into Dir to finish first.
 	PageServerPID int `json:"page_server_pid,omitempty"`
+	// LeaveStopped keeps the restored tasks stopped (a lazy restore that
+	// prefetches every page before the workload runs); ActContinue starts
+	// them.
+	LeaveStopped bool `json:"leave_stopped,omitempty"`
+	// Hold, when set, is the run's lease on this host: the restore records
+	// how to kill the restored copy before it returns.
+	Hold *host.HoldRef `json:"hold,omitempty"`
 }
 
 // RestoreResult is the restored workload.

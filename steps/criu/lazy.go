@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mig-project/mig/engine/host"
 )
 
 // Post-copy needs processes that outlive a single agent call: on the
@@ -146,6 +149,88 @@ func LazyWait(ctx context.Context, req LazyWaitRequest) (DumpResult, error) {
 		return DumpResult{}, failed("lazy dump", errors.New("did not finish"), logPath)
 	}
 	return DumpResult{Dir: req.Dir, LogPath: logPath, Stats: LazyStats(req.Dir), Seconds: time.Since(start).Seconds()}, nil
+}
+
+// LazyDecideAction asks how a post-copy move ends should mig die: on
+// the source (Side "source"; PID serves the pages from Dir) or on the
+// target (Side "target"; PID is the lazy-pages daemon logging into Dir).
+type LazyDecideAction struct {
+	Side    string  `json:"side"`
+	Dir     string  `json:"dir"`
+	PID     int     `json:"pid"`
+	Port    int     `json:"port,omitempty"`    // source: the port pages are served on
+	Timeout float64 `json:"timeout,omitempty"` // seconds; 0: 10 minutes
+}
+
+// LazyDecide decides a post-copy move from the one fact both hosts see:
+// whether the target got every page. If it did, the target has the whole
+// workload and may have served clients: commit (keep the target, kill the
+// source). If it did not, or no target ever fetched, undo (resume the
+// source, kill the copy). A transfer in progress is waited for.
+func LazyDecide(ctx context.Context, req LazyDecideAction) (host.Decision, error) {
+	limit := time.Duration(req.Timeout * float64(time.Second))
+	if limit <= 0 {
+		limit = 10 * time.Minute
+	}
+	undo := func(why string) (host.Decision, error) { return host.Decision{Mode: host.ModeUndo, Why: why}, nil }
+	commit := host.Decision{Mode: host.ModeCommit, Why: "the target got every page"}
+	switch req.Side {
+	case "source":
+		if alive(req.PID) && !connected(req.PID, req.Port) {
+			return undo("no target is fetching pages")
+		}
+		if err := waitGone(ctx, []int{req.PID}, limit); err != nil {
+			return host.Decision{}, err
+		}
+		b, _ := os.ReadFile(filepath.Join(req.Dir, DumpLog))
+		if !strings.Contains(string(b), "Dumping finished successfully") {
+			return undo("the page server stopped before the last page")
+		}
+		return commit, nil
+	case "target":
+		if err := waitGone(ctx, []int{req.PID}, limit); err != nil {
+			return host.Decision{}, err
+		}
+		b, _ := os.ReadFile(filepath.Join(req.Dir, LazyPagesLog))
+		all := transferred.FindAllSubmatch(b, -1)
+		for _, m := range all {
+			if string(m[1]) != string(m[2]) {
+				return undo("the lazy-pages daemon stopped before the last page")
+			}
+		}
+		if len(all) == 0 {
+			return undo("the lazy-pages daemon stopped before the last page")
+		}
+		return commit, nil
+	}
+	return host.Decision{}, fmt.Errorf("lazy decide: unknown side %q", req.Side)
+}
+
+// transferred is the lazy-pages daemon's count of pages per task.
+var transferred = regexp.MustCompile(`UFFD transferred pages: \((\d+)/(\d+)\)`)
+
+// connected says whether pid, a page server, has a client on port: an
+// established TCP connection of its own whose local port is port. (A lazy
+// dump also holds the dumped tasks' sockets, established ones included.)
+func connected(pid, port int) bool {
+	socks := socketInodes(pid)
+	for _, name := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, name))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 10 || f[3] != "01" || !socks[f[9]] {
+				continue
+			}
+			i := strings.LastIndexByte(f[1], ':')
+			if p, err := strconv.ParseInt(f[1][i+1:], 16, 32); err == nil && int(p) == port {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // LazyStats counts a lazy dump's pages from its pagemap images: CRIU's

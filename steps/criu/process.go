@@ -249,7 +249,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	}
 	held := Held{PID: r.PID, Dir: req.Dir}
 	logPath := filepath.Join(req.Dir, DumpLog)
-	if held.HoldTable, err = HoldPorts(ctx, r.PID, r.Listens); err != nil {
+	if held.HoldTable, err = HoldPorts(ctx, r.PID, r.Listens, o.NewConnections); err != nil {
 		return DumpResult{}, err
 	}
 	start := time.Now()
@@ -284,6 +284,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		}
 	}
 	held.PIDs = tree(r.PID)
+	conns := Connections(held.PIDs, r.Listens)
 	stats := DumpStats(req.Dir)
 	if req.Lazy {
 		stats = LazyStats(req.Dir)
@@ -295,6 +296,8 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		Held:    held,
 		Seconds: time.Since(start).Seconds(),
 		Listen:  req.Listen,
+		Ports:   r.Listens,
+		Conns:   conns,
 	}, nil
 }
 
@@ -335,20 +338,25 @@ func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error
 		held.HoldTable = holdTable(held.PID)
 	}
 	errs = append(errs, signalAll(pids, syscall.SIGCONT))
+	// Held SYNs go to the listener that runs again.
+	errs = append(errs, StopGuard(ctx, held.PID, held.HoldTable))
 	errs = append(errs, dropNftTable(ctx, held.PID, held.NftTable))
-	errs = append(errs, dropNftTable(ctx, held.PID, held.HoldTable))
 	return errors.Join(errs...)
 }
 
 func (Process) Kill(ctx context.Context, env Env, w Workload, held Held) error {
 	pids, err := held.release(ctx)
 	errs := []error{err}
-	// The network namespace must be read before the tasks go away.
-	netns, netns2 := nsOf(held.PID, "net"), nsOf(held.PID, "net")
+	if held.HoldTable == "" && held.PID > 0 {
+		held.HoldTable = holdTable(held.PID)
+	}
+	// Held SYNs whose address moved were re-sent already; the guard goes
+	// while its network namespace is sure to be there.
+	errs = append(errs, StopGuard(ctx, held.PID, held.HoldTable))
+	netns := nsOf(held.PID, "net")
 	errs = append(errs, signalAll(pids, syscall.SIGKILL))
 	errs = append(errs, waitGone(ctx, pids, 10*time.Second))
 	errs = append(errs, dropNftTableIn(ctx, netns, held.NftTable))
-	errs = append(errs, dropNftTableIn(ctx, netns2, held.HoldTable))
 	return errors.Join(errs...)
 }
 
@@ -378,10 +386,21 @@ func (Process) Restore(ctx context.Context, env Env, w Workload, req RestoreRequ
 		}
 		opts.LazyPages = ptr(true)
 	}
+	if req.LeaveStopped {
+		opts.LeaveStopped = ptr(true)
+	}
 	n := &notify{}
 	if err := env.CRIU.Run(ctx, rpc.CriuReqType_RESTORE, opts, n); err != nil {
 		if res.LazyPID > 0 {
 			syscall.Kill(res.LazyPID, syscall.SIGKILL)
+		}
+		if n.restoredPID > 0 {
+			// CRIU reported the tree before the request failed (a cancel,
+			// or a caller gone, after the restore): a failed restore
+			// leaves no copy running.
+			pids := tree(n.restoredPID)
+			signalAll(pids, syscall.SIGKILL)
+			waitGone(context.WithoutCancel(ctx), pids, 10*time.Second)
 		}
 		return res, err
 	}
