@@ -209,6 +209,14 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	kill := func(ctx context.Context) error {
 		return h.Call(ctx, criu.ActKillRest, restored, nil, host.CallOpts{})
 	}
+	// killNow is kill for this step's own failures, whose context may be
+	// over (the step's timeout, a link down): it waits for the host up to
+	// cleanupTimeout, so the copy never runs on beside a resumed source.
+	killNow := func() error {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		return kill(cctx)
+	}
 	metrics := map[string]float64{"restore_seconds": res.Seconds}
 	for k, v := range res.Stats {
 		metrics[k] = v
@@ -216,7 +224,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	if r.lazy && !r.prefetch && env.Switch != nil {
 		// The copy runs and serves: the point of no return.
 		if err := env.Switch(ctx, true); err != nil {
-			return Result{}, errors.Join(fmt.Errorf("cannot mark the point of no return: %w", err), kill(ctx))
+			return Result{}, errors.Join(fmt.Errorf("cannot mark the point of no return: %w", err), killNow())
 		}
 	}
 	// Measured after the restore, so that it adds nothing to the pause.
@@ -236,12 +244,12 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			return Result{}, fmt.Errorf("lazy pages: %w: THE WORKLOAD IS AT RISK: the target serves clients but lacks pages that only the frozen source has; "+
 				"mig keeps both as they are (it never resumes the source after the point of no return)", err)
 		case err != nil:
-			return Result{}, errors.Join(fmt.Errorf("lazy pages: %w", err), kill(ctx))
+			return Result{}, errors.Join(fmt.Errorf("lazy pages: %w", err), killNow())
 		}
 		if r.prefetch {
 			// Every page is here: start the copy.
 			if err := h.Call(ctx, criu.ActContinue, restored, nil, host.CallOpts{}); err != nil {
-				return Result{}, errors.Join(fmt.Errorf("start the prefetched copy: %w", err), kill(ctx))
+				return Result{}, errors.Join(fmt.Errorf("start the prefetched copy: %w", err), killNow())
 			}
 		}
 		metrics["lazy_seconds"] = done.Seconds
@@ -255,7 +263,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		// that cannot be told may already have resumed the source on
 		// its own (its lease expired): then the copy must go.
 		if err := env.Switch(ctx, false); err != nil {
-			return Result{}, errors.Join(fmt.Errorf("cannot tell the hosts that the target serves, so it may not: %w", err), kill(ctx))
+			return Result{}, errors.Join(fmt.Errorf("cannot tell the hosts that the target serves, so it may not: %w", err), killNow())
 		}
 	}
 	le := criu.RestoreLease(req.RestoreRequest, restored)

@@ -333,7 +333,7 @@ func runTrial(t *testing.T, strategy, phaseStep string, f fault) {
 	var problems []string
 	deadline := time.Now().Add(40 * time.Second)
 	for {
-		problems = trialProblems(t, tr, rd.highest())
+		problems = trialProblems(t, tr)
 		if len(problems) == 0 || time.Now().After(deadline) {
 			break
 		}
@@ -369,7 +369,7 @@ func tail(s string, n int) string {
 
 // trialProblems lists what is wrong after a trial; none when the workload
 // runs on one host with its state and nothing is left.
-func trialProblems(t *testing.T, tr *faultTrial, maxRead int) []string {
+func trialProblems(t *testing.T, tr *faultTrial) []string {
 	var p []string
 	h1, h2 := pidsOn(t, "h1"), pidsOn(t, "h2")
 	where := ""
@@ -400,9 +400,8 @@ func trialProblems(t *testing.T, tr *faultTrial, maxRead int) []string {
 		}
 	}
 	if where != "" {
-		if n, err := count(); err != nil || n < maxRead {
-			p = append(p, fmt.Sprintf("count %d (%v), but a client read %d before", n, err, maxRead))
-		}
+		// A count below what a client read shows in the reader's
+		// backwards list (runTrial), with when it happened.
 		if b, err := get("/check"); err != nil || b != "ok" {
 			p = append(p, fmt.Sprintf("/check: %q %v", b, err))
 		}
