@@ -37,8 +37,9 @@ func Load(path string, cfg Config) (*Workflow, hcl.Diagnostics) {
 	}
 	var diags hcl.Diagnostics
 	var files []*hcl.File
+	budget := int64(MaxSourceBytes)
 	for _, n := range names {
-		f, ds := w.parser.ParseHCLFile(n)
+		f, ds := w.parseFile(n, &budget)
 		diags = append(diags, ds...)
 		if f != nil {
 			files = append(files, f)

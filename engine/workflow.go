@@ -45,7 +45,8 @@ type Workflow struct {
 	probes    map[string]*ProbeDecl
 
 	varOrder, hostOrder, probeOrder []string
-	order                           []string // steps in dependency order
+	order                           []string            // steps in dependency order
+	sorted                          map[string][]string // declared names by reference root, for checkRefs
 }
 
 // Variable is a `variable "name" {}` block.
@@ -63,6 +64,8 @@ type Local struct {
 	Name      string
 	Expr      hcl.Expression
 	DeclRange hcl.Range
+
+	refs []string // the locals it refers to, set by checkRefs
 }
 
 // HostDecl is a `host "name" {}` block.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
@@ -59,7 +60,19 @@ func commands() map[string]command {
 
 func main() {
 	containerInit()
-	os.Exit(run(os.Args[1:]))
+	os.Exit(guard(os.Stderr, func() int { return run(os.Args[1:]) }))
+}
+
+// guard runs fn and turns a panic into an error message on stderr and
+// exit code 1, not Go's exit code 2, which means invalid usage here.
+func guard(stderr io.Writer, fn func() int) (code int) {
+	defer func() {
+		if p := recover(); p != nil {
+			fmt.Fprintf(stderr, "mig: internal error: %v\n%s\nThis is a bug in mig: please report it with the command and the workflow that caused it.\n", p, debug.Stack())
+			code = exitFailed
+		}
+	}()
+	return fn()
 }
 
 func run(args []string) int {
