@@ -89,6 +89,7 @@ func (w *Workflow) evaluate(vars map[string]cty.Value) (*scopeVals, hcl.Diagnost
 			h := w.hosts[name]
 			v, ds := hcldec.Decode(h.Body, w.cfg.Hosts.Spec(), sv.ctx(cty.NilVal, nil, nil))
 			diags = append(diags, ds...)
+			w.cfg.Redact.AddMarked(v)
 			sv.hosts[name] = v
 			hostVals[name] = w.cfg.Hosts.Value(name, v)
 		}
@@ -100,6 +101,7 @@ func (w *Workflow) evaluate(vars map[string]cty.Value) (*scopeVals, hcl.Diagnost
 			wl := w.workloads[fam][name]
 			v, ds := hcldec.Decode(wl.Body, w.cfg.Workloads[fam].Spec(), sv.ctx(cty.NilVal, nil, nil))
 			diags = append(diags, ds...)
+			w.cfg.Redact.AddMarked(v)
 			attrs := map[string]cty.Value{"name": cty.StringVal(name), "kind": cty.StringVal(fam)}
 			if v.IsKnown() && !v.IsNull() && v.Type().IsObjectType() {
 				for k, a := range v.AsValueMap() {
@@ -177,6 +179,7 @@ func (w *Workflow) evalLocals(sv *scopeVals) (map[string]cty.Value, hcl.Diagnost
 				if ds.HasErrors() {
 					failed[name] = true
 				} else {
+					w.cfg.Redact.AddMarked(v)
 					locals[name] = v
 				}
 			}

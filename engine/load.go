@@ -20,6 +20,9 @@ import (
 // returned workflow is non-nil even with errors, so that its files can be
 // given to the diagnostic writer.
 func Load(path string, cfg Config) (*Workflow, hcl.Diagnostics) {
+	if cfg.Redact == nil {
+		cfg.Redact = NewRedactor()
+	}
 	w := &Workflow{
 		Path:      path,
 		cfg:       cfg,

@@ -115,6 +115,7 @@ func (w *Workflow) probeConfigs(sv *scopeVals) ([]*probe, hcl.Diagnostics) {
 		if ds.HasErrors() {
 			continue
 		}
+		w.cfg.Redact.AddMarked(v)
 		v, _ = v.UnmarkDeep()
 		interval, err := steps.Duration(v, "interval", 100*time.Millisecond)
 		timeout, err2 := steps.Duration(v, "timeout", time.Second)

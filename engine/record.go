@@ -30,6 +30,8 @@ type Record struct {
 	// actions in the order they ran.
 	Compensation []ActionRecord `json:"compensation,omitempty"`
 	Probes       []*ProbeRecord `json:"probes,omitempty"`
+
+	redact *Redactor // applied to the whole record as it is written
 }
 
 // StepRecord is one step instance in a run.
@@ -113,6 +115,7 @@ func (r *Record) write(stateDir string) error {
 	if err != nil {
 		return err
 	}
+	data = r.redact.Bytes(data)
 	p := recordPath(stateDir, r.ID)
 	tmp := p + ".tmp"
 	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {

@@ -26,6 +26,9 @@ type Config struct {
 	Workloads map[string]steps.WorkloadKind
 	Hosts     HostFamily
 	Log       hclog.Logger
+	// Redact learns the run's sensitive values; give the same one the
+	// writers of the output and logs. Load makes one when nil.
+	Redact *Redactor
 }
 
 // Workflow is a loaded workflow: its declarations and its step graph.
@@ -131,6 +134,10 @@ func (w *Workflow) Variables() []*Variable {
 	}
 	return out
 }
+
+// Redactor returns the redactor that learns the workflow's sensitive
+// values as they are resolved.
+func (w *Workflow) Redactor() *Redactor { return w.cfg.Redact }
 
 func (w *Workflow) log() hclog.Logger {
 	if w.cfg.Log == nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -34,6 +35,9 @@ type cli struct {
 	actions host.Actions
 	// ctx is cancelled on the first SIGINT or SIGTERM; a second one exits.
 	ctx context.Context
+	// redact learns the sensitive values of the workflow; stdout, stderr
+	// and log pass through it.
+	redact *engine.Redactor
 }
 
 type command struct {
@@ -76,7 +80,10 @@ func guard(stderr io.Writer, fn func() int) (code int) {
 }
 
 func run(args []string) int {
-	log, closeLog, err := newLogger()
+	// Everything mig prints goes through the redactor, which learns the
+	// workflow's sensitive values as they are resolved.
+	red := engine.NewRedactor()
+	log, closeLog, err := newLogger(red)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mig:", err)
 		return exitUsage
@@ -95,7 +102,7 @@ func run(args []string) int {
 		os.Exit(exitSignals)
 	}()
 
-	c := &cli{stdout: os.Stdout, stderr: os.Stderr, log: log, actions: actions(), ctx: ctx}
+	c := &cli{stdout: red.Writer(os.Stdout), stderr: red.Writer(os.Stderr), log: log, actions: actions(), ctx: ctx, redact: red}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
 		usage(c.stdout)
 		if len(args) == 0 {
@@ -114,7 +121,7 @@ func run(args []string) int {
 
 // newLogger builds the root logger: level from MIG_LOG (default warn), JSON
 // when MIG_LOG_FORMAT=json, written to MIG_LOG_PATH or stderr.
-func newLogger() (hclog.Logger, func(), error) {
+func newLogger(red *engine.Redactor) (hclog.Logger, func(), error) {
 	out := io.Writer(os.Stderr)
 	closeFn := func() {}
 	if p := os.Getenv("MIG_LOG_PATH"); p != "" {
@@ -124,6 +131,7 @@ func newLogger() (hclog.Logger, func(), error) {
 		}
 		out, closeFn = f, func() { f.Close() }
 	}
+	out = red.Writer(out)
 	level := hclog.Warn
 	if v := os.Getenv("MIG_LOG"); v != "" {
 		if level = hclog.LevelFromString(v); level == hclog.NoLevel {
