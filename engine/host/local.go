@@ -80,5 +80,6 @@ func Builtin() Actions {
 		"fs.sha256":    Sum,
 		"fs.archive":   Archive,
 		"fs.unarchive": Unarchive,
+		"net.route":    Route,
 	}
 }
