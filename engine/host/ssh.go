@@ -48,7 +48,8 @@ type SSH struct {
 	goarch string // the architecture the installed binary needs
 
 	mu  sync.Mutex
-	bin string // remote path of the agent binary, once installed
+	bin   string // remote path of the agent binary, once installed
+	binID string // its identity when it was hashed (install.go)
 }
 
 // DialSSH connects to an SSH host and checks its host key against
@@ -300,16 +301,30 @@ func (s *SSH) Close() error {
 	return s.client.Close()
 }
 
-// launcher starts the agent binary whose path comes as the first line of
-// stdin, so no path from the workflow is ever part of a shell command.
-const launcher = `sh -c 'IFS= read -r bin && exec "$bin" agent'`
-
-// Call runs an action in the host's agent.
+// Call runs an action in the host's agent. If the launcher refuses the
+// binary because it changed since it was hashed, the binary is checked
+// (and reinstalled) again and the call made once more: the action never
+// started.
 func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallOpts) error {
+	err := s.call(ctx, action, req, resp, opts)
+	if err != nil && strings.Contains(err.Error(), agentChanged) {
+		s.log.Warn("the agent binary changed since it was checked; checking it again", "error", err)
+		s.mu.Lock()
+		s.bin = ""
+		s.mu.Unlock()
+		err = s.call(ctx, action, req, resp, opts)
+	}
+	return err
+}
+
+func (s *SSH) call(ctx context.Context, action string, req, resp any, opts CallOpts) error {
 	bin, err := s.ensureAgent(ctx)
 	if err != nil {
 		return &ActionError{Host: s.name, Err: err}
 	}
+	s.mu.Lock()
+	binID := s.binID
+	s.mu.Unlock()
 	sess, err := s.client.NewSession()
 	if err != nil {
 		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("open session: %w", err)}
@@ -322,7 +337,7 @@ func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallO
 	if err := sess.Start(launcher); err != nil {
 		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("start agent: %w", err)}
 	}
-	if _, err := io.WriteString(stdin, bin+"\n"); err != nil {
+	if _, err := io.WriteString(stdin, bin+"\n"+binID+"\n"); err != nil {
 		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("start agent: %w", err)}
 	}
 	log := s.log.Named(action)
@@ -332,6 +347,13 @@ func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallO
 	}
 	err = callAgent(ctx, stdin, stdout, action, req, resp, opts, log, abort)
 	if errors.Is(err, errLost) {
+		// Let the session deliver the agent's last words, briefly.
+		exited := make(chan struct{})
+		go func() { sess.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(time.Second):
+		}
 		if msg := strings.TrimSpace(stderr.String()); msg != "" {
 			err = fmt.Errorf("%w (agent stderr: %s)", err, msg)
 		}

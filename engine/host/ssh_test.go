@@ -253,3 +253,59 @@ func TestExpandHome(t *testing.T) {
 		}
 	}
 }
+
+// The agent binary replaced after mig checked it, by another file or in
+// place, never runs: the launcher refuses it, and mig reinstalls its own
+// and makes the call.
+func TestAgentReplacedNeverRuns(t *testing.T) {
+	sshd := startSSHD(t)
+	exe, _ := os.Executable()
+	sum, err := fileSum(exe)
+	must(t, err)
+	bin := filepath.Join(sshd.Dir, "work", "bin", "mig-"+sum)
+	marker := filepath.Join(sshd.Dir, "replacement-ran")
+	evil := []byte("#!/bin/sh\ntouch " + marker + "\nexit 1\n")
+
+	h := sshd.host(t, "src")
+	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	replace := map[string]func(){
+		"renamed": func() {
+			must(t, os.WriteFile(bin+".evil", evil, 0o755))
+			must(t, os.Rename(bin+".evil", bin))
+		},
+		"in place": func() {
+			// The last call's agent may still be exiting (ETXTBSY).
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				err := os.WriteFile(bin, evil, 0o755)
+				if err == nil || time.Now().After(deadline) {
+					must(t, err)
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		},
+	}
+	for _, how := range []string{"renamed", "in place"} {
+		replace[how]()
+		var res ExecResult
+		if err := h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"echo", "ok"}}, &res, CallOpts{}); err != nil || res.Stdout != "ok\n" {
+			t.Fatalf("%s: call after the replacement: %v %+v", how, err, res)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Fatalf("%s: the replacement ran", how)
+		}
+		if got, _ := fileSum(bin); got != sum {
+			t.Fatalf("%s: the binary was not reinstalled", how)
+		}
+	}
+
+	// A binary in a directory others can write to is refused.
+	must(t, os.Chmod(filepath.Dir(bin), 0o777))
+	defer os.Chmod(filepath.Dir(bin), 0o755)
+	h2 := sshd.host(t, "src")
+	err = h2.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
+	if err == nil || !strings.Contains(err.Error(), "others can replace it") {
+		t.Fatalf("world-writable directory: %v", err)
+	}
+}
