@@ -47,7 +47,7 @@ type SSH struct {
 	once   sync.Once
 	goarch string // the architecture the installed binary needs
 
-	mu  sync.Mutex
+	mu    sync.Mutex
 	bin   string // remote path of the agent binary, once installed
 	binID string // its identity when it was hashed (install.go)
 }
