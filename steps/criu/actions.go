@@ -81,6 +81,9 @@ type PageServerAction struct {
 	Dir    string `json:"dir"`
 	Parent string `json:"parent,omitempty"` // relative to Dir
 	Listen Addr   `json:"listen"`           // port 0: any free port
+	// From, when set, is the only address the page server admits: the
+	// source's, as it reaches Listen.
+	From string `json:"from,omitempty"`
 }
 
 // PageServerResult is a running page server.
@@ -93,6 +96,9 @@ type PageServerResult struct {
 type WaitAction struct {
 	PID     int     `json:"pid"`
 	Timeout float64 `json:"timeout"` // seconds; 0: 60
+	// Port, when set, is a guarded page server port to open again once
+	// the process is gone.
+	Port int `json:"port,omitempty"`
 }
 
 // LazyWaitAction is the request of criu.lazy-wait.
@@ -102,7 +108,7 @@ type LazyWaitAction = LazyWaitRequest
 // workload kind.
 func Actions(drivers Drivers) host.Actions {
 	a := actions{drivers: drivers}
-	return host.Actions{
+	acts := host.Actions{
 		ActResolve:    a.resolve,
 		ActCheck:      a.check,
 		ActPreDump:    withDriver(a, predump),
@@ -115,6 +121,22 @@ func Actions(drivers Drivers) host.Actions {
 		ActWait:       a.wait,
 		ActLazyWait:   a.lazyWait,
 		ActDoctor:     a.doctor,
+	}
+	for name, fn := range acts {
+		acts[name] = private(fn)
+	}
+	return acts
+}
+
+// private runs a criu action with umask 077, so that the images CRIU and
+// its page server write (pages-*.img holds the process's memory) are
+// 0600, and their copies keep that mode. The umask is the process's: the
+// agent runs one action per process, and the local host's actions run in
+// mig itself, which writes nothing that others should read.
+func private(fn host.Action) host.Action {
+	return func(ctx context.Context, c *host.Call) (any, error) {
+		syscall.Umask(0o077)
+		return fn(ctx, c)
 	}
 }
 
@@ -272,8 +294,22 @@ func (a actions) pageServer(ctx context.Context, c *host.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if req.From != "" {
+		// Choose the port first, so that it is guarded before CRIU listens.
+		if req.Listen.Port == 0 {
+			if req.Listen.Port, err = freePort(req.Listen.Host); err != nil {
+				return nil, fmt.Errorf("page server: %w", err)
+			}
+		}
+		if err := guardPort(ctx, req.Listen.Port, req.From); err != nil {
+			return nil, err
+		}
+	}
 	pid, port, err := b.PageServer(ctx, req.Dir, req.Parent, req.Listen)
 	if err != nil {
+		if req.From != "" {
+			unguardPort(context.WithoutCancel(ctx), req.Listen.Port)
+		}
 		return nil, err
 	}
 	return PageServerResult{PID: pid, Port: port}, nil
@@ -288,7 +324,11 @@ func (a actions) wait(ctx context.Context, c *host.Call) (any, error) {
 	if limit <= 0 {
 		limit = time.Minute
 	}
-	return nil, waitGone(ctx, []int{req.PID}, limit)
+	err = waitGone(ctx, []int{req.PID}, limit)
+	if err == nil {
+		err = unguardPort(ctx, req.Port)
+	}
+	return nil, err
 }
 
 func (a actions) lazyWait(ctx context.Context, c *host.Call) (any, error) {

@@ -2,13 +2,17 @@ package criu_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -329,5 +333,65 @@ func TestLabRollback(t *testing.T) {
 	}
 	if out, _ := lh.l.Output(ctx, "h1", "nft", "list", "tables"); strings.Contains(out, "CRIU-") {
 		t.Errorf("network lock left on h1: %q", out)
+	}
+}
+
+// stranger wraps a source host: before its dump streams to a page server,
+// a stranger (this machine, which is not the source) connects to the page
+// server and sends garbage.
+type stranger struct {
+	host.Host
+	tried, refused atomic.Int32
+}
+
+func (s *stranger) Call(ctx context.Context, action string, req, resp any, opts host.CallOpts) error {
+	if r, ok := req.(criu.DumpAction); ok && action == criu.ActDump && r.PageServer != nil {
+		s.tried.Add(1)
+		addr := net.JoinHostPort(r.PageServer.Host, strconv.Itoa(r.PageServer.Port))
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			s.refused.Add(1)
+		} else {
+			c.Write([]byte("not a page server client\n"))
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				s.refused.Add(1)
+			}
+			c.Close()
+		}
+	}
+	return s.Host.Call(ctx, action, req, resp, opts)
+}
+
+// A stranger who connects to the target's page server during the dump is
+// refused, the move goes on, and the images on both hosts are 0600.
+func TestLabPageServerStranger(t *testing.T) {
+	lh := upLab(t)
+	st := &stranger{Host: lh.hosts["h1"]}
+	hosts := lh.env.Hosts
+	lh.env.Hosts = func(name string) (host.Host, error) {
+		if name == "h1" {
+			return st, nil
+		}
+		return hosts(name)
+	}
+	lh.migrate(t, "page-server", 18184)
+	if st.tried.Load() != 1 || st.refused.Load() != 1 {
+		t.Fatalf("the stranger tried %d times and was refused %d times, want 1 and 1", st.tried.Load(), st.refused.Load())
+	}
+	for _, h := range []string{"h1", "h2"} {
+		imgs, _ := filepath.Glob(filepath.Join(lh.host(t, h).Dir, "var-lib-mig", "page-server", "final", "*.img"))
+		if len(imgs) == 0 {
+			t.Errorf("%s: no images", h)
+		}
+		for _, p := range imgs {
+			if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s has mode %v, want 0600", p, fi.Mode().Perm())
+			}
+		}
+	}
+	out, _ := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(lh.host(t, "h2").PID)+"/ns/net", "nft", "list", "tables").CombinedOutput()
+	if strings.Contains(string(out), "mig-ps-") {
+		t.Errorf("the page server's guard was left behind: %s", out)
 	}
 }
