@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -307,5 +308,19 @@ func TestAgentReplacedNeverRuns(t *testing.T) {
 	err = h2.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
 	if err == nil || !strings.Contains(err.Error(), "others can replace it") {
 		t.Fatalf("world-writable directory: %v", err)
+	}
+}
+
+// A result larger than a frame (a long output, a long listing of files)
+// arrives in parts instead of failing with "frame … too large".
+func TestSSHLargeResult(t *testing.T) {
+	sshd := startSSHD(t)
+	h := sshd.host(t, "src")
+	var res ExecResult
+	const n = 3 << 20
+	argv := []string{"sh", "-c", "head -c " + strconv.Itoa(n) + " /dev/zero | tr '\\0' a"}
+	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: argv, MaxBytes: 8 << 20}, &res, CallOpts{}))
+	if len(res.Stdout) != n || strings.Trim(res.Stdout, "a") != "" {
+		t.Fatalf("got %d bytes of output, want %d", len(res.Stdout), n)
 	}
 }
