@@ -289,6 +289,11 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 		dreq.Lazy = true
 		dreq.Listen = &criu.Addr{Host: addr, Port: d.port}
+		if tgt != nil {
+			if dreq.From, err = sourceAddress(ctx, tgt, addr); err != nil {
+				return Result{}, err
+			}
+		}
 	}
 
 	var res criu.DumpResult

@@ -40,6 +40,9 @@ type Request struct {
 type DumpAction struct {
 	Request
 	DumpRequest
+	// From, for a lazy dump, is the only address its page server admits:
+	// the target's, as it reaches Listen.
+	From string `json:"from,omitempty"`
 }
 
 // HeldAction is the request of criu.resume and criu.kill.
@@ -246,7 +249,18 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 		}
 		req.Listen = &listen
 	}
+	guarded := 0
+	if req.Lazy && req.Listen != nil && req.From != "" {
+		if err := guardPort(ctx, req.Listen.Port, req.From); err != nil {
+			return nil, fmt.Errorf("lazy dump: %w", err)
+		}
+		guarded = req.Listen.Port
+	}
 	res, err := d.Dump(ctx, env, req.Workload, req.DumpRequest)
+	if err != nil {
+		unguardPort(context.WithoutCancel(ctx), guarded)
+	}
+	res.Held.LazyPort = guarded
 	res.CRIU = env.CRIU.String()
 	if res.Listen == nil {
 		res.Listen = req.Listen
@@ -255,18 +269,20 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 		// The caller went away (cancelled, or its connection dropped)
 		// while the workload was being frozen: nobody will commit or undo
 		// this dump, so resume the workload now.
-		rerr := d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held)
+		rerr := errors.Join(d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held), unguardPort(context.WithoutCancel(ctx), guarded))
 		return nil, errors.Join(fmt.Errorf("dump of %s finished after its caller left: %w; resumed it", req.Workload.Name, ctx.Err()), rerr)
 	}
 	return res, err
 }
 
 func resume(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
-	return nil, d.Resume(ctx, env, req.Workload, req.Held)
+	err := d.Resume(ctx, env, req.Workload, req.Held)
+	return nil, errors.Join(err, unguardPort(ctx, req.Held.LazyPort))
 }
 
 func kill(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
-	return nil, d.Kill(ctx, env, req.Workload, req.Held)
+	err := d.Kill(ctx, env, req.Workload, req.Held)
+	return nil, errors.Join(err, unguardPort(ctx, req.Held.LazyPort))
 }
 
 func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, error) {
@@ -336,7 +352,11 @@ func (a actions) lazyWait(ctx context.Context, c *host.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return LazyWait(ctx, req)
+	res, err := LazyWait(ctx, req)
+	if !alive(req.PID) {
+		err = errors.Join(err, unguardPort(ctx, req.Port))
+	}
+	return res, err
 }
 
 // DoctorRequest asks for a host's report; Fix raises the pipe limits.

@@ -142,7 +142,8 @@ type Held struct {
 	NftTable string `json:"nft_table,omitempty"` // CRIU's network lock, "inet CRIU-932449b8-…"
 	// HoldTable refuses new connections while held (see HoldPorts).
 	HoldTable string `json:"hold_table,omitempty"`
-	LazyPID   int    `json:"lazy_pid,omitempty"` // process serving lazy pages
+	LazyPID   int    `json:"lazy_pid,omitempty"`  // process serving lazy pages
+	LazyPort  int    `json:"lazy_port,omitempty"` // its port, guarded (psguard.go)
 	Dir       string `json:"dir,omitempty"`
 }
 

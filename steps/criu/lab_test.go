@@ -337,8 +337,8 @@ func TestLabRollback(t *testing.T) {
 }
 
 // stranger wraps a source host: before its dump streams to a page server,
-// a stranger (this machine, which is not the source) connects to the page
-// server and sends garbage.
+// or once it serves lazy pages, a stranger (this machine, which is neither
+// host) connects to the page server and sends garbage.
 type stranger struct {
 	host.Host
 	tried, refused atomic.Int32
@@ -347,20 +347,54 @@ type stranger struct {
 func (s *stranger) Call(ctx context.Context, action string, req, resp any, opts host.CallOpts) error {
 	if r, ok := req.(criu.DumpAction); ok && action == criu.ActDump && r.PageServer != nil {
 		s.tried.Add(1)
-		addr := net.JoinHostPort(r.PageServer.Host, strconv.Itoa(r.PageServer.Port))
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-		if err != nil {
-			s.refused.Add(1)
-		} else {
-			c.Write([]byte("not a page server client\n"))
-			c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-				s.refused.Add(1)
-			}
-			c.Close()
+		s.knock(net.JoinHostPort(r.PageServer.Host, strconv.Itoa(r.PageServer.Port)))
+	}
+	err := s.Host.Call(ctx, action, req, resp, opts)
+	if r, ok := req.(criu.DumpAction); ok && action == criu.ActDump && r.Lazy && err == nil {
+		// The source now serves the frozen process's pages to the target.
+		if res, ok := resp.(*criu.DumpResult); ok && res.Listen != nil {
+			s.tried.Add(1)
+			s.knock(net.JoinHostPort(res.Listen.Host, strconv.Itoa(res.Listen.Port)))
 		}
 	}
-	return s.Host.Call(ctx, action, req, resp, opts)
+	return err
+}
+
+// knock connects to addr and counts a refusal.
+func (s *stranger) knock(addr string) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		s.refused.Add(1)
+		return
+	}
+	c.Write([]byte("not a page server client\n"))
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		s.refused.Add(1)
+	}
+	c.Close()
+}
+
+// A stranger who connects to the source's lazy page server while the
+// source is held is refused, and the restore fetches its pages.
+func TestLabLazyStranger(t *testing.T) {
+	lh := upLab(t)
+	st := &stranger{Host: lh.hosts["h1"]}
+	hosts := lh.env.Hosts
+	lh.env.Hosts = func(name string) (host.Host, error) {
+		if name == "h1" {
+			return st, nil
+		}
+		return hosts(name)
+	}
+	lh.migrate(t, "lazy", 18185)
+	if st.tried.Load() != 1 || st.refused.Load() != 1 {
+		t.Fatalf("the stranger tried %d times and was refused %d times, want 1 and 1", st.tried.Load(), st.refused.Load())
+	}
+	out, _ := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(lh.host(t, "h1").PID)+"/ns/net", "nft", "list", "tables").CombinedOutput()
+	if strings.Contains(string(out), "mig-ps-") {
+		t.Errorf("the lazy page server's guard was left behind: %s", out)
+	}
 }
 
 // A stranger who connects to the target's page server during the dump is
