@@ -67,6 +67,8 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	}
 	probes, ds := w.probeConfigs(sv)
 	diags = append(diags, ds...)
+	loads, ds := w.loadConfigs(sv)
+	diags = append(diags, ds...)
 	if diags.HasErrors() {
 		return nil, diags
 	}
@@ -114,6 +116,7 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		return nil, append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot create the run directory", Detail: err.Error()})
 	}
 	r.rec = rec
+	saveSources(rec.RunDir, w.names)
 	// A first record, so that a run killed outright still leaves one.
 	rec.State = StateRunning
 	if err := rec.write(r.opt.StateDir); err != nil {
@@ -134,6 +137,20 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		probeWG.Add(1)
 		go func() { defer probeWG.Done(); p.run(probeCtx, start) }()
 	}
+	for _, l := range loads {
+		probeWG.Add(1)
+		go func() { defer probeWG.Done(); l.run(probeCtx, start) }()
+	}
+	var lead time.Duration
+	for _, l := range loads {
+		lead = max(lead, l.before)
+	}
+	if lead > 0 {
+		select {
+		case <-time.After(lead):
+		case <-ctx.Done():
+		}
+	}
 
 	r.walk(ctx)
 	rec.State = r.overall(ctx)
@@ -146,6 +163,9 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	var linger time.Duration
 	for _, p := range probes {
 		linger = max(linger, p.after)
+	}
+	for _, l := range loads {
+		linger = max(linger, l.after)
 	}
 	if ctx.Err() == nil {
 		time.Sleep(linger)
@@ -160,8 +180,12 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		}
 		rec.Probes = append(rec.Probes, pr)
 	}
+	for _, l := range loads {
+		rec.Loads = append(rec.Loads, l.record(rec, time.Now()))
+	}
 	r.pool.closeAll()
 	rec.Ended = time.Now()
+	rec.PeakRSS = peakRSS()
 	if err := rec.write(r.opt.StateDir); err != nil {
 		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot write the run record", Detail: err.Error()})
 	}

@@ -1,15 +1,18 @@
 package engine
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -388,8 +391,93 @@ step "fake" "wait" {
 	if s.Failed == 0 || s.LongestGap < 0.04 || s.LongestGap > 0.2 || s.Before.N == 0 || s.After.N == 0 {
 		t.Errorf("summary %s", s)
 	}
-	if len(rec.Probes[0].Samples) != s.Requests {
-		t.Errorf("%d samples for %d requests", len(rec.Probes[0].Samples), s.Requests)
+	fresh := 0
+	for _, x := range rec.Probes[0].Samples {
+		if !x.Kept {
+			fresh++
+		}
+	}
+	if fresh != s.Requests {
+		t.Errorf("%d samples for %d requests", fresh, s.Requests)
+	}
+	if k := s.Kept; k == nil || k.Requests == 0 || k.Failed == 0 || len(k.Breaks) != 0 || k.LongestWait < 0.04 {
+		t.Errorf("kept connection: %+v, want intact with failed requests and a wait of 50ms", k)
+	}
+}
+
+// TestApplyProbeTCP probes a PING/PONG service that refuses new clients
+// for a while and, at one moment, resets its connected ones.
+func TestApplyProbeTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var down atomic.Bool
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if down.Load() {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() {
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "PING\r\n" {
+						c.Write([]byte("+PONG\r\n"))
+					}
+				}
+			}()
+		}
+	}()
+	f := &fake{}
+	w := loadSrc(t, f, fmt.Sprintf(`
+probe "kv" {
+  tcp {
+    address = %q
+    send    = "PING\r\n"
+    expect  = "+PONG"
+  }
+  interval = "2ms"
+}
+step "fake" "wait" {
+  value = "wait"
+  sleep = "150ms"
+}
+`, ln.Addr().String()))
+	time.AfterFunc(50*time.Millisecond, func() {
+		down.Store(true)
+		mu.Lock()
+		for _, c := range conns {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	time.AfterFunc(100*time.Millisecond, func() { down.Store(false) })
+	rec, _, _ := apply(t, w, context.Background(), 4)
+	p := rec.Probes[0]
+	s := p.Summary
+	if p.URL != "tcp://"+ln.Addr().String() || s.Failed == 0 || s.LongestGap < 0.04 || s.Before.N == 0 || s.After.N == 0 {
+		t.Errorf("%s: summary %s", p.URL, s)
+	}
+	if k := s.Kept; k == nil || len(k.Breaks) == 0 || k.Requests < 10 {
+		t.Errorf("kept connection: %+v, want it broken at 50ms", k)
+	} else if k.Breaks[0].At < 0.04 {
+		t.Errorf("kept connection broke at %.3fs, before the reset", k.Breaks[0].At)
 	}
 }
 

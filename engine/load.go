@@ -33,6 +33,7 @@ func Load(path string, cfg Config) (*Workflow, hcl.Diagnostics) {
 		workloads: map[string]map[string]*Workload{},
 		steps:     map[string]*Step{},
 		probes:    map[string]*ProbeDecl{},
+		loads:     map[string]*ProbeDecl{},
 	}
 	names, err := workflowFiles(path)
 	if err != nil {
@@ -97,6 +98,7 @@ func (w *Workflow) rootSchema() *hcl.BodySchema {
 		{Type: "host", LabelNames: []string{"name"}},
 		{Type: "step", LabelNames: []string{"kind", "name"}},
 		{Type: "probe", LabelNames: []string{"name"}},
+		{Type: "load", LabelNames: []string{"name"}},
 	}}
 	for _, fam := range sortedKeys(w.cfg.Workloads) {
 		s.Blocks = append(s.Blocks, hcl.BlockHeaderSchema{Type: fam, LabelNames: []string{"name"}})
@@ -126,6 +128,10 @@ func (w *Workflow) duplicate(kind, name string, rng hcl.Range) *hcl.Diagnostic {
 		}
 	case "probe":
 		if v, ok := w.probes[name]; ok {
+			prev = v.DeclRange
+		}
+	case "load":
+		if v, ok := w.loads[name]; ok {
 			prev = v.DeclRange
 		}
 	default:
@@ -194,6 +200,12 @@ func (w *Workflow) decodeBlock(b *hcl.Block) hcl.Diagnostics {
 		diags = append(diags, ds...)
 		w.probes[name] = &ProbeDecl{Name: name, Body: b.Body, DeclRange: b.DefRange}
 		w.probeOrder = append(w.probeOrder, name)
+	case "load":
+		name := b.Labels[0]
+		_, ds := b.Body.Content(hcldec.ImpliedSchema(loadSpec))
+		diags = append(diags, ds...)
+		w.loads[name] = &ProbeDecl{Name: name, Body: b.Body, DeclRange: b.DefRange}
+		w.loadOrder = append(w.loadOrder, name)
 	case "step":
 		return w.decodeStep(b)
 	default:

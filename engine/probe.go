@@ -1,10 +1,14 @@
 package engine
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"time"
 
@@ -15,11 +19,24 @@ import (
 	"github.com/mig-project/mig/steps"
 )
 
-// probeSpec is the schema of `probe "name" { http = "…" interval = "5ms" timeout = "1s" after = "250ms" }`.
-// after is how long sampling goes on once the last step ended, so the
-// summary has latencies from after the move.
+// probeSpec is the schema of a probe:
+//
+//	probe "web" { http = "http://10.0.0.100:8080/"  interval = "5ms" }
+//	probe "kv"  { tcp { address = "10.0.0.100:6379"  send = "PING\r\n"  expect = "+PONG" } }
+//
+// Each sample opens a new connection, as a new client would; besides, one
+// kept connection is sampled throughout (keep = false turns it off), as a
+// client already connected would see the move. timeout bounds a
+// new-connection sample; after is how long sampling goes on once the last
+// step ended, so the summary has latencies from after the move.
 var probeSpec = hcldec.ObjectSpec{
-	"http":     &hcldec.AttrSpec{Name: "http", Type: cty.String, Required: true},
+	"http": &hcldec.AttrSpec{Name: "http", Type: cty.String},
+	"tcp": &hcldec.BlockSpec{TypeName: "tcp", Nested: hcldec.ObjectSpec{
+		"address": &hcldec.AttrSpec{Name: "address", Type: cty.String, Required: true},
+		"send":    &hcldec.AttrSpec{Name: "send", Type: cty.String},
+		"expect":  &hcldec.AttrSpec{Name: "expect", Type: cty.String},
+	}},
+	"keep":     &hcldec.AttrSpec{Name: "keep", Type: cty.Bool},
 	"interval": &hcldec.AttrSpec{Name: "interval", Type: cty.String},
 	"timeout":  &hcldec.AttrSpec{Name: "timeout", Type: cty.String},
 	"after":    &hcldec.AttrSpec{Name: "after", Type: cty.String},
@@ -35,7 +52,8 @@ const (
 
 // ProbeRecord is a probe's samples and summary in the run record.
 type ProbeRecord struct {
-	Name     string       `json:"name"`
+	Name string `json:"name"`
+	// URL is what the probe samples: an http(s) URL, or tcp://host:port.
 	URL      string       `json:"url"`
 	Interval float64      `json:"interval_seconds"`
 	Summary  ProbeSummary `json:"summary"`
@@ -46,10 +64,14 @@ type ProbeRecord struct {
 // Sample is one probe request.
 type Sample struct {
 	At      float64 `json:"t"`       // seconds from the run's start to the request
-	OK      bool    `json:"ok"`      // a 2xx response
+	OK      bool    `json:"ok"`      // a 2xx response, or the expected answer
 	Latency float64 `json:"latency"` // seconds
 	Status  int     `json:"status,omitempty"`
 	Error   string  `json:"error,omitempty"`
+	// Kept marks a sample on the kept connection; Broken one whose
+	// failure ended that connection.
+	Kept   bool `json:"kept,omitempty"`
+	Broken bool `json:"broken,omitempty"`
 }
 
 // ProbeSummary is what clients of the probed service saw.
@@ -57,14 +79,38 @@ type ProbeSummary struct {
 	Requests int `json:"requests"`
 	Failed   int `json:"failed"`
 	// LongestGap is the longest time between two successful responses
-	// (or from the last one to the end, when the service did not come
-	// back): the client-visible downtime. GapStart/GapEnd are run offsets.
+	// on new connections (or from the last one to the end, when the
+	// service did not come back): the client-visible downtime.
+	// GapStart/GapEnd are run offsets.
 	LongestGap float64 `json:"longest_gap_seconds"`
 	GapStart   float64 `json:"gap_start"`
 	GapEnd     float64 `json:"gap_end"`
-	Before     Latency `json:"before"`
-	During     Latency `json:"during"`
-	After      Latency `json:"after"`
+	// FirstOK is the run offset of the first success after the gap
+	// started (its answer's arrival): when clients got through again.
+	FirstOK float64 `json:"first_ok,omitempty"`
+	Before  Latency `json:"before"`
+	During  Latency `json:"during"`
+	After   Latency `json:"after"`
+	// Kept is what the kept connection saw; nil when keep = false.
+	Kept *KeptSummary `json:"kept,omitempty"`
+}
+
+// KeptSummary is what a client that stayed connected saw.
+type KeptSummary struct {
+	Requests int `json:"requests"`
+	Failed   int `json:"failed"`
+	// LongestWait is the longest time between two answers on the kept
+	// connection, the pause as a connected client saw it.
+	LongestWait float64 `json:"longest_wait_seconds"`
+	// Breaks lists every time the kept connection broke (reset, closed,
+	// or no answer); the probe then connected again.
+	Breaks []Break `json:"breaks,omitempty"`
+}
+
+// Break is the kept connection failing.
+type Break struct {
+	At    float64 `json:"t"`
+	Error string  `json:"error"`
 }
 
 // Latency is a latency distribution in seconds.
@@ -85,12 +131,23 @@ func fmtSeconds(s float64) string {
 	return time.Duration(s * float64(time.Second)).Round(10 * time.Microsecond).String()
 }
 
+// keptTimeout bounds one request on the kept connection: past it the
+// connection counts as broken.
+const keptTimeout = 30 * time.Second
+
 type probe struct {
 	name     string
-	url      string
+	target   string // URL or tcp://address, for the record
 	interval time.Duration
+	timeout  time.Duration
 	after    time.Duration
-	client   *http.Client
+	keep     bool
+
+	// fresh samples on a new connection; the kept connection is dialed
+	// with dial and sampled with exchange.
+	fresh    func(ctx context.Context) (status int, err error)
+	dial     func(ctx context.Context) (net.Conn, error)
+	exchange func(conn net.Conn, br *bufio.Reader) (status int, reuse bool, err error)
 
 	samples  []Sample
 	stride   int // keep one successful sample in stride once thinned
@@ -103,6 +160,9 @@ type probe struct {
 	gapEnd   float64
 	end      float64
 	down     bool // the last request failed
+
+	kept       KeptSummary
+	keptLastOK float64
 }
 
 func (w *Workflow) probeConfigs(sv *scopeVals) ([]*probe, hcl.Diagnostics) {
@@ -117,28 +177,117 @@ func (w *Workflow) probeConfigs(sv *scopeVals) ([]*probe, hcl.Diagnostics) {
 		}
 		w.cfg.Redact.AddMarked(v)
 		v, _ = v.UnmarkDeep()
-		interval, err := steps.Duration(v, "interval", 100*time.Millisecond)
-		timeout, err2 := steps.Duration(v, "timeout", time.Second)
-		after, err3 := steps.Duration(v, "after", 250*time.Millisecond)
-		if err == nil {
-			err = err2
-		}
-		if err == nil {
-			err = err3
-		}
-		if err == nil && interval <= 0 {
-			err = fmt.Errorf("interval must be positive")
-		}
+		p, err := newProbe(name, v)
 		if err != nil {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid probe", Detail: err.Error(), Subject: d.DeclRange.Ptr()})
 			continue
 		}
-		out = append(out, &probe{
-			name: name, url: steps.String(v, "http", ""), interval: interval, after: after, stride: 1, lastOK: -1,
-			client: &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}},
-		})
+		out = append(out, p)
 	}
 	return out, diags
+}
+
+func newProbe(name string, v cty.Value) (*probe, error) {
+	interval, err := steps.Duration(v, "interval", 100*time.Millisecond)
+	timeout, err2 := steps.Duration(v, "timeout", time.Second)
+	after, err3 := steps.Duration(v, "after", 250*time.Millisecond)
+	if err := errors.Join(err, err2, err3); err != nil {
+		return nil, err
+	}
+	if interval <= 0 {
+		return nil, errors.New("interval must be positive")
+	}
+	p := &probe{name: name, interval: interval, timeout: timeout, after: after, stride: 1, lastOK: -1, keptLastOK: -1,
+		keep: steps.Bool(v, "keep", true)}
+	u, tcp := steps.String(v, "http", ""), steps.Attr(v, "tcp")
+	switch {
+	case u != "" && !tcp.IsNull(), u == "" && tcp.IsNull():
+		return nil, errors.New(`a probe takes exactly one of http = "URL" and tcp { address … }`)
+	case u != "":
+		return p, p.httpProbe(u)
+	}
+	c := steps.TCPCheck{Address: steps.String(tcp, "address", ""), Send: steps.String(tcp, "send", ""), Expect: steps.String(tcp, "expect", "")}
+	if _, _, err := net.SplitHostPort(c.Address); err != nil {
+		return nil, fmt.Errorf("tcp address %q: want host:port", c.Address)
+	}
+	p.target = "tcp://" + c.Address
+	p.fresh = func(ctx context.Context) (int, error) {
+		_, err := c.Dial(ctx, timeout)
+		return 0, err
+	}
+	p.dial = func(ctx context.Context) (net.Conn, error) {
+		d := net.Dialer{Timeout: timeout}
+		return d.DialContext(ctx, "tcp", c.Address)
+	}
+	p.exchange = func(conn net.Conn, _ *bufio.Reader) (int, bool, error) {
+		if c.Send == "" && c.Expect == "" {
+			// Nothing to ask: the connection is alive while a short
+			// read finds neither data nor an end.
+			conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+			var b [1]byte
+			_, err := conn.Read(b[:])
+			if steps.IsTimeout(err) {
+				return 0, true, nil
+			}
+			if err == nil {
+				err = errors.New("unexpected data")
+			}
+			return 0, false, err
+		}
+		_, err := c.Exchange(conn)
+		return 0, true, err
+	}
+	return p, nil
+}
+
+func (p *probe) httpProbe(u string) error {
+	pu, err := url.Parse(u)
+	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+		return fmt.Errorf("http %q: want an http or https URL", u)
+	}
+	p.target = u
+	client := &http.Client{Timeout: p.timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	p.fresh = func(ctx context.Context) (int, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return 0, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if pu.Scheme != "http" {
+		// The kept connection speaks plain HTTP/1.1 itself, so that a
+		// broken connection is seen, not retried away by a transport.
+		p.keep = false
+		return nil
+	}
+	hostPort := pu.Host
+	if pu.Port() == "" {
+		hostPort = net.JoinHostPort(pu.Hostname(), "80")
+	}
+	p.dial = func(ctx context.Context) (net.Conn, error) {
+		d := net.Dialer{Timeout: p.timeout}
+		return d.DialContext(ctx, "tcp", hostPort)
+	}
+	get := []byte("GET " + pu.RequestURI() + " HTTP/1.1\r\nHost: " + pu.Host + "\r\nUser-Agent: mig-probe\r\n\r\n")
+	p.exchange = func(conn net.Conn, br *bufio.Reader) (int, bool, error) {
+		if _, err := conn.Write(get); err != nil {
+			return 0, false, err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return 0, false, err
+		}
+		_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		return resp.StatusCode, err == nil && !resp.Close, err
+	}
+	return nil
 }
 
 // maxInflight bounds a probe's concurrent requests.
@@ -147,6 +296,7 @@ const maxInflight = 64
 // run starts a request every interval until ctx ends, without waiting for
 // the ones still in flight, as independent clients would: a request stuck
 // behind a dropped SYN must not hide the moment the service came back.
+// Meanwhile the kept connection is sampled, one request at a time.
 func (p *probe) run(ctx context.Context, start time.Time) {
 	results := make(chan Sample, maxInflight)
 	inflight := 0
@@ -159,6 +309,13 @@ func (p *probe) run(ctx context.Context, start time.Time) {
 		inflight++
 		go func() { results <- p.sample(ctx, start) }()
 	}
+	kept := make(chan Sample)
+	keptDone := make(chan struct{})
+	if p.keep && p.dial != nil {
+		go func() { defer close(keptDone); p.runKept(ctx, start, kept) }()
+	} else {
+		close(keptDone)
+	}
 	launch()
 	for {
 		select {
@@ -169,6 +326,15 @@ func (p *probe) run(ctx context.Context, start time.Time) {
 					p.add(s)
 				}
 			}
+			for {
+				select {
+				case s := <-kept:
+					p.add(s)
+					continue
+				case <-keptDone:
+				}
+				break
+			}
 			if p.down && p.lastOK >= 0 && p.end-p.lastOK > p.gap {
 				p.gap, p.gapStart, p.gapEnd = p.end-p.lastOK, p.lastOK, p.end
 			}
@@ -178,39 +344,110 @@ func (p *probe) run(ctx context.Context, start time.Time) {
 			if s.At >= 0 {
 				p.add(s)
 			}
+		case s := <-kept:
+			p.add(s)
 		case <-t.C:
 			launch()
 		}
 	}
 }
 
-// sample makes one request. A request cut short by the end of the run
-// comes back with At < 0: it says nothing about the service.
+// sample makes one request on a new connection. A request cut short by
+// the end of the run comes back with At < 0: it says nothing about the
+// service.
 func (p *probe) sample(ctx context.Context, start time.Time) Sample {
 	t0 := time.Now()
 	s := Sample{At: t0.Sub(start).Seconds()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
-	if err == nil {
-		var resp *http.Response
-		resp, err = p.client.Do(req)
-		if err == nil {
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-			resp.Body.Close()
-			s.Status = resp.StatusCode
-			s.OK = resp.StatusCode >= 200 && resp.StatusCode < 300
-		}
-	}
+	status, err := p.fresh(ctx)
 	if ctx.Err() != nil {
 		return Sample{At: -1}
 	}
 	s.Latency = time.Since(t0).Seconds()
+	s.Status = status
+	s.OK = err == nil && (status == 0 || status >= 200 && status < 300)
 	if err != nil {
 		s.Error = err.Error()
+	} else if !s.OK {
+		s.Error = fmt.Sprintf("HTTP %d", status)
 	}
 	return s
 }
 
+// runKept samples one long-lived connection every interval until ctx
+// ends. A failed request breaks it: the sample says so, and the next one
+// connects again.
+func (p *probe) runKept(ctx context.Context, start time.Time, out chan<- Sample) {
+	var conn net.Conn
+	var br *bufio.Reader
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	wait := func() bool {
+		t := time.NewTimer(p.interval)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		t0 := time.Now()
+		s := Sample{At: t0.Sub(start).Seconds(), Kept: true}
+		if conn == nil {
+			c, err := p.dial(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				s.Error = "connect: " + err.Error()
+				s.Latency = time.Since(t0).Seconds()
+				out <- s
+				wait()
+				continue
+			}
+			conn, br = c, bufio.NewReader(c)
+		}
+		conn.SetDeadline(t0.Add(keptTimeout))
+		stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+		status, reuse, err := p.exchange(conn, br)
+		stop()
+		s.Latency = time.Since(t0).Seconds()
+		if ctx.Err() != nil && err != nil {
+			// Cut short by the end of the run: a failure only when the
+			// answer was overdue already.
+			if s.Latency <= p.after.Seconds() {
+				return
+			}
+			err = fmt.Errorf("no answer in %s", fmtSeconds(s.Latency))
+		}
+		s.Status = status
+		s.OK = err == nil && (status == 0 || status >= 200 && status < 300)
+		if err != nil {
+			s.Error = err.Error()
+			s.Broken = true
+		} else if !s.OK {
+			s.Error = fmt.Sprintf("HTTP %d", status)
+		}
+		if err != nil || !reuse {
+			conn.Close()
+			conn = nil
+		}
+		out <- s
+		if !wait() {
+			return
+		}
+	}
+}
+
 func (p *probe) add(s Sample) {
+	if s.Kept {
+		p.addKept(s)
+		return
+	}
 	p.requests++
 	p.down = !s.OK
 	if !s.OK {
@@ -226,6 +463,31 @@ func (p *probe) add(s Sample) {
 			return
 		}
 	}
+	p.keepSample(s)
+}
+
+func (p *probe) addKept(s Sample) {
+	k := &p.kept
+	k.Requests++
+	if s.Broken {
+		k.Breaks = append(k.Breaks, Break{At: s.At + s.Latency, Error: s.Error})
+	}
+	if !s.OK {
+		k.Failed++
+		p.keepSample(s)
+		return
+	}
+	done := s.At + s.Latency
+	if p.keptLastOK >= 0 {
+		k.LongestWait = max(k.LongestWait, done-p.keptLastOK)
+	}
+	p.keptLastOK = done
+	if k.Requests%p.stride == 0 {
+		p.keepSample(s)
+	}
+}
+
+func (p *probe) keepSample(s Sample) {
 	p.samples = append(p.samples, s)
 	if len(p.samples) >= maxProbeSamples {
 		p.stride *= 2
@@ -244,11 +506,19 @@ func thin(in []Sample, keep func(int, Sample) bool) []Sample {
 }
 
 func (p *probe) record() *ProbeRecord {
-	r := &ProbeRecord{Name: p.name, URL: p.url, Interval: p.interval.Seconds()}
+	r := &ProbeRecord{Name: p.name, URL: p.target, Interval: p.interval.Seconds()}
 	r.Summary = ProbeSummary{Requests: p.requests, Failed: p.failed, LongestGap: p.gap, GapStart: p.gapStart, GapEnd: p.gapEnd}
+	if p.gap > 0 && p.gapEnd < p.end {
+		r.Summary.FirstOK = p.gapEnd
+	}
+	if p.keep && p.dial != nil {
+		k := p.kept
+		r.Summary.Kept = &k
+	}
 	var before, during, after []float64
 	for _, s := range p.samples {
 		switch {
+		case s.Kept:
 		case p.gap == 0 || (s.OK && s.At+s.Latency <= p.gapStart):
 			if s.OK {
 				before = append(before, s.Latency)
@@ -283,4 +553,13 @@ func latency(xs []float64) Latency {
 func (s ProbeSummary) String() string {
 	return fmt.Sprintf("%d requests, %d failed, longest gap %s; latency before %s, during %s, after %s",
 		s.Requests, s.Failed, fmtSeconds(s.LongestGap), s.Before, s.During, s.After)
+}
+
+// String is a one-line summary of the kept connection for views.
+func (k KeptSummary) String() string {
+	state := "intact"
+	if n := len(k.Breaks); n > 0 {
+		state = fmt.Sprintf("BROKEN %d times, first at %s: %s", n, fmtSeconds(k.Breaks[0].At), k.Breaks[0].Error)
+	}
+	return fmt.Sprintf("%d requests, %d failed, longest wait %s, %s", k.Requests, k.Failed, fmtSeconds(k.LongestWait), state)
 }

@@ -30,6 +30,9 @@ type Record struct {
 	// actions in the order they ran.
 	Compensation []ActionRecord `json:"compensation,omitempty"`
 	Probes       []*ProbeRecord `json:"probes,omitempty"`
+	Loads        []*LoadRecord  `json:"loads,omitempty"`
+	// PeakRSS is mig's own peak resident memory during the run, in bytes.
+	PeakRSS int64 `json:"mig_peak_rss_bytes,omitempty"`
 
 	redact *Redactor // applied to the whole record as it is written
 }

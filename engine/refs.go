@@ -50,6 +50,9 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 	for _, name := range w.probeOrder {
 		diags = append(diags, w.checkTraversals(hcldec.Variables(w.probes[name].Body, probeSpec), scope{}, nil)...)
 	}
+	for _, name := range w.loadOrder {
+		diags = append(diags, w.checkTraversals(hcldec.Variables(w.loads[name].Body, loadSpec), scope{}, nil)...)
+	}
 	for _, name := range sortedKeys(w.steps) {
 		s := w.steps[name]
 		deps := map[string]bool{}

@@ -46,8 +46,10 @@ type Workflow struct {
 	workloads map[string]map[string]*Workload // by family, then name
 	steps     map[string]*Step
 	probes    map[string]*ProbeDecl
+	loads     map[string]*ProbeDecl // load blocks, declared as probes are
 
 	varOrder, hostOrder, probeOrder []string
+	loadOrder                       []string
 	order                           []string            // steps in dependency order
 	sorted                          map[string][]string // declared names by reference root, for checkRefs
 }

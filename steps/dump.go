@@ -7,6 +7,8 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -155,8 +157,12 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 	p.Notes = append(p.Notes, fmt.Sprintf("%s dump to %s; the source stays frozen until the run commits", d.mode, orKnownLater(d.dir)))
 	p.Notes = append(p.Notes, note)
 	var ports []int
+	var needs criu.Needs
 	if ok {
-		ports = r.Listens
+		ports, needs = r.Listens, r.Needs
+		for _, pr := range r.Problems {
+			diags = append(diags, errDiag(fmt.Sprintf("Cannot checkpoint %s.%s on host %s", d.w.Kind, d.w.Name, d.w.host), strings.TrimSuffix(pr, ".")+"."))
+		}
 	}
 	if d.mode == "lazy" {
 		p.Notes = append(p.Notes, checkNotes(ctx, env, d.w.host, d.w.hostV, d.w, criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: true}})...)
@@ -167,7 +173,7 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 			feats = append(feats, criu.FeatureUffd)
 		}
 		p.Notes = append(p.Notes, checkNotes(ctx, env, d.target, d.targetV, d.w, criu.CheckAction{
-			CheckRequest: criu.CheckRequest{Ports: ports, Lazy: d.mode == "lazy"}, Features: feats})...)
+			CheckRequest: criu.CheckRequest{Ports: ports, Needs: needs, Lazy: d.mode == "lazy"}, Features: feats})...)
 	}
 	return p, diags
 }
@@ -241,6 +247,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		return Result{}, err
 	}
 	env.Log.Info("dumping", "workload", d.w.String(), "resolved", r.Description, "mode", d.mode)
+	if len(r.Problems) > 0 {
+		return Result{}, fmt.Errorf("%s cannot be checkpointed on %s, so nothing was frozen: %s", d.w.String(), d.w.host, joinLines(r.Problems))
+	}
 
 	// Everything that can be checked is checked before the freeze.
 	if d.mode == "lazy" {
@@ -255,7 +264,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 		req := criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: d.mode == "lazy"}}
 		if d.target != d.w.host {
-			req.Ports = r.Listens
+			req.Ports, req.Needs = r.Listens, r.Needs
 		}
 		if d.mode == "lazy" {
 			req.Features = []string{criu.FeatureUffd}
@@ -296,10 +305,12 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 	}
 
+	off := clockOffset(ctx, env, src)
 	var res criu.DumpResult
 	err = src.Call(ctx, criu.ActDump, dreq, &res, host.CallOpts{})
-	keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog))
+	dumpLog := func() { keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog)) }
 	if err != nil {
+		dumpLog()
 		if ps.PID > 0 {
 			stopPageServer(context.WithoutCancel(ctx), tgt, ps)
 		}
@@ -316,7 +327,10 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	env.Log.Info("dumped", "workload", d.w.String(), "dir", d.dir, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
 	held := criu.HeldAction{Request: d.w.request(), Held: res.Held}
+	// The log is fetched by the undo or the commit, not now: the workload
+	// is frozen, and every call here lengthens the pause.
 	undo := func(ctx context.Context) error {
+		dumpLog()
 		return src.Call(ctx, criu.ActResume, held, nil, host.CallOpts{})
 	}
 	if ps.PID > 0 {
@@ -326,6 +340,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			return Result{}, errors.Join(fmt.Errorf("page server on %s: %w", d.target, err), undo(ctx))
 		}
 	}
+	pagesThere := time.Now()
 
 	lazy := cty.NullVal(LazySource)
 	if d.mode == "lazy" && res.Listen != nil {
@@ -347,7 +362,12 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	if d.mode == "page-server" {
 		metrics["moved_bytes"] = metrics["pages_written"] * pageSize
+		metrics["pages_on_target_unix"] = float64(pagesThere.UnixNano()) / 1e9
 	}
+	// The critical path of the pause, on the orchestrator's clock.
+	clockMetrics(metrics, off)
+	metrics["freeze_unix"] = unixOn(off, res.Times.Freeze)
+	metrics["dumped_unix"] = unixOn(off, res.Times.End)
 	return Result{
 		Outputs: cty.ObjectVal(map[string]cty.Value{
 			"dir":        cty.StringVal(d.dir),
@@ -360,6 +380,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}),
 		Undo: undo,
 		Commit: func(ctx context.Context) error {
+			dumpLog()
 			return src.Call(ctx, criu.ActKill, held, nil, host.CallOpts{})
 		},
 		Metrics: metrics,

@@ -117,7 +117,7 @@ func (r restoreCfg) preflight(ctx context.Context, env Env) ([]string, hcl.Diagn
 	if r.w.known && r.w.host != r.host {
 		w = r.w
 		if res, _, ok := resolveNote(ctx, env, r.w); ok {
-			req.Ports = res.Listens
+			req.Ports, req.Needs = res.Listens, res.Needs
 		}
 	}
 	res, err := check(ctx, env, r.host, r.hostV, w, req)
@@ -176,6 +176,11 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	for k, v := range res.Stats {
 		metrics[k] = v
 	}
+	// Measured after the restore, so that it adds nothing to the pause.
+	off := clockOffset(ctx, env, h)
+	clockMetrics(metrics, off)
+	metrics["restore_start_unix"] = unixOn(off, res.Times.Start)
+	metrics["restored_unix"] = unixOn(off, res.Times.End)
 	if r.lazy {
 		// The source must live until it has served the last page.
 		var done criu.DumpResult

@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"context"
 	"fmt"
 	"math/big"
 	"time"
@@ -114,3 +115,25 @@ func Duration(obj cty.Value, name string, def time.Duration) (time.Duration, err
 
 // Num makes a cty number from an int64.
 func Num(i int64) cty.Value { return cty.NumberVal(new(big.Float).SetInt64(i)) }
+
+// clockOffset measures h's clock offset from the orchestrator's; a host
+// that cannot say is taken as in step (and the log says so).
+func clockOffset(ctx context.Context, env Env, h host.Host) host.Offset {
+	off, err := host.ClockOffset(ctx, h)
+	if err != nil {
+		env.Log.Warn("cannot read the host's clock; taking it as in step with ours", "host", h.Name(), "error", err)
+	}
+	return off
+}
+
+// unixOn turns a host's unix-nanosecond reading into unix seconds on the
+// orchestrator's clock, for the critical path in the run record.
+func unixOn(off host.Offset, ns int64) float64 {
+	return float64(off.ToLocal(time.Unix(0, ns)).UnixNano()) / 1e9
+}
+
+// clockMetrics records a host's clock offset and its uncertainty.
+func clockMetrics(m map[string]float64, off host.Offset) {
+	m["clock_offset_seconds"] = off.Offset.Seconds()
+	m["clock_rtt_seconds"] = off.RTT.Seconds()
+}

@@ -25,7 +25,7 @@ import (
 //
 //	step "verify" "up" {
 //	  http { url = "http://10.77.0.100:8080/check"  status = 200  body_regex = "^ok" }
-//	  # or: tcp { address = "10.77.0.100:8080" }
+//	  # or: tcp { address = "10.77.0.100:6379"  send = "PING\r\n"  expect = "+PONG" }
 //	  # or: process { host = host.h2  pid = step.restore.pid  alive = true }
 //	  # or: exec { host = host.h2  argv = ["test", "-e", "/run/ready"] }
 //	  interval = "100ms"
@@ -47,6 +47,8 @@ func (Verify) Spec() hcldec.Spec {
 		}},
 		"tcp": &hcldec.BlockSpec{TypeName: "tcp", Nested: hcldec.ObjectSpec{
 			"address": &hcldec.AttrSpec{Name: "address", Type: cty.String, Required: true},
+			"send":    &hcldec.AttrSpec{Name: "send", Type: cty.String},
+			"expect":  &hcldec.AttrSpec{Name: "expect", Type: cty.String},
 		}},
 		"process": &hcldec.BlockSpec{TypeName: "process", Nested: hcldec.ObjectSpec{
 			"host":  &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
@@ -106,7 +108,14 @@ func (Verify) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Di
 				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid address", Detail: fmt.Sprintf("%q: want host:port.", a.AsString())})
 			}
 		}
-		p.Notes = append(p.Notes, "connect to "+known(a))
+		note := "connect to " + known(a)
+		if send := Attr(b, "send"); !send.IsNull() {
+			note += ", send " + strconv.Quote(known(send))
+		}
+		if exp := Attr(b, "expect"); !exp.IsNull() {
+			note += ", expect " + strconv.Quote(known(exp))
+		}
+		p.Notes = append(p.Notes, note)
 	case "process":
 		p.Host = HostName(Attr(b, "host"))
 		state := "alive"
@@ -187,8 +196,9 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	case "http":
 		check, what, err = httpProbe(b)
 	case "tcp":
-		what = String(b, "address", "")
-		check = tcpProbe(what)
+		c := TCPCheck{Address: String(b, "address", ""), Send: String(b, "send", ""), Expect: String(b, "expect", "")}
+		what = c.Address
+		check = tcpProbe(c)
 	case "process":
 		check, what, err = processProbe(env, b)
 	case "exec":
@@ -284,15 +294,13 @@ func httpProbe(b cty.Value) (probe, string, error) {
 	}, u, nil
 }
 
-func tcpProbe(addr string) probe {
+func tcpProbe(c TCPCheck) probe {
 	return func(ctx context.Context) (bool, string, error) {
-		d := net.Dialer{Timeout: requestTimeout}
-		conn, err := d.DialContext(ctx, "tcp", addr)
+		seen, err := c.Dial(ctx, requestTimeout)
 		if err != nil {
 			return false, err.Error(), nil
 		}
-		conn.Close()
-		return true, "connected", nil
+		return true, seen, nil
 	}
 }
 

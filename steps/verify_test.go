@@ -130,6 +130,60 @@ func TestVerifyTCP(t *testing.T) {
 	}
 }
 
+// TestVerifyTCPExchange: a PING/PONG service that answers "-LOADING"
+// until its third client.
+func TestVerifyTCPExchange(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for n := 1; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(n int) {
+				defer c.Close()
+				buf := make([]byte, 64)
+				if k, _ := c.Read(buf); string(buf[:k]) != "PING\r\n" {
+					return
+				}
+				if n < 3 {
+					c.Write([]byte("-LOADING\r\n"))
+					return
+				}
+				c.Write([]byte("+PONG\r\n"))
+			}(n)
+		}
+	}()
+	out, err := applyVerify(t, fmt.Sprintf(`
+		tcp {
+		  address = %q
+		  send    = "PING\r\n"
+		  expect  = "+PONG"
+		}
+		interval = "10ms"`, ln.Addr()), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.GetAttr("attempts").AsBigFloat().String() != "3" || !strings.Contains(out.GetAttr("last").AsString(), "+PONG") {
+		t.Errorf("outputs: %#v", out)
+	}
+	// An answer that never matches fails with what came back.
+	_, err = applyVerify(t, fmt.Sprintf(`
+		tcp {
+		  address = %q
+		  send    = "PING\r\n"
+		  expect  = "+READY"
+		}
+		interval = "10ms"`, ln.Addr()), time.Second)
+	if err == nil || !strings.Contains(err.Error(), "+PONG") {
+		t.Errorf("never matching: %v", err)
+	}
+}
+
 func TestVerifyOnHost(t *testing.T) {
 	local := host.NewLocal("local", host.Builtin(), hclog.NewNullLogger())
 

@@ -1,6 +1,7 @@
 package workflows_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -10,16 +11,18 @@ import (
 	"github.com/mig-project/mig/engine/lab"
 )
 
-// BenchmarkMigrate moves the counter with 256 MiB of ballast from h1 to h2
-// with each strategy, and with the hand-run CRIU pipeline as the baseline,
-// in the same run:
+// BenchmarkMigrate moves the counter with 16 MiB, 256 MiB and 1 GiB of
+// ballast from h1 to h2 with each strategy, and with the hand-run CRIU
+// pipeline as the baseline, in the same run:
 //
 //	go test -run '^$' -bench Migrate -benchtime 5x ./workflows
+//	go test -run '^$' -bench 'Migrate/(lazy|live)/' -benchtime 3x ./workflows
 //
-// It reports medians: the client-visible downtime, CRIU's frozen time, and
-// the whole run; and each strategy's downtime as a ratio of the baseline's.
+// It reports medians: the client-visible downtime, the pause from the
+// freeze to the restored tasks running, CRIU's frozen time, and the whole
+// run; and each strategy's downtime as a ratio of the baseline's.
 func BenchmarkMigrate(b *testing.B) {
-	var baseline float64
+	baseline := map[int]float64{}
 	for _, c := range []struct{ name, workflow string }{
 		{"handrun", "testdata/handrun.hcl"},
 		{"cold", "cold.hcl"},
@@ -27,39 +30,52 @@ func BenchmarkMigrate(b *testing.B) {
 		{"lazy", "lazy.hcl"},
 		{"live", "live.hcl"},
 	} {
-		b.Run(c.name, func(b *testing.B) {
-			if theLab == nil {
-				b.Skip("needs root and a lab")
-			}
-			var down, frozen, total []float64
-			for i := 0; i < b.N; i++ {
-				b.StopTimer()
-				s := startCounterWith(b, benchBallast, lab.StartOptions{})
-				b.StartTimer()
-				rec, code, out := s.apply(b, c.workflow)
-				b.StopTimer()
-				if code != 0 {
-					s.cleanup()
-					b.Fatalf("%s exited %d\n%s", c.workflow, code, out)
-				}
-				down = append(down, longestGap(rec))
-				frozen = append(frozen, sum(rec, "frozen_time"))
-				total = append(total, rec.Ended.Sub(rec.Started).Seconds())
-				s.cleanup()
-			}
-			d := median(down)
-			b.ReportMetric(d*1000, "downtime-ms")
-			b.ReportMetric(median(frozen)*1000, "frozen-ms")
-			b.ReportMetric(median(total)*1000, "run-ms")
-			if c.name == "handrun" {
-				baseline = d
-			} else if baseline > 0 {
-				b.ReportMetric(d/baseline, "x-handrun")
-			}
-			b.ReportMetric(0, "ns/op")
-		})
+		for _, size := range benchSizes {
+			b.Run(fmt.Sprintf("%s/%dMiB", c.name, size), func(b *testing.B) { benchMigrate(b, c.name, c.workflow, size, baseline) })
+		}
 	}
 }
+
+// benchMigrate moves the counter with size MiB of ballast b.N times with
+// workflow, and reports the medians.
+func benchMigrate(b *testing.B, name, workflow string, size int, baseline map[int]float64) {
+	if theLab == nil {
+		b.Skip("needs root and a lab")
+	}
+	var down, pause, frozen, total []float64
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		s := startCounterWith(b, size, lab.StartOptions{})
+		b.StartTimer()
+		rec, code, out := s.apply(b, workflow)
+		b.StopTimer()
+		if code != 0 {
+			s.cleanup()
+			b.Fatalf("%s exited %d\n%s", workflow, code, out)
+		}
+		down = append(down, longestGap(rec))
+		if p := rec.Pause(); p != nil {
+			pause = append(pause, p.Window)
+		}
+		frozen = append(frozen, sum(rec, "frozen_time"))
+		total = append(total, rec.Ended.Sub(rec.Started).Seconds())
+		s.cleanup()
+	}
+	d := median(down)
+	b.ReportMetric(d*1000, "downtime-ms")
+	b.ReportMetric(median(pause)*1000, "pause-ms")
+	b.ReportMetric(median(frozen)*1000, "frozen-ms")
+	b.ReportMetric(median(total)*1000, "run-ms")
+	if name == "handrun" {
+		baseline[size] = d
+	} else if baseline[size] > 0 {
+		b.ReportMetric(d/baseline[size], "x-handrun")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// benchSizes are the counter's ballast sizes in MiB.
+var benchSizes = []int{16, 256, 1024}
 
 const benchBallast = 256 // MiB
 

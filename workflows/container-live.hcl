@@ -1,17 +1,19 @@
-# container-live.hcl: pre-copy of a runc container, then a final dump
-# through a page server. While the container keeps running, predump rounds
-# send its memory to a page server on the target, each round only the pages
-# dirtied since the last, until the stop policy says the rest is small. Then
-# the final dump freezes the container and sends only what changed since the
-# last round; the small images follow, and the target creates the container
-# from its bundle and restores it.
+# container-live.hcl: the best live strategy the hosts allow, for a runc
+# container. While the container keeps running, predump rounds send its
+# memory to a page server on the target, each round only the pages dirtied
+# since the last, until the stop policy says the rest is small. Then the
+# final dump freezes the container and keeps the rest of its memory with the
+# source (post-copy, "lazy"); the small images follow, the target creates the
+# container from its bundle and restores it at once, and the pages still
+# missing are fetched from the frozen source on first touch.
 #
 # Pre-copy needs the kernel's soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY;
 # `mig doctor` says whether a host has it). This workflow sets
 # unsupported = "skip": on a host without it, the predump step does nothing
-# (before freezing anything), and the final dump sends every page through the
-# page server, as pageserver.hcl does for a process. Set
-# var.precopy_unsupported = "fail" to refuse instead.
+# (before freezing anything), and the final dump is a plain lazy one, as in
+# container-lazy.hcl. Set var.precopy_unsupported = "fail" to refuse instead.
+# Shared memory is never fetched lazily (CRIU 4.2 serves only private
+# anonymous pages on demand): it travels with the small images.
 #
 # The defaults are those of `mig lab up` and `make demo-container`: container
 # "web" runs cmd/counter on lab host h1 behind the service address
@@ -137,15 +139,16 @@ step "predump" "pre" {
 
 step "dump" "final" {
   workload = container.web
-  mode     = "page-server"
+  mode     = "lazy"
   dir      = "${step.pre.dir}/final"
   parent   = step.pre.last_dir
   target   = host.dst
-  address  = split(":", var.target_address)[0]
+  address  = split(":", var.source_address)[0]
   timeout  = "2m"
 }
 
-# The pages are already on the target; add the small images beside them.
+# All images, pages-*.img included (the pages that cannot be fetched
+# lazily), beside the pre-copy rounds already on the target.
 step "copy" "ship" {
   from        = host.src
   to          = host.dst
@@ -168,8 +171,10 @@ step "restore" "start" {
   workload   = container.web
   host       = host.dst
   dir        = step.ship.path
+  lazy       = true
+  source     = step.final.lazy
   depends_on = [step.vip]
-  timeout    = "2m"
+  timeout    = "5m"
 }
 
 step "verify" "up" {

@@ -232,7 +232,14 @@ func TestContainerLazy(t *testing.T) {
 	}
 	migrateContainer(t, "lazy", "container-lazy.hcl")
 }
-func TestContainerLive(t *testing.T) { migrateContainer(t, "live", "container-live.hcl") }
+func TestContainerLive(t *testing.T) {
+	needLab(t)
+	// Without soft-dirty tracking, live is a lazy move: as above.
+	if _, err := criu.ReadLimits(true); err != nil {
+		t.Fatal(err)
+	}
+	migrateContainer(t, "live", "container-live.hcl")
+}
 
 // TestContainerRollback: a check that cannot pass fails the run after the
 // container was frozen, dumped, restored on h2 and served there. The

@@ -26,6 +26,8 @@ VIP=$NET.100
 ID=web
 RESTORE_ID=web-moved
 BUNDLE=$LAB/bundles/$ID
+# The run's record and report stay in the clone, after the lab is gone.
+STATE=$(pwd)/.mig
 VARS=(-var "lab=$LAB" -var "source_address=$NET.11:22" -var "target_address=$NET.12:22"
 	-var "service_ip=$VIP" -var "container_id=$ID" -var "restore_id=$RESTORE_ID" -var "bundle=$BUNDLE")
 
@@ -106,7 +108,9 @@ say "mig plan $WORKFLOW"
 "$MIG" plan "${VARS[@]}" "$WORKFLOW"
 
 say "mig apply $WORKFLOW"
-"$MIG" apply -state-dir "$LAB/state" "${VARS[@]}" "$WORKFLOW"
+"$MIG" apply -report -state-dir "$STATE" "${VARS[@]}" "$WORKFLOW"
+# Run IDs start with their UTC time: the last one is this run's.
+RUN=$(ls "$STATE/runs" | sort | tail -n 1)
 
 say "After the move"
 after=$(count /)
@@ -123,3 +127,8 @@ else
 	echo "The migration did not deliver the container's state." >&2
 	exit 1
 fi
+
+say "The record and the report of the move (kept after the lab goes down)"
+echo "  record: $STATE/runs/$RUN/record.json"
+echo "  report: $STATE/runs/$RUN/report.html (open it in a browser; it needs no network)"
+echo "  bin/mig show -state-dir .mig $RUN"

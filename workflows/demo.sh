@@ -2,12 +2,17 @@
 # The default demo (`make demo`): build a lab of two hosts on this machine,
 # start the counter with 256 MiB of ballast on h1 behind a service address,
 # move it to h2 with workflows/live.hcl while a probe watches the service,
-# show that its state arrived, and take the lab down again.
+# show that its state arrived, and take the lab down again. The run's record
+# and its HTML report stay in the clone's .mig directory, for `mig show` and
+# `mig report`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIG=${MIG:-bin/mig}
-COUNTER=$(pwd)/bin/counter
 LAB=/var/lib/mig-lab/lab
+# Lab hosts have their own /root and /tmp, where clones often live: the
+# counter runs from the lab's directory, which every host sees.
+COUNTER=$LAB/bin/counter
+STATE=$(pwd)/.mig
 VIP=10.77.0.100
 WORKFLOW=${1:-workflows/live.hcl}
 
@@ -23,6 +28,7 @@ trap cleanup EXIT
 say "Bringing the lab up"
 "$MIG" lab up
 "$MIG" doctor -fix -host h1 "$WORKFLOW" >/dev/null 2>&1 || true
+install -D -m 0755 bin/counter "$COUNTER"
 
 say "Starting the counter (256 MiB of ballast) on h1 behind $VIP"
 "$MIG" lab exec h1 -- ip addr add "$VIP/24" dev eth0
@@ -37,7 +43,9 @@ say "mig plan $WORKFLOW"
 "$MIG" plan "$WORKFLOW"
 
 say "mig apply $WORKFLOW"
-"$MIG" apply -state-dir "$LAB/state" "$WORKFLOW"
+"$MIG" apply -report -state-dir "$STATE" "$WORKFLOW"
+# Run IDs start with their UTC time: the last one is this run's.
+RUN=$(ls "$STATE/runs" | sort | tail -n 1)
 
 say "After the move"
 after=$(count /)
@@ -54,3 +62,9 @@ else
 	echo "The migration did not deliver the counter's state." >&2
 	exit 1
 fi
+
+say "The record and the report of the move (kept after the lab goes down)"
+echo "  record: $STATE/runs/$RUN/record.json"
+echo "  report: $STATE/runs/$RUN/report.html (open it in a browser; it needs no network)"
+echo "  bin/mig show -state-dir .mig $RUN"
+echo "  bin/mig report -format md -state-dir .mig $RUN"

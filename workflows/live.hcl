@@ -1,15 +1,26 @@
-# live.hcl: pre-copy, then a final dump through a page server. While the
-# process keeps running, predump rounds send its memory to a page server on
-# the target, each round only the pages dirtied since the last, until the
-# stop policy says the rest is small. Then the final dump freezes the process
-# and sends only what changed since the last round.
+# live.hcl: the best live strategy the hosts allow. While the process keeps
+# running, predump rounds send its memory to a page server on the target,
+# each round only the pages dirtied since the last, until the stop policy
+# says the rest is small. Then the final dump freezes the process and keeps
+# the rest of its memory with the source (post-copy, "lazy"): the target
+# restores it at once from the small images, and fetches each page that is
+# still missing from the frozen source when the process first touches it.
+# Pre-copy plus post-copy ("hybrid") means the pause does not grow with
+# memory at all, and few pages cross the network on demand.
 #
 # Pre-copy needs the kernel's soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY;
 # `mig doctor` says whether a host has it). This workflow sets
 # unsupported = "skip": on a host without it, the predump step does nothing
-# (before freezing anything), and the final dump sends every page through the
-# page server, as pageserver.hcl does. Set var.precopy_unsupported = "fail"
-# to refuse instead.
+# (before freezing anything) and the final dump is a plain lazy one, as in
+# lazy.hcl. Set var.precopy_unsupported = "fail" to refuse instead.
+#
+# Post-copy needs userfaultfd on the target and raised pipe limits on the
+# source (`mig doctor -fix`); `mig plan` checks both.
+#
+# Shared memory (SysV segments and shared anonymous mappings) cannot be
+# fetched lazily: CRIU 4.2 serves only private anonymous pages on demand.
+# It is written with the small images during the freeze, and the ship step
+# below carries it to the target before the restore.
 #
 # The defaults are those of `mig lab up` and `make demo`.
 #
@@ -78,6 +89,22 @@ probe "web" {
   interval = "5ms"
 }
 
+variable "load_rate" {
+  type        = number
+  default     = 1000
+  description = "Requests per second of the load that runs while the service moves."
+}
+
+# An open-loop load, as the service's clients: most requests over kept
+# connections (they ride through the move with tcp_established), a share
+# over new ones (they wait at the network lock, then reach the target).
+load "web" {
+  http            = "http://${var.service_ip}:${var.service_port}/"
+  rate            = var.load_rate
+  connections     = 8
+  new_connections = 0.2
+}
+
 variable "precopy_unsupported" {
   type        = string
   default     = "skip"
@@ -102,14 +129,16 @@ step "predump" "pre" {
 
 step "dump" "final" {
   workload = process.web
-  mode     = "page-server"
+  mode     = "lazy"
   dir      = "${step.pre.dir}/final"
   parent   = step.pre.last_dir
   target   = host.dst
-  address  = split(":", var.target_address)[0]
+  address  = split(":", var.source_address)[0]
   timeout  = "2m"
 }
 
+# All images, pages-*.img included: the pages that cannot be fetched lazily
+# (shared memory, stacks) are in them.
 step "copy" "ship" {
   from        = host.src
   to          = host.dst
@@ -132,8 +161,10 @@ step "restore" "start" {
   workload   = process.web
   host       = host.dst
   dir        = step.ship.path
+  lazy       = true
+  source     = step.final.lazy
   depends_on = [step.vip]
-  timeout    = "2m"
+  timeout    = "5m"
 }
 
 step "verify" "up" {

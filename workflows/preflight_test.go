@@ -62,3 +62,25 @@ func TestPreflightPortTaken(t *testing.T) {
 	}
 	t.Logf("refused:\n%s", out.String())
 }
+
+// TestPreflightMissingFile: the process has a file open that the target
+// lacks (its log, in the source's private /tmp). apply refuses before
+// anything is frozen, names the file, and the source never stops.
+func TestPreflightMissingFile(t *testing.T) {
+	needLab(t)
+	s := startCounter(t, lab.StartOptions{Log: "/tmp/counter.log"})
+	before, err := count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(migBin, applyArgs(t.TempDir(), "lazy.hcl", "-var", "pidfile="+s.pidfile)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(out.String(), "/tmp/counter.log") || !strings.Contains(out.String(), "missing") {
+		t.Fatalf("apply exited %d, want 2 naming the missing file\n%s", code, out.String())
+	}
+	if after, err := count(); err != nil || after <= before || len(pidsOn(t, "h1")) != 1 {
+		t.Fatalf("the source did not keep running: %d → %d, %v", before, after, err)
+	}
+}

@@ -86,11 +86,14 @@ func TestRollbackVerify(t *testing.T) {
 }
 
 // TestRollbackRestore: the restore fails because the process has a file
-// open that the target lacks (its log in the source's private /tmp).
+// open that the target lost after preflight (its log in the lab hosts'
+// private /tmp: preflight refuses a target that lacks it from the start).
 func TestRollbackRestore(t *testing.T) {
 	needLab(t)
 	s := startCounter(t, lab.StartOptions{Log: "/tmp/counter.log"})
-	rec := rollback(t, s, "cold.hcl")
+	labRun(t, "h2", "touch", "/tmp/counter.log")
+	t.Cleanup(func() { labRun(t, "h2", "rm", "-f", "/tmp/counter.log") })
+	rec := rollback(t, s, "testdata/rollback-restore.hcl")
 	// The run record keeps CRIU's full log of the failed restore.
 	b, err := os.ReadFile(filepath.Join(rec.RunDir, "steps", "step.start", "1-dst-restore.log"))
 	if err != nil || !strings.Contains(string(b), "tmp/counter.log") {

@@ -55,6 +55,8 @@ func commands() map[string]command {
 		"graph":    {run: cmdGraph, summary: "print the step graph in DOT"},
 		"runs":     {run: cmdRuns, summary: "list run records"},
 		"show":     {run: cmdShow, summary: "print one run record"},
+		"bench":    {run: cmdBench, summary: "measure what moving a web server costs, strategy by strategy, against the baselines"},
+		"report":   {run: cmdReport, summary: "write a run's report: HTML with plots, or Markdown"},
 		"version":  {run: cmdVersion, summary: "print mig's version"},
 		"agent":    {run: cmdAgent, summary: "serve agent actions on stdin/stdout (used over SSH)", hidden: true},
 		"lab":      {run: cmdLab, summary: "build a lab of hosts on this machine out of namespaces"},

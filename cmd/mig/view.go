@@ -13,6 +13,7 @@ import (
 
 	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/engine/loadgen"
 )
 
 // view renders apply's events and its final record.
@@ -176,6 +177,9 @@ func writeRecordTable(out io.Writer, rec *engine.Record) {
 	}
 	for _, p := range rec.Probes {
 		fmt.Fprintf(out, "probe %s (%s): %s\n", p.Name, p.URL, p.Summary)
+		if k := p.Summary.Kept; k != nil {
+			fmt.Fprintf(out, "probe %s, kept connection: %s\n", p.Name, k)
+		}
 	}
 	costSummary(out, rec)
 	fmt.Fprintf(out, "Record: %s/record.json\n", rec.RunDir)
@@ -214,26 +218,43 @@ func metricValue(name string, v float64) string {
 }
 
 // costSummary is what the move cost, in the terms an operator weighs
-// before moving a production service.
+// before moving a production service: what clients saw, how long the
+// workload was stopped, and where that time went.
 func costSummary(out io.Writer, rec *engine.Record) {
-	var frozen, moved float64
+	var moved float64
 	for _, s := range rec.Steps {
-		frozen += s.Metrics["frozen_time"]
 		moved += s.Metrics["moved_bytes"]
 	}
-	if frozen == 0 && moved == 0 && len(rec.Probes) == 0 {
+	pause := rec.Pause()
+	if pause == nil && moved == 0 && len(rec.Probes) == 0 && len(rec.Loads) == 0 {
 		return
 	}
 	fmt.Fprintln(out, "Cost:")
-	if frozen > 0 {
-		fmt.Fprintf(out, "  frozen (CRIU)       %s\n", seconds(frozen))
-	}
-	if moved > 0 {
-		fmt.Fprintf(out, "  moved between hosts %s\n", byteSize(int64(moved)))
+	row := func(label, format string, args ...any) {
+		fmt.Fprintf(out, "  %-22s %s\n", label, fmt.Sprintf(format, args...))
 	}
 	for _, p := range rec.Probes {
-		fmt.Fprintf(out, "  downtime (%s)%s %s, %d of %d requests failed\n", p.Name,
-			strings.Repeat(" ", max(0, 8-len(p.Name))), seconds(p.Summary.LongestGap), p.Summary.Failed, p.Summary.Requests)
+		row("downtime ("+p.Name+")", "%s, %d of %d requests failed", seconds(p.Summary.LongestGap), p.Summary.Failed, p.Summary.Requests)
+		if k := p.Summary.Kept; k != nil {
+			row("kept connection ("+p.Name+")", "%s", k)
+		}
+	}
+	if pause != nil && pause.Window > 0 {
+		row("paused", "%s from the freeze to the restored tasks running", seconds(pause.Window))
+	}
+	if moved > 0 {
+		row("moved between hosts", "%s", byteSize(int64(moved)))
+	}
+	for _, l := range rec.Loads {
+		row("load ("+l.Name+")", "%s", l)
+	}
+	if pause == nil || len(pause.Marks) < 2 {
+		return
+	}
+	fmt.Fprintln(out, "Critical path of the pause (from the freeze; host clocks corrected for their offset):")
+	t0 := pause.Marks[0].At
+	for _, m := range pause.Marks {
+		fmt.Fprintf(out, "  %-22s %9s  %s\n", m.Name, "+"+seconds(m.At-t0), m.Step)
 	}
 }
 
@@ -251,16 +272,25 @@ func (v *jsonView) summary(rec *engine.Record) {
 		Name    string              `json:"name"`
 		Summary engine.ProbeSummary `json:"summary"`
 	}
+	type load struct {
+		Name    string          `json:"name"`
+		Summary loadgen.Summary `json:"summary"`
+	}
 	s := struct {
-		Type    string       `json:"type"`
-		Run     string       `json:"run"`
-		State   engine.State `json:"state"`
-		Seconds float64      `json:"seconds"`
-		Record  string       `json:"record"`
-		Probes  []probe      `json:"probes,omitempty"`
-	}{Type: "run", Run: rec.ID, State: rec.State, Seconds: rec.Ended.Sub(rec.Started).Seconds(), Record: rec.RunDir + "/record.json"}
+		Type    string        `json:"type"`
+		Run     string        `json:"run"`
+		State   engine.State  `json:"state"`
+		Seconds float64       `json:"seconds"`
+		Record  string        `json:"record"`
+		Probes  []probe       `json:"probes,omitempty"`
+		Loads   []load        `json:"loads,omitempty"`
+		Pause   *engine.Pause `json:"pause,omitempty"`
+	}{Type: "run", Run: rec.ID, State: rec.State, Seconds: rec.Ended.Sub(rec.Started).Seconds(), Record: rec.RunDir + "/record.json", Pause: rec.Pause()}
 	for _, p := range rec.Probes {
 		s.Probes = append(s.Probes, probe{p.Name, p.Summary})
+	}
+	for _, l := range rec.Loads {
+		s.Loads = append(s.Loads, load{l.Name, l.Summary})
 	}
 	v.write(s)
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/mig-project/mig/engine"
@@ -72,7 +74,8 @@ Examples:
 		fs.Usage()
 		return exitUsage
 	}
-	rec, err := engine.ReadRecord(stateDirFlag(dir, fs.Args()[1:]), fs.Arg(0))
+	stateDir := stateDirFlag(dir, fs.Args()[1:])
+	rec, err := engine.ReadRecord(stateDir, fs.Arg(0))
 	if err != nil {
 		fmt.Fprintln(c.stderr, "mig show:", err)
 		return exitFailed
@@ -96,6 +99,12 @@ Examples:
 		}
 	}
 	fmt.Fprintln(c.stdout)
+	html := filepath.Join(stateDir, "runs", rec.ID, "report.html")
+	if _, err := os.Stat(html); err == nil {
+		fmt.Fprintf(c.stdout, "Report: %s\n", html)
+	} else {
+		fmt.Fprintf(c.stdout, "Report: mig report -state-dir %s %s (writes %s)\n", stateDir, rec.ID, html)
+	}
 	return exitOK
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 
@@ -176,7 +177,7 @@ Examples:
 func cmdApply(c *cli, args []string) int {
 	var f wfFlags
 	var parallelism int
-	var jsonOut bool
+	var jsonOut, writeHTML bool
 	fs := newFlags(c, "apply", "[flags] WORKFLOW", `
 Run a workflow. Steps start when the steps they depend on have finished,
 up to -parallelism at a time. If a step fails, or on Ctrl-C, the steps that
@@ -191,6 +192,7 @@ Examples:
 	fs.IntVar(&parallelism, "parallelism", 4, "how many steps may run at once")
 	fs.BoolVar(&jsonOut, "json", false, "print events as JSON, one object per line")
 	fs.StringVar(&f.stateDir, "state-dir", "", "where run records go (default .mig beside the workflow)")
+	fs.BoolVar(&writeHTML, "report", false, "write the run's HTML report (report.html in the run's directory) at the end")
 	path, code, ok := parse(fs, args)
 	if !ok {
 		return code
@@ -215,6 +217,14 @@ Examples:
 		return exitUsage
 	}
 	v.summary(rec)
+	if writeHTML {
+		out := filepath.Join(rec.RunDir, "report.html")
+		if err := writeReport(c.stdout, rec, rec.RunDir, "html", out); err != nil {
+			fmt.Fprintln(c.stderr, "mig apply: report:", err)
+		} else if !jsonOut {
+			fmt.Fprintf(c.stdout, "Report: %s\n", out)
+		}
+	}
 	c.printDiags(w.Files(), diags)
 	if rec.State != engine.StateOK {
 		return exitFailed

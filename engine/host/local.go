@@ -72,6 +72,7 @@ func Invoke(ctx context.Context, actions Actions, action string, req any, opts C
 func Builtin() Actions {
 	return Actions{
 		"exec":         Exec,
+		"clock":        Clock,
 		"fs.send":      Send,
 		"fs.recv":      Recv,
 		"fs.mkdir":     Mkdir,

@@ -50,6 +50,9 @@ type SSH struct {
 	mu    sync.Mutex
 	bin   string // remote path of the agent binary, once installed
 	binID string // its identity when it was hashed (install.go)
+
+	warmOnce sync.Once
+	warm     chan *agentSession // agents started ahead (see warm.go)
 }
 
 // DialSSH connects to an SSH host and checks its host key against
@@ -298,20 +301,25 @@ func (s *SSH) Address() string { return s.cfg.Address }
 
 func (s *SSH) Close() error {
 	s.once.Do(func() { close(s.done) })
+	s.warmOnce.Do(func() {})
+	s.closeWarm()
 	return s.client.Close()
 }
 
-// Call runs an action in the host's agent. If the launcher refuses the
+// Call runs an action in the host's agent. If the launcher refused the
 // binary because it changed since it was hashed, the binary is checked
-// (and reinstalled) again and the call made once more: the action never
-// started.
+// (and reinstalled) again, the agents started ahead are dropped, and the
+// call is made once more: the action never started.
 func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallOpts) error {
 	err := s.call(ctx, action, req, resp, opts)
-	if err != nil && strings.Contains(err.Error(), agentChanged) {
+	// A few times: agents started ahead in the meantime may be refused too.
+	for try := 0; try < 3 && err != nil && strings.Contains(err.Error(), agentChanged); try++ {
 		s.log.Warn("the agent binary changed since it was checked; checking it again", "error", err)
 		s.mu.Lock()
 		s.bin = ""
 		s.mu.Unlock()
+		s.warmOnce.Do(func() {})
+		s.closeWarm()
 		err = s.call(ctx, action, req, resp, opts)
 	}
 	return err
@@ -323,23 +331,14 @@ func (s *SSH) call(ctx context.Context, action string, req, resp any, opts CallO
 		return &ActionError{Host: s.name, Err: err}
 	}
 	s.mu.Lock()
-	binID := s.binID
+	bin += "\n" + s.binID // the launcher reads the path, then the identity
 	s.mu.Unlock()
-	sess, err := s.client.NewSession()
+	a, err := s.agent(bin)
 	if err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("open session: %w", err)}
+		return &ActionError{Host: s.name, Action: action, Err: err}
 	}
+	sess, stdin, stdout, stderr := a.sess, a.stdin, a.stdout, a.stderr
 	defer sess.Close()
-	stdin, _ := sess.StdinPipe()
-	stdout, _ := sess.StdoutPipe()
-	stderr := &tail{max: 4 << 10}
-	sess.Stderr = stderr
-	if err := sess.Start(launcher); err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("start agent: %w", err)}
-	}
-	if _, err := io.WriteString(stdin, bin+"\n"+binID+"\n"); err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: fmt.Errorf("start agent: %w", err)}
-	}
 	log := s.log.Named(action)
 	abort := func() {
 		sess.Signal(ssh.SIGTERM)

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -90,6 +93,9 @@ func (l *Lab) Start(ctx context.Context, host string, argv []string, opts StartO
 	if len(argv) == 0 {
 		return 0, errors.New("lab start: empty argv")
 	}
+	if err := h.checkProgram(argv[0]); err != nil {
+		return 0, err
+	}
 	d := net.Dialer{Timeout: 5 * time.Second}
 	conn, err := d.DialContext(ctx, "unix", filepath.Join(h.Dir, "init.sock"))
 	if err != nil {
@@ -112,4 +118,33 @@ func (l *Lab) Start(ctx context.Context, host string, argv []string, opts StartO
 		return 0, fmt.Errorf("%s: start %s: %s", h.Name, argv[0], resp.Error)
 	}
 	return resp.PID, nil
+}
+
+// PrivateDirs are the directories each lab host has of its own; the rest
+// of the file system is the machine's.
+var PrivateDirs = []string{"/root", "/tmp", "/run", "/var/lib/mig"}
+
+// checkProgram checks that an absolute program path exists inside the
+// host, and explains the private directories when the machine has the
+// program but the host does not see it.
+func (h Host) checkProgram(prog string) error {
+	if !filepath.IsAbs(prog) {
+		return nil // looked up in the host's PATH, or relative to its Dir
+	}
+	_, err := os.Stat(filepath.Join("/proc", strconv.Itoa(h.PID), "root", prog))
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if _, err := os.Stat(prog); err != nil {
+		return fmt.Errorf("%s: start %s: no such file, on this machine or inside the host", h.Name, prog)
+	}
+	for _, d := range PrivateDirs {
+		if prog == d || strings.HasPrefix(prog, d+"/") {
+			return fmt.Errorf("%s: start %s: the program is on this machine but not inside the host: "+
+				"lab hosts have their own %s, so %s on this machine is hidden from them; "+
+				"copy the program to a directory the hosts share, such as /var/lib/mig-lab/<lab>/bin or /var/tmp",
+				h.Name, prog, strings.Join(PrivateDirs, ", "), d)
+		}
+	}
+	return fmt.Errorf("%s: start %s: the program is on this machine but not inside the host (a mount of its own hides it)", h.Name, prog)
 }

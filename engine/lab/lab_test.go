@@ -312,6 +312,19 @@ func TestUpDown(t *testing.T) {
 		t.Errorf("h1's pid %d is visible in h2 (exit %d, %v)", pid, code, err)
 	}
 
+	// A program in the machine's /tmp is not inside the host: Start says
+	// why instead of failing in the host's exec.
+	hidden, err := os.CreateTemp("/tmp", "mig-lab-prog-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hidden.Close()
+	defer os.Remove(hidden.Name())
+	_, err = l.Start(ctx, "h1", []string{hidden.Name()}, StartOptions{})
+	if err == nil || !strings.Contains(err.Error(), "not inside the host") || !strings.Contains(err.Error(), "/var/tmp") {
+		t.Errorf("start of a program in the machine's /tmp: %v, want an explanation of the private directories", err)
+	}
+
 	// Up again is quick and changes nothing.
 	start = time.Now()
 	l2, err := Up(ctx, opts)

@@ -256,12 +256,14 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 		}
 		guarded = req.Listen.Port
 	}
+	start := time.Now()
 	res, err := d.Dump(ctx, env, req.Workload, req.DumpRequest)
 	if err != nil {
 		unguardPort(context.WithoutCancel(ctx), guarded)
 	}
 	res.Held.LazyPort = guarded
 	res.CRIU = env.CRIU.String()
+	res.Times = dumpTimes(start, res)
 	if res.Listen == nil {
 		res.Listen = req.Listen
 	}
@@ -286,8 +288,10 @@ func kill(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
 }
 
 func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, error) {
+	start := time.Now()
 	res, err := d.Restore(ctx, env, req.Workload, req.RestoreRequest)
 	res.CRIU = env.CRIU.String()
+	res.Times = Times{Start: start.UnixNano(), End: time.Now().UnixNano()}
 	if err == nil && ctx.Err() != nil {
 		// The caller went away: nobody will undo this restore, and the
 		// source is resumed, so the copy must not run on.

@@ -95,6 +95,11 @@ type Resolved struct {
 	Terminal    bool   `json:"terminal,omitempty"`     // has a controlling terminal
 	Listens     []int  `json:"listen_ports,omitempty"` // TCP ports it listens on
 	Tasks       int    `json:"tasks,omitempty"`        // processes in the tree
+	// Problems are what would fail the dump after the freeze, each with
+	// its fix; a step refuses to freeze a workload that has any.
+	Problems []string `json:"problems,omitempty"`
+	// Needs are the paths the restore needs on the target.
+	Needs Needs `json:"needs,omitempty"`
 }
 
 // DumpRequest asks for a pre-dump round or the final dump.
@@ -132,6 +137,8 @@ type DumpResult struct {
 	Listen *Addr `json:"listen,omitempty"`
 	// CRIU says which CRIU did it and why (set by the action, not the driver).
 	CRIU string `json:"criu,omitempty"`
+	// Times is when it ran here (set by the action).
+	Times Times `json:"times"`
 }
 
 // Held is the state of a frozen source that Resume and Kill need.
@@ -167,10 +174,12 @@ type RestoreResult struct {
 	LazyPID int                `json:"lazy_pid,omitempty"`
 	Seconds float64            `json:"seconds"`
 	CRIU    string             `json:"criu,omitempty"` // as in DumpResult
+	Times   Times              `json:"times"`          // as in DumpResult
 }
 
 // CheckRequest asks whether this host can take a workload.
 type CheckRequest struct {
 	Ports []int `json:"ports,omitempty"` // must be free here
 	Lazy  bool  `json:"lazy,omitempty"`  // post-copy will be used
+	Needs Needs `json:"needs,omitempty"` // must exist here
 }

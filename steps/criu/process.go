@@ -65,9 +65,12 @@ func (Process) Resolve(ctx context.Context, env Env, w Workload) (Resolved, erro
 		if err != nil {
 			return Resolved{}, fmt.Errorf("%s: pidfile: %w", w, err)
 		}
-		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		// The pid is the first line; more may follow (PostgreSQL's
+		// postmaster.pid has the data directory, port, … after it).
+		first, _, _ := strings.Cut(string(b), "\n")
+		pid, err = strconv.Atoi(strings.TrimSpace(first))
 		if err != nil {
-			return Resolved{}, fmt.Errorf("%s: pidfile %s does not hold a pid: %q", w, *c.Pidfile, strings.TrimSpace(string(b)))
+			return Resolved{}, fmt.Errorf("%s: the first line of pidfile %s is not a pid: %q", w, *c.Pidfile, strings.TrimSpace(first))
 		}
 	default:
 		pid, err = matchProcess(c.Match)
@@ -146,12 +149,15 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 	if len(pids) > 1 {
 		desc += fmt.Sprintf(" with %d descendants", len(pids)-1)
 	}
+	problems, needs := preflight(pids)
 	return Resolved{
 		PID:         pid,
 		Description: desc,
 		Terminal:    st.ttyNr != 0,
 		Listens:     listenPorts(pids),
 		Tasks:       len(pids),
+		Problems:    problems,
+		Needs:       needs,
 	}, nil
 }
 
@@ -161,6 +167,9 @@ func (p Process) resolveFor(ctx context.Context, env Env, w Workload, prev *Reso
 	r, err := p.Resolve(ctx, env, w)
 	if err != nil {
 		return r, Options{}, err
+	}
+	if len(r.Problems) > 0 {
+		return r, Options{}, fmt.Errorf("%s cannot be checkpointed here:\n  %s", w, strings.Join(r.Problems, "\n  "))
 	}
 	if prev != nil && prev.PID != 0 && prev.PID != r.PID {
 		return r, Options{}, fmt.Errorf("%s: resolved to pid %d before, now to pid %d", w, prev.PID, r.PID)
@@ -385,5 +394,5 @@ func (Process) CheckTarget(ctx context.Context, env Env, w Workload, req CheckRe
 			problems = append(problems, fmt.Sprintf("TCP port %d is already taken", port))
 		}
 	}
-	return problems, nil
+	return append(problems, req.Needs.Missing()...), nil
 }

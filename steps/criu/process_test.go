@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 2 && os.Args[1] == "lab" && os.Args[2] == "init" {
 		os.Exit(lab.Init(os.Args[3:]))
 	}
+	if len(os.Args) > 2 && os.Args[1] == "preflight-helper" {
+		os.Exit(preflightHelper(os.Args[2], os.Args[3:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		actions := host.Builtin()
 		for name, fn := range Actions(Drivers{"process": Process{}}) {

@@ -1,0 +1,103 @@
+package host
+
+import (
+	"fmt"
+	"io"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Every call runs in an agent of its own: a new SSH session that starts
+// `mig agent`. Starting one costs a session and the exec of mig (tens of
+// milliseconds on a busy host), and a migration's pause is a chain of such
+// calls (move the address, ship the images, restore). So each host keeps
+// a few agents started ahead, waiting for their request; a call takes one
+// and another is started in the background.
+
+// warmAgents is how many started agents a host keeps waiting.
+const warmAgents = 2
+
+// agentSession is a started agent waiting for its request.
+type agentSession struct {
+	sess   *ssh.Session
+	stdin  io.WriteCloser
+	stdout io.Reader
+	stderr *tail
+}
+
+func (a *agentSession) close() { a.sess.Close() }
+
+// startAgent opens a session and starts the agent binary bin (its path
+// and its identity, a line each) in it.
+func (s *SSH) startAgent(bin string) (*agentSession, error) {
+	sess, err := s.client.NewSession()
+	if err != nil {
+		return nil, fmt.Errorf("open session: %w", err)
+	}
+	stdin, _ := sess.StdinPipe()
+	stdout, _ := sess.StdoutPipe()
+	a := &agentSession{sess: sess, stdin: stdin, stdout: stdout, stderr: &tail{max: 4 << 10}}
+	sess.Stderr = a.stderr
+	if err := sess.Start(launcher); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
+	if _, err := io.WriteString(stdin, bin+"\n"); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
+	return a, nil
+}
+
+// agent returns a started agent: a waiting one when there is, else a new
+// one; either way it starts a replacement in the background.
+func (s *SSH) agent(bin string) (*agentSession, error) {
+	s.warmOnce.Do(func() { s.warm = make(chan *agentSession, warmAgents) })
+	defer s.refill(bin)
+	select {
+	case a := <-s.warm:
+		return a, nil
+	default:
+	}
+	return s.startAgent(bin)
+}
+
+// refill starts one agent into the pool unless it is full or the host is
+// closing.
+func (s *SSH) refill(bin string) {
+	if len(s.warm) >= warmAgents {
+		return
+	}
+	go func() {
+		a, err := s.startAgent(bin)
+		if err != nil {
+			return
+		}
+		select {
+		case <-s.done:
+			a.close()
+			return
+		default:
+		}
+		select {
+		case s.warm <- a:
+		default:
+			a.close()
+		}
+	}()
+}
+
+// closeWarm ends the waiting agents.
+func (s *SSH) closeWarm() {
+	if s.warm == nil {
+		return
+	}
+	for {
+		select {
+		case a := <-s.warm:
+			a.close()
+		default:
+			return
+		}
+	}
+}

@@ -1,0 +1,283 @@
+package criu
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Needs are the paths a restore needs on the target, found on the source:
+// CRIU restores open files, mappings and bound unix sockets by path.
+type Needs struct {
+	Dirs  []string `json:"dirs,omitempty"`  // directories of bound unix sockets
+	Files []string `json:"files,omitempty"` // open and mapped files, cwd, executables
+}
+
+// ghostLimit is CRIU's default limit on an open deleted file it keeps
+// in the images (--ghost-limit).
+const ghostLimit = 1 << 20
+
+// unsupportedFDs are file kinds CRIU 4.2 refuses to dump.
+var unsupportedFDs = map[string]string{
+	"anon_inode:[perf_event]": "a perf event",
+	"anon_inode:[io_uring]":   "an io_uring",
+}
+
+// preflight finds, before anything is frozen, what would make CRIU fail
+// after the freeze on this host (problems, each with its fix), and what
+// the restore will need on the target.
+func preflight(pids []int) ([]string, Needs) {
+	var problems []string
+	files, dirs := map[string]bool{}, map[string]bool{}
+	problems = append(problems, sysvProblems(pids)...)
+	if p := rlimitProblem(pids); p != "" {
+		problems = append(problems, p)
+	}
+	for _, pid := range pids {
+		comm := commOf(pid)
+		for _, l := range []string{"cwd", "exe"} {
+			if p, err := os.Readlink(fmt.Sprintf("/proc/%d/%s", pid, l)); err == nil && needed(p) {
+				files[p] = true
+			}
+		}
+		fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+		ents, _ := os.ReadDir(fdDir)
+		for _, e := range ents {
+			p, err := os.Readlink(filepath.Join(fdDir, e.Name()))
+			if err != nil {
+				continue
+			}
+			if what, bad := unsupportedFDs[p]; bad {
+				problems = append(problems, fmt.Sprintf("pid %d (%s) has %s open (fd %s), which CRIU cannot checkpoint; stop the service from using it, or move it cold (stop and start)", pid, comm, what, e.Name()))
+				continue
+			}
+			if strings.HasSuffix(p, " (deleted)") {
+				var st unix.Stat_t
+				if unix.Stat(filepath.Join(fdDir, e.Name()), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size > ghostLimit {
+					problems = append(problems, fmt.Sprintf("pid %d (%s) holds the deleted file %s (fd %s, %d bytes) open; CRIU copies deleted files only up to 1 MiB: close it (or stop writing to a deleted file) before the move", pid, comm, strings.TrimSuffix(p, " (deleted)"), e.Name(), st.Size))
+				}
+				continue
+			}
+			if needed(p) {
+				files[p] = true
+			}
+		}
+		for _, p := range mappedFiles(pid) {
+			files[p] = true
+		}
+	}
+	for _, p := range boundUnixSockets(pids) {
+		dirs[filepath.Dir(p)] = true
+	}
+	return problems, Needs{Dirs: sorted(dirs), Files: sorted(files)}
+}
+
+// needed says whether a path must exist on the target for the restore:
+// real files, not /proc, /sys or /dev nodes every host has.
+func needed(p string) bool {
+	if !strings.HasPrefix(p, "/") || strings.HasSuffix(p, " (deleted)") {
+		return false
+	}
+	for _, skip := range []string{"/proc/", "/sys/", "/dev/"} {
+		if strings.HasPrefix(p, skip) {
+			return false
+		}
+	}
+	return p != "/"
+}
+
+func sorted(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func commOf(pid int) string {
+	st, err := readStat(pid)
+	if err != nil {
+		return "?"
+	}
+	return st.comm
+}
+
+// mappedFiles lists the files pid maps (shared libraries, data files).
+func mappedFiles(pid int) []string {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.SplitN(sc.Text(), " ", 6)
+		if len(fs) < 6 {
+			continue
+		}
+		p := strings.TrimSpace(fs[5])
+		if needed(p) && !strings.HasPrefix(p, "/SYSV") && !strings.HasPrefix(p, "/memfd:") {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// boundUnixSockets lists the filesystem paths of the unix sockets the
+// tree has bound (abstract ones need nothing on the target).
+func boundUnixSockets(pids []int) []string {
+	if len(pids) == 0 {
+		return nil
+	}
+	inodes := map[string]bool{}
+	for _, pid := range pids {
+		for ino := range socketInodes(pid) {
+			inodes[ino] = true
+		}
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/net/unix", pids[0]))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		// Num RefCount Protocol Flags Type St Inode Path
+		if len(fs) >= 8 && inodes[fs[6]] && strings.HasPrefix(fs[7], "/") {
+			out = append(out, fs[7])
+		}
+	}
+	return out
+}
+
+// sysvProblems: CRIU moves SysV IPC objects only with an IPC namespace of
+// the workload's own; in the host's namespace, a shared memory mapping
+// fails the dump after the freeze, and message queues would be left
+// behind.
+func sysvProblems(pids []int) []string {
+	self, err := os.Readlink("/proc/self/ns/ipc")
+	if err != nil {
+		return nil
+	}
+	const fix = "CRIU moves SysV IPC only together with an IPC namespace of the workload's own: start the service in one (`unshare --ipc …`, or as a container), or move it cold (stop and start)"
+	var out []string
+	inTree := map[string]bool{}
+	for _, pid := range pids {
+		inTree[strconv.Itoa(pid)] = true
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/ipc", pid)); err != nil || ns != self {
+			continue
+		}
+		var ids []string
+		for _, m := range sysvMaps(pid) {
+			ids = append(ids, m)
+		}
+		if len(ids) > 0 {
+			out = append(out, fmt.Sprintf("pid %d (%s) has SysV shared memory attached (shmid %s) in the host's IPC namespace; %s", pid, commOf(pid), strings.Join(ids, ", "), fix))
+		}
+	}
+	if len(out) > 0 {
+		return out
+	}
+	// Message queues last sent to or read by the tree.
+	if f, err := os.Open("/proc/sysvipc/msg"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			// key msqid perms cbytes qnum lspid lrpid …
+			if len(fs) >= 7 && (inTree[fs[5]] || inTree[fs[6]]) {
+				if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/ipc", pids[0])); ns == self {
+					out = append(out, fmt.Sprintf("the workload uses the SysV message queue %s (key %s) in the host's IPC namespace, which would stay behind; %s", fs[1], fs[0], fix))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// sysvMaps lists the shmids pid has attached ("/SYSV<key> (deleted)"
+// mappings, whose inode is the shmid).
+func sysvMaps(pid int) []string {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	seen := map[string]bool{}
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) >= 6 && strings.HasPrefix(fs[5], "/SYSV") && !seen[fs[4]] {
+			seen[fs[4]] = true
+			out = append(out, fs[4])
+		}
+	}
+	return out
+}
+
+// rlimitProblem: CRIU reads every task's rlimits with prlimit(2), which
+// needs CAP_SYS_RESOURCE for a task of another user. Without it the dump
+// fails after the freeze (`Can't get rlimit 0`), so ask the kernel the
+// same question now.
+func rlimitProblem(pids []int) string {
+	for _, pid := range pids {
+		var lim unix.Rlimit
+		err := unix.Prlimit(pid, unix.RLIMIT_CPU, nil, &lim)
+		if errors.Is(err, unix.EPERM) {
+			return fmt.Sprintf("pid %d (%s) runs as uid %s and this host's root lacks CAP_SYS_RESOURCE, so CRIU cannot read its rlimits (it would fail with `Can't get rlimit 0` after freezing it); "+
+				"run mig's agent with CAP_SYS_RESOURCE (check with `grep CapEff /proc/self/status` as root), or run the service as root", pid, commOf(pid), uidOf(pid))
+		}
+	}
+	return ""
+}
+
+func uidOf(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "?"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Uid:"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				return f[0]
+			}
+		}
+	}
+	return "?"
+}
+
+// Missing lists, with their fix, the needed paths this host lacks.
+func (n Needs) Missing() []string {
+	var out []string
+	for _, d := range n.Dirs {
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			out = append(out, fmt.Sprintf("the directory %s, where the workload has a unix socket bound, is missing (CRIU binds the socket there again); create it before the move (`mkdir -p %s`, with the owner and mode it has on the source)", d, d))
+		}
+	}
+	var files []string
+	for _, f := range n.Files {
+		if _, err := os.Stat(f); err != nil {
+			files = append(files, f)
+		}
+	}
+	if len(files) > 0 {
+		shown := files
+		if len(shown) > 5 {
+			shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(files)-5))
+		}
+		out = append(out, fmt.Sprintf("files the workload has open or mapped are missing (CRIU reopens them by path): %s; put them on this host (a `copy` step, or the same package/mount) before the move", strings.Join(shown, ", ")))
+	}
+	return out
+}

@@ -1,0 +1,184 @@
+package criu
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// preflightHelper is a process with what preflight must find: "shm"
+// attaches SysV shared memory in this IPC namespace, "unix" binds a unix
+// socket at args[0], "sleep" just waits (run it as another user).
+func preflightHelper(mode string, args []string) int {
+	switch mode {
+	case "shm":
+		id, err := unix.SysvShmGet(unix.IPC_PRIVATE, 1<<20, unix.IPC_CREAT|0o600)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if _, err := unix.SysvShmAttach(id, 0, 0); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		// Gone with the process.
+		unix.SysvShmCtl(id, unix.IPC_RMID, nil)
+	case "unix":
+		l, err := net.Listen("unix", args[0])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer l.Close()
+	}
+	fmt.Println("ready")
+	time.Sleep(time.Hour)
+	return 0
+}
+
+// startHelper starts the test binary as a preflight helper in its own
+// session and waits until it is ready.
+func startHelper(t *testing.T, cred *syscall.Credential, mode string, args ...string) int {
+	t.Helper()
+	bin := os.Args[0]
+	if cred != nil {
+		// Another user cannot run the test binary where go test left it.
+		dir, err := os.MkdirTemp("/var/tmp", "mig-preflight-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		os.Chmod(dir, 0o755)
+		bin = filepath.Join(dir, "helper")
+		if out, err := exec.Command("cp", os.Args[0], bin).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v %s", err, out)
+		}
+	}
+	cmd := exec.Command(bin, append([]string{"preflight-helper", mode}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	buf := make([]byte, 16)
+	if n, _ := out.Read(buf); !strings.HasPrefix(string(buf[:n]), "ready") {
+		t.Fatalf("helper %s did not start: %q", mode, buf[:n])
+	}
+	return cmd.Process.Pid
+}
+
+func resolvePID(t *testing.T, pid int) Resolved {
+	t.Helper()
+	r, err := Process{}.Resolve(context.Background(), Env{}, processWorkload(t, map[string]any{"pid": pid}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func needRoot(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+}
+
+func TestPreflightSysVShm(t *testing.T) {
+	needRoot(t)
+	pid := startHelper(t, nil, "shm")
+	r := resolvePID(t, pid)
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "SysV shared memory") || !strings.Contains(r.Problems[0], "unshare --ipc") {
+		t.Fatalf("problems %q, want the SysV shared memory with its fix", r.Problems)
+	}
+	_, _, err := Process{}.resolveFor(context.Background(), Env{}, processWorkload(t, map[string]any{"pid": pid}), nil)
+	if err == nil || !strings.Contains(err.Error(), "SysV") {
+		t.Errorf("resolveFor (before every dump) = %v, want the SysV refusal", err)
+	}
+}
+
+func TestPreflightUnixSocketDir(t *testing.T) {
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "run", "svc")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "svc.sock")
+	pid := startHelper(t, nil, "unix", sock)
+	r := resolvePID(t, pid)
+	if len(r.Problems) != 0 {
+		t.Errorf("problems %q, want none", r.Problems)
+	}
+	if !contains(r.Needs.Dirs, dir) {
+		t.Fatalf("needs %+v, want the socket's dir %s", r.Needs, dir)
+	}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if !contains(r.Needs.Files, exe) {
+		t.Errorf("needs %+v, want the executable %s", r.Needs, exe)
+	}
+	if m := r.Needs.Missing(); len(m) != 0 {
+		t.Errorf("missing here %q, want nothing", m)
+	}
+	// A target without the directory.
+	os.RemoveAll(filepath.Dir(dir))
+	p, err := Process{}.CheckTarget(context.Background(), Env{}, Workload{}, CheckRequest{Needs: r.Needs})
+	if err != nil || len(p) == 0 || !strings.Contains(p[0], dir) || !strings.Contains(p[0], "mkdir -p") {
+		t.Fatalf("CheckTarget = %q, %v; want the missing dir with its fix", p, err)
+	}
+}
+
+func TestPreflightRlimitNonRoot(t *testing.T) {
+	needRoot(t)
+	pid := startHelper(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "sleep")
+	r := resolvePID(t, pid)
+	if hasCapSysResource() {
+		if len(r.Problems) != 0 {
+			t.Errorf("problems %q, want none with CAP_SYS_RESOURCE", r.Problems)
+		}
+		return
+	}
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "CAP_SYS_RESOURCE") || !strings.Contains(r.Problems[0], "uid 65534") {
+		t.Fatalf("problems %q, want the rlimit one", r.Problems)
+	}
+}
+
+func TestPidfileFirstLine(t *testing.T) {
+	needRoot(t)
+	pid := startHelper(t, nil, "sleep")
+	pf := filepath.Join(t.TempDir(), "postmaster.pid")
+	os.WriteFile(pf, []byte(fmt.Sprintf("%d\n/var/lib/postgresql/15/main\n1764612000\n5432\n/var/run/postgresql\n", pid)), 0o600)
+	r, err := Process{}.Resolve(context.Background(), Env{}, processWorkload(t, map[string]any{"pidfile": pf}))
+	if err != nil || r.PID != pid {
+		t.Fatalf("Resolve = %+v, %v; want pid %d", r, err, pid)
+	}
+}
+
+func hasCapSysResource() bool {
+	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if unix.Capget(&hdr, &data[0]) != nil {
+		return false
+	}
+	return data[0].Effective&(1<<unix.CAP_SYS_RESOURCE) != 0
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
