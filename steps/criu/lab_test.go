@@ -429,3 +429,65 @@ func TestLabPageServerStranger(t *testing.T) {
 		t.Errorf("the page server's guard was left behind: %s", out)
 	}
 }
+
+// The agent binary on the source, replaced while the source is held, never
+// runs: the undo that resumes the source refuses it, reinstalls mig's own
+// and resumes the workload with its state.
+func TestLabAgentReplacedDuringHold(t *testing.T) {
+	lh := upLab(t)
+	ctx := context.Background()
+	const port = 18186
+	pid := lh.startCounter(t, "h1", port)
+	srcURL := fmt.Sprintf("http://%s:%d", lh.host(t, "h1").IP, port)
+	before := count(t, srcURL+"/")
+	res, err := steps.Dump{}.Apply(ctx, cty.ObjectVal(map[string]cty.Value{
+		"workload":   lh.workload(pid),
+		"mode":       cty.StringVal("disk"),
+		"dir":        cty.StringVal("/var/lib/mig/swap/final"),
+		"target":     lh.vals["h2"],
+		"target_dir": cty.NullVal(cty.String),
+		"parent":     cty.NullVal(cty.String),
+		"address":    cty.NullVal(cty.String),
+		"port":       cty.NullVal(cty.Number),
+	}), lh.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The source is held. Replace its agent binary with one that leaves a
+	// mark (on the shared file system, where the test can see it).
+	bins, _ := filepath.Glob(filepath.Join(lh.host(t, "h1").Dir, "var-lib-mig", "bin", "mig-*"))
+	if len(bins) != 1 {
+		t.Fatalf("want one agent binary on h1, got %v", bins)
+	}
+	marker := filepath.Join(t.TempDir(), "replacement-ran")
+	evil := "#!/bin/sh\ntouch " + marker + "\nexit 1\n"
+	if err := os.WriteFile(bins[0]+".evil", []byte(evil), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(bins[0]+".evil", bins[0]); err != nil {
+		t.Fatal(err)
+	}
+	// Agents started ahead run the genuine binary already; use them up, so
+	// that the undo needs a new one.
+	for range 3 {
+		if err := lh.hosts["h1"].Call(ctx, "exec", host.ExecRequest{Argv: []string{"true"}}, nil, host.CallOpts{}); err != nil {
+			t.Fatalf("a call after the binary was replaced: %v", err)
+		}
+	}
+	if err := res.Undo(ctx); err != nil {
+		t.Fatalf("undo after the binary was replaced: %v", err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the replaced agent binary ran")
+	}
+	if b, _ := os.ReadFile(bins[0]); string(b) == evil {
+		t.Error("mig did not reinstall its binary")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if after := count(t, srcURL+"/"); after <= before {
+		t.Errorf("counter on h1: %d before, %d after the undo", before, after)
+	}
+	if s, err := get(srcURL + "/check"); err != nil || s != "ok" {
+		t.Errorf("/check on h1: %q %v", s, err)
+	}
+}
