@@ -301,6 +301,9 @@ func quickDepthOK(src []byte) bool {
 		case '<':
 			if next != '<' {
 				op()
+				if next == '=' {
+					i++ // <= is one operator, not an assignment
+				}
 				continue
 			}
 			j := i + 2
@@ -348,7 +351,12 @@ func quickDepthOK(src []byte) bool {
 			if top == brace {
 				reset()
 			}
-		case '+', '-', '*', '%', '>', '?':
+		case '>':
+			op()
+			if next == '=' {
+				i++
+			}
+		case '+', '-', '*', '%', '?':
 			op()
 		case '!', '&', '|':
 			op()

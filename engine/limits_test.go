@@ -39,6 +39,7 @@ func TestQuickDepth(t *testing.T) {
 		"escaped_interp":       "locals { a = \"$${" + r("(", 300) + "\" }\n",
 		"directive_nesting":    "locals { a = \"" + r("%{ for x in [1] }", 300) + r("%{ endfor }", 300) + "\" }\n",
 		"unterminated":         "locals { a = \"x\n b = " + r("(", 300) + " }\n",
+		"comparisons":          "locals { a = " + r("1 <= ", 150) + r("1 >= ", 150) + r("1 == ", 150) + r("1 != ", 150) + "1 }\n",
 	}
 	for k, v := range more {
 		srcs[k] = v
