@@ -41,13 +41,20 @@ const identityFormat = "%d:%i:%s:%u:%a:%z"
 const launcher = `sh -c 'IFS= read -r bin && IFS= read -r id && exec 3<"$bin" &&
 got=$(stat -L -c "` + identityFormat + `" /proc/self/fd/3) && [ "$got" = "$id" ] ||
 { echo "` + agentChanged + `: $bin" >&2; exit 126; }
-exec /proc/self/fd/3 agent'`
+printf ` + string(launchedByte) + ` && exec /proc/self/fd/3 agent'`
+
+// launchedByte is what the launcher writes once it checked the binary,
+// before it starts it and before mig sends anything.
+const launchedByte = 'R'
 
 // agentChanged is what the launcher says when it refuses the binary.
 const agentChanged = "mig: the agent binary changed since mig checked it; refusing to run it"
 
 // installScript writes the binary that follows the two header lines to a
-// temporary name, checks its sha256, makes it executable and renames it.
+// temporary name, checks its sha256, makes it executable and links it into
+// place. A good binary already there (another mig installed it meanwhile)
+// is kept: replacing it would change the file that mig, or that other
+// mig, checked.
 const installScript = `sh -c 'set -e
 IFS= read -r dir; IFS= read -r sum
 mkdir -p -m 0700 "$dir"; mkdir -p -m 0755 "$dir/bin"
@@ -57,7 +64,10 @@ cat > "$tmp"
 got=$(sha256sum < "$tmp"); got=${got%% *}
 if [ "$got" != "$sum" ]; then echo "uploaded binary has sha256 $got, want $sum" >&2; exit 3; fi
 chmod 0755 "$tmp"
-mv -f "$tmp" "$dir/bin/mig-$sum"'`
+bin="$dir/bin/mig-$sum"
+ln "$tmp" "$bin" 2>/dev/null && exit 0
+got=$(sha256sum < "$bin" 2>/dev/null) || got=
+if [ "${got%% *}" != "$sum" ]; then mv -f "$tmp" "$bin"; fi'`
 
 // unameArch maps GOARCH to what `uname -m` prints.
 var unameArch = map[string][]string{

@@ -306,15 +306,16 @@ func (s *SSH) Close() error {
 	return s.client.Close()
 }
 
-// Call runs an action in the host's agent. If the launcher refused the
-// binary because it changed since it was hashed, the binary is checked
-// (and reinstalled) again, the agents started ahead are dropped, and the
-// call is made once more: the action never started.
+// Call runs an action in the host's agent. If the agent did not start
+// (the launcher refused a binary that changed since it was hashed, or the
+// binary is gone), the binary is checked (and reinstalled) again, the
+// agents started ahead are dropped, and the call is made once more: the
+// action never started and none of its input was sent.
 func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallOpts) error {
 	err := s.call(ctx, action, req, resp, opts)
 	// A few times: agents started ahead in the meantime may be refused too.
-	for try := 0; try < 3 && err != nil && strings.Contains(err.Error(), agentChanged); try++ {
-		s.log.Warn("the agent binary changed since it was checked; checking it again", "error", err)
+	for try := 0; try < 3 && errors.Is(err, errNotLaunched); try++ {
+		s.log.Warn("the agent did not start; checking its binary again", "error", err)
 		s.mu.Lock()
 		s.bin = ""
 		s.mu.Unlock()
@@ -339,6 +340,11 @@ func (s *SSH) call(ctx context.Context, action string, req, resp any, opts CallO
 	}
 	sess, stdin, stdout, stderr := a.sess, a.stdin, a.stdout, a.stderr
 	defer sess.Close()
+	// The launcher says it runs the checked binary before anything is
+	// sent, so a refused launch has consumed none of the call's input.
+	if err := launched(sess, stdout, stderr); err != nil {
+		return &ActionError{Host: s.name, Action: action, Err: err}
+	}
 	log := s.log.Named(action)
 	abort := func() {
 		sess.Signal(ssh.SIGTERM)
@@ -363,6 +369,28 @@ func (s *SSH) call(ctx context.Context, action string, req, resp any, opts CallO
 	stdin.Close()
 	return nil
 }
+
+// launched reads the byte the launcher writes once it has checked the
+// binary, or returns why it did not start it.
+func launched(sess *ssh.Session, stdout io.Reader, stderr *tail) error {
+	var b [1]byte
+	if _, err := io.ReadFull(stdout, b[:]); err == nil && b[0] == launchedByte {
+		return nil
+	}
+	exited := make(chan struct{})
+	go func() { sess.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(time.Second):
+	}
+	if msg := strings.TrimSpace(stderr.String()); msg != "" {
+		return fmt.Errorf("%w: %s", errNotLaunched, msg)
+	}
+	return fmt.Errorf("%w: the launcher ended without starting it", errNotLaunched)
+}
+
+// errNotLaunched is a call whose agent did not start: nothing was sent.
+var errNotLaunched = errors.New("start agent")
 
 // tail keeps the last max bytes written to it.
 type tail struct {
