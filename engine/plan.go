@@ -69,6 +69,7 @@ func (w *Workflow) plan(ctx context.Context, vars map[string]cty.Value, callKind
 func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool, callKinds bool) (*Plan, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	p := &Plan{named: sv.named()}
+	var planned []steps.Planned
 	stepVals := map[string]cty.Value{}
 	for _, name := range w.order {
 		s := w.steps[name]
@@ -119,9 +120,26 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 				}
 			}
 			p.Steps = append(p.Steps, ps)
+			planned = append(planned, steps.Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: w.upstream(s.Name), Range: s.DeclRange})
 		}
 	}
-	return p, diags
+	return p, append(diags, steps.CheckMoves(planned)...)
+}
+
+// upstream returns the names of every step that name runs after.
+func (w *Workflow) upstream(name string) map[string]bool {
+	seen := map[string]bool{}
+	var visit func(string)
+	visit = func(n string) {
+		for _, d := range w.steps[n].deps {
+			if !seen[d] {
+				seen[d] = true
+				visit(d)
+			}
+		}
+	}
+	visit(name)
+	return seen
 }
 
 func orEmpty(s *string) *string {

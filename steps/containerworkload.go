@@ -15,6 +15,7 @@ import (
 //	  root            = "/run/runc"            # runc's state root (the default)
 //	  restore_id      = "counter-2"            # ID on the target, default id
 //	  tcp_established = false
+//	  new_connections = "hold"                 # or "drop", "reset"
 //	}
 type ContainerWorkload struct{}
 
@@ -28,5 +29,6 @@ func (ContainerWorkload) Spec() hcldec.Spec {
 		"restore_id":      &hcldec.AttrSpec{Name: "restore_id", Type: cty.String},
 		"tcp_established": &hcldec.AttrSpec{Name: "tcp_established", Type: cty.Bool},
 		"file_locks":      &hcldec.AttrSpec{Name: "file_locks", Type: cty.Bool},
+		"new_connections": newConnectionsSpec,
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -164,9 +165,7 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 			diags = append(diags, errDiag(fmt.Sprintf("Cannot checkpoint %s.%s on host %s", d.w.Kind, d.w.Name, d.w.host), strings.TrimSuffix(pr, ".")+"."))
 		}
 	}
-	if d.mode == "lazy" {
-		p.Notes = append(p.Notes, checkNotes(ctx, env, d.w.host, d.w.hostV, d.w, criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: true}})...)
-	}
+	p.Notes = append(p.Notes, checkNotes(ctx, env, d.w.host, d.w.hostV, d.w, criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: d.mode == "lazy"}, Source: true})...)
 	if d.target != "" && d.target != d.w.host {
 		feats := []string{}
 		if d.mode == "lazy" {
@@ -204,7 +203,34 @@ func checkNotes(ctx context.Context, env Env, hostName string, hostV cty.Value, 
 			notes = append(notes, fmt.Sprintf("host %s: CRIU feature %s is missing", hostName, f))
 		}
 	}
+	if n := newConnectionsNote(hostName, w, res, req.Source); n != "" {
+		notes = append(notes, n)
+	}
 	return notes
+}
+
+// newConnectionsNote says what a host does with new connections to w while
+// it is frozen (the source), or how the target is guarded until the
+// restore there ends.
+func newConnectionsNote(hostName string, w workload, res criu.CheckResult, source bool) string {
+	var what string
+	switch res.NewConnections {
+	case criu.NewHold:
+		what = fmt.Sprintf("new connections held (%s), then let through", res.Queue)
+	case criu.NewDrop:
+		what = "new connections dropped"
+		if res.Queue == "" {
+			what += " (this host cannot queue packets: clients retransmit their SYN after about 1s)"
+		}
+	case criu.NewReset:
+		what = "new connections refused with a reset"
+	default:
+		return ""
+	}
+	if source {
+		return fmt.Sprintf("host %s: while %s.%s is frozen: %s", hostName, w.Kind, w.Name, what)
+	}
+	return fmt.Sprintf("host %s: guarded from before the freeze until the restore there ends: packets of %s.%s's connections dropped, %s", hostName, w.Kind, w.Name, what)
 }
 
 func check(ctx context.Context, env Env, hostName string, hostV cty.Value, w workload, req criu.CheckAction) (criu.CheckResult, error) {
@@ -305,11 +331,46 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 	}
 
+	// The target drops the moved connections' packets and holds new ones
+	// from before the freeze until the restore there ends: the service
+	// address may move before that, and the target's kernel must not reset
+	// them. Up before the freeze, it adds nothing to the pause.
+	guarded := tgt != nil && d.target != d.w.host
+	greq := criu.GuardAction{Request: criu.Request{CRIU: criuSetting(d.targetV), Workload: d.w.Workload}}
+	guardUp := func(ctx context.Context, ports []int, conns []criu.Conn) error {
+		greq.Op, greq.Ports, greq.Conns = "up", ports, conns
+		var g criu.GuardResult
+		if err := tgt.Call(ctx, criu.ActGuard, greq, &g, host.CallOpts{}); err != nil {
+			return fmt.Errorf("guard on target %s: %w", d.target, err)
+		}
+		env.Log.Info("target guarded", "host", d.target, "ports", ports, "connections", len(conns), "new_connections", g.NewConnections, "queue", g.Queue)
+		return nil
+	}
+	guardDown := func(ctx context.Context) error {
+		if !guarded {
+			return nil
+		}
+		greq.Op = "down"
+		if err := tgt.Call(ctx, criu.ActGuard, greq, nil, host.CallOpts{}); err != nil {
+			return fmt.Errorf("release the guard on %s: %w", d.target, err)
+		}
+		return nil
+	}
+	if guarded {
+		if err := guardUp(ctx, r.Listens, nil); err != nil {
+			if ps.PID > 0 {
+				killPID(context.WithoutCancel(ctx), tgt, ps.PID)
+			}
+			return Result{}, errors.Join(err, guardDown(context.WithoutCancel(ctx)))
+		}
+	}
+
 	off := clockOffset(ctx, env, src)
 	var res criu.DumpResult
 	err = src.Call(ctx, criu.ActDump, dreq, &res, host.CallOpts{})
 	dumpLog := func() { keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog)) }
 	if err != nil {
+		err = errors.Join(err, guardDown(context.WithoutCancel(ctx)))
 		dumpLog()
 		if ps.PID > 0 {
 			stopPageServer(context.WithoutCancel(ctx), tgt, ps)
@@ -327,11 +388,20 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	env.Log.Info("dumped", "workload", d.w.String(), "dir", d.dir, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
 	held := criu.HeldAction{Request: d.w.request(), Held: res.Held}
+	if guarded && (len(res.Conns) > 0 || !slices.Equal(res.Ports, r.Listens)) {
+		// Outgoing connections have their own ports: guard them too.
+		if err := guardUp(ctx, res.Ports, res.Conns); err != nil {
+			dumpLog()
+			return Result{}, errors.Join(err, guardDown(context.WithoutCancel(ctx)), src.Call(context.WithoutCancel(ctx), criu.ActResume, held, nil, host.CallOpts{}))
+		}
+	}
 	// The log is fetched by the undo or the commit, not now: the workload
 	// is frozen, and every call here lengthens the pause.
 	undo := func(ctx context.Context) error {
 		dumpLog()
-		return src.Call(ctx, criu.ActResume, held, nil, host.CallOpts{})
+		// SYNs held on the target follow the address back first.
+		gerr := guardDown(ctx)
+		return errors.Join(gerr, src.Call(ctx, criu.ActResume, held, nil, host.CallOpts{}))
 	}
 	if ps.PID > 0 {
 		// The page server exits once it has written the last page.
@@ -381,7 +451,8 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		Undo: undo,
 		Commit: func(ctx context.Context) error {
 			dumpLog()
-			return src.Call(ctx, criu.ActKill, held, nil, host.CallOpts{})
+			gerr := guardDown(ctx)
+			return errors.Join(gerr, src.Call(ctx, criu.ActKill, held, nil, host.CallOpts{}))
 		},
 		Metrics: metrics,
 	}, nil

@@ -17,11 +17,13 @@ import (
 
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/engine/lab"
+	"github.com/mig-project/mig/steps/criu"
 )
 
 // TestMain lets the test binary be a lab host's init and mig's agent, so
 // the lab tests reach their hosts over SSH exactly as mig does.
 func TestMain(m *testing.M) {
+	criu.GuardMain()
 	if len(os.Args) > 2 && os.Args[1] == "lab" && os.Args[2] == "init" {
 		os.Exit(lab.Init(os.Args[3:]))
 	}

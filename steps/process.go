@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
@@ -24,6 +25,7 @@ import (
 //	  tcp_established = true
 //	  shell_job       = false
 //	  file_locks      = false
+//	  new_connections = "hold"                         # or "drop", "reset"
 //	}
 //
 // Exactly one of pid, pidfile and match is set. The process is found when
@@ -39,7 +41,27 @@ func (ProcessWorkload) Spec() hcldec.Spec {
 		"tcp_established": &hcldec.AttrSpec{Name: "tcp_established", Type: cty.Bool},
 		"shell_job":       &hcldec.AttrSpec{Name: "shell_job", Type: cty.Bool},
 		"file_locks":      &hcldec.AttrSpec{Name: "file_locks", Type: cty.Bool},
+		"new_connections": newConnectionsSpec,
 	}
+}
+
+// newConnectionsSpec is a workload's `new_connections`: what the hosts do
+// with new connections to its ports while it is frozen and until its
+// restore ends. "hold" queues them and lets them through to the restored
+// workload (the default where the host can queue packets), "drop" lets
+// clients retransmit their SYN after about a second, "reset" refuses them.
+var newConnectionsSpec = &hcldec.ValidateSpec{
+	Wrapped: &hcldec.AttrSpec{Name: "new_connections", Type: cty.String},
+	Func: func(v cty.Value) hcl.Diagnostics {
+		if !v.IsKnown() || v.IsNull() {
+			return nil
+		}
+		switch v.AsString() {
+		case criu.NewHold, criu.NewDrop, criu.NewReset:
+			return nil
+		}
+		return hcl.Diagnostics{errDiag("Invalid new_connections", fmt.Sprintf("new_connections %q: want \"hold\", \"drop\" or \"reset\".", v.AsString()))}
+	},
 }
 
 // workload is a workload value (`process.web`, `container.db`) as the

@@ -97,14 +97,20 @@ container "web" {
   tcp_established = true
 }
 
+# New connections are held while the workload moves: a request that waits
+# is slow, not failed. A failure is an error, or no answer within timeout.
 probe "web" {
   http     = "http://${var.service_ip}:${var.service_port}/"
   interval = "5ms"
+  timeout  = "5s"
 }
 
+# target: the dump guards the target from before the freeze until the
+# restore there ends (new connections held, moved ones never reset).
 step "dump" "final" {
   workload = container.web
   mode     = "disk"
+  target   = host.dst
   dir      = "/var/lib/mig/images/web"
   timeout  = "2m"
 }
@@ -135,6 +141,8 @@ step "unarchive" "unpack" {
 }
 
 # tcp_established needs the service address on the target before restore.
+# That is safe because the dump's target guard drops the moved connections'
+# packets there until the restore ends (`mig plan` warns when nothing does).
 step "move_ip" "vip" {
   address    = "${var.service_ip}/24"
   from       = host.src

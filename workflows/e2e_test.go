@@ -28,8 +28,9 @@ import (
 // reached over SSH) and move a real cmd/counter between them.
 
 const (
-	port    = 8080
-	ballast = 64 // MiB
+	port     = 8080
+	echoPort = 8081 // the counter's line echo server
+	ballast  = 64   // MiB
 )
 
 // The lab's name and subnet; MIG_E2E_LAB=name,10.x.y.0 picks others, so
@@ -79,6 +80,10 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
+	if m := os.Getenv("MIG_E2E_MIG"); m != "" {
+		// Another mig build (say, of the main branch), to compare.
+		migBin = m
+	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: os.Stderr})
 	ctx := context.Background()
 	theLab, err = lab.Up(ctx, lab.Options{Name: labName, Hosts: 2, Subnet: labNet + ".0/24", MigBinary: migBin, Log: log})
@@ -126,7 +131,7 @@ func startCounterWith(t testing.TB, ballastMiB int, o lab.StartOptions) *service
 	ctx := context.Background()
 	s := &service{pidfile: filepath.Join(theLab.Dir(), fmt.Sprintf("counter-%d.pid", time.Now().UnixNano()))}
 	o.PIDFile = s.pidfile
-	if _, err := theLab.Start(ctx, "h1", []string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-ballast", strconv.Itoa(ballastMiB)}, o); err != nil {
+	if _, err := theLab.Start(ctx, "h1", []string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-echo", fmt.Sprintf(":%d", echoPort), "-ballast", strconv.Itoa(ballastMiB)}, o); err != nil {
 		t.Fatal(err)
 	}
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")

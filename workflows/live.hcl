@@ -84,9 +84,12 @@ process "web" {
   tcp_established = true
 }
 
+# New connections are held while the workload moves: a request that waits
+# is slow, not failed. A failure is an error, or no answer within timeout.
 probe "web" {
   http     = "http://${var.service_ip}:${var.service_port}/"
   interval = "5ms"
+  timeout  = "5s"
 }
 
 variable "load_rate" {
@@ -149,6 +152,8 @@ step "copy" "ship" {
 }
 
 # tcp_established needs the service address on the target before restore.
+# That is safe because the dump's target guard drops the moved connections'
+# packets there until the restore ends (`mig plan` warns when nothing does).
 step "move_ip" "vip" {
   address    = "${var.service_ip}/24"
   from       = host.src

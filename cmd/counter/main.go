@@ -2,11 +2,17 @@
 // keeps rising by itself, with optional ballast memory filled with a
 // known pattern. After a migration, `GET /` shows the counter carried on
 // and `GET /check` proves every ballast page arrived intact.
+// `GET /stream?bytes=N&chunk=C&every=D` sends N bytes of a known pattern
+// (streamByte), C bytes every D, so that a client can check every byte of a
+// response that is in flight while the server moves. With -echo, a second
+// port echoes every line it reads, for clients that keep a raw TCP
+// connection open.
 //
-//	counter [-listen :8080] [-ballast MiB] [-pidfile path]
+//	counter [-listen :8080] [-echo :8081] [-ballast MiB] [-pidfile path]
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"flag"
@@ -24,6 +30,7 @@ func main() {
 	listen := flag.String("listen", ":8080", "address to serve on")
 	ballastMiB := flag.Int("ballast", 0, "MiB of memory to fill with a known pattern")
 	pidfile := flag.String("pidfile", "", "write the process id to this file")
+	echo := flag.String("echo", "", "address of a line echo server (off when empty)")
 	flag.Parse()
 
 	if *pidfile != "" {
@@ -50,14 +57,80 @@ func main() {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	// Go listens with MPTCP by default, which CRIU cannot dump.
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false)
-	ln, err := lc.Listen(context.Background(), "tcp", *listen)
+	mux.HandleFunc("GET /stream", stream)
+	if *echo != "" {
+		eln, err := listenTCP(*echo)
+		if err != nil {
+			log.Fatal(err)
+		}
+		go serveEcho(eln)
+	}
+	ln, err := listenTCP(*listen)
 	if err != nil {
 		log.Fatal(err)
 	}
 	log.Fatal(http.Serve(ln, mux))
+}
+
+// listenTCP listens without MPTCP, Go's default, which CRIU cannot dump.
+func listenTCP(addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	return lc.Listen(context.Background(), "tcp", addr)
+}
+
+// streamByte is the byte at offset i of a /stream response.
+func streamByte(i int64) byte { return byte(i*31) ^ byte(i>>11) }
+
+func stream(w http.ResponseWriter, r *http.Request) {
+	n, _ := strconv.ParseInt(r.URL.Query().Get("bytes"), 10, 64)
+	chunk, _ := strconv.Atoi(r.URL.Query().Get("chunk"))
+	every, _ := time.ParseDuration(r.URL.Query().Get("every"))
+	if chunk <= 0 {
+		chunk = 64 << 10
+	}
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	buf := make([]byte, chunk)
+	flusher, _ := w.(http.Flusher)
+	for off := int64(0); off < n; {
+		m := min(int64(chunk), n-off)
+		for i := range m {
+			buf[i] = streamByte(off + i)
+		}
+		if _, err := w.Write(buf[:m]); err != nil {
+			return
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		off += m
+		time.Sleep(every)
+	}
+}
+
+// serveEcho writes back every line each connection sends.
+func serveEcho(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			log.Fatal(err)
+		}
+		go func() {
+			defer c.Close()
+			r := bufio.NewReader(c)
+			for {
+				line, err := r.ReadBytes('\n')
+				if len(line) > 0 {
+					if _, werr := c.Write(line); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
 }
 
 // pattern is the byte expected at offset i: it varies within a page and

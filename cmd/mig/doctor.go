@@ -187,6 +187,12 @@ func printReport(w io.Writer, name string, r criu.Report, fixed bool) {
 	if r.LimitsError != "" {
 		findings = append(findings, "raising the pipe limits failed: "+r.LimitsError)
 	}
+	if r.Queue != "" {
+		row("new conns", "hold (default; "+r.Queue+"), drop or reset")
+	} else {
+		row("new conns", "drop (default) or reset; hold is NOT possible: "+r.QueueError)
+		findings = append(findings, "new connections cannot be held while a workload moves (no NFQUEUE from nftables): they are dropped, and clients retransmit their SYN after about 1s")
+	}
 	row("kernel", r.Kernel)
 	row("cgroup", r.Cgroup)
 	if len(findings) > 0 {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps/criu"
 )
 
 // Exit codes, documented in usage.
@@ -65,6 +66,7 @@ func commands() map[string]command {
 }
 
 func main() {
+	criu.GuardMain()
 	containerInit()
 	os.Exit(guard(os.Stderr, func() int { return run(os.Args[1:]) }))
 }

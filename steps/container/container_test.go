@@ -7,9 +7,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mig-project/mig/steps/criu"
 )
 
 func TestMain(m *testing.M) {
+	criu.GuardMain()
 	Init()
 	os.Exit(m.Run())
 }

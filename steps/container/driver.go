@@ -25,6 +25,7 @@ type Config struct {
 	RestoreID      string `json:"restore_id"`
 	TCPEstablished bool   `json:"tcp_established"`
 	FileLocks      bool   `json:"file_locks"`
+	NewConnections string `json:"new_connections"`
 }
 
 // Driver is the criu.Driver of `container` workloads: runc containers
@@ -79,6 +80,7 @@ func (Driver) Resolve(ctx context.Context, env criu.Env, w criu.Workload) (criu.
 		ID:          c.ID,
 		Description: fmt.Sprintf("container %s (init pid %d, %d tasks, %s, bundle %s)", c.ID, src.InitPID, len(src.PIDs), net, src.Bundle),
 		Tasks:       len(src.PIDs),
+		Listens:     criu.ListenPorts(src.PIDs),
 	}, nil
 }
 
@@ -130,14 +132,16 @@ func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.
 	}
 	start := time.Now()
 	var held criu.Held
-	// New connections get a reset while the container is held, so their
-	// clients retry at once instead of waiting out CRIU's lock.
-	if held.HoldTable, err = criu.HoldPorts(ctx, src.InitPID, criu.ListenPorts(src.PIDs)); err != nil {
+	// New connections wait (or are dropped, or refused: the workload's
+	// new_connections) while the container is held, instead of landing in
+	// a backlog that the dump would lose.
+	ports := criu.ListenPorts(src.PIDs)
+	if held.HoldTable, err = criu.HoldPorts(ctx, src.InitPID, ports, c.NewConnections); err != nil {
 		return criu.DumpResult{}, fmt.Errorf("%s: %w", w, err)
 	}
 	defer func() {
 		if err != nil {
-			criu.DropTable(context.WithoutCancel(ctx), src.InitPID, held.HoldTable)
+			criu.StopGuard(context.WithoutCancel(ctx), src.InitPID, held.HoldTable)
 		}
 	}()
 	if req.Lazy {
@@ -152,6 +156,8 @@ func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.
 	}
 	held.PID, held.PIDs, held.ID, held.Dir = src.InitPID, src.PIDs, c.ID, req.Dir
 	return criu.DumpResult{
+		Ports:   ports,
+		Conns:   criu.Connections(src.PIDs, ports),
 		Dir:     req.Dir,
 		LogPath: filepath.Join(req.Dir, "dump.log"),
 		Stats:   criu.DumpStats(req.Dir),
@@ -170,7 +176,7 @@ func (Driver) Resume(ctx context.Context, env criu.Env, w criu.Workload, held cr
 	if err := runtimeFor(env, c).Resume(c.ID, held.Dir); err != nil {
 		return err
 	}
-	return criu.DropTable(ctx, held.PID, held.HoldTable)
+	return criu.StopGuard(ctx, held.PID, held.HoldTable)
 }
 
 // Kill commits Dump: the source container is destroyed, then CRIU's lock
@@ -183,9 +189,9 @@ func (Driver) Kill(ctx context.Context, env criu.Env, w criu.Workload, held criu
 		return err
 	}
 	stopLazy(held.LazyPID)
-	// The hold table lives in the container's network namespace, which
-	// may go with it: drop it first.
-	if err := criu.DropTable(ctx, held.PID, held.HoldTable); err != nil {
+	// The guard lives in the container's network namespace, which may go
+	// with it: stop it first.
+	if err := criu.StopGuard(ctx, held.PID, held.HoldTable); err != nil {
 		env.Log.Warn("removing the hold table", "container", c.ID, "error", err)
 	}
 	r := runtimeFor(env, c)

@@ -28,6 +28,7 @@ const (
 	ActWait       = "criu.wait"          // WaitAction → nil (waits for a page server)
 	ActLazyWait   = "criu.lazy-wait"     // LazyWaitAction → DumpResult
 	ActDoctor     = "criu.doctor"        // DoctorRequest → Report
+	ActGuard      = "criu.guard"         // GuardAction → GuardResult
 )
 
 // Request is the part every driver action shares.
@@ -69,6 +70,8 @@ type CheckAction struct {
 	Request
 	CheckRequest
 	Features []string `json:"features,omitempty"` // e.g. FeatureDirtyTrack
+	// Source checks the workload's own host: no driver target checks.
+	Source bool `json:"source,omitempty"`
 }
 
 // CheckResult lists what stands in the way; empty Problems means go.
@@ -76,6 +79,32 @@ type CheckResult struct {
 	CRIU     Binary          `json:"criu"`
 	Features map[string]bool `json:"features,omitempty"`
 	Problems []string        `json:"problems,omitempty"`
+	// NewConnections is what this host does with new connections to the
+	// workload while it is frozen or not yet restored, and Queue how it
+	// holds them (see NewConnections).
+	NewConnections string `json:"new_connections,omitempty"`
+	Queue          string `json:"queue,omitempty"`
+}
+
+// GuardAction puts up ("up") or releases ("down") the guard a target keeps
+// for a workload (GuardTable) from before the service address arrives until
+// the restored workload owns its sockets: it drops every packet of Ports
+// and Conns, and holds, drops or refuses new connections.
+type GuardAction struct {
+	Request
+	Op    string `json:"op"`
+	Ports []int  `json:"ports,omitempty"`
+	Conns []Conn `json:"conns,omitempty"`
+	// Deadline in seconds; 0: DefaultGuardDeadline.
+	Deadline float64 `json:"deadline,omitempty"`
+}
+
+// GuardResult is the guard put up.
+type GuardResult struct {
+	Table          string `json:"table"`
+	NewConnections string `json:"new_connections"`
+	Queue          string `json:"queue,omitempty"`
+	PID            int    `json:"pid"`
 }
 
 // PageServerAction starts a page server on the target.
@@ -124,6 +153,7 @@ func Actions(drivers Drivers) host.Actions {
 		ActWait:       a.wait,
 		ActLazyWait:   a.lazyWait,
 		ActDoctor:     a.doctor,
+		ActGuard:      a.guard,
 	}
 	for name, fn := range acts {
 		acts[name] = private(fn)
@@ -223,7 +253,15 @@ func (a actions) check(ctx context.Context, c *host.Call) (any, error) {
 			res.Problems = append(res.Problems, "pipe limits too low for lazy pages ("+limitsString(lim)+"); run `mig doctor -fix`")
 		}
 	}
-	if d, ok := a.drivers[req.Workload.Kind]; ok {
+	if req.Workload.Kind != "" {
+		o, _ := req.Workload.Options()
+		mode, how, err := NewConnections(o.NewConnections)
+		if err != nil {
+			res.Problems = append(res.Problems, err.Error())
+		}
+		res.NewConnections, res.Queue = mode, how
+	}
+	if d, ok := a.drivers[req.Workload.Kind]; ok && !req.Source {
 		p, err := d.CheckTarget(ctx, Env{CRIU: b, Log: c.Log}, req.Workload, req.CheckRequest)
 		if err != nil {
 			return nil, err
@@ -292,6 +330,13 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, er
 	res, err := d.Restore(ctx, env, req.Workload, req.RestoreRequest)
 	res.CRIU = env.CRIU.String()
 	res.Times = Times{Start: start.UnixNano(), End: time.Now().UnixNano()}
+	if err == nil {
+		// The restored workload owns its sockets: the guard lets the held
+		// SYNs through to its listeners and goes.
+		if gerr := StopGuard(context.WithoutCancel(ctx), 0, GuardTable(req.Workload)); gerr != nil {
+			env.Log.Warn("releasing the guard", "error", gerr)
+		}
+	}
 	if err == nil && ctx.Err() != nil {
 		// The caller went away: nobody will undo this restore, and the
 		// source is resumed, so the copy must not run on.
@@ -302,7 +347,59 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, er
 }
 
 func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction) (any, error) {
+	// New connections that come while the copy goes and the address moves
+	// back are held, and follow the address to the source when the dump's
+	// undo releases the guard. The connections the copy served cannot go
+	// back (the source's sockets are as they were at the freeze): its
+	// kill closes them, so that their clients learn it at once. A short
+	// deadline bounds the guard where no dump's undo follows to release it.
+	if ports := listenPorts(tree(req.Result.PID)); req.Result.PID > 0 && len(ports) > 0 {
+		o, _ := req.Workload.Options()
+		mode, how, err := NewConnections(o.NewConnections)
+		if err != nil {
+			mode = NewDrop
+		}
+		spec := GuardSpec{Table: GuardTable(req.Workload), Ports: ports, NewConnections: mode, Queue: how, Deadline: time.Minute}
+		if _, err := StartGuard(ctx, 0, spec); err != nil {
+			env.Log.Warn("guarding new connections during the rollback", "error", err)
+		}
+	}
 	return nil, d.KillRestored(ctx, env, req.Workload, req.Result)
+}
+
+func (a actions) guard(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[GuardAction](c)
+	if err != nil {
+		return nil, err
+	}
+	table := GuardTable(req.Workload)
+	switch req.Op {
+	case "down":
+		return GuardResult{Table: table}, StopGuard(ctx, 0, table)
+	case "up":
+	default:
+		return nil, fmt.Errorf("criu.guard: unknown op %q (want up or down)", req.Op)
+	}
+	o, err := req.Workload.Options()
+	if err != nil {
+		return nil, err
+	}
+	mode, how, err := NewConnections(o.NewConnections)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Ports) == 0 && len(req.Conns) == 0 {
+		// Nothing to guard; a guard left from before goes.
+		return GuardResult{Table: table, NewConnections: mode, Queue: how}, StopGuard(ctx, 0, table)
+	}
+	spec := GuardSpec{Table: table, Ports: req.Ports, Conns: req.Conns, NewConnections: mode, Queue: how,
+		Established: true, Deadline: time.Duration(req.Deadline * float64(time.Second))}
+	pid, err := StartGuard(ctx, 0, spec)
+	if err != nil {
+		return nil, err
+	}
+	c.Log.Info("guard up", "table", table, "ports", req.Ports, "connections", len(req.Conns), "new_connections", mode, "queue", how)
+	return GuardResult{Table: table, NewConnections: mode, Queue: how, PID: pid}, nil
 }
 
 func (a actions) pageServer(ctx context.Context, c *host.Call) (any, error) {
@@ -381,6 +478,10 @@ type Report struct {
 	LimitsError string            `json:"limits_error,omitempty"`
 	Kernel      string            `json:"kernel"`
 	Cgroup      string            `json:"cgroup"`
+	// Queue is how this host holds new connections (QueueNative or
+	// QueueXT); empty, with QueueError, when it cannot.
+	Queue      string `json:"queue,omitempty"`
+	QueueError string `json:"queue_error,omitempty"`
 }
 
 func (a actions) doctor(ctx context.Context, c *host.Call) (any, error) {
@@ -399,6 +500,11 @@ func Doctor(ctx context.Context, req DoctorRequest) Report {
 		r.Kernel = utsString(uts.Release[:]) + " " + utsString(uts.Machine[:])
 	}
 	r.Cgroup = cgroupLayout()
+	if how, err := QueueSupport(); how != "" {
+		r.Queue = how
+	} else if err != nil {
+		r.QueueError = oneLine(err)
+	}
 	lim, err := ReadLimits(req.Fix)
 	r.Limits = lim
 	if err != nil {
@@ -444,4 +550,12 @@ func cgroupLayout() string {
 		return "hybrid (v1 with v2 at /sys/fs/cgroup/unified)"
 	}
 	return "v1"
+}
+
+func oneLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
 }

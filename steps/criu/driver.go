@@ -28,6 +28,9 @@ type Options struct {
 	TCPEstablished bool `json:"tcp_established"`
 	ShellJob       bool `json:"shell_job"`
 	FileLocks      bool `json:"file_locks"`
+	// NewConnections is NewHold, NewDrop, NewReset or "" (hold where the
+	// host can queue packets, else drop).
+	NewConnections string `json:"new_connections"`
 }
 
 // Options reads the common CRIU switches from the workload's config.
@@ -137,6 +140,10 @@ type DumpResult struct {
 	Listen *Addr `json:"listen,omitempty"`
 	// CRIU says which CRIU did it and why (set by the action, not the driver).
 	CRIU string `json:"criu,omitempty"`
+	// Ports and Conns are what the workload listened on and had
+	// established when frozen: the target guards them until the restore.
+	Ports []int  `json:"ports,omitempty"`
+	Conns []Conn `json:"conns,omitempty"`
 	// Times is when it ran here (set by the action).
 	Times Times `json:"times"`
 }
@@ -147,7 +154,8 @@ type Held struct {
 	PIDs     []int  `json:"pids,omitempty"`      // every task of the tree
 	ID       string `json:"id,omitempty"`        // container id
 	NftTable string `json:"nft_table,omitempty"` // CRIU's network lock, "inet CRIU-932449b8-…"
-	// HoldTable refuses new connections while held (see HoldPorts).
+	// HoldTable is the guard that holds, drops or refuses new connections
+	// while held (see HoldPorts).
 	HoldTable string `json:"hold_table,omitempty"`
 	LazyPID   int    `json:"lazy_pid,omitempty"`  // process serving lazy pages
 	LazyPort  int    `json:"lazy_port,omitempty"` // its port, guarded (psguard.go)

@@ -6,8 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"strconv"
 	"strings"
+	"time"
 )
 
 // lockTable finds the table CRIU's nftables network lock created for the
@@ -95,32 +95,41 @@ func nftTableExists(ctx context.Context, table string) bool {
 	return err == nil
 }
 
-// HoldPorts makes the network namespace of pid answer new TCP connections
-// to ports with a reset, until the returned table is dropped. A frozen
-// server's kernel would otherwise accept them into the listen backlog, and
-// they would be lost with the dump (CRIU skips in-flight connections):
-// their clients would wait for a timeout instead of retrying at once.
-func HoldPorts(ctx context.Context, pid int, ports []int) (string, error) {
+// HoldPorts starts a guard in the network namespace of pid that holds,
+// drops or refuses new TCP connections to ports (the workload's
+// new_connections setting) until StopGuard. A frozen server's kernel would
+// otherwise accept them into the listen backlog, and they would be lost
+// with the dump (CRIU skips in-flight connections). Held SYNs go to the
+// resumed listener, or follow the service address when it moves.
+func HoldPorts(ctx context.Context, pid int, ports []int, setting string) (string, error) {
 	if len(ports) == 0 {
 		return "", nil
 	}
-	table := holdTable(pid)
-	list := make([]string, len(ports))
-	for i, p := range ports {
-		list[i] = strconv.Itoa(p)
+	mode, how, err := NewConnections(setting)
+	if err != nil {
+		return "", err
 	}
-	script := fmt.Sprintf("table %s {\n\tchain input {\n\t\ttype filter hook input priority -10; policy accept;\n"+
-		"\t\ttcp dport { %s } tcp flags & (syn | ack) == syn reject with tcp reset\n\t}\n}\n", table, strings.Join(list, ", "))
-	netns := nsOf(pid, "net")
-	if netns != nil {
-		defer netns.Close()
+	spec := GuardSpec{Table: holdTable(pid), Ports: ports, NewConnections: mode, Queue: how, WatchPID: pid}
+	if _, err := StartGuard(ctx, pid, spec); err != nil {
+		return "", fmt.Errorf("%s new connections to ports %v: %w", mode, ports, err)
 	}
-	cmd := nftCmd(ctx, netns, "-f", "-")
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("refuse new connections to ports %v: %v: %s", ports, err, strings.TrimSpace(string(out)))
-	}
-	return table, nil
+	// Connections whose handshake ended before the guard came are in
+	// the listen backlog, where the dump would lose them: let the
+	// workload, still running, accept them first.
+	waitAccepted(ctx, pid, ports, 250*time.Millisecond)
+	return spec.Table, nil
+}
+
+// GuardTable names the guard a target keeps for workload w until its
+// restore ends.
+func GuardTable(w Workload) string {
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, w.Kind+"-"+w.Name)
+	return "inet mig-guard-" + name
 }
 
 // holdTable names the table HoldPorts makes for pid.
@@ -128,12 +137,6 @@ func holdTable(pid int) string { return fmt.Sprintf("inet mig-hold-%d", pid) }
 
 // ListenPorts returns the TCP ports a tree of processes listens on.
 func ListenPorts(pids []int) []int { return listenPorts(pids) }
-
-// DropTable removes an nftables table (CRIU's lock, HoldPorts') from
-// pid's network namespace, if it is there.
-func DropTable(ctx context.Context, pid int, table string) error {
-	return dropNftTable(ctx, pid, table)
-}
 
 func nft(ctx context.Context, netns *os.File, args ...string) (string, error) {
 	out, err := nftCmd(ctx, netns, args...).CombinedOutput()

@@ -228,7 +228,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	}
 	held := Held{PID: r.PID, Dir: req.Dir}
 	logPath := filepath.Join(req.Dir, DumpLog)
-	if held.HoldTable, err = HoldPorts(ctx, r.PID, r.Listens); err != nil {
+	if held.HoldTable, err = HoldPorts(ctx, r.PID, r.Listens, o.NewConnections); err != nil {
 		return DumpResult{}, err
 	}
 	start := time.Now()
@@ -263,6 +263,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		}
 	}
 	held.PIDs = tree(r.PID)
+	conns := Connections(held.PIDs, r.Listens)
 	stats := DumpStats(req.Dir)
 	if req.Lazy {
 		stats = LazyStats(req.Dir)
@@ -274,6 +275,8 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		Held:    held,
 		Seconds: time.Since(start).Seconds(),
 		Listen:  req.Listen,
+		Ports:   r.Listens,
+		Conns:   conns,
 	}, nil
 }
 
@@ -314,20 +317,25 @@ func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error
 		held.HoldTable = holdTable(held.PID)
 	}
 	errs = append(errs, signalAll(pids, syscall.SIGCONT))
+	// Held SYNs go to the listener that runs again.
+	errs = append(errs, StopGuard(ctx, held.PID, held.HoldTable))
 	errs = append(errs, dropNftTable(ctx, held.PID, held.NftTable))
-	errs = append(errs, dropNftTable(ctx, held.PID, held.HoldTable))
 	return errors.Join(errs...)
 }
 
 func (Process) Kill(ctx context.Context, env Env, w Workload, held Held) error {
 	pids, err := held.release(ctx)
 	errs := []error{err}
-	// The network namespace must be read before the tasks go away.
-	netns, netns2 := nsOf(held.PID, "net"), nsOf(held.PID, "net")
+	if held.HoldTable == "" && held.PID > 0 {
+		held.HoldTable = holdTable(held.PID)
+	}
+	// Held SYNs whose address moved were re-sent already; the guard goes
+	// while its network namespace is sure to be there.
+	errs = append(errs, StopGuard(ctx, held.PID, held.HoldTable))
+	netns := nsOf(held.PID, "net")
 	errs = append(errs, signalAll(pids, syscall.SIGKILL))
 	errs = append(errs, waitGone(ctx, pids, 10*time.Second))
 	errs = append(errs, dropNftTableIn(ctx, netns, held.NftTable))
-	errs = append(errs, dropNftTableIn(ctx, netns2, held.HoldTable))
 	return errors.Join(errs...)
 }
 

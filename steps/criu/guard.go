@@ -1,0 +1,473 @@
+package criu
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
+	"golang.org/x/sys/unix"
+)
+
+// What a host does with new connections (SYNs) to a workload's ports while
+// the workload is frozen or not yet restored: the workload block's
+// `new_connections`.
+const (
+	// NewHold queues the SYNs (NFQUEUE) and lets them through once the
+	// workload listens again, here or, re-sent, on the host the service
+	// address moved to: clients see a slower connect.
+	NewHold = "hold"
+	// NewDrop drops them: clients retransmit their SYN after about a second.
+	NewDrop = "drop"
+	// NewReset answers them with a reset: clients fail at once.
+	NewReset = "reset"
+)
+
+// How this host can queue packets for NFQUEUE from nftables.
+const (
+	QueueNative = "nft queue"                 // nft's queue expression (CONFIG_NFT_QUEUE)
+	QueueXT     = "xt NFQUEUE via nft compat" // the xtables target through nft_compat
+)
+
+// QueueSupport finds out how this network namespace can queue packets, by
+// adding a queue rule to a chain no hook reaches and removing it again.
+// It returns "" with the reason when neither way works.
+func QueueSupport() (string, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return "", err
+	}
+	t := &nftables.Table{Name: fmt.Sprintf("mig-probe-%d", os.Getpid()), Family: nftables.TableFamilyINet}
+	defer func() {
+		c.DelTable(t)
+		c.Flush()
+	}()
+	c.AddTable(t)
+	ch := c.AddChain(&nftables.Chain{Name: "probe", Table: t})
+	if err := c.Flush(); err != nil {
+		return "", fmt.Errorf("nftables: %w", err)
+	}
+	var errs []error
+	for _, how := range []string{QueueNative, QueueXT} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{queueExpr(how, 1)}})
+		if err := c.Flush(); err == nil {
+			return how, nil
+		} else {
+			errs = append(errs, fmt.Errorf("%s: %w", how, err))
+		}
+	}
+	return "", errors.Join(errs...)
+}
+
+// queueExpr sends a packet to queue num, without bypass: with nobody
+// reading the queue the packet is dropped, never let through.
+func queueExpr(how string, num uint16) expr.Any {
+	if how == QueueNative {
+		return &expr.Queue{Num: num, Total: 1}
+	}
+	// struct xt_NFQ_info_v3 { u16 queuenum, queues_total, flags }, aligned to 8.
+	info := xt.Unknown(make([]byte, 8))
+	binary.NativeEndian.PutUint16(info[0:], num)
+	binary.NativeEndian.PutUint16(info[2:], 1)
+	return &expr.Target{Name: "NFQUEUE", Rev: 3, Info: &info}
+}
+
+// NewConnections settles what a host does with new connections: the
+// workload's setting, or hold where the host can queue packets and drop
+// where it cannot. It fails when the setting asks for hold there.
+func NewConnections(setting string) (mode, how string, err error) {
+	how, qerr := QueueSupport()
+	switch setting {
+	case "":
+		if how != "" {
+			return NewHold, how, nil
+		}
+		return NewDrop, "", nil
+	case NewHold:
+		if how == "" {
+			return "", "", fmt.Errorf("new_connections = \"hold\": this host cannot queue packets (%v); set new_connections = \"drop\" or load nft_queue", qerr)
+		}
+		return NewHold, how, nil
+	case NewDrop, NewReset:
+		return setting, how, nil
+	}
+	return "", "", fmt.Errorf("new_connections %q: want \"hold\", \"drop\" or \"reset\"", setting)
+}
+
+// Conn is an established TCP connection of a workload, seen from its host.
+type Conn struct {
+	Local  netip.AddrPort `json:"local"`
+	Remote netip.AddrPort `json:"remote"`
+}
+
+// Connections returns the established IPv4 TCP connections of a tree of
+// processes whose local port is not one of ports.
+func Connections(pids []int, ports []int) []Conn {
+	if len(pids) == 0 {
+		return nil
+	}
+	mine := map[string]bool{}
+	for _, p := range pids {
+		for ino := range socketInodes(p) {
+			mine[ino] = true
+		}
+	}
+	skip := map[uint16]bool{}
+	for _, p := range ports {
+		skip[uint16(p)] = true
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/net/tcp", pids[0]))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []Conn
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) < 10 || fs[3] != "01" || !mine[fs[9]] {
+			continue
+		}
+		l, lok := procAddr(fs[1])
+		r, rok := procAddr(fs[2])
+		if lok && rok && !skip[l.Port()] {
+			out = append(out, Conn{Local: l, Remote: r})
+		}
+	}
+	return out
+}
+
+// procAddr parses an IPv4 "0100007F:1F90" of /proc/net/tcp: the address
+// is a 32-bit word in host order, the port big-endian hex.
+func procAddr(s string) (netip.AddrPort, bool) {
+	a, p, ok := strings.Cut(s, ":")
+	if !ok || len(a) != 8 {
+		return netip.AddrPort{}, false
+	}
+	w, err1 := strconv.ParseUint(a, 16, 32)
+	port, err2 := strconv.ParseUint(p, 16, 16)
+	if err1 != nil || err2 != nil {
+		return netip.AddrPort{}, false
+	}
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], uint32(w))
+	return netip.AddrPortFrom(netip.AddrFrom4(b), uint16(port)), true
+}
+
+// GuardSpec is what a guard keeps out of a workload's ports, in the
+// network namespace it runs in, until it is released.
+type GuardSpec struct {
+	Table string `json:"table"` // "inet mig-guard-…"
+	Ports []int  `json:"ports"` // the workload's listening ports
+	// NewConnections is NewHold, NewDrop or NewReset; Queue says how to
+	// queue for NewHold (QueueNative or QueueXT).
+	NewConnections string `json:"new_connections"`
+	Queue          string `json:"queue,omitempty"`
+	// Established drops every other packet to Ports and Conns: on the
+	// target, until the restored workload owns its sockets, so that the
+	// kernel answers none of them with a reset.
+	Established bool   `json:"established,omitempty"`
+	Conns       []Conn `json:"conns,omitempty"`
+	// Output drops what this host sends from Ports and Conns too (while a
+	// restored copy is killed on undo: its sockets must not reset the
+	// connections the source takes back).
+	Output bool `json:"output,omitempty"`
+	// Deadline bounds the guard's life, so that a lost run never leaves a
+	// port blocked for long.
+	Deadline time.Duration `json:"deadline"`
+	// WatchPID, on the source, is the held workload's root: the guard
+	// lets go by itself when it is gone, whoever killed it.
+	WatchPID int `json:"watch_pid,omitempty"`
+}
+
+// DefaultGuardDeadline is a guard's life when the caller gives none.
+const DefaultGuardDeadline = 10 * time.Minute
+
+// script is the nft script of the table without its queue rules, which
+// go first in the input chain (see install).
+func (g GuardSpec) script() string {
+	ports := joinInts(g.Ports)
+	var in, out []string
+	if len(g.Ports) > 0 {
+		syn := fmt.Sprintf("tcp dport { %s } tcp flags & (syn | ack) == syn", ports)
+		switch g.NewConnections {
+		case NewDrop:
+			in = append(in, syn+" drop")
+		case NewReset:
+			in = append(in, syn+" reject with tcp reset")
+		}
+		if g.Established {
+			in = append(in, fmt.Sprintf("tcp dport { %s } drop", ports))
+		}
+		if g.Output {
+			out = append(out, fmt.Sprintf("tcp sport { %s } drop", ports))
+		}
+	}
+	if g.Established && len(g.Conns) > 0 {
+		var in4, out4 []string
+		for _, c := range g.Conns {
+			in4 = append(in4, fmt.Sprintf("%s . %d . %s . %d", c.Remote.Addr(), c.Remote.Port(), c.Local.Addr(), c.Local.Port()))
+			out4 = append(out4, fmt.Sprintf("%s . %d . %s . %d", c.Local.Addr(), c.Local.Port(), c.Remote.Addr(), c.Remote.Port()))
+		}
+		in = append(in, fmt.Sprintf("ip saddr . tcp sport . ip daddr . tcp dport { %s } drop", strings.Join(in4, ", ")))
+		if g.Output {
+			out = append(out, fmt.Sprintf("ip saddr . tcp sport . ip daddr . tcp dport { %s } drop", strings.Join(out4, ", ")))
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "table %s {\n\tchain input {\n\t\ttype filter hook input priority -10; policy accept;\n", g.Table)
+	for _, r := range in {
+		fmt.Fprintf(&b, "\t\t%s\n", r)
+	}
+	b.WriteString("\t}\n")
+	if g.NewConnections == NewHold && len(g.Ports) > 0 {
+		// SYNs are queued before routing, so that those that come while
+		// the address leaves this host are held too (and re-sent).
+		b.WriteString("\tchain prerouting {\n\t\ttype filter hook prerouting priority -10; policy accept;\n\t}\n")
+	}
+	if len(out) > 0 {
+		b.WriteString("\tchain output {\n\t\ttype filter hook output priority -10; policy accept;\n")
+		for _, r := range out {
+			fmt.Fprintf(&b, "\t\t%s\n", r)
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, p := range v {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ", ")
+}
+
+// install creates the guard's table in this network namespace; with a
+// queue, the SYNs to its ports go to queue num before routing.
+func (g GuardSpec) install(ctx context.Context, num uint16) error {
+	family, name, ok := strings.Cut(g.Table, " ")
+	if !ok || family != "inet" {
+		return fmt.Errorf("guard table %q: want \"inet NAME\"", g.Table)
+	}
+	// A table of the same name left by an earlier guard goes first.
+	dropNftTableIn(ctx, nil, g.Table)
+	cmd := nftCmd(ctx, nil, "-f", "-")
+	cmd.Stdin = strings.NewReader(g.script())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("guard %s: %v: %s", g.Table, err, strings.TrimSpace(string(out)))
+	}
+	if g.NewConnections != NewHold || len(g.Ports) == 0 {
+		return nil
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	ch := &nftables.Chain{Name: "prerouting", Table: t}
+	for _, p := range g.Ports {
+		c.InsertRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, uint16(p))},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
+			queueExpr(g.Queue, num),
+		}})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("guard %s: queue rule (%s): %w", g.Table, g.Queue, err)
+	}
+	return nil
+}
+
+// guardDir holds a pid file per running guard.
+const guardDir = "/run/mig/guards"
+
+func guardPIDFile(table string) string {
+	return filepath.Join(guardDir, strings.ReplaceAll(table, " ", "-")+".pid")
+}
+
+// StartGuard starts a guard process for spec in the network namespace of
+// nsPID (0: this one), detached from the caller (its own session), and
+// returns once its table is in place. It replaces a guard of the same table.
+func StartGuard(ctx context.Context, nsPID int, spec GuardSpec) (int, error) {
+	StopGuard(ctx, nsPID, spec.Table)
+	netns := nsOf(nsPID, "net")
+	if netns != nil {
+		defer netns.Close()
+	}
+	if spec.Deadline <= 0 {
+		spec.Deadline = DefaultGuardDeadline
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(guardDir, 0o700); err != nil {
+		return 0, err
+	}
+	logf, err := os.OpenFile(strings.TrimSuffix(guardPIDFile(spec.Table), ".pid")+".log", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer logf.Close()
+	var cmd *exec.Cmd
+	if netns != nil {
+		cmd = exec.Command("nsenter", "--net=/proc/self/fd/3", exe, "agent", "guard")
+		cmd.ExtraFiles = []*os.File{netns}
+	} else {
+		cmd = exec.Command(exe, "agent", "guard")
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Env = append(os.Environ(), "MIG_GUARD=1")
+	b, _ := json.Marshal(spec)
+	cmd.Stdin = bytes.NewReader(b)
+	cmd.Stderr = logf
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("start guard %s: %w", spec.Table, err)
+	}
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		ready <- strings.TrimSpace(line)
+	}()
+	go cmd.Wait() // reaps it if it ends while this process lives
+	fail := func(err error) (int, error) {
+		cmd.Process.Kill()
+		dropNftTable(context.WithoutCancel(ctx), nsPID, spec.Table)
+		log, _ := os.ReadFile(strings.TrimSuffix(guardPIDFile(spec.Table), ".pid") + ".log")
+		return 0, fmt.Errorf("guard %s: %w: %s", spec.Table, err, strings.TrimSpace(string(log)))
+	}
+	select {
+	case line := <-ready:
+		if line != "ready" {
+			return fail(errors.New("it did not start"))
+		}
+	case <-time.After(10 * time.Second):
+		return fail(errors.New("not ready after 10s"))
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	pid := cmd.Process.Pid
+	os.WriteFile(guardPIDFile(spec.Table), []byte(strconv.Itoa(pid)+"\n"), 0o600)
+	return pid, nil
+}
+
+// StopGuard releases the guard of table in the network namespace of nsPID
+// (0: this one): held SYNs go to the local listener, or are re-sent where
+// the address went, and the table is removed. A guard that is gone already
+// leaves at most its table, which is removed too.
+func StopGuard(ctx context.Context, nsPID int, table string) error {
+	if table == "" {
+		return nil
+	}
+	pidfile := guardPIDFile(table)
+	if b, err := os.ReadFile(pidfile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && isGuard(pid) {
+			syscall.Kill(pid, syscall.SIGUSR1)
+			if waitGoneFast(ctx, pid, 5*time.Second) != nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			} else {
+				os.Remove(strings.TrimSuffix(pidfile, ".pid") + ".log")
+			}
+		}
+		os.Remove(pidfile)
+	}
+	return dropNftTable(ctx, nsPID, table)
+}
+
+// isGuard says whether pid is a guard process.
+func isGuard(pid int) bool {
+	argv := cmdline(pid)
+	return alive(pid) && len(argv) >= 2 && argv[len(argv)-2] == "agent" && argv[len(argv)-1] == "guard"
+}
+
+// waitAccepted waits, at most limit, until no connection to ports waits in
+// a listen backlog or half-open (SYN_RECV) in the network namespace of
+// pid (0: this one).
+func waitAccepted(ctx context.Context, pid int, ports []int, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for pending(pid, ports) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// pending counts the connections to ports that the listeners have not
+// accepted yet: their accept queues and the half-open ones.
+func pending(pid int, ports []int) int {
+	want := map[uint64]bool{}
+	for _, p := range ports {
+		want[uint64(p)] = true
+	}
+	base := "/proc/self/net"
+	if pid > 0 {
+		base = fmt.Sprintf("/proc/%d/net", pid)
+	}
+	n := 0
+	for _, name := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(filepath.Join(base, name))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			fs := strings.Fields(line)
+			if len(fs) < 5 {
+				continue
+			}
+			i := strings.LastIndexByte(fs[1], ':')
+			port, err := strconv.ParseUint(fs[1][i+1:], 16, 16)
+			if err != nil || !want[port] {
+				continue
+			}
+			switch fs[3] {
+			case "03": // SYN_RECV
+				n++
+			case "0A": // LISTEN: rx_queue is the accept backlog
+				_, rx, _ := strings.Cut(fs[4], ":")
+				if q, err := strconv.ParseUint(rx, 16, 32); err == nil {
+					n += int(q)
+				}
+			}
+		}
+	}
+	return n
+}
+
+// waitGoneFast waits for pid to end, polling every millisecond: a guard's
+// release is on the path of the clients it holds.
+func waitGoneFast(ctx context.Context, pid int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d still alive after %s", pid, limit)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}

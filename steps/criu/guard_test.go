@@ -1,0 +1,217 @@
+package criu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// testNetns is a new network namespace whose loopback is up; sockets and
+// processes that do makes live there.
+type testNetns struct{ h netns.NsHandle }
+
+func newTestNetns(t *testing.T) *testNetns {
+	t.Helper()
+	if testing.Short() || os.Getuid() != 0 {
+		t.Skip("needs root and network namespaces")
+	}
+	ch := make(chan error, 1)
+	n := &testNetns{}
+	go func() {
+		// The thread goes back to its namespace before it is unlocked: it
+		// may be the main thread, whose namespace /proc/self/net shows.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			ch <- err
+			return
+		}
+		defer func() {
+			netns.Set(orig)
+			orig.Close()
+			runtime.UnlockOSThread()
+		}()
+		h, err := netns.New()
+		if err != nil {
+			ch <- err
+			return
+		}
+		n.h = h
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
+		}
+		ch <- err
+	}()
+	if err := <-ch; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.h.Close() })
+	return n
+}
+
+// do runs f on a thread in the namespace.
+func (n *testNetns) do(f func()) {
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			panic(err)
+		}
+		defer func() {
+			netns.Set(orig)
+			orig.Close()
+			runtime.UnlockOSThread()
+			close(done)
+		}()
+		if err := netns.Set(n.h); err != nil {
+			panic(err)
+		}
+		f()
+	}()
+	<-done
+}
+
+func TestQueueSupport(t *testing.T) {
+	n := newTestNetns(t)
+	var how string
+	var err error
+	n.do(func() { how, err = QueueSupport() })
+	if how == "" {
+		t.Fatalf("no way to queue packets: %v", err)
+	}
+	t.Logf("queue: %s", how)
+}
+
+// TestGuardHolds: a SYN that comes while the guard holds waits, and gets
+// through as soon as the guard is released after a listener came, with no
+// SYN retransmit (which would take a second).
+func TestGuardHolds(t *testing.T) {
+	n := newTestNetns(t)
+	const port = testPortBase + 90
+	var how string
+	n.do(func() { how, _ = QueueSupport() })
+	if how == "" {
+		t.Skip("this host cannot queue packets")
+	}
+	spec := GuardSpec{Table: "inet mig-guard-test", Ports: []int{port}, NewConnections: NewHold, Queue: how, Established: true, Deadline: time.Minute}
+	var err error
+	n.do(func() { _, err = StartGuard(context.Background(), 0, spec) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.do(func() { StopGuard(context.Background(), 0, spec.Table) }) })
+	type result struct {
+		took time.Duration
+		err  error
+	}
+	dialed := make(chan result, 1)
+	start := time.Now()
+	go n.do(func() {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		dialed <- result{time.Since(start), err}
+	})
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case r := <-dialed:
+		t.Fatalf("the connection did not wait: %v after %s", r.err, r.took)
+	default:
+	}
+	var ln net.Listener
+	n.do(func() { ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	released := time.Now()
+	n.do(func() { err = StopGuard(context.Background(), 0, spec.Table) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-dialed
+	if r.err != nil {
+		t.Fatalf("connect: %v", r.err)
+	}
+	if late := time.Since(released); late > 500*time.Millisecond {
+		t.Errorf("connected %s after the release: the SYN was retransmitted, not held", late)
+	}
+	t.Logf("connected after %s (held ~300 ms)", r.took)
+	n.do(func() { err = dropNftTableIn(context.Background(), nil, spec.Table) })
+	if nftTableExistsIn(n, spec.Table) {
+		t.Errorf("table %s left behind", spec.Table)
+	}
+}
+
+func nftTableExistsIn(n *testNetns, table string) bool {
+	var ok bool
+	n.do(func() { ok = nftTableExists(context.Background(), table) })
+	return ok
+}
+
+// TestGuardResets: in "reset" mode a connection fails at once, as before.
+func TestGuardResets(t *testing.T) {
+	n := newTestNetns(t)
+	const port = testPortBase + 91
+	spec := GuardSpec{Table: "inet mig-guard-test", Ports: []int{port}, NewConnections: NewReset, Deadline: time.Minute}
+	var err error
+	n.do(func() { _, err = StartGuard(context.Background(), 0, spec) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	n.do(func() { ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	n.do(func() { _, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second) })
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("connect while reset: %v, want connection refused", err)
+	}
+	n.do(func() { err = StopGuard(context.Background(), 0, spec.Table) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.do(func() { _, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second) })
+	if err != nil {
+		t.Errorf("connect after the release: %v", err)
+	}
+}
+
+// TestGuardDrops: in "drop" mode a connection neither gets through nor is
+// refused: the client waits (and would retransmit its SYN).
+func TestGuardDrops(t *testing.T) {
+	n := newTestNetns(t)
+	const port = testPortBase + 92
+	spec := GuardSpec{Table: "inet mig-guard-test", Ports: []int{port}, NewConnections: NewDrop, Deadline: time.Minute}
+	var err error
+	n.do(func() { _, err = StartGuard(context.Background(), 0, spec) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.do(func() { StopGuard(context.Background(), 0, spec.Table) })
+	var ln net.Listener
+	n.do(func() { ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	n.do(func() { _, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 300*time.Millisecond) })
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("connect while dropped: %v, want a timeout", err)
+	}
+}

@@ -1,0 +1,349 @@
+package criu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// RunGuard is the guard process (`mig agent guard`, started by StartGuard):
+// it reads its GuardSpec from stdin, puts the table in place, says "ready"
+// on stdout, and holds the queued SYNs until it is released (SIGUSR1 or
+// SIGTERM) or its deadline passes. A held SYN whose address has left this
+// host is re-sent at once, so that it follows the address; on release the
+// others go to the local listener. It removes its table before it exits.
+func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "%s guard: "+format+"\n", append([]any{time.Now().UTC().Format(time.RFC3339Nano)}, args...)...)
+	}
+	var spec GuardSpec
+	if err := json.NewDecoder(stdin).Decode(&spec); err != nil {
+		logf("read spec: %v", err)
+		return 2
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Ignore(syscall.SIGPIPE)
+	ctx := context.Background()
+
+	var q *nfQueue
+	var num uint16
+	if spec.NewConnections == NewHold {
+		var err error
+		if q, err = openQueue(uint16(1000 + os.Getpid()%30000)); err != nil {
+			logf("%v", err)
+			return 1
+		}
+		defer q.Close()
+		num = q.num
+	}
+	if err := spec.install(ctx, num); err != nil {
+		logf("%v", err)
+		return 1
+	}
+	defer func() {
+		if err := deleteTable(spec.Table); err != nil {
+			logf("%v", err)
+		}
+	}()
+	fmt.Fprintln(stdout, "ready")
+	stdout.Close()
+	logf("up: table %s, ports %v, new connections %s (queue %d), deadline %s", spec.Table, spec.Ports, spec.NewConnections, num, spec.Deadline)
+
+	packets := make(chan []queued, 64)
+	if q != nil {
+		go func() {
+			buf := make([]byte, 1<<17)
+			for {
+				ps, err := q.read(buf)
+				var ack *ackError
+				if errors.As(err, &ack) {
+					logf("%v", err)
+					err = nil
+				}
+				if err != nil {
+					logf("read queue: %v", err)
+					close(packets)
+					return
+				}
+				if len(ps) > 0 {
+					packets <- ps
+				}
+			}
+		}()
+	}
+	addrs := make(chan netlink.AddrUpdate, 16)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.AddrSubscribe(addrs, done); err != nil {
+		logf("watch addresses: %v", err)
+	}
+	h := &holder{q: q, logf: logf}
+	h.localAddrs()
+	deadline := time.NewTimer(spec.Deadline)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case ps, ok := <-packets:
+			if !ok {
+				packets = nil
+				continue
+			}
+			h.take(ps)
+			h.follow()
+		case <-addrs:
+			h.follow()
+		case <-tick.C:
+			h.follow()
+			if spec.WatchPID > 0 && h.watch(spec.WatchPID) {
+				logf("pid %d is gone: released", spec.WatchPID)
+				h.release(ctx, spec.Table, packets)
+				return 0
+			}
+		case s := <-sigs:
+			logf("released (%s)", s)
+			h.release(ctx, spec.Table, packets)
+			return 0
+		case <-deadline.C:
+			logf("deadline %s passed: released", spec.Deadline)
+			h.release(ctx, spec.Table, packets)
+			return 0
+		}
+	}
+}
+
+// flushTable removes every rule of table, "inet NAME", keeping its chains.
+func flushTable(table string) error {
+	_, name, _ := strings.Cut(table, " ")
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	c.FlushTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("flush table %s: %w", table, err)
+	}
+	return nil
+}
+
+// deleteTable removes table, "inet NAME", if it is there.
+func deleteTable(table string) error {
+	_, name, _ := strings.Cut(table, " ")
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	if _, err := c.ListTableOfFamily(name, nftables.TableFamilyINet); err != nil {
+		return nil // gone already
+	}
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("delete table %s: %w", table, err)
+	}
+	return nil
+}
+
+// GuardMain makes this process a guard, and exits, when StartGuard started
+// it as one; otherwise it returns. Programs that may be started as a guard
+// (mig, the test binaries that serve agent actions) call it first thing.
+func GuardMain() {
+	n := len(os.Args)
+	if os.Getenv("MIG_GUARD") == "1" && n >= 3 && os.Args[n-2] == "agent" && os.Args[n-1] == "guard" {
+		os.Exit(RunGuard(os.Stdin, os.Stdout, os.Stderr))
+	}
+}
+
+// holder keeps the queued packets a guard holds.
+type holder struct {
+	q    *nfQueue
+	held []queued
+	logf func(string, ...any)
+	raw  int // raw IPv4 socket for re-sending, opened on first use
+	// forgotten are the moved addresses whose neighbour entries went.
+	forgotten map[netip.Addr]bool
+	// seen are the addresses this host had while the guard ran.
+	seen map[netip.Addr]bool
+}
+
+// watch says whether the watched workload is gone. (Whether it runs
+// again cannot be told from its state: CRIU's parasite runs in the frozen
+// tasks while they are dumped.)
+func (h *holder) watch(pid int) bool {
+	st, err := readStat(pid)
+	return err != nil || st.state == 'Z' || st.state == 'X'
+}
+
+// take holds the SYNs to this host's addresses and to those that left it
+// while the guard ran; the others only passed through (the guard queues
+// before routing) and go on at once.
+func (h *holder) take(ps []queued) {
+	var local map[netip.Addr]bool
+	for _, p := range ps {
+		dst, ok := ipv4Dst(p.payload)
+		if ok && !h.seen[dst] {
+			if local == nil {
+				local = h.localAddrs()
+			}
+			if !local[dst] {
+				h.q.verdict(p.id, nfAccept)
+				continue
+			}
+		}
+		h.held = append(h.held, p)
+	}
+}
+
+// localAddrs returns this host's addresses now, and remembers them as
+// addresses the guard has seen here.
+func (h *holder) localAddrs() map[netip.Addr]bool {
+	local := localAddrs()
+	if h.seen == nil {
+		h.seen = map[netip.Addr]bool{}
+	}
+	for a := range local {
+		h.seen[a] = true
+	}
+	return local
+}
+
+// follow re-sends the held SYNs whose destination is no longer an address
+// of this host (it moved): routed from here, they reach its new host.
+func (h *holder) follow() {
+	if len(h.held) == 0 {
+		return
+	}
+	local := h.localAddrs()
+	kept := h.held[:0]
+	for _, p := range h.held {
+		if dst, ok := ipv4Dst(p.payload); ok && !local[dst] {
+			h.forget(dst)
+			h.resend(p)
+			continue
+		}
+		kept = append(kept, p)
+	}
+	h.held = kept
+}
+
+// forget removes what this host's neighbour table knows about addr, once
+// per departure: an entry left from an earlier move may point at a host
+// that does not have the address yet, which would drop the re-sent SYNs.
+// Without an entry, they wait for ARP, which the address's new host
+// answers (or announces) as soon as it has it.
+func (h *holder) forget(addr netip.Addr) {
+	if h.forgotten[addr] {
+		return
+	}
+	if h.forgotten == nil {
+		h.forgotten = map[netip.Addr]bool{}
+	}
+	h.forgotten[addr] = true
+	neighs, err := netlink.NeighList(0, netlink.FAMILY_V4)
+	if err != nil {
+		h.logf("neighbours: %v", err)
+		return
+	}
+	for _, n := range neighs {
+		if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == addr {
+			if err := netlink.NeighDel(&n); err != nil {
+				h.logf("forget neighbour %s: %v", addr, err)
+			}
+		}
+	}
+}
+
+// release empties the table's chains so that new SYNs reach the listener,
+// lets the held ones through (or re-sends those whose address moved), and
+// removes the table. The kernel drops what is still queued when a table
+// goes, so the table goes last.
+func (h *holder) release(ctx context.Context, table string, packets chan []queued) {
+	defer func() {
+		if err := deleteTable(table); err != nil {
+			h.logf("%v", err)
+		}
+	}()
+	if err := flushTable(table); err != nil {
+		h.logf("%v", err)
+	}
+	if h.q == nil {
+		return
+	}
+	// Packets queued just before the rules went may still be on their way.
+	for drain := time.After(5 * time.Millisecond); packets != nil; {
+		select {
+		case ps, ok := <-packets:
+			if !ok {
+				packets = nil
+				continue
+			}
+			h.take(ps)
+		case <-drain:
+			packets = nil
+		}
+	}
+	h.follow()
+	for _, p := range h.held {
+		if err := h.q.verdict(p.id, nfAccept); err != nil {
+			h.logf("accept packet %d: %v", p.id, err)
+		}
+	}
+	h.logf("let %d held SYNs through", len(h.held))
+	h.held = nil
+}
+
+// resend sends a copy of a held packet out through the routing table, then
+// drops the held one.
+func (h *holder) resend(p queued) {
+	if h.raw == 0 {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+		if err != nil {
+			h.logf("raw socket: %v", err)
+			h.q.verdict(p.id, nfDrop)
+			return
+		}
+		h.raw = fd
+	}
+	dst, _ := ipv4Dst(p.payload)
+	if err := unix.Sendto(h.raw, p.payload, 0, &unix.SockaddrInet4{Addr: dst.As4()}); err != nil {
+		h.logf("re-send SYN to %s: %v", dst, err)
+	} else {
+		h.logf("re-sent a SYN to %s, which left this host", dst)
+	}
+	h.q.verdict(p.id, nfDrop)
+}
+
+func ipv4Dst(pkt []byte) (netip.Addr, bool) {
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4([4]byte(pkt[16:20])), true
+}
+
+// localAddrs returns this network namespace's addresses.
+func localAddrs() map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out[ip.Unmap()] = true
+			}
+		}
+	}
+	return out
+}

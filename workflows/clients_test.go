@@ -1,0 +1,364 @@
+package workflows_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The client tests run, through a whole move, the clients that issue 10
+// says users run: a keep-alive HTTP client, a client that opens a new
+// connection per request, a kept raw TCP connection (the counter's echo
+// port) and a large download checked byte by byte. None of them may see an
+// error, and the kept connections must still work afterwards.
+
+// clients is the set of clients running against the service address.
+type clients struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	results  map[string]*clientResult
+	ports    map[int]bool // local ports of every connection the clients opened
+	kept     net.Conn     // the raw connection, still open when they stop
+	keepHTTP *http.Client
+}
+
+// clientResult is what one client saw.
+type clientResult struct {
+	requests, failed, resets int
+	newConns                 int // connections a keep-alive client opened
+	slowest                  time.Duration
+	errs                     []string
+}
+
+func (r *clientResult) String() string {
+	return fmt.Sprintf("%d requests, %d failed (%d resets), slowest %s, %d connections", r.requests, r.failed, r.resets, r.slowest.Round(time.Millisecond), r.newConns)
+}
+
+// streamBytes is the size of the download that runs through the move;
+// it takes about 4 s at the rate it is sent.
+const streamBytes = 48 << 20
+
+func startClients(t *testing.T) *clients {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{}, ports: map[int]bool{}}
+	base := fmt.Sprintf("http://%s:%d", serviceIP, port)
+	// Long timeouts: a pause is fine, an error is not.
+	c.keepHTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DialContext: c.dial}}
+	fresh := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dial}}
+	c.loop("keep-alive", 10*time.Millisecond, func(r *clientResult) error {
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+			if !i.Reused {
+				r.newConns++
+				if r.newConns > 1 {
+					r.errs = append(r.errs, fmt.Sprintf("%s: a new connection from %s", time.Now().Format("15:04:05.000"), i.Conn.LocalAddr()))
+				}
+			}
+		}}
+		// Not ctx: a request cancelled at the end would close the kept
+		// connection.
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", base+"/", nil)
+		return do(c.keepHTTP, req)
+	})
+	c.loop("new-connection", 10*time.Millisecond, func(r *clientResult) error {
+		req, _ := http.NewRequestWithContext(context.Background(), "GET", base+"/", nil)
+		return do(fresh, req)
+	})
+	conn, err := c.dial(ctx, "tcp", fmt.Sprintf("%s:%d", serviceIP, echoPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.kept = conn
+	rd := bufio.NewReader(conn)
+	n := 0
+	c.loop("raw-tcp", 10*time.Millisecond, func(r *clientResult) error {
+		n++
+		return echo(conn, rd, n)
+	})
+	c.loop("download", 0, func(r *clientResult) error {
+		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/stream?bytes=%d&chunk=%d&every=5ms", base, streamBytes, 64<<10), nil)
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dial}}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return checkStream(resp.Body, streamBytes)
+	})
+	return c
+}
+
+// dial opens a connection and notes its local port.
+func (c *clients) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	conn, err := (&net.Dialer{Timeout: 30 * time.Second}).DialContext(ctx, network, addr)
+	if err == nil {
+		c.mu.Lock()
+		c.ports[conn.LocalAddr().(*net.TCPAddr).Port] = true
+		c.mu.Unlock()
+	}
+	return conn, err
+}
+
+// loop runs f every interval (once when interval is 0) until stop.
+func (c *clients) loop(name string, interval time.Duration, f func(*clientResult) error) {
+	r := &clientResult{}
+	c.mu.Lock()
+	c.results[name] = r
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for {
+			start := time.Now()
+			err := f(r)
+			took := time.Since(start)
+			if c.ctx.Err() != nil && err != nil && interval == 0 {
+				return // the download, stopped mid-request
+			}
+			c.mu.Lock()
+			r.requests++
+			r.slowest = max(r.slowest, took)
+			if err != nil {
+				r.failed++
+				if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "reset") {
+					r.resets++
+				}
+				if len(r.errs) < 5 {
+					r.errs = append(r.errs, fmt.Sprintf("%s after %s: %v", start.Format("15:04:05.000"), took.Round(time.Millisecond), err))
+				}
+			}
+			c.mu.Unlock()
+			if interval == 0 || c.ctx.Err() != nil {
+				return
+			}
+			time.Sleep(interval)
+		}
+	}()
+}
+
+func do(client *http.Client, req *http.Request) error {
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	if _, err := strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+		return fmt.Errorf("body %q", b)
+	}
+	return nil
+}
+
+// echo sends line n on the kept connection and reads it back.
+func echo(conn net.Conn, rd *bufio.Reader, n int) error {
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	want := fmt.Sprintf("line %d\n", n)
+	if _, err := io.WriteString(conn, want); err != nil {
+		return err
+	}
+	got, err := rd.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("echo: got %q, want %q", got, want)
+	}
+	return nil
+}
+
+// streamByte is cmd/counter's /stream pattern.
+func streamByte(i int64) byte { return byte(i*31) ^ byte(i>>11) }
+
+// checkStream reads a /stream response and checks every byte.
+func checkStream(r io.Reader, n int64) error {
+	buf := make([]byte, 64<<10)
+	var off int64
+	for {
+		m, err := r.Read(buf)
+		for i := 0; i < m; i++ {
+			if buf[i] != streamByte(off+int64(i)) {
+				return fmt.Errorf("download: byte %d is %#x, want %#x", off+int64(i), buf[i], streamByte(off+int64(i)))
+			}
+		}
+		off += int64(m)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("download at byte %d: %w", off, err)
+		}
+	}
+	if off != n {
+		return fmt.Errorf("download: %d bytes, want %d", off, n)
+	}
+	return nil
+}
+
+// stop waits for the download, stops the clients, checks that the kept
+// connections still work, and fails the test on any error a client saw.
+func (c *clients) stop(t *testing.T) {
+	t.Helper()
+	// The download runs once; wait for it (it ends by itself).
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		done := c.results["download"].requests > 0
+		c.mu.Unlock()
+		if done {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // some requests after the move
+	c.cancel()
+	c.wg.Wait()
+	defer c.kept.Close()
+	// The kept connections still work: the raw one echoes, and the
+	// keep-alive client's connection serves one more request.
+	if err := echo(c.kept, bufio.NewReader(c.kept), 1_000_000); err != nil {
+		t.Errorf("the kept raw TCP connection broke: %v", err)
+	}
+	before := c.results["keep-alive"].newConns
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s:%d/", serviceIP, port), nil)
+	var reused bool
+	req = req.WithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}))
+	if err := do(c.keepHTTP, req); err != nil || !reused {
+		t.Errorf("the keep-alive connection did not survive: err %v, reused %v", err, reused)
+	}
+	for _, name := range []string{"keep-alive", "new-connection", "raw-tcp", "download"} {
+		r := c.results[name]
+		t.Logf("client %-14s %s", name, r)
+		if r.failed > 0 {
+			t.Errorf("client %s: %d of %d requests failed (%d resets): %s", name, r.failed, r.requests, r.resets, strings.Join(r.errs, "; "))
+		}
+	}
+	if before != 1 {
+		t.Errorf("the keep-alive client opened %d connections, want 1: its connection broke (%s)", before, strings.Join(c.results["keep-alive"].errs, "; "))
+	}
+	if c.results["download"].requests != 1 {
+		t.Errorf("the download did not finish")
+	}
+}
+
+// rstCounter records the TCP resets a lab host sends from the service
+// address, by the port they go to, with an nft set on its output.
+type rstCounter struct{ host string }
+
+const rstTable = "mig-test-rst"
+
+func countResets(t *testing.T, h string) *rstCounter {
+	t.Helper()
+	labRun(t, h, "nft", "add", "table", "inet", rstTable)
+	labRun(t, h, "nft", "add", "chain", "inet", rstTable, "out", "{ type filter hook output priority 0; policy accept; }")
+	labRun(t, h, "nft", "add", "set", "inet", rstTable, "to", "{ type inet_service; flags dynamic; size 65536; }")
+	labRun(t, h, "nft", "add", "rule", "inet", rstTable, "out", "ip", "saddr", serviceIP, "tcp", "flags", "rst", "add", "@to", "{", "tcp", "dport", "}", "counter")
+	t.Cleanup(func() {
+		theLab.Exec(context.Background(), h, []string{"nft", "delete", "table", "inet", rstTable}, nil, io.Discard, io.Discard)
+	})
+	return &rstCounter{host: h}
+}
+
+// resets returns how many resets the host sent so far, and the client
+// ports they went to.
+func (r *rstCounter) resets(t *testing.T) (int, []int) {
+	t.Helper()
+	out := labRun(t, r.host, "nft", "list", "table", "inet", rstTable)
+	i := strings.Index(out, "packets ")
+	if i < 0 {
+		t.Fatalf("%s: no counter in\n%s", r.host, out)
+	}
+	n, _ := strconv.Atoi(strings.Fields(out[i+len("packets "):])[0])
+	var ports []int
+	if e := strings.Index(out, "elements = {"); e >= 0 {
+		list := out[e+len("elements = {"):]
+		list = list[:strings.IndexByte(list, '}')]
+		for _, f := range strings.Split(list, ",") {
+			if p, err := strconv.Atoi(strings.TrimSpace(f)); err == nil {
+				ports = append(ports, p)
+			}
+		}
+	}
+	return n, ports
+}
+
+// moveWithClients moves the counter (a process, or with name a container)
+// with workflow while the clients run, and checks what they saw and that
+// neither host reset one of their connections.
+func moveWithClients(t *testing.T, workflow string, container string) {
+	needLab(t)
+	var apply func() (int, string)
+	if container != "" {
+		c := startContainer(t, container)
+		apply = func() (int, string) { _, code, out := c.apply(workflow); return code, out }
+	} else {
+		s := startCounter(t)
+		apply = func() (int, string) { _, code, out := s.apply(t, workflow); return code, out }
+	}
+	before, err := count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, dst := countResets(t, "h1"), countResets(t, "h2")
+	cl := startClients(t)
+	time.Sleep(300 * time.Millisecond) // the download is under way
+	code, out := apply()
+	if code != 0 {
+		cl.cancel()
+		t.Fatalf("mig apply %s exited %d\n%s", workflow, code, out)
+	}
+	cl.stop(t)
+	// No host may reset a connection of these clients (the kept ones are
+	// among the moved ones). Resets to other ports went to connections
+	// the workflow's probe gave up on: they are logged.
+	for _, r := range []struct {
+		name string
+		c    *rstCounter
+	}{{"target", dst}, {"source", src}} {
+		n, ports := r.c.resets(t)
+		var ours []int
+		for _, p := range ports {
+			if cl.ports[p] {
+				ours = append(ours, p)
+			}
+		}
+		if len(ours) > 0 {
+			t.Errorf("the %s reset the clients' connections from ports %v", r.name, ours)
+		}
+		if n > 0 {
+			t.Logf("the %s sent %d resets from the service address, to ports %v (the clients': %v)", r.name, n, ports, ours)
+		}
+	}
+	arrived(t, before)
+}
+
+func TestClientsLazy(t *testing.T)       { moveWithClients(t, "lazy.hcl", "") }
+func TestClientsPageServer(t *testing.T) { moveWithClients(t, "pageserver.hcl", "") }
+func TestClientsContainerLazy(t *testing.T) {
+	moveWithClients(t, "container-lazy.hcl", "cl-lazy")
+}
+
+// TestClientsContainerPageServer: a container moved with a page-server
+// final dump.
+func TestClientsContainerPageServer(t *testing.T) {
+	moveWithClients(t, "testdata/container-pageserver.hcl", "cl-ps")
+}
