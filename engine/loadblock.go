@@ -148,10 +148,19 @@ func (l *load) record(rec *Record, end time.Time) *LoadRecord {
 func round6(x float64) float64 { return math.Round(x*1e6) / 1e6 }
 
 // FreezeWindow returns when the workload froze and when it resumed, in
-// seconds from the run's start: from the start of the first final dump
-// (a dump step, or an exec step named like dump or checkpoint) to the end
-// of the last restore. Both are 0 when the run has no such steps.
+// seconds from the run's start: the pause's window (from CRIU's freeze to
+// the restored tasks running, see Record.Pause) when the steps measured
+// it; otherwise from the start of the first final dump (a dump step, or an
+// exec step named like dump or checkpoint, as the hand-run baselines have)
+// to the end of the last restore. Both are 0 when the run has no such steps.
 func FreezeWindow(rec *Record) (freeze, resume float64) {
+	if p := rec.Pause(); p != nil && p.Window > 0 {
+		for _, m := range p.Marks {
+			if m.Name == MarkFreeze {
+				return m.At, m.At + p.Window
+			}
+		}
+	}
 	var from, to time.Time
 	for _, s := range rec.Steps {
 		if s.Started.IsZero() || s.Ended.IsZero() {

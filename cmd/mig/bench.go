@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/mig-project/mig/engine"
@@ -62,8 +63,8 @@ container. Every run must deliver the server's state (/check on the target).
 It writes bench.json (every run's figures and record ID), bench.md and
 bench.html (medians with min–max per strategy and size, ratios to the
 baseline, downtime against size on log axes, the machine) into -o, with the
-run records under -o/runs ('mig report -state-dir DIR RUN' draws any of them). Ctrl-C stops after undoing the current run and
-takes the lab down.
+run records under -o/runs ('mig report -state-dir DIR RUN' draws any of
+them). Ctrl-C stops after undoing the current run and takes the lab down.
 
 Examples:
   mig bench -runs 3 -sizes 16,256,1024
@@ -83,7 +84,11 @@ Examples:
 		return parseErrCode(err)
 	}
 	wf, ok := benchWorkflows[workload]
-	if fs.NArg() != 0 || !ok || runs < 1 || rate <= 0 {
+	switch {
+	case !ok:
+		fmt.Fprintf(c.stderr, "mig bench: -workload %q: want process or container\n", workload)
+		return exitUsage
+	case fs.NArg() != 0 || runs < 1 || rate <= 0:
 		fs.Usage()
 		return exitUsage
 	}
@@ -264,7 +269,7 @@ func (b *bencher) loadWorkflows() error {
 		if err := os.WriteFile(filepath.Join(dir, filepath.Base(b.files[s])), src, 0o644); err != nil {
 			return err
 		}
-		w, diags := engine.Load(dir, b.c.engineConfig())
+		w, diags := engine.Load(dir, b.engineConfig())
 		if diags.HasErrors() {
 			return fmt.Errorf("%s: %s", b.files[s], diags.Error())
 		}
@@ -273,13 +278,23 @@ func (b *bencher) loadWorkflows() error {
 			if err := os.WriteFile(filepath.Join(dir, "bench-load.hcl"), []byte(load), 0o644); err != nil {
 				return err
 			}
-			if w, diags = engine.Load(dir, b.c.engineConfig()); diags.HasErrors() {
+			if w, diags = engine.Load(dir, b.engineConfig()); diags.HasErrors() {
 				return fmt.Errorf("%s: %s", b.files[s], diags.Error())
 			}
 		}
 		b.workflowOf[s] = w
 	}
 	return nil
+}
+
+// engineConfig is apply's, with the runs' warnings (a missing soft-dirty
+// on every live run) kept out of the progress unless MIG_LOG asks.
+func (b *bencher) engineConfig() engine.Config {
+	cfg := b.c.engineConfig()
+	if os.Getenv("MIG_LOG") == "" {
+		cfg.Log = hclog.New(&hclog.LoggerOptions{Name: "mig", Level: hclog.Error, Output: b.c.stderr})
+	}
+	return cfg
 }
 
 // one moves a fresh server of size MiB with strategy's workflow.

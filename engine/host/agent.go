@@ -113,6 +113,12 @@ func (e *ActionError) Error() string {
 
 func (e *ActionError) Unwrap() error { return e.Err }
 
+// notSent is a failure to send the request: the action never started, so
+// the call may be made again on another agent.
+type notSent struct{ error }
+
+func (e notSent) Unwrap() error { return e.error }
+
 // errLost is returned when the agent's stream ends without a final frame.
 var errLost = errors.New("connection to the agent lost before the action finished")
 
@@ -127,7 +133,7 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 	h, _ := json.Marshal(header{Action: action, Req: raw, LogLevel: log.GetLevel().String()})
 	fw := &frameWriter{w: w}
 	if err := fw.write(frameHeader, h); err != nil {
-		return fmt.Errorf("send request: %w", err)
+		return notSent{fmt.Errorf("send request: %w", err)}
 	}
 
 	failed := make(chan error, 2)

@@ -334,16 +334,38 @@ func (s *SSH) call(ctx context.Context, action string, req, resp any, opts CallO
 	s.mu.Lock()
 	bin += "\n" + s.binID // the launcher reads the path, then the identity
 	s.mu.Unlock()
-	a, err := s.agent(bin)
+	defer s.refill(bin)
+	err = s.callOn(ctx, bin, action, req, resp, opts, false)
+	var dead warmNotSent
+	if errors.As(err, &dead) {
+		// A waiting agent that died never got the request: use a new one.
+		s.log.Debug("an agent started ahead had exited; calling on a new one", "action", action, "error", dead.error)
+		err = s.callOn(ctx, bin, action, req, resp, opts, true)
+	}
 	if err != nil {
 		return &ActionError{Host: s.name, Action: action, Err: err}
+	}
+	return nil
+}
+
+// callOn makes the call on an agent: one started ahead, unless fresh.
+func (s *SSH) callOn(ctx context.Context, bin, action string, req, resp any, opts CallOpts, fresh bool) error {
+	var a *agentSession
+	var err error
+	if fresh {
+		a, err = s.startAgent(bin)
+	} else {
+		a, err = s.agent(bin)
+	}
+	if err != nil {
+		return err
 	}
 	sess, stdin, stdout, stderr := a.sess, a.stdin, a.stdout, a.stderr
 	defer sess.Close()
 	// The launcher says it runs the checked binary before anything is
 	// sent, so a refused launch has consumed none of the call's input.
 	if err := launched(sess, stdout, stderr); err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: err}
+		return err
 	}
 	log := s.log.Named(action)
 	abort := func() {
@@ -351,6 +373,10 @@ func (s *SSH) call(ctx context.Context, action string, req, resp any, opts CallO
 		sess.Close()
 	}
 	err = callAgent(ctx, stdin, stdout, action, req, resp, opts, log, abort)
+	var ns notSent
+	if errors.As(err, &ns) && a.warm {
+		return warmNotSent{err}
+	}
 	if errors.Is(err, errLost) {
 		// Let the session deliver the agent's last words, briefly.
 		exited := make(chan struct{})
@@ -364,7 +390,7 @@ func (s *SSH) call(ctx context.Context, action string, req, resp any, opts CallO
 		}
 	}
 	if err != nil {
-		return &ActionError{Host: s.name, Action: action, Err: err}
+		return err
 	}
 	stdin.Close()
 	return nil

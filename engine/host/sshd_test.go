@@ -90,6 +90,9 @@ func startSSHD(t testing.TB) *testSSHD {
 		"MaxSessions 64",
 		"MaxStartups 64",
 		"LogLevel ERROR",
+		// A home of its own, so that sessions do not run root's shell
+		// start-up files (a pyenv init there can stall each one for 60 s).
+		"SetEnv HOME=" + dir,
 		"",
 	}, "\n")), 0o600))
 	// Debian's sshd wants its privilege separation directory.

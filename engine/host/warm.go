@@ -23,6 +23,18 @@ type agentSession struct {
 	stdin  io.WriteCloser
 	stdout io.Reader
 	stderr *tail
+	exited chan struct{} // closed once the agent is gone
+	warm   bool          // it waited in the pool
+}
+
+// alive says whether the agent has not exited yet.
+func (a *agentSession) alive() bool {
+	select {
+	case <-a.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 func (a *agentSession) close() { a.sess.Close() }
@@ -36,7 +48,7 @@ func (s *SSH) startAgent(bin string) (*agentSession, error) {
 	}
 	stdin, _ := sess.StdinPipe()
 	stdout, _ := sess.StdoutPipe()
-	a := &agentSession{sess: sess, stdin: stdin, stdout: stdout, stderr: &tail{max: 4 << 10}}
+	a := &agentSession{sess: sess, stdin: stdin, stdout: stdout, stderr: &tail{max: 4 << 10}, exited: make(chan struct{})}
 	sess.Stderr = a.stderr
 	if err := sess.Start(launcher); err != nil {
 		sess.Close()
@@ -46,20 +58,29 @@ func (s *SSH) startAgent(bin string) (*agentSession, error) {
 		sess.Close()
 		return nil, fmt.Errorf("start agent: %w", err)
 	}
+	go func() { sess.Wait(); close(a.exited) }()
 	return a, nil
 }
 
 // agent returns a started agent: a waiting one when there is, else a new
-// one; either way it starts a replacement in the background.
+// one. The caller refills the pool once its call is done, so that session
+// starts do not compete with the call (on some hosts every session runs
+// a shell's start-up files, and those can take a lock).
 func (s *SSH) agent(bin string) (*agentSession, error) {
 	s.warmOnce.Do(func() { s.warm = make(chan *agentSession, warmAgents) })
-	defer s.refill(bin)
-	select {
-	case a := <-s.warm:
-		return a, nil
-	default:
+	for {
+		select {
+		case a := <-s.warm:
+			if !a.alive() {
+				a.close()
+				continue
+			}
+			a.warm = true
+			return a, nil
+		default:
+		}
+		return s.startAgent(bin)
 	}
-	return s.startAgent(bin)
 }
 
 // refill starts one agent into the pool unless it is full or the host is
@@ -101,3 +122,9 @@ func (s *SSH) closeWarm() {
 		}
 	}
 }
+
+// warmNotSent is a call that could not send its request to an agent
+// started ahead (it had exited): the call may be made on a new one.
+type warmNotSent struct{ error }
+
+func (e warmNotSent) Unwrap() error { return e.error }

