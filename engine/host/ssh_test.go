@@ -277,9 +277,11 @@ func TestAgentReplacedNeverRuns(t *testing.T) {
 			must(t, os.Rename(bin+".evil", bin))
 		},
 		"in place": func() {
-			// The last call's agent may still be exiting (ETXTBSY).
-			deadline := time.Now().Add(5 * time.Second)
+			// Agents started ahead run the binary (ETXTBSY): end them,
+			// and wait for the last call's agent to exit.
+			deadline := time.Now().Add(10 * time.Second)
 			for {
+				h.closeWarm()
 				err := os.WriteFile(bin, evil, 0o755)
 				if err == nil || time.Now().After(deadline) {
 					must(t, err)
