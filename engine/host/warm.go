@@ -39,7 +39,8 @@ func (a *agentSession) alive() bool {
 
 func (a *agentSession) close() { a.sess.Close() }
 
-// startAgent opens a session and starts the agent binary bin in it.
+// startAgent opens a session and starts the agent binary bin (its path
+// and its identity, a line each) in it.
 func (s *SSH) startAgent(bin string) (*agentSession, error) {
 	sess, err := s.client.NewSession()
 	if err != nil {
