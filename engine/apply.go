@@ -108,7 +108,7 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	sum, files := hashFiles(w.names)
 	rec := &Record{
 		ID: newRunID(start), Workflow: w.Path, SHA256: sum, Files: files,
-		Vars: map[string]json.RawMessage{}, Started: start,
+		Vars: map[string]json.RawMessage{}, Started: start, redact: w.cfg.Redact,
 	}
 	for name, v := range opt.Vars {
 		if w.vars[name] != nil && w.vars[name].Sensitive {
@@ -137,7 +137,7 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	}
 	if f, err := os.OpenFile(filepath.Join(rec.RunDir, "run.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
 		defer f.Close()
-		runLog := teeLogger(w.log(), f)
+		runLog := teeLogger(w.log(), w.cfg.Redact.Writer(f), w.cfg.Redact)
 		r.log, r.stepLog = runLog.Named("engine"), runLog.Named("step")
 	}
 	r.sem = make(chan struct{}, r.opt.Parallelism)
@@ -217,7 +217,12 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	stopProbes()
 	probeWG.Wait()
 	for _, p := range probes {
-		rec.Probes = append(rec.Probes, p.record())
+		pr := p.record()
+		pr.URL = r.redact().String(pr.URL)
+		for i := range pr.Samples {
+			pr.Samples[i].Error = r.redact().String(pr.Samples[i].Error)
+		}
+		rec.Probes = append(rec.Probes, pr)
 	}
 	for _, l := range loads {
 		rec.Loads = append(rec.Loads, l.record(rec, time.Now()))
@@ -232,7 +237,7 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Run cancelled", Detail: "The run was interrupted; completed steps were undone."})
 	}
 	r.log.Info("run ended", "run", rec.ID, "state", rec.State, "seconds", rec.Ended.Sub(start).Seconds())
-	return rec, append(diags, r.diags...)
+	return rec, w.cfg.Redact.Diags(append(diags, r.diags...))
 }
 
 type stepMeta struct {
@@ -270,11 +275,14 @@ type runner struct {
 	emitMu sync.Mutex
 }
 
+func (r *runner) redact() *Redactor { return r.w.cfg.Redact }
+
 func (r *runner) emit(e Event) {
 	if r.opt.Events == nil {
 		return
 	}
 	e.Time = time.Now()
+	e.Error = r.redact().String(e.Error)
 	r.emitMu.Lock()
 	defer r.emitMu.Unlock()
 	r.opt.Events(e)
@@ -480,6 +488,8 @@ func (r *runner) fail(sr *StepRecord, diags hcl.Diagnostics, msg string) {
 	if msg == "" {
 		msg = diagString(diags)
 	}
+	msg = r.redact().String(msg)
+	diags = r.redact().Diags(diags)
 	sr.State = StateFailed
 	sr.Error = msg
 	r.addStep(sr)
@@ -512,6 +522,8 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 		r.fail(sr, diags, "")
 		return StateFailed, cty.NilVal
 	}
+	// Kinds get plain values; the redactor learns the sensitive ones.
+	r.redact().AddMarked(cfg)
 	cfg, _ = cfg.UnmarkDeep()
 	sr.Host = steps.HostName(steps.Attr(cfg, "host"))
 	if sr.Host == "" {
@@ -552,19 +564,21 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 		cancel()
 		if err == nil {
 			res.Outputs, err = conformOutputs(res.Outputs, s.kind.Outputs())
+			res.Outputs = r.redact().markSecrets(res.Outputs)
 		}
 		if err != nil && timedOut {
 			err = fmt.Errorf("timed out after %s: %w", m.timeout, err)
 		}
 		a.End = time.Now()
 		if err != nil {
+			err = redactedError{err, r.redact().String(err.Error())}
 			a.Error = err.Error()
 		}
 		sr.Attempts = append(sr.Attempts, a)
 		if err == nil {
 			sr.Ended, sr.State, sr.Metrics = a.End, StateOK, res.Metrics
-			if js, jerr := (ctyjson.SimpleJSONValue{Value: res.Outputs}).MarshalJSON(); jerr == nil {
-				sr.Outputs = js
+			if js, jerr := json.Marshal(jsonValue(res.Outputs)); jerr == nil {
+				sr.Outputs = r.redact().Bytes(js)
 			}
 			sr.Undo, sr.Commit = res.Replay.Undo, res.Replay.Commit
 			if len(sr.Undo)+len(sr.Commit) > 0 && !held {
@@ -704,6 +718,7 @@ func (r *runner) compensate(ctx context.Context, what EventType) {
 		cancel()
 		ar.End = time.Now()
 		if err != nil {
+			err = redactedError{err, r.redact().String(err.Error())}
 			ar.State, ar.Error = StateFailed, err.Error()
 			r.log.Error(string(what)+" failed", "step", c.address, "error", err)
 			r.diags = append(r.diags, &hcl.Diagnostic{
@@ -814,22 +829,55 @@ func (p *hostPool) closeAll() {
 
 // teeLogger returns a logger that writes everything from debug up to file
 // and passes each message on to base, which applies its own level.
-func teeLogger(base hclog.Logger, file io.Writer) hclog.Logger {
+func teeLogger(base hclog.Logger, file io.Writer, red *Redactor) hclog.Logger {
 	l := hclog.NewInterceptLogger(&hclog.LoggerOptions{Level: hclog.Debug, Output: file})
-	l.RegisterSink(forward{base})
+	l.RegisterSink(forward{base, red})
 	return l
 }
 
-// forward is a log sink that sends messages to another logger.
-type forward struct{ to hclog.Logger }
+// forward is a log sink that sends messages to another logger, with the
+// sensitive values redacted.
+type forward struct {
+	to     hclog.Logger
+	redact *Redactor
+}
 
 func (f forward) Accept(name string, level hclog.Level, msg string, args ...any) {
 	l := f.to
 	if name != "" {
 		l = l.Named(name)
 	}
-	l.Log(level, msg, args...)
+	out := make([]any, len(args))
+	for i, a := range args {
+		switch a := a.(type) {
+		case string:
+			out[i] = f.redact.String(a)
+		case []string:
+			s := make([]string, len(a))
+			for j := range a {
+				s[j] = f.redact.String(a[j])
+			}
+			out[i] = s
+		case error:
+			out[i] = f.redact.String(a.Error())
+		case fmt.Stringer:
+			out[i] = f.redact.String(a.String())
+		default:
+			out[i] = a
+		}
+	}
+	l.Log(level, f.redact.String(msg), out...)
 }
+
+// redactedError keeps an error's chain for errors.Is and As, with its
+// message redacted.
+type redactedError struct {
+	err error
+	msg string
+}
+
+func (e redactedError) Error() string { return e.msg }
+func (e redactedError) Unwrap() error { return e.err }
 
 // stepDirName makes a step address (`step.copy["a/b"]`) a file name.
 func stepDirName(addr string) string {

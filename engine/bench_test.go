@@ -65,3 +65,37 @@ func BenchmarkApplyChain6(b *testing.B) {
 		}
 	}
 }
+
+// genLocals writes a workflow of about size bytes of locals (about 100
+// bytes each), each using two others, as a generated workflow might.
+func genLocals(tb testing.TB, size int) string {
+	var b strings.Builder
+	b.WriteString("locals {\n  l0 = { name = \"service-0\", port = 8000, tags = [\"web\", \"blue\"] }\n")
+	for i := 1; b.Len() < size; i++ {
+		fmt.Fprintf(&b, "  l%d = { name = \"service-%d\", port = local.l%d.port + %d, tags = [\"web\", local.l%d.tags[1]] }\n",
+			i, i, i/2, i%7, i/3)
+	}
+	b.WriteString("}\n")
+	path := filepath.Join(tb.TempDir(), "locals.hcl")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// BenchmarkValidateLocals loads and validates 4 MB of locals, as
+// `mig validate` does.
+func BenchmarkValidateLocals(b *testing.B) {
+	path := genLocals(b, 4_000_000)
+	cfg := testConfig(&fake{})
+	for b.Loop() {
+		w, diags := Load(path, cfg)
+		if diags.HasErrors() {
+			b.Fatal(diags.Error())
+		}
+		vars, _ := w.Vars(VarInput{}, false)
+		if diags := w.Validate(vars); diags.HasErrors() {
+			b.Fatal(diags.Error())
+		}
+	}
+}

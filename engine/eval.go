@@ -79,46 +79,8 @@ func (w *Workflow) evaluate(vars map[string]cty.Value) (*scopeVals, hcl.Diagnost
 	if len(vars) > 0 {
 		sv.vars = cty.ObjectVal(vars)
 	}
-	locals := map[string]cty.Value{}
-	state := map[string]int{} // 1 evaluating, 2 done
-	var evalLocal func(name string) hcl.Diagnostics
-	evalLocal = func(name string) hcl.Diagnostics {
-		switch state[name] {
-		case 1:
-			l := w.locals[name]
-			return hcl.Diagnostics{{
-				Severity: hcl.DiagError,
-				Summary:  "Local value cycle",
-				Detail:   fmt.Sprintf("local.%s refers to itself through other local values.", name),
-				Subject:  l.DeclRange.Ptr(),
-			}}
-		case 2:
-			return nil
-		}
-		state[name] = 1
-		l := w.locals[name]
-		var ds hcl.Diagnostics
-		for _, t := range l.Expr.Variables() {
-			if t.RootName() == "local" && len(t) > 1 {
-				if a, ok := t[1].(hcl.TraverseAttr); ok && w.locals[a.Name] != nil {
-					ds = append(ds, evalLocal(a.Name)...)
-				}
-			}
-		}
-		if !ds.HasErrors() {
-			v, d := l.Expr.Value(sv.ctx(localsCtx(locals), nil, nil))
-			ds = append(ds, d...)
-			locals[name] = v
-		}
-		state[name] = 2
-		if _, ok := locals[name]; !ok {
-			locals[name] = cty.DynamicVal
-		}
-		return ds
-	}
-	for _, name := range sortedKeys(w.locals) {
-		diags = append(diags, evalLocal(name)...)
-	}
+	locals, ds := w.evalLocals(sv)
+	diags = append(diags, ds...)
 	sv.locals = localsCtx(locals)
 
 	hostVals := map[string]cty.Value{}
@@ -127,6 +89,7 @@ func (w *Workflow) evaluate(vars map[string]cty.Value) (*scopeVals, hcl.Diagnost
 			h := w.hosts[name]
 			v, ds := hcldec.Decode(h.Body, w.cfg.Hosts.Spec(), sv.ctx(cty.NilVal, nil, nil))
 			diags = append(diags, ds...)
+			w.cfg.Redact.AddMarked(v)
 			sv.hosts[name] = v
 			hostVals[name] = w.cfg.Hosts.Value(name, v)
 		}
@@ -138,6 +101,7 @@ func (w *Workflow) evaluate(vars map[string]cty.Value) (*scopeVals, hcl.Diagnost
 			wl := w.workloads[fam][name]
 			v, ds := hcldec.Decode(wl.Body, w.cfg.Workloads[fam].Spec(), sv.ctx(cty.NilVal, nil, nil))
 			diags = append(diags, ds...)
+			w.cfg.Redact.AddMarked(v)
 			attrs := map[string]cty.Value{"name": cty.StringVal(name), "kind": cty.StringVal(fam)}
 			if v.IsKnown() && !v.IsNull() && v.Type().IsObjectType() {
 				for k, a := range v.AsValueMap() {
@@ -149,6 +113,81 @@ func (w *Workflow) evaluate(vars map[string]cty.Value) (*scopeVals, hcl.Diagnost
 		sv.workloads[fam] = objectOrEmpty(vals)
 	}
 	return sv, diags
+}
+
+// evalLocals evaluates the local values, each after the locals it refers
+// to. The walk is iterative, so a long chain of locals cannot exhaust the
+// stack, and each local is evaluated in a context that holds only the
+// locals it refers to, so the work grows with the number of references,
+// not with the square of the number of locals.
+func (w *Workflow) evalLocals(sv *scopeVals) (map[string]cty.Value, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	base := sv.ctx(cty.EmptyObjectVal, nil, nil)
+	locals := make(map[string]cty.Value, len(w.locals))
+	refs := func(name string) []string { return w.locals[name].refs }
+	const (
+		visiting = 1
+		done     = 2
+	)
+	state := make(map[string]int, len(w.locals))
+	failed := map[string]bool{} // locals that failed or depend on a failure
+	type item struct {
+		name string
+		refs []string
+		next int
+	}
+	for _, root := range sortedKeys(w.locals) {
+		if state[root] != 0 {
+			continue
+		}
+		state[root] = visiting
+		stack := []item{{name: root, refs: refs(root)}}
+		for len(stack) > 0 {
+			it := &stack[len(stack)-1]
+			if it.next < len(it.refs) {
+				r := it.refs[it.next]
+				it.next++
+				switch state[r] {
+				case visiting:
+					diags = append(diags, &hcl.Diagnostic{
+						Severity: hcl.DiagError,
+						Summary:  "Local value cycle",
+						Detail:   fmt.Sprintf("local.%s refers to itself through other local values.", r),
+						Subject:  w.locals[r].DeclRange.Ptr(),
+					})
+					failed[it.name] = true
+				case 0:
+					state[r] = visiting
+					stack = append(stack, item{name: r, refs: refs(r)})
+				}
+				continue
+			}
+			name := it.name
+			vals := make(map[string]cty.Value, len(it.refs))
+			for _, r := range it.refs {
+				if failed[r] {
+					failed[name] = true
+				}
+				vals[r] = locals[r]
+			}
+			locals[name] = cty.DynamicVal
+			if !failed[name] {
+				ctx := base.NewChild()
+				ctx.Variables = map[string]cty.Value{"local": objectOrEmpty(vals)}
+				v, ds := w.locals[name].Expr.Value(ctx)
+				diags = append(diags, ds...)
+				if ds.HasErrors() {
+					failed[name] = true
+				} else {
+					w.cfg.Redact.AddMarked(v)
+					locals[name] = v
+				}
+			}
+			state[name] = done
+			stack = stack[:len(stack)-1]
+		}
+	}
+	return locals, diags
 }
 
 // named returns the host and workload values by their expression names.
@@ -273,8 +312,22 @@ func (sv *scopeVals) meta(s *Step) (time.Duration, Retry, hcl.Diagnostics) {
 	return timeout, r, diags
 }
 
+// sensitiveMeta is the error for a meta-argument derived from a sensitive
+// value: the engine shows and records them, so they cannot be secret.
+func sensitiveMeta(expr hcl.Expression, name string) *hcl.Diagnostic {
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  fmt.Sprintf("Sensitive value in %s", name),
+		Detail:   fmt.Sprintf("%s cannot use sensitive values or values derived from them: mig shows and records it.", name),
+		Subject:  expr.Range().Ptr(),
+	}
+}
+
 func numberExpr(expr hcl.Expression, ctx *hcl.EvalContext, name string) (*float64, hcl.Diagnostics) {
 	v, diags := expr.Value(ctx)
+	if !diags.HasErrors() && v.ContainsMarked() {
+		return nil, append(diags, sensitiveMeta(expr, name))
+	}
 	if diags.HasErrors() || !v.IsWhollyKnown() {
 		return nil, diags
 	}
@@ -297,6 +350,9 @@ func durationExpr(expr hcl.Expression, ctx *hcl.EvalContext, name string, def ti
 		return def, nil
 	}
 	v, diags := expr.Value(ctx)
+	if !diags.HasErrors() && v.ContainsMarked() {
+		return def, append(diags, sensitiveMeta(expr, name))
+	}
 	if diags.HasErrors() || !v.IsWhollyKnown() || v.IsNull() {
 		return def, diags
 	}
@@ -345,6 +401,11 @@ func (sv *scopeVals) instances(s *Step, stepVals map[string]cty.Value) ([]instan
 	v, diags := s.forEach.Value(sv.ctx(cty.NilVal, stepVals, nil))
 	if diags.HasErrors() {
 		return nil, false, diags
+	}
+	if v.IsMarked() {
+		// The keys become step addresses, shown and recorded everywhere;
+		// sensitive values inside a map are allowed (each.value keeps them).
+		return nil, false, append(diags, sensitiveMeta(s.forEach, "for_each"))
 	}
 	bad := func(detail string) hcl.Diagnostics {
 		return append(diags, &hcl.Diagnostic{

@@ -3,6 +3,7 @@ package engine
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -25,6 +26,38 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte(`step "fake" "a" { for_each = { x = 1 } value = "${each.key}" }`))
 	f.Add([]byte(`locals { a = local.b
 b = local.a }`))
+	// Sensitive values where the engine needs plain ones.
+	for _, meta := range []string{
+		`for_each = var.s`, `for_each = toset([var.s])`, `for_each = { (var.s) = 1 }`, `for_each = { a = var.s }`,
+		`timeout = var.s`, `timeout = "${var.n}s"`, `retry {
+  attempts = var.n
+  delay = var.s
+  max_delay = var.s
+  backoff = var.n
+}`, `depends_on = [step.b]`,
+	} {
+		f.Add([]byte(`variable "s" {
+  default   = "1s"
+  sensitive = true
+}
+variable "n" {
+  default   = 2
+  sensitive = true
+}
+host "local" {}
+step "fake" "b" { value = var.s }
+step "fake" "a" {
+  ` + meta + `
+  value = "${var.s}-${step.b.value}"
+}`))
+	}
+	// Deep nesting, just under and over the limit.
+	for _, d := range []int{MaxDepth/2 - 2, MaxDepth + 1} {
+		f.Add([]byte("locals { a = " + strings.Repeat("(", d) + "1" + strings.Repeat(")", d) + " }"))
+		f.Add([]byte("locals { a = " + strings.Repeat("[", d) + strings.Repeat("]", d) + " }"))
+		f.Add([]byte("locals { a = " + strings.Repeat("-", d) + "1 }"))
+		f.Add([]byte(`locals { a = ` + strings.Repeat(`"${`, d/2) + "1" + strings.Repeat(`}"`, d/2) + ` }`))
+	}
 	f.Fuzz(func(t *testing.T, src []byte) {
 		path := filepath.Join(t.TempDir(), "w.hcl")
 		if err := os.WriteFile(path, src, 0o600); err != nil {

@@ -21,6 +21,9 @@ import (
 // returned workflow is non-nil even with errors, so that its files can be
 // given to the diagnostic writer.
 func Load(path string, cfg Config) (*Workflow, hcl.Diagnostics) {
+	if cfg.Redact == nil {
+		cfg.Redact = NewRedactor()
+	}
 	w := &Workflow{
 		Path:      path,
 		cfg:       cfg,
@@ -39,8 +42,9 @@ func Load(path string, cfg Config) (*Workflow, hcl.Diagnostics) {
 	}
 	var diags hcl.Diagnostics
 	var files []*hcl.File
+	budget := int64(MaxSourceBytes)
 	for _, n := range names {
-		f, ds := w.parser.ParseHCLFile(n)
+		f, ds := w.parseFile(n, &budget)
 		diags = append(diags, ds...)
 		if f != nil {
 			files = append(files, f)

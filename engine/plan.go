@@ -61,7 +61,7 @@ func (w *Workflow) plan(ctx context.Context, vars map[string]cty.Value, callKind
 	pool := newHostPool(w, sv)
 	defer pool.closeAll()
 	p, ds := w.planSteps(ctx, sv, pool, callKinds)
-	return p, append(diags, ds...)
+	return p, w.cfg.Redact.Diags(append(diags, ds...))
 }
 
 // planSteps evaluates every step in order with upstream outputs unknown,
@@ -100,6 +100,7 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 			if !known {
 				ps.Address = fmt.Sprintf("step.%s[*]", s.Name)
 			}
+			w.cfg.Redact.AddMarked(cfg)
 			plain, _ := cfg.UnmarkDeep()
 			ps.Host = steps.HostName(steps.Attr(plain, "host"))
 			if callKinds {
@@ -110,11 +111,13 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 					Progress: func(host.Progress) {},
 				}
 				pv, ds := s.kind.Plan(ctx, plain, env)
-				diags = append(diags, withSubject(ds, s.DeclRange)...)
+				diags = append(diags, withSubject(w.cfg.Redact.Diags(ds), s.DeclRange)...)
 				if pv.Host != "" {
 					ps.Host = pv.Host
 				}
-				ps.Notes = pv.Notes
+				for _, n := range pv.Notes {
+					ps.Notes = append(ps.Notes, w.cfg.Redact.String(n))
+				}
 			}
 			p.Steps = append(p.Steps, ps)
 			planned = append(planned, steps.Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: w.upstream(s.Name), Range: s.DeclRange})
@@ -154,6 +157,7 @@ func (w *Workflow) markVars(vars map[string]cty.Value) map[string]cty.Value {
 	for k, v := range vars {
 		if d := w.vars[k]; d != nil && d.Sensitive {
 			v = v.Mark(sensitive)
+			w.cfg.Redact.AddMarked(v)
 		}
 		out[k] = v
 	}

@@ -175,6 +175,7 @@ func (w *Workflow) probeConfigs(sv *scopeVals) ([]*probe, hcl.Diagnostics) {
 		if ds.HasErrors() {
 			continue
 		}
+		w.cfg.Redact.AddMarked(v)
 		v, _ = v.UnmarkDeep()
 		p, err := newProbe(name, v)
 		if err != nil {

@@ -52,6 +52,8 @@ type Record struct {
 	Loads    []*LoadRecord `json:"loads,omitempty"`
 	// PeakRSS is mig's own peak resident memory during the run, in bytes.
 	PeakRSS int64 `json:"mig_peak_rss_bytes,omitempty"`
+
+	redact *Redactor // applied to the whole record as it is written
 }
 
 // Run phases.
@@ -222,7 +224,7 @@ func (r *Record) write(stateDir string) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(recordPath(stateDir, r.ID), data)
+	return writeAtomic(recordPath(stateDir, r.ID), r.redact.Bytes(data))
 }
 
 // writeAtomic replaces path with data: a temporary file, synced, then

@@ -18,8 +18,23 @@ type scope struct {
 // graph's edges.
 func (w *Workflow) checkRefs() hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	for _, name := range sortedKeys(w.locals) {
-		diags = append(diags, w.checkTraversals(w.locals[name].Expr.Variables(), scope{}, nil)...)
+	w.sorted = map[string][]string{
+		"var": sortedKeys(w.vars), "local": sortedKeys(w.locals), "host": sortedKeys(w.hosts), "step": sortedKeys(w.steps),
+	}
+	for fam := range w.cfg.Workloads {
+		w.sorted[fam] = sortedKeys(w.workloads[fam])
+	}
+	for _, name := range w.sorted["local"] {
+		l := w.locals[name]
+		vars := l.Expr.Variables()
+		diags = append(diags, w.checkTraversals(vars, scope{}, nil)...)
+		for _, t := range vars {
+			if t.RootName() == "local" && len(t) > 1 {
+				if a, ok := t[1].(hcl.TraverseAttr); ok && w.locals[a.Name] != nil {
+					l.refs = append(l.refs, a.Name)
+				}
+			}
+		}
 	}
 	if w.cfg.Hosts != nil {
 		for _, name := range w.hostOrder {
@@ -161,20 +176,20 @@ func (w *Workflow) checkTraversal(t hcl.Traversal, sc scope, deps map[string]boo
 	what := root
 	switch root {
 	case "var":
-		names, what = sortedKeys(w.vars), "variable"
+		names, what = w.sorted[root], "variable"
 	case "local":
-		names, what = sortedKeys(w.locals), "local value"
+		names, what = w.sorted[root], "local value"
 	case "host":
-		names = sortedKeys(w.hosts)
+		names = w.sorted[root]
 	case "step":
-		names = sortedKeys(w.steps)
+		names = w.sorted[root]
 		if name == sc.self {
 			return selfRef(name, rng)
 		}
 	case "each":
 		names, what = []string{"key", "value"}, "attribute of each"
 	default:
-		names, what = sortedKeys(w.workloads[root]), root+" workload"
+		names, what = w.sorted[root], root+" workload"
 	}
 	i := sort.SearchStrings(names, name)
 	if i < len(names) && names[i] == name {

@@ -40,7 +40,8 @@ func (w *Workflow) Vars(in VarInput, requireAll bool) (map[string]cty.Value, hcl
 		}
 	}
 	for _, path := range in.Files {
-		f, ds := w.parser.ParseHCLFile(path)
+		budget := int64(MaxSourceBytes)
+		f, ds := w.parseFile(path, &budget)
 		diags = append(diags, ds...)
 		if ds.HasErrors() {
 			continue
@@ -129,6 +130,10 @@ func parseRaw(v *Variable, raw, what string) (cty.Value, hcl.Diagnostics) {
 	}
 	val := cty.StringVal(raw)
 	if !v.Type.IsPrimitiveType() {
+		diags := CheckDepth([]byte(raw), what)
+		if diags.HasErrors() {
+			return cty.UnknownVal(v.Type), diags
+		}
 		expr, diags := hclsyntax.ParseExpression([]byte(raw), what, hcl.InitialPos)
 		if diags.HasErrors() {
 			return cty.UnknownVal(v.Type), diags

@@ -28,6 +28,9 @@ type Config struct {
 	Workloads map[string]steps.WorkloadKind
 	Hosts     HostFamily
 	Log       hclog.Logger
+	// Redact learns the run's sensitive values; give the same one the
+	// writers of the output and logs. Load makes one when nil.
+	Redact *Redactor
 }
 
 // Workflow is a loaded workflow: its declarations and its step graph.
@@ -49,7 +52,8 @@ type Workflow struct {
 
 	varOrder, hostOrder, probeOrder []string
 	loadOrder                       []string
-	order                           []string // steps in dependency order
+	order                           []string            // steps in dependency order
+	sorted                          map[string][]string // declared names by reference root, for checkRefs
 
 	holdTimeout   time.Duration // settings.hold_timeout; DefaultHoldTimeout when zero
 	settingsRange *hcl.Range
@@ -79,6 +83,8 @@ type Local struct {
 	Name      string
 	Expr      hcl.Expression
 	DeclRange hcl.Range
+
+	refs []string // the locals it refers to, set by checkRefs
 }
 
 // HostDecl is a `host "name" {}` block.
@@ -144,6 +150,10 @@ func (w *Workflow) Variables() []*Variable {
 	}
 	return out
 }
+
+// Redactor returns the redactor that learns the workflow's sensitive
+// values as they are resolved.
+func (w *Workflow) Redactor() *Redactor { return w.cfg.Redact }
 
 func (w *Workflow) log() hclog.Logger {
 	if w.cfg.Log == nil {

@@ -312,7 +312,11 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		if addr == "" {
 			addr = targetAddress(d)
 		}
-		psReq := criu.PageServerAction{CRIU: criuSetting(d.targetV), Dir: d.targetDir, Parent: d.parent, Listen: criu.Addr{Host: addr}}
+		from, err := sourceAddress(ctx, src, addr)
+		if err != nil {
+			return Result{}, err
+		}
+		psReq := criu.PageServerAction{CRIU: criuSetting(d.targetV), Dir: d.targetDir, Parent: d.parent, Listen: criu.Addr{Host: addr}, From: from}
 		if err := tgt.Call(ctx, criu.ActPageServer, psReq, &ps, host.CallOpts{}); err != nil {
 			return Result{}, fmt.Errorf("target %s: %w", d.target, err)
 		}
@@ -324,6 +328,11 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 		dreq.Lazy = true
 		dreq.Listen = &criu.Addr{Host: addr, Port: d.port}
+		if tgt != nil {
+			if dreq.From, err = sourceAddress(ctx, tgt, addr); err != nil {
+				return Result{}, err
+			}
+		}
 	}
 
 	var tgtHold *host.HoldRef
@@ -400,7 +409,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		err = errors.Join(err, guardDown(context.WithoutCancel(ctx)))
 		dumpLog()
 		if ps.PID > 0 {
-			killPID(context.WithoutCancel(ctx), tgt, ps.PID)
+			stopPageServer(context.WithoutCancel(ctx), tgt, ps)
 		}
 		if ctx.Err() != nil {
 			// Cancelled while CRIU ran: the dump may have held the source
@@ -443,8 +452,8 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	if ps.PID > 0 {
 		// The page server exits once it has written the last page.
-		if err := tgt.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 60}, nil, host.CallOpts{}); err != nil {
-			killPID(ctx, tgt, ps.PID)
+		if err := tgt.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 60, Port: ps.Port}, nil, host.CallOpts{}); err != nil {
+			stopPageServer(ctx, tgt, ps)
 			return Result{}, errors.Join(fmt.Errorf("page server on %s: %w", d.target, err), undo(ctx))
 		}
 	}
@@ -538,4 +547,20 @@ func joinLines(lines []string) string {
 // killPID kills a helper process (a page server) left on a host.
 func killPID(ctx context.Context, h host.Host, pid int) {
 	h.Call(ctx, "exec", host.ExecRequest{Argv: []string{"kill", "-KILL", strconv.Itoa(pid)}}, nil, host.CallOpts{})
+}
+
+// stopPageServer kills a page server and removes the guard of its port.
+func stopPageServer(ctx context.Context, h host.Host, ps criu.PageServerResult) {
+	killPID(ctx, h, ps.PID)
+	h.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 5, Port: ps.Port}, nil, host.CallOpts{})
+}
+
+// sourceAddress is the address src reaches addr from: the only one a page
+// server at addr admits.
+func sourceAddress(ctx context.Context, src host.Host, addr string) (string, error) {
+	var route host.RouteResult
+	if err := src.Call(ctx, "net.route", host.RouteRequest{To: addr}, &route, host.CallOpts{}); err != nil {
+		return "", fmt.Errorf("find the address %s reaches %s from: %w", src.Name(), addr, err)
+	}
+	return route.IP, nil
 }

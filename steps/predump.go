@@ -222,7 +222,11 @@ func (PreDump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		var ps criu.PageServerResult
 		if tgt != nil {
 			addr := hostAddress(c.toV)
-			psReq := criu.PageServerAction{CRIU: criuSetting(c.toV), Dir: filepath.Join(c.targetDir, name), Parent: req.Parent, Listen: criu.Addr{Host: addr}}
+			from, err := sourceAddress(ctx, src, addr)
+			if err != nil {
+				return 0, err
+			}
+			psReq := criu.PageServerAction{CRIU: criuSetting(c.toV), Dir: filepath.Join(c.targetDir, name), Parent: req.Parent, Listen: criu.Addr{Host: addr}, From: from}
 			if err := tgt.Call(ctx, criu.ActPageServer, psReq, &ps, host.CallOpts{}); err != nil {
 				return 0, fmt.Errorf("page server on %s: %w", c.to, err)
 			}
@@ -231,12 +235,12 @@ func (PreDump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		var out criu.DumpResult
 		if err := src.Call(ctx, criu.ActPreDump, req, &out, host.CallOpts{}); err != nil {
 			if ps.PID > 0 {
-				killPID(ctx, tgt, ps.PID)
+				stopPageServer(ctx, tgt, ps)
 			}
 			return 0, err
 		}
 		if ps.PID > 0 {
-			if err := tgt.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 60}, nil, host.CallOpts{}); err != nil {
+			if err := tgt.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 60, Port: ps.Port}, nil, host.CallOpts{}); err != nil {
 				return 0, fmt.Errorf("page server on %s: %w", c.to, err)
 			}
 		}

@@ -184,7 +184,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	var lazyWait criu.LazyWaitAction
 	if r.lazy {
 		req.Source = &criu.Addr{Host: String(r.source, "address", ""), Port: int(Int(r.source, "port", 0))}
-		lazyWait = criu.LazyWaitAction{Dir: String(r.source, "dir", ""), PID: int(Int(r.source, "pid", 0)), Timeout: 600}
+		lazyWait = criu.LazyWaitAction{Dir: String(r.source, "dir", ""), PID: int(Int(r.source, "pid", 0)), Timeout: 600, Port: int(Int(r.source, "port", 0))}
 		if src, err = env.Hosts(String(r.source, "host", "")); err != nil {
 			return Result{}, fmt.Errorf("source: %w", err)
 		}

@@ -8,12 +8,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/steps/criu"
 )
@@ -35,6 +37,9 @@ type cli struct {
 	// ctx is cancelled on the first SIGINT, SIGTERM or SIGHUP; a second
 	// one exits.
 	ctx context.Context
+	// redact learns the sensitive values of the workflow; stdout, stderr
+	// and log pass through it.
+	redact *engine.Redactor
 }
 
 type command struct {
@@ -66,11 +71,26 @@ func commands() map[string]command {
 func main() {
 	criu.GuardMain()
 	containerInit()
-	os.Exit(run(os.Args[1:]))
+	os.Exit(guard(os.Stderr, func() int { return run(os.Args[1:]) }))
+}
+
+// guard runs fn and turns a panic into an error message on stderr and
+// exit code 1, not Go's exit code 2, which means invalid usage here.
+func guard(stderr io.Writer, fn func() int) (code int) {
+	defer func() {
+		if p := recover(); p != nil {
+			fmt.Fprintf(stderr, "mig: internal error: %v\n%s\nThis is a bug in mig: please report it with the command and the workflow that caused it.\n", p, debug.Stack())
+			code = exitFailed
+		}
+	}()
+	return fn()
 }
 
 func run(args []string) int {
-	log, closeLog, err := newLogger()
+	// Everything mig prints goes through the redactor, which learns the
+	// workflow's sensitive values as they are resolved.
+	red := engine.NewRedactor()
+	log, closeLog, err := newLogger(red)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mig:", err)
 		return exitUsage
@@ -89,7 +109,7 @@ func run(args []string) int {
 		os.Exit(exitSignals)
 	}()
 
-	c := &cli{stdout: os.Stdout, stderr: os.Stderr, log: log, actions: actions(), ctx: ctx}
+	c := &cli{stdout: red.Writer(os.Stdout), stderr: red.Writer(os.Stderr), log: log, actions: actions(), ctx: ctx, redact: red}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
 		usage(c.stdout)
 		if len(args) == 0 {
@@ -108,7 +128,7 @@ func run(args []string) int {
 
 // newLogger builds the root logger: level from MIG_LOG (default warn), JSON
 // when MIG_LOG_FORMAT=json, written to MIG_LOG_PATH or stderr.
-func newLogger() (hclog.Logger, func(), error) {
+func newLogger(red *engine.Redactor) (hclog.Logger, func(), error) {
 	out := io.Writer(os.Stderr)
 	closeFn := func() {}
 	if p := os.Getenv("MIG_LOG_PATH"); p != "" {
@@ -118,6 +138,7 @@ func newLogger() (hclog.Logger, func(), error) {
 		}
 		out, closeFn = f, func() { f.Close() }
 	}
+	out = red.Writer(out)
 	level := hclog.Warn
 	if v := os.Getenv("MIG_LOG"); v != "" {
 		if level = hclog.LevelFromString(v); level == hclog.NoLevel {

@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/hashicorp/hcl/v2/hclwrite"
+
+	"github.com/mig-project/mig/engine"
 )
 
 func cmdFmt(c *cli, args []string) int {
@@ -50,9 +52,12 @@ Examples:
 	}
 	changed := false
 	for _, name := range files {
-		src, err := os.ReadFile(name)
-		if err != nil {
-			fmt.Fprintln(c.stderr, "mig fmt:", err)
+		src, diags := engine.ReadSource(name, engine.MaxSourceBytes)
+		if !diags.HasErrors() {
+			diags = engine.CheckDepth(src, name)
+		}
+		if diags.HasErrors() {
+			c.printDiags(nil, diags)
 			return exitUsage
 		}
 		f, diags := hclsyntax.ParseConfig(src, name, hcl.InitialPos)

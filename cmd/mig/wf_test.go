@@ -173,3 +173,23 @@ func TestProgressBar(t *testing.T) {
 		t.Errorf("%d progress lines in 1s, want 2 (first and last):\n%s", n, buf.String())
 	}
 }
+
+func TestPanicIsAnError(t *testing.T) {
+	var stderr bytes.Buffer
+	code := guard(&stderr, func() int { panic("value is marked, so must be unmarked first") })
+	if code != exitFailed || !strings.Contains(stderr.String(), "mig: internal error: value is marked") {
+		t.Errorf("exit %d, stderr:\n%s", code, stderr.String())
+	}
+}
+
+func TestHostileWorkflowFiles(t *testing.T) {
+	dir := t.TempDir()
+	deep := filepath.Join(dir, "deep.hcl")
+	os.WriteFile(deep, []byte("locals { a = "+strings.Repeat("(", 100_000)+"1"+strings.Repeat(")", 100_000)+" }\n"), 0o600)
+	for _, cmd := range []string{"validate", "plan", "fmt", "graph"} {
+		code, _, errOut := mig(t, cmd, deep)
+		if code != exitUsage || !strings.Contains(errOut, "Expression too deeply nested") {
+			t.Errorf("%s of deeply nested parentheses: exit %d\n%s", cmd, code, errOut)
+		}
+	}
+}

@@ -91,6 +91,7 @@ func (c *cli) engineConfig() engine.Config {
 		Workloads: steps.Workloads(),
 		Hosts:     host.Family{Actions: c.actions, Log: c.log},
 		Log:       c.log,
+		Redact:    c.redact,
 	}
 }
 

@@ -84,9 +84,9 @@ func Serve(ctx context.Context, actions Actions, r io.Reader, w io.Writer, log h
 	res, err := Invoke(ctx, actions, h.Action, json.RawMessage(h.Req), opts, alog)
 	if err != nil {
 		log.Debug("action failed", "action", h.Action, "error", err)
-		return fw.write(frameError, []byte(err.Error()))
+		return fw.writeFinal(frameError, []byte(err.Error()))
 	}
-	return fw.write(frameResult, res)
+	return fw.writeFinal(frameResult, res)
 }
 
 // growPipe enlarges a pipe's buffer, when f is one, so a transfer moves in
@@ -165,6 +165,7 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 	defer stop()
 
 	fr := &frameReader{r: r}
+	var final []byte // the parts of a final frame larger than a frame
 	for {
 		typ, p, err := fr.next()
 		if err != nil {
@@ -187,13 +188,28 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 				fail(fmt.Errorf("output stream: %w", err))
 				return <-failed
 			}
+			continue
 		case frameProgress:
 			var pr Progress
 			if json.Unmarshal(p, &pr) == nil && opts.Progress != nil {
 				opts.Progress(pr)
 			}
+			continue
 		case frameLog:
 			forwardLog(log, p)
+			continue
+		case framePart:
+			if len(final)+len(p) > maxFinal {
+				fail(fmt.Errorf("agent protocol: result larger than %d MiB", maxFinal>>20))
+				return <-failed
+			}
+			final = append(final, p...)
+			continue
+		}
+		if final != nil && (typ == frameResult || typ == frameError) {
+			p = append(final, p...)
+		}
+		switch typ {
 		case frameResult:
 			if resp == nil || len(p) == 0 {
 				return nil

@@ -93,11 +93,17 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
+	// The receiver admits only the address the source reaches it from.
+	var route RouteResult
+	if err := src.Call(ctx, "net.route", RouteRequest{To: opts.Direct}, &route, CallOpts{}); err != nil {
+		return CopyResult{}, err
+	}
 	tr, tw := io.Pipe()
 	var got TransferResult
 	dstDone := make(chan error, 1)
 	go func() {
-		err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Listen: net.JoinHostPort(opts.Direct, "0"), Merge: opts.Merge, KeepAside: opts.KeepAside}, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
+		req := RecvRequest{Path: dstPath, Listen: net.JoinHostPort(opts.Direct, "0"), From: []string{route.IP}, Merge: opts.Merge, KeepAside: opts.KeepAside}
+		err := dst.Call(ctx, "fs.recv", req, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
 		tw.CloseWithError(err)
 		dstDone <- err
 	}()

@@ -17,8 +17,12 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // A direct transfer skips the relay through mig: the destination's agent
@@ -28,8 +32,10 @@ import (
 // source's agent over its SSH session; the source connects, pins the
 // certificate, sends the token, then the usual transfer stream. The
 // listener binds the address the source was told to reach (every
-// interface only when this host does not own it), takes one connection
-// and closes.
+// interface only when this host does not own it) and admits only the
+// source's address when mig gave it. It keeps accepting until a
+// connection presents the token or the deadline passes, so a stranger who
+// connects first cannot fail the copy, and closes then.
 
 // ticket is what a direct receiver announces.
 type ticket struct {
@@ -38,11 +44,19 @@ type ticket struct {
 	Token       string `json:"token"`
 }
 
-const directTimeout = 30 * time.Second
+const (
+	directTimeout = 30 * time.Second
+	// directHandshake bounds one connection's TLS handshake and token, so
+	// that a stranger who connects and says nothing holds nothing up.
+	directHandshake = 5 * time.Second
+	// directPending bounds the connections being authenticated at once.
+	directPending = 16
+)
 
-// listenDirect starts a one-connection TLS listener on addr, writes the
-// ticket to out, and returns the authenticated connection.
-func listenDirect(ctx context.Context, addr string, out io.Writer) (net.Conn, error) {
+// listenDirect starts a TLS listener on addr, writes the ticket to out,
+// and returns the first connection that presents the token. from, when
+// not empty, lists the only addresses a connection may come from.
+func listenDirect(ctx context.Context, addr string, from []string, out io.Writer, log hclog.Logger) (net.Conn, error) {
 	cert, fp, err := oneTimeCert()
 	if err != nil {
 		return nil, err
@@ -59,7 +73,8 @@ func listenDirect(ctx context.Context, addr string, out io.Writer) (net.Conn, er
 	}
 	defer l.Close()
 	tl := l.(*net.TCPListener)
-	tl.SetDeadline(time.Now().Add(directTimeout))
+	deadline := time.Now().Add(directTimeout)
+	tl.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 
@@ -71,26 +86,123 @@ func listenDirect(ctx context.Context, addr string, out io.Writer) (net.Conn, er
 	if _, err := out.Write(append(b, '\n')); err != nil {
 		return nil, err
 	}
-	raw, err := tl.Accept()
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	won := make(chan net.Conn, 1)
+	pending := make(chan struct{}, directPending)
+	var refused []string
+	var mu sync.Mutex
+	refuse := func(who net.Addr, why string) {
+		log.Warn("direct transfer: refused a connection", "from", who.String(), "reason", why)
+		mu.Lock()
+		if len(refused) < 5 {
+			refused = append(refused, who.String()+" ("+why+")")
 		}
-		return nil, fmt.Errorf("direct transfer: no connection from the source: %w", err)
+		mu.Unlock()
 	}
-	conn := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
-	conn.SetDeadline(time.Now().Add(directTimeout))
-	got := make([]byte, len(t.Token)+1)
-	if _, err := io.ReadFull(conn, got); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("direct transfer: read token: %w", err)
+	for {
+		select {
+		case conn := <-won:
+			return conn, nil
+		default:
+		}
+		raw, err := tl.Accept()
+		if err != nil {
+			select {
+			case conn := <-won:
+				return conn, nil
+			default:
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(refused) > 0 {
+				return nil, fmt.Errorf("direct transfer: no connection from the source with the token; refused %s: %w", strings.Join(refused, ", "), err)
+			}
+			return nil, fmt.Errorf("direct transfer: no connection from the source: %w", err)
+		}
+		if !admitted(raw.RemoteAddr(), from) {
+			refuse(raw.RemoteAddr(), "not the source's address")
+			raw.Close()
+			continue
+		}
+		select {
+		case pending <- struct{}{}:
+		default:
+			refuse(raw.RemoteAddr(), "too many connections")
+			raw.Close()
+			continue
+		}
+		go func() {
+			defer func() { <-pending }()
+			conn := tls.Server(raw, cfg)
+			conn.SetDeadline(time.Now().Add(directHandshake))
+			got := make([]byte, len(t.Token)+1)
+			if _, err := io.ReadFull(conn, got); err != nil {
+				refuse(raw.RemoteAddr(), "no token: "+err.Error())
+				conn.Close()
+				return
+			}
+			if subtle.ConstantTimeCompare(got, []byte(t.Token+"\n")) != 1 {
+				refuse(raw.RemoteAddr(), "wrong token")
+				conn.Close()
+				return
+			}
+			conn.SetDeadline(time.Time{})
+			select {
+			case won <- conn:
+				// Wake the accept loop; the listener is done.
+				tl.SetDeadline(time.Now())
+			default:
+				conn.Close()
+			}
+		}()
 	}
-	if subtle.ConstantTimeCompare(got, []byte(t.Token+"\n")) != 1 {
-		conn.Close()
-		return nil, fmt.Errorf("direct transfer: %s sent a wrong token", raw.RemoteAddr())
+}
+
+// admitted says whether a connection from addr may be taken: from lists
+// the admitted IPs, and an empty list admits any.
+func admitted(addr net.Addr, from []string) bool {
+	if len(from) == 0 {
+		return true
 	}
-	conn.SetDeadline(time.Time{})
-	return conn, nil
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	for _, f := range from {
+		if ip := net.ParseIP(f); ip != nil && ip.Equal(ta.IP) {
+			return true
+		}
+	}
+	return false
+}
+
+// RouteRequest asks a host which of its addresses it reaches To from.
+type RouteRequest struct {
+	To string `json:"to"` // a host name or IP
+}
+
+// RouteResult is the source address the host's routing picks.
+type RouteResult struct {
+	IP string `json:"ip"`
+}
+
+// Route is the "net.route" action: the local address this host's routing
+// uses to reach req.To. Nothing is sent: a UDP socket is only connected.
+func Route(ctx context.Context, c *Call) (any, error) {
+	var req RouteRequest
+	if err := decode(c, &req); err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "udp", net.JoinHostPort(req.To, "9"))
+	if err != nil {
+		return nil, fmt.Errorf("route to %s: %w", req.To, err)
+	}
+	defer conn.Close()
+	return RouteResult{IP: conn.LocalAddr().(*net.UDPAddr).IP.String()}, nil
 }
 
 // dialDirect connects to a direct receiver and authenticates both ways.

@@ -67,6 +67,9 @@ type RecvRequest struct {
 	// Listen, when set, is a TCP address to take the stream on directly
 	// from the source (direct.go) instead of the input stream.
 	Listen string `json:"listen,omitempty"`
+	// From, with Listen, lists the only addresses the source may connect
+	// from; empty admits any (the token still has to match).
+	From []string `json:"from,omitempty"`
 	// Merge, for a directory, adds the received files to an existing
 	// directory at Path instead of replacing it (files of the same name
 	// are replaced). The files land only after the checksum matched.
@@ -170,7 +173,7 @@ func Recv(ctx context.Context, c *Call) (res any, err error) {
 	}
 	in := c.In
 	if req.Listen != "" {
-		conn, err := listenDirect(ctx, req.Listen, c.Out)
+		conn, err := listenDirect(ctx, req.Listen, req.From, c.Out, c.Log)
 		if err != nil {
 			return nil, err
 		}

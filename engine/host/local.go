@@ -82,5 +82,6 @@ func Builtin() Actions {
 		"fs.sha256":    Sum,
 		"fs.archive":   Archive,
 		"fs.unarchive": Unarchive,
+		"net.route":    Route,
 	}
 }

@@ -251,3 +251,55 @@ func TestCopyDirect(t *testing.T) {
 	}
 	t.Logf("%d MiB direct in %.2fs: %.0f MB/s", size>>20, res.Seconds, float64(res.Bytes)/res.Seconds/1e6)
 }
+
+// strangerFirst is a source host that, before the source connects to a
+// direct receiver, has strangers connect to it from this machine: one
+// that stays silent and one that completes TLS and sends a wrong token.
+type strangerFirst struct {
+	Host
+	t       *testing.T
+	tried   atomic.Int32
+	refused atomic.Int32
+}
+
+func (s *strangerFirst) Call(ctx context.Context, action string, req, resp any, opts CallOpts) error {
+	if r, ok := req.(SendRequest); ok && action == "fs.send" && r.Connect != "" {
+		s.tried.Add(1)
+		if silent, err := net.Dial("tcp", r.Connect); err == nil {
+			defer silent.Close()
+		}
+		bad := ticket{Fingerprint: r.Fingerprint, Token: strings.Repeat("0", len(r.Token))}
+		if c, err := dialDirect(ctx, r.Connect, bad); err == nil {
+			// The receiver closes the connection: from another address at
+			// once, from an admitted one after reading the wrong token.
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err != nil {
+				s.refused.Add(1)
+			}
+			c.Close()
+		} else {
+			s.refused.Add(1)
+		}
+	}
+	return s.Host.Call(ctx, action, req, resp, opts)
+}
+
+// A stranger who connects to the direct receiver before the source is
+// refused, and the copy still lands.
+func TestCopyDirectStrangerFirst(t *testing.T) {
+	p := testPair(t)
+	in, out := p.scratch+"/in/small", p.scratch+"/out/stranger"
+	want := stage(t, p.src, in, 4<<20)
+	ip, _, _ := net.SplitHostPort(p.dst.Address())
+	src := &strangerFirst{Host: p.src, t: t}
+	res, err := CopyWith(context.Background(), src, in, p.dst, out, CopyOptions{Direct: ip})
+	must(t, err)
+	if src.tried.Load() != 1 || src.refused.Load() != 1 {
+		t.Fatalf("the strangers did not try (%d) or were not refused (%d)", src.tried.Load(), src.refused.Load())
+	}
+	var got SumResult
+	must(t, p.dst.Call(context.Background(), "fs.sha256", PathRequest{Path: out}, &got, CallOpts{}))
+	if res.SHA256 != want || got.SHA256 != want {
+		t.Fatalf("copy %+v, destination %s, want %s", res, got.SHA256, want)
+	}
+}

@@ -25,6 +25,9 @@ package host
 //	'L' a log line: one hclog JSON object ("@level", "@message", then arguments)
 //	'R' final: the action's JSON result (empty payload for none)
 //	'X' final: the action's error text
+//	'r' a part of the final frame's payload, when it is larger than a
+//	    frame (a long listing of files, a long error): the parts, in
+//	    order, then the final frame's own payload make the whole
 //
 // After a final frame the agent returns and the client closes the session.
 
@@ -44,6 +47,7 @@ const (
 	frameLog      = 'L'
 	frameResult   = 'R'
 	frameError    = 'X'
+	framePart     = 'r'
 
 	// maxFrame bounds one frame's payload, and so the memory a peer can make
 	// us allocate.
@@ -52,6 +56,8 @@ const (
 	// of 1 MiB rather than 256 KiB cut the per-frame work of all five
 	// processes of a relayed copy (about +5% on CopySSH).
 	chunkSize = 1 << 20
+	// maxFinal bounds a result or an error made of parts.
+	maxFinal = 256 << 20
 )
 
 // header is the payload of the 'H' frame.
@@ -93,6 +99,18 @@ func (fw *frameWriter) write(typ byte, p []byte) error {
 	copy(b[5:], p)
 	_, err := fw.w.Write(b)
 	return err
+}
+
+// writeFinal sends a final frame, its payload in parts when it is larger
+// than a frame.
+func (fw *frameWriter) writeFinal(typ byte, p []byte) error {
+	for len(p) > maxFrame {
+		if err := fw.write(framePart, p[:maxFrame]); err != nil {
+			return err
+		}
+		p = p[maxFrame:]
+	}
+	return fw.write(typ, p)
 }
 
 // writeFramed sends b, whose first 5 bytes are room for the header, as one

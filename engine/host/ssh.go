@@ -56,8 +56,9 @@ type SSH struct {
 	cur    *sshConn   // the current connection
 	closed bool
 
-	mu  sync.Mutex
-	bin string // remote path of the agent binary, once installed
+	mu    sync.Mutex
+	bin   string // remote path of the agent binary, once installed
+	binID string // its identity when it was hashed (install.go)
 
 	warmOnce sync.Once
 	warm     chan *agentSession // agents started ahead (see warm.go)
@@ -368,17 +369,34 @@ func (s *SSH) Close() error {
 	return c.client.Close()
 }
 
-// launcher starts the agent binary whose path comes as the first line of
-// stdin, so no path from the workflow is ever part of a shell command.
-const launcher = `sh -c 'IFS= read -r bin && exec "$bin" agent'`
-
 // Call runs an action in the host's agent. A connection found broken is
 // redialed first (redial.go). A call whose connection broke before the
 // agent got the request is made again on the new connection; one that broke
 // while the action ran is made again only when the action is idempotent
 // (Idempotent, CallOpts.Idempotent) and streams no input. Both go on until
-// ctx ends.
+// ctx ends. If the agent did not start (the launcher refused a binary that
+// changed since it was hashed, or the binary is gone), the binary is
+// checked (and reinstalled) again, the agents started ahead are dropped,
+// and the call is made once more: the action never started and none of its
+// input was sent.
 func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallOpts) error {
+	err := s.callRedial(ctx, action, req, resp, opts)
+	// A few times: agents started ahead in the meantime may be refused too.
+	for try := 0; try < 3 && errors.Is(err, errNotLaunched); try++ {
+		s.log.Warn("the agent did not start; checking its binary again", "error", err)
+		s.mu.Lock()
+		s.bin = ""
+		s.mu.Unlock()
+		s.warmOnce.Do(func() {})
+		s.closeWarm()
+		err = s.callRedial(ctx, action, req, resp, opts)
+	}
+	return err
+}
+
+// callRedial makes the call on a live connection, again on a new one when
+// the connection broke (see Call).
+func (s *SSH) callRedial(ctx context.Context, action string, req, resp any, opts CallOpts) error {
 	repeat := opts.In == nil && (opts.Idempotent || Idempotent[action])
 	for attempt := 1; ; attempt++ {
 		c, err := s.connect(ctx)
@@ -408,6 +426,9 @@ func (s *SSH) call(ctx context.Context, c *sshConn, action string, req, resp any
 	if err != nil {
 		return false, &ActionError{Host: s.name, Err: err}
 	}
+	s.mu.Lock()
+	bin += "\n" + s.binID // the launcher reads the path, then the identity
+	s.mu.Unlock()
 	defer s.refill(c, bin)
 	started, err = s.callOn(ctx, c, bin, action, req, resp, opts, false)
 	var dead warmNotSent
@@ -432,6 +453,11 @@ func (s *SSH) callOn(ctx context.Context, c *sshConn, bin, action string, req, r
 	}
 	sess, stdin, stdout, stderr := a.sess, a.stdin, a.stdout, a.stderr
 	defer sess.Close()
+	// The launcher says it runs the checked binary before anything is
+	// sent, so a refused launch has consumed none of the call's input.
+	if err := launched(sess, stdout, stderr); err != nil {
+		return false, err
+	}
 	log := s.log.Named(action)
 	abort := func() {
 		sess.Signal(ssh.SIGTERM)
@@ -446,6 +472,13 @@ func (s *SSH) callOn(ctx context.Context, c *sshConn, bin, action string, req, r
 		return false, err
 	}
 	if errors.Is(err, errLost) {
+		// Let the session deliver the agent's last words, briefly.
+		exited := make(chan struct{})
+		go func() { sess.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(time.Second):
+		}
 		if msg := strings.TrimSpace(stderr.String()); msg != "" {
 			err = fmt.Errorf("%w (agent stderr: %s)", err, msg)
 		}
@@ -456,6 +489,28 @@ func (s *SSH) callOn(ctx context.Context, c *sshConn, bin, action string, req, r
 	stdin.Close()
 	return true, nil
 }
+
+// launched reads the byte the launcher writes once it has checked the
+// binary, or returns why it did not start it.
+func launched(sess *ssh.Session, stdout io.Reader, stderr *tail) error {
+	var b [1]byte
+	if _, err := io.ReadFull(stdout, b[:]); err == nil && b[0] == launchedByte {
+		return nil
+	}
+	exited := make(chan struct{})
+	go func() { sess.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(time.Second):
+	}
+	if msg := strings.TrimSpace(stderr.String()); msg != "" {
+		return fmt.Errorf("%w: %s", errNotLaunched, msg)
+	}
+	return fmt.Errorf("%w: the launcher ended without starting it", errNotLaunched)
+}
+
+// errNotLaunched is a call whose agent did not start: nothing was sent.
+var errNotLaunched = errors.New("start agent")
 
 // tail keeps the last max bytes written to it.
 type tail struct {

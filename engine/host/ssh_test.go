@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -166,13 +167,13 @@ func TestAgentInstall(t *testing.T) {
 		t.Fatalf("unwritable work_dir: %v", err)
 	}
 
-	// A binary removed behind mig's back gives an error naming the host
+	// A binary removed behind mig's back is reinstalled, and the call made
 	// (once no agent started ahead is left).
 	h.closeWarm()
 	must(t, os.Remove(bin))
-	err = h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
-	if err == nil || !strings.Contains(err.Error(), `host "src": exec: connection to the agent lost`) {
-		t.Fatalf("missing binary: %v", err)
+	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	if got, _ := fileSum(bin); got != sum {
+		t.Fatal("removed binary was not reinstalled")
 	}
 }
 
@@ -254,5 +255,81 @@ func TestExpandHome(t *testing.T) {
 		if got := expandHome(in, "/home/op"); got != want {
 			t.Errorf("expandHome(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The agent binary replaced after mig checked it, by another file or in
+// place, never runs: the launcher refuses it, and mig reinstalls its own
+// and makes the call.
+func TestAgentReplacedNeverRuns(t *testing.T) {
+	sshd := startSSHD(t)
+	exe, _ := os.Executable()
+	sum, err := fileSum(exe)
+	must(t, err)
+	bin := filepath.Join(sshd.Dir, "work", "bin", "mig-"+sum)
+	marker := filepath.Join(sshd.Dir, "replacement-ran")
+	evil := []byte("#!/bin/sh\ntouch " + marker + "\nexit 1\n")
+
+	h := sshd.host(t, "src")
+	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	replace := map[string]func(){
+		"renamed": func() {
+			must(t, os.WriteFile(bin+".evil", evil, 0o755))
+			must(t, os.Rename(bin+".evil", bin))
+		},
+		"in place": func() {
+			// Agents started ahead run the binary (ETXTBSY): end them,
+			// and wait for the last call's agent to exit.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				h.closeWarm()
+				err := os.WriteFile(bin, evil, 0o755)
+				if err == nil || time.Now().After(deadline) {
+					must(t, err)
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		},
+	}
+	for _, how := range []string{"renamed", "in place"} {
+		replace[how]()
+		// The first calls may go to agents started ahead, which run the
+		// genuine binary already; the next ones need the launcher.
+		for range 3 {
+			var res ExecResult
+			if err := h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"echo", "ok"}}, &res, CallOpts{}); err != nil || res.Stdout != "ok\n" {
+				t.Fatalf("%s: call after the replacement: %v %+v", how, err, res)
+			}
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Fatalf("%s: the replacement ran", how)
+		}
+		if got, _ := fileSum(bin); got != sum {
+			t.Fatalf("%s: the binary was not reinstalled", how)
+		}
+	}
+
+	// A binary in a directory others can write to is refused.
+	must(t, os.Chmod(filepath.Dir(bin), 0o777))
+	defer os.Chmod(filepath.Dir(bin), 0o755)
+	h2 := sshd.host(t, "src")
+	err = h2.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
+	if err == nil || !strings.Contains(err.Error(), "others can replace it") {
+		t.Fatalf("world-writable directory: %v", err)
+	}
+}
+
+// A result larger than a frame (a long output, a long listing of files)
+// arrives in parts instead of failing with "frame … too large".
+func TestSSHLargeResult(t *testing.T) {
+	sshd := startSSHD(t)
+	h := sshd.host(t, "src")
+	var res ExecResult
+	const n = 3 << 20
+	argv := []string{"sh", "-c", "head -c " + strconv.Itoa(n) + " /dev/zero | tr '\\0' a"}
+	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: argv, MaxBytes: 8 << 20}, &res, CallOpts{}))
+	if len(res.Stdout) != n || strings.Trim(res.Stdout, "a") != "" {
+		t.Fatalf("got %d bytes of output, want %d", len(res.Stdout), n)
 	}
 }

@@ -41,7 +41,8 @@ func (a *agentSession) alive() bool {
 
 func (a *agentSession) close() { a.sess.Close() }
 
-// startAgent opens a session on c and starts the agent binary bin in it.
+// startAgent opens a session on c and starts the agent binary bin (its
+// path and its identity, a line each) in it.
 func (s *SSH) startAgent(ctx context.Context, c *sshConn, bin string) (*agentSession, error) {
 	sess, err := s.session(ctx, c)
 	if err != nil {

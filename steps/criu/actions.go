@@ -48,6 +48,9 @@ type Request struct {
 type DumpAction struct {
 	Request
 	DumpRequest
+	// From, for a lazy dump, is the only address its page server admits:
+	// the target's, as it reaches Listen.
+	From string `json:"from,omitempty"`
 }
 
 // HeldAction is the request of criu.resume and criu.kill.
@@ -134,6 +137,9 @@ type PageServerAction struct {
 	Dir    string `json:"dir"`
 	Parent string `json:"parent,omitempty"` // relative to Dir
 	Listen Addr   `json:"listen"`           // port 0: any free port
+	// From, when set, is the only address the page server admits: the
+	// source's, as it reaches Listen.
+	From string `json:"from,omitempty"`
 }
 
 // PageServerResult is a running page server.
@@ -146,6 +152,9 @@ type PageServerResult struct {
 type WaitAction struct {
 	PID     int     `json:"pid"`
 	Timeout float64 `json:"timeout"` // seconds; 0: 60
+	// Port, when set, is a guarded page server port to open again once
+	// the process is gone.
+	Port int `json:"port,omitempty"`
 }
 
 // LazyWaitAction is the request of criu.lazy-wait.
@@ -155,7 +164,7 @@ type LazyWaitAction = LazyWaitRequest
 // workload kind.
 func Actions(drivers Drivers) host.Actions {
 	a := actions{drivers: drivers}
-	return host.Actions{
+	acts := host.Actions{
 		ActResolve:    a.resolve,
 		ActCheck:      a.check,
 		ActPreDump:    withDriver(a, predump),
@@ -171,6 +180,22 @@ func Actions(drivers Drivers) host.Actions {
 		ActLazyDecide: a.lazyDecide,
 		ActDoctor:     a.doctor,
 		ActGuard:      a.guard,
+	}
+	for name, fn := range acts {
+		acts[name] = private(fn)
+	}
+	return acts
+}
+
+// private runs a criu action with umask 077, so that the images CRIU and
+// its page server write (pages-*.img holds the process's memory) are
+// 0600, and their copies keep that mode. The umask is the process's: the
+// agent runs one action per process, and the local host's actions run in
+// mig itself, which writes nothing that others should read.
+func private(fn host.Action) host.Action {
+	return func(ctx context.Context, c *host.Call) (any, error) {
+		syscall.Umask(0o077)
+		return fn(ctx, c)
 	}
 }
 
@@ -297,8 +322,19 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 		}
 		req.Listen = &listen
 	}
+	guarded := 0
+	if req.Lazy && req.Listen != nil && req.From != "" {
+		if err := guardPort(ctx, req.Listen.Port, req.From); err != nil {
+			return nil, fmt.Errorf("lazy dump: %w", err)
+		}
+		guarded = req.Listen.Port
+	}
 	start := time.Now()
 	res, err := d.Dump(ctx, env, req.Workload, req.DumpRequest)
+	if err != nil {
+		unguardPort(context.WithoutCancel(ctx), guarded)
+	}
+	res.Held.LazyPort = guarded
 	res.CRIU = env.CRIU.String()
 	res.Times = dumpTimes(start, res)
 	if res.Listen == nil {
@@ -308,7 +344,7 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 		// The caller went away (cancelled, or its connection dropped)
 		// while the workload was being frozen: nobody will commit or undo
 		// this dump, so resume the workload now.
-		rerr := d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held)
+		rerr := errors.Join(d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held), unguardPort(context.WithoutCancel(ctx), guarded))
 		return nil, errors.Join(fmt.Errorf("dump of %s finished after its caller left: %w; resumed it", req.Workload.Name, ctx.Err()), rerr)
 	}
 	if err == nil && req.Hold != nil {
@@ -325,7 +361,7 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 			e.Decide = []host.Invocation{host.NewInvocation("", ActLazyDecide, LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID, Port: res.Listen.Port}, "")}
 		}
 		if herr := req.Hold.Add(e); herr != nil {
-			rerr := d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held)
+			rerr := errors.Join(d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held), unguardPort(context.WithoutCancel(ctx), guarded))
 			return nil, errors.Join(fmt.Errorf("record the hold of %s: %w; resumed it", req.Workload.Name, herr), rerr)
 		}
 	}
@@ -333,7 +369,8 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 }
 
 func resume(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
-	return nil, d.Resume(ctx, env, req.Workload, req.Held)
+	err := d.Resume(ctx, env, req.Workload, req.Held)
+	return nil, errors.Join(err, unguardPort(ctx, req.Held.LazyPort))
 }
 
 func kill(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
@@ -345,7 +382,8 @@ func kill(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
 				"the source stays frozen, since its memory is the only complete copy of the pages the target lacks", err)
 		}
 	}
-	return nil, d.Kill(ctx, env, req.Workload, req.Held)
+	err := d.Kill(ctx, env, req.Workload, req.Held)
+	return nil, errors.Join(err, unguardPort(ctx, req.Held.LazyPort))
 }
 
 func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, error) {
@@ -510,8 +548,22 @@ func (a actions) pageServer(ctx context.Context, c *host.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if req.From != "" {
+		// Choose the port first, so that it is guarded before CRIU listens.
+		if req.Listen.Port == 0 {
+			if req.Listen.Port, err = freePort(req.Listen.Host); err != nil {
+				return nil, fmt.Errorf("page server: %w", err)
+			}
+		}
+		if err := guardPort(ctx, req.Listen.Port, req.From); err != nil {
+			return nil, err
+		}
+	}
 	pid, port, err := b.PageServer(ctx, req.Dir, req.Parent, req.Listen)
 	if err != nil {
+		if req.From != "" {
+			unguardPort(context.WithoutCancel(ctx), req.Listen.Port)
+		}
 		return nil, err
 	}
 	return PageServerResult{PID: pid, Port: port}, nil
@@ -526,7 +578,11 @@ func (a actions) wait(ctx context.Context, c *host.Call) (any, error) {
 	if limit <= 0 {
 		limit = time.Minute
 	}
-	return nil, waitGone(ctx, []int{req.PID}, limit)
+	err = waitGone(ctx, []int{req.PID}, limit)
+	if err == nil {
+		err = unguardPort(ctx, req.Port)
+	}
+	return nil, err
 }
 
 func (a actions) lazyWait(ctx context.Context, c *host.Call) (any, error) {
@@ -534,7 +590,11 @@ func (a actions) lazyWait(ctx context.Context, c *host.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return LazyWait(ctx, req)
+	res, err := LazyWait(ctx, req)
+	if !alive(req.PID) {
+		err = errors.Join(err, unguardPort(ctx, req.Port))
+	}
+	return res, err
 }
 
 // DoctorRequest asks for a host's report; Fix raises the pipe limits.

@@ -164,7 +164,8 @@ type Held struct {
 	// HoldTable is the guard that holds, drops or refuses new connections
 	// while held (see HoldPorts).
 	HoldTable string `json:"hold_table,omitempty"`
-	LazyPID   int    `json:"lazy_pid,omitempty"` // process serving lazy pages
+	LazyPID   int    `json:"lazy_pid,omitempty"`  // process serving lazy pages
+	LazyPort  int    `json:"lazy_port,omitempty"` // its port, guarded (psguard.go)
 	Dir       string `json:"dir,omitempty"`
 }
 

@@ -2,13 +2,17 @@ package criu_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -329,5 +333,161 @@ func TestLabRollback(t *testing.T) {
 	}
 	if out, _ := lh.l.Output(ctx, "h1", "nft", "list", "tables"); strings.Contains(out, "CRIU-") {
 		t.Errorf("network lock left on h1: %q", out)
+	}
+}
+
+// stranger wraps a source host: before its dump streams to a page server,
+// or once it serves lazy pages, a stranger (this machine, which is neither
+// host) connects to the page server and sends garbage.
+type stranger struct {
+	host.Host
+	tried, refused atomic.Int32
+}
+
+func (s *stranger) Call(ctx context.Context, action string, req, resp any, opts host.CallOpts) error {
+	if r, ok := req.(criu.DumpAction); ok && action == criu.ActDump && r.PageServer != nil {
+		s.tried.Add(1)
+		s.knock(net.JoinHostPort(r.PageServer.Host, strconv.Itoa(r.PageServer.Port)))
+	}
+	err := s.Host.Call(ctx, action, req, resp, opts)
+	if r, ok := req.(criu.DumpAction); ok && action == criu.ActDump && r.Lazy && err == nil {
+		// The source now serves the frozen process's pages to the target.
+		if res, ok := resp.(*criu.DumpResult); ok && res.Listen != nil {
+			s.tried.Add(1)
+			s.knock(net.JoinHostPort(res.Listen.Host, strconv.Itoa(res.Listen.Port)))
+		}
+	}
+	return err
+}
+
+// knock connects to addr and counts a refusal.
+func (s *stranger) knock(addr string) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		s.refused.Add(1)
+		return
+	}
+	c.Write([]byte("not a page server client\n"))
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		s.refused.Add(1)
+	}
+	c.Close()
+}
+
+// A stranger who connects to the source's lazy page server while the
+// source is held is refused, and the restore fetches its pages.
+func TestLabLazyStranger(t *testing.T) {
+	lh := upLab(t)
+	st := &stranger{Host: lh.hosts["h1"]}
+	hosts := lh.env.Hosts
+	lh.env.Hosts = func(name string) (host.Host, error) {
+		if name == "h1" {
+			return st, nil
+		}
+		return hosts(name)
+	}
+	lh.migrate(t, "lazy", 18185)
+	if st.tried.Load() != 1 || st.refused.Load() != 1 {
+		t.Fatalf("the stranger tried %d times and was refused %d times, want 1 and 1", st.tried.Load(), st.refused.Load())
+	}
+	out, _ := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(lh.host(t, "h1").PID)+"/ns/net", "nft", "list", "tables").CombinedOutput()
+	if strings.Contains(string(out), "mig-ps-") {
+		t.Errorf("the lazy page server's guard was left behind: %s", out)
+	}
+}
+
+// A stranger who connects to the target's page server during the dump is
+// refused, the move goes on, and the images on both hosts are 0600.
+func TestLabPageServerStranger(t *testing.T) {
+	lh := upLab(t)
+	st := &stranger{Host: lh.hosts["h1"]}
+	hosts := lh.env.Hosts
+	lh.env.Hosts = func(name string) (host.Host, error) {
+		if name == "h1" {
+			return st, nil
+		}
+		return hosts(name)
+	}
+	lh.migrate(t, "page-server", 18184)
+	if st.tried.Load() != 1 || st.refused.Load() != 1 {
+		t.Fatalf("the stranger tried %d times and was refused %d times, want 1 and 1", st.tried.Load(), st.refused.Load())
+	}
+	for _, h := range []string{"h1", "h2"} {
+		imgs, _ := filepath.Glob(filepath.Join(lh.host(t, h).Dir, "var-lib-mig", "page-server", "final", "*.img"))
+		if len(imgs) == 0 {
+			t.Errorf("%s: no images", h)
+		}
+		for _, p := range imgs {
+			if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s has mode %v, want 0600", p, fi.Mode().Perm())
+			}
+		}
+	}
+	out, _ := exec.Command("nsenter", "--net=/proc/"+strconv.Itoa(lh.host(t, "h2").PID)+"/ns/net", "nft", "list", "tables").CombinedOutput()
+	if strings.Contains(string(out), "mig-ps-") {
+		t.Errorf("the page server's guard was left behind: %s", out)
+	}
+}
+
+// The agent binary on the source, replaced while the source is held, never
+// runs: the undo that resumes the source refuses it, reinstalls mig's own
+// and resumes the workload with its state.
+func TestLabAgentReplacedDuringHold(t *testing.T) {
+	lh := upLab(t)
+	ctx := context.Background()
+	const port = 18186
+	pid := lh.startCounter(t, "h1", port)
+	srcURL := fmt.Sprintf("http://%s:%d", lh.host(t, "h1").IP, port)
+	before := count(t, srcURL+"/")
+	res, err := steps.Dump{}.Apply(ctx, cty.ObjectVal(map[string]cty.Value{
+		"workload":   lh.workload(pid),
+		"mode":       cty.StringVal("disk"),
+		"dir":        cty.StringVal("/var/lib/mig/swap/final"),
+		"target":     lh.vals["h2"],
+		"target_dir": cty.NullVal(cty.String),
+		"parent":     cty.NullVal(cty.String),
+		"address":    cty.NullVal(cty.String),
+		"port":       cty.NullVal(cty.Number),
+	}), lh.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The source is held. Replace its agent binary with one that leaves a
+	// mark (on the shared file system, where the test can see it).
+	bins, _ := filepath.Glob(filepath.Join(lh.host(t, "h1").Dir, "var-lib-mig", "bin", "mig-*"))
+	if len(bins) != 1 {
+		t.Fatalf("want one agent binary on h1, got %v", bins)
+	}
+	marker := filepath.Join(t.TempDir(), "replacement-ran")
+	evil := "#!/bin/sh\ntouch " + marker + "\nexit 1\n"
+	if err := os.WriteFile(bins[0]+".evil", []byte(evil), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(bins[0]+".evil", bins[0]); err != nil {
+		t.Fatal(err)
+	}
+	// Agents started ahead run the genuine binary already; use them up, so
+	// that the undo needs a new one.
+	for range 3 {
+		if err := lh.hosts["h1"].Call(ctx, "exec", host.ExecRequest{Argv: []string{"true"}}, nil, host.CallOpts{}); err != nil {
+			t.Fatalf("a call after the binary was replaced: %v", err)
+		}
+	}
+	if err := res.Undo(ctx); err != nil {
+		t.Fatalf("undo after the binary was replaced: %v", err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the replaced agent binary ran")
+	}
+	if b, _ := os.ReadFile(bins[0]); string(b) == evil {
+		t.Error("mig did not reinstall its binary")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if after := count(t, srcURL+"/"); after <= before {
+		t.Errorf("counter on h1: %d before, %d after the undo", before, after)
+	}
+	if s, err := get(srcURL + "/check"); err != nil || s != "ok" {
+		t.Errorf("/check on h1: %q %v", s, err)
 	}
 }

@@ -128,8 +128,9 @@ func spawnReady(ctx context.Context, b Binary, op, dir, logName string, args []s
 // LazyWaitRequest waits for a lazy dump to hand over its last page.
 type LazyWaitRequest struct {
 	Dir     string  `json:"dir"`
-	PID     int     `json:"pid"`     // Held.LazyPID
-	Timeout float64 `json:"timeout"` // seconds; 0: 10 minutes
+	PID     int     `json:"pid"`            // Held.LazyPID
+	Timeout float64 `json:"timeout"`        // seconds; 0: 10 minutes
+	Port    int     `json:"port,omitempty"` // guarded port to open again after
 }
 
 // LazyWait waits until the detached lazy dump serving pages from dir has

@@ -1,0 +1,54 @@
+package engine
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestQuickDepth checks that the quick scan never clears what the lexer
+// refuses, on the fixtures, the example workflows and the hostile inputs,
+// and that it clears the ordinary ones.
+func TestQuickDepth(t *testing.T) {
+	var srcs = map[string]string{}
+	for _, pattern := range []string{"testdata/diags/*.hcl", "testdata/plan/*.hcl", "../workflows/*.hcl"} {
+		m, _ := filepath.Glob(pattern)
+		for _, name := range m {
+			data, err := os.ReadFile(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srcs[name] = string(data)
+			if !quickDepthOK(data) && !strings.Contains(name, "syntax") {
+				t.Errorf("%s: the quick scan did not clear an ordinary workflow", name)
+			}
+		}
+	}
+	for name, gen := range hostileInputs() {
+		if name != "too_large" {
+			srcs[name] = gen()
+		}
+	}
+	r := strings.Repeat
+	more := map[string]string{
+		"heredoc_interp_lines": "locals {\n  a = <<X\n${" + r("1 +\n", 400) + "1}\nX\n}\n",
+		"string_hides_braces":  "locals {\n  a = \"}}}}}}}}\"\n  b = " + r("(", 300) + "1" + r(")", 300) + "\n}\n",
+		"heredoc_hides_parens": "locals {\n  a = <<-EOT\n    ))))))\n    EOT\n  b = " + r("[", 300) + r("]", 300) + "\n}\n",
+		"comment_hides":        "# )))))\n/* ]]]] */\nlocals { b = " + r("{a=", 300) + "1" + r("}", 300) + " }\n",
+		"escaped_interp":       "locals { a = \"$${" + r("(", 300) + "\" }\n",
+		"directive_nesting":    "locals { a = \"" + r("%{ for x in [1] }", 300) + r("%{ endfor }", 300) + "\" }\n",
+		"unterminated":         "locals { a = \"x\n b = " + r("(", 300) + " }\n",
+		"comparisons":          "locals { a = " + r("1 <= ", 150) + r("1 >= ", 150) + r("1 == ", 150) + r("1 != ", 150) + "1 }\n",
+	}
+	for k, v := range more {
+		srcs[k] = v
+	}
+	for name, src := range srcs {
+		quick := quickDepthOK([]byte(src))
+		lexed := !lexDepth([]byte(src), name).HasErrors()
+		if quick && !lexed {
+			t.Errorf("%s: the quick scan cleared what the lexer refuses", name)
+		}
+	}
+}
