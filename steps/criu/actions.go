@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -189,14 +190,33 @@ func Actions(drivers Drivers) host.Actions {
 
 // private runs a criu action with umask 077, so that the images CRIU and
 // its page server write (pages-*.img holds the process's memory) are
-// 0600, and their copies keep that mode. The umask is the process's: the
-// agent runs one action per process, and the local host's actions run in
-// mig itself, which writes nothing that others should read.
+// 0600, and their copies keep that mode. The umask is the process's, so
+// while any criu action runs it stays 077, and the last one to end puts
+// the previous one back: the local host's actions run in mig itself, whose
+// other children (exec steps) should not inherit it.
 func private(fn host.Action) host.Action {
 	return func(ctx context.Context, c *host.Call) (any, error) {
-		syscall.Umask(0o077)
+		umask.Lock()
+		if umask.users == 0 {
+			umask.saved = syscall.Umask(0o077)
+		}
+		umask.users++
+		umask.Unlock()
+		defer func() {
+			umask.Lock()
+			if umask.users--; umask.users == 0 {
+				syscall.Umask(umask.saved)
+			}
+			umask.Unlock()
+		}()
 		return fn(ctx, c)
 	}
+}
+
+var umask struct {
+	sync.Mutex
+	users int
+	saved int
 }
 
 type actions struct{ drivers Drivers }
