@@ -274,11 +274,16 @@ func (a actions) resolve(ctx context.Context, c *host.Call) (any, error) {
 		return nil, err
 	}
 	if l, held := host.ActiveHold(HoldLock(Held{PID: r.PID, ID: r.ID})); held {
-		return nil, fmt.Errorf("%s (%s) "+HeldByRun+" %s, which froze it and has not finished: "+
-			"if that run was interrupted, finish it with `mig recover %s` (or wait %gs for this host to resume the workload)",
-			req.Workload, r.Description, l.Run, l.Run, l.Timeout)
+		return nil, heldByRun(fmt.Sprintf("%s (%s)", req.Workload, r.Description), l)
 	}
 	return r, nil
+}
+
+// heldByRun refuses a workload that run l.Run's lease on this host holds.
+func heldByRun(what string, l host.Lease) error {
+	return fmt.Errorf("%s "+HeldByRun+" %s, which froze it and has not finished: "+
+		"if that run was interrupted, finish it with `mig recover %s` (or wait %gs for this host to resume the workload)",
+		what, l.Run, l.Run, l.Timeout)
 }
 
 func (a actions) check(ctx context.Context, c *host.Call) (any, error) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
+
+	"github.com/mig-project/mig/engine/host"
 )
 
 // Process is the driver for `process` workloads: a plain process tree
@@ -163,20 +165,13 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 	}, nil
 }
 
-// StoppedHint, when set, explains a stopped workload process: it returns
-// what to tell the operator (such as "held by interrupted run R; recover it
-// with: mig recover R") or "" when it knows nothing of pid. It runs on the
-// workload's host.
-var StoppedHint func(pid int) string
-
 // stoppedError refuses a stopped process (State T): mig would dump it
 // stopped and commit would kill it, or resume a process someone stopped on
-// purpose; most often another run holds it frozen.
+// purpose. When a run's lease on this host holds it, the error says how to
+// recover that run.
 func stoppedError(w Workload, pid int, comm string) error {
-	if StoppedHint != nil {
-		if hint := StoppedHint(pid); hint != "" {
-			return fmt.Errorf("%s: pid %d (%s) is stopped: %s", w, pid, comm, hint)
-		}
+	if l, held := host.ActiveHold(HoldLock(Held{PID: pid})); held {
+		return heldByRun(fmt.Sprintf("%s: pid %d (%s)", w, pid, comm), l)
 	}
 	return fmt.Errorf("%s: pid %d (%s) is stopped (State: T). Another migration may hold it frozen: "+
 		"check 'mig runs' and let that run finish; if it was stopped by hand (kill -STOP, a debugger), resume it with kill -CONT %d first", w, pid, comm, pid)
