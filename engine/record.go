@@ -287,3 +287,16 @@ func ListRecords(stateDir string) ([]*Record, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
 	return out, nil
 }
+
+// FormatSeconds formats seconds as a duration with a precision that suits
+// it: milliseconds from a second up, 10 µs from a millisecond up, else µs.
+func FormatSeconds(s float64) string {
+	d := time.Duration(s * float64(time.Second))
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond).String()
+	}
+	return d.Round(time.Microsecond).String()
+}

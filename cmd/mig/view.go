@@ -132,16 +132,7 @@ func firstLine(s string) string {
 	return line
 }
 
-func seconds(s float64) string {
-	d := time.Duration(s * float64(time.Second))
-	switch {
-	case d >= time.Second:
-		return d.Round(time.Millisecond).String()
-	case d >= time.Millisecond:
-		return d.Round(10 * time.Microsecond).String()
-	}
-	return d.Round(time.Microsecond).String()
-}
+func seconds(s float64) string { return engine.FormatSeconds(s) }
 
 // summary prints the run's outcome, a table of step times and metrics,
 // and the probes' summaries.

@@ -15,7 +15,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/mig-project/mig/engine"
 )
@@ -216,16 +215,7 @@ func metrics(m map[string]float64) string {
 }
 
 // dur formats seconds as a duration with a precision that suits it.
-func dur(s float64) string {
-	d := time.Duration(s * float64(time.Second))
-	switch {
-	case d >= time.Second:
-		return d.Round(time.Millisecond).String()
-	case d >= time.Millisecond:
-		return d.Round(10 * time.Microsecond).String()
-	}
-	return d.Round(time.Microsecond).String()
-}
+func dur(s float64) string { return engine.FormatSeconds(s) }
 
 // secs formats an offset in seconds with millisecond precision.
 func secs(s float64) string { return strconv.FormatFloat(s, 'f', 3, 64) }
