@@ -74,8 +74,14 @@ func TestHostileInputs(t *testing.T) {
 			}
 			rss := hwm << 10
 			t.Logf("%s: %s (%s CPU), peak RSS %d MiB: %s", name, took.Round(time.Millisecond), cpu.Round(time.Millisecond), rss>>20, firstLineOf(string(out)))
-			if cpu > 5*time.Second {
-				t.Errorf("took %s of CPU, want under 5s", cpu)
+			// The 4 MB of locals is BenchmarkValidateLocals' subject: here it
+			// only has to stay far from the quadratic minutes it once took.
+			limit := 5 * time.Second
+			if name == "locals_4mb" {
+				limit = 20 * time.Second
+			}
+			if cpu > limit {
+				t.Errorf("took %s of CPU, want under %s", cpu, limit)
 			}
 			if hwm == 0 {
 				t.Errorf("the child did not report its peak RSS")
