@@ -126,7 +126,7 @@ func (f *fake) Apply(ctx context.Context, cfg cty.Value, env steps.Env) (steps.R
 	if file := steps.String(cfg, "replay", ""); file != "" {
 		h := steps.HostName(steps.Attr(cfg, "host"))
 		line := func(what string) host.Invocation {
-			return host.NewInvocation(h, "exec", host.ExecRequest{Argv: []string{"sh", "-c", `echo "$1" >> "$2"`, "sh", what + " " + name, file}}, "")
+			return host.ActExec.Invocation(h, host.ExecRequest{Argv: []string{"sh", "-c", `echo "$1" >> "$2"`, "sh", what + " " + name, file}}, "")
 		}
 		res.Replay = steps.Replay{Undo: []host.Invocation{line("undo")}, Commit: []host.Invocation{line("commit")}}
 	}
@@ -185,11 +185,7 @@ func testConfig(f *fake) Config {
 // testActions are the host actions of the engine tests: the built-in ones
 // and the hold actions, without a watcher binary (no watcher is started).
 func testActions() host.Actions {
-	a := host.Builtin()
-	for k, v := range host.HoldActions("") {
-		a[k] = v
-	}
-	return a
+	return host.Table(host.Builtin(), host.HoldActions(""))
 }
 
 // loadSrc writes src to a temporary workflow file and loads it.

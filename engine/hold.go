@@ -82,7 +82,7 @@ func (s *holdSet) openLocked(ctx context.Context, name string) error {
 	// here would never be released.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	err = h.Call(ctx, host.ActHoldOpen, host.HoldRequest{Run: s.run, Timeout: s.timeout.Seconds()}, nil, host.CallOpts{})
+	err = host.ActHoldOpen.Call(ctx, h, host.HoldRequest{Run: s.run, Timeout: s.timeout.Seconds()}, nil, host.CallOpts{})
 	if err != nil && strings.Contains(err.Error(), fmt.Sprintf("unknown action %q", host.ActHoldOpen)) {
 		s.log.Warn("this host's mig cannot hold the run should mig die", "host", name)
 		s.none[name] = true
@@ -98,7 +98,7 @@ func (s *holdSet) openLocked(ctx context.Context, name string) error {
 		return err
 	}
 	if s.mode != host.ModeUndo {
-		return h.Call(ctx, host.ActHoldMode, host.HoldRequest{Run: s.run, Mode: s.mode}, nil, host.CallOpts{})
+		return host.ActHoldMode.Call(ctx, h, host.HoldRequest{Run: s.run, Mode: s.mode}, nil, host.CallOpts{})
 	}
 	return nil
 }
@@ -157,7 +157,7 @@ func (s *holdSet) add(ctx context.Context, step string, rp steps.Replay) error {
 			}
 			h, err := s.get(name)
 			if err == nil {
-				err = h.Call(ctx, host.ActHoldAdd, host.HoldRequest{Run: s.run, Entry: byHost[name]}, nil, host.CallOpts{})
+				err = host.ActHoldAdd.Call(ctx, h, host.HoldRequest{Run: s.run, Entry: byHost[name]}, nil, host.CallOpts{})
 			}
 			if err != nil {
 				errs[i] = fmt.Errorf("host %s: %w", name, err)
@@ -180,7 +180,7 @@ func (s *holdSet) setMode(ctx context.Context, mode string) error {
 	for i := len(s.hosts) - 1; i >= 0; i-- {
 		h, err := s.get(s.hosts[i])
 		if err == nil {
-			err = h.Call(ctx, host.ActHoldMode, host.HoldRequest{Run: s.run, Mode: mode}, nil, host.CallOpts{})
+			err = host.ActHoldMode.Call(ctx, h, host.HoldRequest{Run: s.run, Mode: mode}, nil, host.CallOpts{})
 		}
 		if err != nil && first == nil {
 			first = fmt.Errorf("host %s: %w", s.hosts[i], err)
@@ -210,7 +210,7 @@ func (s *holdSet) renew() {
 			h, err := s.get(name)
 			if err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), every)
-				err = h.Call(ctx, host.ActHoldRenew, host.HoldRequest{Run: s.run}, nil, host.CallOpts{})
+				err = host.ActHoldRenew.Call(ctx, h, host.HoldRequest{Run: s.run}, nil, host.CallOpts{})
 				cancel()
 			}
 			if err != nil {
@@ -233,7 +233,7 @@ func (s *holdSet) release(ctx context.Context, note string) []error {
 	for _, name := range hosts {
 		h, err := s.get(name)
 		if err == nil {
-			err = h.Call(ctx, host.ActHoldRelease, host.HoldRequest{Run: s.run, Note: note}, nil, host.CallOpts{})
+			err = host.ActHoldRelease.Call(ctx, h, host.HoldRequest{Run: s.run, Note: note}, nil, host.CallOpts{})
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("release the hold on %s: %w", name, err))

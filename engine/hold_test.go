@@ -93,7 +93,7 @@ func interruptedRecord(t *testing.T, state, journal, phase string) *Record {
 	rec := &Record{ID: newRunID(time.Now()), State: StateRunning, Controller: dead, Hosts: hc, Phase: phase, Started: time.Now()}
 	for _, n := range []string{"a", "b"} {
 		inv := func(what string) host.Invocation {
-			return host.NewInvocation("local", "exec", host.ExecRequest{Argv: []string{"sh", "-c", `echo "$1" >> "$2"`, "sh", what + " " + n, journal}}, "")
+			return host.ActExec.Invocation("local", host.ExecRequest{Argv: []string{"sh", "-c", `echo "$1" >> "$2"`, "sh", what + " " + n, journal}}, "")
 		}
 		rec.Steps = append(rec.Steps, &StepRecord{Address: "step." + n, State: StateOK,
 			Undo: []host.Invocation{inv("undo")}, Commit: []host.Invocation{inv("commit")}})
@@ -155,7 +155,7 @@ func TestLeaseExpiry(t *testing.T) {
 		}
 		for _, n := range []string{"a", "b"} {
 			inv := func(what string) []host.Invocation {
-				return []host.Invocation{host.NewInvocation("", "exec", host.ExecRequest{Argv: []string{"sh", "-c", `echo "$1" >> "$2"`, "sh", what + " " + n, journal}}, "")}
+				return []host.Invocation{host.ActExec.Invocation("", host.ExecRequest{Argv: []string{"sh", "-c", `echo "$1" >> "$2"`, "sh", what + " " + n, journal}}, "")}
 			}
 			if _, err := host.AddToLease(run, host.LeaseEntry{Step: "step." + n, Undo: inv("undo"), Commit: inv("commit")}); err != nil {
 				t.Fatal(err)
@@ -164,9 +164,9 @@ func TestLeaseExpiry(t *testing.T) {
 		local := host.NewLocal("local", acts, hclog.NewNullLogger())
 		switch c.mode {
 		case host.ModeCommit:
-			local.Call(context.Background(), host.ActHoldMode, host.HoldRequest{Run: run, Mode: host.ModeCommit}, nil, host.CallOpts{})
+			host.ActHoldMode.Call(context.Background(), local, host.HoldRequest{Run: run, Mode: host.ModeCommit}, nil, host.CallOpts{})
 		case "release":
-			local.Call(context.Background(), host.ActHoldRelease, host.HoldRequest{Run: run}, nil, host.CallOpts{})
+			host.ActHoldRelease.Call(context.Background(), local, host.HoldRequest{Run: run}, nil, host.CallOpts{})
 		}
 		start := time.Now()
 		if err := host.Watch(context.Background(), acts, run, nil, hclog.NewNullLogger()); err != nil && c.mode != "release" {

@@ -81,7 +81,7 @@ func Recover(ctx context.Context, stateDir, id string, hosts HostFamily, log hcl
 		}
 		open[name] = h
 		var l host.Lease
-		err = h.Call(ctx, host.ActHoldExpire, host.HoldRequest{Run: rec.ID, Mode: mode}, &l, host.CallOpts{})
+		err = host.ActHoldExpire.Call(ctx, h, host.HoldRequest{Run: rec.ID, Mode: mode}, &l, host.CallOpts{})
 		switch {
 		case err != nil:
 			hr.Error = err.Error()

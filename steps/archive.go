@@ -70,7 +70,7 @@ func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	}
 	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", ""), KeepAside: true}
 	var res host.ArchiveResult
-	if err := h.Call(ctx, "fs.archive", req, &res, host.CallOpts{}); err != nil {
+	if err := host.ActArchive.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err
 	}
 	manifest := map[string]cty.Value{}
@@ -129,7 +129,7 @@ func (Unarchive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, err
 	}
 	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", ""), KeepAside: true}
 	var res host.UnarchiveResult
-	if err := h.Call(ctx, "fs.unarchive", req, &res, host.CallOpts{}); err != nil {
+	if err := host.ActUnarchive.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err
 	}
 	return Result{

@@ -122,7 +122,7 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 // be replayed from a run record.
 func putBack(h host.Host, pl host.Placed) func(context.Context) error {
 	return func(ctx context.Context) error {
-		return h.Call(ctx, "fs.put-back", pl, nil, host.CallOpts{})
+		return host.ActPutBack.Call(ctx, h, pl, nil, host.CallOpts{})
 	}
 }
 
@@ -132,7 +132,7 @@ func dropAside(h host.Host, pl host.Placed) func(context.Context) error {
 		return nil
 	}
 	return func(ctx context.Context) error {
-		return h.Call(ctx, "fs.remove", host.RemoveRequest{Path: pl.Aside, Recursive: true}, nil, host.CallOpts{})
+		return host.ActRemove.Call(ctx, h, host.RemoveRequest{Path: pl.Aside, Recursive: true}, nil, host.CallOpts{})
 	}
 }
 

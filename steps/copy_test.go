@@ -16,8 +16,8 @@ import (
 // twoHosts returns two local hosts, a and b, and the `host` variable that
 // refers to them in HCL.
 func twoHosts() (host.Host, host.Host, map[string]cty.Value) {
-	a := host.NewLocal("a", host.Builtin(), hclog.NewNullLogger())
-	b := host.NewLocal("b", host.Builtin(), hclog.NewNullLogger())
+	a := host.NewLocal("a", host.Table(host.Builtin()), hclog.NewNullLogger())
+	b := host.NewLocal("b", host.Table(host.Builtin()), hclog.NewNullLogger())
 	vars := map[string]cty.Value{"host": cty.ObjectVal(map[string]cty.Value{
 		"a": cty.ObjectVal(map[string]cty.Value{"name": cty.StringVal("a")}),
 		"b": cty.ObjectVal(map[string]cty.Value{"name": cty.StringVal("b")}),

@@ -247,7 +247,7 @@ func check(ctx context.Context, env Env, hostName string, hostV cty.Value, w wor
 	if w.known {
 		req.Workload = w.Workload
 	}
-	err = h.Call(ctx, criu.ActCheck, req, &res, host.CallOpts{})
+	err = criu.ActCheck.Call(ctx, h, req, &res, host.CallOpts{})
 	return res, err
 }
 
@@ -273,7 +273,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		return Result{}, err
 	}
 	var r criu.Resolved
-	if err := src.Call(ctx, criu.ActResolve, d.w.request(), &r, host.CallOpts{}); err != nil {
+	if err := criu.ActResolve.Call(ctx, src, d.w.request(), &r, host.CallOpts{}); err != nil {
 		return Result{}, err
 	}
 	env.Log.Info("dumping", "workload", d.w.String(), "resolved", r.Description, "mode", d.mode)
@@ -317,7 +317,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			return Result{}, err
 		}
 		psReq := criu.PageServerAction{CRIU: criuSetting(d.targetV), Dir: d.targetDir, Parent: d.parent, Listen: criu.Addr{Host: addr}, From: from}
-		if err := tgt.Call(ctx, criu.ActPageServer, psReq, &ps, host.CallOpts{}); err != nil {
+		if err := criu.ActPageServer.Call(ctx, tgt, psReq, &ps, host.CallOpts{}); err != nil {
 			return Result{}, fmt.Errorf("target %s: %w", d.target, err)
 		}
 		dreq.PageServer = &criu.Addr{Host: addr, Port: ps.Port}
@@ -363,7 +363,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	guardUp := func(ctx context.Context, ports []int, conns []criu.Conn) error {
 		greq.Op, greq.Ports, greq.Conns = "up", ports, conns
 		var g criu.GuardResult
-		if err := tgt.Call(ctx, criu.ActGuard, greq, &g, host.CallOpts{}); err != nil {
+		if err := criu.ActGuard.Call(ctx, tgt, greq, &g, host.CallOpts{}); err != nil {
 			return fmt.Errorf("guard on target %s: %w", d.target, err)
 		}
 		env.Log.Info("target guarded", "host", d.target, "ports", ports, "connections", len(conns), "new_connections", g.NewConnections, "queue", g.Queue)
@@ -374,7 +374,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			return nil
 		}
 		greq.Op = "down"
-		if err := tgt.Call(ctx, criu.ActGuard, greq, nil, host.CallOpts{}); err != nil {
+		if err := criu.ActGuard.Call(ctx, tgt, greq, nil, host.CallOpts{}); err != nil {
 			return fmt.Errorf("release the guard on %s: %w", d.target, err)
 		}
 		return nil
@@ -383,9 +383,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		// Should mig die, the target takes its guard down either way.
 		down := greq
 		down.Op = "down"
-		inv := []host.Invocation{host.NewInvocation(d.target, criu.ActGuard, down, "")}
+		inv := []host.Invocation{criu.ActGuard.Invocation(d.target, down, "")}
 		e := host.LeaseEntry{Step: tgtHold.Step, Undo: inv, Commit: inv}
-		if err := tgt.Call(ctx, host.ActHoldAdd, host.HoldRequest{Run: tgtHold.Run, Entry: &e}, nil, host.CallOpts{}); err != nil {
+		if err := host.ActHoldAdd.Call(ctx, tgt, host.HoldRequest{Run: tgtHold.Run, Entry: &e}, nil, host.CallOpts{}); err != nil {
 			if ps.PID > 0 {
 				killPID(context.WithoutCancel(ctx), tgt, ps.PID)
 			}
@@ -403,7 +403,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 
 	off := clockOffset(ctx, env, src)
 	var res criu.DumpResult
-	err = src.Call(ctx, criu.ActDump, dreq, &res, host.CallOpts{})
+	err = criu.ActDump.Call(ctx, src, dreq, &res, host.CallOpts{})
 	dumpLog := func() { keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog)) }
 	if err != nil {
 		err = errors.Join(err, guardDown(context.WithoutCancel(ctx)))
@@ -416,7 +416,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			// without this step learning it. Resuming a running process
 			// is harmless, so resume it.
 			held := criu.HeldAction{Request: d.w.request(), Held: criu.Held{PID: r.PID, Dir: d.dir}}
-			if rerr := src.Call(context.WithoutCancel(ctx), criu.ActResume, held, nil, host.CallOpts{}); rerr != nil {
+			if rerr := criu.ActResume.Call(context.WithoutCancel(ctx), src, held, nil, host.CallOpts{}); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("resume %s after the cancel: %w", d.w.String(), rerr))
 			}
 		}
@@ -428,7 +428,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		// Outgoing connections have their own ports: guard them too.
 		if err := guardUp(ctx, res.Ports, res.Conns); err != nil {
 			dumpLog()
-			return Result{}, errors.Join(err, guardDown(context.WithoutCancel(ctx)), src.Call(context.WithoutCancel(ctx), criu.ActResume, held, nil, host.CallOpts{}))
+			return Result{}, errors.Join(err, guardDown(context.WithoutCancel(ctx)), criu.ActResume.Call(context.WithoutCancel(ctx), src, held, nil, host.CallOpts{}))
 		}
 	}
 	// The log is fetched by the undo or the commit, not now: the workload
@@ -437,22 +437,22 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		dumpLog()
 		// SYNs held on the target follow the address back first.
 		gerr := guardDown(ctx)
-		return errors.Join(gerr, src.Call(ctx, criu.ActResume, held, nil, host.CallOpts{}))
+		return errors.Join(gerr, criu.ActResume.Call(ctx, src, held, nil, host.CallOpts{}))
 	}
 	kill := held
 	kill.AfterPages = d.mode == "lazy"
 	lock := criu.HoldLock(res.Held)
 	replay := Replay{
-		Undo:   []host.Invocation{host.NewInvocation(d.w.host, criu.ActResume, held, lock)},
-		Commit: []host.Invocation{host.NewInvocation(d.w.host, criu.ActKill, kill, lock)},
+		Undo:   []host.Invocation{criu.ActResume.Invocation(d.w.host, held, lock)},
+		Commit: []host.Invocation{criu.ActKill.Invocation(d.w.host, kill, lock)},
 	}
 	if d.mode == "lazy" {
-		replay.Decide = []host.Invocation{host.NewInvocation(d.w.host, criu.ActLazyDecide,
+		replay.Decide = []host.Invocation{criu.ActLazyDecide.Invocation(d.w.host,
 			criu.LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID, Port: res.Listen.Port}, "")}
 	}
 	if ps.PID > 0 {
 		// The page server exits once it has written the last page.
-		if err := tgt.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 60, Port: ps.Port}, nil, host.CallOpts{}); err != nil {
+		if err := criu.ActWait.Call(ctx, tgt, criu.WaitAction{PID: ps.PID, Timeout: 60, Port: ps.Port}, nil, host.CallOpts{}); err != nil {
 			stopPageServer(ctx, tgt, ps)
 			return Result{}, errors.Join(fmt.Errorf("page server on %s: %w", d.target, err), undo(ctx))
 		}
@@ -499,7 +499,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		Commit: func(ctx context.Context) error {
 			dumpLog()
 			gerr := guardDown(ctx)
-			return errors.Join(gerr, src.Call(ctx, criu.ActKill, kill, nil, host.CallOpts{}))
+			return errors.Join(gerr, criu.ActKill.Call(ctx, src, kill, nil, host.CallOpts{}))
 		},
 		Replay:  replay,
 		Metrics: metrics,
@@ -546,20 +546,20 @@ func joinLines(lines []string) string {
 
 // killPID kills a helper process (a page server) left on a host.
 func killPID(ctx context.Context, h host.Host, pid int) {
-	h.Call(ctx, "exec", host.ExecRequest{Argv: []string{"kill", "-KILL", strconv.Itoa(pid)}}, nil, host.CallOpts{})
+	host.ActExec.Call(ctx, h, host.ExecRequest{Argv: []string{"kill", "-KILL", strconv.Itoa(pid)}}, nil, host.CallOpts{})
 }
 
 // stopPageServer kills a page server and removes the guard of its port.
 func stopPageServer(ctx context.Context, h host.Host, ps criu.PageServerResult) {
 	killPID(ctx, h, ps.PID)
-	h.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 5, Port: ps.Port}, nil, host.CallOpts{})
+	criu.ActWait.Call(ctx, h, criu.WaitAction{PID: ps.PID, Timeout: 5, Port: ps.Port}, nil, host.CallOpts{})
 }
 
 // sourceAddress is the address src reaches addr from: the only one a page
 // server at addr admits.
 func sourceAddress(ctx context.Context, src host.Host, addr string) (string, error) {
 	var route host.RouteResult
-	if err := src.Call(ctx, "net.route", host.RouteRequest{To: addr}, &route, host.CallOpts{}); err != nil {
+	if err := host.ActRoute.Call(ctx, src, host.RouteRequest{To: addr}, &route, host.CallOpts{}); err != nil {
 		return "", fmt.Errorf("find the address %s reaches %s from: %w", src.Name(), addr, err)
 	}
 	return route.IP, nil

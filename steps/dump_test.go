@@ -51,10 +51,7 @@ func needCRIU(t *testing.T) {
 // in-process.
 func criuEnv(t *testing.T) Env {
 	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Warn, Output: io.Discard})
-	actions := host.Builtin()
-	for k, v := range criu.Actions(criu.Drivers{"process": criu.Process{}}) {
-		actions[k] = v
-	}
+	actions := host.Table(host.Builtin(), criu.Actions(criu.Drivers{"process": criu.Process{}}))
 	local := host.NewLocal("local", actions, log)
 	return Env{Log: log, Hosts: func(name string) (host.Host, error) {
 		if name != "local" {

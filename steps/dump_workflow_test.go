@@ -61,10 +61,7 @@ step "exec" "fail" {
 
 func workflowConfig(t *testing.T) engine.Config {
 	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Warn, Output: io.Discard})
-	actions := host.Builtin()
-	for k, v := range criu.Actions(criu.Drivers{"process": criu.Process{}}) {
-		actions[k] = v
-	}
+	actions := host.Table(host.Builtin(), criu.Actions(criu.Drivers{"process": criu.Process{}}))
 	return engine.Config{
 		Kinds:     map[string]steps.Kind{"predump": steps.PreDump{}, "dump": steps.Dump{}, "restore": steps.Restore{}, "exec": steps.Exec{}},
 		Workloads: map[string]steps.WorkloadKind{"process": steps.ProcessWorkload{}},

@@ -76,7 +76,7 @@ func (Exec) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	var res host.ExecResult
 	env.Log.Debug("exec", "argv", req.Argv)
-	if err := h.Call(ctx, "exec", req, &res, host.CallOpts{}); err != nil {
+	if err := host.ActExec.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err
 	}
 	out := cty.ObjectVal(map[string]cty.Value{

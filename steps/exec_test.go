@@ -34,7 +34,7 @@ func execCfg(t *testing.T, src string) cty.Value {
 
 func localEnv() Env {
 	log := hclog.NewNullLogger()
-	h := host.NewLocal("local", host.Builtin(), log)
+	h := host.NewLocal("local", host.Table(host.Builtin()), log)
 	return Env{Log: log, Attempt: 1, Hosts: func(name string) (host.Host, error) { return h, nil }}
 }
 

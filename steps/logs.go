@@ -20,7 +20,7 @@ func keepLog(ctx context.Context, env Env, h host.Host, path string) {
 		return
 	}
 	var res host.ExecResult
-	err := h.Call(context.WithoutCancel(ctx), "exec", host.ExecRequest{Argv: []string{"cat", path}, MaxBytes: maxLogBytes}, &res, host.CallOpts{})
+	err := host.ActExec.Call(context.WithoutCancel(ctx), h, host.ExecRequest{Argv: []string{"cat", path}, MaxBytes: maxLogBytes}, &res, host.CallOpts{})
 	if err != nil || res.ExitCode != 0 {
 		return
 	}

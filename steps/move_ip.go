@@ -12,6 +12,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps/netaddr"
 )
 
 // MoveIP moves a service address from one host's interface to another's
@@ -125,8 +126,8 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	// Replayed by each host on its own: the target drops the address, the
 	// source takes it back.
 	replay := Replay{Undo: []host.Invocation{
-		host.NewInvocation(to.Name(), "net.addr", NetAddrRequest{Op: "del", Address: m.address, Interface: m.toIf}, ""),
-		host.NewInvocation(from.Name(), "net.addr", NetAddrRequest{Op: "add", Address: m.address, Interface: m.fromIf, Announce: m.announce}, ""),
+		netaddr.Act.Invocation(to.Name(), netaddr.Request{Op: "del", Address: m.address, Interface: m.toIf}, ""),
+		netaddr.Act.Invocation(from.Name(), netaddr.Request{Op: "add", Address: m.address, Interface: m.fromIf, Announce: m.announce}, ""),
 	}}
 	// Each host records its half of the undo in the same call that makes
 	// the change, before making it.
@@ -165,20 +166,20 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 // holds, when set, are the source's and the destination's leases: each
 // host records there how to undo its half before it acts.
 func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, dst host.Host, dstIf string, holds [2]*host.HoldRef) error {
-	var res NetAddrResult
+	var res netaddr.Result
 	// Adding an address that is there and removing one that is not are
 	// no-ops, and the results only feed logs: a call cut by a broken
 	// connection is made again once the host is back (the undo's calls
 	// always; the first move's only when no lease records them).
 	again := host.CallOpts{Idempotent: true}
 	first := host.CallOpts{Idempotent: holds[0] == nil && holds[1] == nil}
-	back := NetAddrRequest{Op: "add", Address: m.address, Interface: srcIf, Announce: m.announce}
-	del := NetAddrRequest{Op: "del", Address: m.address, Interface: srcIf, Hold: holds[0], Undo: &back}
-	if err := src.Call(ctx, "net.addr", del, &res, first); err != nil {
+	back := netaddr.Request{Op: "add", Address: m.address, Interface: srcIf, Announce: m.announce}
+	del := netaddr.Request{Op: "del", Address: m.address, Interface: srcIf, Hold: holds[0], Undo: &back}
+	if err := netaddr.Act.Call(ctx, src, del, &res, first); err != nil {
 		// The removal may have happened all the same (a cancel that
 		// came while it ran): make sure the address is on the source.
 		err = fmt.Errorf("remove %s from %s: %w", m.address, src.Name(), err)
-		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, again); berr != nil {
+		if berr := netaddr.Act.Call(context.WithoutCancel(ctx), src, back, nil, again); berr != nil {
 			return errors.Join(err, fmt.Errorf("put %s back on %s: %w", m.address, src.Name(), berr))
 		}
 		return err
@@ -186,17 +187,17 @@ func (m moveIP) move(ctx context.Context, env Env, src host.Host, srcIf string, 
 	if !res.Present {
 		env.Log.Warn("address was not on the source", "address", m.address, "host", src.Name(), "interface", srcIf)
 	}
-	add := NetAddrRequest{Op: "add", Address: m.address, Interface: dstIf, Announce: m.announce, Hold: holds[1],
-		Undo: &NetAddrRequest{Op: "del", Address: m.address, Interface: dstIf}}
-	if err := dst.Call(ctx, "net.addr", add, &res, first); err != nil {
+	add := netaddr.Request{Op: "add", Address: m.address, Interface: dstIf, Announce: m.announce, Hold: holds[1],
+		Undo: &netaddr.Request{Op: "del", Address: m.address, Interface: dstIf}}
+	if err := netaddr.Act.Call(ctx, dst, add, &res, first); err != nil {
 		err = fmt.Errorf("add %s on %s: %w", m.address, dst.Name(), err)
 		// The add may have happened all the same (a cancel that came
 		// while it ran): the address must not stay on both hosts.
-		undo := NetAddrRequest{Op: "del", Address: m.address, Interface: dstIf}
-		if derr := dst.Call(context.WithoutCancel(ctx), "net.addr", undo, nil, again); derr != nil {
+		undo := netaddr.Request{Op: "del", Address: m.address, Interface: dstIf}
+		if derr := netaddr.Act.Call(context.WithoutCancel(ctx), dst, undo, nil, again); derr != nil {
 			err = errors.Join(err, fmt.Errorf("remove %s from %s: %w", m.address, dst.Name(), derr))
 		}
-		if berr := src.Call(context.WithoutCancel(ctx), "net.addr", back, nil, again); berr != nil {
+		if berr := netaddr.Act.Call(context.WithoutCancel(ctx), src, back, nil, again); berr != nil {
 			return errors.Join(err, fmt.Errorf("put %s back on %s: %w", m.address, src.Name(), berr))
 		}
 		return err

@@ -18,6 +18,7 @@ import (
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/engine/lab"
 	"github.com/mig-project/mig/steps/criu"
+	"github.com/mig-project/mig/steps/netaddr"
 )
 
 // TestMain lets the test binary be a lab host's init and mig's agent, so
@@ -28,10 +29,7 @@ func TestMain(m *testing.M) {
 		os.Exit(lab.Init(os.Args[3:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
-		actions := host.Builtin()
-		for name, fn := range NetActions() {
-			actions[name] = fn
-		}
+		actions := host.Table(host.Builtin(), netaddr.Actions())
 		log := hclog.New(&hclog.LoggerOptions{Name: "agent", Output: os.Stderr})
 		if err := host.Serve(context.Background(), actions, os.Stdin, os.Stdout, log); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -107,17 +105,17 @@ func TestMoveIP(t *testing.T) {
 	// Install the agent on both hosts first, so the move is timed warm.
 	for _, h := range hosts {
 		t0 := time.Now()
-		if err := h.Call(ctx, "net.addr", NetAddrRequest{Op: "show", Address: vip + "/24", Interface: "eth0"}, nil, host.CallOpts{}); err != nil {
+		if err := netaddr.Act.Call(ctx, h, netaddr.Request{Op: "show", Address: vip + "/24", Interface: "eth0"}, nil, host.CallOpts{}); err != nil {
 			t.Fatal(err)
 		}
 		t1 := time.Now()
-		if err := h.Call(ctx, "net.addr", NetAddrRequest{Op: "show", Address: vip + "/24", Interface: "eth0"}, nil, host.CallOpts{}); err != nil {
+		if err := netaddr.Act.Call(ctx, h, netaddr.Request{Op: "show", Address: vip + "/24", Interface: "eth0"}, nil, host.CallOpts{}); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("%s: first net.addr call %s, second %s", h.Name(), t1.Sub(t0), time.Since(t1))
 	}
-	var res NetAddrResult
-	if err := hosts[0].Call(ctx, "net.addr", NetAddrRequest{Op: "add", Address: vip + "/24", Interface: "eth0", Announce: 1}, &res, host.CallOpts{}); err != nil {
+	var res netaddr.Result
+	if err := netaddr.Act.Call(ctx, hosts[0], netaddr.Request{Op: "add", Address: vip + "/24", Interface: "eth0", Announce: 1}, &res, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -197,8 +195,8 @@ func TestMoveIP(t *testing.T) {
 	}
 	verifyOn("h2")
 	for i, h := range hosts {
-		var res NetAddrResult
-		if err := h.Call(ctx, "net.addr", NetAddrRequest{Op: "show", Address: vip + "/24", Interface: "eth0"}, &res, host.CallOpts{}); err != nil {
+		var res netaddr.Result
+		if err := netaddr.Act.Call(ctx, h, netaddr.Request{Op: "show", Address: vip + "/24", Interface: "eth0"}, &res, host.CallOpts{}); err != nil {
 			t.Fatal(err)
 		}
 		if res.Present != (i == 1) {

@@ -202,7 +202,7 @@ func (PreDump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	}
 
 	var r criu.Resolved
-	if err := src.Call(ctx, criu.ActResolve, c.w.request(), &r, host.CallOpts{}); err != nil {
+	if err := criu.ActResolve.Call(ctx, src, c.w.request(), &r, host.CallOpts{}); err != nil {
 		return Result{}, err
 	}
 	var tgt host.Host
@@ -227,20 +227,20 @@ func (PreDump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 				return 0, err
 			}
 			psReq := criu.PageServerAction{CRIU: criuSetting(c.toV), Dir: filepath.Join(c.targetDir, name), Parent: req.Parent, Listen: criu.Addr{Host: addr}, From: from}
-			if err := tgt.Call(ctx, criu.ActPageServer, psReq, &ps, host.CallOpts{}); err != nil {
+			if err := criu.ActPageServer.Call(ctx, tgt, psReq, &ps, host.CallOpts{}); err != nil {
 				return 0, fmt.Errorf("page server on %s: %w", c.to, err)
 			}
 			req.PageServer = &criu.Addr{Host: addr, Port: ps.Port}
 		}
 		var out criu.DumpResult
-		if err := src.Call(ctx, criu.ActPreDump, req, &out, host.CallOpts{}); err != nil {
+		if err := criu.ActPreDump.Call(ctx, src, req, &out, host.CallOpts{}); err != nil {
 			if ps.PID > 0 {
 				stopPageServer(ctx, tgt, ps)
 			}
 			return 0, err
 		}
 		if ps.PID > 0 {
-			if err := tgt.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 60, Port: ps.Port}, nil, host.CallOpts{}); err != nil {
+			if err := criu.ActWait.Call(ctx, tgt, criu.WaitAction{PID: ps.PID, Timeout: 60, Port: ps.Port}, nil, host.CallOpts{}); err != nil {
 				return 0, fmt.Errorf("page server on %s: %w", c.to, err)
 			}
 		}

@@ -128,7 +128,7 @@ func resolveNote(ctx context.Context, env Env, w workload) (criu.Resolved, strin
 		return criu.Resolved{}, fmt.Sprintf("%s.%s on host %s: %v", w.Kind, w.Name, w.host, err), false
 	}
 	var r criu.Resolved
-	if err := h.Call(ctx, criu.ActResolve, w.request(), &r, host.CallOpts{}); err != nil {
+	if err := criu.ActResolve.Call(ctx, h, w.request(), &r, host.CallOpts{}); err != nil {
 		return r, fmt.Sprintf("%s.%s on host %s does not resolve now: %s", w.Kind, w.Name, w.host, oneLine(err)), false
 	}
 	return r, fmt.Sprintf("%s.%s on host %s is %s", w.Kind, w.Name, w.host, r.Description), true

@@ -190,7 +190,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		}
 	}
 	var res criu.RestoreResult
-	err = h.Call(ctx, criu.ActRestore, req, &res, host.CallOpts{})
+	err = criu.ActRestore.Call(ctx, h, req, &res, host.CallOpts{})
 	keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog))
 	if err != nil {
 		// The restore may have succeeded with its result lost on the way
@@ -198,7 +198,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		// anything, before the run rolls back to the source.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
-		kerr := h.Call(cctx, criu.ActKillRest, criu.KillRestoredAction{Request: req.Request, Dir: r.dir}, nil, host.CallOpts{})
+		kerr := criu.ActKillRest.Call(cctx, h, criu.KillRestoredAction{Request: req.Request, Dir: r.dir}, nil, host.CallOpts{})
 		if kerr != nil {
 			kerr = fmt.Errorf("could not make sure the restore left nothing running on %s: %w", r.host, kerr)
 		}
@@ -207,7 +207,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	env.Log.Info("restored", "workload", r.w.String(), "host", r.host, "pid", res.PID, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
 	restored := criu.KillRestoredAction{Request: req.Request, Result: res, Dir: r.dir}
 	kill := func(ctx context.Context) error {
-		return h.Call(ctx, criu.ActKillRest, restored, nil, host.CallOpts{})
+		return criu.ActKillRest.Call(ctx, h, restored, nil, host.CallOpts{})
 	}
 	// killNow is kill for this step's own failures, whose context may be
 	// over (the step's timeout, a link down): it waits for the host up to
@@ -235,7 +235,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	if r.lazy {
 		// The source must live until it has served the last page.
 		var done criu.DumpResult
-		err := src.Call(ctx, criu.ActLazyWait, lazyWait, &done, host.CallOpts{})
+		err := criu.ActLazyWait.Call(ctx, src, lazyWait, &done, host.CallOpts{})
 		keepLog(ctx, env, h, filepath.Join(r.dir, criu.LazyPagesLog))
 		keepLog(ctx, env, src, filepath.Join(lazyWait.Dir, criu.DumpLog))
 		switch {
@@ -248,7 +248,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		}
 		if r.prefetch {
 			// Every page is here: start the copy.
-			if err := h.Call(ctx, criu.ActContinue, restored, nil, host.CallOpts{}); err != nil {
+			if err := criu.ActContinue.Call(ctx, h, restored, nil, host.CallOpts{}); err != nil {
 				return Result{}, errors.Join(fmt.Errorf("start the prefetched copy: %w", err), killNow())
 			}
 		}

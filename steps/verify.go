@@ -318,7 +318,7 @@ func processProbe(env Env, b cty.Value) (probe, string, error) {
 	return func(ctx context.Context) (bool, string, error) {
 		var res host.ExecResult
 		req := host.ExecRequest{Argv: []string{"cat", fmt.Sprintf("/proc/%d/stat", pid)}, MaxBytes: 4096}
-		if err := h.Call(ctx, "exec", req, &res, host.CallOpts{}); err != nil {
+		if err := host.ActExec.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
 			return false, err.Error(), nil
 		}
 		alive, seen := procState(pid, res)
@@ -357,7 +357,7 @@ func execProbe(env Env, b cty.Value) (probe, string, error) {
 	return func(ctx context.Context) (bool, string, error) {
 		var res host.ExecResult
 		req := host.ExecRequest{Argv: argv, MaxBytes: 4096}
-		if err := h.Call(ctx, "exec", req, &res, host.CallOpts{}); err != nil {
+		if err := host.ActExec.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
 			return false, err.Error(), nil
 		}
 		seen := fmt.Sprintf("exit %d", res.ExitCode)

@@ -185,7 +185,7 @@ func TestVerifyTCPExchange(t *testing.T) {
 }
 
 func TestVerifyOnHost(t *testing.T) {
-	local := host.NewLocal("local", host.Builtin(), hclog.NewNullLogger())
+	local := host.NewLocal("local", host.Table(host.Builtin()), hclog.NewNullLogger())
 
 	out, err := applyVerify(t, fmt.Sprintf(`process {
 		  host = "local"

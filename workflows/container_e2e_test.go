@@ -70,9 +70,9 @@ func startContainerWith(t testing.TB, name string, ballastMiB int, annotations m
 		Args:        []string{"/bin/counter", "-listen", fmt.Sprintf(":%d", port), "-echo", fmt.Sprintf(":%d", echoPort), "-ballast", strconv.Itoa(ballastMiB)},
 		Annotations: annotations,
 	}
-	c.call("h1", container.ActBundle, b, nil)
+	call(c, "h1", container.ActBundle, b, nil)
 	var started container.StartResult
-	c.call("h1", container.ActStart, container.StartRequest{Ref: container.Ref{ID: c.id}, Bundle: c.bundle}, &started)
+	call(c, "h1", container.ActStart, container.StartRequest{Ref: container.Ref{ID: c.id}, Bundle: c.bundle}, &started)
 	t.Logf("container %s started on h1, init pid %d", c.id, started.PID)
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
 	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
@@ -102,12 +102,13 @@ func dialLab(t testing.TB, h string) *host.SSH {
 	return s
 }
 
-func (c *labContainer) call(h, action string, req, resp any) {
+// call runs action a on lab host h, failing the test if it fails.
+func call[Req, Res any](c *labContainer, h string, a host.Action[Req, Res], req Req, resp *Res) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := c.hosts[h].Call(ctx, action, req, resp, host.CallOpts{}); err != nil {
-		c.t.Fatalf("%s: %s: %v", h, action, err)
+	if err := a.Call(ctx, c.hosts[h], req, resp, host.CallOpts{}); err != nil {
+		c.t.Fatalf("%s: %s: %v", h, a.Name, err)
 	}
 }
 
@@ -115,7 +116,7 @@ func (c *labContainer) call(h, action string, req, resp any) {
 func (c *labContainer) state(h, id string) container.State {
 	c.t.Helper()
 	var st container.State
-	c.call(h, container.ActState, container.Ref{ID: id}, &st)
+	call(c, h, container.ActState, container.Ref{ID: id}, &st)
 	return st
 }
 
@@ -126,7 +127,7 @@ func (c *labContainer) cleanup() {
 	defer cancel()
 	for _, h := range []string{"h1", "h2"} {
 		for _, id := range []string{c.id, c.restoreID} {
-			if err := c.hosts[h].Call(ctx, container.ActDestroy, container.Ref{ID: id}, nil, host.CallOpts{}); err != nil {
+			if err := container.ActDestroy.Call(ctx, c.hosts[h], container.Ref{ID: id}, nil, host.CallOpts{}); err != nil {
 				c.t.Errorf("%s: destroy %s: %v", h, id, err)
 			}
 		}

@@ -407,7 +407,7 @@ func (b *bencher) startContainer(ctx context.Context, strategy string, size int,
 		defer cancel()
 		for _, h := range []string{"h1", "h2"} {
 			for _, cid := range []string{id, restoreID} {
-				b.hosts[h].Call(c, container.ActDestroy, container.Ref{ID: cid}, nil, host.CallOpts{})
+				container.ActDestroy.Call(c, b.hosts[h], container.Ref{ID: cid}, nil, host.CallOpts{})
 			}
 			b.lab.Exec(c, h, []string{"ip", "addr", "del", b.serviceIP + "/24", "dev", "eth0"}, nil, io.Discard, io.Discard)
 			b.lab.Exec(c, h, []string{"rm", "-rf", "/var/lib/mig/images", "/run/mig/images", "/var/lib/mig/runc", "/var/lib/mig/runc.tar"}, nil, io.Discard, io.Discard)
@@ -427,18 +427,14 @@ func (b *bencher) startContainer(ctx context.Context, strategy string, size int,
 		}
 		annotations = map[string]string{"org.criu.config": conf}
 	}
-	call := func(action string, req, resp any) error {
-		c, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		return b.hosts["h1"].Call(c, action, req, resp, host.CallOpts{})
-	}
+	c, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	bb := container.Bundle{Dir: bundle, Program: b.counter, Annotations: annotations,
 		Args: []string{"/bin/counter", "-listen", fmt.Sprintf(":%d", benchPort), "-ballast", strconv.Itoa(size)}}
-	if err := call(container.ActBundle, bb, nil); err != nil {
+	if err := container.ActBundle.Call(c, b.hosts["h1"], bb, nil, host.CallOpts{}); err != nil {
 		return cleanup, err
 	}
-	var started container.StartResult
-	if err := call(container.ActStart, container.StartRequest{Ref: container.Ref{ID: id}, Bundle: bundle}, &started); err != nil {
+	if err := container.ActStart.Call(c, b.hosts["h1"], container.StartRequest{Ref: container.Ref{ID: id}, Bundle: bundle}, nil, host.CallOpts{}); err != nil {
 		return cleanup, err
 	}
 	return cleanup, b.serve(ctx)

@@ -60,9 +60,9 @@ Examples:
 		for k, v := range c.actions {
 			acts[k] = v
 		}
-		for k, v := range criu.Actions(nil) {
-			if _, ok := acts[k]; !ok {
-				acts[k] = v
+		for _, e := range criu.Actions(nil) {
+			if _, ok := acts[e.Name]; !ok {
+				acts[e.Name] = e.Handler
 			}
 		}
 		targets = append(targets, target{name: "local", h: host.NewLocal("local", acts, c.log)})
@@ -98,7 +98,7 @@ Examples:
 	reports := map[string]any{}
 	for _, t := range targets {
 		var r criu.Report
-		err := t.h.Call(c.ctx, criu.ActDoctor, criu.DoctorRequest{CRIU: t.criu, Fix: *fix}, &r, host.CallOpts{})
+		err := criu.ActDoctor.Call(c.ctx, t.h, criu.DoctorRequest{CRIU: t.criu, Fix: *fix}, &r, host.CallOpts{})
 		if err != nil {
 			code = exitFailed
 			if *asJSON {

@@ -53,32 +53,28 @@ type UnarchiveResult struct {
 	Placed *Placed `json:"placed,omitempty"`
 }
 
-// Archive is the "fs.archive" action: it packs a directory into a .tar.zst
+// archive is the "fs.archive" action: it packs a directory into a .tar.zst
 // file with a manifest, written under a temporary name and renamed.
-func Archive(ctx context.Context, c *Call) (res any, err error) {
-	var req ArchiveRequest
-	if err := decode(c, &req); err != nil {
-		return nil, err
-	}
+func archive(ctx context.Context, c *Call, req ArchiveRequest) (res ArchiveResult, err error) {
 	src, err := cleanPath(req.Source)
 	if err != nil {
-		return nil, err
+		return ArchiveResult{}, err
 	}
 	dest, err := cleanPath(req.Destination)
 	if err != nil {
-		return nil, err
+		return ArchiveResult{}, err
 	}
 	if fi, err := os.Stat(src); err != nil {
-		return nil, err
+		return ArchiveResult{}, err
 	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("%s is not a directory", src)
+		return ArchiveResult{}, fmt.Errorf("%s is not a directory", src)
 	}
 	if _, err := os.Lstat(filepath.Join(src, manifestName)); err == nil {
-		return nil, fmt.Errorf("%s holds %s, a name archives reserve", src, manifestName)
+		return ArchiveResult{}, fmt.Errorf("%s holds %s, a name archives reserve", src, manifestName)
 	}
 	part, err := newPartial(dest, c)
 	if err != nil {
-		return nil, err
+		return ArchiveResult{}, err
 	}
 	defer part.release()
 	tmp := part.path
@@ -89,70 +85,66 @@ func Archive(ctx context.Context, c *Call) (res any, err error) {
 	}()
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
-		return nil, err
+		return ArchiveResult{}, err
 	}
 	defer f.Close()
 	cw := &countHash{w: f, h: sha256.New()}
 	bw := bufio.NewWriterSize(cw, chunkSize)
 	zw, err := zstd.NewWriter(bw, zstd.WithEncoderConcurrency(2))
 	if err != nil {
-		return nil, err
+		return ArchiveResult{}, err
 	}
 	tw := tar.NewWriter(zw)
 	m := manifest{Version: 1, Files: map[string]FileSum{}}
 	if err := writeTar(ctx, tw, src, m.Files); err != nil {
 		zw.Close()
-		return nil, err
+		return ArchiveResult{}, err
 	}
 	mb, _ := json.MarshalIndent(m, "", " ")
 	hdr := &tar.Header{Name: manifestName, Mode: 0o600, Size: int64(len(mb)), ModTime: time.Now(), Typeflag: tar.TypeReg}
 	if err := tw.WriteHeader(hdr); err != nil {
 		zw.Close()
-		return nil, err
+		return ArchiveResult{}, err
 	}
 	if _, err := tw.Write(mb); err != nil {
 		zw.Close()
-		return nil, err
+		return ArchiveResult{}, err
 	}
 	for _, step := range []func() error{tw.Close, zw.Close, bw.Flush, f.Sync, f.Close} {
 		if err := step(); err != nil {
-			return nil, err
+			return ArchiveResult{}, err
 		}
 	}
 	pl, err := place(tmp, dest, req.KeepAside)
 	if err != nil {
-		return nil, err
+		return ArchiveResult{}, err
 	}
 	sum := hex.EncodeToString(cw.h.Sum(nil))
 	c.Log.Debug("archived", "path", dest, "bytes", cw.n, "files", len(m.Files))
 	return ArchiveResult{Path: dest, Bytes: cw.n, SHA256: sum, Manifest: m.Files, Placed: &pl}, nil
 }
 
-// Unarchive is the "fs.unarchive" action. It refuses an archive whose files
+// unarchive is the "fs.unarchive" action. It refuses an archive whose files
 // do not match its manifest: it reads the whole archive and checks it first,
 // then extracts to a temporary directory (checking again) and renames it to
 // the destination. What the destination held is deleted, or kept aside
 // with KeepAside.
-func Unarchive(ctx context.Context, c *Call) (res any, err error) {
-	var req ArchiveRequest
-	if err := decode(c, &req); err != nil {
-		return nil, err
-	}
+func unarchive(ctx context.Context, c *Call, req ArchiveRequest) (res UnarchiveResult, err error) {
 	src, err := cleanPath(req.Source)
 	if err != nil {
-		return nil, err
+		return UnarchiveResult{}, err
 	}
 	dest, err := cleanPath(req.Destination)
 	if err != nil {
-		return nil, err
+		return UnarchiveResult{}, err
 	}
 	m, err := verifyArchive(ctx, src)
 	if err != nil {
-		return nil, fmt.Errorf("refusing to extract %s: %w", src, err)
+		return UnarchiveResult{}, fmt.Errorf("refusing to extract %s: %w", src, err)
 	}
 	part, err := newPartial(dest, c)
 	if err != nil {
-		return nil, err
+		return UnarchiveResult{}, err
 	}
 	defer part.release()
 	tmp := part.path
@@ -162,20 +154,20 @@ func Unarchive(ctx context.Context, c *Call) (res any, err error) {
 		}
 	}()
 	if err := os.Mkdir(tmp, 0o700); err != nil {
-		return nil, err
+		return UnarchiveResult{}, err
 	}
 	err = withArchive(ctx, src, func(r io.Reader) error {
 		return readTar(r, tmp, c.Log, m.Files, manifestName)
 	})
 	if err != nil {
-		return nil, err
+		return UnarchiveResult{}, err
 	}
 	if err := syncDir(tmp); err != nil {
-		return nil, err
+		return UnarchiveResult{}, err
 	}
 	pl, err := place(tmp, dest, req.KeepAside)
 	if err != nil {
-		return nil, err
+		return UnarchiveResult{}, err
 	}
 	var total int64
 	for _, f := range m.Files {

@@ -19,7 +19,7 @@ func TestArchiveRoundTripSSH(t *testing.T) {
 	makeTree(t, filepath.Join(dir, "tree"))
 	ctx := context.Background()
 	var res ArchiveResult
-	must(t, h.Call(ctx, "fs.archive", ArchiveRequest{Source: filepath.Join(dir, "tree"), Destination: filepath.Join(dir, "t.tar.zst")}, &res, CallOpts{}))
+	must(t, ActArchive.Call(ctx, h, ArchiveRequest{Source: filepath.Join(dir, "tree"), Destination: filepath.Join(dir, "t.tar.zst")}, &res, CallOpts{}))
 	if len(res.Manifest) != 3 || res.Manifest["sub/b.img"].Size != 1 {
 		t.Fatalf("manifest %+v", res.Manifest)
 	}
@@ -27,7 +27,7 @@ func TestArchiveRoundTripSSH(t *testing.T) {
 		t.Fatalf("archive sha256 %s, result says %s", sum, res.SHA256)
 	}
 	var ures UnarchiveResult
-	must(t, h.Call(ctx, "fs.unarchive", ArchiveRequest{Source: res.Path, Destination: filepath.Join(dir, "out")}, &ures, CallOpts{}))
+	must(t, ActUnarchive.Call(ctx, h, ArchiveRequest{Source: res.Path, Destination: filepath.Join(dir, "out")}, &ures, CallOpts{}))
 	must(t, os.Chmod(filepath.Join(dir, "out"), 0o711)) // unarchive makes the top directory 0700
 	sameTree(t, filepath.Join(dir, "tree"), filepath.Join(dir, "out"))
 	noLeftovers(t, dir, "out", "t.tar.zst", "tree")
@@ -55,7 +55,7 @@ func writeArchive(t *testing.T, path string, files map[string]string, m manifest
 }
 
 func TestUnarchiveRefusesBadManifest(t *testing.T) {
-	h := NewLocal("dst", Builtin(), testLog(t))
+	h := NewLocal("dst", Table(Builtin()), testLog(t))
 	dir := t.TempDir()
 	good := FileSum{Size: 5, SHA256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"} // "hello"
 	cases := []struct {
@@ -74,7 +74,7 @@ func TestUnarchiveRefusesBadManifest(t *testing.T) {
 			arch := filepath.Join(dir, c.name+".tar.zst")
 			writeArchive(t, arch, c.files, c.m)
 			out := filepath.Join(dir, c.name)
-			err := h.Call(context.Background(), "fs.unarchive", ArchiveRequest{Source: arch, Destination: out}, nil, CallOpts{})
+			err := ActUnarchive.Call(context.Background(), h, ArchiveRequest{Source: arch, Destination: out}, nil, CallOpts{})
 			if err == nil || !strings.Contains(err.Error(), `host "dst": fs.unarchive: refusing to extract`) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want %q", err, c.want)
 			}

@@ -194,25 +194,21 @@ func mergeDir(from, to, rel string, pl *Placed) error {
 	return nil
 }
 
-// PutBack is the "fs.put-back" action, the undo of a copy, archive or
+// putBack is the "fs.put-back" action, the undo of a copy, archive or
 // unarchive: it removes what they placed at Path and puts back what was
 // there. It is idempotent: once the aside is gone, there is nothing left
 // to put back.
-func PutBack(ctx context.Context, c *Call) (any, error) {
-	var pl Placed
-	if err := decode(c, &pl); err != nil {
-		return nil, err
-	}
+func putBack(ctx context.Context, c *Call, pl Placed) (None, error) {
 	p, err := cleanPath(pl.Path)
 	if err != nil {
-		return nil, err
+		return None{}, err
 	}
 	if pl.Aside != "" {
 		if pl.Aside, err = cleanPath(pl.Aside); err != nil {
-			return nil, err
+			return None{}, err
 		}
 		if filepath.Dir(pl.Aside) != filepath.Dir(p) {
-			return nil, fmt.Errorf("aside %s is not beside %s", pl.Aside, p)
+			return None{}, fmt.Errorf("aside %s is not beside %s", pl.Aside, p)
 		}
 	}
 	_, aerr := os.Lstat(pl.Aside)
@@ -220,25 +216,25 @@ func PutBack(ctx context.Context, c *Call) (any, error) {
 	if !pl.Merged {
 		if pl.Aside != "" && !asideThere {
 			c.Log.Debug("already put back", "path", p)
-			return nil, nil
+			return None{}, nil
 		}
 		if err := os.RemoveAll(p); err != nil {
-			return nil, err
+			return None{}, err
 		}
 		if asideThere {
 			if err := os.Rename(pl.Aside, p); err != nil {
-				return nil, err
+				return None{}, err
 			}
 		}
-		return nil, syncDir(filepath.Dir(p))
+		return None{}, syncDir(filepath.Dir(p))
 	}
 	for _, rel := range pl.Added {
 		q, err := within(p, rel)
 		if err != nil {
-			return nil, err
+			return None{}, err
 		}
 		if err := os.RemoveAll(q); err != nil {
-			return nil, err
+			return None{}, err
 		}
 	}
 	if asideThere {
@@ -255,13 +251,13 @@ func PutBack(ctx context.Context, c *Call) (any, error) {
 			return os.Rename(path, q)
 		})
 		if err != nil {
-			return nil, err
+			return None{}, err
 		}
 		if err := os.RemoveAll(pl.Aside); err != nil {
-			return nil, err
+			return None{}, err
 		}
 	}
-	return nil, syncDir(p)
+	return None{}, syncDir(p)
 }
 
 // within joins rel to dir, refusing anything that leaves dir.

@@ -63,7 +63,7 @@ func besideDest(t *testing.T, dest string) []string {
 // (fs.put-back) puts it back, twice without harm; a commit deletes it.
 func TestCopyKeepsAsideAndPutsBack(t *testing.T) {
 	ctx := context.Background()
-	a, b := NewLocal("a", Builtin(), testLog(t)), NewLocal("b", Builtin(), testLog(t))
+	a, b := NewLocal("a", Table(Builtin()), testLog(t)), NewLocal("b", Table(Builtin()), testLog(t))
 	root := t.TempDir()
 	src, dest := filepath.Join(root, "src"), filepath.Join(root, "out", "dest")
 	writeFiles(t, src, map[string]string{"new.txt": "new", "same.txt": "new same", "sub/deep.txt": "deep"})
@@ -86,7 +86,7 @@ func TestCopyKeepsAsideAndPutsBack(t *testing.T) {
 			sameFiles(t, "replaced", files(t, dest), files(t, src))
 		}
 		for range 2 {
-			must(t, b.Call(ctx, "fs.put-back", res.Placed, nil, CallOpts{}))
+			must(t, ActPutBack.Call(ctx, b, res.Placed, nil, CallOpts{}))
 			sameFiles(t, "put back", files(t, dest), before)
 		}
 		if l := besideDest(t, dest); len(l) != 0 {
@@ -95,7 +95,7 @@ func TestCopyKeepsAsideAndPutsBack(t *testing.T) {
 		// Commit instead: the aside copy goes.
 		res, err = CopyWith(ctx, a, src, b, dest, CopyOptions{Merge: merge, KeepAside: true})
 		must(t, err)
-		must(t, b.Call(ctx, "fs.remove", RemoveRequest{Path: res.Placed.Aside, Recursive: true}, nil, CallOpts{}))
+		must(t, ActRemove.Call(ctx, b, RemoveRequest{Path: res.Placed.Aside, Recursive: true}, nil, CallOpts{}))
 		if l := besideDest(t, dest); len(l) != 0 {
 			t.Fatalf("left beside the destination after commit: %q", l)
 		}
@@ -104,7 +104,7 @@ func TestCopyKeepsAsideAndPutsBack(t *testing.T) {
 	fresh := filepath.Join(root, "fresh")
 	res, err := CopyWith(ctx, a, src, b, fresh, CopyOptions{Merge: true, KeepAside: true})
 	must(t, err)
-	must(t, b.Call(ctx, "fs.put-back", res.Placed, nil, CallOpts{}))
+	must(t, ActPutBack.Call(ctx, b, res.Placed, nil, CallOpts{}))
 	if _, err := os.Lstat(fresh); !os.IsNotExist(err) {
 		t.Fatalf("undo of a copy into nothing left %s: %v", fresh, err)
 	}
@@ -113,16 +113,16 @@ func TestCopyKeepsAsideAndPutsBack(t *testing.T) {
 // An unarchive over an existing directory keeps it aside until put back.
 func TestUnarchiveKeepsAside(t *testing.T) {
 	ctx := context.Background()
-	h := NewLocal("h", Builtin(), testLog(t))
+	h := NewLocal("h", Table(Builtin()), testLog(t))
 	root := t.TempDir()
 	src, arc, dest := filepath.Join(root, "src"), filepath.Join(root, "a.tar.zst"), filepath.Join(root, "dest")
 	writeFiles(t, src, map[string]string{"img": "image"})
 	writeFiles(t, dest, map[string]string{"keep.txt": "keep"})
-	must(t, h.Call(ctx, "fs.archive", ArchiveRequest{Source: src, Destination: arc}, nil, CallOpts{}))
+	must(t, ActArchive.Call(ctx, h, ArchiveRequest{Source: src, Destination: arc}, nil, CallOpts{}))
 	var res UnarchiveResult
-	must(t, h.Call(ctx, "fs.unarchive", ArchiveRequest{Source: arc, Destination: dest, KeepAside: true}, &res, CallOpts{}))
+	must(t, ActUnarchive.Call(ctx, h, ArchiveRequest{Source: arc, Destination: dest, KeepAside: true}, &res, CallOpts{}))
 	sameFiles(t, "extracted", files(t, dest), map[string]string{"img": "image"})
-	must(t, h.Call(ctx, "fs.put-back", res.Placed, nil, CallOpts{}))
+	must(t, ActPutBack.Call(ctx, h, *res.Placed, nil, CallOpts{}))
 	sameFiles(t, "put back", files(t, dest), map[string]string{"keep.txt": "keep"})
 }
 

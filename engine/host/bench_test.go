@@ -36,7 +36,7 @@ func benchCopy(b *testing.B, direct bool) {
 	in, out := p.scratch+"/in/big", p.scratch+"/out/big"
 	stage(b, p.src, in, size)
 	ctx := context.Background()
-	must(b, p.dst.Call(ctx, "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(b, ActExec.Call(ctx, p.dst, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	b.SetBytes(size)
 	b.ResetTimer()
 	for b.Loop() {
@@ -57,7 +57,7 @@ func TestCopyPeakRSS(t *testing.T) {
 	p := testPair(t)
 	in, out := p.scratch+"/in/big", p.scratch+"/out/big"
 	stage(t, p.src, in, 1<<30)
-	must(t, p.dst.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(t, ActExec.Call(context.Background(), p.dst, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	exe, _ := os.Executable()
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), rssChildEnv+"=1", "RSS_HOSTS="+p.file, "RSS_SRC="+in, "RSS_DST="+out)
@@ -149,7 +149,7 @@ func BenchmarkCopyLocal(b *testing.B) {
 	dir := b.TempDir()
 	const size = 512 << 20
 	makeFile(b, filepath.Join(dir, "big"), size, 5)
-	a := NewLocal("a", Builtin(), hclog.NewNullLogger())
+	a := NewLocal("a", Table(Builtin()), hclog.NewNullLogger())
 	b.SetBytes(size)
 	b.ResetTimer()
 	for b.Loop() {
@@ -164,7 +164,7 @@ func BenchmarkCopyDirectLocal(b *testing.B) {
 	dir := b.TempDir()
 	const size = 512 << 20
 	makeFile(b, filepath.Join(dir, "big"), size, 5)
-	a := NewLocal("a", Builtin(), hclog.NewNullLogger())
+	a := NewLocal("a", Table(Builtin()), hclog.NewNullLogger())
 	b.SetBytes(size)
 	b.ResetTimer()
 	for b.Loop() {

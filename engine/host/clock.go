@@ -8,24 +8,24 @@ import (
 	"time"
 )
 
-// Clock is the "clock" action: for each byte it reads, it writes the
+// clock is the "clock" action: for each byte it reads, it writes the
 // host's wall clock (unix nanoseconds, 8 bytes big-endian), so that
 // timestamps taken there can be placed on the caller's time line. The
 // exchanges run over one open call: the round trips are short and about
 // symmetric, unlike a call's own start.
-func Clock(ctx context.Context, c *Call) (any, error) {
+func clock(ctx context.Context, c *Call, _ None) (None, error) {
 	var b [1]byte
 	var out [8]byte
 	for {
 		if _, err := io.ReadFull(c.In, b[:]); err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil, nil
+				return None{}, nil
 			}
-			return nil, err
+			return None{}, err
 		}
 		binary.BigEndian.PutUint64(out[:], uint64(time.Now().UnixNano()))
 		if _, err := c.Out.Write(out[:]); err != nil {
-			return nil, err
+			return None{}, err
 		}
 	}
 }
@@ -51,7 +51,7 @@ func ClockOffset(ctx context.Context, h Host) (Offset, error) {
 	outR, outW := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := h.Call(ctx, "clock", struct{}{}, nil, CallOpts{In: inR, Out: outW})
+		err := ActClock.Call(ctx, h, struct{}{}, nil, CallOpts{In: inR, Out: outW})
 		outW.CloseWithError(errors.Join(err, io.ErrUnexpectedEOF))
 		done <- err
 	}()

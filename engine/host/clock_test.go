@@ -7,7 +7,7 @@ import (
 )
 
 func TestClockOffsetLocal(t *testing.T) {
-	h := NewLocal("a", Builtin(), testLog(t))
+	h := NewLocal("a", Table(Builtin()), testLog(t))
 	off, err := ClockOffset(context.Background(), h)
 	if err != nil {
 		t.Fatal(err)

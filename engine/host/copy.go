@@ -64,7 +64,7 @@ func CopyWith(ctx context.Context, src Host, srcPath string, dst Host, dstPath s
 	var sent TransferResult
 	srcDone := make(chan error, 1)
 	go func() {
-		err := src.Call(ctx, "fs.send", SendRequest{Path: srcPath}, &sent, CallOpts{Out: pw})
+		err := ActSend.Call(ctx, src, SendRequest{Path: srcPath}, &sent, CallOpts{Out: pw})
 		if err != nil {
 			record(err)
 			pw.CloseWithError(err)
@@ -75,7 +75,7 @@ func CopyWith(ctx context.Context, src Host, srcPath string, dst Host, dstPath s
 	}()
 
 	var got TransferResult
-	err := dst.Call(ctx, "fs.recv", RecvRequest{Path: dstPath, Merge: opts.Merge, KeepAside: opts.KeepAside}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
+	err := ActRecv.Call(ctx, dst, RecvRequest{Path: dstPath, Merge: opts.Merge, KeepAside: opts.KeepAside}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
 	if err != nil {
 		record(err)
 		pr.CloseWithError(err)
@@ -95,7 +95,7 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 	start := time.Now()
 	// The receiver admits only the address the source reaches it from.
 	var route RouteResult
-	if err := src.Call(ctx, "net.route", RouteRequest{To: opts.Direct}, &route, CallOpts{}); err != nil {
+	if err := ActRoute.Call(ctx, src, RouteRequest{To: opts.Direct}, &route, CallOpts{}); err != nil {
 		return CopyResult{}, err
 	}
 	tr, tw := io.Pipe()
@@ -103,7 +103,7 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 	dstDone := make(chan error, 1)
 	go func() {
 		req := RecvRequest{Path: dstPath, Listen: net.JoinHostPort(opts.Direct, "0"), From: []string{route.IP}, Merge: opts.Merge, KeepAside: opts.KeepAside}
-		err := dst.Call(ctx, "fs.recv", req, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
+		err := ActRecv.Call(ctx, dst, req, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
 		tw.CloseWithError(err)
 		dstDone <- err
 	}()
@@ -119,7 +119,7 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 	go io.Copy(io.Discard, br)
 	var sent TransferResult
 	req := SendRequest{Path: srcPath, Connect: net.JoinHostPort(opts.Direct, t.Port), Fingerprint: t.Fingerprint, Token: t.Token}
-	serr := src.Call(ctx, "fs.send", req, &sent, CallOpts{})
+	serr := ActSend.Call(ctx, src, req, &sent, CallOpts{})
 	if serr != nil {
 		cancel()
 		<-dstDone

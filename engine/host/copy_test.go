@@ -54,7 +54,7 @@ func TestCopySkipsSockets(t *testing.T) {
 	must(t, err)
 	defer l.Close()
 	must(t, os.WriteFile(filepath.Join(dir, "src", "f"), []byte("x"), 0o600))
-	a := NewLocal("a", Builtin(), testLog(t))
+	a := NewLocal("a", Table(Builtin()), testLog(t))
 	_, err = Copy(context.Background(), a, filepath.Join(dir, "src"), a, filepath.Join(dir, "dst"), nil)
 	must(t, err)
 	noLeftovers(t, filepath.Join(dir, "dst"), "f")
@@ -108,8 +108,8 @@ func noLeftovers(t testing.TB, dir string, want ...string) {
 
 func TestCopyLocal(t *testing.T) {
 	ctx := context.Background()
-	a := NewLocal("a", Builtin(), testLog(t))
-	b := NewLocal("b", Builtin(), testLog(t))
+	a := NewLocal("a", Table(Builtin()), testLog(t))
+	b := NewLocal("b", Table(Builtin()), testLog(t))
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	makeTree(t, src)
@@ -171,10 +171,10 @@ func TestCorruptStreamDetected(t *testing.T) {
 	pr, pw, _ := os.Pipe()
 	go func() {
 		w := &flipWriter{w: pw, at: 1 << 20}
-		src.Call(context.Background(), "fs.send", PathRequest{Path: filepath.Join(dir, "f")}, nil, CallOpts{Out: w})
+		ActSend.Call(context.Background(), src, SendRequest{Path: filepath.Join(dir, "f")}, nil, CallOpts{Out: w})
 		pw.Close()
 	}()
-	err := dst.Call(context.Background(), "fs.recv", PathRequest{Path: filepath.Join(out, "f")}, nil, CallOpts{In: pr})
+	err := ActRecv.Call(context.Background(), dst, RecvRequest{Path: filepath.Join(out, "f")}, nil, CallOpts{In: pr})
 	pr.Close()
 	if err == nil || !strings.Contains(err.Error(), `host "dst": fs.recv`) || !strings.Contains(err.Error(), "checksum mismatch") {
 		t.Fatalf("corrupt stream: %v", err)
@@ -259,8 +259,8 @@ func TestTestBinaryIsAgent(t *testing.T) {
 // TestCopyMerge: with Merge, a directory's files join an existing
 // directory (as the small images join the pages a page server wrote).
 func TestCopyMerge(t *testing.T) {
-	a := NewLocal("a", Builtin(), testLog(t))
-	b := NewLocal("b", Builtin(), testLog(t))
+	a := NewLocal("a", Table(Builtin()), testLog(t))
+	b := NewLocal("b", Table(Builtin()), testLog(t))
 	src, dst := t.TempDir(), t.TempDir()
 	write := func(p, s string) {
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {

@@ -189,17 +189,13 @@ type RouteResult struct {
 	IP string `json:"ip"`
 }
 
-// Route is the "net.route" action: the local address this host's routing
+// route is the "net.route" action: the local address this host's routing
 // uses to reach req.To. Nothing is sent: a UDP socket is only connected.
-func Route(ctx context.Context, c *Call) (any, error) {
-	var req RouteRequest
-	if err := decode(c, &req); err != nil {
-		return nil, err
-	}
+func route(ctx context.Context, c *Call, req RouteRequest) (RouteResult, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "udp", net.JoinHostPort(req.To, "9"))
 	if err != nil {
-		return nil, fmt.Errorf("route to %s: %w", req.To, err)
+		return RouteResult{}, fmt.Errorf("route to %s: %w", req.To, err)
 	}
 	defer conn.Close()
 	return RouteResult{IP: conn.LocalAddr().(*net.UDPAddr).IP.String()}, nil

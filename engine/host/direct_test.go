@@ -16,20 +16,20 @@ import (
 func TestDirectFingerprint(t *testing.T) {
 	dir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir, "f"), []byte("payload"), 0o600))
-	h := NewLocal("dst", Builtin(), testLog(t))
-	src := NewLocal("src", Builtin(), testLog(t))
+	h := NewLocal("dst", Table(Builtin()), testLog(t))
+	src := NewLocal("src", Table(Builtin()), testLog(t))
 	tr, tw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		h.Call(ctx, "fs.recv", RecvRequest{Path: filepath.Join(dir, "out"), Listen: "127.0.0.1:0"}, nil, CallOpts{Out: tw})
+		ActRecv.Call(ctx, h, RecvRequest{Path: filepath.Join(dir, "out"), Listen: "127.0.0.1:0"}, nil, CallOpts{Out: tw})
 		tw.Close()
 	}()
 	tk, err := readTicket(bufio.NewReader(tr))
 	must(t, err)
 	go io.Copy(io.Discard, tr)
 	req := SendRequest{Path: filepath.Join(dir, "f"), Connect: "127.0.0.1:" + tk.Port, Fingerprint: strings.Repeat("0", 64), Token: tk.Token}
-	if serr := src.Call(ctx, "fs.send", req, nil, CallOpts{}); serr == nil || !strings.Contains(serr.Error(), "does not match its ticket") {
+	if serr := ActSend.Call(ctx, src, req, nil, CallOpts{}); serr == nil || !strings.Contains(serr.Error(), "does not match its ticket") {
 		t.Fatalf("source error %v, want a fingerprint mismatch", serr)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out")); err == nil {
@@ -43,8 +43,8 @@ func TestDirectFingerprint(t *testing.T) {
 func TestDirectStrangersFirst(t *testing.T) {
 	dir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir, "f"), []byte("payload"), 0o600))
-	h := NewLocal("dst", Builtin(), testLog(t))
-	src := NewLocal("src", Builtin(), testLog(t))
+	h := NewLocal("dst", Table(Builtin()), testLog(t))
+	src := NewLocal("src", Table(Builtin()), testLog(t))
 	tr, tw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -52,7 +52,7 @@ func TestDirectStrangersFirst(t *testing.T) {
 	var got TransferResult
 	go func() {
 		// Only 127.0.0.1 is the source; 127.0.0.2 is a stranger.
-		dstErr <- h.Call(ctx, "fs.recv", RecvRequest{Path: filepath.Join(dir, "out"), Listen: "127.0.0.1:0", From: []string{"127.0.0.1"}}, &got, CallOpts{Out: tw})
+		dstErr <- ActRecv.Call(ctx, h, RecvRequest{Path: filepath.Join(dir, "out"), Listen: "127.0.0.1:0", From: []string{"127.0.0.1"}}, &got, CallOpts{Out: tw})
 		tw.Close()
 	}()
 	tk, err := readTicket(bufio.NewReader(tr))
@@ -73,10 +73,10 @@ func TestDirectStrangersFirst(t *testing.T) {
 		c.Close()
 	}
 	bad := SendRequest{Path: filepath.Join(dir, "f"), Connect: addr, Fingerprint: tk.Fingerprint, Token: strings.Repeat("0", len(tk.Token))}
-	src.Call(ctx, "fs.send", bad, nil, CallOpts{})
+	ActSend.Call(ctx, src, bad, nil, CallOpts{})
 
 	good := SendRequest{Path: filepath.Join(dir, "f"), Connect: addr, Fingerprint: tk.Fingerprint, Token: tk.Token}
-	if err := src.Call(ctx, "fs.send", good, nil, CallOpts{}); err != nil {
+	if err := ActSend.Call(ctx, src, good, nil, CallOpts{}); err != nil {
 		t.Fatalf("the source's send: %v", err)
 	}
 	if err := <-dstErr; err != nil {

@@ -3,7 +3,6 @@ package host
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -30,14 +29,10 @@ type ExecResult struct {
 
 const defaultExecMax = 64 << 10
 
-// Exec is the "exec" action. A non-zero exit is a result, not an error.
-func Exec(ctx context.Context, c *Call) (any, error) {
-	var req ExecRequest
-	if err := json.Unmarshal(c.Req, &req); err != nil {
-		return nil, err
-	}
+// runExec is the "exec" action. A non-zero exit is a result, not an error.
+func runExec(ctx context.Context, c *Call, req ExecRequest) (ExecResult, error) {
 	if len(req.Argv) == 0 {
-		return nil, errors.New("exec: empty argv")
+		return ExecResult{}, errors.New("exec: empty argv")
 	}
 	max := req.MaxBytes
 	if max <= 0 {
@@ -68,9 +63,9 @@ func Exec(ctx context.Context, c *Call) (any, error) {
 	case errors.As(err, &exit) && ctx.Err() == nil:
 		res.ExitCode = exit.ExitCode()
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("exec %s: %w", req.Argv[0], ctx.Err())
+		return ExecResult{}, fmt.Errorf("exec %s: %w", req.Argv[0], ctx.Err())
 	default:
-		return nil, fmt.Errorf("exec %s: %w", req.Argv[0], err)
+		return ExecResult{}, fmt.Errorf("exec %s: %w", req.Argv[0], err)
 	}
 	return res, nil
 }

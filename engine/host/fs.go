@@ -79,20 +79,16 @@ type RecvRequest struct {
 	KeepAside bool `json:"keep_aside,omitempty"`
 }
 
-// Send is the "fs.send" action: it writes a file, or a directory as tar, to
+// send is the "fs.send" action: it writes a file, or a directory as tar, to
 // its output as a transfer stream (stream.go).
-func Send(ctx context.Context, c *Call) (res any, err error) {
-	var req SendRequest
-	if err := decode(c, &req); err != nil {
-		return nil, err
-	}
+func send(ctx context.Context, c *Call, req SendRequest) (res TransferResult, err error) {
 	p, err := cleanPath(req.Path)
 	if err != nil {
-		return nil, err
+		return TransferResult{}, err
 	}
 	fi, err := os.Stat(p)
 	if err != nil {
-		return nil, err
+		return TransferResult{}, err
 	}
 	h := streamHeader{Mode: uint32(fi.Mode().Perm())}
 	switch {
@@ -101,16 +97,16 @@ func Send(ctx context.Context, c *Call) (res any, err error) {
 	case fi.IsDir():
 		h.Type = "dir"
 		if h.Size, err = tarSize(p); err != nil {
-			return nil, err
+			return TransferResult{}, err
 		}
 	default:
-		return nil, fmt.Errorf("%s is neither a file nor a directory", p)
+		return TransferResult{}, fmt.Errorf("%s is neither a file nor a directory", p)
 	}
 	out := c.Out
 	if req.Connect != "" {
 		conn, err := dialDirect(ctx, req.Connect, ticket{Fingerprint: req.Fingerprint, Token: req.Token})
 		if err != nil {
-			return nil, err
+			return TransferResult{}, err
 		}
 		defer conn.Close()
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -123,7 +119,7 @@ func Send(ctx context.Context, c *Call) (res any, err error) {
 		}()
 	}
 	if err := writeStreamHeader(out, h); err != nil {
-		return nil, err
+		return TransferResult{}, err
 	}
 	cw := newChunkWriter(ctx, out)
 	if h.Type == "file" {
@@ -135,11 +131,11 @@ func Send(ctx context.Context, c *Call) (res any, err error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("send %s: %w", p, err)
+		return TransferResult{}, fmt.Errorf("send %s: %w", p, err)
 	}
 	sum, err := cw.end()
 	if err != nil {
-		return nil, fmt.Errorf("send %s: %w", p, err)
+		return TransferResult{}, fmt.Errorf("send %s: %w", p, err)
 	}
 	c.Log.Debug("sent", "path", p, "bytes", cw.n, "sha256", sum)
 	return TransferResult{Path: p, Type: h.Type, Bytes: cw.n, SHA256: sum}, nil
@@ -158,24 +154,20 @@ func copyFile(w io.ReaderFrom, path string) error {
 // onlyReader hides a file's WriterTo so copies go through the given buffer.
 type onlyReader struct{ io.Reader }
 
-// Recv is the "fs.recv" action: it reads a transfer stream from its input
+// recv is the "fs.recv" action: it reads a transfer stream from its input
 // and writes it at the request's path. It writes to a temporary name next to
 // the path and renames it once the checksum matched, so a partial copy never
 // looks complete. Leftovers of an earlier failed attempt are removed first.
-func Recv(ctx context.Context, c *Call) (res any, err error) {
-	var req RecvRequest
-	if err := decode(c, &req); err != nil {
-		return nil, err
-	}
+func recv(ctx context.Context, c *Call, req RecvRequest) (res TransferResult, err error) {
 	dest, err := cleanPath(req.Path)
 	if err != nil {
-		return nil, err
+		return TransferResult{}, err
 	}
 	in := c.In
 	if req.Listen != "" {
 		conn, err := listenDirect(ctx, req.Listen, req.From, c.Out, c.Log)
 		if err != nil {
-			return nil, err
+			return TransferResult{}, err
 		}
 		defer conn.Close()
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -185,11 +177,11 @@ func Recv(ctx context.Context, c *Call) (res any, err error) {
 	br := bufio.NewReaderSize(in, chunkSize)
 	h, err := readStreamHeader(br)
 	if err != nil {
-		return nil, err
+		return TransferResult{}, err
 	}
 	part, err := newPartial(dest, c)
 	if err != nil {
-		return nil, err
+		return TransferResult{}, err
 	}
 	defer part.release()
 	tmp := part.path
@@ -206,11 +198,11 @@ func Recv(ctx context.Context, c *Call) (res any, err error) {
 		err = recvDir(tmp, cr, mode, c)
 	}
 	if err != nil {
-		return nil, err
+		return TransferResult{}, err
 	}
 	sum, err := cr.finish()
 	if err != nil {
-		return nil, err
+		return TransferResult{}, err
 	}
 	var pl Placed
 	if req.Merge && h.Type != "file" {
@@ -219,7 +211,7 @@ func Recv(ctx context.Context, c *Call) (res any, err error) {
 		pl, err = place(tmp, dest, req.KeepAside)
 	}
 	if err != nil {
-		return nil, err
+		return TransferResult{}, err
 	}
 	c.Log.Debug("received", "path", dest, "bytes", cr.n, "sha256", sum, "aside", pl.Aside)
 	return TransferResult{Path: dest, Type: h.Type, Bytes: cr.n, SHA256: sum, Placed: &pl}, nil
@@ -286,24 +278,20 @@ type MkdirRequest struct {
 	Mode uint32 `json:"mode,omitempty"` // default 0700
 }
 
-// Mkdir is the "fs.mkdir" action: it creates a directory and its parents.
-func Mkdir(ctx context.Context, c *Call) (any, error) {
-	var req MkdirRequest
-	if err := decode(c, &req); err != nil {
-		return nil, err
-	}
+// mkdir is the "fs.mkdir" action: it creates a directory and its parents.
+func mkdir(ctx context.Context, c *Call, req MkdirRequest) (None, error) {
 	p, err := cleanPath(req.Path)
 	if err != nil {
-		return nil, err
+		return None{}, err
 	}
 	mode := fs.FileMode(req.Mode).Perm()
 	if req.Mode == 0 {
 		mode = 0o700
 	}
 	if err := os.MkdirAll(p, mode); err != nil {
-		return nil, err
+		return None{}, err
 	}
-	return nil, os.Chmod(p, mode)
+	return None{}, os.Chmod(p, mode)
 }
 
 // RemoveRequest is the request of fs.remove.
@@ -312,18 +300,14 @@ type RemoveRequest struct {
 	Recursive bool   `json:"recursive,omitempty"`
 }
 
-// Remove is the "fs.remove" action. A missing path is not an error.
-func Remove(ctx context.Context, c *Call) (any, error) {
-	var req RemoveRequest
-	if err := decode(c, &req); err != nil {
-		return nil, err
-	}
+// remove is the "fs.remove" action. A missing path is not an error.
+func remove(ctx context.Context, c *Call, req RemoveRequest) (None, error) {
 	p, err := cleanPath(req.Path)
 	if err != nil {
-		return nil, err
+		return None{}, err
 	}
 	if p == "/" {
-		return nil, errors.New("refusing to remove /")
+		return None{}, errors.New("refusing to remove /")
 	}
 	if req.Recursive {
 		err = os.RemoveAll(p)
@@ -333,7 +317,7 @@ func Remove(ctx context.Context, c *Call) (any, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		err = nil
 	}
-	return nil, err
+	return None{}, err
 }
 
 // StatResult is what fs.stat returns.
@@ -345,22 +329,18 @@ type StatResult struct {
 	ModTime time.Time `json:"mtime"`
 }
 
-// Stat is the "fs.stat" action. A missing path has Exists false.
-func Stat(ctx context.Context, c *Call) (any, error) {
-	var req PathRequest
-	if err := decode(c, &req); err != nil {
-		return nil, err
-	}
+// stat is the "fs.stat" action. A missing path has Exists false.
+func stat(ctx context.Context, c *Call, req PathRequest) (StatResult, error) {
 	p, err := cleanPath(req.Path)
 	if err != nil {
-		return nil, err
+		return StatResult{}, err
 	}
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return StatResult{}, nil
 	}
 	if err != nil {
-		return nil, err
+		return StatResult{}, err
 	}
 	res := StatResult{Exists: true, Size: fi.Size(), Mode: uint32(fi.Mode().Perm()), ModTime: fi.ModTime()}
 	switch {
@@ -382,26 +362,22 @@ type SumResult struct {
 	Bytes  int64  `json:"bytes"`
 }
 
-// Sum is the "fs.sha256" action: the sha256 of a file.
-func Sum(ctx context.Context, c *Call) (any, error) {
-	var req PathRequest
-	if err := decode(c, &req); err != nil {
-		return nil, err
-	}
+// sha256Sum is the "fs.sha256" action: the sha256 of a file.
+func sha256Sum(ctx context.Context, c *Call, req PathRequest) (SumResult, error) {
 	p, err := cleanPath(req.Path)
 	if err != nil {
-		return nil, err
+		return SumResult{}, err
 	}
 	fi, err := os.Stat(p)
 	if err != nil {
-		return nil, err
+		return SumResult{}, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", p)
+		return SumResult{}, fmt.Errorf("%s is not a regular file", p)
 	}
 	sum, err := fileSum(p)
 	if err != nil {
-		return nil, err
+		return SumResult{}, err
 	}
 	return SumResult{SHA256: sum, Bytes: fi.Size()}, nil
 }

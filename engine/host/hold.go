@@ -36,15 +36,19 @@ import (
 // that workload (see ActiveHold).
 
 // Hold actions.
-const (
-	ActHoldOpen    = "hold.open"    // HoldRequest → Lease (creates the lease and starts the watcher)
-	ActHoldAdd     = "hold.add"     // HoldRequest with Entry → Lease
-	ActHoldRenew   = "hold.renew"   // HoldRequest → Lease
-	ActHoldMode    = "hold.mode"    // HoldRequest with Mode → Lease
-	ActHoldRelease = "hold.release" // HoldRequest → Lease (the watcher exits without acting)
-	ActHoldStatus  = "hold.status"  // HoldRequest → Lease
-	ActHoldExpire  = "hold.expire"  // HoldRequest with Mode → Lease (the watcher acts now; returns once it has)
+var (
+	ActHoldOpen    = holdAction("hold.open")    // creates the lease and starts the watcher
+	ActHoldAdd     = holdAction("hold.add")     // with Entry
+	ActHoldRenew   = holdAction("hold.renew")   //
+	ActHoldMode    = holdAction("hold.mode")    // with Mode
+	ActHoldRelease = holdAction("hold.release") // the watcher exits without acting
+	ActHoldStatus  = holdAction("hold.status")  //
+	ActHoldExpire  = holdAction("hold.expire")  // with Mode: the watcher acts now; returns once it has
 )
+
+func holdAction(name string) Action[HoldRequest, Lease] {
+	return Action[HoldRequest, Lease]{Name: name}
+}
 
 // Lease modes: what the watcher does when the lease expires.
 const (
@@ -70,12 +74,6 @@ type Invocation struct {
 	// Lock names the workload this action holds ("process:1234"), when it
 	// is the one that releases a frozen workload.
 	Lock string `json:"lock,omitempty"`
-}
-
-// NewInvocation builds an Invocation, encoding req.
-func NewInvocation(host, action string, req any, lock string) Invocation {
-	b, _ := json.Marshal(req)
-	return Invocation{Host: host, Action: action, Req: b, Lock: lock}
 }
 
 // LeaseEntry is one step's share of a run on a host.
@@ -139,30 +137,29 @@ func HoldDir() string {
 // HoldActions are the hold.* actions. self is the mig binary that runs
 // `hold-watch`; without it, no watcher is started (tests of other
 // packages use the table without a mig binary).
-func HoldActions(self string) Actions {
+func HoldActions(self string) []Entry {
 	h := holdActions{self: self}
-	return Actions{
-		ActHoldOpen:    h.open,
-		ActHoldAdd:     h.add,
-		ActHoldRenew:   h.renew,
-		ActHoldMode:    h.mode,
-		ActHoldRelease: h.release,
-		ActHoldStatus:  h.status,
-		ActHoldExpire:  h.expire,
+	return []Entry{
+		ActHoldOpen.Serve(checkRun(h.open)),
+		ActHoldAdd.Serve(checkRun(h.add)),
+		ActHoldRenew.Serve(checkRun(h.renew)),
+		ActHoldMode.Serve(checkRun(h.mode)),
+		ActHoldRelease.Serve(checkRun(h.release)),
+		ActHoldStatus.Serve(checkRun(h.status)),
+		ActHoldExpire.Serve(checkRun(h.expire)),
 	}
 }
 
 type holdActions struct{ self string }
 
-func decodeHold(c *Call) (HoldRequest, error) {
-	var r HoldRequest
-	if err := json.Unmarshal(c.Req, &r); err != nil {
-		return r, err
+// checkRun refuses a request whose run id is not a plain file name.
+func checkRun(fn func(context.Context, *Call, HoldRequest) (Lease, error)) func(context.Context, *Call, HoldRequest) (Lease, error) {
+	return func(ctx context.Context, c *Call, r HoldRequest) (Lease, error) {
+		if r.Run == "" || filepath.Base(r.Run) != r.Run || strings.HasPrefix(r.Run, ".") {
+			return Lease{}, fmt.Errorf("invalid run id %q", r.Run)
+		}
+		return fn(ctx, c, r)
 	}
-	if r.Run == "" || filepath.Base(r.Run) != r.Run || strings.HasPrefix(r.Run, ".") {
-		return r, fmt.Errorf("invalid run id %q", r.Run)
-	}
-	return r, nil
 }
 
 func leasePath(run string) string { return filepath.Join(HoldDir(), run+".json") }
@@ -240,35 +237,23 @@ func mergeCalls(a, b []Invocation) []Invocation {
 	return a
 }
 
-func (h holdActions) open(ctx context.Context, c *Call) (any, error) {
-	r, err := decodeHold(c)
-	if err != nil {
-		return nil, err
-	}
+func (h holdActions) open(ctx context.Context, c *Call, r HoldRequest) (Lease, error) {
 	if r.Timeout <= 0 {
-		return nil, errors.New("hold.open: no timeout")
+		return Lease{}, errors.New("hold.open: no timeout")
 	}
 	return OpenLease(r.Run, time.Duration(r.Timeout*float64(time.Second)), h.self)
 }
 
-func (h holdActions) add(ctx context.Context, c *Call) (any, error) {
-	r, err := decodeHold(c)
-	if err != nil {
-		return nil, err
-	}
+func (h holdActions) add(ctx context.Context, c *Call, r HoldRequest) (Lease, error) {
 	if r.Entry == nil {
-		return nil, errors.New("hold.add: no entry")
+		return Lease{}, errors.New("hold.add: no entry")
 	}
 	return AddToLease(r.Run, *r.Entry)
 }
 
-func (h holdActions) renew(ctx context.Context, c *Call) (any, error) {
-	r, err := decodeHold(c)
-	if err != nil {
-		return nil, err
-	}
+func (h holdActions) renew(ctx context.Context, c *Call, r HoldRequest) (Lease, error) {
 	var out Lease
-	err = updateLease(r.Run, false, func(l *Lease) error {
+	err := updateLease(r.Run, false, func(l *Lease) error {
 		if l.State != LeaseActive {
 			return fmt.Errorf("run %s: the lease on this host has %s: %s", r.Run, l.State, l.Note)
 		}
@@ -283,16 +268,12 @@ func (h holdActions) renew(ctx context.Context, c *Call) (any, error) {
 	return out, err
 }
 
-func (h holdActions) mode(ctx context.Context, c *Call) (any, error) {
-	r, err := decodeHold(c)
-	if err != nil {
-		return nil, err
-	}
+func (h holdActions) mode(ctx context.Context, c *Call, r HoldRequest) (Lease, error) {
 	if r.Mode != ModeUndo && r.Mode != ModeCommit {
-		return nil, fmt.Errorf("hold.mode: unknown mode %q", r.Mode)
+		return Lease{}, fmt.Errorf("hold.mode: unknown mode %q", r.Mode)
 	}
 	var out Lease
-	err = updateLease(r.Run, false, func(l *Lease) error {
+	err := updateLease(r.Run, false, func(l *Lease) error {
 		if l.State != LeaseActive {
 			return fmt.Errorf("run %s: the lease on this host has %s: %s", r.Run, l.State, l.Note)
 		}
@@ -303,13 +284,9 @@ func (h holdActions) mode(ctx context.Context, c *Call) (any, error) {
 	return out, err
 }
 
-func (h holdActions) release(ctx context.Context, c *Call) (any, error) {
-	r, err := decodeHold(c)
-	if err != nil {
-		return nil, err
-	}
+func (h holdActions) release(ctx context.Context, c *Call, r HoldRequest) (Lease, error) {
 	var out Lease
-	err = updateLease(r.Run, false, func(l *Lease) error {
+	err := updateLease(r.Run, false, func(l *Lease) error {
 		if l.State == LeaseActive {
 			l.State, l.Ended, l.Note = LeaseReleased, time.Now(), r.Note
 		}
@@ -335,18 +312,14 @@ func removeLease(run string) {
 // expire makes the watcher act now, in the given mode, and waits until it
 // has: `mig recover` finishes an interrupted run this way, each host
 // replaying its own share. A lease that ended already is returned as it is.
-func (h holdActions) expire(ctx context.Context, c *Call) (any, error) {
-	r, err := decodeHold(c)
-	if err != nil {
-		return nil, err
-	}
+func (h holdActions) expire(ctx context.Context, c *Call, r HoldRequest) (Lease, error) {
 	if r.Mode != ModeUndo && r.Mode != ModeCommit {
-		return nil, fmt.Errorf("hold.expire: unknown mode %q", r.Mode)
+		return Lease{}, fmt.Errorf("hold.expire: unknown mode %q", r.Mode)
 	}
 	if _, err := ReadLease(leasePath(r.Run)); errors.Is(err, fs.ErrNotExist) {
 		return Lease{Run: r.Run}, nil
 	}
-	err = updateLease(r.Run, false, func(l *Lease) error {
+	err := updateLease(r.Run, false, func(l *Lease) error {
 		if l.State != LeaseActive {
 			return nil
 		}
@@ -354,17 +327,17 @@ func (h holdActions) expire(ctx context.Context, c *Call) (any, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return Lease{}, err
 	}
 	if l, err := ensureWatcher(r.Run, h.self); err != nil {
-		return nil, err
+		return Lease{}, err
 	} else if l.State == LeaseActive && !watcherAlive(l.Watcher) {
-		return nil, errors.New("no watcher, and no mig binary to start one")
+		return Lease{}, errors.New("no watcher, and no mig binary to start one")
 	}
 	for {
 		l, err := ReadLease(leasePath(r.Run))
 		if err != nil {
-			return nil, err
+			return Lease{}, err
 		}
 		if l.State != LeaseActive && (l.State != LeaseExpired || !l.Ended.IsZero()) {
 			// Recovered: the run's record keeps the outcome now.
@@ -373,17 +346,13 @@ func (h holdActions) expire(ctx context.Context, c *Call) (any, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return Lease{}, ctx.Err()
 		case <-time.After(WatchPoll):
 		}
 	}
 }
 
-func (h holdActions) status(ctx context.Context, c *Call) (any, error) {
-	r, err := decodeHold(c)
-	if err != nil {
-		return nil, err
-	}
+func (h holdActions) status(ctx context.Context, c *Call, r HoldRequest) (Lease, error) {
 	l, err := ReadLease(leasePath(r.Run))
 	if errors.Is(err, fs.ErrNotExist) {
 		return Lease{Run: r.Run}, nil

@@ -2,7 +2,7 @@
 // work on a host is an agent action: a named function that runs inside a
 // mig binary on that host. The local host calls the action in-process; an
 // SSH host runs it in mig's hidden `agent` subcommand over an SSH session.
-// Both go through the same Action table, so a test of a local action covers
+// Both go through the same table of actions, so a test of a local action covers
 // the remote one too.
 package host
 
@@ -58,10 +58,11 @@ type Call struct {
 	Progress func(Progress)
 }
 
-// Action is a unit of work that runs on a host. Its result is marshalled to
-// JSON for the caller.
-type Action func(ctx context.Context, c *Call) (any, error)
+// Handler runs an action on a host. Its result is marshalled to JSON for
+// the caller. Action.Serve makes one from a typed function.
+type Handler func(ctx context.Context, c *Call) (any, error)
 
 // Actions is the table of actions a mig binary offers, by name.
-// cmd/mig builds it from the packages that provide actions.
-type Actions map[string]Action
+// cmd/mig builds it in one place (Table) from the packages that provide
+// actions.
+type Actions map[string]Handler

@@ -68,20 +68,36 @@ func Invoke(ctx context.Context, actions Actions, action string, req any, opts C
 	return json.Marshal(res)
 }
 
-// Builtin is the table of actions the host package provides.
-func Builtin() Actions {
-	return Actions{
-		"exec":         Exec,
-		"clock":        Clock,
-		"fs.send":      Send,
-		"fs.recv":      Recv,
-		"fs.mkdir":     Mkdir,
-		"fs.remove":    Remove,
-		"fs.put-back":  PutBack,
-		"fs.stat":      Stat,
-		"fs.sha256":    Sum,
-		"fs.archive":   Archive,
-		"fs.unarchive": Unarchive,
-		"net.route":    Route,
+// The actions the host package provides.
+var (
+	ActExec      = Action[ExecRequest, ExecResult]{Name: "exec"}
+	ActClock     = Action[None, None]{Name: "clock"}
+	ActSend      = Action[SendRequest, TransferResult]{Name: "fs.send"}
+	ActRecv      = Action[RecvRequest, TransferResult]{Name: "fs.recv"}
+	ActMkdir     = Action[MkdirRequest, None]{Name: "fs.mkdir"}
+	ActRemove    = Action[RemoveRequest, None]{Name: "fs.remove"}
+	ActPutBack   = Action[Placed, None]{Name: "fs.put-back"}
+	ActStat      = Action[PathRequest, StatResult]{Name: "fs.stat"}
+	ActSum       = Action[PathRequest, SumResult]{Name: "fs.sha256"}
+	ActArchive   = Action[ArchiveRequest, ArchiveResult]{Name: "fs.archive"}
+	ActUnarchive = Action[ArchiveRequest, UnarchiveResult]{Name: "fs.unarchive"}
+	ActRoute     = Action[RouteRequest, RouteResult]{Name: "net.route"}
+)
+
+// Builtin serves the actions above.
+func Builtin() []Entry {
+	return []Entry{
+		ActExec.Serve(runExec),
+		ActClock.Serve(clock),
+		ActSend.Serve(send),
+		ActRecv.Serve(recv),
+		ActMkdir.Serve(mkdir),
+		ActRemove.Serve(remove),
+		ActPutBack.Serve(putBack),
+		ActStat.Serve(stat),
+		ActSum.Serve(sha256Sum),
+		ActArchive.Serve(archive),
+		ActUnarchive.Serve(unarchive),
+		ActRoute.Serve(route),
 	}
 }

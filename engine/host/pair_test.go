@@ -37,7 +37,7 @@ func openHosts(file string, log hclog.Logger) ([]Host, error) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	fam := Family{Actions: Builtin(), Log: log}
+	fam := Family{Actions: Table(Builtin()), Log: log}
 	var hosts []Host
 	for _, b := range content.Blocks {
 		cfg, diags := hcldec.Decode(b.Body, fam.Spec(), nil)
@@ -89,7 +89,7 @@ func testPair(t testing.TB) *pair {
 	p.scratch = "/tmp/mig-host-test-" + hex.EncodeToString(b)
 	t.Cleanup(func() {
 		for _, h := range hosts {
-			h.Call(context.Background(), "fs.remove", RemoveRequest{Path: p.scratch, Recursive: true}, nil, CallOpts{})
+			ActRemove.Call(context.Background(), h, RemoveRequest{Path: p.scratch, Recursive: true}, nil, CallOpts{})
 			h.Close()
 		}
 	})
@@ -100,21 +100,21 @@ func testPair(t testing.TB) *pair {
 func stage(t testing.TB, h Host, path string, size int64) string {
 	t.Helper()
 	ctx := context.Background()
-	must(t, h.Call(ctx, "fs.mkdir", MkdirRequest{Path: filepath.Dir(path)}, nil, CallOpts{}))
+	must(t, ActMkdir.Call(ctx, h, MkdirRequest{Path: filepath.Dir(path)}, nil, CallOpts{}))
 	var res ExecResult
 	argv := []string{"dd", "if=/dev/urandom", "of=" + path, "bs=1M", "count=" + strconv.FormatInt(size>>20, 10)}
-	must(t, h.Call(ctx, "exec", ExecRequest{Argv: argv}, &res, CallOpts{}))
+	must(t, ActExec.Call(ctx, h, ExecRequest{Argv: argv}, &res, CallOpts{}))
 	if res.ExitCode != 0 {
 		t.Fatalf("%v: %s", argv, res.Stderr)
 	}
 	var sum SumResult
-	must(t, h.Call(ctx, "fs.sha256", PathRequest{Path: path}, &sum, CallOpts{}))
+	must(t, ActSum.Call(ctx, h, PathRequest{Path: path}, &sum, CallOpts{}))
 	return sum.SHA256
 }
 
 func remoteStat(t testing.TB, h Host, path string) StatResult {
 	var st StatResult
-	must(t, h.Call(context.Background(), "fs.stat", PathRequest{Path: path}, &st, CallOpts{}))
+	must(t, ActStat.Call(context.Background(), h, PathRequest{Path: path}, &st, CallOpts{}))
 	return st
 }
 
@@ -132,7 +132,7 @@ func TestCopyBig(t *testing.T) {
 		t.Fatalf("copy result %+v, want sha256 %s", res, want)
 	}
 	var got SumResult
-	must(t, p.dst.Call(context.Background(), "fs.sha256", PathRequest{Path: out}, &got, CallOpts{}))
+	must(t, ActSum.Call(context.Background(), p.dst, PathRequest{Path: out}, &got, CallOpts{}))
 	if got.SHA256 != want {
 		t.Fatalf("destination sha256 %s, want %s", got.SHA256, want)
 	}
@@ -187,7 +187,7 @@ func TestCopyCutThenRetry(t *testing.T) {
 			}
 			// The retry removed what the cut attempt left, if anything was left.
 			var ls ExecResult
-			must(t, hosts[1].Call(context.Background(), "exec", ExecRequest{Argv: []string{"ls", "-A", path.Dir(out)}}, &ls, CallOpts{}))
+			must(t, ActExec.Call(context.Background(), hosts[1], ExecRequest{Argv: []string{"ls", "-A", path.Dir(out)}}, &ls, CallOpts{}))
 			if strings.TrimSpace(ls.Stdout) != "big" {
 				t.Fatalf("destination directory holds %q", ls.Stdout)
 			}
@@ -228,7 +228,7 @@ func TestCopyCancelled(t *testing.T) {
 
 func leftovers(t testing.TB, h Host, dir string) bool {
 	var ls ExecResult
-	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"ls", "-A", dir}}, &ls, CallOpts{}))
+	must(t, ActExec.Call(context.Background(), h, ExecRequest{Argv: []string{"ls", "-A", dir}}, &ls, CallOpts{}))
 	return strings.TrimSpace(ls.Stdout) != ""
 }
 
@@ -245,7 +245,7 @@ func TestCopyDirect(t *testing.T) {
 	res, err := CopyWith(context.Background(), p.src, in, p.dst, out, CopyOptions{Direct: ip, Progress: func(pr Progress) { last = pr }})
 	must(t, err)
 	var got SumResult
-	must(t, p.dst.Call(context.Background(), "fs.sha256", PathRequest{Path: out}, &got, CallOpts{}))
+	must(t, ActSum.Call(context.Background(), p.dst, PathRequest{Path: out}, &got, CallOpts{}))
 	if res.SHA256 != want || got.SHA256 != want || last.Done != size {
 		t.Fatalf("direct copy %+v, destination %s, want %s; progress %+v", res, got.SHA256, want, last)
 	}
@@ -298,7 +298,7 @@ func TestCopyDirectStrangerFirst(t *testing.T) {
 		t.Fatalf("the strangers did not try (%d) or were not refused (%d)", src.tried.Load(), src.refused.Load())
 	}
 	var got SumResult
-	must(t, p.dst.Call(context.Background(), "fs.sha256", PathRequest{Path: out}, &got, CallOpts{}))
+	must(t, ActSum.Call(context.Background(), p.dst, PathRequest{Path: out}, &got, CallOpts{}))
 	if res.SHA256 != want || got.SHA256 != want {
 		t.Fatalf("copy %+v, destination %s, want %s", res, got.SHA256, want)
 	}

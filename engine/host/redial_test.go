@@ -16,11 +16,11 @@ func TestSSHRedialAfterBreak(t *testing.T) {
 	sshd := startSSHD(t)
 	h := sshd.host(t, "src")
 	ctx := context.Background()
-	must(t, h.Call(ctx, "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(t, ActExec.Call(ctx, h, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	first := h.current()
 	first.drop()
 	<-first.gone
-	must(t, h.Call(ctx, "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(t, ActExec.Call(ctx, h, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	if h.current() == first {
 		t.Fatal("the call did not redial")
 	}
@@ -36,12 +36,12 @@ func TestSSHRedialUntilBack(t *testing.T) {
 		ConnectTimeout: 500 * time.Millisecond}, testLog(t))
 	must(t, err)
 	defer h.Close()
-	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(t, ActExec.Call(context.Background(), h, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 
 	marker := filepath.Join(sshd.Dir, "ran")
 	errc := make(chan error, 1)
 	go func() {
-		errc <- h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"sh", "-c", `sleep 1.1; echo x >> "$0"`, marker}},
+		errc <- ActExec.Call(context.Background(), h, ExecRequest{Argv: []string{"sh", "-c", `sleep 1.1; echo x >> "$0"`, marker}},
 			nil, CallOpts{Idempotent: true})
 	}()
 	waitFor(t, sshd.Pid, "sleep\x001.1")
@@ -71,7 +71,7 @@ func TestSSHRedialUntilBack(t *testing.T) {
 	}
 	// A call that is not idempotent is not repeated: it fails.
 	go func() {
-		errc <- h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"sleep", "2.2"}}, nil, CallOpts{})
+		errc <- ActExec.Call(context.Background(), h, ExecRequest{Argv: []string{"sleep", "2.2"}}, nil, CallOpts{})
 	}()
 	waitFor(t, sshd.Pid, "sleep\x002.2")
 	conn := descendants(sshd.Pid)
@@ -98,7 +98,7 @@ func TestSSHRedialUntilBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	start := time.Now()
-	err = h.Call(ctx, "fs.stat", PathRequest{Path: "/"}, nil, CallOpts{})
+	err = ActStat.Call(ctx, h, PathRequest{Path: "/"}, nil, CallOpts{})
 	if err == nil || !strings.Contains(err.Error(), "gave up redialing") || time.Since(start) > 4*time.Second {
 		t.Fatalf("after %s: %v", time.Since(start), err)
 	}

@@ -18,14 +18,14 @@ func TestSSHExec(t *testing.T) {
 	h := sshd.host(t, "src")
 	ctx := context.Background()
 	var res ExecResult
-	err := h.Call(ctx, "exec", ExecRequest{Argv: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, &res, CallOpts{})
+	err := ActExec.Call(ctx, h, ExecRequest{Argv: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}}, &res, CallOpts{})
 	must(t, err)
 	if res.ExitCode != 3 || res.Stdout != "out\n" || res.Stderr != "err\n" {
 		t.Fatalf("exec result %+v", res)
 	}
 	// Input streams to the action, output streams back.
 	var out strings.Builder
-	err = h.Call(ctx, "exec", ExecRequest{Argv: []string{"cat"}}, &res, CallOpts{In: strings.NewReader("piped"), Out: &out})
+	err = ActExec.Call(ctx, h, ExecRequest{Argv: []string{"cat"}}, &res, CallOpts{In: strings.NewReader("piped"), Out: &out})
 	must(t, err)
 	if res.Stdout != "piped" {
 		t.Fatalf("cat got %q", res.Stdout)
@@ -34,14 +34,14 @@ func TestSSHExec(t *testing.T) {
 	errs := make(chan error, 8)
 	for range 8 {
 		go func() {
-			errs <- h.Call(ctx, "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
+			errs <- ActExec.Call(ctx, h, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
 		}()
 	}
 	for range 8 {
 		must(t, <-errs)
 	}
 	// An action's error comes back naming the host and the action.
-	err = h.Call(ctx, "exec", ExecRequest{}, nil, CallOpts{})
+	err = ActExec.Call(ctx, h, ExecRequest{}, nil, CallOpts{})
 	var ae *ActionError
 	if !errors.As(err, &ae) || ae.Host != "src" || !strings.Contains(err.Error(), `host "src": exec: exec: empty argv`) {
 		t.Fatalf("error %v", err)
@@ -59,7 +59,7 @@ func TestSSHCancel(t *testing.T) {
 	defer cancel()
 	marker := filepath.Join(sshd.Dir, "slept")
 	start := time.Now()
-	err := h.Call(ctx, "exec", ExecRequest{Argv: []string{"sh", "-c", "sleep 3; touch " + marker}}, nil, CallOpts{})
+	err := ActExec.Call(ctx, h, ExecRequest{Argv: []string{"sh", "-c", "sleep 3; touch " + marker}}, nil, CallOpts{})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("error %v, want deadline exceeded", err)
 	}
@@ -129,7 +129,7 @@ func TestAgentInstall(t *testing.T) {
 	bin := filepath.Join(work, "bin", "mig-"+sum)
 
 	h := sshd.host(t, "src")
-	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(t, ActExec.Call(context.Background(), h, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	fi, err := os.Stat(bin)
 	must(t, err)
 	if fi.Mode().Perm() != 0o755 {
@@ -147,7 +147,7 @@ func TestAgentInstall(t *testing.T) {
 	must(t, os.WriteFile(bin+".bad", []byte("#!/bin/sh\nexit 1\n"), 0o755))
 	must(t, os.Rename(bin+".bad", bin))
 	h2 := sshd.host(t, "src")
-	must(t, h2.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(t, ActExec.Call(context.Background(), h2, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	if got, _ := fileSum(bin); got != sum {
 		t.Fatal("damaged binary was not reinstalled")
 	}
@@ -155,14 +155,14 @@ func TestAgentInstall(t *testing.T) {
 	// A host of another architecture is refused, naming the host.
 	h3 := sshd.host(t, "arm")
 	h3.goarch = "arm64"
-	err = h3.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
+	err = ActExec.Call(context.Background(), h3, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
 	if err == nil || !strings.Contains(err.Error(), `host "arm": wrong architecture: the host is x86_64 but this mig is built for arm64`) {
 		t.Fatalf("wrong arch: %v", err)
 	}
 
 	// A host where mig cannot install itself is named in the error.
 	h4 := SSHHost(t, "ro", sshd.Address, "root", sshd.Identity, sshd.KnownHosts, "/proc/mig")
-	err = h4.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
+	err = ActExec.Call(context.Background(), h4, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
 	if err == nil || !strings.Contains(err.Error(), `host "ro": install mig's binary at /proc/mig/bin/mig-`) {
 		t.Fatalf("unwritable work_dir: %v", err)
 	}
@@ -171,7 +171,7 @@ func TestAgentInstall(t *testing.T) {
 	// (once no agent started ahead is left).
 	h.closeWarm()
 	must(t, os.Remove(bin))
-	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(t, ActExec.Call(context.Background(), h, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	if got, _ := fileSum(bin); got != sum {
 		t.Fatal("removed binary was not reinstalled")
 	}
@@ -185,10 +185,10 @@ func TestSSHKeepaliveDropsDeadHost(t *testing.T) {
 		KnownHosts: sshd.KnownHosts, WorkDir: filepath.Join(sshd.Dir, "work"), Keepalive: 200 * time.Millisecond}, testLog(t))
 	must(t, err)
 	defer h.Close()
-	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(t, ActExec.Call(context.Background(), h, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	errc := make(chan error, 1)
 	go func() {
-		errc <- h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"sleep", "30"}}, nil, CallOpts{})
+		errc <- ActExec.Call(context.Background(), h, ExecRequest{Argv: []string{"sleep", "30"}}, nil, CallOpts{})
 	}()
 	// Past the login shell's start-up, which a SIGKILL could leave half done.
 	waitFor(t, sshd.Pid, "sleep\x0030")
@@ -242,7 +242,7 @@ func TestSSHAgentAuth(t *testing.T) {
 		WorkDir: filepath.Join(sshd.Dir, "work")}, testLog(t))
 	must(t, err)
 	defer h.Close()
-	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(t, ActExec.Call(context.Background(), h, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 }
 
 func TestExpandHome(t *testing.T) {
@@ -271,7 +271,7 @@ func TestAgentReplacedNeverRuns(t *testing.T) {
 	evil := []byte("#!/bin/sh\ntouch " + marker + "\nexit 1\n")
 
 	h := sshd.host(t, "src")
-	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
+	must(t, ActExec.Call(context.Background(), h, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{}))
 	replace := map[string]func(){
 		"renamed": func() {
 			must(t, os.WriteFile(bin+".evil", evil, 0o755))
@@ -298,7 +298,7 @@ func TestAgentReplacedNeverRuns(t *testing.T) {
 		// genuine binary already; the next ones need the launcher.
 		for range 3 {
 			var res ExecResult
-			if err := h.Call(context.Background(), "exec", ExecRequest{Argv: []string{"echo", "ok"}}, &res, CallOpts{}); err != nil || res.Stdout != "ok\n" {
+			if err := ActExec.Call(context.Background(), h, ExecRequest{Argv: []string{"echo", "ok"}}, &res, CallOpts{}); err != nil || res.Stdout != "ok\n" {
 				t.Fatalf("%s: call after the replacement: %v %+v", how, err, res)
 			}
 		}
@@ -314,7 +314,7 @@ func TestAgentReplacedNeverRuns(t *testing.T) {
 	must(t, os.Chmod(filepath.Dir(bin), 0o777))
 	defer os.Chmod(filepath.Dir(bin), 0o755)
 	h2 := sshd.host(t, "src")
-	err = h2.Call(context.Background(), "exec", ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
+	err = ActExec.Call(context.Background(), h2, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
 	if err == nil || !strings.Contains(err.Error(), "others can replace it") {
 		t.Fatalf("world-writable directory: %v", err)
 	}
@@ -328,7 +328,7 @@ func TestSSHLargeResult(t *testing.T) {
 	var res ExecResult
 	const n = 3 << 20
 	argv := []string{"sh", "-c", "head -c " + strconv.Itoa(n) + " /dev/zero | tr '\\0' a"}
-	must(t, h.Call(context.Background(), "exec", ExecRequest{Argv: argv, MaxBytes: 8 << 20}, &res, CallOpts{}))
+	must(t, ActExec.Call(context.Background(), h, ExecRequest{Argv: argv, MaxBytes: 8 << 20}, &res, CallOpts{}))
 	if len(res.Stdout) != n || strings.Trim(res.Stdout, "a") != "" {
 		t.Fatalf("got %d bytes of output, want %d", len(res.Stdout), n)
 	}

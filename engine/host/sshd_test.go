@@ -20,7 +20,7 @@ import (
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		log := hclog.New(&hclog.LoggerOptions{Name: "agent", Output: os.Stderr})
-		if err := Serve(context.Background(), Builtin(), os.Stdin, os.Stdout, log); err != nil {
+		if err := Serve(context.Background(), Table(Builtin()), os.Stdin, os.Stdout, log); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

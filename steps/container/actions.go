@@ -2,7 +2,6 @@ package container
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/opencontainers/runc/libcontainer"
 
@@ -12,11 +11,11 @@ import (
 // Agent actions that set up and inspect containers on a host, for the lab,
 // the demo and end-to-end tests. Migrations go through the criu.* actions
 // and Driver instead.
-const (
-	ActBundle  = "container.bundle"  // Bundle → nil: build a test bundle
-	ActStart   = "container.start"   // StartRequest → StartResult
-	ActState   = "container.state"   // Ref → State
-	ActDestroy = "container.destroy" // Ref → nil
+var (
+	ActBundle  = host.Action[Bundle, host.None]{Name: "container.bundle"} // build a test bundle
+	ActStart   = host.Action[StartRequest, StartResult]{Name: "container.start"}
+	ActState   = host.Action[Ref, State]{Name: "container.state"}
+	ActDestroy = host.Action[Ref, host.None]{Name: "container.destroy"}
 )
 
 // Ref names a container under a state root ("" for runc's).
@@ -45,41 +44,25 @@ type State struct {
 }
 
 // Actions returns the container.* agent actions.
-func Actions() host.Actions {
-	return host.Actions{
-		ActBundle: func(ctx context.Context, c *host.Call) (any, error) {
-			var b Bundle
-			if err := json.Unmarshal(c.Req, &b); err != nil {
-				return nil, err
-			}
-			return nil, b.Build()
-		},
-		ActStart: func(ctx context.Context, c *host.Call) (any, error) {
-			var req StartRequest
-			if err := json.Unmarshal(c.Req, &req); err != nil {
-				return nil, err
-			}
+func Actions() []host.Entry {
+	return []host.Entry{
+		ActBundle.Serve(func(ctx context.Context, c *host.Call, b Bundle) (host.None, error) {
+			return host.None{}, b.Build()
+		}),
+		ActStart.Serve(func(ctx context.Context, c *host.Call, req StartRequest) (StartResult, error) {
 			pid, err := Runtime{Root: req.Root}.Start(req.ID, req.Bundle)
 			if err != nil {
-				return nil, err
+				return StartResult{}, err
 			}
 			c.Log.Info("container started", "id", req.ID, "pid", pid)
 			return StartResult{PID: pid}, nil
-		},
-		ActState: func(ctx context.Context, c *host.Call) (any, error) {
-			var ref Ref
-			if err := json.Unmarshal(c.Req, &ref); err != nil {
-				return nil, err
-			}
+		}),
+		ActState.Serve(func(ctx context.Context, c *host.Call, ref Ref) (State, error) {
 			return Runtime{Root: ref.Root}.State(ref.ID)
-		},
-		ActDestroy: func(ctx context.Context, c *host.Call) (any, error) {
-			var ref Ref
-			if err := json.Unmarshal(c.Req, &ref); err != nil {
-				return nil, err
-			}
-			return nil, Runtime{Root: ref.Root}.Destroy(ref.ID)
-		},
+		}),
+		ActDestroy.Serve(func(ctx context.Context, c *host.Call, ref Ref) (host.None, error) {
+			return host.None{}, Runtime{Root: ref.Root}.Destroy(ref.ID)
+		}),
 	}
 }
 

@@ -15,29 +15,29 @@ func TestActions(t *testing.T) {
 		t.Skip("real containers")
 	}
 	ctx := context.Background()
-	h := host.NewLocal("local", Actions(), hclog.NewNullLogger())
+	h := host.NewLocal("local", host.Table(Actions()), hclog.NewNullLogger())
 	root := filepath.Join(t.TempDir(), "state")
 	ref := Ref{Root: root, ID: "etest-act"}
 	cleanup(t, Runtime{Root: root}, ref.ID)
 	b := Bundle{Dir: filepath.Join(t.TempDir(), "bundle"), Args: []string{"/bin/sleep", "1000"}}
-	if err := h.Call(ctx, ActBundle, b, nil, host.CallOpts{}); err != nil {
+	if err := ActBundle.Call(ctx, h, b, nil, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	var started StartResult
-	if err := h.Call(ctx, ActStart, StartRequest{Ref: ref, Bundle: b.Dir}, &started, host.CallOpts{}); err != nil {
+	if err := ActStart.Call(ctx, h, StartRequest{Ref: ref, Bundle: b.Dir}, &started, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	var st State
-	if err := h.Call(ctx, ActState, ref, &st, host.CallOpts{}); err != nil {
+	if err := ActState.Call(ctx, h, ref, &st, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if !st.Exists || st.Status != "running" || st.PID != started.PID {
 		t.Fatalf("state %+v, started pid %d", st, started.PID)
 	}
-	if err := h.Call(ctx, ActDestroy, ref, nil, host.CallOpts{}); err != nil {
+	if err := ActDestroy.Call(ctx, h, ref, nil, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Call(ctx, ActState, ref, &st, host.CallOpts{}); err != nil || st.Exists {
+	if err := ActState.Call(ctx, h, ref, &st, host.CallOpts{}); err != nil || st.Exists {
 		t.Fatalf("after destroy: %+v %v", st, err)
 	}
 }

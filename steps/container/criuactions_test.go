@@ -39,15 +39,15 @@ func TestThroughCriuActions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := host.NewLocal("local", criu.Actions(criu.Drivers{"container": NewDriver()}), hclog.NewNullLogger())
+	h := host.NewLocal("local", host.Table(criu.Actions(criu.Drivers{"container": NewDriver()})), hclog.NewNullLogger())
 	req := criu.Request{CRIU: r.CRIU, Workload: criu.Workload{Kind: "container", Name: "web", Config: cfg}}
 
 	var res criu.Resolved
-	if err := h.Call(ctx, criu.ActResolve, req, &res, host.CallOpts{}); err != nil {
+	if err := criu.ActResolve.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	var check criu.CheckResult
-	if err := h.Call(ctx, criu.ActCheck, criu.CheckAction{Request: req}, &check, host.CallOpts{}); err != nil {
+	if err := criu.ActCheck.Call(ctx, h, criu.CheckAction{Request: req}, &check, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if len(check.Problems) > 0 {
@@ -56,33 +56,33 @@ func TestThroughCriuActions(t *testing.T) {
 	waitCount(t, b, 2)
 	dir := filepath.Join(t.TempDir(), "1")
 	var dump criu.DumpResult
-	if err := h.Call(ctx, criu.ActDump, criu.DumpAction{Request: req, DumpRequest: criu.DumpRequest{Dir: dir, Resolved: &res}}, &dump, host.CallOpts{}); err != nil {
+	if err := criu.ActDump.Call(ctx, h, criu.DumpAction{Request: req, DumpRequest: criu.DumpRequest{Dir: dir, Resolved: &res}}, &dump, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	held := readCount(t, b)
-	if err := h.Call(ctx, criu.ActResume, criu.HeldAction{Request: req, Held: dump.Held}, nil, host.CallOpts{}); err != nil {
+	if err := criu.ActResume.Call(ctx, h, criu.HeldAction{Request: req, Held: dump.Held}, nil, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	held = nextCount(t, b, held)
 
 	dir = filepath.Join(t.TempDir(), "2")
-	if err := h.Call(ctx, criu.ActDump, criu.DumpAction{Request: req, DumpRequest: criu.DumpRequest{Dir: dir}}, &dump, host.CallOpts{}); err != nil {
+	if err := criu.ActDump.Call(ctx, h, criu.DumpAction{Request: req, DumpRequest: criu.DumpRequest{Dir: dir}}, &dump, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	held = readCount(t, b)
 	// Source held, restored copy running: the loop has no sockets, so
 	// both fit on one host (a server would need the source gone first).
 	var rest criu.RestoreResult
-	if err := h.Call(ctx, criu.ActRestore, criu.RestoreAction{Request: req, RestoreRequest: criu.RestoreRequest{Dir: dir}}, &rest, host.CallOpts{}); err != nil {
+	if err := criu.ActRestore.Call(ctx, h, criu.RestoreAction{Request: req, RestoreRequest: criu.RestoreRequest{Dir: dir}}, &rest, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := nextCount(t, b, held); n <= held || n > held+10 {
 		t.Fatalf("count did not continue: held %d, then %d", held, n)
 	}
-	if err := h.Call(ctx, criu.ActKill, criu.HeldAction{Request: req, Held: dump.Held}, nil, host.CallOpts{}); err != nil {
+	if err := criu.ActKill.Call(ctx, h, criu.HeldAction{Request: req, Held: dump.Held}, nil, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Call(ctx, criu.ActKillRest, criu.KillRestoredAction{Request: req, Result: rest}, nil, host.CallOpts{}); err != nil {
+	if err := criu.ActKillRest.Call(ctx, h, criu.KillRestoredAction{Request: req, Result: rest}, nil, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if r.Exists("etest-act1") || r.Exists("etest-act2") {

@@ -15,24 +15,25 @@ import (
 	"github.com/mig-project/mig/engine/host"
 )
 
-// Action names. Every request carries the host's `criu` setting (may be
-// empty) and, where a driver is involved, the workload.
-const (
-	ActResolve    = "criu.resolve"       // Request → Resolved
-	ActCheck      = "criu.check"         // CheckAction → CheckResult
-	ActPreDump    = "criu.predump"       // DumpAction → DumpResult
-	ActDump       = "criu.dump"          // DumpAction → DumpResult
-	ActResume     = "criu.resume"        // HeldAction → nil
-	ActKill       = "criu.kill"          // HeldAction → nil
-	ActRestore    = "criu.restore"       // RestoreAction → RestoreResult
-	ActKillRest   = "criu.kill-restored" // KillRestoredAction → nil
-	ActPageServer = "criu.page-server"   // PageServerAction → PageServerResult
-	ActWait       = "criu.wait"          // WaitAction → nil (waits for a page server)
-	ActLazyWait   = "criu.lazy-wait"     // LazyWaitAction → DumpResult
-	ActContinue   = "criu.continue"      // KillRestoredAction → nil (starts a tree restored stopped)
-	ActLazyDecide = "criu.lazy-decide"   // LazyDecideAction → host.Decision (should mig die during a post-copy move)
-	ActDoctor     = "criu.doctor"        // DoctorRequest → Report
-	ActGuard      = "criu.guard"         // GuardAction → GuardResult
+// The criu.* actions. Every request carries the host's `criu` setting
+// (may be empty) and, where a driver is involved, the workload.
+var (
+	ActResolve    = host.Action[Request, Resolved]{Name: "criu.resolve"}
+	ActCheck      = host.Action[CheckAction, CheckResult]{Name: "criu.check"}
+	ActPreDump    = host.Action[DumpAction, DumpResult]{Name: "criu.predump"}
+	ActDump       = host.Action[DumpAction, DumpResult]{Name: "criu.dump"}
+	ActResume     = host.Action[HeldAction, host.None]{Name: "criu.resume"}
+	ActKill       = host.Action[HeldAction, host.None]{Name: "criu.kill"}
+	ActRestore    = host.Action[RestoreAction, RestoreResult]{Name: "criu.restore"}
+	ActKillRest   = host.Action[KillRestoredAction, host.None]{Name: "criu.kill-restored"}
+	ActPageServer = host.Action[PageServerAction, PageServerResult]{Name: "criu.page-server"}
+	ActWait       = host.Action[WaitAction, host.None]{Name: "criu.wait"} // waits for a page server
+	ActLazyWait   = host.Action[LazyWaitAction, DumpResult]{Name: "criu.lazy-wait"}
+	ActContinue   = host.Action[KillRestoredAction, host.None]{Name: "criu.continue"} // starts a tree restored stopped
+	// Should mig die during a post-copy move: undo or commit?
+	ActLazyDecide = host.Action[LazyDecideAction, host.Decision]{Name: "criu.lazy-decide"}
+	ActDoctor     = host.Action[DoctorRequest, Report]{Name: "criu.doctor"}
+	ActGuard      = host.Action[GuardAction, GuardResult]{Name: "criu.guard"}
 )
 
 // HeldByRun is in the error of criu.resolve for a workload that a run's
@@ -163,27 +164,27 @@ type LazyWaitAction = LazyWaitRequest
 
 // Actions returns the criu.* agent actions, dispatching to drivers by
 // workload kind.
-func Actions(drivers Drivers) host.Actions {
+func Actions(drivers Drivers) []host.Entry {
 	a := actions{drivers: drivers}
-	acts := host.Actions{
-		ActResolve:    a.resolve,
-		ActCheck:      a.check,
-		ActPreDump:    withDriver(a, predump),
-		ActDump:       withDriver(a, dump),
-		ActResume:     withDriver(a, resume),
-		ActKill:       withDriver(a, kill),
-		ActRestore:    withDriver(a, restore),
-		ActKillRest:   withDriver(a, killRestored),
-		ActPageServer: a.pageServer,
-		ActWait:       a.wait,
-		ActLazyWait:   a.lazyWait,
-		ActContinue:   a.cont,
-		ActLazyDecide: a.lazyDecide,
-		ActDoctor:     a.doctor,
-		ActGuard:      a.guard,
+	acts := []host.Entry{
+		ActResolve.Serve(a.resolve),
+		ActCheck.Serve(a.check),
+		ActPreDump.Serve(withDriver(a, predump)),
+		ActDump.Serve(withDriver(a, dump)),
+		ActResume.Serve(withDriver(a, resume)),
+		ActKill.Serve(withDriver(a, kill)),
+		ActRestore.Serve(withDriver(a, restore)),
+		ActKillRest.Serve(withDriver(a, killRestored)),
+		ActPageServer.Serve(a.pageServer),
+		ActWait.Serve(a.wait),
+		ActLazyWait.Serve(a.lazyWait),
+		ActContinue.Serve(a.cont),
+		ActLazyDecide.Serve(a.lazyDecide),
+		ActDoctor.Serve(a.doctor),
+		ActGuard.Serve(a.guard),
 	}
-	for name, fn := range acts {
-		acts[name] = private(fn)
+	for i := range acts {
+		acts[i].Handler = private(acts[i].Handler)
 	}
 	return acts
 }
@@ -194,7 +195,7 @@ func Actions(drivers Drivers) host.Actions {
 // while any criu action runs it stays 077, and the last one to end puts
 // the previous one back: the local host's actions run in mig itself, whose
 // other children (exec steps) should not inherit it.
-func private(fn host.Action) host.Action {
+func private(fn host.Handler) host.Handler {
 	return func(ctx context.Context, c *host.Call) (any, error) {
 		umask.Lock()
 		if umask.users == 0 {
@@ -240,41 +241,28 @@ func (r Request) base() Request { return r }
 
 // withDriver makes an action of a driver call: it decodes the request and
 // finds CRIU and the workload's driver first.
-func withDriver[R interface{ base() Request }](a actions, run func(context.Context, Driver, Env, R) (any, error)) host.Action {
-	return func(ctx context.Context, c *host.Call) (any, error) {
-		req, err := decode[R](c)
-		if err != nil {
-			return nil, err
-		}
+func withDriver[R interface{ base() Request }, S any](a actions, run func(context.Context, Driver, Env, R) (S, error)) func(context.Context, *host.Call, R) (S, error) {
+	return func(ctx context.Context, c *host.Call, req R) (S, error) {
 		d, env, err := a.env(ctx, c, req.base())
 		if err != nil {
-			return nil, err
+			var zero S
+			return zero, err
 		}
 		return run(ctx, d, env, req)
 	}
 }
 
-func decode[T any](c *host.Call) (T, error) {
-	var v T
-	err := json.Unmarshal(c.Req, &v)
-	return v, err
-}
-
-func (a actions) resolve(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[Request](c)
-	if err != nil {
-		return nil, err
-	}
+func (a actions) resolve(ctx context.Context, c *host.Call, req Request) (Resolved, error) {
 	d, ok := a.drivers[req.Workload.Kind]
 	if !ok {
-		return nil, fmt.Errorf("no CRIU driver for workload kind %q", req.Workload.Kind)
+		return Resolved{}, fmt.Errorf("no CRIU driver for workload kind %q", req.Workload.Kind)
 	}
 	r, err := d.Resolve(ctx, Env{Log: c.Log}, req.Workload)
 	if err != nil {
-		return nil, err
+		return Resolved{}, err
 	}
 	if l, held := host.ActiveHold(HoldLock(Held{PID: r.PID, ID: r.ID})); held {
-		return nil, heldByRun(fmt.Sprintf("%s (%s)", req.Workload, r.Description), l)
+		return Resolved{}, heldByRun(fmt.Sprintf("%s (%s)", req.Workload, r.Description), l)
 	}
 	return r, nil
 }
@@ -286,11 +274,7 @@ func heldByRun(what string, l host.Lease) error {
 		what, l.Run, l.Run, l.Timeout)
 }
 
-func (a actions) check(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[CheckAction](c)
-	if err != nil {
-		return nil, err
-	}
+func (a actions) check(ctx context.Context, c *host.Call, req CheckAction) (CheckResult, error) {
 	var res CheckResult
 	b, err := Find(ctx, req.CRIU)
 	if err != nil {
@@ -324,33 +308,33 @@ func (a actions) check(ctx context.Context, c *host.Call) (any, error) {
 	if d, ok := a.drivers[req.Workload.Kind]; ok && !req.Source {
 		p, err := d.CheckTarget(ctx, Env{CRIU: b, Log: c.Log}, req.Workload, req.CheckRequest)
 		if err != nil {
-			return nil, err
+			return CheckResult{}, err
 		}
 		res.Problems = append(res.Problems, p...)
 	}
 	return res, nil
 }
 
-func predump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
+func predump(ctx context.Context, d Driver, env Env, req DumpAction) (DumpResult, error) {
 	res, err := d.PreDump(ctx, env, req.Workload, req.DumpRequest)
 	res.CRIU = env.CRIU.String()
 	return res, err
 }
 
-func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
+func dump(ctx context.Context, d Driver, env Env, req DumpAction) (DumpResult, error) {
 	if req.Lazy && req.Listen != nil && req.Listen.Port == 0 {
 		// Every driver gets a concrete port, and the caller learns it.
 		listen := *req.Listen
 		var err error
 		if listen.Port, err = freePort(listen.Host); err != nil {
-			return nil, fmt.Errorf("lazy dump: %w", err)
+			return DumpResult{}, fmt.Errorf("lazy dump: %w", err)
 		}
 		req.Listen = &listen
 	}
 	guarded := 0
 	if req.Lazy && req.Listen != nil && req.From != "" {
 		if err := guardPort(ctx, req.Listen.Port, req.From); err != nil {
-			return nil, fmt.Errorf("lazy dump: %w", err)
+			return DumpResult{}, fmt.Errorf("lazy dump: %w", err)
 		}
 		guarded = req.Listen.Port
 	}
@@ -370,7 +354,7 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 		// while the workload was being frozen: nobody will commit or undo
 		// this dump, so resume the workload now.
 		rerr := errors.Join(d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held), unguardPort(context.WithoutCancel(ctx), guarded))
-		return nil, errors.Join(fmt.Errorf("dump of %s finished after its caller left: %w; resumed it", req.Workload.Name, ctx.Err()), rerr)
+		return DumpResult{}, errors.Join(fmt.Errorf("dump of %s finished after its caller left: %w; resumed it", req.Workload.Name, ctx.Err()), rerr)
 	}
 	if err == nil && req.Hold != nil {
 		// From here the host answers for the frozen workload.
@@ -379,39 +363,39 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (any, error) {
 		kill.AfterPages = req.Lazy
 		lock := HoldLock(res.Held)
 		e := host.LeaseEntry{
-			Undo:   []host.Invocation{host.NewInvocation("", ActResume, held, lock)},
-			Commit: []host.Invocation{host.NewInvocation("", ActKill, kill, lock)},
+			Undo:   []host.Invocation{ActResume.Invocation("", held, lock)},
+			Commit: []host.Invocation{ActKill.Invocation("", kill, lock)},
 		}
 		if req.Lazy {
-			e.Decide = []host.Invocation{host.NewInvocation("", ActLazyDecide, LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID, Port: res.Listen.Port}, "")}
+			e.Decide = []host.Invocation{ActLazyDecide.Invocation("", LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID, Port: res.Listen.Port}, "")}
 		}
 		if herr := req.Hold.Add(e); herr != nil {
 			rerr := errors.Join(d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held), unguardPort(context.WithoutCancel(ctx), guarded))
-			return nil, errors.Join(fmt.Errorf("record the hold of %s: %w; resumed it", req.Workload.Name, herr), rerr)
+			return DumpResult{}, errors.Join(fmt.Errorf("record the hold of %s: %w; resumed it", req.Workload.Name, herr), rerr)
 		}
 	}
 	return res, err
 }
 
-func resume(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
+func resume(ctx context.Context, d Driver, env Env, req HeldAction) (host.None, error) {
 	err := d.Resume(ctx, env, req.Workload, req.Held)
-	return nil, errors.Join(err, unguardPort(ctx, req.Held.LazyPort))
+	return host.None{}, errors.Join(err, unguardPort(ctx, req.Held.LazyPort))
 }
 
-func kill(ctx context.Context, d Driver, env Env, req HeldAction) (any, error) {
+func kill(ctx context.Context, d Driver, env Env, req HeldAction) (host.None, error) {
 	if req.AfterPages && req.Held.LazyPID > 0 {
 		// Post-copy past its point of no return: the target runs, and
 		// the source must serve its last page before it may go.
 		if _, err := LazyWait(ctx, LazyWaitRequest{Dir: req.Held.Dir, PID: req.Held.LazyPID, Timeout: 3600}); err != nil {
-			return nil, fmt.Errorf("%w: THE WORKLOAD IS AT RISK: the target did not get all its pages; "+
+			return host.None{}, fmt.Errorf("%w: THE WORKLOAD IS AT RISK: the target did not get all its pages; "+
 				"the source stays frozen, since its memory is the only complete copy of the pages the target lacks", err)
 		}
 	}
 	err := d.Kill(ctx, env, req.Workload, req.Held)
-	return nil, errors.Join(err, unguardPort(ctx, req.Held.LazyPort))
+	return host.None{}, errors.Join(err, unguardPort(ctx, req.Held.LazyPort))
 }
 
-func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, error) {
+func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (RestoreResult, error) {
 	marker := filepath.Join(req.Dir, RestoredFile)
 	os.Remove(marker)
 	start := time.Now()
@@ -429,7 +413,7 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, er
 		// The caller went away: nobody will undo this restore, and the
 		// source is resumed, so the copy must not run on.
 		kerr := d.KillRestored(context.WithoutCancel(ctx), env, req.Workload, res)
-		return nil, errors.Join(fmt.Errorf("restore of %s finished after its caller left: %w; killed it", req.Workload.Name, ctx.Err()), kerr)
+		return RestoreResult{}, errors.Join(fmt.Errorf("restore of %s finished after its caller left: %w; killed it", req.Workload.Name, ctx.Err()), kerr)
 	}
 	if err == nil {
 		// The caller may still never hear of it (a link that went down
@@ -444,7 +428,7 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, er
 		k := KillRestoredAction{Request: req.Request, Result: res}
 		if herr := req.Hold.Add(RestoreLease(req.RestoreRequest, k)); herr != nil {
 			kerr := d.KillRestored(context.WithoutCancel(ctx), env, req.Workload, res)
-			return nil, errors.Join(fmt.Errorf("record the restore of %s in the hold: %w; killed it", req.Workload.Name, herr), kerr)
+			return RestoreResult{}, errors.Join(fmt.Errorf("record the restore of %s in the hold: %w; killed it", req.Workload.Name, herr), kerr)
 		}
 	}
 	return res, err
@@ -454,37 +438,29 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (any, er
 // mig die: kill it (undo); for post-copy, keep it if and only if every page
 // arrived (decide), starting it if it was restored stopped (commit).
 func RestoreLease(req RestoreRequest, k KillRestoredAction) host.LeaseEntry {
-	e := host.LeaseEntry{Undo: []host.Invocation{host.NewInvocation("", ActKillRest, k, "")}}
+	e := host.LeaseEntry{Undo: []host.Invocation{ActKillRest.Invocation("", k, "")}}
 	if req.Lazy {
-		e.Decide = []host.Invocation{host.NewInvocation("", ActLazyDecide, LazyDecideAction{Side: "target", Dir: req.Dir, PID: k.Result.LazyPID}, "")}
+		e.Decide = []host.Invocation{ActLazyDecide.Invocation("", LazyDecideAction{Side: "target", Dir: req.Dir, PID: k.Result.LazyPID}, "")}
 	}
 	if req.LeaveStopped {
-		e.Commit = []host.Invocation{host.NewInvocation("", ActContinue, k, "")}
+		e.Commit = []host.Invocation{ActContinue.Invocation("", k, "")}
 	}
 	return e
 }
 
-func (a actions) lazyDecide(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[LazyDecideAction](c)
-	if err != nil {
-		return nil, err
-	}
+func (a actions) lazyDecide(ctx context.Context, c *host.Call, req LazyDecideAction) (host.Decision, error) {
 	return LazyDecide(ctx, req)
 }
 
 // cont starts a tree restored with LeaveStopped.
-func (a actions) cont(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[KillRestoredAction](c)
-	if err != nil {
-		return nil, err
-	}
+func (a actions) cont(ctx context.Context, c *host.Call, req KillRestoredAction) (host.None, error) {
 	if req.Result.PID <= 0 {
-		return nil, errors.New("criu.continue: no pid")
+		return host.None{}, errors.New("criu.continue: no pid")
 	}
-	return nil, signalAll(tree(req.Result.PID), syscall.SIGCONT)
+	return host.None{}, signalAll(tree(req.Result.PID), syscall.SIGCONT)
 }
 
-func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction) (any, error) {
+func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction) (host.None, error) {
 	marker := ""
 	if req.Dir != "" {
 		marker = filepath.Join(req.Dir, RestoredFile)
@@ -493,14 +469,14 @@ func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction
 		var rec restoredRecord
 		b, err := os.ReadFile(marker)
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil // nothing was restored there
+			return host.None{}, nil // nothing was restored there
 		}
 		if err != nil || json.Unmarshal(b, &rec) != nil {
-			return nil, fmt.Errorf("read %s: %v", marker, err)
+			return host.None{}, fmt.Errorf("read %s: %v", marker, err)
 		}
 		if rec.Result.PID > 0 && startTime(rec.Result.PID) != rec.Start {
 			os.Remove(marker) // that process is gone already
-			return nil, nil
+			return host.None{}, nil
 		}
 		env.Log.Info("killing what a restore whose caller left started", "pid", rec.Result.PID)
 		req.Result = rec.Result
@@ -526,29 +502,25 @@ func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction
 	if err == nil && marker != "" {
 		os.Remove(marker)
 	}
-	return nil, err
+	return host.None{}, err
 }
 
-func (a actions) guard(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[GuardAction](c)
-	if err != nil {
-		return nil, err
-	}
+func (a actions) guard(ctx context.Context, c *host.Call, req GuardAction) (GuardResult, error) {
 	table := GuardTable(req.Workload)
 	switch req.Op {
 	case "down":
 		return GuardResult{Table: table}, StopGuard(ctx, 0, table)
 	case "up":
 	default:
-		return nil, fmt.Errorf("criu.guard: unknown op %q (want up or down)", req.Op)
+		return GuardResult{}, fmt.Errorf("criu.guard: unknown op %q (want up or down)", req.Op)
 	}
 	o, err := req.Workload.Options()
 	if err != nil {
-		return nil, err
+		return GuardResult{}, err
 	}
 	mode, how, err := NewConnections(o.NewConnections)
 	if err != nil {
-		return nil, err
+		return GuardResult{}, err
 	}
 	if len(req.Ports) == 0 && len(req.Conns) == 0 {
 		// Nothing to guard; a guard left from before goes.
@@ -558,30 +530,26 @@ func (a actions) guard(ctx context.Context, c *host.Call) (any, error) {
 		Established: true, Deadline: time.Duration(req.Deadline * float64(time.Second))}
 	pid, err := StartGuard(ctx, 0, spec)
 	if err != nil {
-		return nil, err
+		return GuardResult{}, err
 	}
 	c.Log.Info("guard up", "table", table, "ports", req.Ports, "connections", len(req.Conns), "new_connections", mode, "queue", how)
 	return GuardResult{Table: table, NewConnections: mode, Queue: how, PID: pid}, nil
 }
 
-func (a actions) pageServer(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[PageServerAction](c)
-	if err != nil {
-		return nil, err
-	}
+func (a actions) pageServer(ctx context.Context, c *host.Call, req PageServerAction) (PageServerResult, error) {
 	b, err := Find(ctx, req.CRIU)
 	if err != nil {
-		return nil, err
+		return PageServerResult{}, err
 	}
 	if req.From != "" {
 		// Choose the port first, so that it is guarded before CRIU listens.
 		if req.Listen.Port == 0 {
 			if req.Listen.Port, err = freePort(req.Listen.Host); err != nil {
-				return nil, fmt.Errorf("page server: %w", err)
+				return PageServerResult{}, fmt.Errorf("page server: %w", err)
 			}
 		}
 		if err := guardPort(ctx, req.Listen.Port, req.From); err != nil {
-			return nil, err
+			return PageServerResult{}, err
 		}
 	}
 	pid, port, err := b.PageServer(ctx, req.Dir, req.Parent, req.Listen)
@@ -589,32 +557,24 @@ func (a actions) pageServer(ctx context.Context, c *host.Call) (any, error) {
 		if req.From != "" {
 			unguardPort(context.WithoutCancel(ctx), req.Listen.Port)
 		}
-		return nil, err
+		return PageServerResult{}, err
 	}
 	return PageServerResult{PID: pid, Port: port}, nil
 }
 
-func (a actions) wait(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[WaitAction](c)
-	if err != nil {
-		return nil, err
-	}
+func (a actions) wait(ctx context.Context, c *host.Call, req WaitAction) (host.None, error) {
 	limit := time.Duration(req.Timeout * float64(time.Second))
 	if limit <= 0 {
 		limit = time.Minute
 	}
-	err = waitGone(ctx, []int{req.PID}, limit)
+	err := waitGone(ctx, []int{req.PID}, limit)
 	if err == nil {
 		err = unguardPort(ctx, req.Port)
 	}
-	return nil, err
+	return host.None{}, err
 }
 
-func (a actions) lazyWait(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[LazyWaitAction](c)
-	if err != nil {
-		return nil, err
-	}
+func (a actions) lazyWait(ctx context.Context, c *host.Call, req LazyWaitAction) (DumpResult, error) {
 	res, err := LazyWait(ctx, req)
 	if !alive(req.PID) {
 		err = errors.Join(err, unguardPort(ctx, req.Port))
@@ -649,11 +609,7 @@ type Report struct {
 	QueueError string `json:"queue_error,omitempty"`
 }
 
-func (a actions) doctor(ctx context.Context, c *host.Call) (any, error) {
-	req, err := decode[DoctorRequest](c)
-	if err != nil {
-		return nil, err
-	}
+func (a actions) doctor(ctx context.Context, c *host.Call, req DoctorRequest) (Report, error) {
 	return Doctor(ctx, req), nil
 }
 

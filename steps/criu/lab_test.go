@@ -345,12 +345,12 @@ type stranger struct {
 }
 
 func (s *stranger) Call(ctx context.Context, action string, req, resp any, opts host.CallOpts) error {
-	if r, ok := req.(criu.DumpAction); ok && action == criu.ActDump && r.PageServer != nil {
+	if r, ok := req.(criu.DumpAction); ok && action == criu.ActDump.Name && r.PageServer != nil {
 		s.tried.Add(1)
 		s.knock(net.JoinHostPort(r.PageServer.Host, strconv.Itoa(r.PageServer.Port)))
 	}
 	err := s.Host.Call(ctx, action, req, resp, opts)
-	if r, ok := req.(criu.DumpAction); ok && action == criu.ActDump && r.Lazy && err == nil {
+	if r, ok := req.(criu.DumpAction); ok && action == criu.ActDump.Name && r.Lazy && err == nil {
 		// The source now serves the frozen process's pages to the target.
 		if res, ok := resp.(*criu.DumpResult); ok && res.Listen != nil {
 			s.tried.Add(1)
@@ -470,7 +470,7 @@ func TestLabAgentReplacedDuringHold(t *testing.T) {
 	// Agents started ahead run the genuine binary already; use them up, so
 	// that the undo needs a new one.
 	for range 3 {
-		if err := lh.hosts["h1"].Call(ctx, "exec", host.ExecRequest{Argv: []string{"true"}}, nil, host.CallOpts{}); err != nil {
+		if err := host.ActExec.Call(ctx, lh.hosts["h1"], host.ExecRequest{Argv: []string{"true"}}, nil, host.CallOpts{}); err != nil {
 			t.Fatalf("a call after the binary was replaced: %v", err)
 		}
 	}

@@ -44,7 +44,7 @@ func TestExplainWarningsOnly(t *testing.T) {
 func TestDoctorAction(t *testing.T) {
 	needCRIU(t)
 	var r Report
-	if err := testHost(t).Call(context.Background(), ActDoctor, DoctorRequest{}, &r, host.CallOpts{}); err != nil {
+	if err := ActDoctor.Call(context.Background(), testHost(t), DoctorRequest{}, &r, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if r.CRIU.Path == "" || r.CRIU.Rule == "" || !r.CheckOK || r.Kernel == "" || r.Cgroup == "" || len(r.Limits) != 2 {

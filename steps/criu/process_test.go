@@ -38,10 +38,7 @@ func TestMain(m *testing.M) {
 		os.Exit(preflightHelper(os.Args[2], os.Args[3:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
-		actions := host.Builtin()
-		for name, fn := range Actions(Drivers{"process": Process{}}) {
-			actions[name] = fn
-		}
+		actions := host.Table(host.Builtin(), Actions(Drivers{"process": Process{}}))
 		log := hclog.New(&hclog.LoggerOptions{Name: "agent", Output: os.Stderr, Level: hclog.Warn})
 		if err := host.Serve(context.Background(), actions, os.Stdin, os.Stdout, log); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -82,7 +79,7 @@ func needCRIU(t *testing.T) Binary {
 
 func testHost(t *testing.T) host.Host {
 	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Warn, Output: io.Discard})
-	return host.NewLocal("local", Actions(Drivers{"process": Process{}}), log)
+	return host.NewLocal("local", host.Table(Actions(Drivers{"process": Process{}})), log)
 }
 
 type counter struct {
@@ -171,7 +168,7 @@ func TestDumpResume(t *testing.T) {
 	w := processWorkload(t, map[string]any{"pid": c.cmd.Process.Pid, "tcp_established": true})
 
 	var r Resolved
-	if err := h.Call(ctx, ActResolve, Request{Workload: w}, &r, host.CallOpts{}); err != nil {
+	if err := ActResolve.Call(ctx, h, Request{Workload: w}, &r, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if r.PID != c.cmd.Process.Pid || len(r.Listens) != 1 || r.Listens[0] != testPortBase+1 {
@@ -180,7 +177,7 @@ func TestDumpResume(t *testing.T) {
 	before := c.count(t)
 	var res DumpResult
 	dir := imagesDir(t)
-	err := h.Call(ctx, ActDump, DumpAction{Request: Request{Workload: w}, DumpRequest: DumpRequest{Dir: dir, Resolved: &r}}, &res, host.CallOpts{})
+	err := ActDump.Call(ctx, h, DumpAction{Request: Request{Workload: w}, DumpRequest: DumpRequest{Dir: dir, Resolved: &r}}, &res, host.CallOpts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +216,7 @@ func TestDumpResume(t *testing.T) {
 	}
 	t.Logf("dump: %.3fs, stats %v", res.Seconds, res.Stats)
 
-	if err := h.Call(ctx, ActResume, HeldAction{Request: Request{Workload: w}, Held: res.Held}, nil, host.CallOpts{}); err != nil {
+	if err := ActResume.Call(ctx, h, HeldAction{Request: Request{Workload: w}, Held: res.Held}, nil, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-held; err != nil {
@@ -246,10 +243,10 @@ func TestDumpKillRestore(t *testing.T) {
 
 	dir := imagesDir(t)
 	var res DumpResult
-	if err := h.Call(ctx, ActDump, DumpAction{Request: Request{Workload: w}, DumpRequest: DumpRequest{Dir: dir}}, &res, host.CallOpts{}); err != nil {
+	if err := ActDump.Call(ctx, h, DumpAction{Request: Request{Workload: w}, DumpRequest: DumpRequest{Dir: dir}}, &res, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Call(ctx, ActKill, HeldAction{Request: Request{Workload: w}, Held: res.Held}, nil, host.CallOpts{}); err != nil {
+	if err := ActKill.Call(ctx, h, HeldAction{Request: Request{Workload: w}, Held: res.Held}, nil, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	<-c.done // reaped: the pid is free again
@@ -258,10 +255,10 @@ func TestDumpKillRestore(t *testing.T) {
 	}
 
 	var rr RestoreResult
-	if err := h.Call(ctx, ActRestore, RestoreAction{Request: Request{Workload: w}, RestoreRequest: RestoreRequest{Dir: dir}}, &rr, host.CallOpts{}); err != nil {
+	if err := ActRestore.Call(ctx, h, RestoreAction{Request: Request{Workload: w}, RestoreRequest: RestoreRequest{Dir: dir}}, &rr, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
-	defer h.Call(ctx, ActKillRest, KillRestoredAction{Request: Request{Workload: w}, Result: rr}, nil, host.CallOpts{})
+	defer ActKillRest.Call(ctx, h, KillRestoredAction{Request: Request{Workload: w}, Result: rr}, nil, host.CallOpts{})
 	if rr.PID != pid {
 		t.Errorf("restored pid %d, want %d", rr.PID, pid)
 	}
@@ -276,7 +273,7 @@ func TestDumpKillRestore(t *testing.T) {
 	if rr.Stats["pages_restored"] <= 0 {
 		t.Errorf("restore stats: %v", rr.Stats)
 	}
-	if err := h.Call(ctx, ActKillRest, KillRestoredAction{Request: Request{Workload: w}, Result: rr}, nil, host.CallOpts{}); err != nil {
+	if err := ActKillRest.Call(ctx, h, KillRestoredAction{Request: Request{Workload: w}, Result: rr}, nil, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if alive(pid) {
@@ -289,7 +286,7 @@ func TestRestoreEmptyDirExplains(t *testing.T) {
 	h := testHost(t)
 	w := processWorkload(t, map[string]any{"pid": 1})
 	dir := imagesDir(t)
-	err := h.Call(context.Background(), ActRestore, RestoreAction{Request: Request{Workload: w}, RestoreRequest: RestoreRequest{Dir: dir}}, nil, host.CallOpts{})
+	err := ActRestore.Call(context.Background(), h, RestoreAction{Request: Request{Workload: w}, RestoreRequest: RestoreRequest{Dir: dir}}, nil, host.CallOpts{})
 	if err == nil {
 		t.Fatal("restore from an empty dir succeeded")
 	}
@@ -324,7 +321,7 @@ func TestResolveRejects(t *testing.T) {
 		{map[string]any{}, "exactly one"},
 	}
 	for _, tc := range cases {
-		err := h.Call(ctx, ActResolve, Request{Workload: processWorkload(t, tc.cfg)}, nil, host.CallOpts{})
+		err := ActResolve.Call(ctx, h, Request{Workload: processWorkload(t, tc.cfg)}, nil, host.CallOpts{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: got %v, want an error with %q", tc.cfg, err, tc.want)
 		}
@@ -333,7 +330,7 @@ func TestResolveRejects(t *testing.T) {
 	stopped := plain.cmd.Process.Pid
 	syscall.Kill(stopped, syscall.SIGSTOP)
 	waitState(t, stopped, 'T')
-	err := h.Call(ctx, ActResolve, Request{Workload: processWorkload(t, map[string]any{"pid": stopped, "shell_job": true})}, nil, host.CallOpts{})
+	err := ActResolve.Call(ctx, h, Request{Workload: processWorkload(t, map[string]any{"pid": stopped, "shell_job": true})}, nil, host.CallOpts{})
 	syscall.Kill(stopped, syscall.SIGCONT)
 	if err == nil || !strings.Contains(err.Error(), "is stopped (State: T)") || !strings.Contains(err.Error(), "mig runs") {
 		t.Errorf("stopped pid: %v", err)
@@ -341,7 +338,7 @@ func TestResolveRejects(t *testing.T) {
 	// match finds the counter by its argv; with shell_job it is accepted.
 	var r Resolved
 	w := processWorkload(t, map[string]any{"match": []string{"counter", "-listen", plain.addr}, "shell_job": true})
-	if err := h.Call(ctx, ActResolve, Request{Workload: w}, &r, host.CallOpts{}); err != nil {
+	if err := ActResolve.Call(ctx, h, Request{Workload: w}, &r, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	if r.PID != plain.cmd.Process.Pid {
@@ -355,7 +352,7 @@ func TestCheckTargetPortTaken(t *testing.T) {
 	_ = c
 	var res CheckResult
 	req := CheckAction{Request: Request{Workload: Workload{Kind: "process", Name: "web"}}, CheckRequest: CheckRequest{Ports: []int{testPortBase + 4, testPortBase + 5}}}
-	if err := h.Call(context.Background(), ActCheck, req, &res, host.CallOpts{}); err != nil {
+	if err := ActCheck.Call(context.Background(), h, req, &res, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
 	joined := strings.Join(res.Problems, "\n")

@@ -1,9 +1,10 @@
-package steps
+// Package netaddr moves service addresses between hosts: the net.addr
+// agent action, which the move_ip step calls and mig's agent serves.
+package netaddr
 
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,15 +17,16 @@ import (
 	"github.com/mig-project/mig/engine/host"
 )
 
-// NetActions are the agent actions for network changes on a host.
-func NetActions() host.Actions {
-	return host.Actions{
-		"net.addr": NetAddr,
-	}
+// Act adds, removes or looks up an address on an interface.
+var Act = host.Action[Request, Result]{Name: "net.addr"}
+
+// Actions serves Act.
+func Actions() []host.Entry {
+	return []host.Entry{Act.Serve(addr)}
 }
 
-// NetAddrRequest adds, removes or looks up an address on an interface.
-type NetAddrRequest struct {
+// Request adds, removes or looks up an address on an interface.
+type Request struct {
 	Op        string `json:"op"`        // "add", "del" or "show"
 	Address   string `json:"address"`   // CIDR, such as 10.77.0.100/24
 	Interface string `json:"interface"` // such as eth0
@@ -34,12 +36,12 @@ type NetAddrRequest struct {
 	// Hold, when set, is the run's lease on this host: Undo is recorded
 	// there before the change, so the host puts things back should mig
 	// die.
-	Hold *host.HoldRef   `json:"hold,omitempty"`
-	Undo *NetAddrRequest `json:"undo,omitempty"`
+	Hold *host.HoldRef `json:"hold,omitempty"`
+	Undo *Request      `json:"undo,omitempty"`
 }
 
-// NetAddrResult says what was there before the call.
-type NetAddrResult struct {
+// Result says what was there before the call.
+type Result struct {
 	Present   bool `json:"present"` // the address was on the interface before the call
 	Announced int  `json:"announced,omitempty"`
 }
@@ -49,49 +51,45 @@ type NetAddrResult struct {
 // a lost frame, not against a slow neighbour.
 const announceGap = 2 * time.Millisecond
 
-// NetAddr is the "net.addr" action. Adding an address that is there and
-// removing one that is not are not errors, so a retried step converges.
-func NetAddr(ctx context.Context, c *host.Call) (any, error) {
-	var req NetAddrRequest
-	if err := json.Unmarshal(c.Req, &req); err != nil {
-		return nil, err
-	}
+// addr serves Act. Adding an address that is there and removing one that
+// is not are not errors, so a retried step converges.
+func addr(ctx context.Context, c *host.Call, req Request) (Result, error) {
 	prefix, err := netip.ParsePrefix(req.Address)
 	if err != nil {
-		return nil, fmt.Errorf("address %q: %w", req.Address, err)
+		return Result{}, fmt.Errorf("address %q: %w", req.Address, err)
 	}
 	link, err := netlink.LinkByName(req.Interface)
 	if err != nil {
-		return nil, fmt.Errorf("interface %q: %w", req.Interface, err)
+		return Result{}, fmt.Errorf("interface %q: %w", req.Interface, err)
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{
+	a := &netlink.Addr{IPNet: &net.IPNet{
 		IP:   net.IP(prefix.Addr().AsSlice()),
 		Mask: net.CIDRMask(prefix.Bits(), prefix.Addr().BitLen()),
 	}}
 	present, err := hasAddr(link, prefix.Addr())
 	if err != nil {
-		return nil, err
+		return Result{}, err
 	}
-	res := NetAddrResult{Present: present}
+	res := Result{Present: present}
 	if req.Hold != nil && req.Undo != nil && req.Op != "show" {
 		undo := *req.Undo
-		if err := req.Hold.Add(host.LeaseEntry{Undo: []host.Invocation{host.NewInvocation("", "net.addr", undo, "")}}); err != nil {
-			return nil, fmt.Errorf("record how to undo in the hold: %w", err)
+		if err := req.Hold.Add(host.LeaseEntry{Undo: []host.Invocation{Act.Invocation("", undo, "")}}); err != nil {
+			return Result{}, fmt.Errorf("record how to undo in the hold: %w", err)
 		}
 	}
 	switch req.Op {
 	case "show":
 	case "del":
 		if present {
-			if err := netlink.AddrDel(link, addr); err != nil {
-				return nil, fmt.Errorf("remove %s from %s: %w", req.Address, req.Interface, err)
+			if err := netlink.AddrDel(link, a); err != nil {
+				return Result{}, fmt.Errorf("remove %s from %s: %w", req.Address, req.Interface, err)
 			}
 			c.Log.Info("address removed", "address", req.Address, "interface", req.Interface)
 		}
 	case "add":
 		if !present {
-			if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
-				return nil, fmt.Errorf("add %s to %s: %w", req.Address, req.Interface, err)
+			if err := netlink.AddrAdd(link, a); err != nil && !errors.Is(err, unix.EEXIST) {
+				return Result{}, fmt.Errorf("add %s to %s: %w", req.Address, req.Interface, err)
 			}
 			c.Log.Info("address added", "address", req.Address, "interface", req.Interface)
 		}
@@ -103,7 +101,7 @@ func NetAddr(ctx context.Context, c *host.Call) (any, error) {
 			}
 		}
 	default:
-		return nil, fmt.Errorf("net.addr: unknown op %q (want add, del or show)", req.Op)
+		return Result{}, fmt.Errorf("net.addr: unknown op %q (want add, del or show)", req.Op)
 	}
 	return res, nil
 }
