@@ -49,8 +49,10 @@ func (w *Workflow) Validate(vars map[string]cty.Value) hcl.Diagnostics {
 // Plan evaluates every step in dependency order with upstream outputs
 // unknown and asks each kind what it would do. Kinds may inspect hosts
 // read-only; hosts are opened when first needed and closed before return.
+// Plan changes nothing: it uses mig's agent where it is installed and
+// installs it nowhere (host.ReadOnly), so a host without it is not checked.
 func (w *Workflow) Plan(ctx context.Context, vars map[string]cty.Value) (*Plan, hcl.Diagnostics) {
-	return w.plan(ctx, vars, true)
+	return w.plan(host.ReadOnly(ctx), vars, true)
 }
 
 func (w *Workflow) plan(ctx context.Context, vars map[string]cty.Value, callKinds bool) (*Plan, hcl.Diagnostics) {

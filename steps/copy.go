@@ -3,7 +3,6 @@ package steps
 import (
 	"context"
 	"fmt"
-	"net"
 	"path"
 
 	"github.com/hashicorp/hcl/v2"
@@ -90,13 +89,9 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	env.Log.Debug("copy", "from", src.Name(), "source", source, "to", dst.Name(), "destination", dest)
 	opts := host.CopyOptions{Progress: env.Progress, Merge: Bool(cfg, "merge", false), KeepAside: true}
 	if Bool(cfg, "direct", false) {
-		a, ok := dst.(interface{ Address() string })
-		if !ok {
-			return Result{}, fmt.Errorf("direct = true needs an SSH destination; host %q is not one", dst.Name())
-		}
-		ip, _, err := net.SplitHostPort(a.Address())
-		if err != nil {
-			return Result{}, err
+		ip := String(Attr(cfg, "to"), "address", "")
+		if ip == "" {
+			return Result{}, fmt.Errorf("direct = true needs a destination reached over the network; host %q is the local machine", dst.Name())
 		}
 		opts.Direct = ip
 	}

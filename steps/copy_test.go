@@ -98,7 +98,7 @@ destination = "/nonexistent2"
 direct = true
 `, vars)
 	_, err := Copy{}.Apply(context.Background(), cfg, testEnv(t, a, b))
-	if err == nil || !strings.Contains(err.Error(), `direct = true needs an SSH destination; host "b"`) {
+	if err == nil || !strings.Contains(err.Error(), `direct = true needs a destination reached over the network; host "b"`) {
 		t.Fatalf("error %v", err)
 	}
 }

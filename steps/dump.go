@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -251,16 +250,10 @@ func check(ctx context.Context, env Env, hostName string, hostV cty.Value, w wor
 	return res, err
 }
 
-// hostAddress is the address other hosts reach hostName at: its ssh
+// hostAddress is the address other hosts reach a host at: its value's
 // address, or loopback for the local machine.
 func hostAddress(hostV cty.Value) string {
-	if a := String(Attr(hostV, "ssh"), "address", ""); a != "" {
-		if h, _, err := net.SplitHostPort(a); err == nil {
-			return h
-		}
-		return a
-	}
-	return "127.0.0.1"
+	return String(hostV, "address", "127.0.0.1")
 }
 
 func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {

@@ -10,6 +10,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // The scripts below are constant. The values they need (mig's directory on
@@ -20,12 +23,12 @@ import (
 // binary, the sha256 of its content and the identity of the same open file
 // (identityFormat), the user's uid and the owner and mode of its directory;
 // or "missing".
-const probeScript = `sh -c 'IFS= read -r dir && IFS= read -r sum && uname -m &&
+var probeScript = []string{"sh", "-c", `IFS= read -r dir && IFS= read -r sum && uname -m &&
 bin="$dir/bin/mig-$sum" &&
 if [ -f "$bin" ] && exec 3<"$bin"; then
   s=$(sha256sum <&3) && echo "${s%% *}" &&
   stat -L -c "` + identityFormat + `" /proc/self/fd/3 && id -u && stat -c "%u %a" "$dir/bin"
-else echo missing; fi'`
+else echo missing; fi`}
 
 // identityFormat is stat's format for a file's identity: device, inode,
 // size, owner, mode and change time (in nanoseconds). A file replaced by
@@ -55,7 +58,7 @@ const agentChanged = "mig: the agent binary changed since mig checked it; refusi
 // place. A good binary already there (another mig installed it meanwhile)
 // is kept: replacing it would change the file that mig, or that other
 // mig, checked.
-const installScript = `sh -c 'set -e
+var installScript = []string{"sh", "-c", `set -e
 IFS= read -r dir; IFS= read -r sum
 mkdir -p -m 0700 "$dir"; mkdir -p -m 0755 "$dir/bin"
 tmp="$dir/bin/.mig-$sum.$$"
@@ -67,7 +70,7 @@ chmod 0755 "$tmp"
 bin="$dir/bin/mig-$sum"
 ln "$tmp" "$bin" 2>/dev/null && exit 0
 got=$(sha256sum < "$bin" 2>/dev/null) || got=
-if [ "${got%% *}" != "$sum" ]; then mv -f "$tmp" "$bin"; fi'`
+if [ "${got%% *}" != "$sum" ]; then mv -f "$tmp" "$bin"; fi`}
 
 // unameArch maps GOARCH to what `uname -m` prints.
 var unameArch = map[string][]string{
@@ -82,55 +85,88 @@ var unameArch = map[string][]string{
 
 func goarch() string { return runtime.GOARCH }
 
-// ensureAgent installs mig's binary on the host when it is missing or
-// damaged, and returns its remote path.
-func (s *SSH) ensureAgent(ctx context.Context, c *sshConn) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.bin != "" {
-		return s.bin, nil
+// Runner runs a fixed command on a host, feeding it stdin, and returns
+// its stdout; a non-zero exit is an error carrying its stderr. It is all
+// that installing the agent needs from a transport: the SSH transport runs
+// the command in a session, another (a container's or a pod's exec) would
+// run it there.
+type Runner interface {
+	Run(ctx context.Context, cmd []string, stdin io.Reader) (string, error)
+}
+
+// installer keeps mig's binary installed on one host, reached through a
+// Runner.
+type installer struct {
+	workDir string // mig's directory on the host
+	binary  string // the local binary to install; "": os.Executable()
+	goarch  string // the architecture the installed binary needs
+	log     hclog.Logger
+
+	mu    sync.Mutex
+	bin   string // remote path of the agent binary, once checked
+	binID string // its identity when it was hashed
+}
+
+// ensure installs mig's binary on the host when it is missing or damaged,
+// and returns its remote path and identity. Under ReadOnly(ctx) it
+// installs nothing: a missing binary is a *NoAgentError.
+func (in *installer) ensure(ctx context.Context, r Runner) (bin, id string, err error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.bin != "" {
+		return in.bin, in.binID, nil
 	}
-	local := s.cfg.Binary
+	local := in.binary
 	if local == "" {
 		exe, err := os.Executable()
 		if err != nil {
-			return "", fmt.Errorf("find mig's own binary: %w", err)
+			return "", "", fmt.Errorf("find mig's own binary: %w", err)
 		}
 		local = exe
 	}
 	sum, err := fileSum(local)
 	if err != nil {
-		return "", fmt.Errorf("read mig's binary: %w", err)
+		return "", "", fmt.Errorf("read mig's binary: %w", err)
 	}
-	dir := strings.TrimRight(s.cfg.WorkDir, "/")
+	dir := strings.TrimRight(in.workDir, "/")
 	if !strings.HasPrefix(dir, "/") || strings.ContainsAny(dir, "\n\x00") {
-		return "", fmt.Errorf("work_dir %q must be an absolute path", s.cfg.WorkDir)
+		return "", "", fmt.Errorf("work_dir %q must be an absolute path", in.workDir)
 	}
 	lines := dir + "\n" + sum + "\n"
-	bin := dir + "/bin/mig-" + sum
+	bin = dir + "/bin/mig-" + sum
 	for try := 0; ; try++ {
-		p, err := s.probeAgent(ctx, c, lines)
+		p, err := in.probe(ctx, r, lines)
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		if p.sum == sum {
 			if err := p.safe(); err != nil {
-				return "", fmt.Errorf("mig's binary at %s: %w", bin, err)
+				return "", "", fmt.Errorf("mig's binary at %s: %w", bin, err)
 			}
-			s.bin, s.binID = bin, p.identity
-			return bin, nil
+			in.bin, in.binID = bin, p.identity
+			return bin, p.identity, nil
 		}
 		if try > 0 {
-			return "", fmt.Errorf("install mig's binary at %s: after the upload its sha256 is %s, want %s", bin, p.sum, sum)
+			return "", "", fmt.Errorf("install mig's binary at %s: after the upload its sha256 is %s, want %s", bin, p.sum, sum)
+		}
+		if readOnly(ctx) {
+			return "", "", &NoAgentError{Path: bin}
 		}
 		if p.sum != "missing" {
-			s.log.Warn("installed binary is damaged or replaced; reinstalling", "path", bin)
+			in.log.Warn("installed binary is damaged or replaced; reinstalling", "path", bin)
 		}
-		s.log.Info("installing mig on the host", "path", bin)
-		if err := s.upload(ctx, c, local, lines); err != nil {
-			return "", fmt.Errorf("install mig's binary at %s: %w", bin, err)
+		in.log.Info("installing mig on the host", "path", bin)
+		if err := in.upload(ctx, r, local, lines); err != nil {
+			return "", "", fmt.Errorf("install mig's binary at %s: %w", bin, err)
 		}
 	}
+}
+
+// forget makes the next ensure check the binary again.
+func (in *installer) forget() {
+	in.mu.Lock()
+	in.bin, in.binID = "", ""
+	in.mu.Unlock()
 }
 
 // agentProbe is what probeScript found.
@@ -141,8 +177,8 @@ type agentProbe struct {
 	dir      string // "uid mode" of the binary's directory
 }
 
-func (s *SSH) probeAgent(ctx context.Context, c *sshConn, lines string) (agentProbe, error) {
-	out, err := s.run(ctx, c, probeScript, strings.NewReader(lines))
+func (in *installer) probe(ctx context.Context, r Runner, lines string) (agentProbe, error) {
+	out, err := r.Run(ctx, probeScript, strings.NewReader(lines))
 	if err != nil {
 		return agentProbe{}, fmt.Errorf("probe for mig's binary: %w", err)
 	}
@@ -150,9 +186,9 @@ func (s *SSH) probeAgent(ctx context.Context, c *sshConn, lines string) (agentPr
 	if len(l) < 2 {
 		return agentProbe{}, fmt.Errorf("probe for mig's binary: unexpected output %q", out)
 	}
-	if !archMatches(s.goarch, l[0]) {
+	if !archMatches(in.goarch, l[0]) {
 		return agentProbe{}, fmt.Errorf("wrong architecture: the host is %s but this mig is built for %s; "+
-			"build mig for the host's architecture (GOARCH) and run it from a machine of that kind", l[0], s.goarch)
+			"build mig for the host's architecture (GOARCH) and run it from a machine of that kind", l[0], in.goarch)
 	}
 	p := agentProbe{sum: l[1]}
 	if p.sum == "missing" {
@@ -188,13 +224,13 @@ func (p agentProbe) safe() error {
 	return nil
 }
 
-func (s *SSH) upload(ctx context.Context, c *sshConn, local, lines string) error {
+func (in *installer) upload(ctx context.Context, r Runner, local, lines string) error {
 	f, err := os.Open(local)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	_, err = s.run(ctx, c, installScript, io.MultiReader(strings.NewReader(lines), f))
+	_, err = r.Run(ctx, installScript, io.MultiReader(strings.NewReader(lines), f))
 	return err
 }
 
@@ -218,4 +254,28 @@ func fileSum(path string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// NoAgentError is a call that needed mig's agent on a host where it is not
+// installed, made under ReadOnly: nothing was installed.
+type NoAgentError struct {
+	Path string // where the agent would be
+}
+
+func (e *NoAgentError) Error() string {
+	return fmt.Sprintf("mig's agent is not installed at %s, and plan installs nothing (apply installs it)", e.Path)
+}
+
+type readOnlyKey struct{}
+
+// ReadOnly marks ctx for calls that must change nothing on a host: they use
+// mig's agent only where it is installed already, and install it nowhere.
+// `mig plan` runs under it.
+func ReadOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, readOnlyKey{}, true)
+}
+
+func readOnly(ctx context.Context) bool {
+	ro, _ := ctx.Value(readOnlyKey{}).(bool)
+	return ro
 }

@@ -49,16 +49,12 @@ type SSH struct {
 	known  ssh.HostKeyCallback
 	done   chan struct{}
 	once   sync.Once
-	goarch string // the architecture the installed binary needs
+	inst   *installer // keeps mig's binary installed on the host
 
 	dialMu sync.Mutex // one redial at a time
 	cmu    sync.Mutex // guards cur and closed
 	cur    *sshConn   // the current connection
 	closed bool
-
-	mu    sync.Mutex
-	bin   string // remote path of the agent binary, once installed
-	binID string // its identity when it was hashed (install.go)
 
 	warmOnce sync.Once
 	warm     chan *agentSession // agents started ahead (see warm.go)
@@ -134,7 +130,7 @@ func DialSSH(ctx context.Context, name string, cfg SSHConfig, log hclog.Logger) 
 		home:   home,
 		known:  known,
 		done:   make(chan struct{}),
-		goarch: goarch(),
+		inst:   &installer{workDir: cfg.WorkDir, binary: cfg.Binary, goarch: goarch(), log: log},
 	}
 	c, err := s.dial(ctx)
 	if err != nil {
@@ -384,9 +380,7 @@ func (s *SSH) Call(ctx context.Context, action string, req, resp any, opts CallO
 	// A few times: agents started ahead in the meantime may be refused too.
 	for try := 0; try < 3 && errors.Is(err, errNotLaunched); try++ {
 		s.log.Warn("the agent did not start; checking its binary again", "error", err)
-		s.mu.Lock()
-		s.bin = ""
-		s.mu.Unlock()
+		s.inst.forget()
 		s.warmOnce.Do(func() {})
 		s.closeWarm()
 		err = s.callRedial(ctx, action, req, resp, opts)
@@ -422,13 +416,11 @@ func (s *SSH) callRedial(ctx context.Context, action string, req, resp any, opts
 // call runs one action on connection c. started says whether the agent
 // may have received the request.
 func (s *SSH) call(ctx context.Context, c *sshConn, action string, req, resp any, opts CallOpts) (started bool, err error) {
-	bin, err := s.ensureAgent(ctx, c)
+	bin, id, err := s.inst.ensure(ctx, sshRunner{s, c})
 	if err != nil {
 		return false, &ActionError{Host: s.name, Err: err}
 	}
-	s.mu.Lock()
-	bin += "\n" + s.binID // the launcher reads the path, then the identity
-	s.mu.Unlock()
+	bin += "\n" + id // the launcher reads the path, then the identity
 	defer s.refill(c, bin)
 	started, err = s.callOn(ctx, c, bin, action, req, resp, opts, false)
 	var dead warmNotSent
@@ -535,10 +527,16 @@ func (t *tail) String() string {
 	return string(t.buf)
 }
 
-// run runs a fixed command in a new session on c with stdin, and returns
-// its stdout. A non-zero exit is an error carrying stderr.
-func (s *SSH) run(ctx context.Context, c *sshConn, cmd string, stdin io.Reader) (string, error) {
-	sess, err := s.session(ctx, c)
+// sshRunner runs commands in sessions on one connection (Runner).
+type sshRunner struct {
+	s *SSH
+	c *sshConn
+}
+
+// Run runs a fixed command in a new session with stdin, and returns its
+// stdout. A non-zero exit is an error carrying stderr.
+func (r sshRunner) Run(ctx context.Context, argv []string, stdin io.Reader) (string, error) {
+	sess, err := r.s.session(ctx, r.c)
 	if err != nil {
 		return "", err
 	}
@@ -547,7 +545,7 @@ func (s *SSH) run(ctx context.Context, c *sshConn, cmd string, stdin io.Reader) 
 	sess.Stdin, sess.Stdout, sess.Stderr = stdin, &stdout, &stderr
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stop()
-	if err := sess.Run(cmd); err != nil {
+	if err := sess.Run(shellJoin(argv)); err != nil {
 		if ctx.Err() != nil {
 			return "", ctx.Err()
 		}
@@ -557,6 +555,21 @@ func (s *SSH) run(ctx context.Context, c *sshConn, cmd string, stdin io.Reader) 
 		return "", err
 	}
 	return stdout.String(), nil
+}
+
+// shellJoin makes a command line of argv for the remote shell, quoting
+// each word that needs it. argv is always mig's own constant: no value from
+// a workflow is ever part of a command line.
+func shellJoin(argv []string) string {
+	words := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-") == "" {
+			words[i] = a
+		} else {
+			words[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(words, " ")
 }
 
 // expandHome turns a leading "~/" into the user's home directory, as ssh

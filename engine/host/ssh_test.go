@@ -154,7 +154,7 @@ func TestAgentInstall(t *testing.T) {
 
 	// A host of another architecture is refused, naming the host.
 	h3 := sshd.host(t, "arm")
-	h3.goarch = "arm64"
+	h3.inst.goarch = "arm64"
 	err = ActExec.Call(context.Background(), h3, ExecRequest{Argv: []string{"true"}}, nil, CallOpts{})
 	if err == nil || !strings.Contains(err.Error(), `host "arm": wrong architecture: the host is x86_64 but this mig is built for arm64`) {
 		t.Fatalf("wrong arch: %v", err)
