@@ -8,10 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hcldec"
-	"github.com/zclconf/go-cty/cty"
-
+	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/steps/criu"
 )
@@ -67,26 +64,21 @@ Examples:
 		}
 		targets = append(targets, target{name: "local", h: host.NewLocal("local", acts, c.log)})
 	} else {
-		decls, ok := c.workflowHosts(fs.Arg(0), &f)
+		hosts, ok := c.workflowHosts(fs.Arg(0), &f)
 		if !ok {
 			return exitUsage
 		}
-		fam := host.Family{Actions: c.actions, Log: c.log}
-		for _, d := range decls {
-			if *only != "" && d.name != *only {
+		defer hosts.Close()
+		for _, name := range hosts.Names() {
+			if *only != "" && name != *only {
 				continue
 			}
-			h, err := fam.Open(d.name, d.cfg)
+			h, err := hosts.Open(name)
 			if err != nil {
-				fmt.Fprintf(c.stderr, "mig doctor: host %s: %v\n", d.name, err)
+				fmt.Fprintf(c.stderr, "mig doctor: %v\n", err)
 				return exitFailed
 			}
-			defer h.Close()
-			cs := ""
-			if v := d.cfg.GetAttr("criu"); v.IsKnown() && !v.IsNull() {
-				cs = v.AsString()
-			}
-			targets = append(targets, target{name: d.name, h: h, criu: cs})
+			targets = append(targets, target{name: name, h: h, criu: hosts.Setting(name, "criu")})
 		}
 		if len(targets) == 0 {
 			fmt.Fprintf(c.stderr, "mig doctor: the workflow declares no host %q\n", *only)
@@ -213,48 +205,19 @@ func printReport(w io.Writer, name string, r criu.Report, fixed bool) {
 	fmt.Fprintln(w)
 }
 
-type hostDecl struct {
-	name string
-	cfg  cty.Value
-}
-
-// workflowHosts loads a workflow and decodes its host blocks with the
-// workflow's variables (host blocks may use var.*, not locals).
-func (c *cli) workflowHosts(path string, f *wfFlags) ([]hostDecl, bool) {
+// workflowHosts loads a workflow and evaluates its host blocks as plan
+// and apply do.
+func (c *cli) workflowHosts(path string, f *wfFlags) (*engine.Hosts, bool) {
 	w, vars, ok := c.load(path, f, false)
 	if !ok {
 		return nil, false
 	}
-	varObj := cty.EmptyObjectVal
-	if len(vars) > 0 {
-		varObj = cty.ObjectVal(vars)
-	}
-	ectx := &hcl.EvalContext{Variables: map[string]cty.Value{"var": varObj}}
-	spec := host.Family{}.Spec()
-	schema := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "host", LabelNames: []string{"name"}}}}
-	var out []hostDecl
-	var diags hcl.Diagnostics
-	files := w.Files()
-	for _, name := range w.FileNames() {
-		file := files[name]
-		if file == nil {
-			continue
-		}
-		content, _, ds := file.Body.PartialContent(schema)
-		diags = append(diags, ds...)
-		for _, b := range content.Blocks {
-			cfg, ds := hcldec.Decode(b.Body, spec, ectx)
-			diags = append(diags, ds...)
-			if !ds.HasErrors() {
-				out = append(out, hostDecl{name: b.Labels[0], cfg: cfg})
-			}
-		}
-	}
-	if c.printDiags(files, diags) {
+	hosts, diags := w.Hosts(vars)
+	if c.printDiags(w.Files(), diags) {
 		return nil, false
 	}
-	if len(out) == 0 {
+	if len(hosts.Names()) == 0 {
 		fmt.Fprintf(c.stderr, "mig doctor: %s declares no host; checking nothing (run without a workflow for this machine)\n", strings.TrimSpace(path))
 	}
-	return out, true
+	return hosts, true
 }

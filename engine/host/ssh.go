@@ -42,14 +42,14 @@ type SSHConfig struct {
 // When the connection breaks, the next Call redials it with backoff (see
 // redial.go).
 type SSH struct {
-	name   string
-	cfg    SSHConfig
-	log    hclog.Logger
-	home   string
-	known  ssh.HostKeyCallback
-	done   chan struct{}
-	once   sync.Once
-	inst   *installer // keeps mig's binary installed on the host
+	name  string
+	cfg   SSHConfig
+	log   hclog.Logger
+	home  string
+	known ssh.HostKeyCallback
+	done  chan struct{}
+	once  sync.Once
+	inst  *installer // keeps mig's binary installed on the host
 
 	dialMu sync.Mutex // one redial at a time
 	cmu    sync.Mutex // guards cur and closed
@@ -124,13 +124,13 @@ func DialSSH(ctx context.Context, name string, cfg SSHConfig, log hclog.Logger) 
 		return nil, fmt.Errorf("host %q (%s): known_hosts: %v", name, cfg.Address, err)
 	}
 	s := &SSH{
-		name:   name,
-		cfg:    cfg,
-		log:    log,
-		home:   home,
-		known:  known,
-		done:   make(chan struct{}),
-		inst:   &installer{workDir: cfg.WorkDir, binary: cfg.Binary, goarch: goarch(), log: log},
+		name:  name,
+		cfg:   cfg,
+		log:   log,
+		home:  home,
+		known: known,
+		done:  make(chan struct{}),
+		inst:  &installer{workDir: cfg.WorkDir, binary: cfg.Binary, goarch: goarch(), log: log},
 	}
 	c, err := s.dial(ctx)
 	if err != nil {
