@@ -59,7 +59,7 @@ step "fake" "b" {
 	if rec.Status() != StateRunning || rec.HoldTimeout != 7 || len(rec.Leases) != 1 || rec.Leases[0] != "local" {
 		t.Errorf("record while running: status %s, hold timeout %g, leases %v", rec.Status(), rec.HoldTimeout, rec.Leases)
 	}
-	if s := rec.Steps[0]; s.Address != "step.a" || len(s.Undo) != 1 || s.Undo[0].Action != "exec" || s.Undo[0].Host != "local" {
+	if s := rec.Steps[0]; s.Address != "step.a" || len(s.Undo) != 1 || s.Undo[0].Action != host.ActExec.Name || s.Undo[0].Host != "local" {
 		t.Errorf("step.a in the record: %+v", s)
 	}
 	if _, ok := rec.Hosts["local"]; !ok {

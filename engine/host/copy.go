@@ -114,7 +114,7 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 		if derr := <-dstDone; derr != nil {
 			return CopyResult{}, derr
 		}
-		return CopyResult{}, &ActionError{Host: dst.Name(), Action: "fs.recv", Err: err}
+		return CopyResult{}, &ActionError{Host: dst.Name(), Action: ActRecv.Name, Err: err}
 	}
 	go io.Copy(io.Discard, br)
 	var sent TransferResult

@@ -35,14 +35,14 @@ import (
 // whose entries name a workload key (Invocation.Lock), no other run may take
 // that workload (see ActiveHold).
 
-// Hold actions.
+// Hold actions. Each takes a HoldRequest and returns the lease.
 var (
 	ActHoldOpen    = holdAction("hold.open")    // creates the lease and starts the watcher
-	ActHoldAdd     = holdAction("hold.add")     // with Entry
-	ActHoldRenew   = holdAction("hold.renew")   //
-	ActHoldMode    = holdAction("hold.mode")    // with Mode
+	ActHoldAdd     = holdAction("hold.add")     // adds Entry
+	ActHoldRenew   = holdAction("hold.renew")   // renews the lease
+	ActHoldMode    = holdAction("hold.mode")    // sets Mode
 	ActHoldRelease = holdAction("hold.release") // the watcher exits without acting
-	ActHoldStatus  = holdAction("hold.status")  //
+	ActHoldStatus  = holdAction("hold.status")  // reads the lease
 	ActHoldExpire  = holdAction("hold.expire")  // with Mode: the watcher acts now; returns once it has
 )
 

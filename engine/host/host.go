@@ -1,9 +1,11 @@
 // Package host reaches the machines a workflow runs on. Every piece of
-// work on a host is an agent action: a named function that runs inside a
-// mig binary on that host. The local host calls the action in-process; an
-// SSH host runs it in mig's hidden `agent` subcommand over an SSH session.
-// Both go through the same table of actions, so a test of a local action covers
-// the remote one too.
+// work on a host is an agent action: a typed function (Action, declared
+// next to its request and result types) that runs inside a mig binary on
+// that host. The local host calls the action in-process; a host reached
+// through a transport (Transport: SSH today) runs it in mig's hidden
+// `agent` subcommand there, which mig installs through the transport.
+// Both go through the same table of actions (Table, built once in
+// cmd/mig), so a test of a local action covers the remote one too.
 package host
 
 import (

@@ -263,7 +263,7 @@ type strangerFirst struct {
 }
 
 func (s *strangerFirst) Call(ctx context.Context, action string, req, resp any, opts CallOpts) error {
-	if r, ok := req.(SendRequest); ok && action == "fs.send" && r.Connect != "" {
+	if r, ok := req.(SendRequest); ok && action == ActSend.Name && r.Connect != "" {
 		s.tried.Add(1)
 		if silent, err := net.Dial("tcp", r.Connect); err == nil {
 			defer silent.Close()
