@@ -53,16 +53,7 @@ Examples:
 			fmt.Fprintf(c.stderr, "mig doctor: -host %s needs a workflow that declares it\n", *only)
 			return exitUsage
 		}
-		acts := host.Actions{}
-		for k, v := range c.actions {
-			acts[k] = v
-		}
-		for _, e := range criu.Actions(nil) {
-			if _, ok := acts[e.Name]; !ok {
-				acts[e.Name] = e.Handler
-			}
-		}
-		targets = append(targets, target{name: "local", h: host.NewLocal("local", acts, c.log)})
+		targets = append(targets, target{name: "local", h: host.NewLocal("local", c.actions, c.log)})
 	} else {
 		hosts, ok := c.workflowHosts(fs.Arg(0), &f)
 		if !ok {
