@@ -83,7 +83,7 @@ func (s *holdSet) openLocked(ctx context.Context, name string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	err = host.ActHoldOpen.Call(ctx, h, host.HoldRequest{Run: s.run, Timeout: s.timeout.Seconds()}, nil, host.CallOpts{})
-	if err != nil && strings.Contains(err.Error(), fmt.Sprintf("unknown action %q", host.ActHoldOpen)) {
+	if err != nil && strings.Contains(err.Error(), fmt.Sprintf("unknown action %q", host.ActHoldOpen.Name)) {
 		s.log.Warn("this host's mig cannot hold the run should mig die", "host", name)
 		s.none[name] = true
 		return errNoHold
