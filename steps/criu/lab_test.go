@@ -67,11 +67,10 @@ func upLab(t *testing.T) *labHosts {
 		}
 		t.Cleanup(func() { s.Close() })
 		lh.hosts[h.Name] = s
-		lh.vals[h.Name] = cty.ObjectVal(map[string]cty.Value{
-			"name": cty.StringVal(h.Name),
+		lh.vals[h.Name] = host.Family{}.Value(h.Name, cty.ObjectVal(map[string]cty.Value{
 			"criu": cty.NullVal(cty.String),
 			"ssh":  cty.ObjectVal(map[string]cty.Value{"address": cty.StringVal(h.IP)}),
-		})
+		}))
 		b, err := os.ReadFile(counter)
 		if err != nil {
 			t.Fatal(err)
