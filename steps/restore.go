@@ -134,7 +134,7 @@ func (r restoreCfg) preflight(ctx context.Context, env Env) ([]string, hcl.Diagn
 	if r.w.known && r.w.host != r.host {
 		w = r.w
 		if res, _, ok := resolveNote(ctx, env, r.w); ok {
-			req.Ports, req.Needs = res.Listens, res.Needs
+			req.Ports, req.Needs, req.PIDs = res.Listens, res.Needs, res.PIDs
 		}
 	}
 	res, err := check(ctx, env, r.host, r.hostV, w, req)
@@ -280,7 +280,12 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			"dir":  cty.StringVal(r.dir),
 			"log":  cty.StringVal(res.LogPath),
 		}),
-		Undo:    kill,
+		Undo: kill,
+		Alive: func(ctx context.Context) (bool, error) {
+			var up bool
+			err := criu.ActRunning.Call(ctx, h, restored, &up, host.CallOpts{})
+			return up, err
+		},
 		Replay:  replay,
 		Metrics: metrics,
 	}, nil

@@ -30,6 +30,7 @@ var (
 	ActWait       = host.Action[WaitAction, host.None]{Name: "criu.wait"} // waits for a page server
 	ActLazyWait   = host.Action[LazyWaitAction, DumpResult]{Name: "criu.lazy-wait"}
 	ActContinue   = host.Action[KillRestoredAction, host.None]{Name: "criu.continue"} // starts a tree restored stopped
+	ActRunning    = host.Action[KillRestoredAction, bool]{Name: "criu.running"}       // the restored tree's root still runs
 	// Should mig die during a post-copy move: undo or commit?
 	ActLazyDecide = host.Action[LazyDecideAction, host.Decision]{Name: "criu.lazy-decide"}
 	ActDoctor     = host.Action[DoctorRequest, Report]{Name: "criu.doctor"}
@@ -179,6 +180,7 @@ func Actions(drivers Drivers) []host.Entry {
 		ActWait.Serve(a.wait),
 		ActLazyWait.Serve(a.lazyWait),
 		ActContinue.Serve(a.cont),
+		ActRunning.Serve(a.running),
 		ActLazyDecide.Serve(a.lazyDecide),
 		ActDoctor.Serve(a.doctor),
 		ActGuard.Serve(a.guard),
@@ -450,6 +452,13 @@ func RestoreLease(req RestoreRequest, k KillRestoredAction) host.LeaseEntry {
 
 func (a actions) lazyDecide(ctx context.Context, c *host.Call, req LazyDecideAction) (host.Decision, error) {
 	return LazyDecide(ctx, req)
+}
+
+// running says whether a restored tree's root still runs (and is not a
+// zombie): a run that fails after the target served keeps the target only
+// while it does.
+func (a actions) running(ctx context.Context, c *host.Call, req KillRestoredAction) (bool, error) {
+	return req.Result.PID > 0 && alive(req.Result.PID), nil
 }
 
 // cont starts a tree restored with LeaveStopped.
