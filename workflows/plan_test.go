@@ -27,17 +27,21 @@ func TestPlanInstallsNothing(t *testing.T) {
 	if err := os.WriteFile(wf, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := applyArgs(t.TempDir(), wf)
-	args = append([]string{"plan"}, args[3:]...) // plan takes no -state-dir
-	cmd := exec.Command(migBin, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("plan: %v\n%s", err, out.String())
+	args := applyArgs(t.TempDir(), wf)[3:] // the variables and the workflow
+	run := func(command string) string {
+		t.Helper()
+		cmd := exec.Command(migBin, append([]string{command}, args...)...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("%s: %v\n%s", command, err, out.String())
+		}
+		return out.String()
 	}
+	out := run("plan")
 	for _, h := range []string{"src", "dst"} {
-		if !strings.Contains(out.String(), fmt.Sprintf("host %s: cannot check CRIU: host %q: mig's agent is not installed at %s/bin/mig-", h, h, workDir)) {
-			t.Errorf("the plan does not say that it did not check host %s:\n%s", h, out.String())
+		if !strings.Contains(out, fmt.Sprintf("host %s: cannot check CRIU: host %q: mig's agent is not installed there yet: plan installs nothing (apply does)", h, h)) {
+			t.Errorf("the plan does not say that it did not check host %s:\n%s", h, out)
 		}
 	}
 	for _, h := range []string{"h1", "h2"} {
@@ -45,5 +49,16 @@ func TestPlanInstallsNothing(t *testing.T) {
 			t.Errorf("plan left %s on %s:\n%s", workDir, h, got)
 		}
 	}
-	t.Logf("plan:\n%s", out.String())
+
+	// Where the agent is installed (doctor installs it), plan uses it.
+	t.Cleanup(func() {
+		for _, h := range []string{"h1", "h2"} {
+			labRun(t, h, "rm", "-rf", workDir)
+		}
+	})
+	run("doctor")
+	out = run("plan")
+	if strings.Contains(out, "not installed") || !strings.Contains(out, "host src: while process.web is frozen") {
+		t.Errorf("the plan did not use the installed agent:\n%s", out)
+	}
 }

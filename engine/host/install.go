@@ -259,11 +259,11 @@ func fileSum(path string) (string, error) {
 // NoAgentError is a call that needed mig's agent on a host where it is not
 // installed, made under ReadOnly: nothing was installed.
 type NoAgentError struct {
-	Path string // where the agent would be
+	Path string // where this mig's agent would be
 }
 
 func (e *NoAgentError) Error() string {
-	return fmt.Sprintf("mig's agent is not installed at %s, and plan installs nothing (apply installs it)", e.Path)
+	return "mig's agent is not installed there yet: plan installs nothing (apply does)"
 }
 
 type readOnlyKey struct{}
