@@ -482,7 +482,7 @@ func (a actions) running(ctx context.Context, c *host.Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return req.Result.PID > 0 && alive(req.Result.PID), nil
+	return req.Result.PID > 0 && alive(req.Result.PID) && sameTask(req.Result.PID, req.Result.Start), nil
 }
 
 // cont starts a tree restored with LeaveStopped.
