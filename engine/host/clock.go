@@ -51,7 +51,10 @@ func ClockOffset(ctx context.Context, h Host) (Offset, error) {
 	outR, outW := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := ActClock.Call(ctx, h, struct{}{}, nil, CallOpts{In: inR, Out: outW})
+		err := ActClock.Call(ctx, h, None{}, nil, CallOpts{In: inR, Out: outW})
+		// A call that ended without reading (a context over, a host
+		// gone) must not leave the rounds' writes waiting.
+		inR.CloseWithError(errors.Join(err, io.ErrClosedPipe))
 		outW.CloseWithError(errors.Join(err, io.ErrUnexpectedEOF))
 		done <- err
 	}()

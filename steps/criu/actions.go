@@ -458,7 +458,7 @@ func (a actions) lazyDecide(ctx context.Context, c *host.Call, req LazyDecideAct
 // zombie): a run that fails after the target served keeps the target only
 // while it does.
 func (a actions) running(ctx context.Context, c *host.Call, req KillRestoredAction) (bool, error) {
-	return req.Result.PID > 0 && alive(req.Result.PID), nil
+	return req.Result.PID > 0 && alive(req.Result.PID) && sameTask(req.Result.PID, req.Result.Start), nil
 }
 
 // cont starts a tree restored with LeaveStopped.
