@@ -142,3 +142,12 @@ func nftTables(t *testing.T, netns string) string {
 	}
 	return string(out)
 }
+
+// nft runs the nft binary, to look, in the network namespace netns (""
+// for this one).
+func nft(netns string, args ...string) *exec.Cmd {
+	if netns == "" {
+		return exec.Command("nft", args...)
+	}
+	return exec.Command("nsenter", append([]string{"--net=" + netns, "nft"}, args...)...)
+}
