@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
+	"golang.org/x/sys/unix"
 )
 
 // What a host does with new connections (SYNs) to a workload's ports while
@@ -355,13 +357,7 @@ func StartGuard(ctx context.Context, nsPID int, spec GuardSpec) (int, error) {
 		return 0, err
 	}
 	defer logf.Close()
-	var cmd *exec.Cmd
-	if netns != nil {
-		cmd = exec.Command("nsenter", "--net=/proc/self/fd/3", exe, "agent", "guard")
-		cmd.ExtraFiles = []*os.File{netns}
-	} else {
-		cmd = exec.Command(exe, "agent", "guard")
-	}
+	cmd := exec.Command(exe, "agent", "guard")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Env = append(os.Environ(), "MIG_GUARD=1")
 	b, _ := json.Marshal(spec)
@@ -371,7 +367,7 @@ func StartGuard(ctx context.Context, nsPID int, spec GuardSpec) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startIn(netns, cmd); err != nil {
 		return 0, fmt.Errorf("start guard %s: %w", spec.Table, err)
 	}
 	ready := make(chan string, 1)
@@ -399,6 +395,39 @@ func StartGuard(ctx context.Context, nsPID int, spec GuardSpec) (int, error) {
 	pid := cmd.Process.Pid
 	os.WriteFile(guardPIDFile(spec.Table), []byte(strconv.Itoa(pid)+"\n"), 0o600)
 	return pid, nil
+}
+
+// startIn starts cmd in the network namespace netns (nil: the calling
+// thread's). It is forked from a thread that has entered netns, so it
+// lives there from its start, as under `nsenter --net`.
+func startIn(netns *os.File, cmd *exec.Cmd) error {
+	if netns == nil {
+		return cmd.Start()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(netns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		err = cmd.Start()
+		// A thread that cannot go back stays locked: it ends with this
+		// goroutine.
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
 }
 
 // StopGuard releases the guard of table in the network namespace of nsPID
