@@ -102,6 +102,10 @@ func TestTCPEstablishedOwnNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("held dump: %.0f ms", dump.Seconds*1000)
+	// New connections are kept out by a guard in the container's netns.
+	if tables := nftTables(t, ns); !strings.Contains(tables, "inet mig-hold-") {
+		t.Fatalf("no guard in the container's netns while held: %s", tables)
+	}
 	if err := d.Resume(ctx, env, w, dump.Held); err != nil {
 		t.Fatal(err)
 	}
