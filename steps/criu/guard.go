@@ -226,15 +226,15 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 	tuples := func(out bool) build {
 		return func() ([]expr.Any, error) {
 			var ts []fourTuple
-			for _, c := range g.Conns {
-				if !c.Local.Addr().Unmap().Is4() || !c.Remote.Addr().Unmap().Is4() {
-					return nil, fmt.Errorf("connection %s-%s: only IPv4 connections can be guarded", c.Local, c.Remote)
+			for _, cn := range g.Conns {
+				if !cn.Local.Addr().Unmap().Is4() || !cn.Remote.Addr().Unmap().Is4() {
+					return nil, fmt.Errorf("connection %s-%s: only IPv4 connections can be guarded", cn.Local, cn.Remote)
 				}
-				l, r := c.Local.Addr().Unmap().As4(), c.Remote.Addr().Unmap().As4()
+				l, r := cn.Local.Addr().Unmap().As4(), cn.Remote.Addr().Unmap().As4()
 				if out {
-					ts = append(ts, fourTuple{saddr: l, sport: c.Local.Port(), daddr: r, dport: c.Remote.Port()})
+					ts = append(ts, fourTuple{saddr: l, sport: cn.Local.Port(), daddr: r, dport: cn.Remote.Port()})
 				} else {
-					ts = append(ts, fourTuple{saddr: r, sport: c.Remote.Port(), daddr: l, dport: c.Local.Port()})
+					ts = append(ts, fourTuple{saddr: r, sport: cn.Remote.Port(), daddr: l, dport: cn.Local.Port()})
 				}
 			}
 			m, err := tcp4Tuples(c, t, ts)

@@ -175,7 +175,7 @@ func nftTableExists(_ context.Context, table string) bool {
 	if err != nil {
 		return false
 	}
-	c, err := nftables.New()
+	c, err := nftConn(nil)
 	if err != nil {
 		return false
 	}
