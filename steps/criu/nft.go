@@ -42,9 +42,9 @@ func lockTable(_ context.Context, pid int, logPath string) string {
 	for i := len(ids) - 1; i >= 0; i-- {
 		full := "CRIU-" + string(ids[i][1])
 		for _, t := range tables {
-			family, name, _ := strings.Cut(t, " ")
+			_, name, _ := strings.Cut(t, " ")
 			if len(name) > len("CRIU-") && strings.HasPrefix(full, name) {
-				return family + " " + name
+				return t
 			}
 		}
 	}
