@@ -162,6 +162,7 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 		Tasks:       len(pids),
 		Problems:    problems,
 		Needs:       needs,
+		PIDs:        tasks(pids),
 	}, nil
 }
 
@@ -279,6 +280,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		}
 	}
 	held.PIDs = tree(r.PID)
+	held.Starts = startTimes(held.PIDs)
 	conns := Connections(held.PIDs, r.Listens)
 	stats := DumpStats(req.Dir)
 	if req.Lazy {
@@ -318,7 +320,7 @@ func (held Held) release(ctx context.Context) ([]int, error) {
 	if len(held.PIDs) == 0 && held.PID > 0 {
 		return tree(held.PID), err
 	}
-	return held.PIDs, err
+	return sameTasks(held.PIDs, held.Starts), err
 }
 
 func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error {
@@ -400,6 +402,8 @@ func (Process) Restore(ctx context.Context, env Env, w Workload, req RestoreRequ
 		return res, err
 	}
 	res.PID = n.restoredPID
+	res.Start = startTime(res.PID)
+	res.Stopped = req.LeaveStopped
 	res.Seconds = time.Since(start).Seconds()
 	res.Stats = RestoreStats(req.Dir)
 	return res, nil
@@ -410,7 +414,7 @@ func (Process) KillRestored(ctx context.Context, env Env, w Workload, res Restor
 	if res.LazyPID > 0 && alive(res.LazyPID) {
 		syscall.Kill(res.LazyPID, syscall.SIGKILL)
 	}
-	if res.PID > 0 {
+	if res.PID > 0 && sameTask(res.PID, res.Start) {
 		pids := tree(res.PID)
 		errs = append(errs, signalAll(pids, syscall.SIGKILL))
 		errs = append(errs, waitGone(ctx, pids, 10*time.Second))
@@ -429,5 +433,20 @@ func (Process) CheckTarget(ctx context.Context, env Env, w Workload, req CheckRe
 			problems = append(problems, fmt.Sprintf("TCP port %d is already taken", port))
 		}
 	}
+	problems = append(problems, pidsTaken(req.PIDs)...)
 	return append(problems, req.Needs.Missing()...), nil
+}
+
+// pidsTaken lists the PIDs of pids that a process or thread here already
+// has: CRIU gives the restored tasks their PIDs back, and fails with
+// "Can't fork for N: File exists" when one is taken.
+func pidsTaken(pids []int) []string {
+	var out []string
+	for _, pid := range pids {
+		if st, err := readStat(pid); err == nil {
+			out = append(out, fmt.Sprintf("PID %d is taken here by %s (pid %d); CRIU restores every process and thread with its PID, "+
+				"so the restore would fail: stop that process, or move the workload to a host where its PIDs are free", pid, st.comm, pid))
+		}
+	}
+	return out
 }
