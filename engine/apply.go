@@ -22,7 +22,6 @@ import (
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/mig-project/mig/engine/host"
-	"github.com/mig-project/mig/steps"
 )
 
 // ApplyOptions are the inputs of one run.
@@ -83,14 +82,8 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	// Preflight: every kind's Plan, so that what can be found wrong is
 	// found before anything changes. Hosts opened here stay open for the run.
 	r.pool = newHostPool(w, sv)
-	plan, ds := w.planSteps(ctx, sv, r.pool, true)
+	_, ds = w.planSteps(ctx, sv, r.pool, true)
 	diags = append(diags, ds...)
-	r.hosts = map[string]string{}
-	if plan != nil {
-		for _, ps := range plan.Steps {
-			r.hosts[ps.Address] = ps.Host
-		}
-	}
 	if diags.HasErrors() {
 		r.pool.closeAll()
 		return nil, diags
@@ -249,7 +242,7 @@ type stepMeta struct {
 type completed struct {
 	address string
 	step    *Step
-	result  steps.Result
+	result  Result
 }
 
 type runner struct {
@@ -257,7 +250,6 @@ type runner struct {
 	sv    *scopeVals
 	opt   ApplyOptions
 	meta  map[string]stepMeta
-	hosts map[string]string // host of each step instance, from the preflight plan
 	pool  *hostPool
 	sem   chan struct{}
 	holds *holdSet
@@ -525,10 +517,7 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 	// Kinds get plain values; the redactor learns the sensitive ones.
 	r.redact().AddMarked(cfg)
 	cfg, _ = cfg.UnmarkDeep()
-	sr.Host = steps.HostName(steps.Attr(cfg, "host"))
-	if sr.Host == "" {
-		sr.Host = r.hosts[sr.Address]
-	}
+	sr.Host = s.kind.Host(cfg)
 	if !cfg.IsWhollyKnown() {
 		r.fail(sr, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Arguments not known",
 			Detail: "Some arguments of this step are still unknown when it is about to run.", Subject: s.DeclRange.Ptr()}}, "")
@@ -546,7 +535,7 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 			actx, cancel = context.WithDeadline(ctx, deadline)
 		}
 		held := false // the step handed its compensation to the hosts itself
-		env := steps.Env{
+		env := StepEnv{
 			Log: log, Hosts: r.pool.get, Attempt: attempt, Deadline: deadline,
 			StepDir: filepath.Join(r.rec.RunDir, "steps", stepDirName(sr.Address)),
 			Progress: func(p host.Progress) {
@@ -642,7 +631,7 @@ func attemptsNote(n int) string {
 }
 
 // safeApply runs a kind's Apply, turning a panic into an error.
-func safeApply(ctx context.Context, k steps.Kind, cfg cty.Value, env steps.Env) (res steps.Result, err error) {
+func safeApply(ctx context.Context, k Kind, cfg cty.Value, env StepEnv) (res Result, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("step panicked: %v", p)

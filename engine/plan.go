@@ -12,7 +12,6 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/mig-project/mig/engine/host"
-	"github.com/mig-project/mig/steps"
 )
 
 // Plan is what apply would do.
@@ -69,7 +68,7 @@ func (w *Workflow) plan(ctx context.Context, vars map[string]cty.Value, callKind
 func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool, callKinds bool) (*Plan, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	p := &Plan{named: sv.named()}
-	var planned []steps.Planned
+	var planned []Planned
 	stepVals := map[string]cty.Value{}
 	for _, name := range w.order {
 		s := w.steps[name]
@@ -102,9 +101,9 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 			}
 			w.cfg.Redact.AddMarked(cfg)
 			plain, _ := cfg.UnmarkDeep()
-			ps.Host = steps.HostName(steps.Attr(plain, "host"))
+			ps.Host = s.kind.Host(plain)
 			if callKinds {
-				env := steps.Env{
+				env := StepEnv{
 					Log:      w.log().Named("step").With("step", ps.Address, "kind", s.Kind),
 					Hosts:    pool.get,
 					Attempt:  0,
@@ -112,18 +111,20 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 				}
 				pv, ds := s.kind.Plan(ctx, plain, env)
 				diags = append(diags, withSubject(w.cfg.Redact.Diags(ds), s.DeclRange)...)
-				if pv.Host != "" {
-					ps.Host = pv.Host
-				}
 				for _, n := range pv.Notes {
 					ps.Notes = append(ps.Notes, w.cfg.Redact.String(n))
 				}
 			}
 			p.Steps = append(p.Steps, ps)
-			planned = append(planned, steps.Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: w.upstream(s.Name), Range: s.DeclRange})
+			planned = append(planned, Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: w.upstream(s.Name), Range: s.DeclRange})
 		}
 	}
-	return p, append(diags, steps.CheckMoves(planned)...)
+	for _, name := range sortedKeys(w.cfg.Kinds) {
+		if c, ok := w.cfg.Kinds[name].(PlanChecker); ok {
+			diags = append(diags, c.CheckPlan(planned)...)
+		}
+	}
+	return p, diags
 }
 
 // upstream returns the names of every step that name runs after.

@@ -93,12 +93,15 @@ func decodeRestore(cfg cty.Value) (restoreCfg, hcl.Diagnostics) {
 	return r, diags
 }
 
+// Host is where the step runs: its host argument.
+func (Restore) Host(cfg cty.Value) string { return hostArg(cfg) }
+
 func (Restore) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
 	r, diags := decodeRestore(cfg)
 	if diags.HasErrors() {
 		return Preview{}, diags
 	}
-	p := Preview{Host: r.host}
+	var p Preview
 	how := "restore"
 	if r.lazy {
 		how = "lazy restore (post-copy)"
