@@ -171,7 +171,7 @@ Examples:
 	if c.printDiags(w.Files(), diags) {
 		return exitUsage
 	}
-	p.Render(c.stdout)
+	renderPlan(c.stdout, p)
 	return exitOK
 }
 
