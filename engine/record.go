@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -299,4 +301,63 @@ func FormatSeconds(s float64) string {
 		return d.Round(10 * time.Microsecond).String()
 	}
 	return d.Round(time.Microsecond).String()
+}
+
+func (r *runner) addStep(sr *StepRecord) {
+	r.mu.Lock()
+	r.rec.Steps = append(r.rec.Steps, sr)
+	r.mu.Unlock()
+	r.save()
+}
+
+// save writes the record (atomically), so that a run whose mig dies
+// leaves what `mig recover` needs.
+func (r *runner) save() {
+	leased := r.holds.leased()
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	r.mu.Lock()
+	r.rec.Leases = leased
+	data, err := json.MarshalIndent(r.rec, "", "  ")
+	r.mu.Unlock()
+	if err == nil {
+		err = writeAtomic(recordPath(r.opt.StateDir, r.rec.ID), data)
+	}
+	if err != nil {
+		r.log.Warn("cannot write the run record", "error", err)
+	}
+}
+
+func (r *runner) setPhase(p string) {
+	r.mu.Lock()
+	r.rec.Phase = p
+	r.mu.Unlock()
+	r.save()
+}
+
+func (r *runner) phase() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rec.Phase
+}
+
+// hostConfigs returns the hosts' settings for the record. A host whose
+// settings hold a sensitive value is left out.
+func hostConfigs(sv *scopeVals) map[string]HostConfig {
+	out := map[string]HostConfig{}
+	for name, v := range sv.hosts {
+		if v.ContainsMarked() || !v.IsWhollyKnown() {
+			continue
+		}
+		ty, err := ctyjson.MarshalType(v.Type())
+		if err != nil {
+			continue
+		}
+		val, err := ctyjson.Marshal(v, v.Type())
+		if err != nil {
+			continue
+		}
+		out[name] = HostConfig{Type: ty, Value: val}
+	}
+	return out
 }
