@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -145,4 +146,59 @@ func formatValue(named map[string]cty.Value, v cty.Value) string {
 		return "{ " + strings.Join(parts, ", ") + " }"
 	}
 	return v.GoString()
+}
+
+// writePlanJSON writes the plan as one JSON object of type "plan". Each
+// argument is the text the human view shows (HCL-like), since parts may be
+// unknown until apply or sensitive.
+func writePlanJSON(w io.Writer, p *engine.Plan) error {
+	type retry struct {
+		Attempts int     `json:"attempts"`
+		Delay    float64 `json:"delay_seconds,omitempty"`
+		Backoff  float64 `json:"backoff,omitempty"`
+		MaxDelay float64 `json:"max_delay_seconds,omitempty"`
+	}
+	type step struct {
+		Address string            `json:"address"`
+		Kind    string            `json:"kind"`
+		Host    string            `json:"host,omitempty"`
+		After   []string          `json:"after,omitempty"`
+		Pending bool              `json:"for_each_pending,omitempty"`
+		Args    map[string]string `json:"args"`
+		Timeout float64           `json:"timeout_seconds,omitempty"`
+		Retry   retry             `json:"retry"`
+		Notes   []string          `json:"notes,omitempty"`
+	}
+	out := struct {
+		Type  string   `json:"type"`
+		Steps []step   `json:"steps"`
+		Hosts []string `json:"hosts"`
+	}{Type: "plan", Steps: []step{}, Hosts: []string{}}
+	hosts := map[string]bool{}
+	for _, s := range p.Steps {
+		js := step{Address: s.Address, Kind: s.Kind, Host: s.Host, Pending: s.Pending, Args: map[string]string{},
+			Timeout: s.Timeout.Seconds(), Notes: s.Notes,
+			Retry: retry{Attempts: max(s.Retry.Attempts, 1)}}
+		if len(s.Deps) > 0 {
+			js.After = stepAddrs(s.Deps)
+		}
+		if s.Retry.Attempts > 1 {
+			js.Retry = retry{s.Retry.Attempts, s.Retry.Delay.Seconds(), s.Retry.Backoff, s.Retry.MaxDelay.Seconds()}
+		}
+		for _, n := range shownArgs(s) {
+			js.Args[n] = formatValue(p.Named, s.Args.GetAttr(n))
+		}
+		if s.Host != "" && !hosts[s.Host] {
+			hosts[s.Host] = true
+			out.Hosts = append(out.Hosts, s.Host)
+		}
+		out.Steps = append(out.Steps, js)
+	}
+	sort.Strings(out.Hosts)
+	data, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(data, '\n'))
+	return err
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,7 +53,8 @@ func (planFake) Apply(context.Context, cty.Value, steps.Env) (steps.Result, erro
 }
 
 // TestPlanView plans each workflow in testdata/plan (the exec kind and
-// planFake) and compares the human view with the .plan file.
+// planFake), compares the human view with the .plan file and checks
+// the JSON view.
 func TestPlanView(t *testing.T) {
 	names, _ := filepath.Glob("testdata/plan/*.hcl")
 	if len(names) == 0 {
@@ -75,6 +77,20 @@ func TestPlanView(t *testing.T) {
 			p, diags := w.Plan(t.Context(), vars)
 			if diags.HasErrors() {
 				t.Fatal(diags.Error())
+			}
+			var js bytes.Buffer
+			if err := writePlanJSON(&js, p); err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				Type  string
+				Steps []struct{ Address string }
+			}
+			if err := json.Unmarshal(js.Bytes(), &got); err != nil || got.Type != "plan" || len(got.Steps) != len(p.Steps) {
+				t.Errorf("plan -json: %v %+v\n%s", err, got, js.String())
+			}
+			if strings.Contains(js.String(), "s3cret") {
+				t.Errorf("plan -json shows a sensitive value:\n%s", js.String())
 			}
 			var buf bytes.Buffer
 			renderPlan(&buf, p)

@@ -152,13 +152,16 @@ func cmdPlan(c *cli, args []string) int {
 Show what apply would do, changing nothing: each step in order with its
 kind, host, arguments (values only known while running show as "(known
 after apply)"), timeout and retry policy, and what the step kinds found
-on the hosts.
+on the hosts. With -json, the same as one JSON object.
 
 Examples:
   mig plan workflows/hello.hcl
+  mig plan -json workflows/hello.hcl
   mig plan -var greeting=hi workflows/hello.hcl
   MIG_VAR_greeting=hi mig plan workflows/hello.hcl`)
+	var jsonOut bool
 	f.addVars(fs)
+	fs.BoolVar(&jsonOut, "json", false, "print the plan as one JSON object")
 	path, code, ok := parse(fs, args)
 	if !ok {
 		return code
@@ -170,6 +173,13 @@ Examples:
 	p, diags := w.Plan(c.ctx, vars)
 	if c.printDiags(w.Files(), diags) {
 		return exitUsage
+	}
+	if jsonOut {
+		if err := writePlanJSON(c.stdout, p); err != nil {
+			fmt.Fprintln(c.stderr, "mig:", err)
+			return exitFailed
+		}
+		return exitOK
 	}
 	renderPlan(c.stdout, p)
 	return exitOK
