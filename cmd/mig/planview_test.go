@@ -52,11 +52,11 @@ func (planFake) Apply(context.Context, cty.Value, steps.Env) (steps.Result, erro
 	return steps.Result{}, nil
 }
 
-// TestPlanView plans each workflow in testdata/plan (the exec kind and
-// planFake), compares the human view with the .plan file and checks
-// the JSON view.
+// TestPlanView plans each workflow of the engine's plan fixtures (the
+// exec kind and planFake), compares the human view with
+// testdata/plan/NAME.plan and checks the JSON view.
 func TestPlanView(t *testing.T) {
-	names, _ := filepath.Glob("testdata/plan/*.hcl")
+	names, _ := filepath.Glob("../../engine/testdata/plan/*.hcl")
 	if len(names) == 0 {
 		t.Fatal("no fixtures")
 	}
@@ -94,7 +94,7 @@ func TestPlanView(t *testing.T) {
 			}
 			var buf bytes.Buffer
 			renderPlan(&buf, p)
-			path := strings.TrimSuffix(name, ".hcl") + ".plan"
+			path := filepath.Join("testdata/plan", strings.TrimSuffix(filepath.Base(name), ".hcl")+".plan")
 			if *update {
 				if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 					t.Fatal(err)
