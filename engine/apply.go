@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,7 +13,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
-	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/mig-project/mig/engine/host"
 )
@@ -93,36 +91,11 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		r.opt.StateDir = StateDir(w.Path)
 	}
 	start := time.Now()
-	sum, files := hashFiles(w.names)
-	rec := &Record{
-		ID: newRunID(start), Workflow: w.Path, SHA256: sum, Files: files,
-		Vars: map[string]json.RawMessage{}, Started: start, redact: w.cfg.Redact,
-	}
-	for name, v := range opt.Vars {
-		if w.vars[name] != nil && w.vars[name].Sensitive {
-			continue
-		}
-		if js, err := (ctyjson.SimpleJSONValue{Value: v}).MarshalJSON(); err == nil {
-			rec.Vars[name] = js
-		}
-	}
-	rec.RunDir = filepath.Join(r.opt.StateDir, "runs", rec.ID)
-	if err := os.MkdirAll(rec.RunDir, 0o700); err != nil {
+	if d := r.newRecord(start); d != nil {
 		r.pool.closeAll()
-		return nil, append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot create the run directory", Detail: err.Error()})
+		return nil, append(diags, d)
 	}
-	r.rec = rec
-	saveSources(rec.RunDir, w.names)
-	// A first record, so that a run killed outright still leaves one. It
-	// is written again after every change of state.
-	rec.State = StateRunning
-	rec.Controller = thisController()
-	rec.HoldTimeout = w.HoldTimeout().Seconds()
-	rec.Hosts = hostConfigs(sv)
-	if err := rec.write(r.opt.StateDir); err != nil {
-		r.pool.closeAll()
-		return nil, append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot write the run record", Detail: err.Error()})
-	}
+	rec := r.rec
 	if f, err := os.OpenFile(filepath.Join(rec.RunDir, "run.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
 		defer f.Close()
 		runLog := teeLogger(w.log(), w.cfg.Redact.Writer(f), w.cfg.Redact)
@@ -132,89 +105,16 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	r.holds = newHoldSet(rec.ID, w.HoldTimeout(), r.pool.get, r.log, r.save)
 	r.log.Info("run started", "run", rec.ID, "workflow", w.Path, "steps", len(w.order))
 
-	probeCtx, stopProbes := context.WithCancel(context.WithoutCancel(ctx))
-	var probeWG sync.WaitGroup
-	for _, p := range probes {
-		probeWG.Add(1)
-		go func() { defer probeWG.Done(); p.run(probeCtx, start) }()
-	}
-	for _, l := range loads {
-		probeWG.Add(1)
-		go func() { defer probeWG.Done(); l.run(probeCtx, start) }()
-	}
-	var lead time.Duration
-	for _, l := range loads {
-		lead = max(lead, l.before)
-	}
-	if lead > 0 {
-		select {
-		case <-time.After(lead):
-		case <-ctx.Done():
-		}
-	}
+	cl := startClients(ctx, probes, loads, start)
 
 	r.walk(ctx)
 	state := r.overall(ctx)
-	cctx := context.WithoutCancel(ctx)
-	switch {
-	case state == StateOK:
-		// From here the hosts roll forward should mig die.
-		r.setPhase(PhaseCommitting)
-		if err := r.holds.setMode(cctx, host.ModeCommit); err != nil {
-			r.log.Warn("cannot tell every host that the run commits", "error", err)
-		}
-		r.compensate(ctx, EventCommit)
-	case r.phase() == PhaseSwitched:
-		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "The run failed after its point of no return",
-			Detail: "The target already served clients and depends on the source for its pages, so the source was not resumed " +
-				"(that would lose the target's writes). The run was rolled forward instead: see the errors above, and check the workload on the target."})
-		r.compensate(ctx, EventCommit)
-	case r.phase() == PhaseServed && state == StateCancelled:
-		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Cancelled after the target took over",
-			Detail: "The target already served clients, so the run kept it (resuming the source would lose the target's writes) and committed."})
-		r.compensate(ctx, EventCommit)
-	default:
-		// A step failed: roll back, and so do the hosts should mig die.
-		if r.phase() == PhaseServed {
-			if err := r.holds.setMode(cctx, host.ModeUndo); err != nil {
-				r.log.Warn("cannot tell every host that the run rolls back", "error", err)
-			}
-		}
-		r.setPhase(PhaseUndoing)
-		r.compensate(ctx, EventUndo)
-	}
-	for _, err := range r.holds.release(cctx, "run ended: "+string(state)) {
-		r.log.Warn("hold", "error", err)
-		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Hold lease not released", Detail: err.Error() +
-			"; that host will act on its own when the lease expires"})
-	}
+	r.settle(ctx, state)
 	r.mu.Lock()
 	rec.State, rec.Phase = state, PhaseEnded
 	r.mu.Unlock()
 
-	var linger time.Duration
-	for _, p := range probes {
-		linger = max(linger, p.after)
-	}
-	for _, l := range loads {
-		linger = max(linger, l.after)
-	}
-	if ctx.Err() == nil {
-		time.Sleep(linger)
-	}
-	stopProbes()
-	probeWG.Wait()
-	for _, p := range probes {
-		pr := p.record()
-		pr.URL = r.redact().String(pr.URL)
-		for i := range pr.Samples {
-			pr.Samples[i].Error = r.redact().String(pr.Samples[i].Error)
-		}
-		rec.Probes = append(rec.Probes, pr)
-	}
-	for _, l := range loads {
-		rec.Loads = append(rec.Loads, l.record(rec, time.Now()))
-	}
+	cl.stop(ctx, rec, r.redact())
 	r.pool.closeAll()
 	rec.Ended = time.Now()
 	rec.PeakRSS = peakRSS()
@@ -392,4 +292,107 @@ func stepDirName(addr string) string {
 		}
 		return r
 	}, addr)
+}
+
+// settle ends the run's changes by its state and phase: commit when every
+// step succeeded or the target already took over, undo otherwise; then it
+// releases the hosts' hold leases.
+func (r *runner) settle(ctx context.Context, state State) {
+	cctx := context.WithoutCancel(ctx)
+	switch {
+	case state == StateOK:
+		// From here the hosts roll forward should mig die.
+		r.setPhase(PhaseCommitting)
+		if err := r.holds.setMode(cctx, host.ModeCommit); err != nil {
+			r.log.Warn("cannot tell every host that the run commits", "error", err)
+		}
+		r.compensate(ctx, EventCommit)
+	case r.phase() == PhaseSwitched:
+		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "The run failed after its point of no return",
+			Detail: "The target already served clients and depends on the source for its pages, so the source was not resumed " +
+				"(that would lose the target's writes). The run was rolled forward instead: see the errors above, and check the workload on the target."})
+		r.compensate(ctx, EventCommit)
+	case r.phase() == PhaseServed && state == StateCancelled:
+		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Cancelled after the target took over",
+			Detail: "The target already served clients, so the run kept it (resuming the source would lose the target's writes) and committed."})
+		r.compensate(ctx, EventCommit)
+	default:
+		// A step failed: roll back, and so do the hosts should mig die.
+		if r.phase() == PhaseServed {
+			if err := r.holds.setMode(cctx, host.ModeUndo); err != nil {
+				r.log.Warn("cannot tell every host that the run rolls back", "error", err)
+			}
+		}
+		r.setPhase(PhaseUndoing)
+		r.compensate(ctx, EventUndo)
+	}
+	for _, err := range r.holds.release(cctx, "run ended: "+string(state)) {
+		r.log.Warn("hold", "error", err)
+		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Hold lease not released", Detail: err.Error() +
+			"; that host will act on its own when the lease expires"})
+	}
+}
+
+// clients are the run's probes and loads: what clients see, measured from
+// before the first step until after the last.
+type clients struct {
+	probes []*probe
+	loads  []*load
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// startClients starts the probes and loads, and waits for the loads' lead
+// (their before) unless ctx ends first.
+func startClients(ctx context.Context, probes []*probe, loads []*load, start time.Time) *clients {
+	c := &clients{probes: probes, loads: loads}
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	for _, p := range probes {
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); p.run(pctx, start) }()
+	}
+	for _, l := range loads {
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); l.run(pctx, start) }()
+	}
+	var lead time.Duration
+	for _, l := range loads {
+		lead = max(lead, l.before)
+	}
+	if lead > 0 {
+		select {
+		case <-time.After(lead):
+		case <-ctx.Done():
+		}
+	}
+	return c
+}
+
+// stop lets the probes and loads run on for their after (unless ctx
+// ended), stops them and adds what they saw to rec.
+func (c *clients) stop(ctx context.Context, rec *Record, red *Redactor) {
+	var linger time.Duration
+	for _, p := range c.probes {
+		linger = max(linger, p.after)
+	}
+	for _, l := range c.loads {
+		linger = max(linger, l.after)
+	}
+	if ctx.Err() == nil {
+		time.Sleep(linger)
+	}
+	c.cancel()
+	c.wg.Wait()
+	for _, p := range c.probes {
+		pr := p.record()
+		pr.URL = red.String(pr.URL)
+		for i := range pr.Samples {
+			pr.Samples[i].Error = red.String(pr.Samples[i].Error)
+		}
+		rec.Probes = append(rec.Probes, pr)
+	}
+	for _, l := range c.loads {
+		rec.Loads = append(rec.Loads, l.record(rec, time.Now()))
+	}
 }

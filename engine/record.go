@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/mig-project/mig/engine/host"
@@ -360,4 +361,37 @@ func hostConfigs(sv *scopeVals) map[string]HostConfig {
 		out[name] = HostConfig{Type: ty, Value: val}
 	}
 	return out
+}
+
+// newRecord starts the run's record: its directory, the workflow's
+// sources, and a first record, so that a run killed outright still leaves
+// one. It is written again after every change of state.
+func (r *runner) newRecord(start time.Time) *hcl.Diagnostic {
+	sum, files := hashFiles(r.w.names)
+	rec := &Record{
+		ID: newRunID(start), Workflow: r.w.Path, SHA256: sum, Files: files,
+		Vars: map[string]json.RawMessage{}, Started: start, redact: r.w.cfg.Redact,
+	}
+	for name, v := range r.opt.Vars {
+		if r.w.vars[name] != nil && r.w.vars[name].Sensitive {
+			continue
+		}
+		if js, err := (ctyjson.SimpleJSONValue{Value: v}).MarshalJSON(); err == nil {
+			rec.Vars[name] = js
+		}
+	}
+	rec.RunDir = filepath.Join(r.opt.StateDir, "runs", rec.ID)
+	if err := os.MkdirAll(rec.RunDir, 0o700); err != nil {
+		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot create the run directory", Detail: err.Error()}
+	}
+	r.rec = rec
+	saveSources(rec.RunDir, r.w.names)
+	rec.State = StateRunning
+	rec.Controller = thisController()
+	rec.HoldTimeout = r.w.HoldTimeout().Seconds()
+	rec.Hosts = hostConfigs(r.sv)
+	if err := rec.write(r.opt.StateDir); err != nil {
+		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot write the run record", Detail: err.Error()}
+	}
+	return nil
 }
