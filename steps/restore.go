@@ -283,7 +283,12 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			"dir":  cty.StringVal(r.dir),
 			"log":  cty.StringVal(res.LogPath),
 		}),
-		Undo:    kill,
+		Undo: kill,
+		Alive: func(ctx context.Context) (bool, error) {
+			var up bool
+			err := h.Call(ctx, criu.ActRunning, restored, &up, host.CallOpts{})
+			return up, err
+		},
 		Replay:  replay,
 		Metrics: metrics,
 	}, nil

@@ -32,6 +32,7 @@ var Idempotent = map[string]bool{
 	"criu.resolve":    true,
 	"criu.check":      true,
 	"criu.doctor":     true,
+	"criu.running":    true,
 	"container.state": true,
 	// Converge on a state: a second call finds it done.
 	"fs.mkdir":           true,

@@ -160,10 +160,13 @@ type DumpResult struct {
 
 // Held is the state of a frozen source that Resume and Kill need.
 type Held struct {
-	PID      int    `json:"pid"`
-	PIDs     []int  `json:"pids,omitempty"`      // every task of the tree
-	ID       string `json:"id,omitempty"`        // container id
-	NftTable string `json:"nft_table,omitempty"` // CRIU's network lock, "inet CRIU-932449b8-…"
+	PID  int   `json:"pid"`
+	PIDs []int `json:"pids,omitempty"` // every task of the tree
+	// Starts are the PIDs' start times (clock ticks after boot), so that
+	// a late undo or commit never signals a process that reused a PID.
+	Starts   []uint64 `json:"starts,omitempty"`
+	ID       string   `json:"id,omitempty"`        // container id
+	NftTable string   `json:"nft_table,omitempty"` // CRIU's network lock, "inet CRIU-932449b8-…"
 	// HoldTable is the guard that holds, drops or refuses new connections
 	// while held (see HoldPorts).
 	HoldTable string `json:"hold_table,omitempty"`
@@ -201,6 +204,7 @@ type RestoreRequest struct {
 // RestoreResult is the restored workload.
 type RestoreResult struct {
 	PID     int                `json:"pid"`
+	Start   uint64             `json:"start,omitempty"` // PID's start time, as in Held.Starts
 	ID      string             `json:"id,omitempty"`
 	LogPath string             `json:"log_path"`
 	Stats   map[string]float64 `json:"stats,omitempty"` // see RestoreStats
