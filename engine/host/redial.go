@@ -41,6 +41,7 @@ var Idempotent = map[string]bool{
 	"criu.resume":        true, // SIGCONT and drop the lock tables
 	"criu.kill":          true, // SIGKILL the held tree and drop its tables
 	"criu.kill-restored": true,
+	"criu.continue":      true, // SIGCONT a restored tree
 	"criu.wait":          true, // waits for a page server to exit
 	"container.destroy":  true,
 }

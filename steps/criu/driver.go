@@ -192,9 +192,9 @@ type RestoreRequest struct {
 	Source *Addr `json:"source,omitempty"`
 	// Wait for a page server that wrote into Dir to finish first.
 	PageServerPID int `json:"page_server_pid,omitempty"`
-	// LeaveStopped keeps the restored tasks stopped (a lazy restore that
-	// prefetches every page before the workload runs); ActContinue starts
-	// them.
+	// LeaveStopped keeps the restored tasks stopped until ActContinue
+	// starts them: once every host knows the target serves (and, with
+	// prefetch, every page has arrived).
 	LeaveStopped bool `json:"leave_stopped,omitempty"`
 	// Hold, when set, is the run's lease on this host: the restore records
 	// how to kill the restored copy before it returns.
@@ -203,8 +203,11 @@ type RestoreRequest struct {
 
 // RestoreResult is the restored workload.
 type RestoreResult struct {
-	PID     int                `json:"pid"`
-	Start   uint64             `json:"start,omitempty"` // PID's start time, as in Held.Starts
+	PID   int    `json:"pid"`
+	Start uint64 `json:"start,omitempty"` // PID's start time, as in Held.Starts
+	// Stopped: the tree was restored stopped (RestoreRequest.LeaveStopped,
+	// where the driver can) and waits for criu.continue.
+	Stopped bool               `json:"stopped,omitempty"`
 	ID      string             `json:"id,omitempty"`
 	LogPath string             `json:"log_path"`
 	Stats   map[string]float64 `json:"stats,omitempty"` // see RestoreStats
