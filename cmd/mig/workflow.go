@@ -192,8 +192,9 @@ func cmdApply(c *cli, args []string) int {
 	var lockTimeout time.Duration
 	fs := newFlags(c, "apply", "[flags] WORKFLOW", `
 Run a workflow. Steps start when the steps they depend on have finished,
-up to -parallelism at a time. If a step fails, or on Ctrl-C, the steps that
-completed are undone in reverse order; a second Ctrl-C exits at once.
+up to -parallelism at a time; once a step failed, no other starts. If a
+step fails, or on Ctrl-C, the steps that completed are undone in reverse
+order; a second Ctrl-C exits at once.
 Every run writes a record to the state directory ('mig runs', 'mig show').
 One apply at a time may use a state directory: another one is refused, or
 waits up to -lock-timeout.
