@@ -410,7 +410,9 @@ func (p *probe) runKept(ctx context.Context, start time.Time, out chan<- Sample)
 			conn, br = c, bufio.NewReader(c)
 		}
 		conn.SetDeadline(t0.Add(keptTimeout))
-		stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+		// The func may run after stop, once conn is nil: it gets its own copy.
+		kept := conn
+		stop := context.AfterFunc(ctx, func() { kept.SetDeadline(time.Now()) })
 		status, reuse, err := p.exchange(conn, br)
 		stop()
 		s.Latency = time.Since(t0).Seconds()
