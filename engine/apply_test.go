@@ -140,6 +140,35 @@ step "fake" "e" {
 	}
 }
 
+// TestApplyStartsNothingAfterFailure: once a step failed, a step that
+// does not depend on it but was not started yet is skipped too.
+func TestApplyStartsNothingAfterFailure(t *testing.T) {
+	f := &fake{}
+	w := loadSrc(t, f, `
+step "fake" "bad" {
+  value = "bad"
+  fail  = true
+}
+step "fake" "slow" {
+  value = "slow"
+  sleep = "100ms"
+  undo  = true
+}
+step "fake" "later" {
+  value      = "later"
+  depends_on = [step.slow]
+}
+`)
+	rec, _, _ := apply(t, w, context.Background(), 4)
+	want := map[string]State{"step.bad": StateFailed, "step.slow": StateOK, "step.later": StateSkipped}
+	if got := stepStates(rec); !mapsEqual(got, want) {
+		t.Errorf("states = %v, want %v", got, want)
+	}
+	if j := strings.Join(f.Journal(), "\n"); strings.Contains(j, "later") || !strings.Contains(j, "undo slow") {
+		t.Errorf("journal:\n%s", j)
+	}
+}
+
 func TestApplyCommitsInCompletionOrder(t *testing.T) {
 	f := &fake{}
 	w := loadSrc(t, f, `

@@ -1,6 +1,10 @@
 // Package engine loads HCL workflows, builds their step graph, plans them
 // and applies them with retries, timeouts and compensation.
 //
+// The engine defines the step-kind contract (Kind, in kind.go) and takes
+// the table of kinds and workload families from its caller (Config); it
+// knows no kind by name.
+//
 // # Language
 //
 // A workflow is a .hcl file or a directory of them. Its blocks:
@@ -39,8 +43,9 @@
 //
 // Apply runs up to Parallelism step instances at once. Each attempt gets
 // its own timeout; failed attempts are retried after an exponential
-// backoff with jitter. Every instance ends ok, failed, skipped (an upstream
-// step failed) or cancelled. After a failure or cancellation the undo
+// backoff with jitter. Every instance ends ok, failed, skipped (a step
+// failed before it could start: once one failed, no step starts) or
+// cancelled. After a failure or cancellation the undo
 // actions of completed steps run in reverse completion order; after
 // success their commit actions run in completion order. Probes sample
 // their URL for the whole run. The run's Record, with a debug log

@@ -12,7 +12,7 @@ type State string
 const (
 	StateOK        State = "ok"
 	StateFailed    State = "failed"
-	StateSkipped   State = "skipped" // an upstream step failed
+	StateSkipped   State = "skipped" // a step failed before it could start
 	StateCancelled State = "cancelled"
 	StateRunning   State = "running" // in undo and commit events, before the action ends
 )

@@ -16,7 +16,6 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/mig-project/mig/engine/host"
-	"github.com/mig-project/mig/steps"
 )
 
 // fake is a step kind for tests. Its arguments say how it behaves:
@@ -40,7 +39,7 @@ type fake struct {
 
 func (*fake) Spec() hcldec.Spec {
 	return hcldec.ObjectSpec{
-		"host":       &hcldec.AttrSpec{Name: "host", Type: steps.HostRef},
+		"host":       &hcldec.AttrSpec{Name: "host", Type: cty.DynamicPseudoType},
 		"value":      &hcldec.AttrSpec{Name: "value", Type: cty.String},
 		"list":       &hcldec.AttrSpec{Name: "list", Type: cty.List(cty.String)},
 		"count":      &hcldec.AttrSpec{Name: "count", Type: cty.Number},
@@ -59,12 +58,14 @@ func (*fake) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{"value": cty.String, "attempt": cty.Number})
 }
 
-func (f *fake) Plan(ctx context.Context, cfg cty.Value, env steps.Env) (steps.Preview, hcl.Diagnostics) {
-	p := steps.Preview{Host: steps.HostName(steps.Attr(cfg, "host"))}
-	if steps.Bool(cfg, "hang", false) {
+func (*fake) Host(cfg cty.Value) string { return HostName(Attr(cfg, "host")) }
+
+func (f *fake) Plan(ctx context.Context, cfg cty.Value, env StepEnv) (Preview, hcl.Diagnostics) {
+	var p Preview
+	if Bool(cfg, "hang", false) {
 		p.Notes = append(p.Notes, "this step hangs until cancelled")
 	}
-	if steps.String(cfg, "value", "") == "refuse" {
+	if String(cfg, "value", "") == "refuse" {
 		return p, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Refused", Detail: "this step refuses to run"}}
 	}
 	return p, nil
@@ -82,8 +83,8 @@ func (f *fake) Journal() []string {
 	return append([]string(nil), f.journal...)
 }
 
-func (f *fake) Apply(ctx context.Context, cfg cty.Value, env steps.Env) (steps.Result, error) {
-	name := steps.String(cfg, "value", "")
+func (f *fake) Apply(ctx context.Context, cfg cty.Value, env StepEnv) (Result, error) {
+	name := String(cfg, "value", "")
 	f.mu.Lock()
 	f.running++
 	f.peak = max(f.peak, f.running)
@@ -94,43 +95,67 @@ func (f *fake) Apply(ctx context.Context, cfg cty.Value, env steps.Env) (steps.R
 		f.mu.Unlock()
 	}()
 	f.note(fmt.Sprintf("apply %s %d", name, env.Attempt))
-	if h := steps.Attr(cfg, "host"); !h.IsNull() {
-		if _, err := steps.HostOf(env, h); err != nil {
-			return steps.Result{}, err
+	if h := Attr(cfg, "host"); !h.IsNull() {
+		if _, err := env.Hosts(HostName(h)); err != nil {
+			return Result{}, err
 		}
 	}
-	if d, _ := steps.Duration(cfg, "sleep", 0); d > 0 {
+	if d, _ := Duration(cfg, "sleep", 0); d > 0 {
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():
-			return steps.Result{}, ctx.Err()
+			return Result{}, ctx.Err()
 		}
 	}
-	if steps.Bool(cfg, "hang", false) {
+	if Bool(cfg, "hang", false) {
 		<-ctx.Done()
-		return steps.Result{}, ctx.Err()
+		return Result{}, ctx.Err()
 	}
-	if steps.Bool(cfg, "fail", false) || int64(env.Attempt) < steps.Int(cfg, "fail_until", 0) {
-		return steps.Result{}, fmt.Errorf("%s: attempt %d failed", name, env.Attempt)
+	if Bool(cfg, "fail", false) || int64(env.Attempt) < Int(cfg, "fail_until", 0) {
+		return Result{}, fmt.Errorf("%s: attempt %d failed", name, env.Attempt)
 	}
-	res := steps.Result{
-		Outputs: cty.ObjectVal(map[string]cty.Value{"value": cty.StringVal(name), "attempt": steps.Num(int64(env.Attempt))}),
+	res := Result{
+		Outputs: cty.ObjectVal(map[string]cty.Value{"value": cty.StringVal(name), "attempt": Num(int64(env.Attempt))}),
 		Metrics: map[string]float64{"attempt": float64(env.Attempt)},
 	}
-	if steps.Bool(cfg, "undo", false) {
+	if Bool(cfg, "undo", false) {
 		res.Undo = func(context.Context) error { f.note("undo " + name); return nil }
 	}
-	if steps.Bool(cfg, "commit", false) {
+	if Bool(cfg, "commit", false) {
 		res.Commit = func(context.Context) error { f.note("commit " + name); return nil }
 	}
-	if file := steps.String(cfg, "replay", ""); file != "" {
-		h := steps.HostName(steps.Attr(cfg, "host"))
+	if file := String(cfg, "replay", ""); file != "" {
+		h := HostName(Attr(cfg, "host"))
 		line := func(what string) host.Invocation {
 			return host.ActExec.Invocation(h, host.ExecRequest{Argv: []string{"sh", "-c", `echo "$1" >> "$2"`, "sh", what + " " + name, file}}, "")
 		}
-		res.Replay = steps.Replay{Undo: []host.Invocation{line("undo")}, Commit: []host.Invocation{line("commit")}}
+		res.Replay = Replay{Undo: []host.Invocation{line("undo")}, Commit: []host.Invocation{line("commit")}}
 	}
 	return res, nil
+}
+
+// fakeExec has the exec kind's arguments and outputs, and does nothing.
+type fakeExec struct{}
+
+func (fakeExec) Spec() hcldec.Spec {
+	return hcldec.ObjectSpec{
+		"host": &hcldec.AttrSpec{Name: "host", Type: cty.DynamicPseudoType, Required: true},
+		"argv": &hcldec.AttrSpec{Name: "argv", Type: cty.List(cty.String), Required: true},
+	}
+}
+
+func (fakeExec) Outputs() cty.Type {
+	return cty.Object(map[string]cty.Type{"exit_code": cty.Number, "stdout": cty.String})
+}
+
+func (fakeExec) Host(cfg cty.Value) string { return HostName(Attr(cfg, "host")) }
+
+func (fakeExec) Plan(context.Context, cty.Value, StepEnv) (Preview, hcl.Diagnostics) {
+	return Preview{}, nil
+}
+
+func (fakeExec) Apply(context.Context, cty.Value, StepEnv) (Result, error) {
+	return Result{Outputs: cty.ObjectVal(map[string]cty.Value{"exit_code": Num(0), "stdout": cty.StringVal("")})}, nil
 }
 
 // fakeWorkload is a workload family for tests.
@@ -138,7 +163,7 @@ type fakeWorkload struct{}
 
 func (fakeWorkload) Spec() hcldec.Spec {
 	return hcldec.ObjectSpec{
-		"host": &hcldec.AttrSpec{Name: "host", Type: steps.HostRef, Required: true},
+		"host": &hcldec.AttrSpec{Name: "host", Type: cty.DynamicPseudoType, Required: true},
 		"pid":  &hcldec.AttrSpec{Name: "pid", Type: cty.Number},
 	}
 }
@@ -175,8 +200,8 @@ func (h *closeCounter) Close() error {
 
 func testConfig(f *fake) Config {
 	return Config{
-		Kinds:     map[string]steps.Kind{"fake": f, "exec": steps.Exec{}},
-		Workloads: map[string]steps.WorkloadKind{"process": fakeWorkload{}},
+		Kinds:     map[string]Kind{"fake": f, "exec": fakeExec{}},
+		Workloads: map[string]WorkloadKind{"process": fakeWorkload{}},
 		Hosts:     &countingHosts{Family: host.Family{Actions: testActions(), Log: hclog.NewNullLogger()}},
 		Log:       hclog.NewNullLogger(),
 	}

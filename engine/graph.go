@@ -8,40 +8,68 @@ import (
 	"github.com/hashicorp/hcl/v2"
 )
 
+// kahn is the in-degree bookkeeping of Kahn's algorithm over the steps,
+// shared by sortSteps and the walk: a step is ready once every step it
+// depends on is done, and ready steps come out in declaration order.
+type kahn struct {
+	steps map[string]*Step
+	indeg map[string]int      // dependencies not done yet
+	users map[string][]string // the steps that depend on each step
+	ready []string
+}
+
+func newKahn(steps map[string]*Step) *kahn {
+	k := &kahn{steps: steps, indeg: map[string]int{}, users: map[string][]string{}}
+	for name, s := range steps {
+		k.indeg[name] = len(s.deps)
+		for _, d := range s.deps {
+			k.users[d] = append(k.users[d], name)
+		}
+		if len(s.deps) == 0 {
+			k.ready = append(k.ready, name)
+		}
+	}
+	k.sortReady()
+	return k
+}
+
+// next takes the first ready step.
+func (k *kahn) next() (string, bool) {
+	if len(k.ready) == 0 {
+		return "", false
+	}
+	n := k.ready[0]
+	k.ready = k.ready[1:]
+	return n, true
+}
+
+// done marks n done, making ready the steps that waited only for it.
+func (k *kahn) done(n string) {
+	for _, u := range k.users[n] {
+		if k.indeg[u]--; k.indeg[u] == 0 {
+			k.ready = append(k.ready, u)
+		}
+	}
+	k.sortReady()
+}
+
+func (k *kahn) sortReady() {
+	sort.Slice(k.ready, func(i, j int) bool { return k.steps[k.ready[i]].seq < k.steps[k.ready[j]].seq })
+}
+
 // sortSteps orders the steps so that each comes after the steps it depends
 // on, ties broken by declaration order, and reports cycles as paths.
 func (w *Workflow) sortSteps() hcl.Diagnostics {
-	indeg := map[string]int{}
-	users := map[string][]string{}
-	for name, s := range w.steps {
-		indeg[name] += 0
-		for _, d := range s.deps {
-			indeg[name]++
-			users[d] = append(users[d], name)
-		}
-	}
-	var ready []string
-	for name, n := range indeg {
-		if n == 0 {
-			ready = append(ready, name)
-		}
-	}
+	k := newKahn(w.steps)
 	w.order = w.order[:0]
-	for len(ready) > 0 {
-		sort.Slice(ready, func(i, j int) bool { return w.steps[ready[i]].seq < w.steps[ready[j]].seq })
-		n := ready[0]
-		ready = ready[1:]
+	for n, ok := k.next(); ok; n, ok = k.next() {
 		w.order = append(w.order, n)
-		for _, u := range users[n] {
-			if indeg[u]--; indeg[u] == 0 {
-				ready = append(ready, u)
-			}
-		}
+		k.done(n)
 	}
 	if len(w.order) == len(w.steps) {
 		return nil
 	}
-	return hcl.Diagnostics{w.cycle(indeg)}
+	return hcl.Diagnostics{w.cycle(k.indeg)}
 }
 
 // cycle finds one cycle among the steps left with incoming edges.

@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mig-project/mig/engine/host"
-	"github.com/mig-project/mig/steps"
 )
 
 // DefaultHoldTimeout is how long a host waits for mig to renew a run's
@@ -119,7 +118,7 @@ func (s *holdSet) ref(step string) func(context.Context, string) (*host.HoldRef,
 }
 
 // add records a completed step's undo and commit on each host they run on.
-func (s *holdSet) add(ctx context.Context, step string, rp steps.Replay) error {
+func (s *holdSet) add(ctx context.Context, step string, rp Replay) error {
 	byHost := map[string]*host.LeaseEntry{}
 	var order []string
 	entry := func(h string) *host.LeaseEntry {

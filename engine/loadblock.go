@@ -14,7 +14,6 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/mig-project/mig/engine/loadgen"
-	"github.com/mig-project/mig/steps"
 )
 
 // loadSpec is the schema of
@@ -85,9 +84,9 @@ func (w *Workflow) loadConfigs(sv *scopeVals) ([]*load, hcl.Diagnostics) {
 			continue
 		}
 		v, _ = v.UnmarkDeep()
-		timeout, err := steps.Duration(v, "timeout", 10*time.Second)
-		after, err2 := steps.Duration(v, "after", time.Second)
-		before, err3 := steps.Duration(v, "before", time.Second)
+		timeout, err := Duration(v, "timeout", 10*time.Second)
+		after, err2 := Duration(v, "after", time.Second)
+		before, err3 := Duration(v, "before", time.Second)
 		if err == nil {
 			err = err2
 		}
@@ -97,10 +96,10 @@ func (w *Workflow) loadConfigs(sv *scopeVals) ([]*load, hcl.Diagnostics) {
 		var gen *loadgen.Generator
 		if err == nil {
 			gen, err = loadgen.New(loadgen.Config{
-				URL:            steps.String(v, "http", ""),
-				Rate:           steps.Float(v, "rate", 0),
-				Connections:    int(steps.Int(v, "connections", 8)),
-				NewConnections: steps.Float(v, "new_connections", 0),
+				URL:            String(v, "http", ""),
+				Rate:           Float(v, "rate", 0),
+				Connections:    int(Int(v, "connections", 8)),
+				NewConnections: Float(v, "new_connections", 0),
 				Timeout:        timeout,
 			})
 		}
@@ -152,7 +151,7 @@ func round6(x float64) float64 { return math.Round(x*1e6) / 1e6 }
 // the restored tasks running, see Record.Pause) when the steps measured
 // it; otherwise from the start of the first final dump (a dump step, or an
 // exec step named like dump or checkpoint, as the hand-run baselines have)
-// to the end of the last restore. Both are 0 when the run has no such steps.
+// to the end of the last restore. Both are 0 when the run has no such
 func FreezeWindow(rec *Record) (freeze, resume float64) {
 	if p := rec.Pause(); p != nil && p.Window > 0 {
 		for _, m := range p.Marks {

@@ -3,23 +3,20 @@ package engine
 import (
 	"context"
 	"fmt"
-	"io"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/mig-project/mig/engine/host"
-	"github.com/mig-project/mig/steps"
 )
 
 // Plan is what apply would do.
 type Plan struct {
 	Steps []PlannedStep
-	// named are values shown by name: host.x and workloads such as process.web.
-	named map[string]cty.Value
+	// Named are the values a view shows by name: host.x and workloads
+	// such as process.web.
+	Named map[string]cty.Value
 }
 
 // PlannedStep is one step instance in a plan.
@@ -70,8 +67,8 @@ func (w *Workflow) plan(ctx context.Context, vars map[string]cty.Value, callKind
 // and with callKinds asks each kind's Plan.
 func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool, callKinds bool) (*Plan, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
-	p := &Plan{named: sv.named()}
-	var planned []steps.Planned
+	p := &Plan{Named: sv.named()}
+	var planned []Planned
 	stepVals := map[string]cty.Value{}
 	for _, name := range w.order {
 		s := w.steps[name]
@@ -104,9 +101,9 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 			}
 			w.cfg.Redact.AddMarked(cfg)
 			plain, _ := cfg.UnmarkDeep()
-			ps.Host = steps.HostName(steps.Attr(plain, "host"))
+			ps.Host = s.kind.Host(plain)
 			if callKinds {
-				env := steps.Env{
+				env := StepEnv{
 					Log:      w.log().Named("step").With("step", ps.Address, "kind", s.Kind),
 					Hosts:    pool.get,
 					Attempt:  0,
@@ -114,18 +111,20 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 				}
 				pv, ds := s.kind.Plan(ctx, plain, env)
 				diags = append(diags, withSubject(w.cfg.Redact.Diags(ds), s.DeclRange)...)
-				if pv.Host != "" {
-					ps.Host = pv.Host
-				}
 				for _, n := range pv.Notes {
 					ps.Notes = append(ps.Notes, w.cfg.Redact.String(n))
 				}
 			}
 			p.Steps = append(p.Steps, ps)
-			planned = append(planned, steps.Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: w.upstream(s.Name), Range: s.DeclRange})
+			planned = append(planned, Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: w.upstream(s.Name), Range: s.DeclRange})
 		}
 	}
-	return p, append(diags, steps.CheckMoves(planned)...)
+	for _, name := range sortedKeys(w.cfg.Kinds) {
+		if c, ok := w.cfg.Kinds[name].(PlanChecker); ok {
+			diags = append(diags, c.CheckPlan(planned)...)
+		}
+	}
+	return p, diags
 }
 
 // upstream returns the names of every step that name runs after.
@@ -174,131 +173,4 @@ func withSubject(diags hcl.Diagnostics, rng hcl.Range) hcl.Diagnostics {
 		}
 	}
 	return diags
-}
-
-// Render writes the plan for people: each step in order with its kind,
-// host, arguments, timeout and retry policy, then a summary line.
-func (p *Plan) Render(w io.Writer) {
-	hosts := map[string]bool{}
-	pending := 0
-	for i, s := range p.Steps {
-		fmt.Fprintf(w, "%2d. %s (%s)", i+1, s.Address, s.Kind)
-		if s.Host != "" {
-			hosts[s.Host] = true
-			fmt.Fprintf(w, " on host %s", s.Host)
-		}
-		if len(s.Deps) > 0 {
-			deps := make([]string, len(s.Deps))
-			for j, d := range s.Deps {
-				deps[j] = "step." + d
-			}
-			fmt.Fprintf(w, ", after %s", strings.Join(deps, ", "))
-		}
-		fmt.Fprintln(w)
-		if s.Pending {
-			pending++
-			fmt.Fprintln(w, "      for_each: (known after apply)")
-		}
-		if s.Args.Type().IsObjectType() {
-			attrs := s.Args.Type().AttributeTypes()
-			names := make([]string, 0, len(attrs))
-			width := 0
-			for n := range attrs {
-				if a := s.Args.GetAttr(n); n == "host" || (a.IsKnown() && a.IsNull() && !a.IsMarked()) {
-					continue
-				}
-				names = append(names, n)
-				width = max(width, len(n))
-			}
-			sort.Strings(names)
-			for _, n := range names {
-				fmt.Fprintf(w, "      %-*s = %s\n", width, n, p.format(s.Args.GetAttr(n)))
-			}
-		}
-		fmt.Fprintf(w, "      %s\n", s.policy())
-		for _, n := range s.Notes {
-			fmt.Fprintf(w, "      note: %s\n", n)
-		}
-	}
-	fmt.Fprintf(w, "\nPlan: %d step%s", len(p.Steps), plural(len(p.Steps)))
-	if pending > 0 {
-		fmt.Fprintf(w, " (%d with instances known after apply)", pending)
-	}
-	fmt.Fprintf(w, " on %d host%s. Nothing was changed.\n", len(hosts), plural(len(hosts)))
-}
-
-func (s PlannedStep) policy() string {
-	t := "no timeout"
-	if s.Timeout > 0 {
-		t = "timeout " + s.Timeout.String()
-	}
-	if s.Retry.Attempts <= 1 {
-		return t + ", no retry"
-	}
-	return fmt.Sprintf("%s, retry %d attempts, delay %s, backoff ×%g, max delay %s",
-		t, s.Retry.Attempts, s.Retry.Delay, s.Retry.Backoff, s.Retry.MaxDelay)
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
-// FormatValue renders a value on one line, HCL-like, with unknown parts as
-// "(known after apply)" and sensitive ones as "(sensitive)".
-func FormatValue(v cty.Value) string { return (&Plan{}).format(v) }
-
-// format is FormatValue that shows hosts and workloads by name.
-func (p *Plan) format(v cty.Value) string {
-	if v.IsMarked() {
-		return "(sensitive)"
-	}
-	if !v.IsKnown() {
-		return "(known after apply)"
-	}
-	if v.IsNull() {
-		return "null"
-	}
-	ty := v.Type()
-	if ty.IsObjectType() {
-		for _, name := range sortedKeys(p.named) {
-			if nv := p.named[name]; nv.Type().Equals(ty) && nv.RawEquals(v) {
-				return name
-			}
-		}
-	}
-	switch {
-	case ty == cty.String:
-		return fmt.Sprintf("%q", v.AsString())
-	case ty == cty.Number:
-		return v.AsBigFloat().Text('f', -1)
-	case ty == cty.Bool:
-		if v.True() {
-			return "true"
-		}
-		return "false"
-	case ty.IsListType() || ty.IsSetType() || ty.IsTupleType():
-		var parts []string
-		for it := v.ElementIterator(); it.Next(); {
-			_, e := it.Element()
-			parts = append(parts, p.format(e))
-		}
-		return "[" + strings.Join(parts, ", ") + "]"
-	case ty.IsMapType() || ty.IsObjectType():
-		var parts []string
-		for it := v.ElementIterator(); it.Next(); {
-			k, e := it.Element()
-			if e.IsKnown() && e.IsNull() && !e.IsMarked() && ty.IsObjectType() {
-				continue
-			}
-			parts = append(parts, fmt.Sprintf("%s = %s", k.AsString(), p.format(e)))
-		}
-		if len(parts) == 0 {
-			return "{}"
-		}
-		return "{ " + strings.Join(parts, ", ") + " }"
-	}
-	return v.GoString()
 }

@@ -15,8 +15,6 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
-
-	"github.com/mig-project/mig/steps"
 )
 
 // probeSpec is the schema of a probe:
@@ -188,9 +186,9 @@ func (w *Workflow) probeConfigs(sv *scopeVals) ([]*probe, hcl.Diagnostics) {
 }
 
 func newProbe(name string, v cty.Value) (*probe, error) {
-	interval, err := steps.Duration(v, "interval", 100*time.Millisecond)
-	timeout, err2 := steps.Duration(v, "timeout", time.Second)
-	after, err3 := steps.Duration(v, "after", 250*time.Millisecond)
+	interval, err := Duration(v, "interval", 100*time.Millisecond)
+	timeout, err2 := Duration(v, "timeout", time.Second)
+	after, err3 := Duration(v, "after", 250*time.Millisecond)
 	if err := errors.Join(err, err2, err3); err != nil {
 		return nil, err
 	}
@@ -198,15 +196,15 @@ func newProbe(name string, v cty.Value) (*probe, error) {
 		return nil, errors.New("interval must be positive")
 	}
 	p := &probe{name: name, interval: interval, timeout: timeout, after: after, stride: 1, lastOK: -1, keptLastOK: -1,
-		keep: steps.Bool(v, "keep", true)}
-	u, tcp := steps.String(v, "http", ""), steps.Attr(v, "tcp")
+		keep: Bool(v, "keep", true)}
+	u, tcp := String(v, "http", ""), Attr(v, "tcp")
 	switch {
 	case u != "" && !tcp.IsNull(), u == "" && tcp.IsNull():
 		return nil, errors.New(`a probe takes exactly one of http = "URL" and tcp { address … }`)
 	case u != "":
 		return p, p.httpProbe(u)
 	}
-	c := steps.TCPCheck{Address: steps.String(tcp, "address", ""), Send: steps.String(tcp, "send", ""), Expect: steps.String(tcp, "expect", "")}
+	c := TCPCheck{Address: String(tcp, "address", ""), Send: String(tcp, "send", ""), Expect: String(tcp, "expect", "")}
 	if _, _, err := net.SplitHostPort(c.Address); err != nil {
 		return nil, fmt.Errorf("tcp address %q: want host:port", c.Address)
 	}
@@ -226,7 +224,7 @@ func newProbe(name string, v cty.Value) (*probe, error) {
 			conn.SetReadDeadline(time.Now().Add(time.Millisecond))
 			var b [1]byte
 			_, err := conn.Read(b[:])
-			if steps.IsTimeout(err) {
+			if IsTimeout(err) {
 				return 0, true, nil
 			}
 			if err == nil {
@@ -412,7 +410,9 @@ func (p *probe) runKept(ctx context.Context, start time.Time, out chan<- Sample)
 			conn, br = c, bufio.NewReader(c)
 		}
 		conn.SetDeadline(t0.Add(keptTimeout))
-		stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+		// The func may run after stop, once conn is nil: it gets its own copy.
+		kept := conn
+		stop := context.AfterFunc(ctx, func() { kept.SetDeadline(time.Now()) })
 		status, reuse, err := p.exchange(conn, br)
 		stop()
 		s.Latency = time.Since(t0).Seconds()

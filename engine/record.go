@@ -14,6 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -299,4 +302,96 @@ func FormatSeconds(s float64) string {
 		return d.Round(10 * time.Microsecond).String()
 	}
 	return d.Round(time.Microsecond).String()
+}
+
+func (r *runner) addStep(sr *StepRecord) {
+	r.mu.Lock()
+	r.rec.Steps = append(r.rec.Steps, sr)
+	r.mu.Unlock()
+	r.save()
+}
+
+// save writes the record (atomically), so that a run whose mig dies
+// leaves what `mig recover` needs.
+func (r *runner) save() {
+	leased := r.holds.leased()
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	r.mu.Lock()
+	r.rec.Leases = leased
+	data, err := json.MarshalIndent(r.rec, "", "  ")
+	r.mu.Unlock()
+	if err == nil {
+		err = writeAtomic(recordPath(r.opt.StateDir, r.rec.ID), data)
+	}
+	if err != nil {
+		r.log.Warn("cannot write the run record", "error", err)
+	}
+}
+
+func (r *runner) setPhase(p string) {
+	r.mu.Lock()
+	r.rec.Phase = p
+	r.mu.Unlock()
+	r.save()
+}
+
+func (r *runner) phase() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rec.Phase
+}
+
+// hostConfigs returns the hosts' settings for the record. A host whose
+// settings hold a sensitive value is left out.
+func hostConfigs(sv *scopeVals) map[string]HostConfig {
+	out := map[string]HostConfig{}
+	for name, v := range sv.hosts {
+		if v.ContainsMarked() || !v.IsWhollyKnown() {
+			continue
+		}
+		ty, err := ctyjson.MarshalType(v.Type())
+		if err != nil {
+			continue
+		}
+		val, err := ctyjson.Marshal(v, v.Type())
+		if err != nil {
+			continue
+		}
+		out[name] = HostConfig{Type: ty, Value: val}
+	}
+	return out
+}
+
+// newRecord starts the run's record: its directory, the workflow's
+// sources, and a first record, so that a run killed outright still leaves
+// one. It is written again after every change of state.
+func (r *runner) newRecord(start time.Time) *hcl.Diagnostic {
+	sum, files := hashFiles(r.w.names)
+	rec := &Record{
+		ID: newRunID(start), Workflow: r.w.Path, SHA256: sum, Files: files,
+		Vars: map[string]json.RawMessage{}, Started: start, redact: r.w.cfg.Redact,
+	}
+	for name, v := range r.opt.Vars {
+		if r.w.vars[name] != nil && r.w.vars[name].Sensitive {
+			continue
+		}
+		if js, err := (ctyjson.SimpleJSONValue{Value: v}).MarshalJSON(); err == nil {
+			rec.Vars[name] = js
+		}
+	}
+	rec.RunDir = filepath.Join(r.opt.StateDir, "runs", rec.ID)
+	if err := os.MkdirAll(rec.RunDir, 0o700); err != nil {
+		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot create the run directory", Detail: err.Error()}
+	}
+	r.rec = rec
+	saveSources(rec.RunDir, r.w.names)
+	rec.State = StateRunning
+	rec.Controller = thisController()
+	rec.HoldTimeout = r.w.HoldTimeout().Seconds()
+	rec.Hosts = hostConfigs(r.sv)
+	if err := rec.write(r.opt.StateDir); err != nil {
+		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot write the run record", Detail: err.Error()}
+	}
+	return nil
 }

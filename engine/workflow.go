@@ -10,7 +10,6 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/mig-project/mig/engine/host"
-	"github.com/mig-project/mig/steps"
 )
 
 // HostFamily decodes `host "name" {}` blocks and opens hosts. host.Family
@@ -24,8 +23,8 @@ type HostFamily interface {
 // Config is what the engine needs from its caller: the tables of kinds and
 // the host family. Tests pass fake kinds here.
 type Config struct {
-	Kinds     map[string]steps.Kind
-	Workloads map[string]steps.WorkloadKind
+	Kinds     map[string]Kind
+	Workloads map[string]WorkloadKind
 	Hosts     HostFamily
 	Log       hclog.Logger
 	// Redact learns the run's sensitive values; give the same one the
@@ -120,7 +119,7 @@ type Step struct {
 	Kind      string
 	DeclRange hcl.Range
 
-	kind      steps.Kind
+	kind      Kind
 	body      hcl.Body // what is left for the kind's spec
 	timeout   hcl.Expression
 	forEach   hcl.Expression

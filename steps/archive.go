@@ -45,12 +45,15 @@ func (Archive) Outputs() cty.Type {
 	})
 }
 
+// Host is where the step runs: its host argument.
+func (Archive) Host(cfg cty.Value) string { return hostArg(cfg) }
+
 func (Archive) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
 	return planArchive(cfg, "pack %s into %s with a sha256 manifest")
 }
 
 func planArchive(cfg cty.Value, note string) (Preview, hcl.Diagnostics) {
-	p := Preview{Host: HostName(Attr(cfg, "host"))}
+	var p Preview
 	var diags hcl.Diagnostics
 	for _, name := range []string{"source", "destination"} {
 		if s := String(cfg, name, ""); s != "" && !path.IsAbs(s) {
@@ -117,6 +120,9 @@ func (Unarchive) Outputs() cty.Type {
 		"bytes": cty.Number,
 	})
 }
+
+// Host is where the step runs: its host argument.
+func (Unarchive) Host(cfg cty.Value) string { return hostArg(cfg) }
 
 func (Unarchive) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
 	return planArchive(cfg, "check %s against its manifest, then extract it to %s")

@@ -1,6 +1,6 @@
 package steps
 
-import "github.com/hashicorp/hcl/v2/hcldec"
+import "github.com/mig-project/mig/engine"
 
 // Builtin is the table of step kinds mig ships, by kind label.
 func Builtin() map[string]Kind {
@@ -17,12 +17,8 @@ func Builtin() map[string]Kind {
 	}
 }
 
-// WorkloadKind is a family of workload blocks, such as `process "web" {}`.
-// The engine decodes a block with Spec and exposes it to expressions as
-// `<family>.<name>`: the decoded body plus `name` and `kind`.
-type WorkloadKind interface {
-	Spec() hcldec.Spec
-}
+// WorkloadKind is the engine's contract of a workload family.
+type WorkloadKind = engine.WorkloadKind
 
 // Workloads is the table of workload families, by block type.
 func Workloads() map[string]WorkloadKind {

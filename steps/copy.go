@@ -55,8 +55,11 @@ func (Copy) Outputs() cty.Type {
 	})
 }
 
+// Host is where the step runs: the host it copies to.
+func (Copy) Host(cfg cty.Value) string { return HostName(Attr(cfg, "to")) }
+
 func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
-	p := Preview{Host: HostName(Attr(cfg, "to"))}
+	var p Preview
 	var diags hcl.Diagnostics
 	for _, name := range []string{"source", "destination"} {
 		if s := String(cfg, name, ""); s != "" && !path.IsAbs(s) {

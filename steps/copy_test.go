@@ -45,7 +45,7 @@ destination = "`+dest+`"
 	env.Progress = func(p host.Progress) { progress = append(progress, p) }
 
 	p, diags := Copy{}.Plan(context.Background(), cfg, env)
-	if diags.HasErrors() || p.Host != "b" || len(p.Notes) != 1 {
+	if diags.HasErrors() || (Copy{}).Host(cfg) != "b" || len(p.Notes) != 1 {
 		t.Fatalf("plan %+v %v", p, diags)
 	}
 	res, err := Copy{}.Apply(context.Background(), cfg, env)

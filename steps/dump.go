@@ -147,12 +147,15 @@ func warnDiag(summary, detail string) *hcl.Diagnostic {
 	return &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: summary, Detail: detail}
 }
 
+// Host is where the step runs: the workload's host.
+func (Dump) Host(cfg cty.Value) string { return workloadHost(cfg) }
+
 func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
 	d, diags := decodeDump(cfg)
 	if diags.HasErrors() {
 		return Preview{}, diags
 	}
-	p := Preview{Host: d.w.host}
+	var p Preview
 	r, note, ok := resolveNote(ctx, env, d.w)
 	if !ok && strings.Contains(note, criu.HeldByRun) {
 		// An interrupted run still holds the workload: nothing may start.

@@ -50,8 +50,11 @@ func (Exec) Outputs() cty.Type {
 	})
 }
 
+// Host is where the step runs: its host argument.
+func (Exec) Host(cfg cty.Value) string { return hostArg(cfg) }
+
 func (Exec) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
-	p := Preview{Host: HostName(Attr(cfg, "host"))}
+	var p Preview
 	argv := Attr(cfg, "argv")
 	if argv.IsKnown() && !argv.IsNull() && argv.LengthInt() == 0 {
 		return p, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Empty argv", Detail: "argv needs at least the program to run."}}

@@ -98,8 +98,9 @@ argv = ["echo", "$(id)", ";", "rm -rf /"]
 }
 
 func TestExecPlan(t *testing.T) {
-	p, diags := Exec{}.Plan(context.Background(), execCfg(t, "host = host.local\nargv = []\n"), Env{})
-	if !diags.HasErrors() || p.Host != "local" {
-		t.Errorf("plan of empty argv: %v, %+v", diags, p)
+	cfg := execCfg(t, "host = host.local\nargv = []\n")
+	_, diags := Exec{}.Plan(context.Background(), cfg, Env{})
+	if !diags.HasErrors() || (Exec{}).Host(cfg) != "local" {
+		t.Errorf("plan of empty argv: %v", diags)
 	}
 }

@@ -93,6 +93,9 @@ func decodeMoveIP(cfg cty.Value) (moveIP, hcl.Diagnostics) {
 	return m, diags
 }
 
+// Host is where the step runs: the host the address moves to.
+func (MoveIP) Host(cfg cty.Value) string { return HostName(Attr(cfg, "to")) }
+
 func (MoveIP) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
 	m, diags := decodeMoveIP(cfg)
 	orUnknown := func(s string, ok bool) string {
@@ -105,7 +108,7 @@ func (MoveIP) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Di
 	if !m.addressChecked {
 		addr = "(known after apply)"
 	}
-	p := Preview{Host: m.to, Notes: []string{fmt.Sprintf("move %s from %s:%s to %s:%s and announce it",
+	p := Preview{Notes: []string{fmt.Sprintf("move %s from %s:%s to %s:%s and announce it",
 		addr, orUnknown(m.from, m.fromOK), m.fromIf, orUnknown(m.to, m.toOK), m.toIf)}}
 	return p, diags
 }

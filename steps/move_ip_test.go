@@ -171,7 +171,7 @@ func TestMoveIP(t *testing.T) {
 		to      = host.h2`, vip), vars)
 	env := testEnv(t, hosts...)
 	p, diags := MoveIP{}.Plan(ctx, cfg, env)
-	if diags.HasErrors() || p.Host != "h2" || p.Notes[0] != "move "+vip+"/24 from h1:eth0 to h2:eth0 and announce it" {
+	if diags.HasErrors() || (MoveIP{}).Host(cfg) != "h2" || p.Notes[0] != "move "+vip+"/24 from h1:eth0 to h2:eth0 and announce it" {
 		t.Fatalf("plan: %+v %v", p, diags)
 	}
 	start := time.Now()

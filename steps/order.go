@@ -4,17 +4,10 @@ import (
 	"fmt"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/zclconf/go-cty/cty"
 )
 
-// Planned is what CheckMoves needs to know of a planned step.
-type Planned struct {
-	Name  string // step name, without "step."
-	Kind  string
-	Cfg   cty.Value       // its arguments; parts may be unknown
-	After map[string]bool // names of every step it runs after, directly or not
-	Range hcl.Range
-}
+// CheckPlan checks the plan as a whole for the move_ip steps (CheckMoves).
+func (MoveIP) CheckPlan(steps []Planned) hcl.Diagnostics { return CheckMoves(steps) }
 
 // CheckMoves finds the move_ip steps that put the service address on a
 // host before a restore there while nothing guards that host. Between the

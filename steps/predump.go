@@ -149,12 +149,15 @@ func noDirtyTracking(hostName string) string {
 	return fmt.Sprintf("pre-dump not possible on host %s: the kernel has no soft-dirty tracking", hostName)
 }
 
+// Host is where the step runs: the workload's host.
+func (PreDump) Host(cfg cty.Value) string { return workloadHost(cfg) }
+
 func (PreDump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
 	c, diags := decodePreDump(cfg)
 	if diags.HasErrors() {
 		return Preview{}, diags
 	}
-	p := Preview{Host: c.w.host}
+	var p Preview
 	_, note, _ := resolveNote(ctx, env, c.w)
 	p.Notes = append(p.Notes, fmt.Sprintf("up to %d pre-copy rounds into %s/N", c.policy.MaxRounds, orKnownLater(c.dir)), note)
 	if c.w.host == "" {

@@ -73,6 +73,9 @@ type workload struct {
 	known bool      // every argument is known (not at plan time)
 }
 
+// workloadHost is the host of the workload a step names.
+func workloadHost(cfg cty.Value) string { return HostName(Attr(Attr(cfg, "workload"), "host")) }
+
 // workloadOf reads a workload reference: the object the engine builds
 // from the block, with its kind, name and host.
 func workloadOf(v cty.Value) (workload, error) {

@@ -93,12 +93,15 @@ func decodeRestore(cfg cty.Value) (restoreCfg, hcl.Diagnostics) {
 	return r, diags
 }
 
+// Host is where the step runs: its host argument.
+func (Restore) Host(cfg cty.Value) string { return hostArg(cfg) }
+
 func (Restore) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
 	r, diags := decodeRestore(cfg)
 	if diags.HasErrors() {
 		return Preview{}, diags
 	}
-	p := Preview{Host: r.host}
+	var p Preview
 	how := "restore"
 	if r.lazy {
 		how = "lazy restore (post-copy)"
@@ -234,6 +237,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		if err := criu.ActContinue.Call(ctx, h, restored, nil, host.CallOpts{}); err != nil {
 			return fmt.Errorf("start the restored copy: %w (the hosts finish starting it when the run commits)", err)
 		}
+		metrics["started_unix"] = float64(time.Now().UnixNano()) / 1e9
 		return nil
 	}
 	if r.lazy && !r.prefetch {
@@ -247,11 +251,6 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			return Result{}, err
 		}
 	}
-	// Measured after the restore, so that it adds nothing to the pause.
-	off := clockOffset(ctx, env, h)
-	clockMetrics(metrics, off)
-	metrics["restore_start_unix"] = unixOn(off, res.Times.Start)
-	metrics["restored_unix"] = unixOn(off, res.Times.End)
 	if r.lazy {
 		// The source must live until it has served the last page.
 		var done criu.DumpResult
@@ -285,6 +284,11 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			return Result{}, err
 		}
 	}
+	// Measured once the copy runs, so that it adds nothing to the pause.
+	off := clockOffset(ctx, env, h)
+	clockMetrics(metrics, off)
+	metrics["restore_start_unix"] = unixOn(off, res.Times.Start)
+	metrics["restored_unix"] = unixOn(off, res.Times.End)
 	le := criu.RestoreLease(req.RestoreRequest, restored)
 	for _, l := range [][]host.Invocation{le.Undo, le.Commit, le.Decide} {
 		for i := range l {

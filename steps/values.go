@@ -3,31 +3,17 @@ package steps
 import (
 	"context"
 	"fmt"
-	"math/big"
 	"time"
 
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/host"
 )
 
 // HostRef is the spec type of an argument that names a host: `host = host.src`.
 // Such a value is the host's object (with a "name" attribute) or its name.
 var HostRef = cty.DynamicPseudoType
-
-// HostName returns the name a host reference refers to, "" when null or unknown.
-func HostName(v cty.Value) string {
-	if v.IsNull() || !v.IsKnown() {
-		return ""
-	}
-	if v.Type() == cty.String {
-		return v.AsString()
-	}
-	if v.Type().IsObjectType() && v.Type().HasAttribute("name") {
-		return HostName(v.GetAttr("name"))
-	}
-	return ""
-}
 
 // HostOf opens the host a reference refers to.
 func HostOf(env Env, v cty.Value) (host.Host, error) {
@@ -38,83 +24,19 @@ func HostOf(env Env, v cty.Value) (host.Host, error) {
 	return env.Hosts(name)
 }
 
-// Attr returns obj's attribute, or a null value when obj lacks it or is null.
-func Attr(obj cty.Value, name string) cty.Value {
-	if obj.IsNull() || !obj.IsKnown() || !obj.Type().IsObjectType() || !obj.Type().HasAttribute(name) {
-		return cty.NullVal(cty.DynamicPseudoType)
-	}
-	return obj.GetAttr(name)
-}
-
-// String returns a string attribute, or def when it is null.
-func String(obj cty.Value, name, def string) string {
-	v := Attr(obj, name)
-	if v.IsNull() || !v.IsKnown() || v.Type() != cty.String {
-		return def
-	}
-	return v.AsString()
-}
-
-// Bool returns a bool attribute, or def when it is null.
-func Bool(obj cty.Value, name string, def bool) bool {
-	v := Attr(obj, name)
-	if v.IsNull() || !v.IsKnown() || v.Type() != cty.Bool {
-		return def
-	}
-	return v.True()
-}
-
-// Int returns a number attribute as an int64, or def when it is null.
-func Int(obj cty.Value, name string, def int64) int64 {
-	v := Attr(obj, name)
-	if v.IsNull() || !v.IsKnown() || v.Type() != cty.Number {
-		return def
-	}
-	i, _ := v.AsBigFloat().Int64()
-	return i
-}
-
-// Float returns a number attribute, or def when it is null.
-func Float(obj cty.Value, name string, def float64) float64 {
-	v := Attr(obj, name)
-	if v.IsNull() || !v.IsKnown() || v.Type() != cty.Number {
-		return def
-	}
-	f, _ := v.AsBigFloat().Float64()
-	return f
-}
-
-// Strings returns a list or set of strings, nil when null.
-func Strings(obj cty.Value, name string) []string {
-	v := Attr(obj, name)
-	if v.IsNull() || !v.IsKnown() || !v.CanIterateElements() {
-		return nil
-	}
-	var out []string
-	for it := v.ElementIterator(); it.Next(); {
-		_, e := it.Element()
-		if e.IsKnown() && !e.IsNull() && e.Type() == cty.String {
-			out = append(out, e.AsString())
-		}
-	}
-	return out
-}
-
-// Duration parses a duration attribute such as "30s", or returns def when null.
-func Duration(obj cty.Value, name string, def time.Duration) (time.Duration, error) {
-	s := String(obj, name, "")
-	if s == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", name, err)
-	}
-	return d, nil
-}
-
-// Num makes a cty number from an int64.
-func Num(i int64) cty.Value { return cty.NumberVal(new(big.Float).SetInt64(i)) }
+// The accessors of decoded arguments are the engine's (engine/values.go),
+// under the short names the kinds use.
+var (
+	HostName = engine.HostName
+	Attr     = engine.Attr
+	String   = engine.String
+	Bool     = engine.Bool
+	Int      = engine.Int
+	Float    = engine.Float
+	Strings  = engine.Strings
+	Duration = engine.Duration
+	Num      = engine.Num
+)
 
 // clockOffset measures h's clock offset from the orchestrator's; a host
 // that cannot say is taken as in step (and the log says so).

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -75,6 +76,17 @@ func (Verify) Outputs() cty.Type {
 // verifyChecks are the check blocks, exactly one of which must be set.
 var verifyChecks = []string{"http", "tcp", "process", "exec"}
 
+// Host is where the step runs: the host of its process or exec check;
+// http and tcp checks run here, as clients do.
+func (Verify) Host(cfg cty.Value) string {
+	for _, which := range []string{"process", "exec"} {
+		if h := HostName(Attr(Attr(cfg, which), "host")); h != "" {
+			return h
+		}
+	}
+	return ""
+}
+
 func (Verify) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
 	var p Preview
 	which, diags := verifyWhich(cfg)
@@ -117,14 +129,12 @@ func (Verify) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Di
 		}
 		p.Notes = append(p.Notes, note)
 	case "process":
-		p.Host = HostName(Attr(b, "host"))
 		state := "alive"
 		if !Bool(b, "alive", true) {
 			state = "gone"
 		}
 		p.Notes = append(p.Notes, fmt.Sprintf("wait until pid %s is %s", known(Attr(b, "pid")), state))
 	case "exec":
-		p.Host = HostName(Attr(b, "host"))
 		argv := Attr(b, "argv")
 		if argv.IsKnown() && !argv.IsNull() && argv.LengthInt() == 0 {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Empty argv", Detail: "argv needs at least the program to run."})
@@ -196,7 +206,7 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	case "http":
 		check, what, err = httpProbe(b)
 	case "tcp":
-		c := TCPCheck{Address: String(b, "address", ""), Send: String(b, "send", ""), Expect: String(b, "expect", "")}
+		c := engine.TCPCheck{Address: String(b, "address", ""), Send: String(b, "send", ""), Expect: String(b, "expect", "")}
 		what = c.Address
 		check = tcpProbe(c)
 	case "process":
@@ -294,7 +304,7 @@ func httpProbe(b cty.Value) (probe, string, error) {
 	}, u, nil
 }
 
-func tcpProbe(c TCPCheck) probe {
+func tcpProbe(c engine.TCPCheck) probe {
 	return func(ctx context.Context) (bool, string, error) {
 		seen, err := c.Dial(ctx, requestTimeout)
 		if err != nil {

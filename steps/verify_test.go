@@ -261,7 +261,7 @@ func TestVerifyPlan(t *testing.T) {
 		"restore": cty.ObjectVal(map[string]cty.Value{"pid": cty.UnknownVal(cty.Number)}),
 	})})
 	p, diags := Verify{}.Plan(context.Background(), cfg, testEnv(t))
-	if diags.HasErrors() || p.Host != "h2" || !strings.Contains(p.Notes[0], "(known after apply) is alive") {
+	if diags.HasErrors() || (Verify{}).Host(cfg) != "h2" || !strings.Contains(p.Notes[0], "(known after apply) is alive") {
 		t.Errorf("plan: %+v %v", p, diags)
 	}
 }

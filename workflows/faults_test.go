@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,6 +45,8 @@ var faultPhases = []struct{ name, step string }{
 const (
 	linkDown    = 10 * time.Second
 	stepTimeout = "6s"
+	// stuckAfter: a trial's apply running longer is stuck.
+	stuckAfter = 4 * time.Minute
 )
 
 // A fault is one row of the matrix. h1's faults (kill -9 of mig, SIGHUP)
@@ -296,6 +299,8 @@ func runTrial(t *testing.T, strategy, phaseStep string, f fault) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// A run that outlives every timeout it has is stuck.
+	stuck := time.AfterFunc(stuckAfter, func() { cmd.Process.Signal(syscall.SIGQUIT) })
 	var events []string
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -312,11 +317,15 @@ func runTrial(t *testing.T, strategy, phaseStep string, f fault) {
 			}
 		}
 	}
-	timer := time.AfterFunc(4*time.Minute, func() { cmd.Process.Kill() })
 	cmd.Wait()
-	timer.Stop()
+	stuck.Stop()
 	code := cmd.ProcessState.ExitCode()
 	t.Logf("mig apply exited %d after %.1fs", code, time.Since(start).Seconds())
+	if time.Since(start) > stuckAfter {
+		// SIGQUIT made it print its goroutines: all of them, to find
+		// what waited.
+		t.Errorf("mig apply was stuck for %s:\n%s", stuckAfter, stderr.String())
+	}
 	tr.wg.Wait()
 	if !injected {
 		var failed []string

@@ -59,7 +59,7 @@ func (v *humanView) event(e engine.Event) {
 		case engine.StateFailed:
 			fmt.Fprintf(v.out, "%s: failed: %s\n", e.Step, firstLine(e.Error))
 		case engine.StateSkipped:
-			fmt.Fprintf(v.out, "%s: skipped, an upstream step failed\n", e.Step)
+			fmt.Fprintf(v.out, "%s: skipped, an earlier step failed\n", e.Step)
 		case engine.StateCancelled:
 			fmt.Fprintf(v.out, "%s: cancelled\n", e.Step)
 		}

@@ -152,13 +152,16 @@ func cmdPlan(c *cli, args []string) int {
 Show what apply would do, changing nothing: each step in order with its
 kind, host, arguments (values only known while running show as "(known
 after apply)"), timeout and retry policy, and what the step kinds found
-on the hosts.
+on the hosts. With -json, the same as one JSON object.
 
 Examples:
   mig plan workflows/hello.hcl
+  mig plan -json workflows/hello.hcl
   mig plan -var greeting=hi workflows/hello.hcl
   MIG_VAR_greeting=hi mig plan workflows/hello.hcl`)
+	var jsonOut bool
 	f.addVars(fs)
+	fs.BoolVar(&jsonOut, "json", false, "print the plan as one JSON object")
 	path, code, ok := parse(fs, args)
 	if !ok {
 		return code
@@ -171,7 +174,14 @@ Examples:
 	if c.printDiags(w.Files(), diags) {
 		return exitUsage
 	}
-	p.Render(c.stdout)
+	if jsonOut {
+		if err := writePlanJSON(c.stdout, p); err != nil {
+			fmt.Fprintln(c.stderr, "mig:", err)
+			return exitFailed
+		}
+		return exitOK
+	}
+	renderPlan(c.stdout, p)
 	return exitOK
 }
 
@@ -182,8 +192,9 @@ func cmdApply(c *cli, args []string) int {
 	var lockTimeout time.Duration
 	fs := newFlags(c, "apply", "[flags] WORKFLOW", `
 Run a workflow. Steps start when the steps they depend on have finished,
-up to -parallelism at a time. If a step fails, or on Ctrl-C, the steps that
-completed are undone in reverse order; a second Ctrl-C exits at once.
+up to -parallelism at a time; once a step failed, no other starts. If a
+step fails, or on Ctrl-C, the steps that completed are undone in reverse
+order; a second Ctrl-C exits at once.
 Every run writes a record to the state directory ('mig runs', 'mig show').
 One apply at a time may use a state directory: another one is refused, or
 waits up to -lock-timeout.

@@ -40,10 +40,15 @@ func Explain(path string, max int) []string {
 	}
 	defer f.Close()
 	var all []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		all = append(all, sc.Text())
+	br := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, err := readLogLine(br)
+		if line != "" || err == nil {
+			all = append(all, line)
+		}
+		if err != nil {
+			break
+		}
 	}
 	var errs, warns []string
 	for i, l := range all {
@@ -76,6 +81,24 @@ func Explain(path string, max int) []string {
 		pick = pick[len(pick)-max:]
 	}
 	return pick
+}
+
+// maxLogLine is how much of a log line Explain keeps; the rest of a longer
+// line (a huge path, a dump of data) is skipped, not the lines after it.
+const maxLogLine = 4 << 10
+
+// readLogLine reads one line without its newline, cut to maxLogLine.
+func readLogLine(br *bufio.Reader) (string, error) {
+	var b []byte
+	for {
+		part, err := br.ReadSlice('\n')
+		if room := maxLogLine - len(b); room > 0 {
+			b = append(b, part[:min(len(part), room)]...)
+		}
+		if err != bufio.ErrBufferFull {
+			return strings.TrimRight(string(b), "\n"), err
+		}
+	}
 }
 
 // Error is a failed CRIU operation, with the log lines that explain it.

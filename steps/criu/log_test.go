@@ -76,3 +76,15 @@ func TestFindOrder(t *testing.T) {
 		t.Errorf("a broken MIG_CRIU must be an error, got %v", err)
 	}
 }
+
+// A line longer than any buffer (a path, a dump of data) is cut, and the
+// errors after it still explain the failure.
+func TestExplainLongLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.log")
+	long := "(0) " + strings.Repeat("x", 2<<20) + "\n"
+	os.WriteFile(path, []byte(long+"(1) Restoring\n(2) Error (criu/files.c:1): cannot open /data/db\n"), 0o600)
+	got := Explain(path, 8)
+	if len(got) != 2 || !strings.Contains(got[1], "/data/db") {
+		t.Fatalf("explained %d lines, want the error after the long line: %.200q", len(got), got)
+	}
+}
