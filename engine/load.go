@@ -383,8 +383,8 @@ func (w *Workflow) decodeStep(b *hcl.Block) hcl.Diagnostics {
 				})
 				continue
 			}
-			if attr, ok := t[1].(hcl.TraverseAttr); ok {
-				s.dependsOn = append(s.dependsOn, attr.Name)
+			if _, ok := t[1].(hcl.TraverseAttr); ok {
+				s.dependsOn = append(s.dependsOn, t)
 			}
 		}
 	}

@@ -76,9 +76,10 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 			fe.each = false
 			diags = append(diags, w.checkTraversals(s.forEach.Variables(), fe, deps)...)
 		}
-		for _, d := range s.dependsOn {
+		for _, t := range s.dependsOn {
+			d := t[1].(hcl.TraverseAttr).Name
 			if d == name {
-				diags = append(diags, selfRef(name, s.DeclRange))
+				diags = append(diags, selfRef(name, t.SourceRange()))
 				continue
 			}
 			if _, ok := w.steps[d]; !ok {
@@ -86,7 +87,7 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 					Severity: hcl.DiagError,
 					Summary:  "Reference to undeclared step",
 					Detail:   fmt.Sprintf("depends_on names step %q, which is not declared.%s", d, suggest(d, sortedKeys(w.steps))),
-					Subject:  s.DeclRange.Ptr(),
+					Subject:  t.SourceRange().Ptr(),
 				})
 				continue
 			}

@@ -121,7 +121,7 @@ type Step struct {
 	timeout   hcl.Expression
 	forEach   hcl.Expression
 	retry     *hcl.Block
-	dependsOn []string // explicit depends_on, as step names
+	dependsOn []hcl.Traversal // explicit depends_on: step.<name>, each with its range
 	deps      []string // all upstream steps, sorted
 	seq       int      // declaration order
 }
