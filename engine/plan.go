@@ -58,6 +58,7 @@ func (w *Workflow) plan(ctx context.Context, vars map[string]cty.Value, callKind
 	if diags.HasErrors() {
 		return nil, diags
 	}
+	diags = append(diags, w.checkProbes(sv)...)
 	pool := newHostPool(w, sv)
 	defer pool.closeAll()
 	p, ds := w.planSteps(ctx, sv, pool, callKinds)

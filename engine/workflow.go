@@ -122,8 +122,8 @@ type Step struct {
 	forEach   hcl.Expression
 	retry     *hcl.Block
 	dependsOn []hcl.Traversal // explicit depends_on: step.<name>, each with its range
-	deps      []string // all upstream steps, sorted
-	seq       int      // declaration order
+	deps      []string        // all upstream steps, sorted
+	seq       int             // declaration order
 }
 
 // Files returns the parsed files by name, for hcl.NewDiagnosticTextWriter.

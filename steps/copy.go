@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"path"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -36,16 +36,19 @@ import (
 // the copy added), commit deletes the aside copy.
 type Copy struct{}
 
-func (Copy) Spec() hcldec.Spec {
-	return hcldec.ObjectSpec{
-		"from":        &hcldec.AttrSpec{Name: "from", Type: HostRef, Required: true},
-		"to":          &hcldec.AttrSpec{Name: "to", Type: HostRef, Required: true},
-		"source":      &hcldec.AttrSpec{Name: "source", Type: cty.String, Required: true},
-		"destination": &hcldec.AttrSpec{Name: "destination", Type: cty.String, Required: true},
-		"direct":      &hcldec.AttrSpec{Name: "direct", Type: cty.Bool},
-		"merge":       &hcldec.AttrSpec{Name: "merge", Type: cty.Bool},
-	}
+// copyArgs are a copy step's arguments.
+type copyArgs struct {
+	From        cty.Value `arg:"from,required"` // a host
+	To          cty.Value `arg:"to,required"`   // a host
+	Source      string    `arg:"source,required,abs"`
+	Destination string    `arg:"destination,required,abs"`
+	Direct      bool      `arg:"direct"`
+	Merge       bool      `arg:"merge"`
 }
+
+var copySpec = args.Spec[copyArgs]()
+
+func (Copy) Spec() hcldec.Spec { return copySpec }
 
 func (Copy) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -57,24 +60,18 @@ func (Copy) Outputs() cty.Type {
 }
 
 func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
-	p := Preview{Host: HostName(Attr(cfg, "to"))}
-	var diags hcl.Diagnostics
-	for _, name := range []string{"source", "destination"} {
-		if s := String(cfg, name, ""); s != "" && !path.IsAbs(s) {
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Relative path",
-				Detail: fmt.Sprintf("%s must be an absolute path, not %q.", name, s)})
-		}
-	}
-	from, to := HostName(Attr(cfg, "from")), HostName(Attr(cfg, "to"))
+	a := copyArgs{Source: "(known after apply)", Destination: "(known after apply)"}
+	args.Decode(cfg, &a)
+	from, to := HostName(a.From), HostName(a.To)
+	p := Preview{Host: to}
 	if from != "" && to != "" {
 		how := "relayed through mig"
-		if Bool(cfg, "direct", false) {
+		if a.Direct {
 			how = "directly over TLS"
 		}
-		p.Notes = append(p.Notes, fmt.Sprintf("stream %s:%s to %s:%s %s, sha256-checked",
-			from, String(cfg, "source", "(known after apply)"), to, String(cfg, "destination", "(known after apply)"), how))
+		p.Notes = append(p.Notes, fmt.Sprintf("stream %s:%s to %s:%s %s, sha256-checked", from, a.Source, to, a.Destination, how))
 	}
-	return p, diags
+	return p, nil
 }
 
 func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {

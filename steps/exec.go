@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -31,15 +32,18 @@ type Exec struct{}
 // execMaxOutput caps the stdout and stderr kept as outputs.
 const execMaxOutput = 64 << 10
 
-func (Exec) Spec() hcldec.Spec {
-	return hcldec.ObjectSpec{
-		"host":        &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
-		"argv":        &hcldec.AttrSpec{Name: "argv", Type: cty.List(cty.String), Required: true},
-		"env":         &hcldec.AttrSpec{Name: "env", Type: cty.Map(cty.String)},
-		"dir":         &hcldec.AttrSpec{Name: "dir", Type: cty.String},
-		"expect_exit": &hcldec.AttrSpec{Name: "expect_exit", Type: cty.Number},
-	}
+// execArgs are an exec step's arguments.
+type execArgs struct {
+	Host       cty.Value         `arg:"host,required"`
+	Argv       argv              `arg:"argv,required"`
+	Env        map[string]string `arg:"env"`
+	Dir        string            `arg:"dir"`
+	ExpectExit int               `arg:"expect_exit" min:"0" max:"255"`
 }
+
+var execSpec = args.Spec[execArgs]()
+
+func (Exec) Spec() hcldec.Spec { return execSpec }
 
 func (Exec) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -51,12 +55,9 @@ func (Exec) Outputs() cty.Type {
 }
 
 func (Exec) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
-	p := Preview{Host: HostName(Attr(cfg, "host"))}
-	argv := Attr(cfg, "argv")
-	if argv.IsKnown() && !argv.IsNull() && argv.LengthInt() == 0 {
-		return p, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Empty argv", Detail: "argv needs at least the program to run."}}
-	}
-	return p, nil
+	var a execArgs
+	args.Decode(cfg, &a)
+	return Preview{Host: HostName(a.Host)}, nil
 }
 
 func (Exec) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {

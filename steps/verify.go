@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -17,6 +15,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -38,30 +37,39 @@ type Verify struct{}
 
 const defaultVerifyInterval = 100 * time.Millisecond
 
-func (Verify) Spec() hcldec.Spec {
-	return hcldec.ObjectSpec{
-		"http": &hcldec.BlockSpec{TypeName: "http", Nested: hcldec.ObjectSpec{
-			"url":        &hcldec.AttrSpec{Name: "url", Type: cty.String, Required: true},
-			"status":     &hcldec.AttrSpec{Name: "status", Type: cty.Number},
-			"body_regex": &hcldec.AttrSpec{Name: "body_regex", Type: cty.String},
-		}},
-		"tcp": &hcldec.BlockSpec{TypeName: "tcp", Nested: hcldec.ObjectSpec{
-			"address": &hcldec.AttrSpec{Name: "address", Type: cty.String, Required: true},
-			"send":    &hcldec.AttrSpec{Name: "send", Type: cty.String},
-			"expect":  &hcldec.AttrSpec{Name: "expect", Type: cty.String},
-		}},
-		"process": &hcldec.BlockSpec{TypeName: "process", Nested: hcldec.ObjectSpec{
-			"host":  &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
-			"pid":   &hcldec.AttrSpec{Name: "pid", Type: cty.Number, Required: true},
-			"alive": &hcldec.AttrSpec{Name: "alive", Type: cty.Bool},
-		}},
-		"exec": &hcldec.BlockSpec{TypeName: "exec", Nested: hcldec.ObjectSpec{
-			"host": &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
-			"argv": &hcldec.AttrSpec{Name: "argv", Type: cty.List(cty.String), Required: true},
-		}},
-		"interval": &hcldec.AttrSpec{Name: "interval", Type: cty.String},
-	}
+// verifyArgs are a verify step's arguments: exactly one check block and
+// the polling interval.
+type verifyArgs struct {
+	HTTP *struct {
+		URL       httpURL `arg:"url,required"`
+		Status    int     `arg:"status" min:"100" max:"599"`
+		BodyRegex pattern `arg:"body_regex"`
+	} `arg:"http,block"`
+	TCP *struct {
+		Address hostPort `arg:"address,required"`
+		Send    string   `arg:"send"`
+		Expect  string   `arg:"expect"`
+	} `arg:"tcp,block"`
+	Process *struct {
+		Host  cty.Value `arg:"host,required"`
+		PID   int       `arg:"pid,required" min:"1"`
+		Alive bool      `arg:"alive"`
+	} `arg:"process,block"`
+	Exec *struct {
+		Host cty.Value `arg:"host,required"`
+		Argv argv      `arg:"argv,required"`
+	} `arg:"exec,block"`
+	Interval time.Duration `arg:"interval,positive"`
 }
+
+func (a *verifyArgs) Check(cfg cty.Value) hcl.Diagnostics {
+	_, diags := verifyWhich(cfg)
+	return diags
+}
+
+var verifySpec = args.Spec[verifyArgs]()
+
+func (Verify) Spec() hcldec.Spec { return verifySpec }
 
 func (Verify) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -81,33 +89,12 @@ func (Verify) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Di
 	if diags.HasErrors() {
 		return p, diags
 	}
-	if _, err := Duration(cfg, "interval", defaultVerifyInterval); err != nil {
-		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid interval", Detail: err.Error()})
-	} else if d, _ := Duration(cfg, "interval", defaultVerifyInterval); d <= 0 {
-		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid interval", Detail: "interval must be positive."})
-	}
 	b := cfg.GetAttr(which)
 	switch which {
 	case "http":
-		u := String(b, "url", "")
-		if Attr(b, "url").IsKnown() {
-			if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid URL", Detail: fmt.Sprintf("%q is not an http or https URL.", u)})
-			}
-		}
-		if re := Attr(b, "body_regex"); re.IsKnown() && !re.IsNull() {
-			if _, err := regexp.Compile(re.AsString()); err != nil {
-				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid body_regex", Detail: err.Error()})
-			}
-		}
 		p.Notes = append(p.Notes, fmt.Sprintf("GET %s until it answers %d", known(Attr(b, "url")), Int(b, "status", 200)))
 	case "tcp":
 		a := Attr(b, "address")
-		if a.IsKnown() {
-			if _, _, err := net.SplitHostPort(a.AsString()); err != nil {
-				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid address", Detail: fmt.Sprintf("%q: want host:port.", a.AsString())})
-			}
-		}
 		note := "connect to " + known(a)
 		if send := Attr(b, "send"); !send.IsNull() {
 			note += ", send " + strconv.Quote(known(send))
@@ -125,11 +112,7 @@ func (Verify) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Di
 		p.Notes = append(p.Notes, fmt.Sprintf("wait until pid %s is %s", known(Attr(b, "pid")), state))
 	case "exec":
 		p.Host = HostName(Attr(b, "host"))
-		argv := Attr(b, "argv")
-		if argv.IsKnown() && !argv.IsNull() && argv.LengthInt() == 0 {
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Empty argv", Detail: "argv needs at least the program to run."})
-		}
-		p.Notes = append(p.Notes, "run "+known(argv)+" until it exits 0")
+		p.Notes = append(p.Notes, "run "+known(Attr(b, "argv"))+" until it exits 0")
 	}
 	return p, diags
 }
@@ -182,16 +165,13 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	if diags.HasErrors() {
 		return Result{}, diags
 	}
-	interval, err := Duration(cfg, "interval", defaultVerifyInterval)
-	if err != nil {
-		return Result{}, err
-	}
-	if interval <= 0 {
-		return Result{}, errors.New("interval must be positive")
-	}
+	a := verifyArgs{Interval: defaultVerifyInterval}
+	args.Decode(cfg, &a)
+	interval := a.Interval
 	b := cfg.GetAttr(which)
 	var check probe
 	var what string
+	var err error
 	switch which {
 	case "http":
 		check, what, err = httpProbe(b)

@@ -3,7 +3,7 @@
 // and the decoding of its value into the struct.
 //
 //	type dumpArgs struct {
-//		Workload cty.Value     `arg:"workload,required"`
+//		Workload cty.Value     `arg:"workload,required"` // any type
 //		Mode     string        `arg:"mode" enum:"disk,page-server,lazy" default:"disk"`
 //		Dir      string        `arg:"dir,required,abs"`
 //		Rounds   int           `arg:"max_rounds" min:"1" max:"100" default:"8"`
@@ -182,10 +182,16 @@ func (f field) check(ft reflect.Type) func(cty.Value) hcl.Diagnostics {
 		return nil
 	}
 	return func(v cty.Value) hcl.Diagnostics {
-		if !v.IsWhollyKnown() || v.IsNull() {
+		if !v.IsKnown() || v.IsNull() {
 			return nil
 		}
 		v, marks := v.UnmarkDeep()
+		if own {
+			return reflect.Zero(ft).Interface().(Checker).Check(v)
+		}
+		if !v.IsWhollyKnown() {
+			return nil
+		}
 		shown := func() string {
 			if len(marks) > 0 {
 				return "(sensitive value)"
@@ -199,8 +205,6 @@ func (f field) check(ft reflect.Type) func(cty.Value) hcl.Diagnostics {
 			return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Invalid " + f.name, Detail: fmt.Sprintf(format, a...)}}
 		}
 		switch {
-		case own:
-			return reflect.Zero(ft).Interface().(Checker).Check(v)
 		case ft == durationType:
 			d, err := ParseDuration(v.AsString())
 			switch {
@@ -255,13 +259,12 @@ func oneOf(choices []string) string {
 	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
 }
 
-// Decode reads a decoded block value into T. Unknown and null arguments
-// take the field's default, or its zero value; cty.Value fields keep
-// the value as it is.
-func Decode[T any](v cty.Value) T {
-	var out T
-	decode(v, reflect.ValueOf(&out).Elem())
-	return out
+// Decode reads a decoded block value into *dst, an args struct. An
+// unknown or null argument takes the field's default tag, or else leaves
+// the field as it was (so dst may come with defaults set in Go); cty.Value
+// fields take the value as it is.
+func Decode(v cty.Value, dst any) {
+	decode(v, reflect.ValueOf(dst).Elem())
 }
 
 func decode(obj cty.Value, dst reflect.Value) {
