@@ -143,7 +143,7 @@ func (r restoreCfg) preflight(ctx context.Context, env Env) ([]string, hcl.Diagn
 	if r.w.known && r.w.host != r.host {
 		w = r.w
 		if res, _, ok := resolveNote(ctx, env, r.w); ok {
-			req.Ports, req.Needs = res.Listens, res.Needs
+			req.Ports, req.Needs, req.PIDs = res.Listens, res.Needs, res.PIDs
 		}
 	}
 	res, err := check(ctx, env, r.host, r.hostV, w, req)

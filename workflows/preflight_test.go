@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,21 +30,58 @@ func TestPreflightPortTaken(t *testing.T) {
 		_, err := theLab.Output(context.Background(), "h2", "sh", "-c", fmt.Sprintf("grep -q ':%04X ' /proc/net/tcp /proc/net/tcp6", port))
 		return err
 	})
+	out := refused(t, s, "cold.hcl")
+	if !strings.Contains(out, "cannot restore process.web") || !strings.Contains(out, fmt.Sprint(port)) {
+		t.Errorf("the refusal does not say why:\n%s", out)
+	}
+}
+
+// TestPreflightPIDTaken: a process on the target has the counter's PID.
+// CRIU restores a process with its PID, so apply refuses before anything
+// is frozen and names the PID and who holds it.
+func TestPreflightPIDTaken(t *testing.T) {
+	needLab(t)
+	s := startCounter(t)
+	pid := pidsOn(t, "h1")[0]
+	want, _ := strconv.Atoi(pid)
+	// Put h2's PIDs back in its own range afterwards, or later tests'
+	// restores would find theirs taken.
+	last := strings.TrimSpace(labRun(t, "h2", "cat", "/proc/sys/kernel/ns_last_pid"))
+	t.Cleanup(func() { labRun(t, "h2", "sh", "-c", `echo $(($0 + 100)) > /proc/sys/kernel/ns_last_pid`, last) })
+	var got string
+	// Hand the next PID on h2 to a sleeper; another fork may win the race.
+	for i := 0; i < 5 && got != pid; i++ {
+		if got != "" {
+			labRun(t, "h2", "kill", got)
+		}
+		got = strings.TrimSpace(labRun(t, "h2", "sh", "-c", `echo $(($0 - 1)) > /proc/sys/kernel/ns_last_pid; setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!`, strconv.Itoa(want)))
+	}
+	t.Cleanup(func() { labRun(t, "h2", "kill", got) })
+	if got != pid {
+		t.Fatalf("could not take PID %s on h2 (got %s)", pid, got)
+	}
+	out := refused(t, s, "cold.hcl")
+	if !strings.Contains(out, "PID "+pid+" is taken here by sleep") {
+		t.Errorf("the refusal does not name the PID:\n%s", out)
+	}
+}
+
+// refused runs apply on workflow and checks that it refuses before the
+// run (exit 2), that no step ran, and that the source kept counting on
+// h1. It returns what apply printed.
+func refused(t *testing.T, s *service, workflow string) string {
+	t.Helper()
 	before, err := count()
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	state := t.TempDir()
-	cmd := exec.Command(migBin, applyArgs(state, "cold.hcl", "-var", "pidfile="+s.pidfile)...)
+	cmd := exec.Command(migBin, applyArgs(state, workflow, "-var", "pidfile="+s.pidfile)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Run()
 	if code := cmd.ProcessState.ExitCode(); code != 2 {
 		t.Fatalf("apply exited %d, want 2 (refused before the run)\n%s", code, out.String())
-	}
-	if !strings.Contains(out.String(), "cannot restore process.web") || !strings.Contains(out.String(), fmt.Sprint(port)) {
-		t.Errorf("the refusal does not say why:\n%s", out.String())
 	}
 	recs, _ := engine.ListRecords(state)
 	for _, r := range recs {
@@ -61,6 +99,7 @@ func TestPreflightPortTaken(t *testing.T) {
 		t.Errorf("want the counter on h1, got %v", p)
 	}
 	t.Logf("refused:\n%s", out.String())
+	return out.String()
 }
 
 // TestPreflightMissingFile: the process has a file open that the target

@@ -133,6 +133,7 @@ func build(ctx context.Context, opts Options, dir string) (*Lab, error) {
 	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
 		return nil, err
 	}
+	raisePIDMax(log)
 	br, err := ensureBridge(l.state.Bridge, netip.PrefixFrom(gw, prefix.Bits()))
 	if err != nil {
 		return nil, err
@@ -176,6 +177,30 @@ func build(ctx context.Context, opts Options, dir string) (*Lab, error) {
 	}
 	log.Info("lab up", "lab", opts.Name, "hosts", opts.Hosts, "seconds", time.Since(start).Seconds())
 	return l, nil
+}
+
+// pidMax is what systemd sets kernel.pid_max to on 64-bit machines.
+const pidMax = 4194304
+
+// raisePIDMax raises kernel.pid_max to pidMax when it is lower. The hosts
+// split the PID space (see pidStep); with the kernel's default of 32768
+// each gets 10000 PIDs, which a long test run uses up, and then a restore
+// finds its PID taken by a process of the host whose range it ran into.
+func raisePIDMax(log hclog.Logger) {
+	const path = "/proc/sys/kernel/pid_max"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	have, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || have >= pidMax {
+		return
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(pidMax)), 0o644); err != nil {
+		log.Warn("cannot raise kernel.pid_max; lab hosts get small PID ranges", "pid_max", have, "error", err)
+		return
+	}
+	log.Info("raised kernel.pid_max for the lab's PID ranges", "from", have, "to", pidMax)
 }
 
 // pidStep splits the PID space between hosts: host i's processes get

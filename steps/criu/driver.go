@@ -106,6 +106,9 @@ type Resolved struct {
 	Problems []string `json:"problems,omitempty"`
 	// Needs are the paths the restore needs on the target.
 	Needs Needs `json:"needs,omitempty"`
+	// PIDs are the tree's process and thread ids, which a restore in the
+	// target host's PID namespace takes back.
+	PIDs []int `json:"pids,omitempty"`
 }
 
 // DumpRequest asks for a pre-dump round or the final dump.
@@ -212,4 +215,5 @@ type CheckRequest struct {
 	Ports []int `json:"ports,omitempty"` // must be free here
 	Lazy  bool  `json:"lazy,omitempty"`  // post-copy will be used
 	Needs Needs `json:"needs,omitempty"` // must exist here
+	PIDs  []int `json:"pids,omitempty"`  // must be free here
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -82,6 +84,7 @@ type Error struct {
 	Err     error    // what go-criu or the process said
 	LogPath string   // the full log
 	Lines   []string // from Explain
+	Hint    string   // what the lines mean, when mig knows
 }
 
 func (e *Error) Error() string {
@@ -96,6 +99,9 @@ func (e *Error) Error() string {
 	} else if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
 	}
+	if e.Hint != "" {
+		fmt.Fprintf(&b, "\n  %s", e.Hint)
+	}
 	if e.LogPath != "" {
 		fmt.Fprintf(&b, "\n  (full log: %s)", e.LogPath)
 	}
@@ -105,5 +111,23 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 func failed(op string, err error, logPath string) error {
-	return &Error{Op: op, Err: err, LogPath: logPath, Lines: Explain(logPath, 8)}
+	lines := Explain(logPath, 8)
+	return &Error{Op: op, Err: err, LogPath: logPath, Lines: lines, Hint: hint(lines)}
+}
+
+var forkExists = regexp.MustCompile(`Can't fork for (\d+): File exists`)
+
+// hint explains the log lines of a failure mig knows the cause of.
+func hint(lines []string) string {
+	for _, l := range lines {
+		if m := forkExists.FindStringSubmatch(l); m != nil {
+			pid, _ := strconv.Atoi(m[1])
+			who := "another process"
+			if st, err := readStat(pid); err == nil {
+				who = fmt.Sprintf("%s (pid %d)", st.comm, pid)
+			}
+			return fmt.Sprintf("PID %d is taken on this host by %s: CRIU restores every process with its PID. Free it, or restore on a host where it is free.", pid, who)
+		}
+	}
+	return ""
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -181,4 +182,20 @@ func contains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// A restore's PIDs must be free on the target; the check and the failed
+// restore's hint both name the process that holds one.
+func TestPIDsTaken(t *testing.T) {
+	me := os.Getpid()
+	if p := pidsTaken([]int{me}); len(p) != 1 || !strings.Contains(p[0], fmt.Sprintf("PID %d is taken", me)) {
+		t.Errorf("our own PID: %v", p)
+	}
+	if p := pidsTaken(tasks([]int{me})); len(p) < 2 {
+		t.Errorf("our threads are taken too, got %v", p)
+	}
+	h := hint([]string{fmt.Sprintf("(00.001695) Error (criu/cr-restore.c:1237): Can't fork for %d: File exists", me)})
+	if comm := commOf(me); !strings.Contains(h, comm) || !strings.Contains(h, strconv.Itoa(me)) {
+		t.Errorf("hint does not name %s (%d): %q", comm, me, h)
+	}
 }

@@ -80,6 +80,21 @@ func tree(root int) []int {
 	return out
 }
 
+// tasks returns the thread ids of pids, each process's own id first.
+func tasks(pids []int) []int {
+	var out []int
+	for _, pid := range pids {
+		out = append(out, pid)
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, e := range ents {
+			if tid, err := strconv.Atoi(e.Name()); err == nil && tid != pid {
+				out = append(out, tid)
+			}
+		}
+	}
+	return out
+}
+
 // alive says whether pid exists and is not a zombie.
 func alive(pid int) bool {
 	st, err := readStat(pid)

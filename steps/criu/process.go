@@ -162,6 +162,7 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 		Tasks:       len(pids),
 		Problems:    problems,
 		Needs:       needs,
+		PIDs:        tasks(pids),
 	}, nil
 }
 
@@ -429,5 +430,20 @@ func (Process) CheckTarget(ctx context.Context, env Env, w Workload, req CheckRe
 			problems = append(problems, fmt.Sprintf("TCP port %d is already taken", port))
 		}
 	}
+	problems = append(problems, pidsTaken(req.PIDs)...)
 	return append(problems, req.Needs.Missing()...), nil
+}
+
+// pidsTaken lists the PIDs of pids that a process or thread here already
+// has: CRIU gives the restored tasks their PIDs back, and fails with
+// "Can't fork for N: File exists" when one is taken.
+func pidsTaken(pids []int) []string {
+	var out []string
+	for _, pid := range pids {
+		if st, err := readStat(pid); err == nil {
+			out = append(out, fmt.Sprintf("PID %d is taken here by %s (pid %d); CRIU restores every process and thread with its PID, "+
+				"so the restore would fail: stop that process, or move the workload to a host where its PIDs are free", pid, st.comm, pid))
+		}
+	}
+	return out
 }
