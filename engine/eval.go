@@ -455,7 +455,21 @@ func (sv *scopeVals) decode(in instance, stepVals map[string]cty.Value) (cty.Val
 	if in.key != nil {
 		each = &in.each
 	}
-	return hcldec.Decode(in.step.body, in.step.kind.Spec(), sv.ctx(cty.NilVal, stepVals, each))
+	v, diags := hcldec.Decode(in.step.body, in.step.kind.Spec(), sv.ctx(cty.NilVal, stepVals, each))
+	return v, inSourceOrder(diags)
+}
+
+// inSourceOrder sorts diagnostics by where they point (a spec decodes its
+// arguments in no particular order).
+func inSourceOrder(diags hcl.Diagnostics) hcl.Diagnostics {
+	sort.SliceStable(diags, func(i, j int) bool {
+		a, b := diags[i].Subject, diags[j].Subject
+		if a == nil || b == nil {
+			return a != nil
+		}
+		return a.Start.Byte < b.Start.Byte
+	})
+	return diags
 }
 
 // unknownOutputs is what a step's outputs look like before it runs.

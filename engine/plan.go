@@ -71,6 +71,7 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 	var diags hcl.Diagnostics
 	p := &Plan{named: sv.named()}
 	var planned []steps.Planned
+	undecoded := false // a step's arguments have errors: the order checks would miss it
 	stepVals := map[string]cty.Value{}
 	for _, name := range w.order {
 		s := w.steps[name]
@@ -92,6 +93,7 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 			cfg, ds := sv.decode(in, stepVals)
 			diags = append(diags, ds...)
 			if ds.HasErrors() {
+				undecoded = true
 				continue
 			}
 			ps := PlannedStep{
@@ -123,6 +125,9 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 			p.Steps = append(p.Steps, ps)
 			planned = append(planned, steps.Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: w.upstream(s.Name), Range: s.DeclRange})
 		}
+	}
+	if undecoded {
+		return p, diags
 	}
 	return p, append(diags, steps.CheckMoves(planned)...)
 }

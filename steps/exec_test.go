@@ -98,8 +98,13 @@ argv = ["echo", "$(id)", ";", "rm -rf /"]
 }
 
 func TestExecPlan(t *testing.T) {
-	p, diags := Exec{}.Plan(context.Background(), execCfg(t, "host = host.local\nargv = []\n"), Env{})
-	if !diags.HasErrors() || p.Host != "local" {
-		t.Errorf("plan of empty argv: %v, %+v", diags, p)
+	p, diags := Exec{}.Plan(context.Background(), execCfg(t, "host = host.local\nargv = [\"true\"]\n"), Env{})
+	if diags.HasErrors() || p.Host != "local" {
+		t.Errorf("plan: %v, %+v", diags, p)
+	}
+	// The spec refuses an empty argv, at the argument.
+	_, diags = decodeDiags(t, Exec{}, "argv = []\nhost = \"local\"\n", nil)
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "Empty argv") || diags[0].Subject.Start.Line != 1 {
+		t.Errorf("empty argv: %v", diags)
 	}
 }
