@@ -11,6 +11,8 @@ import (
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
+
+	"github.com/mig-project/mig/engine/args"
 )
 
 // functions are cty's standard functions, available in every expression.
@@ -367,9 +369,9 @@ func durationExpr(expr hcl.Expression, ctx *hcl.EvalContext, name string, def ti
 	if v.Type() != cty.String {
 		return def, bad(fmt.Sprintf("%s must be a duration string such as \"30s\".", name))
 	}
-	d, err := time.ParseDuration(v.AsString())
+	d, err := args.ParseDuration(v.AsString())
 	if err != nil {
-		return def, bad(fmt.Sprintf("%q is not a duration: use a number and a unit, such as \"30s\" or \"1m30s\".", v.AsString()))
+		return def, bad(err.Error() + ".")
 	}
 	if d < 0 {
 		return def, bad(fmt.Sprintf("%s cannot be negative.", name))

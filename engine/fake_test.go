@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/steps"
 )
@@ -99,7 +100,7 @@ func (f *fake) Apply(ctx context.Context, cfg cty.Value, env steps.Env) (steps.R
 			return steps.Result{}, err
 		}
 	}
-	if d, _ := steps.Duration(cfg, "sleep", 0); d > 0 {
+	if d, _ := args.ParseDuration(steps.String(cfg, "sleep", "0s")); d > 0 {
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():

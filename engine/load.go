@@ -14,6 +14,8 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
+
+	"github.com/mig-project/mig/engine/args"
 )
 
 // Load reads a workflow from a .hcl file or a directory of them, decodes
@@ -244,16 +246,16 @@ func (w *Workflow) decodeSettings(b *hcl.Block) hcl.Diagnostics {
 	content, diags := b.Body.Content(settingsSchema)
 	if a, ok := content.Attributes["hold_timeout"]; ok {
 		diags = append(diags, gohcl(a, cty.String, func(v cty.Value) {
-			d, err := time.ParseDuration(v.AsString())
+			d, err := args.ParseDuration(v.AsString())
 			if err != nil || d < time.Second {
-				msg := "it must be at least 1s"
+				detail := fmt.Sprintf("%q: it must be at least 1s.", v.AsString())
 				if err != nil {
-					msg = err.Error()
+					detail = err.Error() + "."
 				}
 				diags = append(diags, &hcl.Diagnostic{
 					Severity: hcl.DiagError,
 					Summary:  "Invalid hold_timeout",
-					Detail:   fmt.Sprintf("%q: %s. Write a duration such as \"30s\".", v.AsString(), msg),
+					Detail:   detail,
 					Subject:  a.Expr.Range().Ptr(),
 				})
 				return

@@ -100,19 +100,6 @@ func Strings(obj cty.Value, name string) []string {
 	return out
 }
 
-// Duration parses a duration attribute such as "30s", or returns def when null.
-func Duration(obj cty.Value, name string, def time.Duration) (time.Duration, error) {
-	s := String(obj, name, "")
-	if s == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", name, err)
-	}
-	return d, nil
-}
-
 // Num makes a cty number from an int64.
 func Num(i int64) cty.Value { return cty.NumberVal(new(big.Float).SetInt64(i)) }
 

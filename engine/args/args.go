@@ -259,6 +259,13 @@ func oneOf(choices []string) string {
 	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
 }
 
+// DurationSpec is the spec of a duration argument, such as
+// `connect_timeout = "5s"`, for a spec written without an args struct.
+func DurationSpec(name string) hcldec.Spec {
+	f := field{name: name, ty: cty.String}
+	return &hcldec.ValidateSpec{Wrapped: &hcldec.AttrSpec{Name: name, Type: cty.String}, Func: f.check(durationType)}
+}
+
 // Decode reads a decoded block value into *dst, an args struct. An
 // unknown or null argument takes the field's default tag, or else leaves
 // the field as it was (so dst may come with defaults set in Go); cty.Value
