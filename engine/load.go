@@ -200,13 +200,13 @@ func (w *Workflow) decodeBlock(b *hcl.Block) hcl.Diagnostics {
 		w.hostOrder = append(w.hostOrder, name)
 	case "probe":
 		name := b.Labels[0]
-		_, ds := b.Body.Content(hcldec.ImpliedSchema(probeSpec))
+		_, ds := b.Body.Content(hcldec.ImpliedSchema(args.Spec[probeArgs]()))
 		diags = append(diags, ds...)
 		w.probes[name] = &ProbeDecl{Name: name, Body: b.Body, DeclRange: b.DefRange}
 		w.probeOrder = append(w.probeOrder, name)
 	case "load":
 		name := b.Labels[0]
-		_, ds := b.Body.Content(hcldec.ImpliedSchema(loadSpec))
+		_, ds := b.Body.Content(hcldec.ImpliedSchema(args.Spec[loadArgs]()))
 		diags = append(diags, ds...)
 		w.loads[name] = &ProbeDecl{Name: name, Body: b.Body, DeclRange: b.DefRange}
 		w.loadOrder = append(w.loadOrder, name)

@@ -35,8 +35,6 @@ type loadArgs struct {
 	After          time.Duration `arg:"after" default:"1s"`
 }
 
-var loadSpec = args.Spec[loadArgs]()
-
 // maxLoadSamples bounds the load samples written to the run record.
 const maxLoadSamples = 20_000
 
@@ -81,7 +79,7 @@ func (w *Workflow) loadConfigs(sv *scopeVals) ([]*load, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	for _, name := range w.loadOrder {
 		d := w.loads[name]
-		v, ds := hcldec.Decode(d.Body, loadSpec, sv.ctx(cty.NilVal, nil, nil))
+		v, ds := hcldec.Decode(d.Body, args.Spec[loadArgs](), sv.ctx(cty.NilVal, nil, nil))
 		diags = append(diags, ds...)
 		if ds.HasErrors() {
 			continue

@@ -43,8 +43,6 @@ type probeArgs struct {
 	After    time.Duration `arg:"after" default:"250ms"`
 }
 
-var probeSpec = args.Spec[probeArgs]()
-
 const (
 	// maxProbeSamples bounds the samples held in memory; past it, successful
 	// samples are thinned (failures and the longest gap stay exact).
@@ -174,11 +172,11 @@ type probe struct {
 func (w *Workflow) checkProbes(sv *scopeVals) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	for _, name := range w.probeOrder {
-		_, ds := hcldec.Decode(w.probes[name].Body, probeSpec, sv.ctx(cty.NilVal, nil, nil))
+		_, ds := hcldec.Decode(w.probes[name].Body, args.Spec[probeArgs](), sv.ctx(cty.NilVal, nil, nil))
 		diags = append(diags, ds...)
 	}
 	for _, name := range w.loadOrder {
-		_, ds := hcldec.Decode(w.loads[name].Body, loadSpec, sv.ctx(cty.NilVal, nil, nil))
+		_, ds := hcldec.Decode(w.loads[name].Body, args.Spec[loadArgs](), sv.ctx(cty.NilVal, nil, nil))
 		diags = append(diags, ds...)
 	}
 	return diags
@@ -189,7 +187,7 @@ func (w *Workflow) probeConfigs(sv *scopeVals) ([]*probe, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	for _, name := range w.probeOrder {
 		d := w.probes[name]
-		v, ds := hcldec.Decode(d.Body, probeSpec, sv.ctx(cty.NilVal, nil, nil))
+		v, ds := hcldec.Decode(d.Body, args.Spec[probeArgs](), sv.ctx(cty.NilVal, nil, nil))
 		diags = append(diags, ds...)
 		if ds.HasErrors() {
 			continue

@@ -6,6 +6,8 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
+
+	"github.com/mig-project/mig/engine/args"
 )
 
 // scope says which roots an expression may refer to.
@@ -48,10 +50,10 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 		}
 	}
 	for _, name := range w.probeOrder {
-		diags = append(diags, w.checkTraversals(hcldec.Variables(w.probes[name].Body, probeSpec), scope{}, nil)...)
+		diags = append(diags, w.checkTraversals(hcldec.Variables(w.probes[name].Body, args.Spec[probeArgs]()), scope{}, nil)...)
 	}
 	for _, name := range w.loadOrder {
-		diags = append(diags, w.checkTraversals(hcldec.Variables(w.loads[name].Body, loadSpec), scope{}, nil)...)
+		diags = append(diags, w.checkTraversals(hcldec.Variables(w.loads[name].Body, args.Spec[loadArgs]()), scope{}, nil)...)
 	}
 	for _, name := range sortedKeys(w.steps) {
 		s := w.steps[name]

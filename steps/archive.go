@@ -26,16 +26,14 @@ import (
 // archive file) and manifest (file name to sha256).
 type Archive struct{}
 
-func (Archive) Spec() hcldec.Spec { return archiveSpec }
+func (Archive) Spec() hcldec.Spec { return args.Spec[archiveArgs]() }
 
 // archiveArgs are the arguments of archive and unarchive steps.
 type archiveArgs struct {
-	Host        cty.Value `arg:"host,required"`
-	Source      string    `arg:"source,required,abs"`
-	Destination string    `arg:"destination,required,abs"`
+	Host        hostRef `arg:"host,required"`
+	Source      string  `arg:"source,required,abs"`
+	Destination string  `arg:"destination,required,abs"`
 }
-
-var archiveSpec = args.Spec[archiveArgs]()
 
 func (Archive) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -53,15 +51,17 @@ func (Archive) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.D
 func planArchive(cfg cty.Value, note string) (Preview, hcl.Diagnostics) {
 	a := archiveArgs{Source: "(known after apply)", Destination: "(known after apply)"}
 	args.Decode(cfg, &a)
-	return Preview{Host: HostName(a.Host), Notes: []string{fmt.Sprintf(note, a.Source, a.Destination)}}, nil
+	return Preview{Host: a.Host.Name(), Notes: []string{fmt.Sprintf(note, a.Source, a.Destination)}}, nil
 }
 
 func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
-	h, err := HostOf(env, Attr(cfg, "host"))
+	var arg archiveArgs
+	args.Decode(cfg, &arg)
+	h, err := HostOf(env, arg.Host.Value)
 	if err != nil {
 		return Result{}, err
 	}
-	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", ""), KeepAside: true}
+	req := host.ArchiveRequest{Source: arg.Source, Destination: arg.Destination, KeepAside: true}
 	var res host.ArchiveResult
 	if err := h.Call(ctx, "fs.archive", req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err
@@ -101,7 +101,7 @@ func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 // destination held is kept aside until the run commits; undo puts it back.
 type Unarchive struct{}
 
-func (Unarchive) Spec() hcldec.Spec { return archiveSpec }
+func (Unarchive) Spec() hcldec.Spec { return args.Spec[archiveArgs]() }
 
 func (Unarchive) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -116,11 +116,13 @@ func (Unarchive) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl
 }
 
 func (Unarchive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
-	h, err := HostOf(env, Attr(cfg, "host"))
+	var arg archiveArgs
+	args.Decode(cfg, &arg)
+	h, err := HostOf(env, arg.Host.Value)
 	if err != nil {
 		return Result{}, err
 	}
-	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", ""), KeepAside: true}
+	req := host.ArchiveRequest{Source: arg.Source, Destination: arg.Destination, KeepAside: true}
 	var res host.UnarchiveResult
 	if err := h.Call(ctx, "fs.unarchive", req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err

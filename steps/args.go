@@ -86,3 +86,19 @@ func (ipv4Prefix) Check(v cty.Value) hcl.Diagnostics {
 	}
 	return nil
 }
+
+// hostRef is an argument that names a host: `host = host.src` (the host's
+// value) or its name.
+type hostRef struct{ cty.Value }
+
+func (hostRef) ArgType() cty.Type { return HostRef }
+
+func (hostRef) Check(v cty.Value) hcl.Diagnostics {
+	if ty := v.Type(); ty == cty.String || (ty.IsObjectType() && ty.HasAttribute("name")) {
+		return nil
+	}
+	return hcl.Diagnostics{errDiag("Not a host", "want a host, such as host.src.")}
+}
+
+// Name is the host's name, "" when unknown or null.
+func (h hostRef) Name() string { return HostName(h.Value) }

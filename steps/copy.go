@@ -38,17 +38,15 @@ type Copy struct{}
 
 // copyArgs are a copy step's arguments.
 type copyArgs struct {
-	From        cty.Value `arg:"from,required"` // a host
-	To          cty.Value `arg:"to,required"`   // a host
-	Source      string    `arg:"source,required,abs"`
-	Destination string    `arg:"destination,required,abs"`
-	Direct      bool      `arg:"direct"`
-	Merge       bool      `arg:"merge"`
+	From        hostRef `arg:"from,required"`
+	To          hostRef `arg:"to,required"`
+	Source      string  `arg:"source,required,abs"`
+	Destination string  `arg:"destination,required,abs"`
+	Direct      bool    `arg:"direct"`
+	Merge       bool    `arg:"merge"`
 }
 
-var copySpec = args.Spec[copyArgs]()
-
-func (Copy) Spec() hcldec.Spec { return copySpec }
+func (Copy) Spec() hcldec.Spec { return args.Spec[copyArgs]() }
 
 func (Copy) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -62,7 +60,7 @@ func (Copy) Outputs() cty.Type {
 func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
 	a := copyArgs{Source: "(known after apply)", Destination: "(known after apply)"}
 	args.Decode(cfg, &a)
-	from, to := HostName(a.From), HostName(a.To)
+	from, to := a.From.Name(), a.To.Name()
 	p := Preview{Host: to}
 	if from != "" && to != "" {
 		how := "relayed through mig"
@@ -75,18 +73,20 @@ func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 }
 
 func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
-	src, err := HostOf(env, Attr(cfg, "from"))
+	var arg copyArgs
+	args.Decode(cfg, &arg)
+	src, err := HostOf(env, arg.From.Value)
 	if err != nil {
 		return Result{}, fmt.Errorf("from: %w", err)
 	}
-	dst, err := HostOf(env, Attr(cfg, "to"))
+	dst, err := HostOf(env, arg.To.Value)
 	if err != nil {
 		return Result{}, fmt.Errorf("to: %w", err)
 	}
-	source, dest := String(cfg, "source", ""), String(cfg, "destination", "")
+	source, dest := arg.Source, arg.Destination
 	env.Log.Debug("copy", "from", src.Name(), "source", source, "to", dst.Name(), "destination", dest)
-	opts := host.CopyOptions{Progress: env.Progress, Merge: Bool(cfg, "merge", false), KeepAside: true}
-	if Bool(cfg, "direct", false) {
+	opts := host.CopyOptions{Progress: env.Progress, Merge: arg.Merge, KeepAside: true}
+	if arg.Direct {
 		a, ok := dst.(interface{ Address() string })
 		if !ok {
 			return Result{}, fmt.Errorf("direct = true needs an SSH destination; host %q is not one", dst.Name())

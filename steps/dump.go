@@ -47,7 +47,7 @@ type dumpArgs struct {
 	Workload  workloadArg `arg:"workload,required"`
 	Mode      string      `arg:"mode" enum:"disk,page-server,lazy" default:"disk"`
 	Dir       string      `arg:"dir,required,abs"`
-	Target    cty.Value   `arg:"target"` // a host
+	Target    hostRef     `arg:"target"`
 	TargetDir string      `arg:"target_dir,abs"`
 	Parent    string      `arg:"parent"`
 	Address   string      `arg:"address"`
@@ -67,9 +67,7 @@ func (a *dumpArgs) Check(cty.Value) hcl.Diagnostics {
 	return diags
 }
 
-var dumpSpec = args.Spec[dumpArgs]()
-
-func (Dump) Spec() hcldec.Spec { return dumpSpec }
+func (Dump) Spec() hcldec.Spec { return args.Spec[dumpArgs]() }
 
 // LazySource is the type of a lazy dump's `lazy` output, which a lazy
 // restore takes as its source.
@@ -112,8 +110,8 @@ func decodeDump(cfg cty.Value) (dumpCfg, hcl.Diagnostics) {
 	d := dumpCfg{
 		mode:      a.Mode,
 		dir:       a.Dir,
-		target:    HostName(a.Target),
-		targetV:   a.Target,
+		target:    a.Target.Name(),
+		targetV:   a.Target.Value,
 		targetDir: a.TargetDir,
 		address:   a.Address,
 		port:      a.Port,

@@ -34,16 +34,14 @@ const execMaxOutput = 64 << 10
 
 // execArgs are an exec step's arguments.
 type execArgs struct {
-	Host       cty.Value         `arg:"host,required"`
+	Host       hostRef           `arg:"host,required"`
 	Argv       argv              `arg:"argv,required"`
 	Env        map[string]string `arg:"env"`
 	Dir        string            `arg:"dir"`
 	ExpectExit int               `arg:"expect_exit" min:"0" max:"255"`
 }
 
-var execSpec = args.Spec[execArgs]()
-
-func (Exec) Spec() hcldec.Spec { return execSpec }
+func (Exec) Spec() hcldec.Spec { return args.Spec[execArgs]() }
 
 func (Exec) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -57,24 +55,24 @@ func (Exec) Outputs() cty.Type {
 func (Exec) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
 	var a execArgs
 	args.Decode(cfg, &a)
-	return Preview{Host: HostName(a.Host)}, nil
+	return Preview{Host: a.Host.Name()}, nil
 }
 
 func (Exec) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
-	h, err := HostOf(env, Attr(cfg, "host"))
+	var arg execArgs
+	args.Decode(cfg, &arg)
+	h, err := HostOf(env, arg.Host.Value)
 	if err != nil {
 		return Result{}, err
 	}
-	req := host.ExecRequest{Argv: Strings(cfg, "argv"), Dir: String(cfg, "dir", ""), MaxBytes: execMaxOutput}
+	req := host.ExecRequest{Argv: arg.Argv, Dir: arg.Dir, MaxBytes: execMaxOutput}
 	if len(req.Argv) == 0 {
 		return Result{}, errors.New("empty argv")
 	}
-	if m := Attr(cfg, "env"); !m.IsNull() {
-		for k, v := range m.AsValueMap() {
-			req.Env = append(req.Env, k+"="+v.AsString())
-		}
-		sort.Strings(req.Env)
+	for k, v := range arg.Env {
+		req.Env = append(req.Env, k+"="+v)
 	}
+	sort.Strings(req.Env)
 	var res host.ExecResult
 	env.Log.Debug("exec", "argv", req.Argv)
 	if err := h.Call(ctx, "exec", req, &res, host.CallOpts{}); err != nil {
@@ -86,7 +84,7 @@ func (Exec) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		"stderr":    cty.StringVal(res.Stderr),
 		"duration":  cty.NumberFloatVal(res.Seconds),
 	})
-	if want := Int(cfg, "expect_exit", 0); int64(res.ExitCode) != want {
+	if want := arg.ExpectExit; res.ExitCode != want {
 		return Result{}, fmt.Errorf("%s exited with status %d, want %d%s", req.Argv[0], res.ExitCode, want, tail(res.Stderr))
 	}
 	return Result{Outputs: out, Metrics: map[string]float64{"seconds": res.Seconds}}, nil

@@ -33,8 +33,8 @@ type MoveIP struct{}
 // moveIPArgs are a move_ip step's arguments.
 type moveIPArgs struct {
 	Address     ipv4Prefix `arg:"address,required"`
-	From        cty.Value  `arg:"from,required"` // a host
-	To          cty.Value  `arg:"to,required"`   // a host
+	From        hostRef    `arg:"from,required"`
+	To          hostRef    `arg:"to,required"`
 	Interface   string     `arg:"interface" default:"eth0"`
 	ToInterface string     `arg:"to_interface"`
 	Announce    int        `arg:"announce" min:"0" max:"100"`
@@ -48,9 +48,7 @@ func (a *moveIPArgs) Check(cty.Value) hcl.Diagnostics {
 	return nil
 }
 
-var moveIPSpec = args.Spec[moveIPArgs]()
-
-func (MoveIP) Spec() hcldec.Spec { return moveIPSpec }
+func (MoveIP) Spec() hcldec.Spec { return args.Spec[moveIPArgs]() }
 
 func (MoveIP) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -83,8 +81,8 @@ func decodeMoveIP(cfg cty.Value) (moveIP, hcl.Diagnostics) {
 func (a *moveIPArgs) decode() moveIP {
 	m := moveIP{
 		address:  string(a.Address),
-		from:     HostName(a.From),
-		to:       HostName(a.To),
+		from:     a.From.Name(),
+		to:       a.To.Name(),
 		fromIf:   a.Interface,
 		toIf:     a.ToInterface,
 		announce: a.Announce,
@@ -119,11 +117,11 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	if diags.HasErrors() {
 		return Result{}, diags
 	}
-	from, err := HostOf(env, Attr(cfg, "from"))
+	from, err := env.Hosts(m.from)
 	if err != nil {
 		return Result{}, fmt.Errorf("from: %w", err)
 	}
-	to, err := HostOf(env, Attr(cfg, "to"))
+	to, err := env.Hosts(m.to)
 	if err != nil {
 		return Result{}, fmt.Errorf("to: %w", err)
 	}

@@ -41,7 +41,7 @@ type PreDump struct{}
 type predumpArgs struct {
 	Workload    workloadArg `arg:"workload,required"`
 	Dir         string      `arg:"dir,required,abs"`
-	To          cty.Value   `arg:"to"` // a host
+	To          hostRef     `arg:"to"`
 	TargetDir   string      `arg:"target_dir,abs"`
 	MaxRounds   int         `arg:"max_rounds" min:"1" max:"100"`
 	MinPages    int64       `arg:"min_pages" min:"0"`
@@ -49,9 +49,7 @@ type predumpArgs struct {
 	Unsupported string      `arg:"unsupported" enum:"fail,skip" default:"fail"`
 }
 
-var predumpSpec = args.Spec[predumpArgs]()
-
-func (PreDump) Spec() hcldec.Spec { return predumpSpec }
+func (PreDump) Spec() hcldec.Spec { return args.Spec[predumpArgs]() }
 
 func (PreDump) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -117,8 +115,8 @@ func decodePreDump(cfg cty.Value) (predumpCfg, hcl.Diagnostics) {
 	args.Decode(cfg, &a)
 	c := predumpCfg{
 		dir:         a.Dir,
-		to:          HostName(a.To),
-		toV:         a.To,
+		to:          a.To.Name(),
+		toV:         a.To.Value,
 		targetDir:   a.TargetDir,
 		policy:      Policy{MaxRounds: a.MaxRounds, MinPages: a.MinPages, MaxGrowth: a.MaxGrowth},
 		unsupported: a.Unsupported,

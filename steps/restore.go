@@ -40,7 +40,7 @@ type Restore struct{}
 // restoreArgs are a restore step's arguments.
 type restoreArgs struct {
 	Workload workloadArg   `arg:"workload,required"`
-	Host     cty.Value     `arg:"host,required"`
+	Host     hostRef       `arg:"host,required"`
 	Dir      string        `arg:"dir,required,abs"`
 	Lazy     bool          `arg:"lazy"`
 	Prefetch bool          `arg:"prefetch"`
@@ -58,9 +58,7 @@ func (a *restoreArgs) Check(cty.Value) hcl.Diagnostics {
 	return diags
 }
 
-var restoreSpec = args.Spec[restoreArgs]()
-
-func (Restore) Spec() hcldec.Spec { return restoreSpec }
+func (Restore) Spec() hcldec.Spec { return args.Spec[restoreArgs]() }
 
 func (Restore) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -86,8 +84,8 @@ func decodeRestore(cfg cty.Value) (restoreCfg, hcl.Diagnostics) {
 	var a restoreArgs
 	args.Decode(cfg, &a)
 	r := restoreCfg{
-		host:     HostName(a.Host),
-		hostV:    a.Host,
+		host:     a.Host.Name(),
+		hostV:    a.Host.Value,
 		dir:      a.Dir,
 		lazy:     a.Lazy,
 		prefetch: a.Prefetch,

@@ -35,31 +35,37 @@ import (
 // alive = false passes once the process is gone.
 type Verify struct{}
 
-const defaultVerifyInterval = 100 * time.Millisecond
-
 // verifyArgs are a verify step's arguments: exactly one check block and
 // the polling interval.
 type verifyArgs struct {
-	HTTP *struct {
-		URL       httpURL `arg:"url,required"`
-		Status    int     `arg:"status" min:"100" max:"599"`
-		BodyRegex pattern `arg:"body_regex"`
-	} `arg:"http,block"`
-	TCP *struct {
-		Address hostPort `arg:"address,required"`
-		Send    string   `arg:"send"`
-		Expect  string   `arg:"expect"`
-	} `arg:"tcp,block"`
-	Process *struct {
-		Host  cty.Value `arg:"host,required"`
-		PID   int       `arg:"pid,required" min:"1"`
-		Alive bool      `arg:"alive"`
-	} `arg:"process,block"`
-	Exec *struct {
-		Host cty.Value `arg:"host,required"`
-		Argv argv      `arg:"argv,required"`
-	} `arg:"exec,block"`
-	Interval time.Duration `arg:"interval,positive"`
+	HTTP     *httpCheck    `arg:"http,block"`
+	TCP      *tcpCheck     `arg:"tcp,block"`
+	Process  *processCheck `arg:"process,block"`
+	Exec     *execCheck    `arg:"exec,block"`
+	Interval time.Duration `arg:"interval,positive" default:"100ms"`
+}
+
+type httpCheck struct {
+	URL       httpURL `arg:"url,required"`
+	Status    int     `arg:"status" min:"100" max:"599" default:"200"`
+	BodyRegex pattern `arg:"body_regex"`
+}
+
+type tcpCheck struct {
+	Address hostPort `arg:"address,required"`
+	Send    string   `arg:"send"`
+	Expect  string   `arg:"expect"`
+}
+
+type processCheck struct {
+	Host  hostRef `arg:"host,required"`
+	PID   int64   `arg:"pid,required" min:"1"`
+	Alive bool    `arg:"alive" default:"true"`
+}
+
+type execCheck struct {
+	Host hostRef `arg:"host,required"`
+	Argv argv    `arg:"argv,required"`
 }
 
 func (a *verifyArgs) Check(cfg cty.Value) hcl.Diagnostics {
@@ -67,9 +73,7 @@ func (a *verifyArgs) Check(cfg cty.Value) hcl.Diagnostics {
 	return diags
 }
 
-var verifySpec = args.Spec[verifyArgs]()
-
-func (Verify) Spec() hcldec.Spec { return verifySpec }
+func (Verify) Spec() hcldec.Spec { return args.Spec[verifyArgs]() }
 
 func (Verify) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -165,24 +169,23 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	if diags.HasErrors() {
 		return Result{}, diags
 	}
-	a := verifyArgs{Interval: defaultVerifyInterval}
-	args.Decode(cfg, &a)
-	interval := a.Interval
-	b := cfg.GetAttr(which)
+	var arg verifyArgs
+	args.Decode(cfg, &arg)
+	interval := arg.Interval
 	var check probe
 	var what string
 	var err error
 	switch which {
 	case "http":
-		check, what, err = httpProbe(b)
+		check, what, err = httpProbe(*arg.HTTP)
 	case "tcp":
-		c := TCPCheck{Address: String(b, "address", ""), Send: String(b, "send", ""), Expect: String(b, "expect", "")}
+		c := TCPCheck{Address: string(arg.TCP.Address), Send: arg.TCP.Send, Expect: arg.TCP.Expect}
 		what = c.Address
 		check = tcpProbe(c)
 	case "process":
-		check, what, err = processProbe(env, b)
+		check, what, err = processProbe(env, *arg.Process)
 	case "exec":
-		check, what, err = execProbe(env, b)
+		check, what, err = execProbe(env, *arg.Exec)
 	}
 	if err != nil {
 		return Result{}, err
@@ -230,11 +233,11 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 // requestTimeout bounds one HTTP request or TCP connect.
 const requestTimeout = 5 * time.Second
 
-func httpProbe(b cty.Value) (probe, string, error) {
-	u := String(b, "url", "")
-	want := int(Int(b, "status", 200))
+func httpProbe(c httpCheck) (probe, string, error) {
+	u := string(c.URL)
+	want := c.Status
 	var re *regexp.Regexp
-	if s := String(b, "body_regex", ""); s != "" {
+	if s := string(c.BodyRegex); s != "" {
 		var err error
 		if re, err = regexp.Compile(s); err != nil {
 			return nil, "", fmt.Errorf("body_regex: %w", err)
@@ -284,16 +287,16 @@ func tcpProbe(c TCPCheck) probe {
 	}
 }
 
-func processProbe(env Env, b cty.Value) (probe, string, error) {
-	h, err := HostOf(env, Attr(b, "host"))
+func processProbe(env Env, c processCheck) (probe, string, error) {
+	h, err := HostOf(env, c.Host.Value)
 	if err != nil {
 		return nil, "", err
 	}
-	pid := Int(b, "pid", 0)
+	pid := c.PID
 	if pid <= 0 {
 		return nil, "", fmt.Errorf("pid %d is not a process ID", pid)
 	}
-	wantAlive := Bool(b, "alive", true)
+	wantAlive := c.Alive
 	what := fmt.Sprintf("pid %d on %s", pid, h.Name())
 	return func(ctx context.Context) (bool, string, error) {
 		var res host.ExecResult
@@ -324,12 +327,12 @@ func procState(pid int64, res host.ExecResult) (bool, string) {
 	return true, fmt.Sprintf("pid %d (%s) is running, state %s", pid, name, f[0])
 }
 
-func execProbe(env Env, b cty.Value) (probe, string, error) {
-	h, err := HostOf(env, Attr(b, "host"))
+func execProbe(env Env, c execCheck) (probe, string, error) {
+	h, err := HostOf(env, c.Host.Value)
 	if err != nil {
 		return nil, "", err
 	}
-	argv := Strings(b, "argv")
+	argv := []string(c.Argv)
 	if len(argv) == 0 {
 		return nil, "", errors.New("empty argv")
 	}

@@ -28,6 +28,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -146,9 +147,17 @@ func ctyType(t reflect.Type) cty.Type {
 	panic(fmt.Sprintf("args: unsupported field type %s", t))
 }
 
+// specs caches Spec's results by type.
+var specs sync.Map
+
 // Spec returns the spec of T's arguments.
 func Spec[T any]() hcldec.Spec {
-	return specOf(reflect.TypeFor[T]())
+	t := reflect.TypeFor[T]()
+	if s, ok := specs.Load(t); ok {
+		return s.(hcldec.Spec)
+	}
+	s, _ := specs.LoadOrStore(t, specOf(t))
+	return s.(hcldec.Spec)
 }
 
 func specOf(t reflect.Type) hcldec.Spec {
