@@ -74,32 +74,6 @@ func Int(obj cty.Value, name string, def int64) int64 {
 	return i
 }
 
-// Float returns a number attribute, or def when it is null.
-func Float(obj cty.Value, name string, def float64) float64 {
-	v := Attr(obj, name)
-	if v.IsNull() || !v.IsKnown() || v.Type() != cty.Number {
-		return def
-	}
-	f, _ := v.AsBigFloat().Float64()
-	return f
-}
-
-// Strings returns a list or set of strings, nil when null.
-func Strings(obj cty.Value, name string) []string {
-	v := Attr(obj, name)
-	if v.IsNull() || !v.IsKnown() || !v.CanIterateElements() {
-		return nil
-	}
-	var out []string
-	for it := v.ElementIterator(); it.Next(); {
-		_, e := it.Element()
-		if e.IsKnown() && !e.IsNull() && e.Type() == cty.String {
-			out = append(out, e.AsString())
-		}
-	}
-	return out
-}
-
 // Num makes a cty number from an int64.
 func Num(i int64) cty.Value { return cty.NumberVal(new(big.Float).SetInt64(i)) }
 

@@ -12,16 +12,16 @@ import (
 )
 
 type testArgs struct {
-	Mode     string            `arg:"mode" enum:"a,b" default:"a"`
-	Dir      string            `arg:"dir,required,abs"`
-	Count    int               `arg:"count" min:"1" max:"9"`
-	Ratio    float64           `arg:"ratio" min:"0"`
-	Wait     time.Duration     `arg:"wait,positive" default:"1s"`
-	Keep     bool              `arg:"keep" default:"true"`
-	List     []string          `arg:"list"`
-	Env      map[string]string `arg:"env"`
-	Any      cty.Value         `arg:"any"`
-	Sub      *struct {
+	Mode  string            `arg:"mode" enum:"a,b" default:"a"`
+	Dir   string            `arg:"dir,required,abs"`
+	Count int               `arg:"count" min:"1" max:"9"`
+	Ratio float64           `arg:"ratio" min:"0"`
+	Wait  time.Duration     `arg:"wait,positive" default:"1s"`
+	Keep  bool              `arg:"keep" default:"true"`
+	List  []string          `arg:"list"`
+	Env   map[string]string `arg:"env"`
+	Any   cty.Value         `arg:"any"`
+	Sub   *struct {
 		Name string `arg:"name,required"`
 	} `arg:"sub,block"`
 }
