@@ -185,9 +185,21 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Cancelled after the target took over",
 			Detail: "The target already served clients, so the run kept it (resuming the source would lose the target's writes) and committed."})
 		r.compensate(ctx, EventCommit)
+	case r.phase() == PhaseServed && !w.rollbackAfterServing && r.targetRuns(cctx):
+		r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "The run failed after the target served clients",
+			Detail: "The restored workload still runs on the target and has the latest state, so the run kept it and committed " +
+				"(resuming the source would lose what clients wrote on the target; settings { rollback_after_serving = true } would). " +
+				"See the errors above, and check the workload on the target."})
+		r.compensate(ctx, EventCommit)
 	default:
 		// A step failed: roll back, and so do the hosts should mig die.
 		if r.phase() == PhaseServed {
+			why := "The restored workload no longer runs on the target (or the target cannot be asked), so the run resumed the source"
+			if w.rollbackAfterServing {
+				why = "settings { rollback_after_serving = true }: the run resumed the source"
+			}
+			r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Rolled back after the target served clients",
+				Detail: why + ": what clients wrote on the target since it took over is lost."})
 			if err := r.holds.setMode(cctx, host.ModeUndo); err != nil {
 				r.log.Warn("cannot tell every host that the run rolls back", "error", err)
 			}
@@ -318,6 +330,26 @@ func (r *runner) setPhase(p string) {
 	r.rec.Phase = p
 	r.mu.Unlock()
 	r.save()
+}
+
+// targetRuns says whether every copy the run started still runs, asked
+// of the steps that can tell (a restore); false when none can.
+func (r *runner) targetRuns(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	asked := false
+	for _, c := range r.done {
+		if c.result.Alive == nil {
+			continue
+		}
+		up, err := c.result.Alive(ctx)
+		if err != nil || !up {
+			r.log.Warn("the target's copy does not run", "step", c.address, "error", err)
+			return false
+		}
+		asked = true
+	}
+	return asked
 }
 
 func (r *runner) phase() string {

@@ -226,12 +226,13 @@ func (w *Workflow) decodeBlock(b *hcl.Block) hcl.Diagnostics {
 	return diags
 }
 
-var settingsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "hold_timeout"}}}
+var settingsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "hold_timeout"}, {Name: "rollback_after_serving"}}}
 
 // decodeSettings reads the workflow's `settings {}` block:
 //
 //	settings {
 //	  hold_timeout = "30s" # how long hosts wait for a silent mig before they undo the run themselves
+//	  rollback_after_serving = false # a step failing after the target served resumes the source anyway
 //	}
 func (w *Workflow) decodeSettings(b *hcl.Block) hcl.Diagnostics {
 	if w.settingsRange != nil {
@@ -262,6 +263,9 @@ func (w *Workflow) decodeSettings(b *hcl.Block) hcl.Diagnostics {
 			}
 			w.holdTimeout = d
 		})...)
+	}
+	if a, ok := content.Attributes["rollback_after_serving"]; ok {
+		diags = append(diags, gohcl(a, cty.Bool, func(v cty.Value) { w.rollbackAfterServing = v.True() })...)
 	}
 	return diags
 }

@@ -57,6 +57,10 @@ type Workflow struct {
 
 	holdTimeout   time.Duration // settings.hold_timeout; DefaultHoldTimeout when zero
 	settingsRange *hcl.Range
+	// rollbackAfterServing is settings.rollback_after_serving: a step that
+	// fails after the target served rolls back even while the target's
+	// copy runs, losing what clients wrote there.
+	rollbackAfterServing bool
 }
 
 // HoldTimeout is how long hosts hold the run's changes without hearing

@@ -41,6 +41,10 @@ type Result struct {
 	Undo func(ctx context.Context) error
 	// Commit, when set, finishes the step once the whole run succeeded.
 	Commit func(ctx context.Context) error
+	// Alive, when set, says whether what the step started still runs (a
+	// restored copy). When a run fails after the target served clients,
+	// the engine keeps the workload there only if every Alive says so.
+	Alive func(ctx context.Context) (bool, error)
 	// Replay is the serializable form of Undo and Commit: agent actions on
 	// named hosts that the run record and the hosts' hold leases keep, so
 	// that `mig recover` and a host's hold watcher can redo them without

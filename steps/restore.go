@@ -179,7 +179,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	}
 	req := criu.RestoreAction{
 		Request:        criu.Request{CRIU: criuSetting(r.hostV), Workload: r.w.Workload},
-		RestoreRequest: criu.RestoreRequest{Dir: r.dir, Lazy: r.lazy, LeaveStopped: r.lazy && r.prefetch},
+		RestoreRequest: criu.RestoreRequest{Dir: r.dir, Lazy: r.lazy, LeaveStopped: true},
 	}
 	if env.Hold != nil {
 		// The target kills the copy should mig die before the run commits.
@@ -228,10 +228,27 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	for k, v := range res.Stats {
 		metrics[k] = v
 	}
-	if r.lazy && !r.prefetch && env.Switch != nil {
-		// The copy runs and serves: the point of no return.
-		if err := env.Switch(ctx, true); err != nil {
-			return Result{}, errors.Join(fmt.Errorf("cannot mark the point of no return: %w", err), killNow())
+	// The copy was restored stopped (where the driver can): it starts,
+	// and serves, only once every host knows that it does, so a host that
+	// cannot be told leaves a copy that never served to kill.
+	start := func() error {
+		if !res.Stopped {
+			return nil
+		}
+		if err := h.Call(ctx, criu.ActContinue, restored, nil, host.CallOpts{}); err != nil {
+			return fmt.Errorf("start the restored copy: %w (the hosts finish starting it when the run commits)", err)
+		}
+		return nil
+	}
+	if r.lazy && !r.prefetch {
+		// The copy will serve: the point of no return.
+		if env.Switch != nil {
+			if err := env.Switch(ctx, true); err != nil {
+				return Result{}, errors.Join(fmt.Errorf("cannot mark the point of no return: %w", err), killNow())
+			}
+		}
+		if err := start(); err != nil {
+			return Result{}, err
 		}
 	}
 	// Measured after the restore, so that it adds nothing to the pause.
@@ -253,24 +270,23 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		case err != nil:
 			return Result{}, errors.Join(fmt.Errorf("lazy pages: %w", err), killNow())
 		}
-		if r.prefetch {
-			// Every page is here: start the copy.
-			if err := h.Call(ctx, criu.ActContinue, restored, nil, host.CallOpts{}); err != nil {
-				return Result{}, errors.Join(fmt.Errorf("start the prefetched copy: %w", err), killNow())
-			}
-		}
 		metrics["lazy_seconds"] = done.Seconds
 		for k, v := range done.Stats {
 			metrics["source_"+k] = v
 		}
 		metrics["moved_bytes"] = done.Stats["pages_lazy"] * pageSize
 	}
-	if (!r.lazy || r.prefetch) && env.Switch != nil {
-		// A complete copy serves: should mig die now, keep it. A host
-		// that cannot be told may already have resumed the source on
-		// its own (its lease expired): then the copy must go.
-		if err := env.Switch(ctx, false); err != nil {
-			return Result{}, errors.Join(fmt.Errorf("cannot tell the hosts that the target serves, so it may not: %w", err), killNow())
+	if !r.lazy || r.prefetch {
+		// A complete copy will serve: should mig die now, keep it. A
+		// host that cannot be told may already have resumed the source
+		// on its own (its lease expired): then the copy must go.
+		if env.Switch != nil {
+			if err := env.Switch(ctx, false); err != nil {
+				return Result{}, errors.Join(fmt.Errorf("cannot tell the hosts that the target serves, so it may not: %w", err), killNow())
+			}
+		}
+		if err := start(); err != nil {
+			return Result{}, err
 		}
 	}
 	le := criu.RestoreLease(req.RestoreRequest, restored)
@@ -287,7 +303,12 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			"dir":  cty.StringVal(r.dir),
 			"log":  cty.StringVal(res.LogPath),
 		}),
-		Undo:    kill,
+		Undo: kill,
+		Alive: func(ctx context.Context) (bool, error) {
+			var up bool
+			err := h.Call(ctx, criu.ActRunning, restored, &up, host.CallOpts{})
+			return up, err
+		},
 		Replay:  replay,
 		Metrics: metrics,
 	}, nil

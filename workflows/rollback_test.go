@@ -79,10 +79,61 @@ func rollback(t *testing.T, s *service, workflow string) *engine.Record {
 	return rec
 }
 
-// TestRollbackVerify: the target serves, but a later check fails.
+// TestRollbackVerify: the target serves, but a later check fails, and
+// the workflow says to roll back after serving all the same.
 func TestRollbackVerify(t *testing.T) {
 	needLab(t)
-	rollback(t, startCounter(t), "testdata/rollback-verify")
+	dir := workflowWith(t, "testdata/rollback-verify", map[string]string{
+		"settings.hcl": "settings {\n  rollback_after_serving = true\n}\n",
+	})
+	rollback(t, startCounter(t), dir)
+}
+
+// TestVerifyFailsKeepsTarget: the target serves, then a later check
+// fails. The target's copy still runs and has the latest state, so the run
+// fails but keeps it: the source is killed, never resumed.
+func TestVerifyFailsKeepsTarget(t *testing.T) {
+	needLab(t)
+	s := startCounter(t)
+	rd := readAlong()
+	defer rd.close()
+	rec, code, out := s.apply(t, "testdata/rollback-verify")
+	if code != 1 || rec.State != engine.StateFailed {
+		t.Fatalf("mig apply exited %d (%s), want 1 (failed)\n%s", code, rec.State, out)
+	}
+	if !strings.Contains(out, "The run failed after the target served clients") {
+		t.Errorf("apply does not say it kept the target:\n%s", out)
+	}
+	for _, a := range rec.Compensation {
+		if a.Action != "commit" || a.State != engine.StateOK {
+			t.Errorf("%s: %s %s %s, want commits only", a.Step, a.Action, a.State, a.Error)
+		}
+	}
+	if !settle(t, rd, "h2", "h1", time.Now().Add(10*time.Second)) {
+		t.FailNow()
+	}
+	checkClean(t)
+}
+
+// workflowWith copies the workflow directory dir into a temporary one,
+// with extra files added.
+func workflowWith(t *testing.T, dir string, extra map[string]string) string {
+	t.Helper()
+	out := t.TempDir()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.hcl"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra[filepath.Base(f)] = string(b)
+	}
+	for name, body := range extra {
+		if err := os.WriteFile(filepath.Join(out, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }
 
 // TestRollbackRestore: the restore fails because the process has a file

@@ -52,6 +52,9 @@ func ClockOffset(ctx context.Context, h Host) (Offset, error) {
 	done := make(chan error, 1)
 	go func() {
 		err := h.Call(ctx, "clock", struct{}{}, nil, CallOpts{In: inR, Out: outW})
+		// A call that ended without reading (a context over, a host
+		// gone) must not leave the rounds' writes waiting.
+		inR.CloseWithError(errors.Join(err, io.ErrClosedPipe))
 		outW.CloseWithError(errors.Join(err, io.ErrUnexpectedEOF))
 		done <- err
 	}()

@@ -32,6 +32,7 @@ var Idempotent = map[string]bool{
 	"criu.resolve":    true,
 	"criu.check":      true,
 	"criu.doctor":     true,
+	"criu.running":    true,
 	"container.state": true,
 	// Converge on a state: a second call finds it done.
 	"fs.mkdir":           true,
@@ -40,6 +41,7 @@ var Idempotent = map[string]bool{
 	"criu.resume":        true, // SIGCONT and drop the lock tables
 	"criu.kill":          true, // SIGKILL the held tree and drop its tables
 	"criu.kill-restored": true,
+	"criu.continue":      true, // SIGCONT a restored tree
 	"criu.wait":          true, // waits for a page server to exit
 	"container.destroy":  true,
 }

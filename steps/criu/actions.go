@@ -30,6 +30,7 @@ const (
 	ActWait       = "criu.wait"          // WaitAction → nil (waits for a page server)
 	ActLazyWait   = "criu.lazy-wait"     // LazyWaitAction → DumpResult
 	ActContinue   = "criu.continue"      // KillRestoredAction → nil (starts a tree restored stopped)
+	ActRunning    = "criu.running"       // KillRestoredAction → bool (the restored tree's root still runs)
 	ActLazyDecide = "criu.lazy-decide"   // LazyDecideAction → host.Decision (should mig die during a post-copy move)
 	ActDoctor     = "criu.doctor"        // DoctorRequest → Report
 	ActGuard      = "criu.guard"         // GuardAction → GuardResult
@@ -178,6 +179,7 @@ func Actions(drivers Drivers) host.Actions {
 		ActWait:       a.wait,
 		ActLazyWait:   a.lazyWait,
 		ActContinue:   a.cont,
+		ActRunning:    a.running,
 		ActLazyDecide: a.lazyDecide,
 		ActDoctor:     a.doctor,
 		ActGuard:      a.guard,
@@ -470,6 +472,17 @@ func (a actions) lazyDecide(ctx context.Context, c *host.Call) (any, error) {
 		return nil, err
 	}
 	return LazyDecide(ctx, req)
+}
+
+// running says whether a restored tree's root still runs (and is not a
+// zombie): a run that fails after the target served keeps the target only
+// while it does.
+func (a actions) running(ctx context.Context, c *host.Call) (any, error) {
+	req, err := decode[KillRestoredAction](c)
+	if err != nil {
+		return nil, err
+	}
+	return req.Result.PID > 0 && alive(req.Result.PID) && sameTask(req.Result.PID, req.Result.Start), nil
 }
 
 // cont starts a tree restored with LeaveStopped.

@@ -160,10 +160,13 @@ type DumpResult struct {
 
 // Held is the state of a frozen source that Resume and Kill need.
 type Held struct {
-	PID      int    `json:"pid"`
-	PIDs     []int  `json:"pids,omitempty"`      // every task of the tree
-	ID       string `json:"id,omitempty"`        // container id
-	NftTable string `json:"nft_table,omitempty"` // CRIU's network lock, "inet CRIU-932449b8-…"
+	PID  int   `json:"pid"`
+	PIDs []int `json:"pids,omitempty"` // every task of the tree
+	// Starts are the PIDs' start times (clock ticks after boot), so that
+	// a late undo or commit never signals a process that reused a PID.
+	Starts   []uint64 `json:"starts,omitempty"`
+	ID       string   `json:"id,omitempty"`        // container id
+	NftTable string   `json:"nft_table,omitempty"` // CRIU's network lock, "inet CRIU-932449b8-…"
 	// HoldTable is the guard that holds, drops or refuses new connections
 	// while held (see HoldPorts).
 	HoldTable string `json:"hold_table,omitempty"`
@@ -189,9 +192,9 @@ type RestoreRequest struct {
 	Source *Addr `json:"source,omitempty"`
 	// Wait for a page server that wrote into Dir to finish first.
 	PageServerPID int `json:"page_server_pid,omitempty"`
-	// LeaveStopped keeps the restored tasks stopped (a lazy restore that
-	// prefetches every page before the workload runs); ActContinue starts
-	// them.
+	// LeaveStopped keeps the restored tasks stopped until ActContinue
+	// starts them: once every host knows the target serves (and, with
+	// prefetch, every page has arrived).
 	LeaveStopped bool `json:"leave_stopped,omitempty"`
 	// Hold, when set, is the run's lease on this host: the restore records
 	// how to kill the restored copy before it returns.
@@ -200,7 +203,11 @@ type RestoreRequest struct {
 
 // RestoreResult is the restored workload.
 type RestoreResult struct {
-	PID     int                `json:"pid"`
+	PID   int    `json:"pid"`
+	Start uint64 `json:"start,omitempty"` // PID's start time, as in Held.Starts
+	// Stopped: the tree was restored stopped (RestoreRequest.LeaveStopped,
+	// where the driver can) and waits for criu.continue.
+	Stopped bool               `json:"stopped,omitempty"`
 	ID      string             `json:"id,omitempty"`
 	LogPath string             `json:"log_path"`
 	Stats   map[string]float64 `json:"stats,omitempty"` // see RestoreStats

@@ -95,6 +95,39 @@ func tasks(pids []int) []int {
 	return out
 }
 
+// startTimes returns the start times of pids, 0 for one that is gone.
+func startTimes(pids []int) []uint64 {
+	out := make([]uint64, len(pids))
+	for i, p := range pids {
+		out[i] = startTime(p)
+	}
+	return out
+}
+
+// sameTask says whether pid is still the process that started at start;
+// an unknown start (0, a record from before starts were kept) matches.
+func sameTask(pid int, start uint64) bool {
+	if start == 0 {
+		return true
+	}
+	return startTime(pid) == start
+}
+
+// sameTasks keeps the pids that are still the processes of starts (all of
+// them when starts is missing).
+func sameTasks(pids []int, starts []uint64) []int {
+	if len(starts) != len(pids) {
+		return pids
+	}
+	var out []int
+	for i, p := range pids {
+		if sameTask(p, starts[i]) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // alive says whether pid exists and is not a zombie.
 func alive(pid int) bool {
 	st, err := readStat(pid)

@@ -280,6 +280,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		}
 	}
 	held.PIDs = tree(r.PID)
+	held.Starts = startTimes(held.PIDs)
 	conns := Connections(held.PIDs, r.Listens)
 	stats := DumpStats(req.Dir)
 	if req.Lazy {
@@ -319,7 +320,7 @@ func (held Held) release(ctx context.Context) ([]int, error) {
 	if len(held.PIDs) == 0 && held.PID > 0 {
 		return tree(held.PID), err
 	}
-	return held.PIDs, err
+	return sameTasks(held.PIDs, held.Starts), err
 }
 
 func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error {
@@ -401,6 +402,8 @@ func (Process) Restore(ctx context.Context, env Env, w Workload, req RestoreRequ
 		return res, err
 	}
 	res.PID = n.restoredPID
+	res.Start = startTime(res.PID)
+	res.Stopped = req.LeaveStopped
 	res.Seconds = time.Since(start).Seconds()
 	res.Stats = RestoreStats(req.Dir)
 	return res, nil
@@ -411,7 +414,7 @@ func (Process) KillRestored(ctx context.Context, env Env, w Workload, res Restor
 	if res.LazyPID > 0 && alive(res.LazyPID) {
 		syscall.Kill(res.LazyPID, syscall.SIGKILL)
 	}
-	if res.PID > 0 {
+	if res.PID > 0 && sameTask(res.PID, res.Start) {
 		pids := tree(res.PID)
 		errs = append(errs, signalAll(pids, syscall.SIGKILL))
 		errs = append(errs, waitGone(ctx, pids, 10*time.Second))

@@ -375,3 +375,19 @@ func waitState(t *testing.T, pid int, st byte) {
 	}
 	t.Fatalf("pid %d never reached state %c", pid, st)
 }
+
+// A late undo or commit signals only the processes it held: a PID that
+// another process took since is left alone.
+func TestSameTasks(t *testing.T) {
+	me := os.Getpid()
+	start := startTime(me)
+	if !sameTask(me, start) || !sameTask(me, 0) || sameTask(me, start+1) {
+		t.Errorf("sameTask(%d, %d) is wrong", me, start)
+	}
+	if got := sameTasks([]int{me, me}, []uint64{start, start + 1}); len(got) != 1 {
+		t.Errorf("sameTasks kept %v, want one", got)
+	}
+	if got := sameTasks([]int{me}, nil); len(got) != 1 {
+		t.Errorf("a record without start times must keep its pids, got %v", got)
+	}
+}
