@@ -21,8 +21,8 @@ type workloadArg struct{ cty.Value }
 func (workloadArg) ArgType() cty.Type { return cty.DynamicPseudoType }
 
 func (workloadArg) Check(v cty.Value) hcl.Diagnostics {
-	if _, err := workloadOf(v); err != nil {
-		return hcl.Diagnostics{errDiag("Invalid workload", err.Error())}
+	if !v.Type().IsObjectType() || String(v, "kind", "") == "" || String(v, "name", "") == "" {
+		return hcl.Diagnostics{errDiag("Invalid workload", errNotWorkload.Error())}
 	}
 	return nil
 }

@@ -70,7 +70,18 @@ type field struct {
 	ty       cty.Type
 }
 
+// fields caches fieldsOf's results by type.
+var fields sync.Map
+
 func fieldsOf(t reflect.Type) []field {
+	if fs, ok := fields.Load(t); ok {
+		return fs.([]field)
+	}
+	fs, _ := fields.LoadOrStore(t, parseFields(t))
+	return fs.([]field)
+}
+
+func parseFields(t reflect.Type) []field {
 	var out []field
 	for i := 0; i < t.NumField(); i++ {
 		sf := t.Field(i)
@@ -194,7 +205,10 @@ func (f field) check(ft reflect.Type) func(cty.Value) hcl.Diagnostics {
 		if !v.IsKnown() || v.IsNull() {
 			return nil
 		}
-		v, marks := v.UnmarkDeep()
+		var marks cty.ValueMarks
+		if v.ContainsMarked() {
+			v, marks = v.UnmarkDeep()
+		}
 		if own {
 			return reflect.Zero(ft).Interface().(Checker).Check(v)
 		}
