@@ -12,8 +12,9 @@
 //
 // The checks (enum, min/max, abs, durations) run in the spec, through
 // hcldec.ValidateSpec, so `mig validate` reports them at the argument's
-// own range. Defaults apply when the struct is decoded; the decoded value
-// keeps the argument null, as written.
+// own range. Defaults apply when the struct is decoded, not in the spec
+// (no hcldec.DefaultSpec): the decoded value keeps an argument that was not
+// written null, so `mig plan` shows the arguments as the workflow wrote them.
 //
 // Field types: string, bool, int, int64, float64, []string,
 // map[string]string, time.Duration (a string such as "30s"), cty.Value
@@ -42,8 +43,9 @@ type Typed interface {
 }
 
 // Checker is a field type with a check of its own, called with the
-// argument's known, non-null value; or an args struct with checks across
-// its arguments, called with the decoded struct.
+// argument's known, non-null value (without sensitive marks); or an args
+// struct with checks across its arguments, whose Check runs on the struct
+// decoded from the block's value v once every argument passed its own.
 type Checker interface {
 	Check(v cty.Value) hcl.Diagnostics
 }
@@ -110,6 +112,9 @@ func parseFields(t reflect.Type) []field {
 		}
 		f.min, f.max = number(t, sf, "min"), number(t, sf, "max")
 		f.def, f.hasDef = sf.Tag.Lookup("default")
+		if _, err := ParseDuration(f.def); f.hasDef && sf.Type == durationType && err != nil {
+			panic(fmt.Sprintf("args: %s.%s: default: %v", t, sf.Name, err))
+		}
 		if !f.block {
 			f.ty = ctyType(sf.Type)
 		}
