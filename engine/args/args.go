@@ -237,7 +237,7 @@ func (f field) check(ft reflect.Type) func(cty.Value) hcl.Diagnostics {
 			d, err := ParseDuration(v.AsString())
 			switch {
 			case err != nil:
-				return bad("%s: %s", f.name, err)
+				return bad("%s: %s.", f.name, err)
 			case d < 0:
 				return bad("%s %s cannot be negative.", f.name, shown())
 			case d == 0 && f.positive:

@@ -87,7 +87,7 @@ func TestChecks(t *testing.T) {
 		{`dir = "x"`, `Invalid dir; dir must be an absolute path, not "x".`},
 		{`count = 10`, `Invalid count; count is 10: it must be between 1 and 9.`},
 		{`ratio = -1`, `Invalid ratio; ratio is -1: it must be at least 0.`},
-		{`wait = "1 s"`, `Invalid wait; wait: "1 s" is not a duration: use a number and a unit, such as "30s" or "1m30s"`},
+		{`wait = "1 s"`, `Invalid wait; wait: "1 s" is not a duration: use a number and a unit, such as "30s" or "1m30s".`},
 		{`wait = "-1s"`, `Invalid wait; wait "-1s" cannot be negative.`},
 		{`wait = "0s"`, `Invalid wait; wait must be positive.`},
 	} {
