@@ -308,22 +308,18 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 
 	dreq := criu.DumpAction{Request: d.w.request(), DumpRequest: criu.DumpRequest{Dir: d.dir, Parent: d.parent, Resolved: &r}}
-	var ps criu.PageServerResult
+	var ps *pageServer
 	switch d.mode {
 	case "page-server":
 		addr := d.address
 		if addr == "" {
 			addr = targetAddress(d)
 		}
-		from, err := sourceAddress(ctx, src, addr)
-		if err != nil {
+		psReq := criu.PageServerAction{CRIU: criuSetting(d.targetV), Dir: d.targetDir, Parent: d.parent, Listen: criu.Addr{Host: addr}}
+		if ps, err = startPageServer(ctx, src, tgt, psReq); err != nil {
 			return Result{}, err
 		}
-		psReq := criu.PageServerAction{CRIU: criuSetting(d.targetV), Dir: d.targetDir, Parent: d.parent, Listen: criu.Addr{Host: addr}, From: from}
-		if err := tgt.Call(ctx, criu.ActPageServer, psReq, &ps, host.CallOpts{}); err != nil {
-			return Result{}, fmt.Errorf("target %s: %w", d.target, err)
-		}
-		dreq.PageServer = &criu.Addr{Host: addr, Port: ps.Port}
+		dreq.PageServer = &ps.addr
 	case "lazy":
 		addr := d.address
 		if addr == "" {
@@ -342,18 +338,14 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	if env.Hold != nil && d.target != "" && d.target != d.w.host {
 		// Open the target's lease now, not while the source is frozen.
 		if tgtHold, err = env.Hold(ctx, d.target); err != nil {
-			if ps.PID > 0 {
-				killPID(context.WithoutCancel(ctx), tgt, ps.PID)
-			}
+			ps.stop(ctx)
 			return Result{}, fmt.Errorf("target %s cannot hold the run should mig die: %w", d.target, err)
 		}
 	}
 	if env.Hold != nil {
 		// The source host answers for the workload from the freeze on.
 		if dreq.Hold, err = env.Hold(ctx, d.w.host); err != nil {
-			if ps.PID > 0 {
-				killPID(context.WithoutCancel(ctx), tgt, ps.PID)
-			}
+			ps.stop(ctx)
 			return Result{}, fmt.Errorf("source %s cannot hold the workload should mig die: %w", d.w.host, err)
 		}
 	}
@@ -389,17 +381,13 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		inv := []host.Invocation{host.NewInvocation(d.target, criu.ActGuard, down, "")}
 		e := host.LeaseEntry{Step: tgtHold.Step, Undo: inv, Commit: inv}
 		if err := tgt.Call(ctx, host.ActHoldAdd, host.HoldRequest{Run: tgtHold.Run, Entry: &e}, nil, host.CallOpts{}); err != nil {
-			if ps.PID > 0 {
-				killPID(context.WithoutCancel(ctx), tgt, ps.PID)
-			}
+			ps.stop(ctx)
 			return Result{}, fmt.Errorf("target %s cannot hold the guard should mig die: %w", d.target, err)
 		}
 	}
 	if guarded {
 		if err := guardUp(ctx, r.Listens, nil); err != nil {
-			if ps.PID > 0 {
-				killPID(context.WithoutCancel(ctx), tgt, ps.PID)
-			}
+			ps.stop(ctx)
 			return Result{}, errors.Join(err, guardDown(context.WithoutCancel(ctx)))
 		}
 	}
@@ -411,9 +399,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	if err != nil {
 		err = errors.Join(err, guardDown(context.WithoutCancel(ctx)))
 		dumpLog()
-		if ps.PID > 0 {
-			stopPageServer(context.WithoutCancel(ctx), tgt, ps)
-		}
+		ps.stop(ctx)
 		if ctx.Err() != nil {
 			// Cancelled while CRIU ran: the dump may have held the source
 			// without this step learning it. Resuming a running process
@@ -453,11 +439,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		replay.Decide = []host.Invocation{host.NewInvocation(d.w.host, criu.ActLazyDecide,
 			criu.LazyDecideAction{Side: "source", Dir: res.Held.Dir, PID: res.Held.LazyPID, Port: res.Listen.Port}, "")}
 	}
-	if ps.PID > 0 {
-		// The page server exits once it has written the last page.
-		if err := tgt.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 60, Port: ps.Port}, nil, host.CallOpts{}); err != nil {
-			stopPageServer(ctx, tgt, ps)
-			return Result{}, errors.Join(fmt.Errorf("page server on %s: %w", d.target, err), undo(ctx))
+	if ps != nil {
+		if err := ps.wait(ctx); err != nil {
+			return Result{}, errors.Join(err, undo(ctx))
 		}
 	}
 	pagesThere := time.Now()
@@ -550,12 +534,6 @@ func joinLines(lines []string) string {
 // killPID kills a helper process (a page server) left on a host.
 func killPID(ctx context.Context, h host.Host, pid int) {
 	h.Call(ctx, "exec", host.ExecRequest{Argv: []string{"kill", "-KILL", strconv.Itoa(pid)}}, nil, host.CallOpts{})
-}
-
-// stopPageServer kills a page server and removes the guard of its port.
-func stopPageServer(ctx context.Context, h host.Host, ps criu.PageServerResult) {
-	killPID(ctx, h, ps.PID)
-	h.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 5, Port: ps.Port}, nil, host.CallOpts{})
 }
 
 // sourceAddress is the address src reaches addr from: the only one a page

@@ -208,29 +208,23 @@ func (PreDump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		if n > 1 {
 			req.Parent = "../" + strconv.Itoa(n-1)
 		}
-		var ps criu.PageServerResult
+		var ps *pageServer
 		if tgt != nil {
-			addr := hostAddress(c.toV)
-			from, err := sourceAddress(ctx, src, addr)
-			if err != nil {
+			psReq := criu.PageServerAction{CRIU: criuSetting(c.toV), Dir: filepath.Join(c.targetDir, name), Parent: req.Parent, Listen: criu.Addr{Host: hostAddress(c.toV)}}
+			var err error
+			if ps, err = startPageServer(ctx, src, tgt, psReq); err != nil {
 				return 0, err
 			}
-			psReq := criu.PageServerAction{CRIU: criuSetting(c.toV), Dir: filepath.Join(c.targetDir, name), Parent: req.Parent, Listen: criu.Addr{Host: addr}, From: from}
-			if err := tgt.Call(ctx, criu.ActPageServer, psReq, &ps, host.CallOpts{}); err != nil {
-				return 0, fmt.Errorf("page server on %s: %w", c.to, err)
-			}
-			req.PageServer = &criu.Addr{Host: addr, Port: ps.Port}
+			req.PageServer = &ps.addr
 		}
 		var out criu.DumpResult
 		if err := src.Call(ctx, criu.ActPreDump, req, &out, host.CallOpts{}); err != nil {
-			if ps.PID > 0 {
-				stopPageServer(ctx, tgt, ps)
-			}
+			ps.stop(ctx)
 			return 0, err
 		}
-		if ps.PID > 0 {
-			if err := tgt.Call(ctx, criu.ActWait, criu.WaitAction{PID: ps.PID, Timeout: 60, Port: ps.Port}, nil, host.CallOpts{}); err != nil {
-				return 0, fmt.Errorf("page server on %s: %w", c.to, err)
+		if ps != nil {
+			if err := ps.wait(ctx); err != nil {
+				return 0, err
 			}
 		}
 		lastDir = req.Dir

@@ -117,6 +117,9 @@ func (Restore) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.D
 	case r.lazy:
 		p.Notes = append(p.Notes, "point of no return: once this restore returns, the target serves clients and a failure never resumes the source; if the source or the link dies before the last page arrives, the workload is lost (set prefetch = true to avoid that risk)")
 	}
+	if !r.lazy || r.prefetch {
+		p.Notes = append(p.Notes, "once this restore returns the target serves clients: a later failure keeps the workload there while its copy runs, and kills the source (settings { rollback_after_serving = true } resumes the source instead, losing the target's writes)")
+	}
 	notes, pdiags := r.preflight(ctx, env)
 	p.Notes = append(p.Notes, notes...)
 	return p, append(diags, pdiags...)

@@ -86,7 +86,13 @@ func run(m *testing.M) int {
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: os.Stderr})
 	ctx := context.Background()
-	theLab, err = lab.Up(ctx, lab.Options{Name: labName, Hosts: 2, Subnet: labNet + ".0/24", MigBinary: migBin, Log: log})
+	opts := lab.Options{Name: labName, Hosts: 2, Subnet: labNet + ".0/24", MigBinary: migBin, Log: log}
+	// A run that crashed may have left its lab with processes, leases and
+	// addresses on it: start from a new one.
+	if err := lab.Down(ctx, opts); err != nil {
+		fmt.Fprintln(os.Stderr, "lab down:", err)
+	}
+	theLab, err = lab.Up(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lab up:", err)
 		return 1

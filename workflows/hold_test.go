@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +18,8 @@ import (
 	"time"
 
 	"github.com/mig-project/mig/engine"
+	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps/container"
 )
 
 // The hold tests kill mig (kill -9) or hang up on it (SIGHUP) while the
@@ -119,10 +123,11 @@ type started struct {
 
 // applyUntil starts mig apply on workflow and returns once step emitted
 // the event at.
-func applyUntil(t *testing.T, s *service, workflow string, at engine.EventType, step string, flags ...string) *started {
+// flags are the workload's variables and any others.
+func applyUntil(t *testing.T, workflow string, at engine.EventType, step string, flags ...string) *started {
 	t.Helper()
 	a := &started{state: t.TempDir()}
-	args := applyArgs(a.state, workflow, append([]string{"-json", "-var", "pidfile=" + s.pidfile, "-var", "pause=60"}, flags...)...)
+	args := applyArgs(a.state, workflow, append([]string{"-json", "-var", "pause=60"}, flags...)...)
 	a.cmd = exec.Command(migBin, args...)
 	stdout, err := a.cmd.StdoutPipe()
 	if err != nil {
@@ -159,7 +164,7 @@ func trial(t *testing.T, workflow string, ph phase, sig syscall.Signal) {
 	t.Cleanup(cleanHolds)
 	rd := readAlong()
 	defer rd.close()
-	a := applyUntil(t, s, workflow, ph.event, ph.step)
+	a := applyUntil(t, workflow, ph.event, ph.step, "-var", "pidfile="+s.pidfile)
 	if ph.after > 0 {
 		// Anywhere in the window, from one trial to the next.
 		ph.after += time.Duration(rand.Int64N(int64(ph.after)))
@@ -337,7 +342,7 @@ func TestHoldRecover(t *testing.T) {
 	t.Cleanup(cleanHolds)
 	rd := readAlong()
 	defer rd.close()
-	a := applyUntil(t, s, "testdata/hold-recover", held.event, held.step, "-var", "pause=0")
+	a := applyUntil(t, "testdata/hold-recover", held.event, held.step, "-var", "pidfile="+s.pidfile, "-var", "pause=0")
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	a.cmd.Wait()
 	// Let the steps that had started end or die with their sessions.
@@ -372,4 +377,88 @@ func TestHoldRecover(t *testing.T) {
 	if _, code := migCmd(t, "recover", "-state-dir", a.state, recs[0].ID); code == 0 {
 		t.Errorf("recovering a recovered run succeeded")
 	}
+}
+
+// TestHoldKillContainer: mig is killed (kill -9) while a container is held,
+// or once the restored container serves; within the hold timeout plus
+// 10 s the container runs on exactly one host, with its state.
+func TestHoldKillContainer(t *testing.T) {
+	for _, ph := range []phase{held, served} {
+		t.Run(ph.name, func(t *testing.T) {
+			needLab(t)
+			c := startContainer(t, "hold-"+ph.name)
+			t.Cleanup(cleanHolds)
+			rd := readAlong()
+			defer rd.close()
+			dir := workflowWith(t, "testdata/hold-cold", map[string]string{})
+			os.Remove(filepath.Join(dir, "cold.hcl"))
+			b, err := os.ReadFile("container-cold.hcl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(dir, "container-cold.hcl"), b, 0o600)
+			a := applyUntil(t, dir, ph.event, ph.step,
+				"-var", "container_id="+c.id, "-var", "restore_id="+c.restoreID, "-var", "bundle="+c.bundle)
+			signalled := time.Now()
+			a.cmd.Process.Signal(syscall.SIGKILL)
+			a.cmd.Wait()
+			want, wantID, other, otherID := "h1", c.id, "h2", c.restoreID
+			if ph.onTarget {
+				want, wantID, other, otherID = "h2", c.restoreID, "h1", c.id
+			}
+			var last error
+			for deadline := signalled.Add(holdTimeout + 10*time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+				if last = containerSettled(c, rd, want, wantID, other, otherID); last == nil {
+					break
+				}
+			}
+			if last != nil {
+				t.Fatalf("not settled on %s: %v\nmig's events:\n%s\nmig's log:\n%s", want, last, strings.Join(a.events, "\n"), a.stderr.String())
+			}
+			t.Logf("settled on %s %.1fs after kill -9", want, time.Since(signalled).Seconds())
+			recs, err := engine.ListRecords(a.state)
+			if err != nil || len(recs) != 1 {
+				t.Fatalf("want one record, got %d (%v)", len(recs), err)
+			}
+			if out, code := migCmd(t, "recover", "-state-dir", a.state, recs[0].ID); code != 0 {
+				t.Errorf("mig recover exited %d:\n%s", code, out)
+			}
+			noLeases(t)
+		})
+	}
+}
+
+// containerSettled is settled for a container: it runs as wantID on want
+// only, counting on from what clients read, and nothing is left.
+func containerSettled(c *labContainer, rd *reader, want, wantID, other, otherID string) error {
+	var st container.State
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.hosts[other].Call(ctx, container.ActState, container.Ref{ID: otherID}, &st, host.CallOpts{}); err != nil || st.Exists {
+		return fmt.Errorf("%s: container %s: %+v %v", other, otherID, st, err)
+	}
+	if err := c.hosts[want].Call(ctx, container.ActState, container.Ref{ID: wantID}, &st, host.CallOpts{}); err != nil || st.Status != "running" {
+		return fmt.Errorf("%s: container %s: %+v %v", want, wantID, st, err)
+	}
+	n, err := count()
+	if err != nil {
+		return err
+	}
+	if top := rd.highest(); n < top {
+		return fmt.Errorf("count %d, but a client read %d before", n, top)
+	}
+	for _, h := range []string{want, other} {
+		out, _ := theLab.Output(ctx, h, "nft", "list", "tables")
+		if strings.Contains(out, "CRIU") || strings.Contains(out, "mig-hold") || strings.Contains(out, "mig-guard") {
+			return fmt.Errorf("%s: nft tables left: %s", h, out)
+		}
+		addr, _ := theLab.Output(ctx, h, "ip", "-o", "addr", "show", "dev", "eth0")
+		if has := strings.Contains(addr, serviceIP+"/"); has != (h == want) {
+			return fmt.Errorf("%s: service address there: %v", h, has)
+		}
+		if w := watchers(h); len(w) != 0 {
+			return fmt.Errorf("%s: hold watchers still run: %v", h, w)
+		}
+	}
+	return nil
 }

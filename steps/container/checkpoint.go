@@ -1,11 +1,9 @@
 package container
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -13,6 +11,8 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
+
+	"github.com/mig-project/mig/steps/criu"
 )
 
 // Source is a running container checked for a checkpoint.
@@ -204,21 +204,28 @@ func (r Runtime) unlock(src Source, dir string) error {
 	if err != nil && src.NetNS == "" {
 		return nil
 	}
-	out, err := nft(src.NetNS, "list", "tables").Output()
+	var netns *os.File
+	if src.NetNS != "" {
+		if netns, err = os.Open(src.NetNS); err != nil {
+			return fmt.Errorf("container %q: %w", src.ID, err)
+		}
+		defer netns.Close()
+	}
+	tables, err := criu.NftTables(netns)
 	if err != nil {
-		return fmt.Errorf("container %q: nft list tables: %w", src.ID, err)
+		return fmt.Errorf("container %q: %w", src.ID, err)
 	}
 	var errs []error
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 3 || f[0] != "table" || len(f[2]) <= len("CRIU-") || !strings.HasPrefix(f[2], "CRIU-") {
+	for _, table := range tables {
+		_, name, _ := strings.Cut(table, " ")
+		if len(name) <= len("CRIU-") || !strings.HasPrefix(name, "CRIU-") {
 			continue
 		}
-		if uuid != "" && !strings.HasPrefix("CRIU-"+uuid, f[2]) {
+		if uuid != "" && !strings.HasPrefix("CRIU-"+uuid, name) {
 			continue
 		}
-		if out, err := nft(src.NetNS, "delete", "table", f[1], f[2]).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("container %q: nft delete table %s %s: %v: %s", src.ID, f[1], f[2], err, bytes.TrimSpace(out)))
+		if err := criu.DeleteNftTable(netns, table); err != nil {
+			errs = append(errs, fmt.Errorf("container %q: %w", src.ID, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -251,14 +258,6 @@ func lastingNetNS(c *libcontainer.Container) (string, bool) {
 		}
 	}
 	return "", true
-}
-
-// nft runs nft in the network namespace netns ("" for this one).
-func nft(netns string, args ...string) *exec.Cmd {
-	if netns == "" {
-		return exec.Command("nft", args...)
-	}
-	return exec.Command("nsenter", append([]string{"--net=" + netns, "nft"}, args...)...)
 }
 
 // criuLogTail returns the error lines of a CRIU log, for error messages.

@@ -93,7 +93,14 @@ func TestCheckpointHoldResumeRestore(t *testing.T) {
 		t.Skip("real containers and CRIU")
 	}
 	r := testRuntime(t)
-	b := loopBundle(t, filepath.Join(t.TempDir(), "bundle"))
+	// The count goes to stdout too: the stdio keeper logs it.
+	b := Bundle{
+		Dir:  filepath.Join(t.TempDir(), "bundle"),
+		Args: []string{"/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/n; echo $i; sleep 0.05; done"},
+	}
+	if err := b.Build(); err != nil {
+		t.Fatal(err)
+	}
 	cleanup(t, r, "etest-src", "etest-dst")
 
 	pid, err := r.Start("etest-src", b.Dir)
@@ -124,6 +131,7 @@ func TestCheckpointHoldResumeRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	n = waitCount(t, b, held+2)
+	waitLogged(t, filepath.Join(r.root(), "etest-src", "stdio.log"), n)
 
 	// Checkpoint again, commit the source and restore under a new ID.
 	dir2 := filepath.Join(t.TempDir(), "img2")
@@ -144,6 +152,26 @@ func TestCheckpointHoldResumeRestore(t *testing.T) {
 	t.Logf("restore took %v, pid %d", time.Since(start), pid)
 	if got := nextCount(t, b, held); got <= held || got > held+10 {
 		t.Fatalf("count did not continue: held %d, then %d", held, got)
+	}
+	waitLogged(t, filepath.Join(r.root(), "etest-dst", "stdio.log"), held)
+}
+
+// waitLogged waits until the container's stdio log at path has a count
+// above min on a line of its own.
+func waitLogged(t *testing.T, path string, min int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, _ := os.ReadFile(path)
+		for _, l := range strings.Split(string(data), "\n") {
+			if n, err := strconv.Atoi(l); err == nil && n > min {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no count above %d:\n%.300s", path, min, data)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -67,9 +66,6 @@ func (Driver) Resolve(ctx context.Context, env criu.Env, w criu.Workload) (criu.
 	_, src, err := runtimeFor(env, c).CheckSource(c.ID)
 	if err != nil {
 		return criu.Resolved{}, err
-	}
-	if err := needTools(); err != nil {
-		return criu.Resolved{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
 	net := "host network"
 	if src.NetNS != "" {
@@ -279,22 +275,7 @@ func (Driver) CheckTarget(ctx context.Context, env criu.Env, w criu.Workload, re
 		// path from the images; it can only be checked then.
 		problems = append(problems, fmt.Sprintf("container %q: the ID is already in use under %s on this host", c.RestoreID, r.root()))
 	}
-	if err := needTools(); err != nil {
-		problems = append(problems, err.Error())
-	}
 	return problems, nil
-}
-
-// needTools checks for the programs the driver runs besides CRIU: nft and
-// nsenter remove CRIU's network lock when a dump is rolled back, and cat
-// keeps a container's output pipe drained.
-func needTools() error {
-	for _, t := range []string{"nft", "nsenter", "cat"} {
-		if _, err := exec.LookPath(t); err != nil {
-			return fmt.Errorf("%s not found: mig needs it on hosts that run containers (install nftables and util-linux)", t)
-		}
-	}
-	return nil
 }
 
 // record is what Dump leaves in the images for Restore.

@@ -36,8 +36,8 @@ import (
 )
 
 // Init runs libcontainer's container init when this process is one that
-// libcontainer re-executed (`<self> init`), or a detached lazy dump that
-// this package started, and never returns then. Otherwise it returns at
+// libcontainer re-executed (`<self> init`), or a detached lazy dump or a
+// stdio keeper that this package started, and never returns then. Otherwise it returns at
 // once. A binary that creates or restores containers must call it first
 // thing in main, before flags or logging.
 func Init() {
@@ -46,5 +46,8 @@ func Init() {
 	}
 	if len(os.Args) == 3 && os.Args[1] == lazyDumpArg {
 		os.Exit(runLazyDump(os.Args[2]))
+	}
+	if len(os.Args) == 2 && os.Args[1] == stdioKeeperArg {
+		os.Exit(runStdioKeeper())
 	}
 }

@@ -102,6 +102,10 @@ func TestTCPEstablishedOwnNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("held dump: %.0f ms", dump.Seconds*1000)
+	// New connections are kept out by a guard in the container's netns.
+	if tables := nftTables(t, ns); !strings.Contains(tables, "inet mig-hold-") {
+		t.Fatalf("no guard in the container's netns while held: %s", tables)
+	}
 	if err := d.Resume(ctx, env, w, dump.Held); err != nil {
 		t.Fatal(err)
 	}
@@ -141,4 +145,13 @@ func nftTables(t *testing.T, netns string) string {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
 	return string(out)
+}
+
+// nft runs the nft binary, to look, in the network namespace netns (""
+// for this one).
+func nft(netns string, args ...string) *exec.Cmd {
+	if netns == "" {
+		return exec.Command("nft", args...)
+	}
+	return exec.Command("nsenter", append([]string{"--net=" + netns, "nft"}, args...)...)
 }

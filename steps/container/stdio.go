@@ -2,6 +2,7 @@ package container
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"syscall"
@@ -10,10 +11,12 @@ import (
 )
 
 // stdio is a container's standard streams as pipes: stdin reads an empty,
-// closed pipe, and stdout and stderr share one pipe that a detached `cat`
-// copies to a log file. CRIU dumps pipes and runc re-wires them on
-// restore; a file or /dev/null would fail the dump, and a pipe read by mig
-// itself would break (SIGPIPE) once mig exits.
+// closed pipe, and stdout and stderr share one pipe that a keeper copies
+// to a log file. CRIU dumps pipes and runc re-wires them on restore; a
+// file or /dev/null would fail the dump, and a pipe read by mig itself
+// would break (SIGPIPE) once mig exits. The keeper is this binary started
+// again, detached, as `<self> mig-container-stdio` (see Init): it lives as
+// long as a writer of the pipe does, and needs nothing on the host.
 type stdio struct {
 	inR, inW, outR, outW *os.File
 }
@@ -34,7 +37,7 @@ func newStdio(logPath string) (*stdio, error) {
 		return nil, fmt.Errorf("stdio log: %w", err)
 	}
 	defer log.Close()
-	keeper := exec.Command("cat")
+	keeper := &exec.Cmd{Path: "/proc/self/exe", Args: []string{os.Args[0], stdioKeeperArg}}
 	keeper.Stdin = s.outR
 	keeper.Stdout = log
 	keeper.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -60,4 +63,17 @@ func (s *stdio) Close() {
 			f.Close()
 		}
 	}
+}
+
+// stdioKeeperArg makes this binary a container's stdio keeper (see Init).
+const stdioKeeperArg = "mig-container-stdio"
+
+// runStdioKeeper is the keeper's main: it copies stdin, the read end of a
+// container's output pipe, to stdout, the log, until the last writer of
+// the pipe closes it.
+func runStdioKeeper() int {
+	if _, err := io.Copy(os.Stdout, os.Stdin); err != nil {
+		return 1
+	}
+	return 0
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -197,101 +198,127 @@ type GuardSpec struct {
 // DefaultGuardDeadline is a guard's life when the caller gives none.
 const DefaultGuardDeadline = 10 * time.Minute
 
-// script is the nft script of the table without its queue rules, which
-// go first in the input chain (see install).
-func (g GuardSpec) script() string {
-	ports := joinInts(g.Ports)
-	var in, out []string
+// rules adds the guard's chains and rules to table t, in the batch of
+// c, without its queue rules, which go first in the input chain (see
+// install). In nft's words:
+//
+//	chain input { type filter hook input priority -10; policy accept;
+//		tcp dport { PORTS } tcp flags & (syn | ack) == syn drop      (drop)
+//		tcp dport { PORTS } tcp flags & (syn | ack) == syn reject with tcp reset  (reset)
+//		tcp dport { PORTS } drop                                     (established)
+//		ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop   (established)
+//	}
+//	chain prerouting { type filter hook prerouting priority -10; policy accept; }  (hold)
+//	chain output { type filter hook output priority -10; policy accept;
+//		tcp sport { PORTS } drop                                     (output)
+//		ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop   (output, established)
+//	}
+func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
+	// A rule is built when it is added, after the chains, with its set
+	// just before it: the order nft adds them in.
+	type build func() ([]expr.Any, error)
+	ports := func(off uint32, then ...expr.Any) build {
+		return func() ([]expr.Any, error) {
+			m, err := tcpPorts(c, t, off, g.Ports)
+			return append(m, then...), err
+		}
+	}
+	tuples := func(out bool) build {
+		return func() ([]expr.Any, error) {
+			var ts []fourTuple
+			for _, cn := range g.Conns {
+				if !cn.Local.Addr().Unmap().Is4() || !cn.Remote.Addr().Unmap().Is4() {
+					return nil, fmt.Errorf("connection %s-%s: only IPv4 connections can be guarded", cn.Local, cn.Remote)
+				}
+				l, r := cn.Local.Addr().Unmap().As4(), cn.Remote.Addr().Unmap().As4()
+				if out {
+					ts = append(ts, fourTuple{saddr: l, sport: cn.Local.Port(), daddr: r, dport: cn.Remote.Port()})
+				} else {
+					ts = append(ts, fourTuple{saddr: r, sport: cn.Remote.Port(), daddr: l, dport: cn.Local.Port()})
+				}
+			}
+			m, err := tcp4Tuples(c, t, ts)
+			return append(m, nftDrop), err
+		}
+	}
+	var in, out []build
 	if len(g.Ports) > 0 {
-		syn := fmt.Sprintf("tcp dport { %s } tcp flags & (syn | ack) == syn", ports)
 		switch g.NewConnections {
 		case NewDrop:
-			in = append(in, syn+" drop")
+			in = append(in, ports(tcpDport, nftRule(isSYN, []expr.Any{nftDrop})...))
 		case NewReset:
-			in = append(in, syn+" reject with tcp reset")
+			in = append(in, ports(tcpDport, nftRule(isSYN, []expr.Any{nftTCPReset})...))
 		}
 		if g.Established {
-			in = append(in, fmt.Sprintf("tcp dport { %s } drop", ports))
+			in = append(in, ports(tcpDport, nftDrop))
 		}
 		if g.Output {
-			out = append(out, fmt.Sprintf("tcp sport { %s } drop", ports))
+			out = append(out, ports(tcpSport, nftDrop))
 		}
 	}
 	if g.Established && len(g.Conns) > 0 {
-		var in4, out4 []string
-		for _, c := range g.Conns {
-			in4 = append(in4, fmt.Sprintf("%s . %d . %s . %d", c.Remote.Addr(), c.Remote.Port(), c.Local.Addr(), c.Local.Port()))
-			out4 = append(out4, fmt.Sprintf("%s . %d . %s . %d", c.Local.Addr(), c.Local.Port(), c.Remote.Addr(), c.Remote.Port()))
-		}
-		in = append(in, fmt.Sprintf("ip saddr . tcp sport . ip daddr . tcp dport { %s } drop", strings.Join(in4, ", ")))
+		in = append(in, tuples(false))
 		if g.Output {
-			out = append(out, fmt.Sprintf("ip saddr . tcp sport . ip daddr . tcp dport { %s } drop", strings.Join(out4, ", ")))
+			out = append(out, tuples(true))
 		}
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "table %s {\n\tchain input {\n\t\ttype filter hook input priority -10; policy accept;\n", g.Table)
-	for _, r := range in {
-		fmt.Fprintf(&b, "\t\t%s\n", r)
-	}
-	b.WriteString("\t}\n")
+	input := nftBaseChain(c, t, "input", nftables.ChainHookInput, -10)
 	if g.NewConnections == NewHold && len(g.Ports) > 0 {
 		// SYNs are queued before routing, so that those that come while
 		// the address leaves this host are held too (and re-sent).
-		b.WriteString("\tchain prerouting {\n\t\ttype filter hook prerouting priority -10; policy accept;\n\t}\n")
+		nftBaseChain(c, t, "prerouting", nftables.ChainHookPrerouting, -10)
 	}
+	var output *nftables.Chain
 	if len(out) > 0 {
-		b.WriteString("\tchain output {\n\t\ttype filter hook output priority -10; policy accept;\n")
-		for _, r := range out {
-			fmt.Fprintf(&b, "\t\t%s\n", r)
+		output = nftBaseChain(c, t, "output", nftables.ChainHookOutput, -10)
+	}
+	for _, chain := range []struct {
+		ch    *nftables.Chain
+		rules []build
+	}{{input, in}, {output, out}} {
+		for _, b := range chain.rules {
+			e, err := b()
+			if err != nil {
+				return err
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: chain.ch, Exprs: e})
 		}
-		b.WriteString("\t}\n")
 	}
-	b.WriteString("}\n")
-	return b.String()
+	return nil
 }
 
-func joinInts(v []int) string {
-	s := make([]string, len(v))
-	for i, p := range v {
-		s[i] = strconv.Itoa(p)
-	}
-	return strings.Join(s, ", ")
-}
-
-// install creates the guard's table in this network namespace; with a
-// queue, the SYNs to its ports go to queue num before routing.
-func (g GuardSpec) install(ctx context.Context, num uint16) error {
+// install creates the guard's table in this network namespace, in place of
+// one an earlier guard left; with a queue, the SYNs to its ports go to
+// queue num before routing.
+func (g GuardSpec) install(num uint16) error {
 	family, name, ok := strings.Cut(g.Table, " ")
 	if !ok || family != "inet" {
 		return fmt.Errorf("guard table %q: want \"inet NAME\"", g.Table)
 	}
-	// A table of the same name left by an earlier guard goes first.
-	dropNftTableIn(ctx, nil, g.Table)
-	cmd := nftCmd(ctx, nil, "-f", "-")
-	cmd.Stdin = strings.NewReader(g.script())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("guard %s: %v: %s", g.Table, err, strings.TrimSpace(string(out)))
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("guard %s: nftables: %w", g.Table, err)
+	}
+	t, err := nftReplace(c, g.Table)
+	if err == nil {
+		err = g.rules(c, t)
+	}
+	if err == nil {
+		err = c.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("guard %s: %w", g.Table, err)
 	}
 	if g.NewConnections != NewHold || len(g.Ports) == 0 {
 		return nil
 	}
-	c, err := nftables.New()
-	if err != nil {
-		return err
-	}
-	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	t = &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
 	ch := &nftables.Chain{Name: "prerouting", Table: t}
 	for _, p := range g.Ports {
-		c.InsertRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, uint16(p))},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
-			queueExpr(g.Queue, num),
-		}})
+		c.InsertRule(&nftables.Rule{Table: t, Chain: ch, Exprs: nftRule(isTCP, []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpDport, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftPort(p)},
+		}, isSYN, []expr.Any{queueExpr(g.Queue, num)})})
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("guard %s: queue rule (%s): %w", g.Table, g.Queue, err)
@@ -330,13 +357,7 @@ func StartGuard(ctx context.Context, nsPID int, spec GuardSpec) (int, error) {
 		return 0, err
 	}
 	defer logf.Close()
-	var cmd *exec.Cmd
-	if netns != nil {
-		cmd = exec.Command("nsenter", "--net=/proc/self/fd/3", exe, "agent", "guard")
-		cmd.ExtraFiles = []*os.File{netns}
-	} else {
-		cmd = exec.Command(exe, "agent", "guard")
-	}
+	cmd := exec.Command(exe, "agent", "guard")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Env = append(os.Environ(), "MIG_GUARD=1")
 	b, _ := json.Marshal(spec)
@@ -346,7 +367,7 @@ func StartGuard(ctx context.Context, nsPID int, spec GuardSpec) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startIn(netns, cmd); err != nil {
 		return 0, fmt.Errorf("start guard %s: %w", spec.Table, err)
 	}
 	ready := make(chan string, 1)
@@ -374,6 +395,39 @@ func StartGuard(ctx context.Context, nsPID int, spec GuardSpec) (int, error) {
 	pid := cmd.Process.Pid
 	os.WriteFile(guardPIDFile(spec.Table), []byte(strconv.Itoa(pid)+"\n"), 0o600)
 	return pid, nil
+}
+
+// startIn starts cmd in the network namespace netns (nil: the calling
+// thread's). It is forked from a thread that has entered netns, so it
+// lives there from its start, as under `nsenter --net`.
+func startIn(netns *os.File, cmd *exec.Cmd) error {
+	if netns == nil {
+		return cmd.Start()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(netns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		err = cmd.Start()
+		// A thread that cannot go back stays locked: it ends with this
+		// goroutine.
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
 }
 
 // StopGuard releases the guard of table in the network namespace of nsPID

@@ -50,12 +50,12 @@ func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
 		defer q.Close()
 		num = q.num
 	}
-	if err := spec.install(ctx, num); err != nil {
+	if err := spec.install(num); err != nil {
 		logf("%v", err)
 		return 1
 	}
 	defer func() {
-		if err := deleteTable(spec.Table); err != nil {
+		if err := DeleteNftTable(nil, spec.Table); err != nil {
 			logf("%v", err)
 		}
 	}()
@@ -136,24 +136,6 @@ func flushTable(table string) error {
 	c.FlushTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("flush table %s: %w", table, err)
-	}
-	return nil
-}
-
-// deleteTable removes table, "inet NAME", if it is there.
-func deleteTable(table string) error {
-	_, name, _ := strings.Cut(table, " ")
-	c, err := nftables.New()
-	if err != nil {
-		return err
-	}
-	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
-	if _, err := c.ListTableOfFamily(name, nftables.TableFamilyINet); err != nil {
-		return nil // gone already
-	}
-	c.DelTable(t)
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("delete table %s: %w", table, err)
 	}
 	return nil
 }
@@ -273,7 +255,7 @@ func (h *holder) forget(addr netip.Addr) {
 // goes, so the table goes last.
 func (h *holder) release(ctx context.Context, table string, packets chan []queued) {
 	defer func() {
-		if err := deleteTable(table); err != nil {
+		if err := DeleteNftTable(nil, table); err != nil {
 			h.logf("%v", err)
 		}
 	}()

@@ -2,18 +2,26 @@ package criu
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 )
+
+// mig speaks to nftables over netlink, in-process: nothing here runs the
+// nft binary. A table is named as nft prints it, "FAMILY NAME"
+// ("inet mig-guard-web").
 
 // lockTable finds the table CRIU's nftables network lock created for the
 // dump whose log is logPath, in pid's network namespace. CRIU names it
 // after the first characters of its run id ("inet CRIU-932449b8-cc88-…").
-func lockTable(ctx context.Context, pid int, logPath string) string {
+func lockTable(_ context.Context, pid int, logPath string) string {
 	b, err := os.ReadFile(logPath)
 	if err != nil {
 		return ""
@@ -27,16 +35,16 @@ func lockTable(ctx context.Context, pid int, logPath string) string {
 	if netns != nil {
 		defer netns.Close()
 	}
-	out, err := nft(ctx, netns, "list", "tables")
+	tables, err := NftTables(netns)
 	if err != nil {
 		return ""
 	}
 	for i := len(ids) - 1; i >= 0; i-- {
 		full := "CRIU-" + string(ids[i][1])
-		for _, l := range strings.Split(out, "\n") {
-			f := strings.Fields(l)
-			if len(f) == 3 && f[0] == "table" && len(f[2]) > len("CRIU-") && strings.HasPrefix(full, f[2]) {
-				return f[1] + " " + f[2]
+		for _, t := range tables {
+			_, name, _ := strings.Cut(t, " ")
+			if len(name) > len("CRIU-") && strings.HasPrefix(full, name) {
+				return t
 			}
 		}
 	}
@@ -66,6 +74,81 @@ func nsOf(pid int, typ string) *os.File {
 	return f
 }
 
+// nftConn connects to nftables in the network namespace netns (nil: the
+// calling thread's).
+func nftConn(netns *os.File) (*nftables.Conn, error) {
+	if netns == nil {
+		return nftables.New()
+	}
+	return nftables.New(nftables.WithNetNSFd(int(netns.Fd())))
+}
+
+// nftFamilies are the table families by nft's names for them.
+var nftFamilies = map[string]nftables.TableFamily{
+	"ip":     nftables.TableFamilyIPv4,
+	"ip6":    nftables.TableFamilyIPv6,
+	"inet":   nftables.TableFamilyINet,
+	"arp":    nftables.TableFamilyARP,
+	"bridge": nftables.TableFamilyBridge,
+	"netdev": nftables.TableFamilyNetdev,
+}
+
+// nftTable parses a table's "FAMILY NAME".
+func nftTable(table string) (*nftables.Table, error) {
+	f := strings.Fields(table)
+	if len(f) != 2 {
+		return nil, fmt.Errorf("nftables table %q: want \"FAMILY NAME\"", table)
+	}
+	family, ok := nftFamilies[f[0]]
+	if !ok {
+		return nil, fmt.Errorf("nftables table %q: unknown family %q", table, f[0])
+	}
+	return &nftables.Table{Name: f[1], Family: family}, nil
+}
+
+// NftTables lists the tables of the network namespace netns (nil: this
+// one) as "FAMILY NAME".
+func NftTables(netns *os.File) ([]string, error) {
+	c, err := nftConn(netns)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		return nil, fmt.Errorf("nftables: list tables: %w", err)
+	}
+	var out []string
+	for _, t := range tables {
+		for name, f := range nftFamilies {
+			if f == t.Family {
+				out = append(out, name+" "+t.Name)
+			}
+		}
+	}
+	return out, nil
+}
+
+// DeleteNftTable removes table from the network namespace netns (nil:
+// this one). A table that is not there is not an error.
+func DeleteNftTable(netns *os.File, table string) error {
+	t, err := nftTable(table)
+	if err != nil {
+		return err
+	}
+	c, err := nftConn(netns)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
+		return nil // no such table
+	}
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("delete table %s: %w", table, err)
+	}
+	return nil
+}
+
 // dropNftTable removes CRIU's lock table from pid's network namespace.
 func dropNftTable(ctx context.Context, pid int, table string) error {
 	return dropNftTableIn(ctx, nsOf(pid, "net"), table)
@@ -73,25 +156,30 @@ func dropNftTable(ctx context.Context, pid int, table string) error {
 
 // dropNftTableIn removes table from the network namespace netns (nil: this
 // one) if it exists, and closes netns.
-func dropNftTableIn(ctx context.Context, netns *os.File, table string) error {
+func dropNftTableIn(_ context.Context, netns *os.File, table string) error {
 	if netns != nil {
 		defer netns.Close()
 	}
 	if table == "" {
 		return nil
 	}
-	if _, err := nft(ctx, netns, append([]string{"list", "table"}, strings.Fields(table)...)...); err != nil {
-		return nil // no such table: nothing to unlock
-	}
-	if out, err := nft(ctx, netns, append([]string{"delete", "table"}, strings.Fields(table)...)...); err != nil {
-		return fmt.Errorf("remove network lock %q: %v: %s", table, err, strings.TrimSpace(out))
+	if err := DeleteNftTable(netns, table); err != nil {
+		return fmt.Errorf("remove network lock %q: %w", table, err)
 	}
 	return nil
 }
 
 // nftTableExists says whether table exists in this network namespace.
-func nftTableExists(ctx context.Context, table string) bool {
-	_, err := nft(ctx, nil, append([]string{"list", "table"}, strings.Fields(table)...)...)
+func nftTableExists(_ context.Context, table string) bool {
+	t, err := nftTable(table)
+	if err != nil {
+		return false
+	}
+	c, err := nftConn(nil)
+	if err != nil {
+		return false
+	}
+	_, err = c.ListTableOfFamily(t.Name, t.Family)
 	return err == nil
 }
 
@@ -138,19 +226,128 @@ func holdTable(pid int) string { return fmt.Sprintf("inet mig-hold-%d", pid) }
 // ListenPorts returns the TCP ports a tree of processes listens on.
 func ListenPorts(pids []int) []int { return listenPorts(pids) }
 
-func nft(ctx context.Context, netns *os.File, args ...string) (string, error) {
-	out, err := nftCmd(ctx, netns, args...).CombinedOutput()
-	return string(out), err
+// nftReplace starts a batch on c that replaces table with an empty one:
+// the table is added, deleted and added again, so that one left by a dead
+// run goes, in the same transaction as the rules that follow.
+func nftReplace(c *nftables.Conn, table string) (*nftables.Table, error) {
+	t, err := nftTable(table)
+	if err != nil {
+		return nil, err
+	}
+	c.AddTable(t)
+	c.DelTable(t)
+	return c.AddTable(t), nil
 }
 
-// nftCmd runs nft in netns (nil: this namespace).
-func nftCmd(ctx context.Context, netns *os.File, args ...string) *exec.Cmd {
-	var cmd *exec.Cmd
-	if netns != nil {
-		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=/proc/self/fd/3", "nft"}, args...)...)
-		cmd.ExtraFiles = []*os.File{netns}
-	} else {
-		cmd = exec.CommandContext(ctx, "nft", args...)
+// nftBaseChain adds a filter chain on hook at priority, with policy
+// accept.
+func nftBaseChain(c *nftables.Conn, t *nftables.Table, name string, hook *nftables.ChainHook, priority nftables.ChainPriority) *nftables.Chain {
+	accept := nftables.ChainPolicyAccept
+	return c.AddChain(&nftables.Chain{Name: name, Table: t, Type: nftables.ChainTypeFilter, Hooknum: hook,
+		Priority: nftables.ChainPriorityRef(priority), Policy: &accept})
+}
+
+// Offsets in the TCP header, and its SYN and ACK flags.
+const (
+	tcpSport = 0
+	tcpDport = 2
+	tcpFlags = 13
+	tcpSyn   = 0x02
+	tcpAck   = 0x10
+)
+
+// Rule expressions, as nft compiles them for an inet table.
+var (
+	// isTCP: meta l4proto tcp.
+	isTCP = []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 	}
-	return cmd
+	// isSYN: tcp flags & (syn | ack) == syn.
+	isSYN = []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpFlags, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{tcpSyn | tcpAck}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{tcpSyn}},
+	}
+	nftDrop     = &expr.Verdict{Kind: expr.VerdictDrop}
+	nftTCPReset = &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}
+	nfprotoV4   = nfproto(unix.NFPROTO_IPV4)
+	nfprotoV6   = nfproto(unix.NFPROTO_IPV6)
+)
+
+// nfproto: meta nfproto is proto.
+func nfproto(proto byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}
+}
+
+// nftPort is a TCP port in network order.
+func nftPort(p int) []byte { return binary.BigEndian.AppendUint16(nil, uint16(p)) }
+
+// tcpPorts matches TCP packets whose port at off (tcpSport or tcpDport)
+// is one of ports: a compare for one port, an anonymous set for more, as
+// nft does for "tcp dport { … }".
+func tcpPorts(c *nftables.Conn, t *nftables.Table, off uint32, ports []int) ([]expr.Any, error) {
+	e := append(append([]expr.Any{}, isTCP...),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2})
+	if len(ports) == 1 {
+		return append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftPort(ports[0])}), nil
+	}
+	set := &nftables.Set{Table: t, Anonymous: true, Constant: true, KeyType: nftables.TypeInetService}
+	elems := make([]nftables.SetElement, len(ports))
+	for i, p := range ports {
+		elems[i] = nftables.SetElement{Key: nftPort(p)}
+	}
+	if err := c.AddSet(set, elems); err != nil {
+		return nil, err
+	}
+	return append(e, &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID}), nil
+}
+
+// fourTuple is an IPv4 TCP connection as seen in a packet.
+type fourTuple struct {
+	saddr, daddr [4]byte
+	sport, dport uint16
+}
+
+// tcp4Tuples matches IPv4 TCP packets of the given connections: nft's
+// "ip saddr . tcp sport . ip daddr . tcp dport { … }", whose fields sit in
+// 32-bit registers from 8 (the first of them, alias of register 1) on.
+func tcp4Tuples(c *nftables.Conn, t *nftables.Table, tuples []fourTuple) ([]expr.Any, error) {
+	key, err := nftables.ConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIPAddr, nftables.TypeInetService)
+	if err != nil {
+		return nil, err
+	}
+	set := &nftables.Set{Table: t, Anonymous: true, Constant: true, Concatenation: true, KeyType: key}
+	elems := make([]nftables.SetElement, len(tuples))
+	for i, u := range tuples {
+		k := make([]byte, 16)
+		copy(k[0:], u.saddr[:])
+		binary.BigEndian.PutUint16(k[4:], u.sport)
+		copy(k[8:], u.daddr[:])
+		binary.BigEndian.PutUint16(k[12:], u.dport)
+		elems[i] = nftables.SetElement{Key: k}
+	}
+	if err := c.AddSet(set, elems); err != nil {
+		return nil, err
+	}
+	e := append(append([]expr.Any{}, nfprotoV4...), isTCP...)
+	return append(e,
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: tcpSport, Len: 2},
+		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Payload{DestRegister: 11, Base: expr.PayloadBaseTransportHeader, Offset: tcpDport, Len: 2},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+	), nil
+}
+
+// nftRule joins expression lists into one rule's.
+func nftRule(parts ...[]expr.Any) []expr.Any {
+	var e []expr.Any
+	for _, p := range parts {
+		e = append(e, p...)
+	}
+	return e
 }

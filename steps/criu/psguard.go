@@ -3,8 +3,10 @@ package criu
 import (
 	"context"
 	"fmt"
-	"net"
-	"strings"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 )
 
 // CRIU's page server takes the first connection to its port and serves
@@ -18,41 +20,58 @@ import (
 func guardTable(port int) string { return fmt.Sprintf("inet mig-ps-%d", port) }
 
 // guardPort makes this network namespace reset TCP connections to port
-// from any address but from.
-func guardPort(ctx context.Context, port int, from string) error {
-	ip := net.ParseIP(from)
-	if ip == nil {
+// from any address but from. In nft's words:
+//
+//	table inet mig-ps-PORT { chain input { type filter hook input priority -20; policy accept;
+//		tcp dport PORT ip saddr != FROM reject with tcp reset
+//		tcp dport PORT meta nfproto ipv6 reject with tcp reset
+//	} }
+//
+// (ip6 and ipv4 for an IPv6 from).
+func guardPort(_ context.Context, port int, from string) error {
+	ip, err := netip.ParseAddr(from)
+	if err != nil || ip.Zone() != "" {
 		return fmt.Errorf("guard page server port %d: %q is not an IP address", port, from)
 	}
-	family, other := "ip", "ipv6"
-	if ip.To4() == nil {
-		family, other = "ip6", "ipv4"
+	ip = ip.Unmap()
+	// The source address: 4 bytes at 12 in an IPv4 header, 16 at 8 in an
+	// IPv6 one.
+	family, other := nfprotoV4, nfprotoV6
+	saddr := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}
+	if ip.Is6() {
+		family, other = nfprotoV6, nfprotoV4
+		saddr.Offset, saddr.Len = 8, 16
 	}
-	table := guardTable(port)
-	// Deleting first makes the script replace a guard a dead run left.
-	script := fmt.Sprintf("table %[1]s\ndelete table %[1]s\ntable %[1]s {\n\tchain input {\n\t\ttype filter hook input priority -20; policy accept;\n"+
-		"\t\ttcp dport %[2]d %[3]s saddr != %[4]s reject with tcp reset\n"+
-		"\t\ttcp dport %[2]d meta nfproto %[5]s reject with tcp reset\n\t}\n}\n", table, port, family, ip, other)
-	cmd := nftCmd(ctx, nil, "-f", "-")
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("guard page server port %d: %v: %s", port, err, strings.TrimSpace(string(out)))
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("guard page server port %d: nftables: %w", port, err)
+	}
+	// Replacing the table replaces a guard a dead run left.
+	t, err := nftReplace(c, guardTable(port))
+	if err != nil {
+		return err
+	}
+	input := nftBaseChain(c, t, "input", nftables.ChainHookInput, -20)
+	dport, _ := tcpPorts(c, t, tcpDport, []int{port})
+	c.AddRule(&nftables.Rule{Table: t, Chain: input, Exprs: nftRule(dport, family, []expr.Any{
+		saddr,
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ip.AsSlice()},
+		nftTCPReset,
+	})})
+	c.AddRule(&nftables.Rule{Table: t, Chain: input, Exprs: nftRule(dport, other, []expr.Any{nftTCPReset})})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("guard page server port %d: %w", port, err)
 	}
 	return nil
 }
 
 // unguardPort removes the guard of port, if it is there.
-func unguardPort(ctx context.Context, port int) error {
+func unguardPort(_ context.Context, port int) error {
 	if port <= 0 {
 		return nil
 	}
-	table := guardTable(port)
-	if !nftTableExists(ctx, table) {
-		return nil
-	}
-	out, err := nft(ctx, nil, append([]string{"delete", "table"}, strings.Fields(table)...)...)
-	if err != nil {
-		return fmt.Errorf("remove the guard of page server port %d: %v: %s", port, err, strings.TrimSpace(out))
+	if err := DeleteNftTable(nil, guardTable(port)); err != nil {
+		return fmt.Errorf("remove the guard of page server port %d: %w", port, err)
 	}
 	return nil
 }

@@ -1,0 +1,138 @@
+package criu
+
+import (
+	"context"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+)
+
+// listRuleset is `nft --debug=netlink list ruleset` in n: the rules'
+// bytecode and sets' elements, then the ruleset as nft reads it back.
+func listRuleset(t *testing.T, n *testNetns) string {
+	t.Helper()
+	var out []byte
+	var err error
+	n.do(func() { out, err = exec.Command("nft", "--debug=netlink", "list", "ruleset").CombinedOutput() })
+	if err != nil {
+		t.Fatalf("nft list ruleset: %v: %s", err, out)
+	}
+	// A set's elements come in its hash's order: sort them.
+	lines := strings.Split(string(out), "\n")
+	for i := 0; i < len(lines); {
+		j := i
+		for j < len(lines) && strings.HasPrefix(lines[j], "\telement ") {
+			j++
+		}
+		slices.Sort(lines[i:j])
+		i = j + 1
+	}
+	return strings.Join(lines, "\n")
+}
+
+// nftScript loads script into n with the nft binary.
+func nftScript(t *testing.T, n *testNetns, script string) {
+	t.Helper()
+	var out []byte
+	var err error
+	n.do(func() {
+		cmd := exec.Command("nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(script)
+		out, err = cmd.CombinedOutput()
+	})
+	if err != nil {
+		t.Fatalf("nft -f: %v: %s\n%s", err, out, script)
+	}
+}
+
+// TestGuardRulesAsNft: the tables mig builds over netlink are those nft
+// builds from the scripts that say what they do (mig ran nft on these
+// scripts before), rule for rule, down to the bytecode.
+func TestGuardRulesAsNft(t *testing.T) {
+	conns := []Conn{
+		{Local: netip.MustParseAddrPort("10.0.0.2:8080"), Remote: netip.MustParseAddrPort("10.0.0.1:5555")},
+		{Local: netip.MustParseAddrPort("10.0.0.2:8080"), Remote: netip.MustParseAddrPort("10.0.0.3:6")},
+	}
+	const head = "table inet mig-guard-t {\n\tchain input {\n\t\ttype filter hook input priority -10; policy accept;\n"
+	cases := []struct {
+		name   string
+		spec   GuardSpec
+		script string
+	}{
+		{"drop", GuardSpec{Ports: []int{8080, 9090}, NewConnections: NewDrop},
+			head + "\t\ttcp dport { 8080, 9090 } tcp flags & (syn | ack) == syn drop\n\t}\n}\n"},
+		{"reset", GuardSpec{Ports: []int{8080}, NewConnections: NewReset},
+			head + "\t\ttcp dport { 8080 } tcp flags & (syn | ack) == syn reject with tcp reset\n\t}\n}\n"},
+		{"hold", GuardSpec{Ports: []int{8080, 9090}, NewConnections: NewHold, Established: true},
+			head + "\t\ttcp dport { 8080, 9090 } drop\n\t}\n" +
+				"\tchain prerouting {\n\t\ttype filter hook prerouting priority -10; policy accept;\n\t}\n}\n"},
+		{"established", GuardSpec{Ports: []int{8080, 9090}, NewConnections: NewDrop, Established: true, Conns: conns, Output: true},
+			head + "\t\ttcp dport { 8080, 9090 } tcp flags & (syn | ack) == syn drop\n" +
+				"\t\ttcp dport { 8080, 9090 } drop\n" +
+				"\t\tip saddr . tcp sport . ip daddr . tcp dport { 10.0.0.1 . 5555 . 10.0.0.2 . 8080, 10.0.0.3 . 6 . 10.0.0.2 . 8080 } drop\n\t}\n" +
+				"\tchain output {\n\t\ttype filter hook output priority -10; policy accept;\n" +
+				"\t\ttcp sport { 8080, 9090 } drop\n" +
+				"\t\tip saddr . tcp sport . ip daddr . tcp dport { 10.0.0.2 . 8080 . 10.0.0.1 . 5555, 10.0.0.2 . 8080 . 10.0.0.3 . 6 } drop\n\t}\n}\n"},
+		{"conns only", GuardSpec{NewConnections: NewHold, Established: true, Conns: conns[:1]},
+			head + "\t\tip saddr . tcp sport . ip daddr . tcp dport { 10.0.0.1 . 5555 . 10.0.0.2 . 8080 } drop\n\t}\n}\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			want, got := newTestNetns(t), newTestNetns(t)
+			nftScript(t, want, tc.script)
+			tc.spec.Table = "inet mig-guard-t"
+			var err error
+			got.do(func() {
+				var c *nftables.Conn
+				if c, err = nftables.New(); err != nil {
+					return
+				}
+				tbl, _ := nftReplace(c, tc.spec.Table)
+				if err = tc.spec.rules(c, tbl); err == nil {
+					err = c.Flush()
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w, g := listRuleset(t, want), listRuleset(t, got); w != g {
+				t.Errorf("nft made:\n%s\nmig made:\n%s", w, g)
+			}
+		})
+	}
+}
+
+// TestPageServerGuardAsNft: the page server's port guard, for an IPv4 and
+// an IPv6 peer, is the table nft builds from its script.
+func TestPageServerGuardAsNft(t *testing.T) {
+	for _, tc := range []struct{ from, script string }{
+		{"10.1.2.3", "table inet mig-ps-7000 {\n\tchain input {\n\t\ttype filter hook input priority -20; policy accept;\n" +
+			"\t\ttcp dport 7000 ip saddr != 10.1.2.3 reject with tcp reset\n\t\ttcp dport 7000 meta nfproto ipv6 reject with tcp reset\n\t}\n}\n"},
+		{"fd00::1", "table inet mig-ps-7000 {\n\tchain input {\n\t\ttype filter hook input priority -20; policy accept;\n" +
+			"\t\ttcp dport 7000 ip6 saddr != fd00::1 reject with tcp reset\n\t\ttcp dport 7000 meta nfproto ipv4 reject with tcp reset\n\t}\n}\n"},
+	} {
+		want, got := newTestNetns(t), newTestNetns(t)
+		nftScript(t, want, tc.script)
+		var err error
+		got.do(func() {
+			// Twice: the second replaces the first.
+			if err = guardPort(context.Background(), 7000, tc.from); err == nil {
+				err = guardPort(context.Background(), 7000, tc.from)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w, g := listRuleset(t, want), listRuleset(t, got); w != g {
+			t.Errorf("from %s: nft made:\n%s\nmig made:\n%s", tc.from, w, g)
+		}
+		got.do(func() { err = unguardPort(context.Background(), 7000) })
+		if err != nil || listRuleset(t, got) != "" {
+			t.Errorf("unguardPort: %v; left:\n%s", err, listRuleset(t, got))
+		}
+	}
+}
