@@ -31,6 +31,7 @@ const (
 	MarkImages    = "images on target"
 	MarkAddress   = "address moved"
 	MarkRestored  = "restore end"
+	MarkStarted   = "copy started" // a copy restored stopped, once the hosts know it serves
 	MarkFirstGood = "first good answer"
 )
 
@@ -89,6 +90,10 @@ func (r *Record) Pause() *Pause {
 	if restore != nil {
 		resumed = at(restore.Metrics["restored_unix"])
 		add(MarkRestored, resumed, restore.Address)
+		if t := restore.Metrics["started_unix"]; t > 0 {
+			resumed = at(t)
+			add(MarkStarted, resumed, restore.Address)
+		}
 		p.Window = resumed - freeze
 	}
 	for _, pr := range r.Probes {

@@ -241,6 +241,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		if err := h.Call(ctx, criu.ActContinue, restored, nil, host.CallOpts{}); err != nil {
 			return fmt.Errorf("start the restored copy: %w (the hosts finish starting it when the run commits)", err)
 		}
+		metrics["started_unix"] = float64(time.Now().UnixNano()) / 1e9
 		return nil
 	}
 	if r.lazy && !r.prefetch {
@@ -254,11 +255,6 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			return Result{}, err
 		}
 	}
-	// Measured after the restore, so that it adds nothing to the pause.
-	off := clockOffset(ctx, env, h)
-	clockMetrics(metrics, off)
-	metrics["restore_start_unix"] = unixOn(off, res.Times.Start)
-	metrics["restored_unix"] = unixOn(off, res.Times.End)
 	if r.lazy {
 		// The source must live until it has served the last page.
 		var done criu.DumpResult
@@ -292,6 +288,11 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			return Result{}, err
 		}
 	}
+	// Measured once the copy runs, so that it adds nothing to the pause.
+	off := clockOffset(ctx, env, h)
+	clockMetrics(metrics, off)
+	metrics["restore_start_unix"] = unixOn(off, res.Times.Start)
+	metrics["restored_unix"] = unixOn(off, res.Times.End)
 	le := criu.RestoreLease(req.RestoreRequest, restored)
 	for _, l := range [][]host.Invocation{le.Undo, le.Commit, le.Decide} {
 		for i := range l {

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"sync"
@@ -168,9 +167,16 @@ func (g *Generator) Run(ctx context.Context, runStart time.Time) {
 			}()
 		}
 	}
+	// hardCtx ends with the drain too, for what waits on it without a
+	// goroutine of its own.
+	hardCtx, endHard := context.WithCancel(context.Background())
+	defer endHard()
 	if share := g.cfg.Rate * g.cfg.NewConnections; share > 0 {
 		wg.Add(1)
-		go func() { defer wg.Done(); g.scheduleFresh(ctx, hard, runStart, start, float64(time.Second)/share) }()
+		go func() {
+			defer wg.Done()
+			g.scheduleFresh(ctx, hard, hardCtx, runStart, start, float64(time.Second)/share)
+		}()
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -179,6 +185,7 @@ func (g *Generator) Run(ctx context.Context, runStart time.Time) {
 	case <-done:
 	case <-time.After(g.cfg.Drain):
 		close(hard)
+		endHard()
 		<-done
 	}
 }
@@ -278,10 +285,12 @@ func (g *Generator) unsent(due, stop time.Time, period float64, runStart time.Ti
 }
 
 // scheduleFresh starts a request over a new connection every interval
-// until ctx ends.
-func (g *Generator) scheduleFresh(ctx context.Context, hard chan struct{}, runStart, start time.Time, interval float64) {
+// until ctx ends. Idle workers take the requests; when none is idle (the
+// service stalls) another starts, so no request waits to be sent.
+func (g *Generator) scheduleFresh(ctx context.Context, hard chan struct{}, hardCtx context.Context, runStart, start time.Time, interval float64) {
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	jobs := make(chan job) // a send succeeds only when a worker waits
+	defer func() { close(jobs); wg.Wait() }()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for k := 0; ; k++ {
@@ -290,13 +299,25 @@ func (g *Generator) scheduleFresh(ctx context.Context, hard chan struct{}, runSt
 			return
 		}
 		g.scheduled.Add(1)
-		wg.Add(1)
-		go func() { defer wg.Done(); g.fresh(job{due: due, at: due.Sub(runStart).Seconds(), fresh: true}, hard) }()
+		j := job{due: due, at: due.Sub(runStart).Seconds(), fresh: true}
+		select {
+		case jobs <- j:
+		default:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				br := bufio.NewReaderSize(nil, 4096)
+				g.fresh(j, br, hard, hardCtx)
+				for j := range jobs {
+					g.fresh(j, br, hard, hardCtx)
+				}
+			}()
+		}
 	}
 }
 
-// fresh sends one job over a new connection.
-func (g *Generator) fresh(j job, hard chan struct{}) {
+// fresh sends one job over a new connection, read through br.
+func (g *Generator) fresh(j job, br *bufio.Reader, hard chan struct{}, hardCtx context.Context) {
 	g.sent.Add(1)
 	deadline := time.Now().Add(g.cfg.Timeout)
 	c, err := g.dial(deadline)
@@ -305,16 +326,10 @@ func (g *Generator) fresh(j job, hard chan struct{}) {
 		return
 	}
 	defer c.Close()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-hard:
-			c.Close()
-		case <-done:
-		}
-	}()
-	status, _, err := g.roundTrip(c, bufio.NewReaderSize(c, 4096), g.closing, deadline)
+	stop := context.AfterFunc(hardCtx, func() { c.Close() })
+	defer stop()
+	br.Reset(c)
+	status, _, err := g.roundTrip(c, br, g.closing, deadline)
 	g.finish(j, err, status, hard)
 }
 
@@ -329,13 +344,7 @@ func (g *Generator) roundTrip(c net.Conn, br *bufio.Reader, req []byte, deadline
 	if _, err := c.Write(req); err != nil {
 		return 0, true, err
 	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return 0, true, err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, resp.Close, err
+	return readResponse(br)
 }
 
 // finish records how job j ended.
