@@ -3,11 +3,12 @@ package host
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/args"
 )
 
 // Family decodes `host "name" { … }` blocks and opens the hosts they
@@ -30,7 +31,7 @@ func (Family) Spec() hcldec.Spec {
 			"user":            &hcldec.AttrSpec{Name: "user", Type: cty.String},
 			"identity_file":   &hcldec.AttrSpec{Name: "identity_file", Type: cty.String},
 			"known_hosts":     &hcldec.AttrSpec{Name: "known_hosts", Type: cty.String},
-			"connect_timeout": &hcldec.AttrSpec{Name: "connect_timeout", Type: cty.String},
+			"connect_timeout": args.DurationSpec("connect_timeout"),
 		}},
 	}
 }
@@ -63,7 +64,7 @@ func (f Family) Open(name string, cfg cty.Value) (Host, error) {
 		WorkDir:      str(cfg, "work_dir"),
 	}
 	if t := str(ssh, "connect_timeout"); t != "" {
-		d, err := time.ParseDuration(t)
+		d, err := args.ParseDuration(t)
 		if err != nil {
 			return nil, fmt.Errorf("host %q: connect_timeout: %w", name, err)
 		}
