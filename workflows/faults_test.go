@@ -101,7 +101,6 @@ var faultSubset = map[string]bool{
 	"lazy/verify/verify-fails":          true,
 }
 
-
 func TestFaults(t *testing.T) {
 	needLab(t)
 	all := os.Getenv("MIG_FAULTS") == "all"
