@@ -11,6 +11,8 @@ import (
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
+
+	"github.com/mig-project/mig/engine/args"
 )
 
 // functions are cty's standard functions, available in every expression.
@@ -367,9 +369,9 @@ func durationExpr(expr hcl.Expression, ctx *hcl.EvalContext, name string, def ti
 	if v.Type() != cty.String {
 		return def, bad(fmt.Sprintf("%s must be a duration string such as \"30s\".", name))
 	}
-	d, err := time.ParseDuration(v.AsString())
+	d, err := args.ParseDuration(v.AsString())
 	if err != nil {
-		return def, bad(fmt.Sprintf("%q is not a duration: use a number and a unit, such as \"30s\" or \"1m30s\".", v.AsString()))
+		return def, bad(err.Error() + ".")
 	}
 	if d < 0 {
 		return def, bad(fmt.Sprintf("%s cannot be negative.", name))
@@ -455,7 +457,21 @@ func (sv *scopeVals) decode(in instance, stepVals map[string]cty.Value) (cty.Val
 	if in.key != nil {
 		each = &in.each
 	}
-	return hcldec.Decode(in.step.body, in.step.kind.Spec(), sv.ctx(cty.NilVal, stepVals, each))
+	v, diags := hcldec.Decode(in.step.body, in.step.kind.Spec(), sv.ctx(cty.NilVal, stepVals, each))
+	return v, inSourceOrder(diags)
+}
+
+// inSourceOrder sorts diagnostics by where they point (a spec decodes its
+// arguments in no particular order).
+func inSourceOrder(diags hcl.Diagnostics) hcl.Diagnostics {
+	sort.SliceStable(diags, func(i, j int) bool {
+		a, b := diags[i].Subject, diags[j].Subject
+		if a == nil || b == nil {
+			return a != nil
+		}
+		return a.Start.Byte < b.Start.Byte
+	})
+	return diags
 }
 
 // unknownOutputs is what a step's outputs look like before it runs.

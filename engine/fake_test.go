@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -100,7 +101,7 @@ func (f *fake) Apply(ctx context.Context, cfg cty.Value, env StepEnv) (Result, e
 			return Result{}, err
 		}
 	}
-	if d, _ := Duration(cfg, "sleep", 0); d > 0 {
+	if d, _ := args.ParseDuration(String(cfg, "sleep", "0s")); d > 0 {
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():

@@ -14,6 +14,8 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
+
+	"github.com/mig-project/mig/engine/args"
 )
 
 // Load reads a workflow from a .hcl file or a directory of them, decodes
@@ -198,13 +200,13 @@ func (w *Workflow) decodeBlock(b *hcl.Block) hcl.Diagnostics {
 		w.hostOrder = append(w.hostOrder, name)
 	case "probe":
 		name := b.Labels[0]
-		_, ds := b.Body.Content(hcldec.ImpliedSchema(probeSpec))
+		_, ds := b.Body.Content(hcldec.ImpliedSchema(args.Spec[probeArgs]()))
 		diags = append(diags, ds...)
 		w.probes[name] = &ProbeDecl{Name: name, Body: b.Body, DeclRange: b.DefRange}
 		w.probeOrder = append(w.probeOrder, name)
 	case "load":
 		name := b.Labels[0]
-		_, ds := b.Body.Content(hcldec.ImpliedSchema(loadSpec))
+		_, ds := b.Body.Content(hcldec.ImpliedSchema(args.Spec[loadArgs]()))
 		diags = append(diags, ds...)
 		w.loads[name] = &ProbeDecl{Name: name, Body: b.Body, DeclRange: b.DefRange}
 		w.loadOrder = append(w.loadOrder, name)
@@ -245,16 +247,16 @@ func (w *Workflow) decodeSettings(b *hcl.Block) hcl.Diagnostics {
 	content, diags := b.Body.Content(settingsSchema)
 	if a, ok := content.Attributes["hold_timeout"]; ok {
 		diags = append(diags, gohcl(a, cty.String, func(v cty.Value) {
-			d, err := time.ParseDuration(v.AsString())
+			d, err := args.ParseDuration(v.AsString())
 			if err != nil || d < time.Second {
-				msg := "it must be at least 1s"
+				detail := fmt.Sprintf("%q: it must be at least 1s.", v.AsString())
 				if err != nil {
-					msg = err.Error()
+					detail = err.Error() + "."
 				}
 				diags = append(diags, &hcl.Diagnostic{
 					Severity: hcl.DiagError,
 					Summary:  "Invalid hold_timeout",
-					Detail:   fmt.Sprintf("%q: %s. Write a duration such as \"30s\".", v.AsString(), msg),
+					Detail:   detail,
 					Subject:  a.Expr.Range().Ptr(),
 				})
 				return
@@ -387,8 +389,8 @@ func (w *Workflow) decodeStep(b *hcl.Block) hcl.Diagnostics {
 				})
 				continue
 			}
-			if attr, ok := t[1].(hcl.TraverseAttr); ok {
-				s.dependsOn = append(s.dependsOn, attr.Name)
+			if _, ok := t[1].(hcl.TraverseAttr); ok {
+				s.dependsOn = append(s.dependsOn, t)
 			}
 		}
 	}

@@ -13,10 +13,11 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/loadgen"
 )
 
-// loadSpec is the schema of
+// loadArgs are the arguments of
 //
 //	load "name" { http = "…" rate = 2000 connections = 8 new_connections = 0.2 timeout = "10s" before = "1s" after = "1s" }
 //
@@ -24,14 +25,14 @@ import (
 // loadgen): before is how long it runs before the first step starts, so
 // that the record has the service's rate and latency before the move, and
 // after is how long it goes on once the last step ended.
-var loadSpec = hcldec.ObjectSpec{
-	"http":            &hcldec.AttrSpec{Name: "http", Type: cty.String, Required: true},
-	"rate":            &hcldec.AttrSpec{Name: "rate", Type: cty.Number, Required: true},
-	"connections":     &hcldec.AttrSpec{Name: "connections", Type: cty.Number},
-	"new_connections": &hcldec.AttrSpec{Name: "new_connections", Type: cty.Number},
-	"timeout":         &hcldec.AttrSpec{Name: "timeout", Type: cty.String},
-	"before":          &hcldec.AttrSpec{Name: "before", Type: cty.String},
-	"after":           &hcldec.AttrSpec{Name: "after", Type: cty.String},
+type loadArgs struct {
+	HTTP           string        `arg:"http,required"`
+	Rate           float64       `arg:"rate,required"`
+	Connections    int           `arg:"connections" default:"8"`
+	NewConnections float64       `arg:"new_connections"`
+	Timeout        time.Duration `arg:"timeout" default:"10s"`
+	Before         time.Duration `arg:"before" default:"1s"`
+	After          time.Duration `arg:"after" default:"1s"`
 }
 
 // maxLoadSamples bounds the load samples written to the run record.
@@ -78,36 +79,25 @@ func (w *Workflow) loadConfigs(sv *scopeVals) ([]*load, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	for _, name := range w.loadOrder {
 		d := w.loads[name]
-		v, ds := hcldec.Decode(d.Body, loadSpec, sv.ctx(cty.NilVal, nil, nil))
+		v, ds := hcldec.Decode(d.Body, args.Spec[loadArgs](), sv.ctx(cty.NilVal, nil, nil))
 		diags = append(diags, ds...)
 		if ds.HasErrors() {
 			continue
 		}
-		v, _ = v.UnmarkDeep()
-		timeout, err := Duration(v, "timeout", 10*time.Second)
-		after, err2 := Duration(v, "after", time.Second)
-		before, err3 := Duration(v, "before", time.Second)
-		if err == nil {
-			err = err2
-		}
-		if err == nil {
-			err = err3
-		}
-		var gen *loadgen.Generator
-		if err == nil {
-			gen, err = loadgen.New(loadgen.Config{
-				URL:            String(v, "http", ""),
-				Rate:           Float(v, "rate", 0),
-				Connections:    int(Int(v, "connections", 8)),
-				NewConnections: Float(v, "new_connections", 0),
-				Timeout:        timeout,
-			})
-		}
+		var a loadArgs
+		args.Decode(v, &a)
+		gen, err := loadgen.New(loadgen.Config{
+			URL:            a.HTTP,
+			Rate:           a.Rate,
+			Connections:    a.Connections,
+			NewConnections: a.NewConnections,
+			Timeout:        a.Timeout,
+		})
 		if err != nil {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid load", Detail: err.Error(), Subject: d.DeclRange.Ptr()})
 			continue
 		}
-		out = append(out, &load{name: name, before: before, after: after, gen: gen})
+		out = append(out, &load{name: name, before: a.Before, after: a.After, gen: gen})
 	}
 	return out, diags
 }

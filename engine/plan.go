@@ -57,6 +57,7 @@ func (w *Workflow) plan(ctx context.Context, vars map[string]cty.Value, callKind
 	if diags.HasErrors() {
 		return nil, diags
 	}
+	diags = append(diags, w.checkProbes(sv)...)
 	pool := newHostPool(w, sv)
 	defer pool.closeAll()
 	p, ds := w.planSteps(ctx, sv, pool, callKinds)
@@ -69,6 +70,7 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 	var diags hcl.Diagnostics
 	p := &Plan{Named: sv.named()}
 	var planned []Planned
+	undecoded := false // a step's arguments have errors: the plan checks would miss it
 	stepVals := map[string]cty.Value{}
 	for _, name := range w.order {
 		s := w.steps[name]
@@ -90,6 +92,7 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 			cfg, ds := sv.decode(in, stepVals)
 			diags = append(diags, ds...)
 			if ds.HasErrors() {
+				undecoded = true
 				continue
 			}
 			ps := PlannedStep{
@@ -118,6 +121,9 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 			p.Steps = append(p.Steps, ps)
 			planned = append(planned, Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: w.upstream(s.Name), Range: s.DeclRange})
 		}
+	}
+	if undecoded {
+		return p, diags
 	}
 	for _, name := range sortedKeys(w.cfg.Kinds) {
 		if c, ok := w.cfg.Kinds[name].(PlanChecker); ok {

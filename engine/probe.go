@@ -15,9 +15,11 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/args"
 )
 
-// probeSpec is the schema of a probe:
+// probeArgs are the arguments of a probe:
 //
 //	probe "web" { http = "http://10.0.0.100:8080/"  interval = "5ms" }
 //	probe "kv"  { tcp { address = "10.0.0.100:6379"  send = "PING\r\n"  expect = "+PONG" } }
@@ -27,17 +29,17 @@ import (
 // client already connected would see the move. timeout bounds a
 // new-connection sample; after is how long sampling goes on once the last
 // step ended, so the summary has latencies from after the move.
-var probeSpec = hcldec.ObjectSpec{
-	"http": &hcldec.AttrSpec{Name: "http", Type: cty.String},
-	"tcp": &hcldec.BlockSpec{TypeName: "tcp", Nested: hcldec.ObjectSpec{
-		"address": &hcldec.AttrSpec{Name: "address", Type: cty.String, Required: true},
-		"send":    &hcldec.AttrSpec{Name: "send", Type: cty.String},
-		"expect":  &hcldec.AttrSpec{Name: "expect", Type: cty.String},
-	}},
-	"keep":     &hcldec.AttrSpec{Name: "keep", Type: cty.Bool},
-	"interval": &hcldec.AttrSpec{Name: "interval", Type: cty.String},
-	"timeout":  &hcldec.AttrSpec{Name: "timeout", Type: cty.String},
-	"after":    &hcldec.AttrSpec{Name: "after", Type: cty.String},
+type probeArgs struct {
+	HTTP string `arg:"http"`
+	TCP  *struct {
+		Address string `arg:"address,required"`
+		Send    string `arg:"send"`
+		Expect  string `arg:"expect"`
+	} `arg:"tcp,block"`
+	Keep     bool          `arg:"keep" default:"true"`
+	Interval time.Duration `arg:"interval,positive" default:"100ms"`
+	Timeout  time.Duration `arg:"timeout" default:"1s"`
+	After    time.Duration `arg:"after" default:"250ms"`
 }
 
 const (
@@ -163,12 +165,28 @@ type probe struct {
 	keptLastOK float64
 }
 
+// checkProbes decodes the probe and load blocks, which runs their specs'
+// checks (durations, ranges), without building them: at validate, their
+// values may be unknown.
+func (w *Workflow) checkProbes(sv *scopeVals) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, name := range w.probeOrder {
+		_, ds := hcldec.Decode(w.probes[name].Body, args.Spec[probeArgs](), sv.ctx(cty.NilVal, nil, nil))
+		diags = append(diags, ds...)
+	}
+	for _, name := range w.loadOrder {
+		_, ds := hcldec.Decode(w.loads[name].Body, args.Spec[loadArgs](), sv.ctx(cty.NilVal, nil, nil))
+		diags = append(diags, ds...)
+	}
+	return diags
+}
+
 func (w *Workflow) probeConfigs(sv *scopeVals) ([]*probe, hcl.Diagnostics) {
 	var out []*probe
 	var diags hcl.Diagnostics
 	for _, name := range w.probeOrder {
 		d := w.probes[name]
-		v, ds := hcldec.Decode(d.Body, probeSpec, sv.ctx(cty.NilVal, nil, nil))
+		v, ds := hcldec.Decode(d.Body, args.Spec[probeArgs](), sv.ctx(cty.NilVal, nil, nil))
 		diags = append(diags, ds...)
 		if ds.HasErrors() {
 			continue
@@ -186,25 +204,19 @@ func (w *Workflow) probeConfigs(sv *scopeVals) ([]*probe, hcl.Diagnostics) {
 }
 
 func newProbe(name string, v cty.Value) (*probe, error) {
-	interval, err := Duration(v, "interval", 100*time.Millisecond)
-	timeout, err2 := Duration(v, "timeout", time.Second)
-	after, err3 := Duration(v, "after", 250*time.Millisecond)
-	if err := errors.Join(err, err2, err3); err != nil {
-		return nil, err
-	}
-	if interval <= 0 {
-		return nil, errors.New("interval must be positive")
-	}
-	p := &probe{name: name, interval: interval, timeout: timeout, after: after, stride: 1, lastOK: -1, keptLastOK: -1,
-		keep: Bool(v, "keep", true)}
-	u, tcp := String(v, "http", ""), Attr(v, "tcp")
+	var a probeArgs
+	args.Decode(v, &a)
+	timeout := a.Timeout
+	p := &probe{name: name, interval: a.Interval, timeout: timeout, after: a.After, stride: 1, lastOK: -1, keptLastOK: -1,
+		keep: a.Keep}
+	u, tcp := a.HTTP, a.TCP
 	switch {
-	case u != "" && !tcp.IsNull(), u == "" && tcp.IsNull():
+	case u != "" && tcp != nil, u == "" && tcp == nil:
 		return nil, errors.New(`a probe takes exactly one of http = "URL" and tcp { address … }`)
 	case u != "":
 		return p, p.httpProbe(u)
 	}
-	c := TCPCheck{Address: String(tcp, "address", ""), Send: String(tcp, "send", ""), Expect: String(tcp, "expect", "")}
+	c := TCPCheck{Address: tcp.Address, Send: tcp.Send, Expect: tcp.Expect}
 	if _, _, err := net.SplitHostPort(c.Address); err != nil {
 		return nil, fmt.Errorf("tcp address %q: want host:port", c.Address)
 	}

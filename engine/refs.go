@@ -6,6 +6,8 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
+
+	"github.com/mig-project/mig/engine/args"
 )
 
 // scope says which roots an expression may refer to.
@@ -48,10 +50,10 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 		}
 	}
 	for _, name := range w.probeOrder {
-		diags = append(diags, w.checkTraversals(hcldec.Variables(w.probes[name].Body, probeSpec), scope{}, nil)...)
+		diags = append(diags, w.checkTraversals(hcldec.Variables(w.probes[name].Body, args.Spec[probeArgs]()), scope{}, nil)...)
 	}
 	for _, name := range w.loadOrder {
-		diags = append(diags, w.checkTraversals(hcldec.Variables(w.loads[name].Body, loadSpec), scope{}, nil)...)
+		diags = append(diags, w.checkTraversals(hcldec.Variables(w.loads[name].Body, args.Spec[loadArgs]()), scope{}, nil)...)
 	}
 	for _, name := range sortedKeys(w.steps) {
 		s := w.steps[name]
@@ -76,9 +78,10 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 			fe.each = false
 			diags = append(diags, w.checkTraversals(s.forEach.Variables(), fe, deps)...)
 		}
-		for _, d := range s.dependsOn {
+		for _, t := range s.dependsOn {
+			d := t[1].(hcl.TraverseAttr).Name
 			if d == name {
-				diags = append(diags, selfRef(name, s.DeclRange))
+				diags = append(diags, selfRef(name, t.SourceRange()))
 				continue
 			}
 			if _, ok := w.steps[d]; !ok {
@@ -86,7 +89,7 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 					Severity: hcl.DiagError,
 					Summary:  "Reference to undeclared step",
 					Detail:   fmt.Sprintf("depends_on names step %q, which is not declared.%s", d, suggest(d, sortedKeys(w.steps))),
-					Subject:  s.DeclRange.Ptr(),
+					Subject:  t.SourceRange().Ptr(),
 				})
 				continue
 			}

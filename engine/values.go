@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"fmt"
 	"math/big"
-	"time"
 
 	"github.com/zclconf/go-cty/cty"
 )
@@ -58,45 +56,6 @@ func Int(obj cty.Value, name string, def int64) int64 {
 	}
 	i, _ := v.AsBigFloat().Int64()
 	return i
-}
-
-// Float returns a number attribute, or def when it is null.
-func Float(obj cty.Value, name string, def float64) float64 {
-	v := Attr(obj, name)
-	if v.IsNull() || !v.IsKnown() || v.Type() != cty.Number {
-		return def
-	}
-	f, _ := v.AsBigFloat().Float64()
-	return f
-}
-
-// Strings returns a list or set of strings, nil when null.
-func Strings(obj cty.Value, name string) []string {
-	v := Attr(obj, name)
-	if v.IsNull() || !v.IsKnown() || !v.CanIterateElements() {
-		return nil
-	}
-	var out []string
-	for it := v.ElementIterator(); it.Next(); {
-		_, e := it.Element()
-		if e.IsKnown() && !e.IsNull() && e.Type() == cty.String {
-			out = append(out, e.AsString())
-		}
-	}
-	return out
-}
-
-// Duration parses a duration attribute such as "30s", or returns def when null.
-func Duration(obj cty.Value, name string, def time.Duration) (time.Duration, error) {
-	s := String(obj, name, "")
-	if s == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", name, err)
-	}
-	return d, nil
 }
 
 // Num makes a cty number from an int64.

@@ -124,9 +124,9 @@ type Step struct {
 	timeout   hcl.Expression
 	forEach   hcl.Expression
 	retry     *hcl.Block
-	dependsOn []string // explicit depends_on, as step names
-	deps      []string // all upstream steps, sorted
-	seq       int      // declaration order
+	dependsOn []hcl.Traversal // explicit depends_on: step.<name>, each with its range
+	deps      []string        // all upstream steps, sorted
+	seq       int             // declaration order
 }
 
 // Files returns the parsed files by name, for hcl.NewDiagnosticTextWriter.

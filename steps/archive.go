@@ -3,12 +3,12 @@ package steps
 import (
 	"context"
 	"fmt"
-	"path"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -26,14 +26,13 @@ import (
 // archive file) and manifest (file name to sha256).
 type Archive struct{}
 
-func (Archive) Spec() hcldec.Spec { return archiveSpec() }
+func (Archive) Spec() hcldec.Spec { return args.Spec[archiveArgs]() }
 
-func archiveSpec() hcldec.Spec {
-	return hcldec.ObjectSpec{
-		"host":        &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
-		"source":      &hcldec.AttrSpec{Name: "source", Type: cty.String, Required: true},
-		"destination": &hcldec.AttrSpec{Name: "destination", Type: cty.String, Required: true},
-	}
+// archiveArgs are the arguments of archive and unarchive steps.
+type archiveArgs struct {
+	Host        hostRef `arg:"host,required"`
+	Source      string  `arg:"source,required,abs"`
+	Destination string  `arg:"destination,required,abs"`
 }
 
 func (Archive) Outputs() cty.Type {
@@ -53,25 +52,19 @@ func (Archive) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.D
 }
 
 func planArchive(cfg cty.Value, note string) (Preview, hcl.Diagnostics) {
-	var p Preview
-	var diags hcl.Diagnostics
-	for _, name := range []string{"source", "destination"} {
-		if s := String(cfg, name, ""); s != "" && !path.IsAbs(s) {
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Relative path",
-				Detail: fmt.Sprintf("%s must be an absolute path, not %q.", name, s)})
-		}
-	}
-	p.Notes = append(p.Notes, fmt.Sprintf(note,
-		String(cfg, "source", "(known after apply)"), String(cfg, "destination", "(known after apply)")))
-	return p, diags
+	a := archiveArgs{Source: "(known after apply)", Destination: "(known after apply)"}
+	args.Decode(cfg, &a)
+	return Preview{Notes: []string{fmt.Sprintf(note, a.Source, a.Destination)}}, nil
 }
 
 func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
-	h, err := HostOf(env, Attr(cfg, "host"))
+	var arg archiveArgs
+	args.Decode(cfg, &arg)
+	h, err := HostOf(env, arg.Host.Value)
 	if err != nil {
 		return Result{}, err
 	}
-	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", ""), KeepAside: true}
+	req := host.ArchiveRequest{Source: arg.Source, Destination: arg.Destination, KeepAside: true}
 	var res host.ArchiveResult
 	if err := host.ActArchive.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err
@@ -111,7 +104,7 @@ func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 // destination held is kept aside until the run commits; undo puts it back.
 type Unarchive struct{}
 
-func (Unarchive) Spec() hcldec.Spec { return archiveSpec() }
+func (Unarchive) Spec() hcldec.Spec { return args.Spec[archiveArgs]() }
 
 func (Unarchive) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -129,11 +122,13 @@ func (Unarchive) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl
 }
 
 func (Unarchive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
-	h, err := HostOf(env, Attr(cfg, "host"))
+	var arg archiveArgs
+	args.Decode(cfg, &arg)
+	h, err := HostOf(env, arg.Host.Value)
 	if err != nil {
 		return Result{}, err
 	}
-	req := host.ArchiveRequest{Source: String(cfg, "source", ""), Destination: String(cfg, "destination", ""), KeepAside: true}
+	req := host.ArchiveRequest{Source: arg.Source, Destination: arg.Destination, KeepAside: true}
 	var res host.UnarchiveResult
 	if err := host.ActUnarchive.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err

@@ -3,12 +3,12 @@ package steps
 import (
 	"context"
 	"fmt"
-	"path"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -35,16 +35,17 @@ import (
 // the copy added), commit deletes the aside copy.
 type Copy struct{}
 
-func (Copy) Spec() hcldec.Spec {
-	return hcldec.ObjectSpec{
-		"from":        &hcldec.AttrSpec{Name: "from", Type: HostRef, Required: true},
-		"to":          &hcldec.AttrSpec{Name: "to", Type: HostRef, Required: true},
-		"source":      &hcldec.AttrSpec{Name: "source", Type: cty.String, Required: true},
-		"destination": &hcldec.AttrSpec{Name: "destination", Type: cty.String, Required: true},
-		"direct":      &hcldec.AttrSpec{Name: "direct", Type: cty.Bool},
-		"merge":       &hcldec.AttrSpec{Name: "merge", Type: cty.Bool},
-	}
+// copyArgs are a copy step's arguments.
+type copyArgs struct {
+	From        hostRef `arg:"from,required"`
+	To          hostRef `arg:"to,required"`
+	Source      string  `arg:"source,required,abs"`
+	Destination string  `arg:"destination,required,abs"`
+	Direct      bool    `arg:"direct"`
+	Merge       bool    `arg:"merge"`
 }
+
+func (Copy) Spec() hcldec.Spec { return args.Spec[copyArgs]() }
 
 func (Copy) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -59,40 +60,36 @@ func (Copy) Outputs() cty.Type {
 func (Copy) Host(cfg cty.Value) string { return HostName(Attr(cfg, "to")) }
 
 func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
+	a := copyArgs{Source: "(known after apply)", Destination: "(known after apply)"}
+	args.Decode(cfg, &a)
+	from, to := a.From.Name(), a.To.Name()
 	var p Preview
-	var diags hcl.Diagnostics
-	for _, name := range []string{"source", "destination"} {
-		if s := String(cfg, name, ""); s != "" && !path.IsAbs(s) {
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Relative path",
-				Detail: fmt.Sprintf("%s must be an absolute path, not %q.", name, s)})
-		}
-	}
-	from, to := HostName(Attr(cfg, "from")), HostName(Attr(cfg, "to"))
 	if from != "" && to != "" {
 		how := "relayed through mig"
-		if Bool(cfg, "direct", false) {
+		if a.Direct {
 			how = "directly over TLS"
 		}
-		p.Notes = append(p.Notes, fmt.Sprintf("stream %s:%s to %s:%s %s, sha256-checked",
-			from, String(cfg, "source", "(known after apply)"), to, String(cfg, "destination", "(known after apply)"), how))
+		p.Notes = append(p.Notes, fmt.Sprintf("stream %s:%s to %s:%s %s, sha256-checked", from, a.Source, to, a.Destination, how))
 	}
-	return p, diags
+	return p, nil
 }
 
 func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
-	src, err := HostOf(env, Attr(cfg, "from"))
+	var arg copyArgs
+	args.Decode(cfg, &arg)
+	src, err := HostOf(env, arg.From.Value)
 	if err != nil {
 		return Result{}, fmt.Errorf("from: %w", err)
 	}
-	dst, err := HostOf(env, Attr(cfg, "to"))
+	dst, err := HostOf(env, arg.To.Value)
 	if err != nil {
 		return Result{}, fmt.Errorf("to: %w", err)
 	}
-	source, dest := String(cfg, "source", ""), String(cfg, "destination", "")
+	source, dest := arg.Source, arg.Destination
 	env.Log.Debug("copy", "from", src.Name(), "source", source, "to", dst.Name(), "destination", dest)
-	opts := host.CopyOptions{Progress: env.Progress, Merge: Bool(cfg, "merge", false), KeepAside: true}
-	if Bool(cfg, "direct", false) {
-		ip := String(Attr(cfg, "to"), "address", "")
+	opts := host.CopyOptions{Progress: env.Progress, Merge: arg.Merge, KeepAside: true}
+	if arg.Direct {
+		ip := String(arg.To.Value, "address", "")
 		if ip == "" {
 			return Result{}, fmt.Errorf("direct = true needs a destination reached over the network; host %q is the local machine", dst.Name())
 		}

@@ -76,14 +76,13 @@ destination = "`+dest+`"
 
 func TestCopyKindRelativePath(t *testing.T) {
 	_, _, vars := twoHosts()
-	cfg := decode(t, Copy{}, `
+	_, diags := decodeDiags(t, Copy{}, `
 from = host.a
 to = host.b
 source = "images"
 destination = "/x"
 `, vars)
-	_, diags := Copy{}.Plan(context.Background(), cfg, Env{})
-	if !diags.HasErrors() || !strings.Contains(diags.Error(), "source must be an absolute path") {
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "source must be an absolute path") || diags[0].Subject.Start.Line != 4 {
 		t.Fatalf("diags %v", diags)
 	}
 }

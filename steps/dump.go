@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/steps/criu"
 )
@@ -40,18 +41,32 @@ import (
 // kills it.
 type Dump struct{}
 
-func (Dump) Spec() hcldec.Spec {
-	return hcldec.ObjectSpec{
-		"workload":   &hcldec.AttrSpec{Name: "workload", Type: cty.DynamicPseudoType, Required: true},
-		"mode":       &hcldec.AttrSpec{Name: "mode", Type: cty.String},
-		"dir":        &hcldec.AttrSpec{Name: "dir", Type: cty.String, Required: true},
-		"target":     &hcldec.AttrSpec{Name: "target", Type: HostRef},
-		"target_dir": &hcldec.AttrSpec{Name: "target_dir", Type: cty.String},
-		"parent":     &hcldec.AttrSpec{Name: "parent", Type: cty.String},
-		"address":    &hcldec.AttrSpec{Name: "address", Type: cty.String},
-		"port":       &hcldec.AttrSpec{Name: "port", Type: cty.Number},
-	}
+// dumpArgs are a dump step's arguments.
+type dumpArgs struct {
+	Workload  workloadArg `arg:"workload,required"`
+	Mode      string      `arg:"mode" enum:"disk,page-server,lazy" default:"disk"`
+	Dir       string      `arg:"dir,required,abs"`
+	Target    hostRef     `arg:"target"`
+	TargetDir string      `arg:"target_dir,abs"`
+	Parent    string      `arg:"parent"`
+	Address   string      `arg:"address"`
+	Port      int         `arg:"port" min:"0" max:"65535"`
 }
+
+func (a *dumpArgs) Check(cty.Value) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if a.Mode == "page-server" && a.Target.IsNull() {
+		diags = append(diags, errDiag("Missing target", "mode = \"page-server\" needs target, the host that runs the page server."))
+	}
+	if a.Parent != "" && a.Dir != "" {
+		if _, err := relParent(a.Dir, a.Parent); err != nil {
+			diags = append(diags, errDiag("Invalid parent", err.Error()))
+		}
+	}
+	return diags
+}
+
+func (Dump) Spec() hcldec.Spec { return args.Spec[dumpArgs]() }
 
 // LazySource is the type of a lazy dump's `lazy` output, which a lazy
 // restore takes as its source.
@@ -87,43 +102,31 @@ type dumpCfg struct {
 	port      int
 }
 
+// decodeDump reads a dump step's arguments; the spec has checked them.
 func decodeDump(cfg cty.Value) (dumpCfg, hcl.Diagnostics) {
-	var diags hcl.Diagnostics
+	var a dumpArgs
+	args.Decode(cfg, &a)
 	d := dumpCfg{
-		mode:      String(cfg, "mode", "disk"),
-		dir:       String(cfg, "dir", ""),
-		target:    HostName(Attr(cfg, "target")),
-		targetV:   Attr(cfg, "target"),
-		targetDir: String(cfg, "target_dir", ""),
-		address:   String(cfg, "address", ""),
-		port:      int(Int(cfg, "port", 0)),
+		mode:      a.Mode,
+		dir:       a.Dir,
+		target:    a.Target.Name(),
+		targetV:   a.Target.Value,
+		targetDir: a.TargetDir,
+		address:   a.Address,
+		port:      a.Port,
 	}
-	w, err := workloadOf(Attr(cfg, "workload"))
+	if d.targetDir == "" {
+		d.targetDir = d.dir
+	}
+	if a.Parent != "" && d.dir != "" {
+		d.parent, _ = relParent(d.dir, a.Parent)
+	}
+	var diags hcl.Diagnostics
+	w, err := workloadOf(a.Workload.Value)
 	if err != nil {
 		diags = append(diags, errDiag("Invalid workload", err.Error()))
 	}
 	d.w = w
-	if d.targetDir == "" {
-		d.targetDir = d.dir
-	}
-	switch d.mode {
-	case "disk", "page-server", "lazy":
-	default:
-		diags = append(diags, errDiag("Invalid mode", fmt.Sprintf("mode %q: want \"disk\", \"page-server\" or \"lazy\".", d.mode)))
-	}
-	if d.dir != "" && !filepath.IsAbs(d.dir) {
-		diags = append(diags, errDiag("Invalid dir", fmt.Sprintf("dir %q must be an absolute path.", d.dir)))
-	}
-	if d.mode == "page-server" && Attr(cfg, "target").IsNull() {
-		diags = append(diags, errDiag("Missing target", "mode = \"page-server\" needs target, the host that runs the page server."))
-	}
-	if p := String(cfg, "parent", ""); p != "" && d.dir != "" {
-		rel, err := relParent(d.dir, p)
-		if err != nil {
-			diags = append(diags, errDiag("Invalid parent", err.Error()))
-		}
-		d.parent = rel
-	}
 	return d, diags
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -31,15 +32,16 @@ type Exec struct{}
 // execMaxOutput caps the stdout and stderr kept as outputs.
 const execMaxOutput = 64 << 10
 
-func (Exec) Spec() hcldec.Spec {
-	return hcldec.ObjectSpec{
-		"host":        &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
-		"argv":        &hcldec.AttrSpec{Name: "argv", Type: cty.List(cty.String), Required: true},
-		"env":         &hcldec.AttrSpec{Name: "env", Type: cty.Map(cty.String)},
-		"dir":         &hcldec.AttrSpec{Name: "dir", Type: cty.String},
-		"expect_exit": &hcldec.AttrSpec{Name: "expect_exit", Type: cty.Number},
-	}
+// execArgs are an exec step's arguments.
+type execArgs struct {
+	Host       hostRef           `arg:"host,required"`
+	Argv       argv              `arg:"argv,required"`
+	Env        map[string]string `arg:"env"`
+	Dir        string            `arg:"dir"`
+	ExpectExit int               `arg:"expect_exit" min:"0" max:"255"`
 }
+
+func (Exec) Spec() hcldec.Spec { return args.Spec[execArgs]() }
 
 func (Exec) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -54,29 +56,24 @@ func (Exec) Outputs() cty.Type {
 func (Exec) Host(cfg cty.Value) string { return hostArg(cfg) }
 
 func (Exec) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diagnostics) {
-	var p Preview
-	argv := Attr(cfg, "argv")
-	if argv.IsKnown() && !argv.IsNull() && argv.LengthInt() == 0 {
-		return p, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Empty argv", Detail: "argv needs at least the program to run."}}
-	}
-	return p, nil
+	return Preview{}, nil
 }
 
 func (Exec) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
-	h, err := HostOf(env, Attr(cfg, "host"))
+	var arg execArgs
+	args.Decode(cfg, &arg)
+	h, err := HostOf(env, arg.Host.Value)
 	if err != nil {
 		return Result{}, err
 	}
-	req := host.ExecRequest{Argv: Strings(cfg, "argv"), Dir: String(cfg, "dir", ""), MaxBytes: execMaxOutput}
+	req := host.ExecRequest{Argv: arg.Argv, Dir: arg.Dir, MaxBytes: execMaxOutput}
 	if len(req.Argv) == 0 {
 		return Result{}, errors.New("empty argv")
 	}
-	if m := Attr(cfg, "env"); !m.IsNull() {
-		for k, v := range m.AsValueMap() {
-			req.Env = append(req.Env, k+"="+v.AsString())
-		}
-		sort.Strings(req.Env)
+	for k, v := range arg.Env {
+		req.Env = append(req.Env, k+"="+v)
 	}
+	sort.Strings(req.Env)
 	var res host.ExecResult
 	env.Log.Debug("exec", "argv", req.Argv)
 	if err := host.ActExec.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
@@ -88,7 +85,7 @@ func (Exec) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		"stderr":    cty.StringVal(res.Stderr),
 		"duration":  cty.NumberFloatVal(res.Seconds),
 	})
-	if want := Int(cfg, "expect_exit", 0); int64(res.ExitCode) != want {
+	if want := arg.ExpectExit; res.ExitCode != want {
 		return Result{}, fmt.Errorf("%s exited with status %d, want %d%s", req.Argv[0], res.ExitCode, want, tail(res.Stderr))
 	}
 	return Result{Outputs: out, Metrics: map[string]float64{"seconds": res.Seconds}}, nil

@@ -98,9 +98,14 @@ argv = ["echo", "$(id)", ";", "rm -rf /"]
 }
 
 func TestExecPlan(t *testing.T) {
-	cfg := execCfg(t, "host = host.local\nargv = []\n")
+	cfg := execCfg(t, "host = host.local\nargv = [\"true\"]\n")
 	_, diags := Exec{}.Plan(context.Background(), cfg, Env{})
-	if !diags.HasErrors() || (Exec{}).Host(cfg) != "local" {
-		t.Errorf("plan of empty argv: %v", diags)
+	if diags.HasErrors() || (Exec{}).Host(cfg) != "local" {
+		t.Errorf("plan: %v", diags)
+	}
+	// The spec refuses an empty argv, at the argument.
+	_, diags = decodeDiags(t, Exec{}, "argv = []\nhost = \"local\"\n", nil)
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "Empty argv") || diags[0].Subject.Start.Line != 1 {
+		t.Errorf("empty argv: %v", diags)
 	}
 }

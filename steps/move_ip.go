@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/steps/netaddr"
 )
@@ -31,16 +31,25 @@ import (
 // Both hosts run the "net.addr" agent action. Undo moves the address back.
 type MoveIP struct{}
 
-func (MoveIP) Spec() hcldec.Spec {
-	return hcldec.ObjectSpec{
-		"address":      &hcldec.AttrSpec{Name: "address", Type: cty.String, Required: true},
-		"from":         &hcldec.AttrSpec{Name: "from", Type: HostRef, Required: true},
-		"to":           &hcldec.AttrSpec{Name: "to", Type: HostRef, Required: true},
-		"interface":    &hcldec.AttrSpec{Name: "interface", Type: cty.String},
-		"to_interface": &hcldec.AttrSpec{Name: "to_interface", Type: cty.String},
-		"announce":     &hcldec.AttrSpec{Name: "announce", Type: cty.Number},
-	}
+// moveIPArgs are a move_ip step's arguments.
+type moveIPArgs struct {
+	Address     ipv4Prefix `arg:"address,required"`
+	From        hostRef    `arg:"from,required"`
+	To          hostRef    `arg:"to,required"`
+	Interface   string     `arg:"interface" default:"eth0"`
+	ToInterface string     `arg:"to_interface"`
+	Announce    int        `arg:"announce" min:"0" max:"100"`
 }
+
+func (a *moveIPArgs) Check(cty.Value) hcl.Diagnostics {
+	m := a.decode()
+	if m.fromOK && m.toOK && m.from == m.to && m.fromIf == m.toIf {
+		return hcl.Diagnostics{errDiag("Nothing to move", fmt.Sprintf("from and to are both %s:%s.", m.from, m.fromIf))}
+	}
+	return nil
+}
+
+func (MoveIP) Spec() hcldec.Spec { return args.Spec[moveIPArgs]() }
 
 func (MoveIP) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -63,34 +72,28 @@ type moveIP struct {
 	addressChecked bool
 }
 
+// decodeMoveIP reads a move_ip step's arguments; the spec has checked them.
 func decodeMoveIP(cfg cty.Value) (moveIP, hcl.Diagnostics) {
-	var diags hcl.Diagnostics
+	a := moveIPArgs{Announce: defaultAnnounce}
+	args.Decode(cfg, &a)
+	return a.decode(), nil
+}
+
+func (a *moveIPArgs) decode() moveIP {
 	m := moveIP{
-		from:     HostName(Attr(cfg, "from")),
-		to:       HostName(Attr(cfg, "to")),
-		fromIf:   String(cfg, "interface", "eth0"),
-		announce: int(Int(cfg, "announce", defaultAnnounce)),
+		address:  string(a.Address),
+		from:     a.From.Name(),
+		to:       a.To.Name(),
+		fromIf:   a.Interface,
+		toIf:     a.ToInterface,
+		announce: a.Announce,
 	}
-	m.toIf = String(cfg, "to_interface", m.fromIf)
+	if m.toIf == "" {
+		m.toIf = m.fromIf
+	}
 	m.fromOK, m.toOK = m.from != "", m.to != ""
-	if a := Attr(cfg, "address"); a.IsKnown() && !a.IsNull() {
-		m.address = a.AsString()
-		p, err := netip.ParsePrefix(m.address)
-		switch {
-		case err != nil:
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid address", Detail: fmt.Sprintf("%q: want an address with its prefix length, such as 10.77.0.100/24.", m.address)})
-		case !p.Addr().Is4():
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unsupported address", Detail: fmt.Sprintf("%s: move_ip announces with ARP and supports IPv4 only.", m.address)})
-		}
-		m.addressChecked = true
-	}
-	if m.fromOK && m.toOK && m.from == m.to && m.fromIf == m.toIf {
-		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Nothing to move", Detail: fmt.Sprintf("from and to are both %s:%s.", m.from, m.fromIf)})
-	}
-	if m.announce < 0 || m.announce > 100 {
-		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid announce", Detail: "announce is a count of gratuitous ARPs between 0 and 100."})
-	}
-	return m, diags
+	m.addressChecked = m.address != ""
+	return m
 }
 
 // Host is where the step runs: the host the address moves to.
@@ -118,11 +121,11 @@ func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	if diags.HasErrors() {
 		return Result{}, diags
 	}
-	from, err := HostOf(env, Attr(cfg, "from"))
+	from, err := env.Hosts(m.from)
 	if err != nil {
 		return Result{}, fmt.Errorf("from: %w", err)
 	}
-	to, err := HostOf(env, Attr(cfg, "to"))
+	to, err := env.Hosts(m.to)
 	if err != nil {
 		return Result{}, fmt.Errorf("to: %w", err)
 	}

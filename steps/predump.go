@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/steps/criu"
 )
@@ -36,18 +37,19 @@ import (
 // last_dir null.
 type PreDump struct{}
 
-func (PreDump) Spec() hcldec.Spec {
-	return hcldec.ObjectSpec{
-		"workload":    &hcldec.AttrSpec{Name: "workload", Type: cty.DynamicPseudoType, Required: true},
-		"dir":         &hcldec.AttrSpec{Name: "dir", Type: cty.String, Required: true},
-		"to":          &hcldec.AttrSpec{Name: "to", Type: HostRef},
-		"target_dir":  &hcldec.AttrSpec{Name: "target_dir", Type: cty.String},
-		"max_rounds":  &hcldec.AttrSpec{Name: "max_rounds", Type: cty.Number},
-		"min_pages":   &hcldec.AttrSpec{Name: "min_pages", Type: cty.Number},
-		"max_growth":  &hcldec.AttrSpec{Name: "max_growth", Type: cty.Number},
-		"unsupported": &hcldec.AttrSpec{Name: "unsupported", Type: cty.String},
-	}
+// predumpArgs are a predump step's arguments.
+type predumpArgs struct {
+	Workload    workloadArg `arg:"workload,required"`
+	Dir         string      `arg:"dir,required,abs"`
+	To          hostRef     `arg:"to"`
+	TargetDir   string      `arg:"target_dir,abs"`
+	MaxRounds   int         `arg:"max_rounds" min:"1" max:"100"`
+	MinPages    int64       `arg:"min_pages" min:"0"`
+	MaxGrowth   float64     `arg:"max_growth" min:"0"`
+	Unsupported string      `arg:"unsupported" enum:"fail,skip" default:"fail"`
 }
+
+func (PreDump) Spec() hcldec.Spec { return args.Spec[predumpArgs]() }
 
 func (PreDump) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -107,40 +109,27 @@ type predumpCfg struct {
 	unsupported string
 }
 
+// decodePreDump reads a predump step's arguments; the spec has checked them.
 func decodePreDump(cfg cty.Value) (predumpCfg, hcl.Diagnostics) {
-	var diags hcl.Diagnostics
+	a := predumpArgs{MaxRounds: DefaultPolicy.MaxRounds, MinPages: DefaultPolicy.MinPages, MaxGrowth: DefaultPolicy.MaxGrowth}
+	args.Decode(cfg, &a)
 	c := predumpCfg{
-		dir:       String(cfg, "dir", ""),
-		to:        HostName(Attr(cfg, "to")),
-		toV:       Attr(cfg, "to"),
-		targetDir: String(cfg, "target_dir", ""),
-		policy: Policy{
-			MaxRounds: int(Int(cfg, "max_rounds", int64(DefaultPolicy.MaxRounds))),
-			MinPages:  Int(cfg, "min_pages", DefaultPolicy.MinPages),
-			MaxGrowth: Float(cfg, "max_growth", DefaultPolicy.MaxGrowth),
-		},
-		unsupported: String(cfg, "unsupported", "fail"),
+		dir:         a.Dir,
+		to:          a.To.Name(),
+		toV:         a.To.Value,
+		targetDir:   a.TargetDir,
+		policy:      Policy{MaxRounds: a.MaxRounds, MinPages: a.MinPages, MaxGrowth: a.MaxGrowth},
+		unsupported: a.Unsupported,
 	}
 	if c.targetDir == "" {
 		c.targetDir = c.dir
 	}
-	w, err := workloadOf(Attr(cfg, "workload"))
+	var diags hcl.Diagnostics
+	w, err := workloadOf(a.Workload.Value)
 	if err != nil {
 		diags = append(diags, errDiag("Invalid workload", err.Error()))
 	}
 	c.w = w
-	if c.dir != "" && !filepath.IsAbs(c.dir) {
-		diags = append(diags, errDiag("Invalid dir", fmt.Sprintf("dir %q must be an absolute path.", c.dir)))
-	}
-	if c.policy.MaxRounds < 1 || c.policy.MaxRounds > 100 {
-		diags = append(diags, errDiag("Invalid max_rounds", "max_rounds must be between 1 and 100."))
-	}
-	if c.policy.MinPages < 0 || c.policy.MaxGrowth < 0 {
-		diags = append(diags, errDiag("Invalid stop policy", "min_pages and max_growth must not be negative."))
-	}
-	if c.unsupported != "fail" && c.unsupported != "skip" {
-		diags = append(diags, errDiag("Invalid unsupported", fmt.Sprintf("unsupported = %q: want \"fail\" or \"skip\".", c.unsupported)))
-	}
 	return c, diags
 }
 

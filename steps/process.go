@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -78,9 +79,12 @@ func workloadHost(cfg cty.Value) string { return HostName(Attr(Attr(cfg, "worklo
 
 // workloadOf reads a workload reference: the object the engine builds
 // from the block, with its kind, name and host.
+// errNotWorkload says that a workload argument is something else.
+var errNotWorkload = errors.New("workload: want a workload such as process.web")
+
 func workloadOf(v cty.Value) (workload, error) {
 	if v.IsNull() || !v.Type().IsObjectType() {
-		return workload{}, fmt.Errorf("workload: want a workload such as process.web")
+		return workload{}, errNotWorkload
 	}
 	w := workload{known: v.IsWhollyKnown()}
 	w.Kind = String(v, "kind", "")
@@ -88,7 +92,7 @@ func workloadOf(v cty.Value) (workload, error) {
 	w.hostV = Attr(v, "host")
 	w.host = HostName(w.hostV)
 	if w.Kind == "" || w.Name == "" {
-		return w, fmt.Errorf("workload: want a workload such as process.web")
+		return w, errNotWorkload
 	}
 	if !w.known {
 		return w, nil

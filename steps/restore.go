@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/steps/criu"
 )
@@ -36,16 +37,28 @@ import (
 // holds that undo should mig die before the target serves.
 type Restore struct{}
 
-func (Restore) Spec() hcldec.Spec {
-	return hcldec.ObjectSpec{
-		"workload": &hcldec.AttrSpec{Name: "workload", Type: cty.DynamicPseudoType, Required: true},
-		"host":     &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
-		"dir":      &hcldec.AttrSpec{Name: "dir", Type: cty.String, Required: true},
-		"lazy":     &hcldec.AttrSpec{Name: "lazy", Type: cty.Bool},
-		"prefetch": &hcldec.AttrSpec{Name: "prefetch", Type: cty.Bool},
-		"source":   &hcldec.AttrSpec{Name: "source", Type: LazySource},
-	}
+// restoreArgs are a restore step's arguments.
+type restoreArgs struct {
+	Workload workloadArg   `arg:"workload,required"`
+	Host     hostRef       `arg:"host,required"`
+	Dir      string        `arg:"dir,required,abs"`
+	Lazy     bool          `arg:"lazy"`
+	Prefetch bool          `arg:"prefetch"`
+	Source   lazySourceArg `arg:"source"`
 }
+
+func (a *restoreArgs) Check(cty.Value) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if a.Prefetch && !a.Lazy {
+		diags = append(diags, errDiag("Invalid prefetch", "prefetch applies to a lazy restore (lazy = true)."))
+	}
+	if a.Lazy && a.Source.IsNull() && a.Source.IsKnown() {
+		diags = append(diags, errDiag("Missing source", "lazy = true needs source, the lazy dump's output (source = step.<dump>.lazy)."))
+	}
+	return diags
+}
+
+func (Restore) Spec() hcldec.Spec { return args.Spec[restoreArgs]() }
 
 func (Restore) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -66,30 +79,24 @@ type restoreCfg struct {
 	source   cty.Value
 }
 
+// decodeRestore reads a restore step's arguments; the spec has checked them.
 func decodeRestore(cfg cty.Value) (restoreCfg, hcl.Diagnostics) {
-	var diags hcl.Diagnostics
+	var a restoreArgs
+	args.Decode(cfg, &a)
 	r := restoreCfg{
-		host:     HostName(Attr(cfg, "host")),
-		hostV:    Attr(cfg, "host"),
-		dir:      String(cfg, "dir", ""),
-		lazy:     Bool(cfg, "lazy", false),
-		prefetch: Bool(cfg, "prefetch", false),
-		source:   Attr(cfg, "source"),
+		host:     a.Host.Name(),
+		hostV:    a.Host.Value,
+		dir:      a.Dir,
+		lazy:     a.Lazy,
+		prefetch: a.Prefetch,
+		source:   a.Source.Value,
 	}
-	w, err := workloadOf(Attr(cfg, "workload"))
+	var diags hcl.Diagnostics
+	w, err := workloadOf(a.Workload.Value)
 	if err != nil {
 		diags = append(diags, errDiag("Invalid workload", err.Error()))
 	}
 	r.w = w
-	if r.dir != "" && !filepath.IsAbs(r.dir) {
-		diags = append(diags, errDiag("Invalid dir", fmt.Sprintf("dir %q must be an absolute path.", r.dir)))
-	}
-	if r.prefetch && !r.lazy {
-		diags = append(diags, errDiag("Invalid prefetch", "prefetch applies to a lazy restore (lazy = true)."))
-	}
-	if r.lazy && r.source.IsNull() && r.source.IsKnown() {
-		diags = append(diags, errDiag("Missing source", "lazy = true needs source, the lazy dump's output (source = step.<dump>.lazy)."))
-	}
 	return r, diags
 }
 

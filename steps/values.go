@@ -32,9 +32,6 @@ var (
 	String   = engine.String
 	Bool     = engine.Bool
 	Int      = engine.Int
-	Float    = engine.Float
-	Strings  = engine.Strings
-	Duration = engine.Duration
 	Num      = engine.Num
 )
 

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +16,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/mig-project/mig/engine"
+	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -37,32 +36,45 @@ import (
 // alive = false passes once the process is gone.
 type Verify struct{}
 
-const defaultVerifyInterval = 100 * time.Millisecond
-
-func (Verify) Spec() hcldec.Spec {
-	return hcldec.ObjectSpec{
-		"http": &hcldec.BlockSpec{TypeName: "http", Nested: hcldec.ObjectSpec{
-			"url":        &hcldec.AttrSpec{Name: "url", Type: cty.String, Required: true},
-			"status":     &hcldec.AttrSpec{Name: "status", Type: cty.Number},
-			"body_regex": &hcldec.AttrSpec{Name: "body_regex", Type: cty.String},
-		}},
-		"tcp": &hcldec.BlockSpec{TypeName: "tcp", Nested: hcldec.ObjectSpec{
-			"address": &hcldec.AttrSpec{Name: "address", Type: cty.String, Required: true},
-			"send":    &hcldec.AttrSpec{Name: "send", Type: cty.String},
-			"expect":  &hcldec.AttrSpec{Name: "expect", Type: cty.String},
-		}},
-		"process": &hcldec.BlockSpec{TypeName: "process", Nested: hcldec.ObjectSpec{
-			"host":  &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
-			"pid":   &hcldec.AttrSpec{Name: "pid", Type: cty.Number, Required: true},
-			"alive": &hcldec.AttrSpec{Name: "alive", Type: cty.Bool},
-		}},
-		"exec": &hcldec.BlockSpec{TypeName: "exec", Nested: hcldec.ObjectSpec{
-			"host": &hcldec.AttrSpec{Name: "host", Type: HostRef, Required: true},
-			"argv": &hcldec.AttrSpec{Name: "argv", Type: cty.List(cty.String), Required: true},
-		}},
-		"interval": &hcldec.AttrSpec{Name: "interval", Type: cty.String},
-	}
+// verifyArgs are a verify step's arguments: exactly one check block and
+// the polling interval.
+type verifyArgs struct {
+	HTTP     *httpCheck    `arg:"http,block"`
+	TCP      *tcpCheck     `arg:"tcp,block"`
+	Process  *processCheck `arg:"process,block"`
+	Exec     *execCheck    `arg:"exec,block"`
+	Interval time.Duration `arg:"interval,positive" default:"100ms"`
 }
+
+type httpCheck struct {
+	URL       httpURL `arg:"url,required"`
+	Status    int     `arg:"status" min:"100" max:"599" default:"200"`
+	BodyRegex pattern `arg:"body_regex"`
+}
+
+type tcpCheck struct {
+	Address hostPort `arg:"address,required"`
+	Send    string   `arg:"send"`
+	Expect  string   `arg:"expect"`
+}
+
+type processCheck struct {
+	Host  hostRef `arg:"host,required"`
+	PID   int64   `arg:"pid,required" min:"1"`
+	Alive bool    `arg:"alive" default:"true"`
+}
+
+type execCheck struct {
+	Host hostRef `arg:"host,required"`
+	Argv argv    `arg:"argv,required"`
+}
+
+func (a *verifyArgs) Check(cfg cty.Value) hcl.Diagnostics {
+	_, diags := verifyWhich(cfg)
+	return diags
+}
+
+func (Verify) Spec() hcldec.Spec { return args.Spec[verifyArgs]() }
 
 func (Verify) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
@@ -93,33 +105,12 @@ func (Verify) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Di
 	if diags.HasErrors() {
 		return p, diags
 	}
-	if _, err := Duration(cfg, "interval", defaultVerifyInterval); err != nil {
-		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid interval", Detail: err.Error()})
-	} else if d, _ := Duration(cfg, "interval", defaultVerifyInterval); d <= 0 {
-		diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid interval", Detail: "interval must be positive."})
-	}
 	b := cfg.GetAttr(which)
 	switch which {
 	case "http":
-		u := String(b, "url", "")
-		if Attr(b, "url").IsKnown() {
-			if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid URL", Detail: fmt.Sprintf("%q is not an http or https URL.", u)})
-			}
-		}
-		if re := Attr(b, "body_regex"); re.IsKnown() && !re.IsNull() {
-			if _, err := regexp.Compile(re.AsString()); err != nil {
-				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid body_regex", Detail: err.Error()})
-			}
-		}
 		p.Notes = append(p.Notes, fmt.Sprintf("GET %s until it answers %d", known(Attr(b, "url")), Int(b, "status", 200)))
 	case "tcp":
 		a := Attr(b, "address")
-		if a.IsKnown() {
-			if _, _, err := net.SplitHostPort(a.AsString()); err != nil {
-				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid address", Detail: fmt.Sprintf("%q: want host:port.", a.AsString())})
-			}
-		}
 		note := "connect to " + known(a)
 		if send := Attr(b, "send"); !send.IsNull() {
 			note += ", send " + strconv.Quote(known(send))
@@ -135,11 +126,7 @@ func (Verify) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Di
 		}
 		p.Notes = append(p.Notes, fmt.Sprintf("wait until pid %s is %s", known(Attr(b, "pid")), state))
 	case "exec":
-		argv := Attr(b, "argv")
-		if argv.IsKnown() && !argv.IsNull() && argv.LengthInt() == 0 {
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Empty argv", Detail: "argv needs at least the program to run."})
-		}
-		p.Notes = append(p.Notes, "run "+known(argv)+" until it exits 0")
+		p.Notes = append(p.Notes, "run "+known(Attr(b, "argv"))+" until it exits 0")
 	}
 	return p, diags
 }
@@ -192,27 +179,23 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	if diags.HasErrors() {
 		return Result{}, diags
 	}
-	interval, err := Duration(cfg, "interval", defaultVerifyInterval)
-	if err != nil {
-		return Result{}, err
-	}
-	if interval <= 0 {
-		return Result{}, errors.New("interval must be positive")
-	}
-	b := cfg.GetAttr(which)
+	var arg verifyArgs
+	args.Decode(cfg, &arg)
+	interval := arg.Interval
 	var check probe
 	var what string
+	var err error
 	switch which {
 	case "http":
-		check, what, err = httpProbe(b)
+		check, what, err = httpProbe(*arg.HTTP)
 	case "tcp":
-		c := engine.TCPCheck{Address: String(b, "address", ""), Send: String(b, "send", ""), Expect: String(b, "expect", "")}
+		c := engine.TCPCheck{Address: string(arg.TCP.Address), Send: arg.TCP.Send, Expect: arg.TCP.Expect}
 		what = c.Address
 		check = tcpProbe(c)
 	case "process":
-		check, what, err = processProbe(env, b)
+		check, what, err = processProbe(env, *arg.Process)
 	case "exec":
-		check, what, err = execProbe(env, b)
+		check, what, err = execProbe(env, *arg.Exec)
 	}
 	if err != nil {
 		return Result{}, err
@@ -260,11 +243,11 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 // requestTimeout bounds one HTTP request or TCP connect.
 const requestTimeout = 5 * time.Second
 
-func httpProbe(b cty.Value) (probe, string, error) {
-	u := String(b, "url", "")
-	want := int(Int(b, "status", 200))
+func httpProbe(c httpCheck) (probe, string, error) {
+	u := string(c.URL)
+	want := c.Status
 	var re *regexp.Regexp
-	if s := String(b, "body_regex", ""); s != "" {
+	if s := string(c.BodyRegex); s != "" {
 		var err error
 		if re, err = regexp.Compile(s); err != nil {
 			return nil, "", fmt.Errorf("body_regex: %w", err)
@@ -314,16 +297,16 @@ func tcpProbe(c engine.TCPCheck) probe {
 	}
 }
 
-func processProbe(env Env, b cty.Value) (probe, string, error) {
-	h, err := HostOf(env, Attr(b, "host"))
+func processProbe(env Env, c processCheck) (probe, string, error) {
+	h, err := HostOf(env, c.Host.Value)
 	if err != nil {
 		return nil, "", err
 	}
-	pid := Int(b, "pid", 0)
+	pid := c.PID
 	if pid <= 0 {
 		return nil, "", fmt.Errorf("pid %d is not a process ID", pid)
 	}
-	wantAlive := Bool(b, "alive", true)
+	wantAlive := c.Alive
 	what := fmt.Sprintf("pid %d on %s", pid, h.Name())
 	return func(ctx context.Context) (bool, string, error) {
 		var res host.ExecResult
@@ -354,12 +337,12 @@ func procState(pid int64, res host.ExecResult) (bool, string) {
 	return true, fmt.Sprintf("pid %d (%s) is running, state %s", pid, name, f[0])
 }
 
-func execProbe(env Env, b cty.Value) (probe, string, error) {
-	h, err := HostOf(env, Attr(b, "host"))
+func execProbe(env Env, c execCheck) (probe, string, error) {
+	h, err := HostOf(env, c.Host.Value)
 	if err != nil {
 		return nil, "", err
 	}
-	argv := Strings(b, "argv")
+	argv := []string(c.Argv)
 	if len(argv) == 0 {
 		return nil, "", errors.New("empty argv")
 	}

@@ -26,15 +26,21 @@ import (
 // decode decodes a step body written in HCL against kind's spec.
 func decode(t *testing.T, kind Kind, src string, vars map[string]cty.Value) cty.Value {
 	t.Helper()
-	f, diags := hclsyntax.ParseConfig([]byte(src), "test.hcl", hcl.InitialPos)
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	v, diags := hcldec.Decode(f.Body, kind.Spec(), &hcl.EvalContext{Variables: vars})
+	v, diags := decodeDiags(t, kind, src, vars)
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
 	return v
+}
+
+// decodeDiags decodes src with kind's spec, which runs its argument checks.
+func decodeDiags(t *testing.T, kind Kind, src string, vars map[string]cty.Value) (cty.Value, hcl.Diagnostics) {
+	t.Helper()
+	f, diags := hclsyntax.ParseConfig([]byte(src), "test.hcl", hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	return hcldec.Decode(f.Body, kind.Spec(), &hcl.EvalContext{Variables: vars})
 }
 
 func testEnv(t *testing.T, hosts ...host.Host) Env {
@@ -247,8 +253,8 @@ func TestVerifyPlan(t *testing.T) {
 		{`tcp { address = "a:1" }
 		  interval = "soon"`, "Invalid interval"},
 	} {
-		cfg := decode(t, Verify{}, tc.src, nil)
-		_, diags := Verify{}.Plan(context.Background(), cfg, testEnv(t))
+		// The spec checks the arguments, so `mig validate` reports them.
+		_, diags := decodeDiags(t, Verify{}, tc.src, nil)
 		if !strings.Contains(diags.Error(), tc.want) {
 			t.Errorf("%s: diags %v, want %q", tc.src, diags, tc.want)
 		}

@@ -101,10 +101,6 @@ var faultSubset = map[string]bool{
 	"lazy/verify/verify-fails":          true,
 }
 
-// faultSkips are cells that fail for reasons another part of issue 8
-// owns, with the reason.
-var faultSkips = map[string]string{}
-
 func TestFaults(t *testing.T) {
 	needLab(t)
 	all := os.Getenv("MIG_FAULTS") == "all"
@@ -119,9 +115,6 @@ func TestFaults(t *testing.T) {
 					continue
 				}
 				t.Run(name, func(t *testing.T) {
-					if why := faultSkips[name]; why != "" {
-						t.Skip(why)
-					}
 					runTrial(t, s, p.step, f)
 				})
 			}
@@ -350,14 +343,6 @@ func runTrial(t *testing.T, strategy, phaseStep string, f fault) {
 	}
 	time.Sleep(time.Second)
 	back := rd.end()
-	if len(back) > 0 && len(problems) == 0 {
-		// Everything else is right: the run rolled back to the source
-		// after the target had served clients, whose writes are lost.
-		// Not resuming the source past that point of no return is issue
-		// 8 point 4 (post-copy honesty), another helper's part.
-		t.Skipf("%s at %s: rolled back after the target served (%s): the point of no return is issue 8 point 4",
-			f.name, phaseStep, strings.Join(back[:1], ""))
-	}
 	if len(back) > 0 {
 		problems = append(problems, "a client's count went back: "+strings.Join(back, ", "))
 	}

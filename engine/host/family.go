@@ -6,11 +6,12 @@ import (
 	"net"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/mig-project/mig/engine/args"
 )
 
 // Family decodes `host "name" { … }` blocks and opens the hosts they
@@ -141,7 +142,7 @@ func (sshTransport) Spec() hcldec.Spec {
 		"user":            &hcldec.AttrSpec{Name: "user", Type: cty.String},
 		"identity_file":   &hcldec.AttrSpec{Name: "identity_file", Type: cty.String},
 		"known_hosts":     &hcldec.AttrSpec{Name: "known_hosts", Type: cty.String},
-		"connect_timeout": &hcldec.AttrSpec{Name: "connect_timeout", Type: cty.String},
+		"connect_timeout": args.DurationSpec("connect_timeout"),
 	}
 }
 
@@ -163,7 +164,7 @@ func (sshTransport) Open(ctx context.Context, name string, block cty.Value, opts
 		WorkDir:      opts.WorkDir,
 	}
 	if t := str(block, "connect_timeout"); t != "" {
-		d, err := time.ParseDuration(t)
+		d, err := args.ParseDuration(t)
 		if err != nil {
 			return nil, fmt.Errorf("host %q: connect_timeout: %w", name, err)
 		}

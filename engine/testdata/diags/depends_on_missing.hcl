@@ -1,5 +1,5 @@
 step "fake" "a" {}
 
-step "fake" "c" { # ERROR: depends_on names step "z", which is not declared.
-  depends_on = [step.z]
+step "fake" "c" {
+  depends_on = [step.a, step.z] # ERROR: depends_on names step "z", which is not declared.
 }

@@ -2,6 +2,6 @@ step "fake" "a" {
   value = step.a.value # ERROR: Self-referential step
 }
 
-step "fake" "b" { # ERROR: Step "b" cannot refer to itself.
-  depends_on = [step.b]
+step "fake" "b" {
+  depends_on = [step.b] # ERROR: Step "b" cannot refer to itself.
 }
