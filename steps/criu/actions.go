@@ -411,12 +411,6 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (Restore
 			env.Log.Warn("releasing the guard", "error", gerr)
 		}
 	}
-	if err == nil && ctx.Err() != nil {
-		// The caller went away: nobody will undo this restore, and the
-		// source is resumed, so the copy must not run on.
-		kerr := d.KillRestored(context.WithoutCancel(ctx), env, req.Workload, res)
-		return RestoreResult{}, errors.Join(fmt.Errorf("restore of %s finished after its caller left: %w; killed it", req.Workload.Name, ctx.Err()), kerr)
-	}
 	if err == nil {
 		// The caller may still never hear of it (a link that went down
 		// with the result on its way): leave a note its cleanup can use.
@@ -426,12 +420,26 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (Restore
 		}
 	}
 	if err == nil && req.Hold != nil {
-		// The host kills the copy should mig die before the run commits.
+		// The host kills the copy should mig die before the run commits
+		// (for post-copy: keeps it if every page arrived, as the source
+		// decides too).
 		k := KillRestoredAction{Request: req.Request, Result: res}
 		if herr := req.Hold.Add(RestoreLease(req.RestoreRequest, k)); herr != nil {
 			kerr := d.KillRestored(context.WithoutCancel(ctx), env, req.Workload, res)
 			return RestoreResult{}, errors.Join(fmt.Errorf("record the restore of %s in the hold: %w; killed it", req.Workload.Name, herr), kerr)
 		}
+	}
+	if err == nil && ctx.Err() != nil {
+		if req.Hold != nil {
+			// The run's lease here decides, as the source's does: a
+			// kill now could leave the workload on neither host (a
+			// post-copy source that saw every page arrive commits).
+			return RestoreResult{}, fmt.Errorf("restore of %s finished after its caller left: %w; the run's hold on this host decides what becomes of it", req.Workload.Name, ctx.Err())
+		}
+		// Nobody will undo this restore, and the source is resumed, so
+		// the copy must not run on.
+		kerr := d.KillRestored(context.WithoutCancel(ctx), env, req.Workload, res)
+		return RestoreResult{}, errors.Join(fmt.Errorf("restore of %s finished after its caller left: %w; killed it", req.Workload.Name, ctx.Err()), kerr)
 	}
 	return res, err
 }
