@@ -82,6 +82,9 @@ func TestSoak(t *testing.T) {
 
 	t.Logf("%d moves in %.0fs (median %.2fs per move); clients made %d reads, %d failed, %d went backwards",
 		n, total(seconds), median(seconds), reads, errs, backwards)
+	for _, why := range clients.why {
+		t.Logf("a failed read: %s", why)
+	}
 	k := min(10, len(rss))
 	first, last := meanInt(rss[:k]), meanInt(rss[len(rss)-k:])
 	t.Logf("mig peak RSS: first %d moves %d KiB, last %d moves %d KiB", k, first, k, last)
@@ -168,6 +171,7 @@ type soakClients struct {
 	wg                     sync.WaitGroup
 	mu                     sync.Mutex
 	reads, errs, backwards int
+	why                    []string // the first failed reads' errors
 }
 
 func startSoakClients(n int) *soakClients {
@@ -189,6 +193,9 @@ func startSoakClients(n int) *soakClients {
 				switch {
 				case err != nil:
 					c.errs++
+					if len(c.why) < 5 {
+						c.why = append(c.why, err.Error())
+					}
 				case v < last:
 					c.backwards++
 				default:
