@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -97,9 +99,9 @@ func (w *Workflow) evaluate(vars map[string]cty.Value) (*scopeVals, hcl.Diagnost
 		}
 	}
 	sv.hostVals = objectOrEmpty(hostVals)
-	for _, fam := range sortedKeys(w.workloads) {
+	for _, fam := range slices.Sorted(maps.Keys(w.workloads)) {
 		vals := map[string]cty.Value{}
-		for _, name := range sortedKeys(w.workloads[fam]) {
+		for _, name := range slices.Sorted(maps.Keys(w.workloads[fam])) {
 			wl := w.workloads[fam][name]
 			v, ds := hcldec.Decode(wl.Body, w.cfg.Workloads[fam].Spec(), sv.ctx(cty.NilVal, nil, nil))
 			diags = append(diags, ds...)
@@ -138,7 +140,7 @@ func (w *Workflow) evalLocals(sv *scopeVals) (map[string]cty.Value, hcl.Diagnost
 		refs []string
 		next int
 	}
-	for _, root := range sortedKeys(w.locals) {
+	for _, root := range slices.Sorted(maps.Keys(w.locals)) {
 		if state[root] != 0 {
 			continue
 		}

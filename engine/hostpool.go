@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/mig-project/mig/engine/host"
@@ -27,7 +29,7 @@ func (p *hostPool) get(name string) (host.Host, error) {
 	}
 	cfg, ok := p.sv.hosts[name]
 	if !ok || p.w.cfg.Hosts == nil {
-		return nil, fmt.Errorf("no host %q in the workflow%s", name, suggest(name, sortedKeys(p.sv.hosts)))
+		return nil, fmt.Errorf("no host %q in the workflow%s", name, suggest(name, slices.Sorted(maps.Keys(p.sv.hosts))))
 	}
 	cfg, _ = cfg.UnmarkDeep()
 	if !cfg.IsWhollyKnown() {
@@ -44,7 +46,7 @@ func (p *hostPool) get(name string) (host.Host, error) {
 func (p *hostPool) closeAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, name := range sortedKeys(p.open) {
+	for _, name := range slices.Sorted(maps.Keys(p.open)) {
 		if err := p.open[name].Close(); err != nil {
 			p.w.log().Named("engine").Warn("closing host", "host", name, "error", err)
 		}

@@ -2,8 +2,10 @@ package engine
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -104,7 +106,7 @@ func (w *Workflow) rootSchema() *hcl.BodySchema {
 		{Type: "settings"},
 		{Type: "load", LabelNames: []string{"name"}},
 	}}
-	for _, fam := range sortedKeys(w.cfg.Workloads) {
+	for _, fam := range slices.Sorted(maps.Keys(w.cfg.Workloads)) {
 		s.Blocks = append(s.Blocks, hcl.BlockHeaderSchema{Type: fam, LabelNames: []string{"name"}})
 	}
 	return s
@@ -182,7 +184,7 @@ func (w *Workflow) decodeBlock(b *hcl.Block) hcl.Diagnostics {
 	case "locals":
 		attrs, ds := b.Body.JustAttributes()
 		diags = append(diags, ds...)
-		for _, name := range sortedKeys(attrs) {
+		for _, name := range slices.Sorted(maps.Keys(attrs)) {
 			a := attrs[name]
 			if d := w.duplicate("local", name, a.NameRange); d != nil {
 				diags = append(diags, d)
@@ -348,7 +350,7 @@ func (w *Workflow) decodeStep(b *hcl.Block) hcl.Diagnostics {
 		return append(diags, &hcl.Diagnostic{
 			Severity: hcl.DiagError,
 			Summary:  "Unknown step kind",
-			Detail:   fmt.Sprintf("There is no step kind %q.%s", kindName, suggest(kindName, sortedKeys(w.cfg.Kinds))),
+			Detail:   fmt.Sprintf("There is no step kind %q.%s", kindName, suggest(kindName, slices.Sorted(maps.Keys(w.cfg.Kinds)))),
 			Subject:  b.LabelRanges[0].Ptr(),
 		})
 	}
@@ -398,13 +400,4 @@ func (w *Workflow) decodeStep(b *hcl.Block) hcl.Diagnostics {
 	diags = append(diags, ds...)
 	w.steps[name] = s
 	return diags
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

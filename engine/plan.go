@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -125,7 +127,7 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 	if undecoded {
 		return p, diags
 	}
-	for _, name := range sortedKeys(w.cfg.Kinds) {
+	for _, name := range slices.Sorted(maps.Keys(w.cfg.Kinds)) {
 		if c, ok := w.cfg.Kinds[name].(PlanChecker); ok {
 			diags = append(diags, c.CheckPlan(planned)...)
 		}

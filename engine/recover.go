@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -65,7 +66,7 @@ func Recover(ctx context.Context, stateDir, id string, hosts HostFamily, log hcl
 		}
 	}()
 	// Targets first, as at the end of a run (see holdSet.setMode).
-	names := sortedKeys(rec.Hosts)
+	names := slices.Sorted(maps.Keys(rec.Hosts))
 	for _, n := range rec.Leases {
 		names = slices.DeleteFunc(names, func(s string) bool { return s == n })
 	}

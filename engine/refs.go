@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 
 	"github.com/hashicorp/hcl/v2"
@@ -21,10 +23,10 @@ type scope struct {
 func (w *Workflow) checkRefs() hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	w.sorted = map[string][]string{
-		"var": sortedKeys(w.vars), "local": sortedKeys(w.locals), "host": sortedKeys(w.hosts), "step": sortedKeys(w.steps),
+		"var": slices.Sorted(maps.Keys(w.vars)), "local": slices.Sorted(maps.Keys(w.locals)), "host": slices.Sorted(maps.Keys(w.hosts)), "step": slices.Sorted(maps.Keys(w.steps)),
 	}
 	for fam := range w.cfg.Workloads {
-		w.sorted[fam] = sortedKeys(w.workloads[fam])
+		w.sorted[fam] = slices.Sorted(maps.Keys(w.workloads[fam]))
 	}
 	for _, name := range w.sorted["local"] {
 		l := w.locals[name]
@@ -43,8 +45,8 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 			diags = append(diags, w.checkTraversals(hcldec.Variables(w.hosts[name].Body, w.cfg.Hosts.Spec()), scope{}, nil)...)
 		}
 	}
-	for _, fam := range sortedKeys(w.workloads) {
-		for _, name := range sortedKeys(w.workloads[fam]) {
+	for _, fam := range slices.Sorted(maps.Keys(w.workloads)) {
+		for _, name := range slices.Sorted(maps.Keys(w.workloads[fam])) {
 			wl := w.workloads[fam][name]
 			diags = append(diags, w.checkTraversals(hcldec.Variables(wl.Body, w.cfg.Workloads[fam].Spec()), scope{host: true}, nil)...)
 		}
@@ -55,7 +57,7 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 	for _, name := range w.loadOrder {
 		diags = append(diags, w.checkTraversals(hcldec.Variables(w.loads[name].Body, args.Spec[loadArgs]()), scope{}, nil)...)
 	}
-	for _, name := range sortedKeys(w.steps) {
+	for _, name := range slices.Sorted(maps.Keys(w.steps)) {
 		s := w.steps[name]
 		deps := map[string]bool{}
 		sc := scope{step: true, host: true, workload: true, each: s.forEach != nil, self: name}
@@ -88,14 +90,14 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 				diags = append(diags, &hcl.Diagnostic{
 					Severity: hcl.DiagError,
 					Summary:  "Reference to undeclared step",
-					Detail:   fmt.Sprintf("depends_on names step %q, which is not declared.%s", d, suggest(d, sortedKeys(w.steps))),
+					Detail:   fmt.Sprintf("depends_on names step %q, which is not declared.%s", d, suggest(d, slices.Sorted(maps.Keys(w.steps)))),
 					Subject:  t.SourceRange().Ptr(),
 				})
 				continue
 			}
 			deps[d] = true
 		}
-		s.deps = sortedKeys(deps)
+		s.deps = slices.Sorted(maps.Keys(deps))
 	}
 	return diags
 }
@@ -127,7 +129,7 @@ func (w *Workflow) checkTraversal(t hcl.Traversal, sc scope, deps map[string]boo
 		roots = append(roots, "host")
 	}
 	if sc.workload {
-		roots = append(roots, sortedKeys(w.cfg.Workloads)...)
+		roots = append(roots, slices.Sorted(maps.Keys(w.cfg.Workloads))...)
 	}
 	if sc.step {
 		roots = append(roots, "step")

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -54,7 +56,7 @@ func (w *Workflow) Vars(in VarInput, requireAll bool) (map[string]cty.Value, hcl
 				diags = append(diags, &hcl.Diagnostic{
 					Severity: hcl.DiagError,
 					Summary:  "Undeclared variable",
-					Detail:   fmt.Sprintf("The workflow declares no variable %q.%s", name, suggest(name, sortedKeys(w.vars))),
+					Detail:   fmt.Sprintf("The workflow declares no variable %q.%s", name, suggest(name, slices.Sorted(maps.Keys(w.vars)))),
 					Subject:  a.NameRange.Ptr(),
 				})
 				continue
@@ -92,7 +94,7 @@ func (w *Workflow) Vars(in VarInput, requireAll bool) (map[string]cty.Value, hcl
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
 				Summary:  "Undeclared variable",
-				Detail:   fmt.Sprintf("-var %s: the workflow declares no variable %q.%s", name, name, suggest(name, sortedKeys(w.vars))),
+				Detail:   fmt.Sprintf("-var %s: the workflow declares no variable %q.%s", name, name, suggest(name, slices.Sorted(maps.Keys(w.vars)))),
 			})
 			continue
 		}

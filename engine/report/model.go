@@ -9,10 +9,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -61,7 +62,7 @@ func newModel(rec *engine.Record, opt Options) *model {
 	m.freeze, m.resume = engine.FreezeWindow(rec)
 	m.cost = costRows(rec, m.freeze, m.resume, m.seconds)
 	m.steps = stepRows(rec)
-	for _, name := range sortedKeys(rec.Files) {
+	for _, name := range slices.Sorted(maps.Keys(rec.Files)) {
 		s := source{Name: name, SHA256: rec.Files[name]}
 		data, err := opt.ReadFile(name)
 		switch {
@@ -81,15 +82,6 @@ func newModel(rec *engine.Record, opt Options) *model {
 func hexSum(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // costRows is the cost table: what the move cost the service's clients,
@@ -163,7 +155,7 @@ func costRows(rec *engine.Record, freeze, resume, total float64) []row {
 
 func causes(m map[string]int) string {
 	var parts []string
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, fmt.Sprintf("%s %d", strings.ReplaceAll(k, "_", " "), m[k]))
 	}
 	return strings.Join(parts, ", ")
@@ -198,7 +190,7 @@ func metrics(m map[string]float64) string {
 		return "-"
 	}
 	var parts []string
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		v := m[k]
 		switch {
 		case strings.HasSuffix(k, "_time") || strings.HasSuffix(k, "seconds"):
