@@ -304,6 +304,20 @@ func FormatSeconds(s float64) string {
 	return d.Round(time.Microsecond).String()
 }
 
+// FormatBytes formats a byte count in binary units: "512 B", "1.5 MiB".
+func FormatBytes(n float64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%.0f B", n)
+	}
+	div, exp := float64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", n/div, "KMGTPE"[exp])
+}
+
 func (r *runner) addStep(sr *StepRecord) {
 	r.mu.Lock()
 	r.rec.Steps = append(r.rec.Steps, sr)

@@ -90,7 +90,7 @@ func (v *humanView) event(e engine.Event) {
 func progressBar(p host.Progress) string {
 	amount := func(n int64) string {
 		if p.Unit == "" || p.Unit == "bytes" || p.Unit == "B" {
-			return byteSize(n)
+			return engine.FormatBytes(float64(n))
 		}
 		return fmt.Sprintf("%d %s", n, p.Unit)
 	}
@@ -109,19 +109,6 @@ func progressBar(p host.Progress) string {
 	n := int(frac * width)
 	return fmt.Sprintf("[%s%s] %3.0f%%  %s / %s%s", strings.Repeat("#", n), strings.Repeat(".", width-n),
 		frac*100, amount(p.Done), amount(p.Total), rate)
-}
-
-func byteSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func firstLine(s string) string {
@@ -201,7 +188,7 @@ func metricValue(name string, v float64) string {
 	case strings.HasSuffix(name, "_time") || strings.HasSuffix(name, "seconds"):
 		return seconds(v)
 	case strings.HasSuffix(name, "bytes"):
-		return byteSize(int64(v))
+		return engine.FormatBytes(v)
 	case v == math.Trunc(v):
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	}
@@ -234,7 +221,7 @@ func costSummary(out io.Writer, rec *engine.Record) {
 		row("paused", "%s from the freeze to the restored tasks running", seconds(pause.Window))
 	}
 	if moved > 0 {
-		row("moved between hosts", "%s", byteSize(int64(moved)))
+		row("moved between hosts", "%s", engine.FormatBytes(moved))
 	}
 	for _, l := range rec.Loads {
 		row("load ("+l.Name+")", "%s", l)

@@ -60,7 +60,7 @@ var benchMetrics = []struct {
 	{"throughput_loss", "throughput loss", func(v float64) string { return fmt.Sprintf("%.0f%%", 100*v) }},
 	{"freeze", "freeze", dur},
 	{"total", "total time", dur},
-	{"moved_bytes", "bytes moved", size},
+	{"moved_bytes", "bytes moved", engine.FormatBytes},
 }
 
 // RunMetrics extracts a bench run's figures from its record: the probe's

@@ -141,14 +141,14 @@ func costRows(rec *engine.Record, freeze, resume, total float64) []row {
 		add("Frozen (CRIU)", "%s", dur(frozen))
 	}
 	if moved > 0 {
-		v := size(moved)
+		v := engine.FormatBytes(moved)
 		if movedTime > 0 {
-			v += fmt.Sprintf(" in %s (%s/s)", dur(movedTime), size(moved/movedTime))
+			v += fmt.Sprintf(" in %s (%s/s)", dur(movedTime), engine.FormatBytes(moved/movedTime))
 		}
 		add("Moved between hosts", "%s", v)
 	}
 	if rec.PeakRSS > 0 {
-		add("mig's peak RSS", "%s", size(float64(rec.PeakRSS)))
+		add("mig's peak RSS", "%s", engine.FormatBytes(float64(rec.PeakRSS)))
 	}
 	return out
 }
@@ -196,7 +196,7 @@ func metrics(m map[string]float64) string {
 		case strings.HasSuffix(k, "_time") || strings.HasSuffix(k, "seconds"):
 			parts = append(parts, k+"="+dur(v))
 		case strings.HasSuffix(k, "bytes"):
-			parts = append(parts, k+"="+size(v))
+			parts = append(parts, k+"="+engine.FormatBytes(v))
 		case v == math.Trunc(v):
 			parts = append(parts, k+"="+strconv.FormatFloat(v, 'f', 0, 64))
 		default:
@@ -211,19 +211,6 @@ func dur(s float64) string { return engine.FormatSeconds(s) }
 
 // secs formats an offset in seconds with millisecond precision.
 func secs(s float64) string { return strconv.FormatFloat(s, 'f', 3, 64) }
-
-func size(n float64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%.0f B", n)
-	}
-	div, exp := float64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", n/div, "KMGTPE"[exp])
-}
 
 // phaseTable is a load's phases as table rows.
 func phaseTable(l *engine.LoadRecord) [][]string {
