@@ -351,16 +351,28 @@ func (r *runner) targetRuns(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	asked := false
+	restoring := map[string]bool{} // kinds that start copies
 	for _, c := range r.done {
 		if c.result.Alive == nil {
 			continue
 		}
+		restoring[c.step.Kind] = true
 		up, err := c.result.Alive(ctx)
 		if err != nil || !up {
 			r.log.Warn("the target's copy does not run", "step", c.address, "error", err)
 			return false
 		}
 		asked = true
+	}
+	// A copy that was never started (its step failed or was skipped)
+	// leaves a workload whose source only a rollback keeps.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, sr := range r.rec.Steps {
+		if restoring[sr.Kind] && sr.State != StateOK {
+			r.log.Warn("a copy was not started", "step", sr.Address, "state", sr.State)
+			return false
+		}
 	}
 	return asked
 }

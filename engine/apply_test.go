@@ -169,6 +169,42 @@ step "fake" "later" {
 	}
 }
 
+// Two workloads move in parallel; one's copy starts and serves, the
+// other's never starts. The run must roll back both: a commit would kill
+// the second one's source with no copy of it anywhere.
+func TestApplyServedButAnotherCopyFailed(t *testing.T) {
+	f := &fake{}
+	w := loadSrc(t, f, `
+step "fake" "dump1" {
+  value  = "dump1"
+  undo   = true
+  commit = true
+}
+step "fake" "start1" {
+  value      = "start1"
+  serve      = true
+  sleep      = "50ms"
+  undo       = true
+  depends_on = [step.dump1]
+}
+step "fake" "dump2" {
+  value  = "dump2"
+  undo   = true
+  commit = true
+}
+step "fake" "start2" {
+  value      = "start2"
+  fail       = true
+  depends_on = [step.dump2]
+}
+`)
+	apply(t, w, context.Background(), 4)
+	j := strings.Join(f.Journal(), "\n")
+	if strings.Contains(j, "commit") || !strings.Contains(j, "undo dump2") || !strings.Contains(j, "undo dump1") {
+		t.Errorf("want both workloads rolled back, journal:\n%s", j)
+	}
+}
+
 func TestApplyCommitsInCompletionOrder(t *testing.T) {
 	f := &fake{}
 	w := loadSrc(t, f, `

@@ -29,6 +29,8 @@ import (
 //	replay = "FILE"    return an undo and a commit as exec actions on its
 //	                   host that append "undo NAME" or "commit NAME" to FILE
 //	value = "refuse"   fail its Plan
+//	serve = true       tell the engine the target serves, and say its
+//	                   copy runs (Result.Alive)
 //
 // It logs what it does to its journal.
 type fake struct {
@@ -52,6 +54,7 @@ func (*fake) Spec() hcldec.Spec {
 		"undo":       &hcldec.AttrSpec{Name: "undo", Type: cty.Bool},
 		"commit":     &hcldec.AttrSpec{Name: "commit", Type: cty.Bool},
 		"replay":     &hcldec.AttrSpec{Name: "replay", Type: cty.String},
+		"serve":      &hcldec.AttrSpec{Name: "serve", Type: cty.Bool},
 	}
 }
 
@@ -124,6 +127,14 @@ func (f *fake) Apply(ctx context.Context, cfg cty.Value, env StepEnv) (Result, e
 	}
 	if Bool(cfg, "commit", false) {
 		res.Commit = func(context.Context) error { f.note("commit " + name); return nil }
+	}
+	if Bool(cfg, "serve", false) {
+		if env.Switch != nil {
+			if err := env.Switch(ctx, false); err != nil {
+				return Result{}, err
+			}
+		}
+		res.Alive = func(context.Context) (bool, error) { return true, nil }
 	}
 	if file := String(cfg, "replay", ""); file != "" {
 		h := HostName(Attr(cfg, "host"))
