@@ -204,7 +204,8 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	}
 	var res criu.RestoreResult
 	err = criu.ActRestore.Call(ctx, h, req, &res, host.CallOpts{})
-	keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog))
+	// Fetched on the way out: the copy starts first.
+	defer keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog))
 	if err != nil {
 		// The restore may have succeeded with its result lost on the way
 		// (a link down, the step's timeout): kill what it started, if
