@@ -273,6 +273,13 @@ func settled(rd *reader, want, other string) error {
 	if b, err := get("/check"); err != nil || b != "ok" {
 		return fmt.Errorf("/check: %q %v", b, err)
 	}
+	return leftBehind(want, other)
+}
+
+// leftBehind says what a move left on the hosts: nft tables of CRIU or
+// mig, the service address anywhere but on want, hold watchers.
+func leftBehind(want, other string) error {
+	ctx := context.Background()
 	for _, h := range []string{want, other} {
 		out, _ := theLab.Output(ctx, h, "nft", "list", "tables")
 		if strings.Contains(out, "CRIU") || strings.Contains(out, "mig-hold") || strings.Contains(out, "mig-guard") {
@@ -447,18 +454,5 @@ func containerSettled(c *labContainer, rd *reader, want, wantID, other, otherID 
 	if top := rd.highest(); n < top {
 		return fmt.Errorf("count %d, but a client read %d before", n, top)
 	}
-	for _, h := range []string{want, other} {
-		out, _ := theLab.Output(ctx, h, "nft", "list", "tables")
-		if strings.Contains(out, "CRIU") || strings.Contains(out, "mig-hold") || strings.Contains(out, "mig-guard") {
-			return fmt.Errorf("%s: nft tables left: %s", h, out)
-		}
-		addr, _ := theLab.Output(ctx, h, "ip", "-o", "addr", "show", "dev", "eth0")
-		if has := strings.Contains(addr, serviceIP+"/"); has != (h == want) {
-			return fmt.Errorf("%s: service address there: %v", h, has)
-		}
-		if w := watchers(h); len(w) != 0 {
-			return fmt.Errorf("%s: hold watchers still run: %v", h, w)
-		}
-	}
-	return nil
+	return leftBehind(want, other)
 }
