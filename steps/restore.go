@@ -218,6 +218,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		}
 		return Result{}, errors.Join(err, kerr)
 	}
+	returned := time.Now()
 	env.Log.Info("restored", "workload", r.w.String(), "host", r.host, "pid", res.PID, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
 	restored := criu.KillRestoredAction{Request: req.Request, Result: res, Dir: r.dir}
 	kill := func(ctx context.Context) error {
@@ -242,10 +243,12 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		if !res.Stopped {
 			return nil
 		}
+		t := time.Now()
 		if err := criu.ActContinue.Call(ctx, h, restored, nil, host.CallOpts{}); err != nil {
 			return fmt.Errorf("start the restored copy: %w (the hosts finish starting it when the run commits)", err)
 		}
 		metrics["started_unix"] = float64(time.Now().UnixNano()) / 1e9
+		env.Log.Debug("copy started", "told_hosts_seconds", t.Sub(returned).Seconds(), "continue_seconds", time.Since(t).Seconds())
 		return nil
 	}
 	if r.lazy && !r.prefetch {
