@@ -465,12 +465,7 @@ func (s *SSH) callOn(ctx context.Context, c *sshConn, bin, action string, req, r
 	}
 	if errors.Is(err, errLost) {
 		// Let the session deliver the agent's last words, briefly.
-		exited := make(chan struct{})
-		go func() { sess.Wait(); close(exited) }()
-		select {
-		case <-exited:
-		case <-time.After(time.Second):
-		}
+		waitBriefly(sess)
 		if msg := strings.TrimSpace(stderr.String()); msg != "" {
 			err = fmt.Errorf("%w (agent stderr: %s)", err, msg)
 		}
@@ -482,6 +477,17 @@ func (s *SSH) callOn(ctx context.Context, c *sshConn, bin, action string, req, r
 	return true, nil
 }
 
+// waitBriefly waits up to a second for sess to end, so that what its
+// program last wrote has arrived.
+func waitBriefly(sess *ssh.Session) {
+	exited := make(chan struct{})
+	go func() { sess.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(time.Second):
+	}
+}
+
 // launched reads the byte the launcher writes once it has checked the
 // binary, or returns why it did not start it.
 func launched(sess *ssh.Session, stdout io.Reader, stderr *tail) error {
@@ -489,12 +495,7 @@ func launched(sess *ssh.Session, stdout io.Reader, stderr *tail) error {
 	if _, err := io.ReadFull(stdout, b[:]); err == nil && b[0] == launchedByte {
 		return nil
 	}
-	exited := make(chan struct{})
-	go func() { sess.Wait(); close(exited) }()
-	select {
-	case <-exited:
-	case <-time.After(time.Second):
-	}
+	waitBriefly(sess)
 	if msg := strings.TrimSpace(stderr.String()); msg != "" {
 		return fmt.Errorf("%w: %s", errNotLaunched, msg)
 	}

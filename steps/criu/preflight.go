@@ -112,24 +112,32 @@ func commOf(pid int) string {
 
 // mappedFiles lists the files pid maps (shared libraries, data files).
 func mappedFiles(pid int) []string {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.SplitN(sc.Text(), " ", 6)
+	eachLine(fmt.Sprintf("/proc/%d/maps", pid), func(line string) {
+		fs := strings.SplitN(line, " ", 6)
 		if len(fs) < 6 {
-			continue
+			return
 		}
 		p := strings.TrimSpace(fs[5])
 		if needed(p) && !strings.HasPrefix(p, "/SYSV") && !strings.HasPrefix(p, "/memfd:") {
 			out = append(out, p)
 		}
-	}
+	})
 	return out
+}
+
+// eachLine calls fn with each line of the file at path (nothing when it
+// cannot be read: a process that went away).
+func eachLine(path string, fn func(line string)) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fn(sc.Text())
+	}
 }
 
 // boundUnixSockets lists the filesystem paths of the unix sockets the
@@ -144,20 +152,14 @@ func boundUnixSockets(pids []int) []string {
 			inodes[ino] = true
 		}
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/unix", pids[0]))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
+	eachLine(fmt.Sprintf("/proc/%d/net/unix", pids[0]), func(line string) {
+		fs := strings.Fields(line)
 		// Num RefCount Protocol Flags Type St Inode Path
 		if len(fs) >= 8 && inodes[fs[6]] && strings.HasPrefix(fs[7], "/") {
 			out = append(out, fs[7])
 		}
-	}
+	})
 	return out
 }
 
@@ -209,21 +211,15 @@ func sysvProblems(pids []int) []string {
 // sysvMaps lists the shmids pid has attached ("/SYSV<key> (deleted)"
 // mappings, whose inode is the shmid).
 func sysvMaps(pid int) []string {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	seen := map[string]bool{}
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
+	eachLine(fmt.Sprintf("/proc/%d/maps", pid), func(line string) {
+		fs := strings.Fields(line)
 		if len(fs) >= 6 && strings.HasPrefix(fs[5], "/SYSV") && !seen[fs[4]] {
 			seen[fs[4]] = true
 			out = append(out, fs[4])
 		}
-	}
+	})
 	return out
 }
 
