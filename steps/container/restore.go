@@ -57,13 +57,9 @@ func (r Runtime) Restore(id, bundle string, o RestoreOptions) (pid int, err erro
 	if _, err := os.Stat(filepath.Join(o.Dir, "descriptors.json")); err != nil {
 		return 0, fmt.Errorf("container %q: %s holds no container checkpoint: %w", id, o.Dir, err)
 	}
-	cfg, spec, err := r.config(id, bundle)
+	c, spec, err := r.create(id, bundle)
 	if err != nil {
 		return 0, err
-	}
-	c, err := libcontainer.Create(r.root(), id, cfg)
-	if err != nil {
-		return 0, fmt.Errorf("container %q: create: %w", id, err)
 	}
 	created := c
 	defer func() {

@@ -127,19 +127,28 @@ func (r Runtime) Start(id, bundle string) (int, error) {
 	return r.start(id, bundle, nil)
 }
 
+// create creates container id from bundle's config, not started yet.
+func (r Runtime) create(id, bundle string) (*libcontainer.Container, *specs.Spec, error) {
+	cfg, spec, err := r.config(id, bundle)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := libcontainer.Create(r.root(), id, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("container %q: create: %w", id, err)
+	}
+	return c, spec, nil
+}
+
 // start is Start with the container's stdio given by attach instead, when
 // not nil.
 func (r Runtime) start(id, bundle string, attach func(*libcontainer.Process)) (int, error) {
 	if r.Exists(id) {
 		return 0, fmt.Errorf("container %q already exists under %s", id, r.root())
 	}
-	cfg, spec, err := r.config(id, bundle)
+	c, spec, err := r.create(id, bundle)
 	if err != nil {
 		return 0, err
-	}
-	c, err := libcontainer.Create(r.root(), id, cfg)
-	if err != nil {
-		return 0, fmt.Errorf("container %q: create: %w", id, err)
 	}
 	p := process(spec)
 	if attach != nil {
