@@ -104,32 +104,30 @@ func (r *Redactor) addLeaves(v cty.Value) {
 	}
 }
 
-// String returns s with every known secret replaced.
-func (r *Redactor) String(s string) string {
+// replacer is the current replacer; nil when there is no secret.
+func (r *Redactor) replacer() *strings.Replacer {
 	if r == nil {
-		return s
+		return nil
 	}
 	r.mu.RLock()
-	rep := r.r
-	r.mu.RUnlock()
-	if rep == nil {
-		return s
+	defer r.mu.RUnlock()
+	return r.r
+}
+
+// String returns s with every known secret replaced.
+func (r *Redactor) String(s string) string {
+	if rep := r.replacer(); rep != nil {
+		return rep.Replace(s)
 	}
-	return rep.Replace(s)
+	return s
 }
 
 // Bytes is String for a byte slice.
 func (r *Redactor) Bytes(b []byte) []byte {
-	if r == nil {
-		return b
+	if rep := r.replacer(); rep != nil {
+		return []byte(rep.Replace(string(b)))
 	}
-	r.mu.RLock()
-	rep := r.r
-	r.mu.RUnlock()
-	if rep == nil {
-		return b
-	}
-	return []byte(rep.Replace(string(b)))
+	return b
 }
 
 // Contains says whether s holds a known secret.

@@ -331,13 +331,7 @@ func BenchHTML(w io.Writer, b *Bench) error {
 	return benchPage.Execute(w, data)
 }
 
-var benchPage = template.Must(template.New("bench").Parse(`<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{.Title}}</title>
-<style>
+var benchPage = template.Must(template.New("bench").Parse(pageHead + `<style>
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.85em; }

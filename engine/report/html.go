@@ -53,13 +53,16 @@ func HTML(w io.Writer, rec *engine.Record, opt Options) error {
 	return page.Execute(w, data)
 }
 
-var page = template.Must(template.New("report").Funcs(template.FuncMap{"dur": dur, "pct": func(f float64) float64 { return 100 * f }}).Parse(`<!DOCTYPE html>
+// pageHead starts every page mig writes, up to its style.
+const pageHead = `<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{.Title}}</title>
-<style>
+`
+
+var page = template.Must(template.New("report").Funcs(template.FuncMap{"dur": dur, "pct": func(f float64) float64 { return 100 * f }}).Parse(pageHead + `<style>
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 62em; padding: 0 1em; color: #222; }
 h1 { font-size: 1.4em; word-break: break-all; }
 h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
