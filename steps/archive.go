@@ -57,14 +57,20 @@ func planArchive(cfg cty.Value, note string) (Preview, hcl.Diagnostics) {
 	return Preview{Notes: []string{fmt.Sprintf(note, a.Source, a.Destination)}}, nil
 }
 
-func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
+// archiveRequest is the host and the request of an archive or unarchive
+// step; what it replaces is kept aside until the run ends.
+func archiveRequest(cfg cty.Value, env Env) (host.Host, host.ArchiveRequest, error) {
 	var arg archiveArgs
 	args.Decode(cfg, &arg)
 	h, err := HostOf(env, arg.Host.Value)
+	return h, host.ArchiveRequest{Source: arg.Source, Destination: arg.Destination, KeepAside: true}, err
+}
+
+func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
+	h, req, err := archiveRequest(cfg, env)
 	if err != nil {
 		return Result{}, err
 	}
-	req := host.ArchiveRequest{Source: arg.Source, Destination: arg.Destination, KeepAside: true}
 	var res host.ArchiveResult
 	if err := host.ActArchive.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err
@@ -122,13 +128,10 @@ func (Unarchive) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl
 }
 
 func (Unarchive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
-	var arg archiveArgs
-	args.Decode(cfg, &arg)
-	h, err := HostOf(env, arg.Host.Value)
+	h, req, err := archiveRequest(cfg, env)
 	if err != nil {
 		return Result{}, err
 	}
-	req := host.ArchiveRequest{Source: arg.Source, Destination: arg.Destination, KeepAside: true}
 	var res host.UnarchiveResult
 	if err := host.ActUnarchive.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err
