@@ -199,11 +199,7 @@ func (m *model) latency() *figure {
 				failures = append(failures, plotter.XY{X: s.At, Y: top})
 			}
 		}
-		if len(ok) > 0 {
-			sc := scatter(ok, colLoad, 1)
-			p.Add(sc)
-			p.Legend.Add("load "+l.Name, sc)
-		}
+		addScatter(p, ok, colLoad, 1, "load "+l.Name)
 	}
 	for _, pr := range rec.Probes {
 		var ok plotter.XYs
@@ -214,11 +210,7 @@ func (m *model) latency() *figure {
 				failures = append(failures, plotter.XY{X: s.At, Y: top})
 			}
 		}
-		if len(ok) > 0 {
-			sc := scatter(ok, colProbe, 1.2)
-			p.Add(sc)
-			p.Legend.Add("probe "+pr.Name, sc)
-		}
+		addScatter(p, ok, colProbe, 1.2, "probe "+pr.Name)
 	}
 	if len(failures) > 0 {
 		sc := scatter(failures, colFailed, 1.5)
@@ -228,6 +220,16 @@ func (m *model) latency() *figure {
 	p.X.Min, p.X.Max = 0, m.seconds
 	p.Y.Min, p.Y.Max = 0.01, top*1.5
 	return &figure{p, 20 * vg.Centimeter, 9 * vg.Centimeter}
+}
+
+// addScatter adds the points, if any, to p with a legend entry.
+func addScatter(p *plot.Plot, xys plotter.XYs, c color.Color, r float64, label string) {
+	if len(xys) == 0 {
+		return
+	}
+	sc := scatter(xys, c, r)
+	p.Add(sc)
+	p.Legend.Add(label, sc)
 }
 
 func scatter(xys plotter.XYs, c color.Color, r float64) *plotter.Scatter {
