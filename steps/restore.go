@@ -238,18 +238,21 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	}
 	// The copy was restored stopped (where the driver can): it starts,
 	// and serves, only once every host knows that it does, so a host that
-	// cannot be told leaves a copy that never served to kill.
-	start := func() error {
+	// cannot be told leaves a copy that never served to kill. Once they
+	// know, a start that fails is not the step's failure: the run's
+	// commit starts the copy (criu.continue is its commit), or the
+	// target's hold does should mig die.
+	start := func() {
 		if !res.Stopped {
-			return nil
+			return
 		}
 		t := time.Now()
 		if err := criu.ActContinue.Call(ctx, h, restored, nil, host.CallOpts{}); err != nil {
-			return fmt.Errorf("start the restored copy: %w (the hosts finish starting it when the run commits)", err)
+			env.Log.Warn("could not start the restored copy; the run's commit starts it", "host", r.host, "error", err)
+			return
 		}
 		metrics["started_unix"] = float64(time.Now().UnixNano()) / 1e9
 		env.Log.Debug("copy started", "told_hosts_seconds", t.Sub(returned).Seconds(), "continue_seconds", time.Since(t).Seconds())
-		return nil
 	}
 	if r.lazy && !r.prefetch {
 		// The copy will serve: the point of no return.
@@ -258,9 +261,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 				return Result{}, errors.Join(fmt.Errorf("cannot mark the point of no return: %w", err), killNow())
 			}
 		}
-		if err := start(); err != nil {
-			return Result{}, err
-		}
+		start()
 	}
 	if r.lazy {
 		// The source must live until it has served the last page.
@@ -291,9 +292,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 				return Result{}, errors.Join(fmt.Errorf("cannot tell the hosts that the target serves, so it may not: %w", err), killNow())
 			}
 		}
-		if err := start(); err != nil {
-			return Result{}, err
-		}
+		start()
 	}
 	// Measured once the copy runs, so that it adds nothing to the pause.
 	off := clockOffset(ctx, env, h)
