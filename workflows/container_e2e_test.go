@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -135,38 +134,9 @@ func (c *labContainer) cleanup() {
 		theLab.Exec(ctx, h, []string{"rm", "-rf", "/var/lib/mig/images", "/run/mig/images"}, nil, io.Discard, io.Discard)
 	}
 	for _, id := range []string{c.id, c.restoreID} {
-		removeCgroups(id)
+		container.RemoveCgroups(id)
 	}
 	os.RemoveAll(c.bundle)
-}
-
-// removeCgroups removes what a run cut short (its lab host gone while the
-// container was held) leaves of a test container: the lab hosts share the
-// machine's cgroupfs, and preflight would refuse the ID while its cgroups
-// exist. Tasks left in a frozen cgroup cannot die until thawed.
-func removeCgroups(id string) {
-	freezer := filepath.Join("/sys/fs/cgroup/freezer", id)
-	if _, err := os.Stat(freezer); err == nil {
-		os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("THAWED"), 0o644)
-		procs, _ := os.ReadFile(filepath.Join(freezer, "cgroup.procs"))
-		for _, f := range strings.Fields(string(procs)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	}
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + id)
-	dirs = append(dirs, "/sys/fs/cgroup/"+id)
-	deadline := time.Now().Add(5 * time.Second)
-	for _, d := range dirs {
-		for {
-			err := os.Remove(d)
-			if err == nil || os.IsNotExist(err) || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 }
 
 // apply runs `mig apply` on a container workflow with the lab's variables

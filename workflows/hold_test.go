@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -76,43 +75,6 @@ func TestHoldHangup(t *testing.T) {
 	}
 }
 
-// reader reads the counter all along, as a client would, and keeps the
-// highest count it saw.
-type reader struct {
-	mu   sync.Mutex
-	max  int
-	stop chan struct{}
-	done chan struct{}
-}
-
-func readAlong() *reader {
-	r := &reader{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		for {
-			select {
-			case <-r.stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			if n, err := count(); err == nil {
-				r.mu.Lock()
-				r.max = max(r.max, n)
-				r.mu.Unlock()
-			}
-		}
-	}()
-	return r
-}
-
-func (r *reader) highest() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.max
-}
-
-func (r *reader) close() { close(r.stop); <-r.done }
-
 // started is a `mig apply -json` running in the background.
 type started struct {
 	cmd    *exec.Cmd
@@ -162,8 +124,8 @@ func trial(t *testing.T, workflow string, ph phase, sig syscall.Signal) {
 	needLab(t)
 	s := startCounter(t)
 	t.Cleanup(cleanHolds)
-	rd := readAlong()
-	defer rd.close()
+	rd := startReader()
+	defer rd.end()
 	a := applyUntil(t, workflow, ph.event, ph.step, "-var", "pidfile="+s.pidfile)
 	if ph.after > 0 {
 		// Anywhere in the window, from one trial to the next.
@@ -221,7 +183,7 @@ func trial(t *testing.T, workflow string, ph phase, sig syscall.Signal) {
 // count at least what any client read, its ballast intact, the address on
 // want only, and no network lock, hold table or active lease on either
 // host.
-func settle(t *testing.T, rd *reader, want, other string, deadline time.Time) bool {
+func settle(t *testing.T, rd *countReader, want, other string, deadline time.Time) bool {
 	t.Helper()
 	var last error
 	for time.Now().Before(deadline) {
@@ -249,7 +211,7 @@ func settle(t *testing.T, rd *reader, want, other string, deadline time.Time) bo
 	return false
 }
 
-func settled(rd *reader, want, other string) error {
+func settled(rd *countReader, want, other string) error {
 	ctx := context.Background()
 	if p := pidsOn(nil, other); len(p) != 0 {
 		return fmt.Errorf("the counter still runs on %s: %v", other, p)
@@ -347,8 +309,8 @@ func TestHoldRecover(t *testing.T) {
 	needLab(t)
 	s := startCounter(t)
 	t.Cleanup(cleanHolds)
-	rd := readAlong()
-	defer rd.close()
+	rd := startReader()
+	defer rd.end()
 	a := applyUntil(t, "testdata/hold-recover", held.event, held.step, "-var", "pidfile="+s.pidfile, "-var", "pause=0")
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	a.cmd.Wait()
@@ -395,8 +357,8 @@ func TestHoldKillContainer(t *testing.T) {
 			needLab(t)
 			c := startContainer(t, "hold-"+ph.name)
 			t.Cleanup(cleanHolds)
-			rd := readAlong()
-			defer rd.close()
+			rd := startReader()
+			defer rd.end()
 			dir := workflowWith(t, "testdata/hold-cold", map[string]string{})
 			os.Remove(filepath.Join(dir, "cold.hcl"))
 			b, err := os.ReadFile("container-cold.hcl")
@@ -437,7 +399,7 @@ func TestHoldKillContainer(t *testing.T) {
 
 // containerSettled is settled for a container: it runs as wantID on want
 // only, counting on from what clients read, and nothing is left.
-func containerSettled(c *labContainer, rd *reader, want, wantID, other, otherID string) error {
+func containerSettled(c *labContainer, rd *countReader, want, wantID, other, otherID string) error {
 	var st container.State
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -95,8 +95,8 @@ func TestRollbackVerify(t *testing.T) {
 func TestVerifyFailsKeepsTarget(t *testing.T) {
 	needLab(t)
 	s := startCounter(t)
-	rd := readAlong()
-	defer rd.close()
+	rd := startReader()
+	defer rd.end()
 	rec, code, out := s.apply(t, "testdata/rollback-verify")
 	if code != 1 || rec.State != engine.StateFailed {
 		t.Fatalf("mig apply exited %d (%s), want 1 (failed)\n%s", code, rec.State, out)

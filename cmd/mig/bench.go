@@ -413,7 +413,7 @@ func (b *bencher) startContainer(ctx context.Context, strategy string, size int,
 			b.lab.Exec(c, h, []string{"rm", "-rf", "/var/lib/mig/images", "/run/mig/images", "/var/lib/mig/runc", "/var/lib/mig/runc.tar"}, nil, io.Discard, io.Discard)
 		}
 		for _, cid := range []string{id, restoreID} {
-			removeCgroups(cid)
+			container.RemoveCgroups(cid)
 		}
 		os.RemoveAll(bundle)
 	}
@@ -440,32 +440,6 @@ func (b *bencher) startContainer(ctx context.Context, strategy string, size int,
 	return cleanup, b.serve(ctx)
 }
 
-// removeCgroups removes a container's cgroups, which lab hosts share with
-// the machine, killing what is left in them.
-func removeCgroups(id string) {
-	freezer := filepath.Join("/sys/fs/cgroup/freezer", id)
-	if _, err := os.Stat(freezer); err == nil {
-		os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("THAWED"), 0o644)
-		procs, _ := os.ReadFile(filepath.Join(freezer, "cgroup.procs"))
-		for _, f := range strings.Fields(string(procs)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	}
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + id)
-	dirs = append(dirs, "/sys/fs/cgroup/"+id)
-	deadline := time.Now().Add(5 * time.Second)
-	for _, d := range dirs {
-		for {
-			err := os.Remove(d)
-			if err == nil || os.IsNotExist(err) || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-}
 
 // write saves the results so far.
 func (b *bencher) write() error {
