@@ -208,8 +208,9 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 		attempts++
 		ok, seen, err := check(ctx)
 		// An attempt cut short by the step's own deadline saw nothing of
-		// the service: report the one before it.
-		if ok || ctx.Err() == nil || last == "" {
+		// the service: report the one before it. A dial sets the deadline
+		// on its socket, so it can time out before ctx.Err says so.
+		if ok || !expired(ctx) || last == "" {
 			last = seen
 		}
 		if err != nil {
@@ -238,6 +239,15 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 		case <-t.C:
 		}
 	}
+}
+
+// expired reports whether ctx has ended or its deadline has passed.
+func expired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // requestTimeout bounds one HTTP request or TCP connect.
