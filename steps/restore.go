@@ -242,16 +242,16 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	// know, a start that fails is not the step's failure: the run's
 	// commit starts the copy (criu.continue is its commit), or the
 	// target's hold does should mig die.
+	var started criu.Continued
 	start := func() {
 		if !res.Stopped {
 			return
 		}
 		t := time.Now()
-		if err := criu.ActContinue.Call(ctx, h, restored, nil, host.CallOpts{}); err != nil {
+		if err := criu.ActContinue.Call(ctx, h, restored, &started, host.CallOpts{}); err != nil {
 			env.Log.Warn("could not start the restored copy; the run's commit starts it", "host", r.host, "error", err)
 			return
 		}
-		metrics["started_unix"] = float64(time.Now().UnixNano()) / 1e9
 		env.Log.Debug("copy started", "told_hosts_seconds", t.Sub(returned).Seconds(), "continue_seconds", time.Since(t).Seconds())
 	}
 	if r.lazy && !r.prefetch {
@@ -299,6 +299,9 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	clockMetrics(metrics, off)
 	metrics["restore_start_unix"] = unixOn(off, res.Times.Start)
 	metrics["restored_unix"] = unixOn(off, res.Times.End)
+	if started.At != 0 {
+		metrics["started_unix"] = unixOn(off, started.At)
+	}
 	le := criu.RestoreLease(req.RestoreRequest, restored)
 	for _, l := range [][]host.Invocation{le.Undo, le.Commit, le.Decide} {
 		for i := range l {

@@ -9,33 +9,121 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
 
-// Serve runs one action for a client speaking the agent protocol (see
-// proto.go) on r and w. It is the body of `mig agent`, and calls the action
-// through Invoke, the same path the local host uses. It returns once the
-// final frame is written; an action's failure is reported to the client, not
-// returned.
+// Serve runs actions for a client speaking the agent protocol (see
+// proto.go) on r and w, one after another, until the client closes its
+// side. It is the body of `mig agent`, and calls each action through
+// Invoke, the same path the local host uses. An action's failure is
+// reported to the client, not returned.
 func Serve(ctx context.Context, actions Actions, r io.Reader, w io.Writer, log hclog.Logger) error {
 	growPipe(r)
 	growPipe(w)
 	// Unbuffered: a data frame's payload is read straight into its buffer.
 	fr := &frameReader{r: r}
 	fw := &frameWriter{w: w}
-	typ, p, err := fr.next()
-	if err != nil {
-		return fmt.Errorf("agent: read request: %w", err)
+	var (
+		mu  sync.Mutex
+		cur *serving // the call running; nil between calls
+		wg  sync.WaitGroup
+	)
+	current := func() *serving {
+		mu.Lock()
+		defer mu.Unlock()
+		return cur
 	}
-	if typ != frameHeader {
-		return fmt.Errorf("agent: first frame is %q, want a request header", typ)
+	defer wg.Wait()
+	for n := 0; ; n++ {
+		typ, p, err := fr.next()
+		if err != nil {
+			if c := current(); c != nil {
+				// The client closed its side: stop the action.
+				c.stop(errors.New("agent: client went away"))
+			}
+			if n == 0 {
+				return fmt.Errorf("agent: read request: %w", err)
+			}
+			return nil
+		}
+		if n == 0 && typ != frameHeader {
+			return fmt.Errorf("agent: first frame is %q, want a request header", typ)
+		}
+		c := current()
+		switch typ {
+		case frameHeader:
+			if c != nil {
+				c.stop(errors.New("agent: a request while one runs"))
+				return errors.New("agent protocol: a request header while an action runs")
+			}
+			var h header
+			if err := json.Unmarshal(p, &h); err != nil {
+				return fmt.Errorf("agent: decode request: %w", err)
+			}
+			c = newServing(ctx)
+			mu.Lock()
+			cur = c
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := c.run(actions, h, fw, log)
+				mu.Lock()
+				cur = nil
+				mu.Unlock()
+				// Not busy before the final frame: the client sends its
+				// next request only once it has read it.
+				if err != nil {
+					fw.writeFinal(frameError, []byte(err.Error()))
+				} else {
+					fw.writeFinal(frameResult, res)
+				}
+			}()
+		case frameData:
+			if c != nil {
+				c.inW.Write(p) // fails once the action stopped reading; keep draining
+			}
+		case frameEnd:
+			if c != nil {
+				c.inW.Close()
+			}
+		case frameCancel:
+			if c != nil {
+				c.stop(context.Canceled)
+			}
+		}
 	}
-	var h header
-	if err := json.Unmarshal(p, &h); err != nil {
-		return fmt.Errorf("agent: decode request: %w", err)
-	}
+}
+
+// serving is one action that an agent runs.
+type serving struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	inR    *io.PipeReader // the action's input stream
+	inW    *io.PipeWriter
+}
+
+func newServing(ctx context.Context) *serving {
+	c := &serving{}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	c.inR, c.inW = io.Pipe()
+	return c
+}
+
+// stop ends the action's input with err and cancels it.
+func (c *serving) stop(err error) {
+	c.inW.CloseWithError(err)
+	c.cancel()
+}
+
+// run runs the action that h names and returns its JSON result.
+func (c *serving) run(actions Actions, h header, fw *frameWriter, log hclog.Logger) (json.RawMessage, error) {
+	defer c.cancel()
+	defer c.inR.Close()
 	level := hclog.LevelFromString(h.LogLevel)
 	if level == hclog.NoLevel {
 		level = hclog.Info
@@ -46,47 +134,20 @@ func Serve(ctx context.Context, actions Actions, r io.Reader, w io.Writer, log h
 		Output:     fw.stream(frameLog),
 		JSONFormat: true,
 	})
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	inR, inW := io.Pipe()
-	defer inR.Close()
-	go func() {
-		for {
-			typ, p, err := fr.next()
-			if err != nil {
-				// The client closed its side: stop the action.
-				inW.CloseWithError(errors.New("agent: client went away"))
-				cancel()
-				return
-			}
-			switch typ {
-			case frameData:
-				inW.Write(p) // fails once the action stopped reading; keep draining
-			case frameEnd:
-				inW.Close()
-			case frameCancel:
-				inW.CloseWithError(context.Canceled)
-				cancel()
-			}
-		}
-	}()
-
 	log.Debug("serving", "action", h.Action)
 	opts := CallOpts{
-		In:  inR,
+		In:  c.inR,
 		Out: fw.stream(frameData),
 		Progress: func(pr Progress) {
 			b, _ := json.Marshal(pr)
 			fw.write(frameProgress, b)
 		},
 	}
-	res, err := Invoke(ctx, actions, h.Action, json.RawMessage(h.Req), opts, alog)
+	res, err := Invoke(c.ctx, actions, h.Action, json.RawMessage(h.Req), opts, alog)
 	if err != nil {
 		log.Debug("action failed", "action", h.Action, "error", err)
-		return fw.writeFinal(frameError, []byte(err.Error()))
 	}
-	return fw.writeFinal(frameResult, res)
+	return res, err
 }
 
 // growPipe enlarges a pipe's buffer, when f is one, so a transfer moves in
@@ -124,26 +185,43 @@ var errLost = errors.New("connection to the agent lost before the action finishe
 
 // callAgent is the client side of the protocol: it sends the request and
 // opts.In on w, and reads frames from r until the final one. abort is called
-// to tear the session down when ctx is cancelled or a stream fails.
-func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string, req, resp any, opts CallOpts, log hclog.Logger, abort func()) error {
+// to tear the session down when ctx is cancelled or a stream fails. idle
+// says whether the agent is left waiting for another request: the final
+// frame came, and all of the input went.
+func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string, req, resp any, opts CallOpts, log hclog.Logger, abort func()) (idle bool, err error) {
+	sent := make(chan struct{}) // closed once the input's end went
+	defer func() {
+		select {
+		case <-sent:
+		default:
+			idle = false
+		}
+	}()
 	raw, err := json.Marshal(req)
 	if err != nil {
-		return fmt.Errorf("encode request: %w", err)
+		return false, fmt.Errorf("encode request: %w", err)
 	}
 	h, _ := json.Marshal(header{Action: action, Req: raw, LogLevel: log.GetLevel().String()})
 	fw := &frameWriter{w: w}
 	if err := fw.write(frameHeader, h); err != nil {
-		return notSent{fmt.Errorf("send request: %w", err)}
+		return false, notSent{fmt.Errorf("send request: %w", err)}
 	}
 
 	failed := make(chan error, 2)
+	var aborted atomic.Bool
 	fail := func(err error) {
+		aborted.Store(true)
 		select {
 		case failed <- err:
 		default:
 		}
 		abort()
 	}
+	defer func() {
+		if aborted.Load() {
+			idle = false
+		}
+	}()
 	if opts.In != nil {
 		go func() {
 			in := &readErr{r: opts.In}
@@ -156,13 +234,19 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 				fail(fmt.Errorf("%w: %v", errLost, err))
 				return
 			}
-			fw.write(frameEnd, nil)
+			if fw.write(frameEnd, nil) == nil {
+				close(sent)
+			}
 		}()
-	} else {
-		fw.write(frameEnd, nil)
+	} else if fw.write(frameEnd, nil) == nil {
+		close(sent)
 	}
 	stop := context.AfterFunc(ctx, func() { fail(ctx.Err()) })
-	defer stop()
+	defer func() {
+		if !stop() {
+			idle = false // cancelled: the session is being torn down
+		}
+	}()
 
 	fr := &frameReader{r: r}
 	var final []byte // the parts of a final frame larger than a frame
@@ -171,13 +255,13 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 		if err != nil {
 			select {
 			case e := <-failed:
-				return e
+				return false, e
 			default:
 			}
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return errLost
+				return false, errLost
 			}
-			return fmt.Errorf("%w: %v", errLost, err)
+			return false, fmt.Errorf("%w: %v", errLost, err)
 		}
 		switch typ {
 		case frameData:
@@ -186,7 +270,7 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 			}
 			if _, err := opts.Out.Write(p); err != nil {
 				fail(fmt.Errorf("output stream: %w", err))
-				return <-failed
+				return false, <-failed
 			}
 			continue
 		case frameProgress:
@@ -201,7 +285,7 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 		case framePart:
 			if len(final)+len(p) > maxFinal {
 				fail(fmt.Errorf("agent protocol: result larger than %d MiB", maxFinal>>20))
-				return <-failed
+				return false, <-failed
 			}
 			final = append(final, p...)
 			continue
@@ -212,16 +296,16 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 		switch typ {
 		case frameResult:
 			if resp == nil || len(p) == 0 {
-				return nil
+				return true, nil
 			}
 			if err := json.Unmarshal(p, resp); err != nil {
-				return fmt.Errorf("decode result: %w", err)
+				return true, fmt.Errorf("decode result: %w", err)
 			}
-			return nil
+			return true, nil
 		case frameError:
-			return errors.New(string(p))
+			return true, errors.New(string(p))
 		default:
-			return fmt.Errorf("agent protocol: unexpected frame %q", typ)
+			return false, fmt.Errorf("agent protocol: unexpected frame %q", typ)
 		}
 	}
 }

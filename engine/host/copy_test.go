@@ -235,7 +235,7 @@ func TestProtocolInProcess(t *testing.T) {
 	var prog []Progress
 	var logs strings.Builder
 	log := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
-	err := callAgent(context.Background(), cw, cr, "hello", nil, &got, CallOpts{Progress: func(p Progress) { prog = append(prog, p) }}, log, func() { cw.Close() })
+	_, err := callAgent(context.Background(), cw, cr, "hello", nil, &got, CallOpts{Progress: func(p Progress) { prog = append(prog, p) }}, log, func() { cw.Close() })
 	cw.Close()
 	must(t, err)
 	if got["hi"] != "there" || len(prog) != 1 || prog[0].Done != 1 {

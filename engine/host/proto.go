@@ -1,15 +1,16 @@
 package host
 
 // The agent protocol, spoken between mig (the client) and `mig agent` on a
-// remote host over the stdin and stdout of one SSH session. One session runs
-// one action.
+// remote host over the stdin and stdout of one SSH session. A session runs
+// actions one after another: the next request follows the final frame of
+// the one before.
 //
 // Every message is a frame: one type byte, a 4-byte big-endian payload
 // length, then the payload (at most maxFrame bytes).
 //
 // Client to agent:
 //
-//	'H' header, first and once: JSON {"action": name, "req": {...}, "log_level": "debug"}
+//	'H' header, first in each call: JSON {"action": name, "req": {...}, "log_level": "debug"}
 //	'D' a chunk of the action's input stream (CallOpts.In)
 //	'E' end of the input stream; empty payload
 //	'C' cancel the action; empty payload
@@ -29,7 +30,9 @@ package host
 //	    frame (a long listing of files, a long error): the parts, in
 //	    order, then the final frame's own payload make the whole
 //
-// After a final frame the agent returns and the client closes the session.
+// After a final frame the agent waits for the next request header, and
+// returns when the client closes its side. A client whose call ended any
+// other way (cancelled, a stream failed) closes the session.
 
 import (
 	"encoding/binary"

@@ -444,18 +444,26 @@ func (s *SSH) callOn(ctx context.Context, c *sshConn, bin, action string, req, r
 		return false, err
 	}
 	sess, stdin, stdout, stderr := a.sess, a.stdin, a.stdout, a.stderr
-	defer sess.Close()
+	idle := false
+	defer func() {
+		if !idle || !s.keep(a) {
+			sess.Close()
+		}
+	}()
 	// The launcher says it runs the checked binary before anything is
 	// sent, so a refused launch has consumed none of the call's input.
-	if err := launched(sess, stdout, stderr); err != nil {
-		return false, err
+	if !a.served {
+		if err := launched(sess, stdout, stderr); err != nil {
+			return false, err
+		}
 	}
+	a.served = true
 	log := s.log.Named(action)
 	abort := func() {
 		sess.Signal(ssh.SIGTERM)
 		sess.Close()
 	}
-	err = callAgent(ctx, stdin, stdout, action, req, resp, opts, log, abort)
+	idle, err = callAgent(ctx, stdin, stdout, action, req, resp, opts, log, abort)
 	var ns notSent
 	if errors.As(err, &ns) {
 		if a.warm {
@@ -470,11 +478,7 @@ func (s *SSH) callOn(ctx context.Context, c *sshConn, bin, action string, req, r
 			err = fmt.Errorf("%w (agent stderr: %s)", err, msg)
 		}
 	}
-	if err != nil {
-		return true, err
-	}
-	stdin.Close()
-	return true, nil
+	return true, err
 }
 
 // waitBriefly waits up to a second for sess to end, so that what its

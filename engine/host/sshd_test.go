@@ -174,12 +174,16 @@ func must(t testing.TB, err error) {
 // descendants lists the processes below pid.
 func descendants(pid int) []int {
 	var out []int
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	for _, f := range strings.Fields(string(b)) {
-		var c int
-		fmt.Sscan(f, &c)
-		out = append(out, c)
-		out = append(out, descendants(c)...)
+	// Every thread's children: a Go program forks from any of its threads.
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(b)) {
+			var c int
+			fmt.Sscan(f, &c)
+			out = append(out, c)
+			out = append(out, descendants(c)...)
+		}
 	}
 	return out
 }

@@ -8,12 +8,13 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// Every call runs in an agent of its own: a new SSH session that starts
-// `mig agent`. Starting one costs a session and the exec of mig (tens of
-// milliseconds on a busy host), and a migration's pause is a chain of such
-// calls (move the address, ship the images, restore). So each host keeps
-// a few agents started ahead, waiting for their request; a call takes one
-// and another is started in the background.
+// An agent is a session that runs `mig agent`; it serves calls one after
+// another. Starting one costs a session and the exec of mig (tens of
+// milliseconds on a busy host), and a migration's pause is a chain of
+// calls (move the address, ship the images, restore, start the copy). So
+// each host keeps a few agents waiting for their next request: started
+// ahead, or back from a call that ended cleanly. A call that was cut off
+// (cancelled, its stream broken, the agent lost) ends its session.
 
 // warmAgents is how many started agents a host keeps waiting.
 const warmAgents = 2
@@ -27,6 +28,7 @@ type agentSession struct {
 	stderr *tail
 	exited chan struct{} // closed once the agent is gone
 	warm   bool          // it waited in the pool
+	served bool          // it has served a call and waits for the next
 }
 
 // alive says whether the agent has not exited yet.
@@ -83,6 +85,26 @@ func (s *SSH) agent(ctx context.Context, c *sshConn, bin string) (*agentSession,
 		default:
 		}
 		return s.startAgent(ctx, c, bin)
+	}
+}
+
+// keep puts an agent that has served a call and waits for the next back
+// into the pool, unless the pool is full or its connection broke. It says
+// whether it did.
+func (s *SSH) keep(a *agentSession) bool {
+	if !a.alive() || a.conn.broken() {
+		return false
+	}
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	select {
+	case s.warm <- a:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -29,7 +29,7 @@ var (
 	ActPageServer = host.Action[PageServerAction, PageServerResult]{Name: "criu.page-server"}
 	ActWait       = host.Action[WaitAction, host.None]{Name: "criu.wait"} // waits for a page server
 	ActLazyWait   = host.Action[LazyWaitAction, DumpResult]{Name: "criu.lazy-wait"}
-	ActContinue   = host.Action[KillRestoredAction, host.None]{Name: "criu.continue"} // starts a tree restored stopped
+	ActContinue   = host.Action[KillRestoredAction, Continued]{Name: "criu.continue"} // starts a tree restored stopped
 	ActRunning    = host.Action[KillRestoredAction, bool]{Name: "criu.running"}       // the restored tree's root still runs
 	// Should mig die during a post-copy move: undo or commit?
 	ActLazyDecide = host.Action[LazyDecideAction, host.Decision]{Name: "criu.lazy-decide"}
@@ -406,8 +406,12 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (Restore
 	res.Times = Times{Start: start.UnixNano(), End: time.Now().UnixNano()}
 	if err == nil {
 		// The restored workload owns its sockets: the guard lets the held
-		// SYNs through to its listeners and goes.
-		if gerr := StopGuard(context.WithoutCancel(ctx), 0, GuardTable(req.Workload)); gerr != nil {
+		// SYNs through to its listeners and goes. A copy left stopped
+		// queues them until criu.continue starts it; that action then
+		// makes sure the guard went, so its work is not in the pause.
+		if res.Stopped {
+			SignalGuard(GuardTable(req.Workload))
+		} else if gerr := StopGuard(context.WithoutCancel(ctx), 0, GuardTable(req.Workload)); gerr != nil {
 			env.Log.Warn("releasing the guard", "error", gerr)
 		}
 	}
@@ -469,12 +473,26 @@ func (a actions) running(ctx context.Context, c *host.Call, req KillRestoredActi
 	return req.Result.PID > 0 && alive(req.Result.PID) && sameTask(req.Result.PID, req.Result.Start), nil
 }
 
-// cont starts a tree restored with LeaveStopped.
-func (a actions) cont(ctx context.Context, c *host.Call, req KillRestoredAction) (host.None, error) {
+// Continued says when criu.continue started the tree (unix nanoseconds
+// on the host's clock).
+type Continued struct {
+	At int64 `json:"at"`
+}
+
+// cont starts a tree restored with LeaveStopped, then makes sure the
+// guard that the restore released has gone.
+func (a actions) cont(ctx context.Context, c *host.Call, req KillRestoredAction) (Continued, error) {
 	if req.Result.PID <= 0 {
-		return host.None{}, errors.New("criu.continue: no pid")
+		return Continued{}, errors.New("criu.continue: no pid")
 	}
-	return host.None{}, signalAll(tree(req.Result.PID), syscall.SIGCONT)
+	if err := signalAll(tree(req.Result.PID), syscall.SIGCONT); err != nil {
+		return Continued{}, err
+	}
+	res := Continued{At: time.Now().UnixNano()}
+	if err := StopGuard(ctx, 0, GuardTable(req.Workload)); err != nil {
+		c.Log.Warn("releasing the guard", "error", err)
+	}
+	return res, nil
 }
 
 func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction) (host.None, error) {

@@ -453,6 +453,19 @@ func StopGuard(ctx context.Context, nsPID int, table string) error {
 	return dropNftTable(ctx, nsPID, table)
 }
 
+// SignalGuard tells the guard of table in this network namespace to
+// release, without waiting for it: it lets the held SYNs through and
+// removes its table on its own. A StopGuard later makes sure it did.
+func SignalGuard(table string) {
+	b, err := os.ReadFile(guardPIDFile(table))
+	if err != nil {
+		return
+	}
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && isGuard(pid) {
+		syscall.Kill(pid, syscall.SIGUSR1)
+	}
+}
+
 // isGuard says whether pid is a guard process.
 func isGuard(pid int) bool {
 	argv := cmdline(pid)

@@ -249,16 +249,18 @@ func (h *holder) forget(addr netip.Addr) {
 	}
 }
 
-// release empties the table's chains so that new SYNs reach the listener,
-// lets the held ones through (or re-sends those whose address moved), and
-// removes the table. The kernel drops what is still queued when a table
-// goes, so the table goes last.
+// release lets the held SYNs through (or re-sends those whose address
+// moved) at once, empties the table's chains so that new SYNs reach the
+// listener, lets through what was queued meanwhile, and removes the
+// table. The kernel drops what is still queued when a table goes, so the
+// table goes last.
 func (h *holder) release(ctx context.Context, table string, packets chan []queued) {
 	defer func() {
 		if err := DeleteNftTable(nil, table); err != nil {
 			h.logf("%v", err)
 		}
 	}()
+	n := h.letThrough()
 	if err := flushTable(table); err != nil {
 		h.logf("%v", err)
 	}
@@ -278,14 +280,25 @@ func (h *holder) release(ctx context.Context, table string, packets chan []queue
 			packets = nil
 		}
 	}
+	n += h.letThrough()
+	h.logf("let %d held SYNs through", n)
+}
+
+// letThrough accepts the held SYNs, after re-sending those whose address
+// moved, and says how many it accepted.
+func (h *holder) letThrough() int {
+	if h.q == nil {
+		return 0
+	}
 	h.follow()
+	n := len(h.held)
 	for _, p := range h.held {
 		if err := h.q.verdict(p.id, nfAccept); err != nil {
 			h.logf("accept packet %d: %v", p.id, err)
 		}
 	}
-	h.logf("let %d held SYNs through", len(h.held))
 	h.held = nil
+	return n
 }
 
 // resend sends a copy of a held packet out through the routing table, then

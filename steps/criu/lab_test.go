@@ -466,10 +466,16 @@ func TestLabAgentReplacedDuringHold(t *testing.T) {
 	if err := os.Rename(bins[0]+".evil", bins[0]); err != nil {
 		t.Fatal(err)
 	}
-	// Agents started ahead run the genuine binary already; use them up, so
-	// that the undo needs a new one.
-	for range 3 {
-		if err := host.ActExec.Call(ctx, lh.hosts["h1"], host.ExecRequest{Argv: []string{"true"}}, nil, host.CallOpts{}); err != nil {
+	// Agents waiting for calls run the genuine binary already: calls at
+	// once, more than wait, need new ones.
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			errs <- host.ActExec.Call(ctx, lh.hosts["h1"], host.ExecRequest{Argv: []string{"sleep", "0.3"}}, nil, host.CallOpts{})
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
 			t.Fatalf("a call after the binary was replaced: %v", err)
 		}
 	}

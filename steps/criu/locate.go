@@ -2,6 +2,8 @@ package criu
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +11,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -80,20 +84,25 @@ var versionLine = regexp.MustCompile(`(?m)^Version:\s*(\d+)\.(\d+)(?:\.(\d+))?`)
 
 // probe runs `criu --version` and checks the version.
 func probe(ctx context.Context, path, rule, why string) (Binary, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
-	if err != nil {
-		return Binary{}, fmt.Errorf("%s (%s) does not run: %v: %s", path, why, err, firstLine(string(out)))
+	key := fileKey(path)
+	n, ok := cachedVersion(key)
+	if !ok {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
+		if err != nil {
+			return Binary{}, fmt.Errorf("%s (%s) does not run: %v: %s", path, why, err, firstLine(string(out)))
+		}
+		m := versionLine.FindStringSubmatch(string(out))
+		if m == nil {
+			return Binary{}, fmt.Errorf("%s (%s): no version in %q", path, why, firstLine(string(out)))
+		}
+		major, _ := strconv.Atoi(m[1])
+		minor, _ := strconv.Atoi(m[2])
+		sub, _ := strconv.Atoi(m[3])
+		n = major*10000 + minor*100 + sub
+		cacheVersion(key, n)
 	}
-	m := versionLine.FindStringSubmatch(string(out))
-	if m == nil {
-		return Binary{}, fmt.Errorf("%s (%s): no version in %q", path, why, firstLine(string(out)))
-	}
-	major, _ := strconv.Atoi(m[1])
-	minor, _ := strconv.Atoi(m[2])
-	sub, _ := strconv.Atoi(m[3])
-	n := major*10000 + minor*100 + sub
 	if n < MinVersion {
 		return Binary{}, fmt.Errorf("%s (%s) is CRIU %s, older than %s", path, why, versionString(n), versionString(MinVersion))
 	}
@@ -110,4 +119,72 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// Running `criu --version` costs an exec (about 10 ms on a busy host),
+// and a restore asks in the pause. What it said is kept per binary, by
+// the file's identity (a replaced or rebuilt binary is asked again), in
+// memory and in versionDir for the agents that come after.
+var (
+	versionMu    sync.Mutex
+	versionCache = map[string]int{}
+)
+
+// versionDir is where agents share what CRIU binaries said; /run is
+// emptied at boot, and with it any stale answer.
+const versionDir = "/run/mig/criu-versions"
+
+// fileKey names path's file by its identity, or "" when it has none.
+func fileKey(path string) string {
+	var st syscall.Stat_t
+	if syscall.Stat(path, &st) != nil {
+		return ""
+	}
+	id := fmt.Sprintf("%s\x00%d:%d:%d:%d.%d:%d.%d", path, st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:16])
+}
+
+func cachedVersion(key string) (int, bool) {
+	if key == "" {
+		return 0, false
+	}
+	versionMu.Lock()
+	defer versionMu.Unlock()
+	if n, ok := versionCache[key]; ok {
+		return n, true
+	}
+	b, err := os.ReadFile(filepath.Join(versionDir, key))
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	versionCache[key] = n
+	return n, true
+}
+
+func cacheVersion(key string, n int) {
+	if key == "" {
+		return
+	}
+	versionMu.Lock()
+	versionCache[key] = n
+	versionMu.Unlock()
+	if os.MkdirAll(versionDir, 0o700) != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(versionDir, ".tmp-")
+	if err != nil {
+		return
+	}
+	_, err = fmt.Fprintln(tmp, n)
+	if cerr := tmp.Close(); err == nil && cerr == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(versionDir, key))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
 }
