@@ -249,18 +249,17 @@ func (h *holder) forget(addr netip.Addr) {
 	}
 }
 
-// release lets the held SYNs through (or re-sends those whose address
-// moved) at once, empties the table's chains so that new SYNs reach the
-// listener, lets through what was queued meanwhile, and removes the
-// table. The kernel drops what is still queued when a table goes, so the
-// table goes last.
+// release empties the table's chains so that new SYNs reach the
+// listener, lets the held ones through (or re-sends those whose address
+// moved), and removes the table. The kernel drops what is still queued
+// when a table goes, so the table goes last. A SYN let through before the
+// chains are empty would meet the table's drop rules.
 func (h *holder) release(ctx context.Context, table string, packets chan []queued) {
 	defer func() {
 		if err := DeleteNftTable(nil, table); err != nil {
 			h.logf("%v", err)
 		}
 	}()
-	n := h.letThrough()
 	if err := flushTable(table); err != nil {
 		h.logf("%v", err)
 	}
@@ -280,8 +279,7 @@ func (h *holder) release(ctx context.Context, table string, packets chan []queue
 			packets = nil
 		}
 	}
-	n += h.letThrough()
-	h.logf("let %d held SYNs through", n)
+	h.logf("let %d held SYNs through", h.letThrough())
 }
 
 // letThrough accepts the held SYNs, after re-sending those whose address

@@ -259,6 +259,9 @@ func TestDumpKillRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ActKillRest.Call(ctx, h, KillRestoredAction{Request: Request{Workload: w}, Result: rr}, nil, host.CallOpts{})
+	// The kill guards the port for the rollback that would follow; none
+	// does here.
+	defer StopGuard(ctx, 0, GuardTable(w))
 	if rr.PID != pid {
 		t.Errorf("restored pid %d, want %d", rr.PID, pid)
 	}
