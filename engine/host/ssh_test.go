@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -331,5 +332,49 @@ func TestSSHLargeResult(t *testing.T) {
 	must(t, ActExec.Call(context.Background(), h, ExecRequest{Argv: argv, MaxBytes: 8 << 20}, &res, CallOpts{}))
 	if len(res.Stdout) != n || strings.Trim(res.Stdout, "a") != "" {
 		t.Fatalf("got %d bytes of output, want %d", len(res.Stdout), n)
+	}
+}
+
+// An agent serves calls one after another: a call that ended (with a
+// result or with the action's error) leaves its agent for the next one,
+// and a cancelled call ends its agent.
+func TestSSHAgentServesInTurn(t *testing.T) {
+	sshd := startSSHD(t)
+	h := sshd.host(t, "src")
+	ctx := context.Background()
+	agent := func() string {
+		t.Helper()
+		var res ExecResult
+		must(t, ActExec.Call(ctx, h, ExecRequest{Argv: []string{"sh", "-c", "echo $PPID"}}, &res, CallOpts{}))
+		return strings.TrimSpace(res.Stdout)
+	}
+	// Ten calls in turn, one of them failing, run in the few agents that
+	// wait, not in ten new ones.
+	seen := map[string]bool{agent(): true}
+	for i := range 9 {
+		if i == 4 {
+			if err := ActExec.Call(ctx, h, ExecRequest{}, nil, CallOpts{}); err == nil {
+				t.Fatal("an exec of nothing succeeded")
+			}
+			continue
+		}
+		seen[agent()] = true
+	}
+	if len(seen) > warmAgents+1 {
+		t.Errorf("ten calls in turn ran in %d agents", len(seen))
+	}
+	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := ActExec.Call(cctx, h, ExecRequest{Argv: []string{"sleep", "5"}}, nil, CallOpts{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v, want deadline exceeded", err)
+	}
+	// The cancelled call's agent is gone; the one waiting serves.
+	for range 3 {
+		agent()
+	}
+	for _, pid := range descendants(sshd.Pid) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.HasPrefix(string(b), "sleep\x005") {
+			t.Errorf("the cancelled call's sleep (pid %d) still runs", pid)
+		}
 	}
 }
