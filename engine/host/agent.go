@@ -11,6 +11,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -209,12 +210,15 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 
 	failed := make(chan error, 2)
 	var aborted atomic.Bool
+	abortedCh := make(chan struct{})
+	var abortOnce sync.Once
 	fail := func(err error) {
 		aborted.Store(true)
 		select {
 		case failed <- err:
 		default:
 		}
+		abortOnce.Do(func() { close(abortedCh) })
 		abort()
 	}
 	defer func() {
@@ -248,6 +252,52 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 		}
 	}()
 
+	// The frames are read aside: a call that was aborted returns even when
+	// its session does not end (an agent stuck in an action that ignores
+	// the cancel keeps its session open, and the close waits for it).
+	type outcome struct {
+		idle   bool
+		result []byte
+		err    error
+	}
+	done := make(chan outcome, 1)
+	var left atomic.Bool // the call returned: drop what still arrives
+	go func() {
+		idle, result, err := readFrames(r, opts, log, fail, failed, &left)
+		done <- outcome{idle, result, err}
+	}()
+	finish := func(o outcome) (bool, error) {
+		if o.err == nil && o.result != nil && resp != nil {
+			if err := json.Unmarshal(o.result, resp); err != nil {
+				return o.idle, fmt.Errorf("decode result: %w", err)
+			}
+		}
+		return o.idle, o.err
+	}
+	select {
+	case o := <-done:
+		return finish(o)
+	case <-abortedCh:
+	}
+	select {
+	case o := <-done:
+		return finish(o)
+	case <-time.After(abortGrace):
+		left.Store(true)
+		select {
+		case e := <-failed:
+			return false, e
+		default:
+			return false, errLost
+		}
+	}
+}
+
+// abortGrace is how long an aborted call waits for its session to end.
+const abortGrace = 3 * time.Second
+
+// readFrames reads the agent's frames until the final one.
+func readFrames(r io.Reader, opts CallOpts, log hclog.Logger, fail func(error), failed chan error, left *atomic.Bool) (bool, []byte, error) {
 	fr := &frameReader{r: r}
 	var final []byte // the parts of a final frame larger than a frame
 	for {
@@ -255,27 +305,27 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 		if err != nil {
 			select {
 			case e := <-failed:
-				return false, e
+				return false, nil, e
 			default:
 			}
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return false, errLost
+				return false, nil, errLost
 			}
-			return false, fmt.Errorf("%w: %v", errLost, err)
+			return false, nil, fmt.Errorf("%w: %v", errLost, err)
 		}
 		switch typ {
 		case frameData:
-			if opts.Out == nil {
+			if opts.Out == nil || left.Load() {
 				continue
 			}
 			if _, err := opts.Out.Write(p); err != nil {
 				fail(fmt.Errorf("output stream: %w", err))
-				return false, <-failed
+				return false, nil, <-failed
 			}
 			continue
 		case frameProgress:
 			var pr Progress
-			if json.Unmarshal(p, &pr) == nil && opts.Progress != nil {
+			if json.Unmarshal(p, &pr) == nil && opts.Progress != nil && !left.Load() {
 				opts.Progress(pr)
 			}
 			continue
@@ -285,7 +335,7 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 		case framePart:
 			if len(final)+len(p) > maxFinal {
 				fail(fmt.Errorf("agent protocol: result larger than %d MiB", maxFinal>>20))
-				return false, <-failed
+				return false, nil, <-failed
 			}
 			final = append(final, p...)
 			continue
@@ -295,17 +345,14 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 		}
 		switch typ {
 		case frameResult:
-			if resp == nil || len(p) == 0 {
-				return true, nil
+			if len(p) == 0 {
+				return true, nil, nil
 			}
-			if err := json.Unmarshal(p, resp); err != nil {
-				return true, fmt.Errorf("decode result: %w", err)
-			}
-			return true, nil
+			return true, bytes.Clone(p), nil
 		case frameError:
-			return true, errors.New(string(p))
+			return true, nil, errors.New(string(p))
 		default:
-			return false, fmt.Errorf("agent protocol: unexpected frame %q", typ)
+			return false, nil, fmt.Errorf("agent protocol: unexpected frame %q", typ)
 		}
 	}
 }

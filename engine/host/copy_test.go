@@ -3,6 +3,7 @@ package host
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -287,5 +289,36 @@ func TestCopyMerge(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(dst), ".*mig-partial*")); len(left) != 0 {
 		t.Errorf("left behind: %v", left)
+	}
+}
+
+// A cancelled call returns even when its agent never answers nor ends
+// (an action stuck where it ignores the cancel keeps the session open).
+func TestCallAgentAbortStuck(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	actions := Actions{
+		"stuck": func(ctx context.Context, c *Call) (any, error) {
+			<-block
+			return nil, nil
+		},
+	}
+	cr, aw, _ := os.Pipe()
+	ar, cw, _ := os.Pipe()
+	defer cr.Close()
+	defer cw.Close()
+	go func() {
+		Serve(context.Background(), actions, ar, aw, testLog(t))
+		aw.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := callAgent(ctx, cw, cr, "stuck", nil, nil, CallOpts{}, testLog(t), func() {})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v, want deadline exceeded", err)
+	}
+	if took := time.Since(start); took > abortGrace+2*time.Second {
+		t.Fatalf("the call returned after %s", took)
 	}
 }
