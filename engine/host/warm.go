@@ -84,6 +84,7 @@ func (s *SSH) agent(ctx context.Context, c *sshConn, bin string) (*agentSession,
 			return a, nil
 		default:
 		}
+		s.log.Debug("no agent waiting; starting one")
 		return s.startAgent(ctx, c, bin)
 	}
 }
