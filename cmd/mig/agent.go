@@ -23,6 +23,10 @@ func cmdAgent(c *cli, args []string) int {
 		fmt.Fprintln(c.stderr, "usage: mig agent (started by mig over SSH; speaks a binary protocol on stdin/stdout)")
 		return exitUsage
 	}
+	// A session that ends under a running action closes the pipes: its
+	// writes then fail with EPIPE instead of killing the agent before the
+	// action has undone its partial work (a receive's partial file).
+	signal.Ignore(syscall.SIGPIPE)
 	if err := host.Serve(c.ctx, c.actions, os.Stdin, os.Stdout, c.log.Named("agent")); err != nil {
 		c.log.Error("agent", "error", err)
 		return exitFailed

@@ -294,7 +294,12 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 }
 
 // abortGrace is how long an aborted call waits for its session to end.
-const abortGrace = 3 * time.Second
+// The end is the agent's: it has stopped the action (and undone its
+// partial work), so the call's next attempt cannot overlap it. A link that
+// is down keeps the session from ending until the keepalives drop the
+// connection (15 s), which ends it here at once; only an agent stuck in
+// an action that ignores the cancel outlasts the grace.
+var abortGrace = 30 * time.Second
 
 // readFrames reads the agent's frames until the final one.
 func readFrames(r io.Reader, opts CallOpts, log hclog.Logger, fail func(error), failed chan error, left *atomic.Bool) (bool, []byte, error) {

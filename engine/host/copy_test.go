@@ -295,6 +295,9 @@ func TestCopyMerge(t *testing.T) {
 // A cancelled call returns even when its agent never answers nor ends
 // (an action stuck where it ignores the cancel keeps the session open).
 func TestCallAgentAbortStuck(t *testing.T) {
+	grace := abortGrace
+	abortGrace = 500 * time.Millisecond
+	defer func() { abortGrace = grace }()
 	block := make(chan struct{})
 	defer close(block)
 	actions := Actions{

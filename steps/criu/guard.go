@@ -439,31 +439,32 @@ func StopGuard(ctx context.Context, nsPID int, table string) error {
 		return nil
 	}
 	pidfile := guardPIDFile(table)
-	if b, err := os.ReadFile(pidfile); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && isGuard(pid) {
-			syscall.Kill(pid, syscall.SIGUSR1)
-			if waitGoneFast(ctx, pid, 5*time.Second) != nil {
-				syscall.Kill(pid, syscall.SIGKILL)
-			} else {
-				os.Remove(strings.TrimSuffix(pidfile, ".pid") + ".log")
-			}
+	if pid := SignalGuard(table); pid > 0 {
+		if waitGoneFast(ctx, pid, 5*time.Second) != nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		} else {
+			os.Remove(strings.TrimSuffix(pidfile, ".pid") + ".log")
 		}
-		os.Remove(pidfile)
 	}
+	os.Remove(pidfile)
 	return dropNftTable(ctx, nsPID, table)
 }
 
 // SignalGuard tells the guard of table in this network namespace to
 // release, without waiting for it: it lets the held SYNs through and
-// removes its table on its own. A StopGuard later makes sure it did.
-func SignalGuard(table string) {
+// removes its table on its own. A StopGuard later makes sure it did. It
+// returns the guard's pid, 0 when none runs.
+func SignalGuard(table string) int {
 	b, err := os.ReadFile(guardPIDFile(table))
 	if err != nil {
-		return
+		return 0
 	}
-	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && isGuard(pid) {
-		syscall.Kill(pid, syscall.SIGUSR1)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || !isGuard(pid) {
+		return 0
 	}
+	syscall.Kill(pid, syscall.SIGUSR1)
+	return pid
 }
 
 // isGuard says whether pid is a guard process.
