@@ -440,7 +440,6 @@ func (b *bencher) startContainer(ctx context.Context, strategy string, size int,
 	return cleanup, b.serve(ctx)
 }
 
-
 // write saves the results so far.
 func (b *bencher) write() error {
 	data, err := json.MarshalIndent(b.result, "", "  ")
