@@ -209,21 +209,21 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 	}
 
 	failed := make(chan error, 2)
-	var aborted atomic.Bool
-	abortedCh := make(chan struct{})
+	aborted := make(chan struct{}) // closed by the first failure
 	var abortOnce sync.Once
 	fail := func(err error) {
-		aborted.Store(true)
 		select {
 		case failed <- err:
 		default:
 		}
-		abortOnce.Do(func() { close(abortedCh) })
+		abortOnce.Do(func() { close(aborted) })
 		abort()
 	}
 	defer func() {
-		if aborted.Load() {
+		select {
+		case <-aborted:
 			idle = false
+		default:
 		}
 	}()
 	if opts.In != nil {
@@ -277,7 +277,7 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 	select {
 	case o := <-done:
 		return finish(o)
-	case <-abortedCh:
+	case <-aborted:
 	}
 	select {
 	case o := <-done:
