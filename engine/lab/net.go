@@ -10,6 +10,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/mig-project/mig/engine/nl"
 )
 
 // ensureBridge creates the lab's bridge with the gateway address, or
@@ -95,7 +97,7 @@ func plugHost(br netlink.Link, veth string, pid int, addr netip.Prefix, gw netip
 
 // sweepLinks deletes the lab's bridge and every veth named after the lab.
 func sweepLinks(lab string) error {
-	links, err := netlink.LinkList()
+	links, err := nl.Dump(netlink.LinkList)
 	if err != nil {
 		return err
 	}

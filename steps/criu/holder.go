@@ -17,6 +17,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/mig-project/mig/engine/nl"
 )
 
 // RunGuard is the guard process (`mig agent guard`, started by StartGuard):
@@ -235,7 +237,7 @@ func (h *holder) forget(addr netip.Addr) {
 		h.forgotten = map[netip.Addr]bool{}
 	}
 	h.forgotten[addr] = true
-	neighs, err := netlink.NeighList(0, netlink.FAMILY_V4)
+	neighs, err := nl.Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(0, netlink.FAMILY_V4) })
 	if err != nil {
 		h.logf("neighbours: %v", err)
 		return

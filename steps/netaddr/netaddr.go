@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/engine/nl"
 )
 
 // Act adds, removes or looks up an address on an interface.
@@ -111,7 +112,7 @@ func hasAddr(link netlink.Link, ip netip.Addr) (bool, error) {
 	if ip.Is6() {
 		family = netlink.FAMILY_V6
 	}
-	addrs, err := netlink.AddrList(link, family)
+	addrs, err := nl.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(link, family) })
 	if err != nil {
 		return false, fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
 	}
