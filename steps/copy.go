@@ -21,6 +21,7 @@ import (
 //	  destination = "/var/lib/mig/images/web"
 //	  direct      = false
 //	  merge       = false
+//	  sync        = true
 //	}
 //
 // The bytes are relayed through mig without touching its disk, or, with
@@ -33,6 +34,12 @@ import (
 // pages a page server wrote). What the destination held is kept aside until
 // the run commits: undo puts it back (after a merge, it removes only what
 // the copy added), commit deletes the aside copy.
+//
+// The destination fsyncs what it wrote before the step ends, so that the
+// copy survives a power loss. sync = false skips that, which saves a few
+// milliseconds per file: the shipped workflows use it for checkpoint images,
+// which the restore reads once, right away, and whose source keeps its own
+// copy until the run commits.
 type Copy struct{}
 
 // copyArgs are a copy step's arguments.
@@ -43,6 +50,7 @@ type copyArgs struct {
 	Destination string  `arg:"destination,required,abs"`
 	Direct      bool    `arg:"direct"`
 	Merge       bool    `arg:"merge"`
+	Sync        bool    `arg:"sync" default:"true"`
 }
 
 func (Copy) Spec() hcldec.Spec { return args.Spec[copyArgs]() }
@@ -69,7 +77,11 @@ func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		if a.Direct {
 			how = "directly over TLS"
 		}
-		p.Notes = append(p.Notes, fmt.Sprintf("stream %s:%s to %s:%s %s, sha256-checked", from, a.Source, to, a.Destination, how))
+		note := fmt.Sprintf("stream %s:%s to %s:%s %s, sha256-checked", from, a.Source, to, a.Destination, how)
+		if !a.Sync {
+			note += ", not synced to disk"
+		}
+		p.Notes = append(p.Notes, note)
 	}
 	return p, nil
 }
@@ -87,7 +99,7 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	source, dest := arg.Source, arg.Destination
 	env.Log.Debug("copy", "from", src.Name(), "source", source, "to", dst.Name(), "destination", dest)
-	opts := host.CopyOptions{Progress: env.Progress, Merge: arg.Merge, KeepAside: true}
+	opts := host.CopyOptions{Progress: env.Progress, Merge: arg.Merge, KeepAside: true, NoSync: !arg.Sync}
 	if arg.Direct {
 		ip := String(arg.To.Value, "address", "")
 		if ip == "" {

@@ -107,6 +107,9 @@ step "copy" "ship" {
   to          = host.dst
   source      = step.final.dir
   destination = "/var/lib/mig/images/web"
+  # Images are read once by the restore, and the source keeps its own
+  # copy until the run commits: no fsync in the pause.
+  sync        = false
   timeout     = "2m"
 }
 

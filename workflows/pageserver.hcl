@@ -93,6 +93,9 @@ step "copy" "ship" {
   source      = step.final.dir
   destination = step.final.target_dir
   merge       = true
+  # Images are read once by the restore, and the source keeps its own
+  # copy until the run commits: no fsync in the pause.
+  sync        = false
   timeout     = "2m"
 }
 

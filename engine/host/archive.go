@@ -115,7 +115,7 @@ func archive(ctx context.Context, c *Call, req ArchiveRequest) (res ArchiveResul
 			return ArchiveResult{}, err
 		}
 	}
-	pl, err := place(tmp, dest, req.KeepAside)
+	pl, err := place(tmp, dest, req.KeepAside, true)
 	if err != nil {
 		return ArchiveResult{}, err
 	}
@@ -157,7 +157,7 @@ func unarchive(ctx context.Context, c *Call, req ArchiveRequest) (res UnarchiveR
 		return UnarchiveResult{}, err
 	}
 	err = withArchive(ctx, src, func(r io.Reader) error {
-		return readTar(r, tmp, c.Log, m.Files, manifestName)
+		return readTar(r, tmp, c.Log, m.Files, manifestName, true)
 	})
 	if err != nil {
 		return UnarchiveResult{}, err
@@ -165,7 +165,7 @@ func unarchive(ctx context.Context, c *Call, req ArchiveRequest) (res UnarchiveR
 	if err := syncDir(tmp); err != nil {
 		return UnarchiveResult{}, err
 	}
-	pl, err := place(tmp, dest, req.KeepAside)
+	pl, err := place(tmp, dest, req.KeepAside, true)
 	if err != nil {
 		return UnarchiveResult{}, err
 	}

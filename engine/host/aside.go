@@ -109,9 +109,9 @@ type Placed struct {
 }
 
 // place renames tmp to dest. What was at dest is moved aside: kept at
-// the returned Placed.Aside when keep is set, removed otherwise. The parent
-// directory is synced.
-func place(tmp, dest string, keep bool) (Placed, error) {
+// the returned Placed.Aside when keep is set, removed otherwise. With sync,
+// the parent directory is synced.
+func place(tmp, dest string, keep, sync bool) (Placed, error) {
 	pl := Placed{Path: dest}
 	if _, err := os.Lstat(dest); err == nil {
 		pl.Aside = asidePath(dest)
@@ -129,22 +129,25 @@ func place(tmp, dest string, keep bool) (Placed, error) {
 		os.RemoveAll(pl.Aside)
 		pl.Aside = ""
 	}
+	if !sync {
+		return pl, nil
+	}
 	return pl, syncDir(filepath.Dir(dest))
 }
 
 // mergeInto moves the entries of the directory tmp into dest, creating dest
 // when missing. Entries of the same name are replaced: the old ones are
 // moved into the aside directory, kept when keep is set. tmp is removed.
-func mergeInto(tmp, dest string, keep bool) (Placed, error) {
+func mergeInto(tmp, dest string, keep, sync bool) (Placed, error) {
 	if _, err := os.Lstat(dest); errors.Is(err, fs.ErrNotExist) {
-		return place(tmp, dest, keep)
+		return place(tmp, dest, keep, sync)
 	}
 	pl := Placed{Path: dest, Merged: true, Aside: asidePath(dest)}
 	err := mergeDir(tmp, dest, "", &pl)
 	if err == nil {
 		err = os.Remove(tmp)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = syncDir(dest)
 	}
 	if _, serr := os.Lstat(pl.Aside); serr != nil {

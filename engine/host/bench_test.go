@@ -46,6 +46,40 @@ func benchCopy(b *testing.B, direct bool) {
 	}
 }
 
+// BenchmarkCopyImages copies a directory shaped like a process's
+// checkpoint images (64 files of 4 KiB) between local hosts under
+// /var/lib, with and without the destination's fsyncs.
+//
+//	go test ./engine/host -run '^$' -bench CopyImages
+var benchDir = "/var/lib/mig"
+
+func BenchmarkCopyImages(b *testing.B) {
+	if err := os.MkdirAll(benchDir, 0o700); err != nil {
+		b.Skip(err)
+	}
+	dir, err := os.MkdirTemp(benchDir, "bench-copy-")
+	if err != nil {
+		b.Skip(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	src := filepath.Join(dir, "src")
+	must(b, os.Mkdir(src, 0o700))
+	page := make([]byte, 4096)
+	for i := range 64 {
+		must(b, os.WriteFile(filepath.Join(src, fmt.Sprintf("core-%d.img", i)), page, 0o600))
+	}
+	a := NewLocal("a", Table(Builtin()), hclog.NewNullLogger())
+	for _, sync := range []bool{true, false} {
+		b.Run(fmt.Sprintf("sync=%v", sync), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := CopyWith(context.Background(), a, src, a, filepath.Join(dir, "out"), CopyOptions{NoSync: !sync}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 const rssChildEnv = "MIG_TEST_RSS_CHILD"
 
 // TestCopyPeakRSS copies 1 GiB between two SSH hosts in a child process

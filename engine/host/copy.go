@@ -40,6 +40,8 @@ type CopyOptions struct {
 	Merge bool
 	// KeepAside keeps what the destination held aside (RecvRequest.KeepAside).
 	KeepAside bool
+	// NoSync skips the destination's fsyncs (RecvRequest.NoSync).
+	NoSync bool
 }
 
 // CopyWith is Copy with options.
@@ -75,7 +77,7 @@ func CopyWith(ctx context.Context, src Host, srcPath string, dst Host, dstPath s
 	}()
 
 	var got TransferResult
-	err := ActRecv.Call(ctx, dst, RecvRequest{Path: dstPath, Merge: opts.Merge, KeepAside: opts.KeepAside}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
+	err := ActRecv.Call(ctx, dst, RecvRequest{Path: dstPath, Merge: opts.Merge, KeepAside: opts.KeepAside, NoSync: opts.NoSync}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
 	if err != nil {
 		record(err)
 		pr.CloseWithError(err)
@@ -102,7 +104,7 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 	var got TransferResult
 	dstDone := make(chan error, 1)
 	go func() {
-		req := RecvRequest{Path: dstPath, Listen: net.JoinHostPort(opts.Direct, "0"), From: []string{route.IP}, Merge: opts.Merge, KeepAside: opts.KeepAside}
+		req := RecvRequest{Path: dstPath, Listen: net.JoinHostPort(opts.Direct, "0"), From: []string{route.IP}, Merge: opts.Merge, KeepAside: opts.KeepAside, NoSync: opts.NoSync}
 		err := ActRecv.Call(ctx, dst, req, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
 		tw.CloseWithError(err)
 		dstDone <- err

@@ -130,6 +130,12 @@ func TestCopyLocal(t *testing.T) {
 	sameTree(t, src, filepath.Join(out, "images"))
 	noLeftovers(t, out, "images")
 
+	// So does a copy without fsyncs, as of checkpoint images.
+	_, err = CopyWith(ctx, a, src, b, filepath.Join(out, "images"), CopyOptions{NoSync: true})
+	must(t, err)
+	sameTree(t, src, filepath.Join(out, "images"))
+	noLeftovers(t, out, "images")
+
 	// A single file keeps its mode.
 	var reports []Progress
 	_, err = Copy(ctx, a, filepath.Join(src, "a.img"), b, filepath.Join(out, "a.img"), func(p Progress) { reports = append(reports, p) })

@@ -77,6 +77,10 @@ type RecvRequest struct {
 	// KeepAside keeps what the path held before aside, for fs.put-back
 	// or the run's commit (aside.go), instead of deleting it.
 	KeepAside bool `json:"keep_aside,omitempty"`
+	// NoSync skips the fsyncs that make the copy survive a power loss of
+	// the destination: for checkpoint images, which the restore reads once
+	// and the source keeps until the run commits.
+	NoSync bool `json:"no_sync,omitempty"`
 }
 
 // send is the "fs.send" action: it writes a file, or a directory as tar, to
@@ -192,10 +196,11 @@ func recv(ctx context.Context, c *Call, req RecvRequest) (res TransferResult, er
 	}()
 	cr := newChunkReader(ctx, br, h.Size, c.Progress)
 	mode := fs.FileMode(h.Mode).Perm()
+	sync := !req.NoSync
 	if h.Type == "file" {
-		err = recvFile(tmp, cr, mode)
+		err = recvFile(tmp, cr, mode, sync)
 	} else {
-		err = recvDir(tmp, cr, mode, c)
+		err = recvDir(tmp, cr, mode, c, sync)
 	}
 	if err != nil {
 		return TransferResult{}, err
@@ -206,9 +211,9 @@ func recv(ctx context.Context, c *Call, req RecvRequest) (res TransferResult, er
 	}
 	var pl Placed
 	if req.Merge && h.Type != "file" {
-		pl, err = mergeInto(tmp, dest, req.KeepAside)
+		pl, err = mergeInto(tmp, dest, req.KeepAside, sync)
 	} else {
-		pl, err = place(tmp, dest, req.KeepAside)
+		pl, err = place(tmp, dest, req.KeepAside, sync)
 	}
 	if err != nil {
 		return TransferResult{}, err
@@ -217,7 +222,7 @@ func recv(ctx context.Context, c *Call, req RecvRequest) (res TransferResult, er
 	return TransferResult{Path: dest, Type: h.Type, Bytes: cr.n, SHA256: sum, Placed: &pl}, nil
 }
 
-func recvFile(tmp string, r io.Reader, mode fs.FileMode) error {
+func recvFile(tmp string, r io.Reader, mode fs.FileMode, sync bool) error {
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
@@ -229,25 +234,29 @@ func recvFile(tmp string, r io.Reader, mode fs.FileMode) error {
 	if err := f.Chmod(mode); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
+	if sync {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
 	return f.Close()
 }
 
-func recvDir(tmp string, cr *chunkReader, mode fs.FileMode, c *Call) error {
+func recvDir(tmp string, cr *chunkReader, mode fs.FileMode, c *Call, sync bool) error {
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return err
 	}
-	if err := readTar(cr, tmp, c.Log, nil, ""); err != nil {
+	if err := readTar(cr, tmp, c.Log, nil, "", sync); err != nil {
 		return err
 	}
 	// The checksum covers the whole payload: read the rest before trusting it.
 	if _, err := cr.finish(); err != nil {
 		return err
 	}
-	if err := syncDir(tmp); err != nil {
-		return err
+	if sync {
+		if err := syncDir(tmp); err != nil {
+			return err
+		}
 	}
 	return os.Chmod(tmp, mode)
 }

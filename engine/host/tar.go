@@ -141,7 +141,7 @@ func nextEntry(tr *tar.Reader) (tarEntry, error) {
 // outside dir. When want is not nil, every regular file's sha256 must match
 // it, and want must list exactly the files in the stream; the entry named
 // skip is ignored.
-func readTar(r io.Reader, dir string, log hclog.Logger, want map[string]FileSum, skip string) error {
+func readTar(r io.Reader, dir string, log hclog.Logger, want map[string]FileSum, skip string, sync bool) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
@@ -187,7 +187,7 @@ func readTar(r io.Reader, dir string, log hclog.Logger, want map[string]FileSum,
 			if err == nil {
 				err = f.Chmod(hdr.FileInfo().Mode().Perm())
 			}
-			if err == nil {
+			if err == nil && sync {
 				err = f.Sync()
 			}
 			if cerr := f.Close(); err == nil {

@@ -406,7 +406,7 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (Restore
 	res.Times = Times{Start: start.UnixNano(), End: time.Now().UnixNano()}
 	if err == nil {
 		// The restored workload owns its sockets: the guard lets the held
-		// SYNs through to its listeners and goes. A copy left stopped
+		// packets through to them and goes. A copy left stopped
 		// queues them until criu.continue starts it; that action then
 		// makes sure the guard went, so its work is not in the pause.
 		if res.Stopped {
@@ -562,7 +562,7 @@ func (a actions) guard(ctx context.Context, c *host.Call, req GuardAction) (Guar
 		return GuardResult{Table: table, NewConnections: mode, Queue: how}, StopGuard(ctx, 0, table)
 	}
 	spec := GuardSpec{Table: table, Ports: req.Ports, Conns: req.Conns, NewConnections: mode, Queue: how,
-		Established: true, Deadline: time.Duration(req.Deadline * float64(time.Second))}
+		Established: true, HoldEstablished: true, Deadline: time.Duration(req.Deadline * float64(time.Second))}
 	pid, err := StartGuard(ctx, 0, spec)
 	if err != nil {
 		return GuardResult{}, err

@@ -183,6 +183,12 @@ type GuardSpec struct {
 	// kernel answers none of them with a reset.
 	Established bool   `json:"established,omitempty"`
 	Conns       []Conn `json:"conns,omitempty"`
+	// HoldEstablished, with NewHold, holds every packet to Ports and
+	// Conns, not only the SYNs: the segments clients send while the
+	// workload is frozen then wait for its sockets, on this host or where
+	// the address went, instead of being lost and sent again on the
+	// client's retransmission timer (200 ms at least).
+	HoldEstablished bool `json:"hold_established,omitempty"`
 	// Output drops what this host sends from Ports and Conns too (while a
 	// restored copy is killed on undo: its sockets must not reset the
 	// connections the source takes back).
@@ -209,6 +215,12 @@ const DefaultGuardDeadline = 10 * time.Minute
 //		ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop   (established)
 //	}
 //	chain prerouting { type filter hook prerouting priority -10; policy accept; }  (hold)
+//
+// and, in the prerouting chain (install):
+//
+//	tcp dport PORT tcp flags & (syn | ack) == syn queue          (hold)
+//	tcp dport PORT queue                                         (hold, established)
+//	ip saddr . tcp sport . ip daddr . tcp dport { CONNS } queue  (hold, established)
 //	chain output { type filter hook output priority -10; policy accept;
 //		tcp sport { PORTS } drop                                     (output)
 //		ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop   (output, established)
@@ -225,17 +237,9 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 	}
 	tuples := func(out bool) build {
 		return func() ([]expr.Any, error) {
-			var ts []fourTuple
-			for _, cn := range g.Conns {
-				if !cn.Local.Addr().Unmap().Is4() || !cn.Remote.Addr().Unmap().Is4() {
-					return nil, fmt.Errorf("connection %s-%s: only IPv4 connections can be guarded", cn.Local, cn.Remote)
-				}
-				l, r := cn.Local.Addr().Unmap().As4(), cn.Remote.Addr().Unmap().As4()
-				if out {
-					ts = append(ts, fourTuple{saddr: l, sport: cn.Local.Port(), daddr: r, dport: cn.Remote.Port()})
-				} else {
-					ts = append(ts, fourTuple{saddr: r, sport: cn.Remote.Port(), daddr: l, dport: cn.Local.Port()})
-				}
+			ts, err := g.tuples(out)
+			if err != nil {
+				return nil, err
 			}
 			m, err := tcp4Tuples(c, t, ts)
 			return append(m, nftDrop), err
@@ -263,7 +267,7 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 		}
 	}
 	input := nftBaseChain(c, t, "input", nftables.ChainHookInput, -10)
-	if g.NewConnections == NewHold && len(g.Ports) > 0 {
+	if g.queues() {
 		// SYNs are queued before routing, so that those that come while
 		// the address leaves this host are held too (and re-sent).
 		nftBaseChain(c, t, "prerouting", nftables.ChainHookPrerouting, -10)
@@ -287,9 +291,33 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 	return nil
 }
 
+// queues says whether the guard holds packets in a queue.
+func (g GuardSpec) queues() bool {
+	return g.NewConnections == NewHold && (len(g.Ports) > 0 || g.HoldEstablished && len(g.Conns) > 0)
+}
+
+// tuples are the guard's connections as the packets to this host (or,
+// with out, from it) carry them.
+func (g GuardSpec) tuples(out bool) ([]fourTuple, error) {
+	var ts []fourTuple
+	for _, cn := range g.Conns {
+		if !cn.Local.Addr().Unmap().Is4() || !cn.Remote.Addr().Unmap().Is4() {
+			return nil, fmt.Errorf("connection %s-%s: only IPv4 connections can be guarded", cn.Local, cn.Remote)
+		}
+		l, r := cn.Local.Addr().Unmap().As4(), cn.Remote.Addr().Unmap().As4()
+		if out {
+			ts = append(ts, fourTuple{saddr: l, sport: cn.Local.Port(), daddr: r, dport: cn.Remote.Port()})
+		} else {
+			ts = append(ts, fourTuple{saddr: r, sport: cn.Remote.Port(), daddr: l, dport: cn.Local.Port()})
+		}
+	}
+	return ts, nil
+}
+
 // install creates the guard's table in this network namespace, in place of
-// one an earlier guard left; with a queue, the SYNs to its ports go to
-// queue num before routing.
+// one an earlier guard left; with a queue, the SYNs to its ports (with
+// HoldEstablished, every packet to its ports and connections) go to queue
+// num before routing.
 func (g GuardSpec) install(num uint16) error {
 	family, name, ok := strings.Cut(g.Table, " ")
 	if !ok || family != "inet" {
@@ -309,16 +337,31 @@ func (g GuardSpec) install(num uint16) error {
 	if err != nil {
 		return fmt.Errorf("guard %s: %w", g.Table, err)
 	}
-	if g.NewConnections != NewHold || len(g.Ports) == 0 {
+	if !g.queues() {
 		return nil
 	}
 	t = &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
 	ch := &nftables.Chain{Name: "prerouting", Table: t}
+	which := isSYN
+	if g.HoldEstablished {
+		which = nil
+	}
 	for _, p := range g.Ports {
 		c.InsertRule(&nftables.Rule{Table: t, Chain: ch, Exprs: nftRule(isTCP, []expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpDport, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftPort(p)},
-		}, isSYN, []expr.Any{queueExpr(g.Queue, num)})})
+		}, which, []expr.Any{queueExpr(g.Queue, num)})})
+	}
+	if g.HoldEstablished && len(g.Conns) > 0 {
+		ts, err := g.tuples(false)
+		if err != nil {
+			return err
+		}
+		m, err := tcp4Tuples(c, t, ts)
+		if err != nil {
+			return err
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(m, queueExpr(g.Queue, num))})
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("guard %s: queue rule (%s): %w", g.Table, g.Queue, err)
@@ -451,7 +494,7 @@ func StopGuard(ctx context.Context, nsPID int, table string) error {
 }
 
 // SignalGuard tells the guard of table in this network namespace to
-// release, without waiting for it: it lets the held SYNs through and
+// release, without waiting for it: it lets the held packets through and
 // removes its table on its own. A StopGuard later makes sure it did. It
 // returns the guard's pid, 0 when none runs.
 func SignalGuard(table string) int {

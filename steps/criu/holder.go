@@ -23,10 +23,11 @@ import (
 
 // RunGuard is the guard process (`mig agent guard`, started by StartGuard):
 // it reads its GuardSpec from stdin, puts the table in place, says "ready"
-// on stdout, and holds the queued SYNs until it is released (SIGUSR1 or
-// SIGTERM) or its deadline passes. A held SYN whose address has left this
-// host is re-sent at once, so that it follows the address; on release the
-// others go to the local listener. It removes its table before it exits.
+// on stdout, and holds the queued packets (SYNs, and with HoldEstablished
+// the other segments too) until it is released (SIGUSR1 or SIGTERM) or its
+// deadline passes. A held packet whose address has left this host is
+// re-sent at once, so that it follows the address; on release the others
+// go to the local sockets. It removes its table before it exits.
 func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(stderr, "%s guard: "+format+"\n", append([]any{time.Now().UTC().Format(time.RFC3339Nano)}, args...)...)
@@ -172,7 +173,7 @@ func (h *holder) watch(pid int) bool {
 	return err != nil || st.state == 'Z' || st.state == 'X'
 }
 
-// take holds the SYNs to this host's addresses and to those that left it
+// take holds the packets to this host's addresses and to those that left it
 // while the guard ran; the others only passed through (the guard queues
 // before routing) and go on at once.
 func (h *holder) take(ps []queued) {
@@ -205,7 +206,7 @@ func (h *holder) localAddrs() map[netip.Addr]bool {
 	return local
 }
 
-// follow re-sends the held SYNs whose destination is no longer an address
+// follow re-sends the held packets whose destination is no longer an address
 // of this host (it moved): routed from here, they reach its new host.
 func (h *holder) follow() {
 	if len(h.held) == 0 {
@@ -251,11 +252,11 @@ func (h *holder) forget(addr netip.Addr) {
 	}
 }
 
-// release empties the table's chains so that new SYNs reach the
-// listener, lets the held ones through (or re-sends those whose address
+// release empties the table's chains so that new packets reach the
+// sockets, lets the held ones through (or re-sends those whose address
 // moved), and removes the table. The kernel drops what is still queued
-// when a table goes, so the table goes last. A SYN let through before the
-// chains are empty would meet the table's drop rules.
+// when a table goes, so the table goes last. A packet let through before
+// the chains are empty would meet the table's drop rules.
 func (h *holder) release(ctx context.Context, table string, packets chan []queued) {
 	defer func() {
 		if err := DeleteNftTable(nil, table); err != nil {
@@ -281,10 +282,10 @@ func (h *holder) release(ctx context.Context, table string, packets chan []queue
 			packets = nil
 		}
 	}
-	h.logf("let %d held SYNs through", h.letThrough())
+	h.logf("let %d held packets through", h.letThrough())
 }
 
-// letThrough accepts the held SYNs, after re-sending those whose address
+// letThrough accepts the held packets, after re-sending those whose address
 // moved, and says how many it accepted.
 func (h *holder) letThrough() int {
 	if h.q == nil {
@@ -315,9 +316,9 @@ func (h *holder) resend(p queued) {
 	}
 	dst, _ := ipv4Dst(p.payload)
 	if err := unix.Sendto(h.raw, p.payload, 0, &unix.SockaddrInet4{Addr: dst.As4()}); err != nil {
-		h.logf("re-send SYN to %s: %v", dst, err)
+		h.logf("re-send a packet to %s: %v", dst, err)
 	} else {
-		h.logf("re-sent a SYN to %s, which left this host", dst)
+		h.logf("re-sent a packet to %s, which left this host", dst)
 	}
 	h.q.verdict(p.id, nfDrop)
 }

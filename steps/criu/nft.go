@@ -188,7 +188,9 @@ func nftTableExists(_ context.Context, table string) bool {
 // new_connections setting) until StopGuard. A frozen server's kernel would
 // otherwise accept them into the listen backlog, and they would be lost
 // with the dump (CRIU skips in-flight connections). Held SYNs go to the
-// resumed listener, or follow the service address when it moves.
+// resumed listener, or follow the service address when it moves. (The
+// other segments are left to CRIU's network lock: held from before the
+// freeze, a download's acknowledgements would fill the queue.)
 func HoldPorts(ctx context.Context, pid int, ports []int, setting string) (string, error) {
 	if len(ports) == 0 {
 		return "", nil
