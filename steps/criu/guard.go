@@ -184,10 +184,12 @@ type GuardSpec struct {
 	Established bool   `json:"established,omitempty"`
 	Conns       []Conn `json:"conns,omitempty"`
 	// HoldEstablished, with NewHold, holds every packet to Ports and
-	// Conns, not only the SYNs: the segments clients send while the
-	// workload is frozen then wait for its sockets, on this host or where
-	// the address went, instead of being lost and sent again on the
-	// client's retransmission timer (200 ms at least).
+	// Conns, not only the SYNs: on the target, the segments that reach it
+	// before the restore then wait for the restored sockets instead of
+	// being lost and sent again on the client's retransmission timer
+	// (200 ms at least). Not for a source: there, a held handshake would
+	// leave a half-open connection for the dump to lose, and CRIU's
+	// network lock drops a segment re-sent after the address.
 	HoldEstablished bool `json:"hold_established,omitempty"`
 	// Output drops what this host sends from Ports and Conns too (while a
 	// restored copy is killed on undo: its sockets must not reset the

@@ -150,12 +150,8 @@ func (q *nfQueue) read(buf []byte) ([]queued, error) {
 		}
 		return nil, os.NewSyscallError("recvfrom", err)
 	}
-	msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-	if err != nil {
-		return nil, err
-	}
 	var out []queued
-	for _, m := range msgs {
+	for _, m := range netlinkMessages(buf[:n]) {
 		if m.Header.Type == unix.NLMSG_ERROR && len(m.Data) >= 4 {
 			if e := int32(binary.NativeEndian.Uint32(m.Data)); e != 0 {
 				return out, &ackError{unix.Errno(-e)}
@@ -188,6 +184,26 @@ func (q *nfQueue) read(buf []byte) ([]queued, error) {
 		}
 	}
 	return out, nil
+}
+
+// netlinkMessages splits a netlink datagram into its messages. Unlike
+// syscall.ParseNetlinkMessage it takes a last message whose length is not
+// padded to 4 bytes, as nfnetlink_queue sends a packet of such a length
+// (a SYN never is; a segment with data often is).
+func netlinkMessages(b []byte) []syscall.NetlinkMessage {
+	var msgs []syscall.NetlinkMessage
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			break
+		}
+		msgs = append(msgs, syscall.NetlinkMessage{
+			Header: syscall.NlMsghdr{Len: uint32(l), Type: binary.NativeEndian.Uint16(b[4:])},
+			Data:   b[unix.NLMSG_HDRLEN:l],
+		})
+		b = b[min((l+3)&^3, len(b)):]
+	}
+	return msgs
 }
 
 // ackError is the kernel's answer to a verdict it refused; reading goes on.

@@ -2,6 +2,7 @@ package criu
 
 import (
 	"context"
+	"encoding/binary"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -134,5 +135,24 @@ func TestPageServerGuardAsNft(t *testing.T) {
 		if err != nil || listRuleset(t, got) != "" {
 			t.Errorf("unguardPort: %v; left:\n%s", err, listRuleset(t, got))
 		}
+	}
+}
+
+// TestNetlinkMessages: a datagram's last message may end unpadded.
+func TestNetlinkMessages(t *testing.T) {
+	msg := func(typ uint16, data string) []byte {
+		b := binary.NativeEndian.AppendUint32(nil, uint32(16+len(data)))
+		b = binary.NativeEndian.AppendUint16(b, typ)
+		b = append(b, make([]byte, 10)...)
+		return append(b, data...)
+	}
+	b := append(msg(1, "abcdefg"), 0) // padded to 4 bytes
+	b = append(b, msg(2, "xyz")...)   // not padded
+	got := netlinkMessages(b)
+	if len(got) != 2 || string(got[0].Data) != "abcdefg" || got[1].Header.Type != 2 || string(got[1].Data) != "xyz" {
+		t.Fatalf("got %+v", got)
+	}
+	if got := netlinkMessages(b[:len(b)-1]); len(got) != 1 {
+		t.Errorf("a cut message: got %d messages, want 1", len(got))
 	}
 }
