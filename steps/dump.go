@@ -345,10 +345,11 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			return Result{}, fmt.Errorf("source %s cannot hold the workload should mig die: %w", d.w.host, err)
 		}
 	}
-	// The target drops the moved connections' packets and holds new ones
-	// from before the freeze until the restore there ends: the service
-	// address may move before that, and the target's kernel must not reset
-	// them. Up before the freeze, it adds nothing to the pause.
+	// The target holds (or, without a queue, drops) the moved connections'
+	// packets and new ones from before the freeze until the restore there
+	// ends: the service address may move before that, and the target's
+	// kernel must not reset them. Up before the freeze, it adds nothing to
+	// the pause.
 	guarded := tgt != nil && d.target != d.w.host
 	greq := criu.GuardAction{Request: criu.Request{CRIU: criuSetting(d.targetV), Workload: d.w.Workload}}
 	guardUp := func(ctx context.Context, ports []int, conns []criu.Conn) error {
