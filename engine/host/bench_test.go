@@ -51,13 +51,11 @@ func benchCopy(b *testing.B, direct bool) {
 // /var/lib, with and without the destination's fsyncs.
 //
 //	go test ./engine/host -run '^$' -bench CopyImages
-var benchDir = "/var/lib/mig"
-
 func BenchmarkCopyImages(b *testing.B) {
-	if err := os.MkdirAll(benchDir, 0o700); err != nil {
+	if err := os.MkdirAll("/var/lib/mig", 0o700); err != nil {
 		b.Skip(err)
 	}
-	dir, err := os.MkdirTemp(benchDir, "bench-copy-")
+	dir, err := os.MkdirTemp("/var/lib/mig", "bench-copy-")
 	if err != nil {
 		b.Skip(err)
 	}
