@@ -207,8 +207,7 @@ type GuardSpec struct {
 const DefaultGuardDeadline = 10 * time.Minute
 
 // rules adds the guard's chains and rules to table t, in the batch of
-// c, without its queue rules, which go first in the input chain (see
-// install). In nft's words:
+// c, without its queue rules (see install). In nft's words:
 //
 //	chain input { type filter hook input priority -10; policy accept;
 //		tcp dport { PORTS } tcp flags & (syn | ack) == syn drop      (drop)
@@ -217,16 +216,16 @@ const DefaultGuardDeadline = 10 * time.Minute
 //		ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop   (established)
 //	}
 //	chain prerouting { type filter hook prerouting priority -10; policy accept; }  (hold)
-//
-// and, in the prerouting chain (install):
-//
-//	tcp dport PORT tcp flags & (syn | ack) == syn queue          (hold)
-//	tcp dport PORT queue                                         (hold, established)
-//	ip saddr . tcp sport . ip daddr . tcp dport { CONNS } queue  (hold, established)
 //	chain output { type filter hook output priority -10; policy accept;
 //		tcp sport { PORTS } drop                                     (output)
 //		ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop   (output, established)
 //	}
+//
+// install then adds the queue rules to the prerouting chain:
+//
+//	tcp dport PORT tcp flags & (syn | ack) == syn queue          (hold)
+//	tcp dport PORT queue                                         (hold, HoldEstablished: instead)
+//	ip saddr . tcp sport . ip daddr . tcp dport { CONNS } queue  (hold, HoldEstablished)
 func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 	// A rule is built when it is added, after the chains, with its set
 	// just before it: the order nft adds them in.
