@@ -214,10 +214,23 @@ func (h *holder) follow() {
 	}
 	local := h.localAddrs()
 	kept := h.held[:0]
+	sent, failed := map[netip.Addr]int{}, map[netip.Addr]error{}
+	defer func() {
+		for dst, n := range sent {
+			h.logf("re-sent %d packets to %s, which left this host", n, dst)
+		}
+		for dst, err := range failed {
+			h.logf("re-send packets to %s: %v", dst, err)
+		}
+	}()
 	for _, p := range h.held {
 		if dst, ok := ipv4Dst(p.payload); ok && !local[dst] {
 			h.forget(dst)
-			h.resend(p)
+			if err := h.resend(p, dst); err != nil {
+				failed[dst] = err
+			} else {
+				sent[dst]++
+			}
 			continue
 		}
 		kept = append(kept, p)
@@ -302,25 +315,18 @@ func (h *holder) letThrough() int {
 	return n
 }
 
-// resend sends a copy of a held packet out through the routing table, then
-// drops the held one.
-func (h *holder) resend(p queued) {
+// resend sends a copy of a held packet to dst out through the routing
+// table, then drops the held one.
+func (h *holder) resend(p queued, dst netip.Addr) error {
+	defer h.q.verdict(p.id, nfDrop)
 	if h.raw == 0 {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 		if err != nil {
-			h.logf("raw socket: %v", err)
-			h.q.verdict(p.id, nfDrop)
-			return
+			return fmt.Errorf("raw socket: %w", err)
 		}
 		h.raw = fd
 	}
-	dst, _ := ipv4Dst(p.payload)
-	if err := unix.Sendto(h.raw, p.payload, 0, &unix.SockaddrInet4{Addr: dst.As4()}); err != nil {
-		h.logf("re-send a packet to %s: %v", dst, err)
-	} else {
-		h.logf("re-sent a packet to %s, which left this host", dst)
-	}
-	h.q.verdict(p.id, nfDrop)
+	return unix.Sendto(h.raw, p.payload, 0, &unix.SockaddrInet4{Addr: dst.As4()})
 }
 
 func ipv4Dst(pkt []byte) (netip.Addr, bool) {
