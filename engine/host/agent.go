@@ -191,13 +191,6 @@ var errLost = errors.New("connection to the agent lost before the action finishe
 // frame came, and all of the input went.
 func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string, req, resp any, opts CallOpts, log hclog.Logger, abort func()) (idle bool, err error) {
 	sent := make(chan struct{}) // closed once the input's end went
-	defer func() {
-		select {
-		case <-sent:
-		default:
-			idle = false
-		}
-	}()
 	raw, err := json.Marshal(req)
 	if err != nil {
 		return false, fmt.Errorf("encode request: %w", err)
@@ -219,13 +212,6 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 		abortOnce.Do(func() { close(aborted) })
 		abort()
 	}
-	defer func() {
-		select {
-		case <-aborted:
-			idle = false
-		default:
-		}
-	}()
 	if opts.In != nil {
 		go func() {
 			in := &readErr{r: opts.In}
@@ -246,9 +232,11 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 		close(sent)
 	}
 	stop := context.AfterFunc(ctx, func() { fail(ctx.Err()) })
+	// A call that was cancelled or aborted tears its session down, and
+	// one whose input did not all go leaves the agent reading it.
 	defer func() {
-		if !stop() {
-			idle = false // cancelled: the session is being torn down
+		if !stop() || closed(aborted) || !closed(sent) {
+			idle = false
 		}
 	}()
 
@@ -290,6 +278,16 @@ func callAgent(ctx context.Context, w io.WriteCloser, r io.Reader, action string
 		default:
 			return false, errLost
 		}
+	}
+}
+
+// closed says whether ch is closed.
+func closed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

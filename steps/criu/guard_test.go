@@ -94,24 +94,39 @@ func TestQueueSupport(t *testing.T) {
 	t.Logf("queue: %s", how)
 }
 
-// TestGuardHolds: a SYN that comes while the guard holds waits, and gets
-// through as soon as the guard is released after a listener came, with no
-// SYN retransmit (which would take a second).
-func TestGuardHolds(t *testing.T) {
-	n := newTestNetns(t)
-	const port = testPortBase + 90
+// queueOrSkip returns how n can queue packets, and skips the test where
+// it cannot.
+func queueOrSkip(t *testing.T, n *testNetns) string {
+	t.Helper()
 	var how string
 	n.do(func() { how, _ = QueueSupport() })
 	if how == "" {
 		t.Skip("this host cannot queue packets")
 	}
-	spec := GuardSpec{Table: "inet mig-guard-test", Ports: []int{port}, NewConnections: NewHold, Queue: how, Established: true, Deadline: time.Minute}
+	return how
+}
+
+// startTestGuard starts a guard for spec in n, stopped when the test ends.
+func startTestGuard(t *testing.T, n *testNetns, spec GuardSpec) {
+	t.Helper()
 	var err error
 	n.do(func() { _, err = StartGuard(context.Background(), 0, spec) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.do(func() { StopGuard(context.Background(), 0, spec.Table) }) })
+}
+
+// TestGuardHolds: a SYN that comes while the guard holds waits, and gets
+// through as soon as the guard is released after a listener came, with no
+// SYN retransmit (which would take a second).
+func TestGuardHolds(t *testing.T) {
+	n := newTestNetns(t)
+	const port = testPortBase + 90
+	how := queueOrSkip(t, n)
+	spec := GuardSpec{Table: "inet mig-guard-test", Ports: []int{port}, NewConnections: NewHold, Queue: how, Established: true, Deadline: time.Minute}
+	var err error
+	startTestGuard(t, n, spec)
 	type result struct {
 		took time.Duration
 		err  error
@@ -163,11 +178,7 @@ func TestGuardHolds(t *testing.T) {
 func TestGuardHoldsEstablished(t *testing.T) {
 	n := newTestNetns(t)
 	const port = testPortBase + 93
-	var how string
-	n.do(func() { how, _ = QueueSupport() })
-	if how == "" {
-		t.Skip("this host cannot queue packets")
-	}
+	how := queueOrSkip(t, n)
 	var ln net.Listener
 	var err error
 	n.do(func() { ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)) })
@@ -197,11 +208,7 @@ func TestGuardHoldsEstablished(t *testing.T) {
 
 	spec := GuardSpec{Table: "inet mig-guard-test", Ports: []int{port}, NewConnections: NewHold, Queue: how,
 		Established: true, HoldEstablished: true, Deadline: time.Minute}
-	n.do(func() { _, err = StartGuard(context.Background(), 0, spec) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.do(func() { StopGuard(context.Background(), 0, spec.Table) }) })
+	startTestGuard(t, n, spec)
 	// Five bytes: the queue's message for the segment is not padded.
 	if _, err := c.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
