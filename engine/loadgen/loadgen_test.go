@@ -97,6 +97,31 @@ func TestStall(t *testing.T) {
 }
 
 // A closed port counts as refused, not as latency.
+// TestSchedule checks that due times fall on the grid and keep the rate:
+// 400 a second every 2.5 ms, so two on every 5 ms step.
+func TestSchedule(t *testing.T) {
+	start := time.Now()
+	s := schedule{start: start, offset: float64(time.Millisecond), period: float64(2500 * time.Microsecond)}
+	perStep := map[time.Duration]int{}
+	prev := time.Duration(-1)
+	for k := range 400 {
+		d := s.due(k).Sub(start)
+		if d%(5*time.Millisecond) != 0 || d < prev || d >= time.Second {
+			t.Fatalf("due(%d) = %v after %v", k, d, prev)
+		}
+		perStep[d]++
+		prev = d
+	}
+	for d, n := range perStep {
+		if n != 2 {
+			t.Errorf("%d due at %v, want 2", n, d)
+		}
+	}
+	if len(perStep) != 200 {
+		t.Errorf("%d steps, want 200", len(perStep))
+	}
+}
+
 func TestRefused(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
