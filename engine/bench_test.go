@@ -70,17 +70,23 @@ func BenchmarkApplyChain6(b *testing.B) {
 // bytes each), each using two others, as a generated workflow might.
 func genLocals(tb testing.TB, size int) string {
 	var b strings.Builder
-	b.WriteString("locals {\n  l0 = { name = \"service-0\", port = 8000, tags = [\"web\", \"blue\"] }\n")
-	for i := 1; b.Len() < size; i++ {
-		fmt.Fprintf(&b, "  l%d = { name = \"service-%d\", port = local.l%d.port + %d, tags = [\"web\", local.l%d.tags[1]] }\n",
-			i, i, i/2, i%7, i/3)
-	}
-	b.WriteString("}\n")
+	writeLocals(&b, size)
 	path := filepath.Join(tb.TempDir(), "locals.hcl")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	return path
+}
+
+// writeLocals writes a locals block of about size bytes, each value
+// referring to two earlier ones.
+func writeLocals(b *strings.Builder, size int) {
+	b.WriteString("locals {\n  l0 = { name = \"service-0\", port = 8000, tags = [\"web\", \"blue\"] }\n")
+	for i := 1; b.Len() < size; i++ {
+		fmt.Fprintf(b, "  l%d = { name = \"service-%d\", port = local.l%d.port + %d, tags = [\"web\", local.l%d.tags[1]] }\n",
+			i, i, i/2, i%7, i/3)
+	}
+	b.WriteString("}\n")
 }
 
 // BenchmarkValidateLocals loads and validates 4 MB of locals, as

@@ -146,6 +146,12 @@ func (w *Workflow) parseFile(name string, budget *int64) (*hcl.File, hcl.Diagnos
 	if diags := CheckDepth(src, name); diags.HasErrors() {
 		return nil, diags
 	}
+	if len(src) >= piecesFrom {
+		if f, ok := parsePieces(src, name); ok {
+			w.parser.AddFile(name, f)
+			return f, nil
+		}
+	}
 	return w.parser.ParseHCL(src, name)
 }
 
@@ -155,7 +161,13 @@ func (w *Workflow) parseFile(name string, budget *int64) (*hcl.File, hcl.Diagnos
 // or heredoc, a newline in a quoted string) it returns false and leaves
 // the answer to lexDepth. Where it is unsure of a token it counts more
 // depth, never less.
-func quickDepthOK(src []byte) bool {
+func quickDepthOK(src []byte) bool { return scanSource(src, nil) }
+
+// scanSource is quickDepthOK. When visit is not nil, it is told of every
+// brace in code, '{' after it opens and '}' before it closes, and of every
+// newline in code whose innermost bracket is a brace, with the number of
+// brackets open (the file's body counts as one).
+func scanSource(src []byte, visit func(c byte, i, open int)) bool {
 	const (
 		brace   = iota
 		other   // ( [ and ${ %{ inside templates: newlines do not reset
@@ -325,9 +337,15 @@ func quickDepthOK(src []byte) bool {
 			}
 		case '{':
 			push(brace)
+			if visit != nil {
+				visit(c, i, len(stack))
+			}
 		case '(', '[':
 			push(other)
 		case '}':
+			if visit != nil && top == brace {
+				visit(c, i, len(stack))
+			}
 			if !pop() {
 				return false
 			}
@@ -350,6 +368,9 @@ func quickDepthOK(src []byte) bool {
 		case '\n':
 			if top == brace {
 				reset()
+				if visit != nil {
+					visit(c, i, len(stack))
+				}
 			}
 		case '>':
 			op()
