@@ -19,7 +19,7 @@ import (
 // rest of the file is parsed with those bodies blanked out.
 var (
 	piecesFrom = 256 << 10 // files from this size are parsed in pieces
-	pieceSize  = 16 << 10  // bytes of body items in a piece
+	pieceSize  = 2 << 10   // bytes of body items in a piece
 )
 
 // bigBlock is a top-level block whose body is parsed in pieces: items

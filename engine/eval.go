@@ -3,8 +3,11 @@ package engine
 import (
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -120,21 +123,115 @@ func (w *Workflow) evaluate(vars map[string]cty.Value) (*scopeVals, hcl.Diagnost
 }
 
 // evalLocals evaluates the local values, each after the locals it refers
-// to. The walk is iterative, so a long chain of locals cannot exhaust the
-// stack, and each local is evaluated in a context that holds only the
-// locals it refers to, so the work grows with the number of references,
-// not with the square of the number of locals.
+// to. The walk that orders them is iterative, so a long chain of locals
+// cannot exhaust the stack, and each local is evaluated in a context that
+// holds only the locals it refers to, so the work grows with the number of
+// references, not with the square of the number of locals. Locals that do
+// not depend on each other are evaluated in parallel; the diagnostics come
+// in the order of the walk.
 func (w *Workflow) evalLocals(sv *scopeVals) (map[string]cty.Value, hcl.Diagnostics) {
-	var diags hcl.Diagnostics
+	order, cyclic, cycles := w.localsOrder()
+	n := len(order)
+	at := make(map[string]int, n)
+	for i, name := range order {
+		at[name] = i
+	}
+	// A local waits for the refs ordered before it; a ref ordered after
+	// it closes a cycle, and the local has failed already.
+	deps := make([][]int, n)
+	users := make([][]int, n)
+	pending := make([]atomic.Int32, n)
+	failed := make([]bool, n)
+	for i, name := range order {
+		failed[i] = cyclic[name]
+		for _, r := range w.locals[name].refs {
+			j := at[r]
+			if j < i && !slices.Contains(deps[i], j) {
+				deps[i] = append(deps[i], j)
+				users[j] = append(users[j], i)
+			}
+		}
+		pending[i].Store(int32(len(deps[i])))
+	}
+
 	base := sv.ctx(cty.EmptyObjectVal, nil, nil)
-	locals := make(map[string]cty.Value, len(w.locals))
-	refs := func(name string) []string { return w.locals[name].refs }
+	vals := make([]cty.Value, n)
+	evalDiags := make([]hcl.Diagnostics, n)
+	eval := func(i int) {
+		vals[i] = cty.DynamicVal
+		refs := make(map[string]cty.Value, len(deps[i]))
+		for _, j := range deps[i] {
+			failed[i] = failed[i] || failed[j]
+			refs[order[j]] = vals[j]
+		}
+		if failed[i] {
+			return
+		}
+		ctx := base.NewChild()
+		ctx.Variables = map[string]cty.Value{"local": objectOrEmpty(refs)}
+		v, ds := w.locals[order[i]].Expr.Value(ctx)
+		evalDiags[i] = ds
+		if ds.HasErrors() {
+			failed[i] = true
+			return
+		}
+		w.cfg.Redact.AddMarked(v)
+		vals[i] = v
+	}
+
+	ready := make(chan int, n)
+	for i := range n {
+		if len(deps[i]) == 0 {
+			ready <- i
+		}
+	}
+	var left atomic.Int32
+	left.Store(int32(n))
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), 1+n/256) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ready {
+				eval(i)
+				for _, u := range users[i] {
+					if pending[u].Add(-1) == 0 {
+						ready <- u
+					}
+				}
+				if left.Add(-1) == 0 {
+					close(ready)
+				}
+			}
+		}()
+	}
+	if n == 0 {
+		close(ready)
+	}
+	wg.Wait()
+
+	var diags hcl.Diagnostics
+	locals := make(map[string]cty.Value, n)
+	for i, name := range order {
+		diags = append(diags, cycles[i]...)
+		diags = append(diags, evalDiags[i]...)
+		locals[name] = vals[i]
+	}
+	return locals, diags
+}
+
+// localsOrder orders the locals so that each comes after those it refers
+// to, walking them depth first from each in name order. A local is cyclic
+// when one of its refs leads back to it; cycles[i] holds the cycles found
+// since order[i-1] was ordered.
+func (w *Workflow) localsOrder() (order []string, cyclic map[string]bool, cycles []hcl.Diagnostics) {
 	const (
 		visiting = 1
 		done     = 2
 	)
 	state := make(map[string]int, len(w.locals))
-	failed := map[string]bool{} // locals that failed or depend on a failure
+	cyclic = map[string]bool{}
+	var found hcl.Diagnostics // cycles found since the last local was ordered
 	type item struct {
 		name string
 		refs []string
@@ -145,7 +242,7 @@ func (w *Workflow) evalLocals(sv *scopeVals) (map[string]cty.Value, hcl.Diagnost
 			continue
 		}
 		state[root] = visiting
-		stack := []item{{name: root, refs: refs(root)}}
+		stack := []item{{name: root, refs: w.locals[root].refs}}
 		for len(stack) > 0 {
 			it := &stack[len(stack)-1]
 			if it.next < len(it.refs) {
@@ -153,45 +250,27 @@ func (w *Workflow) evalLocals(sv *scopeVals) (map[string]cty.Value, hcl.Diagnost
 				it.next++
 				switch state[r] {
 				case visiting:
-					diags = append(diags, &hcl.Diagnostic{
+					found = append(found, &hcl.Diagnostic{
 						Severity: hcl.DiagError,
 						Summary:  "Local value cycle",
 						Detail:   fmt.Sprintf("local.%s refers to itself through other local values.", r),
 						Subject:  w.locals[r].DeclRange.Ptr(),
 					})
-					failed[it.name] = true
+					cyclic[it.name] = true
 				case 0:
 					state[r] = visiting
-					stack = append(stack, item{name: r, refs: refs(r)})
+					stack = append(stack, item{name: r, refs: w.locals[r].refs})
 				}
 				continue
 			}
-			name := it.name
-			vals := make(map[string]cty.Value, len(it.refs))
-			for _, r := range it.refs {
-				if failed[r] {
-					failed[name] = true
-				}
-				vals[r] = locals[r]
-			}
-			locals[name] = cty.DynamicVal
-			if !failed[name] {
-				ctx := base.NewChild()
-				ctx.Variables = map[string]cty.Value{"local": objectOrEmpty(vals)}
-				v, ds := w.locals[name].Expr.Value(ctx)
-				diags = append(diags, ds...)
-				if ds.HasErrors() {
-					failed[name] = true
-				} else {
-					w.cfg.Redact.AddMarked(v)
-					locals[name] = v
-				}
-			}
-			state[name] = done
+			order = append(order, it.name)
+			cycles = append(cycles, found)
+			found = nil
+			state[it.name] = done
 			stack = stack[:len(stack)-1]
 		}
 	}
-	return locals, diags
+	return order, cyclic, cycles
 }
 
 // named returns the host and workload values by their expression names.
