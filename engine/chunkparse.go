@@ -135,9 +135,14 @@ func findBigBlocks(src []byte) ([]bigBlock, bool) {
 			line = i + 1
 		case c == '{' && open == 2:
 			cur = nil
-			if isBlockHeader(src[line:i]) {
-				if nl := bytes.IndexByte(src[i:], '\n'); nl > 0 && blank(src[i+1:i+nl]) {
-					cur = &bigBlock{open: i, cuts: []int{i + nl + 1}}
+			// Bounded, so that a line of many braces stays linear.
+			if i-line <= 1024 && isBlockHeader(src[line:i]) {
+				j := i + 1
+				for j < len(src) && (src[j] == ' ' || src[j] == '\t' || src[j] == '\r') {
+					j++
+				}
+				if j < len(src) && src[j] == '\n' {
+					cur = &bigBlock{open: i, cuts: []int{j + 1}}
 				}
 			}
 		case c == '\n' && open == 2 && cur != nil:

@@ -121,3 +121,33 @@ func genLocalsSource(size int) string {
 	writeLocals(&b, size)
 	return b.String()
 }
+
+// FuzzPieces checks that whatever parses in pieces parses whole to the
+// same syntax tree:
+//
+//	go test -run '^$' -fuzz FuzzPieces ./engine
+func FuzzPieces(f *testing.F) {
+	m, _ := filepath.Glob("../workflows/*.hcl")
+	for _, name := range m {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(string(data))
+	}
+	f.Add(genLocalsSource(2000))
+	f.Fuzz(func(t *testing.T, src string) {
+		withPieces(t)
+		p, ok := parsePieces([]byte(src), "f.hcl")
+		if !ok {
+			return
+		}
+		whole, diags := hclsyntax.ParseConfig([]byte(src), "f.hcl", hcl.InitialPos)
+		if diags.HasErrors() {
+			t.Fatalf("parsed in pieces, but the whole parse fails: %s", diags.Error())
+		}
+		if !reflect.DeepEqual(p.Body, whole.Body) {
+			t.Fatal("the pieces' syntax tree differs from the whole parse's")
+		}
+	})
+}
