@@ -23,17 +23,7 @@ func withPieces(t *testing.T) {
 // shipped workflows and bodies written to trip the cuts.
 func TestPiecesSameAsWhole(t *testing.T) {
 	withPieces(t)
-	srcs := map[string]string{}
-	for _, pattern := range []string{"testdata/diags/*.hcl", "testdata/plan/*.hcl", "../workflows/*.hcl"} {
-		m, _ := filepath.Glob(pattern)
-		for _, name := range m {
-			data, err := os.ReadFile(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			srcs[name] = string(data)
-		}
-	}
+	srcs := workflowSources(t)
 	srcs["tricky"] = `# a comment
 host "ä" {
   address = "x"

@@ -11,18 +11,10 @@ import (
 // refuses, on the fixtures, the example workflows and the hostile inputs,
 // and that it clears the ordinary ones.
 func TestQuickDepth(t *testing.T) {
-	var srcs = map[string]string{}
-	for _, pattern := range []string{"testdata/diags/*.hcl", "testdata/plan/*.hcl", "../workflows/*.hcl"} {
-		m, _ := filepath.Glob(pattern)
-		for _, name := range m {
-			data, err := os.ReadFile(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			srcs[name] = string(data)
-			if !quickDepthOK(data) && !strings.Contains(name, "syntax") {
-				t.Errorf("%s: the quick scan did not clear an ordinary workflow", name)
-			}
+	srcs := workflowSources(t)
+	for name, src := range srcs {
+		if !quickDepthOK([]byte(src)) && !strings.Contains(name, "syntax") {
+			t.Errorf("%s: the quick scan did not clear an ordinary workflow", name)
 		}
 	}
 	for name, gen := range hostileInputs() {
@@ -51,4 +43,20 @@ func TestQuickDepth(t *testing.T) {
 			t.Errorf("%s: the quick scan cleared what the lexer refuses", name)
 		}
 	}
+}
+
+// workflowSources returns the fixtures and the shipped workflows, by path.
+func workflowSources(t *testing.T) map[string]string {
+	srcs := map[string]string{}
+	for _, pattern := range []string{"testdata/diags/*.hcl", "testdata/plan/*.hcl", "../workflows/*.hcl"} {
+		m, _ := filepath.Glob(pattern)
+		for _, name := range m {
+			data, err := os.ReadFile(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srcs[name] = string(data)
+		}
+	}
+	return srcs
 }
