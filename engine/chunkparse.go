@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
-// HCL's lexer makes one slice of tokens for the whole file, about 25 times
+// HCL's lexer makes one slice of tokens for the whole file, about 35 times
 // its size, and growing it dominates the parse of a large file. A large
 // file is parsed in pieces instead: the bodies of its large top-level
 // blocks (a locals block of thousands of values) are cut between their

@@ -225,9 +225,8 @@ func sleepUntil(ctx context.Context, timer *time.Timer, t time.Time) bool {
 }
 
 // keepAlive sends the requests due on sched, one at a time over one kept
-// connection, dialling again after a failure. Once ctx
-// ends it still sends those already due, until hard closes; the rest
-// count as unsent.
+// connection, dialling again after a failure. Once ctx ends it still sends
+// those already due, until hard closes; the rest count as unsent.
 func (g *Generator) keepAlive(ctx context.Context, hard chan struct{}, runStart time.Time, sched schedule) {
 	var c net.Conn
 	var br *bufio.Reader
