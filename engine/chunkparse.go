@@ -3,8 +3,6 @@ package engine
 import (
 	"bytes"
 	"fmt"
-	"runtime"
-	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/hcl/v2"
@@ -85,27 +83,15 @@ func parsePieces(src []byte, filename string) (*hcl.File, bool) {
 	}
 
 	var failed atomic.Bool
-	next := make(chan *piece)
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(pieces)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for p := range next {
-				pf, diags := hclsyntax.ParseConfig(src[p.start:p.end], filename, hcl.Pos{Line: p.line, Column: 1, Byte: p.start})
-				if len(diags) > 0 {
-					failed.Store(true)
-					continue
-				}
-				p.body = pf.Body.(*hclsyntax.Body)
-			}
-		}()
-	}
-	for _, p := range pieces {
-		next <- p
-	}
-	close(next)
-	wg.Wait()
+	inParallel(len(pieces), func(i int) {
+		p := pieces[i]
+		pf, diags := hclsyntax.ParseConfig(src[p.start:p.end], filename, hcl.Pos{Line: p.line, Column: 1, Byte: p.start})
+		if len(diags) > 0 {
+			failed.Store(true)
+			return
+		}
+		p.body = pf.Body.(*hclsyntax.Body)
+	})
 	if failed.Load() {
 		return nil, false
 	}
