@@ -33,6 +33,9 @@ func hostileInputs() map[string]func() string {
 		"heredocs": func() string { return "locals {\n  a = " + r("<<X\n${", 2000) + "1" + r("}\nX\n", 2000) + "}\n" },
 		"blocks":   func() string { return "step \"fake\" \"x\" {\n" + r("a {\n", n/4) + r("}\n", n/4) + "}\n" },
 		"for":      func() string { return "locals { a = " + r("[for x in ", n/10) + "[1]" + r(" : x]", n/10) + " }\n" },
+		// Tokens as dense as they come, under MaxSourceBytes.
+		"dense_blocks": func() string { return r("a{}", 1_300_000) + "\n" },
+		"dense_list":   func() string { return "locals {\n  a = [" + r("1,", 1_900_000) + "1]\n}\n" },
 		"too_large": func() string {
 			return "locals {\n" + r("  a_long_name_for_a_local_value = \"with a value that goes on\"\n", 50<<20/64) + "}\n"
 		},

@@ -21,6 +21,11 @@ const (
 	// parentheses, templates and their directives, plus the operators
 	// chained at each level (each one adds a level to the syntax tree).
 	MaxDepth = 256
+	// MaxTokens bounds a file's tokens, as tokenEstimate counts them: HCL
+	// holds a whole file's tokens at 96 bytes each, and its syntax tree
+	// takes about as much again. 4 MB of ordinary locals count 1.5
+	// million; 4 MB of one-letter tokens would count 4 million.
+	MaxTokens = 2_000_000
 )
 
 // ReadSource reads a workflow or variable file of at most limit bytes.
@@ -43,6 +48,44 @@ func ReadSource(name string, limit int64) ([]byte, hcl.Diagnostics) {
 		}}
 	}
 	return src, nil
+}
+
+// CheckTokens reports a source that holds more than MaxTokens.
+func CheckTokens(src []byte, filename string) hcl.Diagnostics {
+	n := tokenEstimate(src)
+	if n <= MaxTokens {
+		return nil
+	}
+	return hcl.Diagnostics{{
+		Severity: hcl.DiagError,
+		Summary:  "File too dense",
+		Detail: fmt.Sprintf("%s holds about %d tokens (words, numbers and symbols), more than the %d that mig parses in a file: "+
+			"split it into several files.", filename, n, MaxTokens),
+		Subject: &hcl.Range{Filename: filename, Start: hcl.InitialPos, End: hcl.InitialPos},
+	}}
+}
+
+// tokenEstimate counts roughly the tokens HCL's lexer makes of src: a
+// run of letters, digits, underscores or non-ASCII bytes is one, and so
+// is every other byte but a space, tab or carriage return. For ordinary
+// workflows it counts about 5 % more than the lexer.
+func tokenEstimate(src []byte) int {
+	n := 0
+	word := false
+	for _, c := range src {
+		switch {
+		case c == '_' || c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'z' || c >= 0x80:
+			if !word {
+				n++
+			}
+			word = true
+			continue
+		case c != ' ' && c != '\t' && c != '\r':
+			n++
+		}
+		word = false
+	}
+	return n
 }
 
 // CheckDepth reports the first place where src nests deeper than MaxDepth.
@@ -144,6 +187,9 @@ func (w *Workflow) parseFile(name string, budget *int64) (*hcl.File, hcl.Diagnos
 	}
 	*budget -= int64(len(src))
 	if diags := CheckDepth(src, name); diags.HasErrors() {
+		return nil, diags
+	}
+	if diags := CheckTokens(src, name); diags.HasErrors() {
 		return nil, diags
 	}
 	if len(src) >= piecesFrom {

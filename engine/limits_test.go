@@ -18,7 +18,7 @@ func TestQuickDepth(t *testing.T) {
 		}
 	}
 	for name, gen := range hostileInputs() {
-		if name != "too_large" {
+		if name != "too_large" && !strings.HasPrefix(name, "dense") { // refused before any depth check
 			srcs[name] = gen()
 		}
 	}

@@ -56,6 +56,9 @@ Examples:
 		if !diags.HasErrors() {
 			diags = engine.CheckDepth(src, name)
 		}
+		if !diags.HasErrors() {
+			diags = engine.CheckTokens(src, name)
+		}
 		if diags.HasErrors() {
 			c.printDiags(nil, diags)
 			return exitUsage
