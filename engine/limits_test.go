@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
 
 // TestQuickDepth checks that the quick scan never clears what the lexer
@@ -59,4 +62,18 @@ func workflowSources(t *testing.T) map[string]string {
 		}
 	}
 	return srcs
+}
+
+// TestTokenEstimate checks that the byte count of tokens stays close to
+// what HCL's lexer makes, on the fixtures and the shipped workflows.
+func TestTokenEstimate(t *testing.T) {
+	srcs := workflowSources(t)
+	srcs["locals"] = genLocalsSource(200_000)
+	for name, src := range srcs {
+		toks, _ := hclsyntax.LexConfig([]byte(src), name, hcl.InitialPos)
+		est, lexed := tokenEstimate([]byte(src)), len(toks)-1 // without the EOF
+		if ratio := float64(est) / float64(lexed); ratio < 0.9 || ratio > 1.25 {
+			t.Errorf("%s: estimated %d tokens, the lexer made %d", name, est, lexed)
+		}
+	}
 }
