@@ -36,6 +36,7 @@ func hostileInputs() map[string]func() string {
 		// Tokens as dense as they come, under MaxSourceBytes.
 		"dense_blocks": func() string { return r("a{}", 1_300_000) + "\n" },
 		"dense_list":   func() string { return "locals {\n  a = [" + r("1,", 1_900_000) + "1]\n}\n" },
+		"dense_parens": func() string { return "locals { a = " + r("(", 2_000_000) + "1" + r(")", 2_000_000) + " }\n" },
 		"too_large": func() string {
 			return "locals {\n" + r("  a_long_name_for_a_local_value = \"with a value that goes on\"\n", 50<<20/64) + "}\n"
 		},

@@ -215,10 +215,11 @@ func (w *Workflow) parseFile(name string, budget *int64) (*hcl.File, hcl.Diagnos
 		return nil, diags
 	}
 	*budget -= int64(len(src))
-	if diags := CheckDepth(src, name); diags.HasErrors() {
+	// Tokens first: the depth check lexes what its quick scan cannot clear.
+	if diags := CheckTokens(src, name); diags.HasErrors() {
 		return nil, diags
 	}
-	if diags := CheckTokens(src, name); diags.HasErrors() {
+	if diags := CheckDepth(src, name); diags.HasErrors() {
 		return nil, diags
 	}
 	if len(src) >= piecesFrom {
