@@ -50,8 +50,17 @@ func ReadSource(name string, limit int64) ([]byte, hcl.Diagnostics) {
 	return src, nil
 }
 
-// CheckTokens reports a source that holds more than MaxTokens.
-func CheckTokens(src []byte, filename string) hcl.Diagnostics {
+// CheckSource applies the limits that hold before HCL parses src. Tokens
+// come first: the depth check lexes what its quick scan cannot clear.
+func CheckSource(src []byte, filename string) hcl.Diagnostics {
+	if diags := checkTokens(src, filename); diags.HasErrors() {
+		return diags
+	}
+	return CheckDepth(src, filename)
+}
+
+// checkTokens reports a source that holds more than MaxTokens.
+func checkTokens(src []byte, filename string) hcl.Diagnostics {
 	n := tokenEstimate(src)
 	if n <= MaxTokens {
 		return nil
@@ -215,11 +224,7 @@ func (w *Workflow) parseFile(name string, budget *int64) (*hcl.File, hcl.Diagnos
 		return nil, diags
 	}
 	*budget -= int64(len(src))
-	// Tokens first: the depth check lexes what its quick scan cannot clear.
-	if diags := CheckTokens(src, name); diags.HasErrors() {
-		return nil, diags
-	}
-	if diags := CheckDepth(src, name); diags.HasErrors() {
+	if diags := CheckSource(src, name); diags.HasErrors() {
 		return nil, diags
 	}
 	if len(src) >= piecesFrom {

@@ -54,10 +54,7 @@ Examples:
 	for _, name := range files {
 		src, diags := engine.ReadSource(name, engine.MaxSourceBytes)
 		if !diags.HasErrors() {
-			diags = engine.CheckTokens(src, name)
-		}
-		if !diags.HasErrors() {
-			diags = engine.CheckDepth(src, name)
+			diags = engine.CheckSource(src, name)
 		}
 		if diags.HasErrors() {
 			c.printDiags(nil, diags)
