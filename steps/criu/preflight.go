@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -175,18 +176,24 @@ func sysvProblems(pids []int) []string {
 	const fix = "CRIU moves SysV IPC only together with an IPC namespace of the workload's own: start the service in one (`unshare --ipc …`, or as a container), or move it cold (stop and start)"
 	var out []string
 	inTree := map[string]bool{}
+	// A server's tasks usually share one segment (PostgreSQL's postmaster
+	// and its children): one problem per set of segments, not per task.
+	var sets []string
+	tasks := map[string][]int{}
 	for _, pid := range pids {
 		inTree[strconv.Itoa(pid)] = true
 		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/ipc", pid)); err != nil || ns != self {
 			continue
 		}
-		var ids []string
-		for _, m := range sysvMaps(pid) {
-			ids = append(ids, m)
+		if ids := strings.Join(sysvMaps(pid), ", "); ids != "" {
+			if tasks[ids] == nil {
+				sets = append(sets, ids)
+			}
+			tasks[ids] = append(tasks[ids], pid)
 		}
-		if len(ids) > 0 {
-			out = append(out, fmt.Sprintf("pid %d (%s) has SysV shared memory attached (shmid %s) in the host's IPC namespace; %s", pid, commOf(pid), strings.Join(ids, ", "), fix))
-		}
+	}
+	for _, ids := range sets {
+		out = append(out, fmt.Sprintf("%s SysV shared memory attached (shmid %s) in the host's IPC namespace; %s", describeTasks(tasks[ids]), ids, fix))
 	}
 	if len(out) > 0 {
 		return out
@@ -206,6 +213,28 @@ func sysvProblems(pids []int) []string {
 		}
 	}
 	return out
+}
+
+// describeTasks names tasks as the subject of a sentence: "pid 7 (nginx)
+// has" or "pids 7, 8 and 9 (nginx) have", up to five pids.
+func describeTasks(pids []int) string {
+	if len(pids) == 1 {
+		return fmt.Sprintf("pid %d (%s) has", pids[0], commOf(pids[0]))
+	}
+	var names, shown []string
+	for i, pid := range pids {
+		if c := commOf(pid); !slices.Contains(names, c) {
+			names = append(names, c)
+		}
+		if i < 5 {
+			shown = append(shown, strconv.Itoa(pid))
+		}
+	}
+	list := strings.Join(shown[:len(shown)-1], ", ") + " and " + shown[len(shown)-1]
+	if more := len(pids) - len(shown); more > 0 {
+		list = fmt.Sprintf("%s and %d more", strings.Join(shown, ", "), more)
+	}
+	return fmt.Sprintf("%d tasks, pids %s (%s), have", len(pids), list, strings.Join(names, ", "))
 }
 
 // sysvMaps lists the shmids pid has attached ("/SYSV<key> (deleted)"

@@ -31,8 +31,30 @@ func preflightHelper(mode string, args []string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		// Gone with the process.
+		// args[0] children attach it too, as a server's workers do.
+		n, _ := strconv.Atoi(append(args, "0")[0])
+		for range n {
+			child := exec.Command(os.Args[0], "preflight-helper", "shmat", strconv.Itoa(id))
+			child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			out, _ := child.StdoutPipe()
+			child.Stderr = os.Stderr
+			if err := child.Start(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			if _, err := out.Read(make([]byte, 8)); err != nil {
+				fmt.Fprintln(os.Stderr, "child:", err)
+				return 1
+			}
+		}
+		// Gone with the processes.
 		unix.SysvShmCtl(id, unix.IPC_RMID, nil)
+	case "shmat":
+		id, _ := strconv.Atoi(args[0])
+		if _, err := unix.SysvShmAttach(id, 0, 0); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	case "unix":
 		l, err := net.Listen("unix", args[0])
 		if err != nil {
@@ -107,6 +129,26 @@ func TestPreflightSysVShm(t *testing.T) {
 	_, _, err := Process{}.resolveFor(context.Background(), Env{}, processWorkload(t, map[string]any{"pid": pid}), nil)
 	if err == nil || !strings.Contains(err.Error(), "SysV") {
 		t.Errorf("resolveFor (before every dump) = %v, want the SysV refusal", err)
+	}
+}
+
+// A server's tasks sharing one segment make one problem, naming them all.
+func TestPreflightSysVShmShared(t *testing.T) {
+	needRoot(t)
+	pid := startHelper(t, nil, "shm", "2")
+	r := resolvePID(t, pid)
+	t.Cleanup(func() {
+		for _, p := range r.PIDs {
+			if p != pid {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+	})
+	if r.Tasks != 3 {
+		t.Fatalf("tasks %d, want the helper and its 2 children", r.Tasks)
+	}
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "3 tasks, pids "+strconv.Itoa(pid)) || !strings.Contains(r.Problems[0], "unshare --ipc") {
+		t.Fatalf("problems %q, want one naming the 3 tasks, with its fix", r.Problems)
 	}
 }
 
