@@ -18,8 +18,11 @@ import (
 
 // Each rollback test fails a migration after the source was frozen and
 // checks that the source resumed with its state and that nothing leaked.
+// Where the target never served, the clients running through it (c, when
+// not nil) must see a pause and nothing else: their connections were
+// never moved for good.
 
-func rollback(t *testing.T, s *service, workflow string) *engine.Record {
+func rollback(t *testing.T, s *service, workflow string, c *clients) *engine.Record {
 	t.Helper()
 	before, err := count()
 	if err != nil {
@@ -76,6 +79,9 @@ func rollback(t *testing.T, s *service, workflow string) *engine.Record {
 	if out := labRun(t, "h2", "cat", "/proc/self/mountinfo"); strings.Contains(out, "criu") {
 		t.Errorf("h2 has a CRIU mount left: %s", out)
 	}
+	if c != nil {
+		c.stop(t)
+	}
 	return rec
 }
 
@@ -86,7 +92,7 @@ func TestRollbackVerify(t *testing.T) {
 	dir := workflowWith(t, "testdata/rollback-verify", map[string]string{
 		"settings.hcl": "settings {\n  rollback_after_serving = true\n}\n",
 	})
-	rollback(t, startCounter(t), dir)
+	rollback(t, startCounter(t), dir, nil)
 }
 
 // TestVerifyFailsKeepsTarget: the target serves, then a later check
@@ -144,7 +150,7 @@ func TestRollbackRestore(t *testing.T) {
 	s := startCounter(t, lab.StartOptions{Log: "/tmp/counter.log"})
 	labRun(t, "h2", "touch", "/tmp/counter.log")
 	t.Cleanup(func() { labRun(t, "h2", "rm", "-f", "/tmp/counter.log") })
-	rec := rollback(t, s, "testdata/rollback-restore.hcl")
+	rec := rollback(t, s, "testdata/rollback-restore.hcl", startClients(t))
 	// The run record keeps CRIU's full log of the failed restore.
 	b, err := os.ReadFile(filepath.Join(rec.RunDir, "steps", "step.start", "1-dst-restore.log"))
 	if err != nil || !strings.Contains(string(b), "tmp/counter.log") {
@@ -155,7 +161,40 @@ func TestRollbackRestore(t *testing.T) {
 // TestRollbackCopy: the copy is killed midway.
 func TestRollbackCopy(t *testing.T) {
 	needLab(t)
-	rollback(t, startCounter(t), "testdata/rollback-copy.hcl")
+	s := startCounter(t)
+	rollback(t, s, "testdata/rollback-copy.hcl", startClients(t))
+}
+
+// TestRollbackLazy: lazy.hcl, whose restore fails (the target lost the
+// counter's log after preflight) before the target serves. The source is
+// still traced by CRIU's page server when the undo resumes it, and its
+// connections are in repair mode: it must not run before they are out of
+// it, or its clients' connections are reset.
+func TestRollbackLazy(t *testing.T) {
+	needLab(t)
+	s := startCounter(t, lab.StartOptions{Log: "/tmp/counter.log"})
+	labRun(t, "h2", "touch", "/tmp/counter.log")
+	t.Cleanup(func() { labRun(t, "h2", "rm", "-f", "/tmp/counter.log") })
+	b, err := os.ReadFile("lazy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const dep = "  depends_on = [step.vip]\n  timeout    = \"5m\""
+	if strings.Count(string(b), dep) != 1 {
+		t.Fatalf("lazy.hcl: the restore's depends_on is not %q", dep)
+	}
+	dir := t.TempDir()
+	body := strings.Replace(string(b), dep, "  depends_on = [step.vip, step.lose_log]\n  timeout    = \"5m\"", 1) + `
+step "exec" "lose_log" {
+  host       = host.dst
+  argv       = ["rm", "-f", "/tmp/counter.log"]
+  depends_on = [step.final]
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "lazy.hcl"), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rollback(t, s, dir, startClients(t))
 }
 
 // TestInterruptRollsBack: Ctrl-C (SIGINT) while the source is being

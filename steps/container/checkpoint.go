@@ -178,7 +178,7 @@ func (r Runtime) Resume(id, dir string) error {
 	if err != nil {
 		return fmt.Errorf("container %q: %w", id, err)
 	}
-	if err := repairOff(pids); err != nil {
+	if err := criu.RepairOff(pids); err != nil {
 		return fmt.Errorf("container %q: TCP repair mode: %w", id, err)
 	}
 	for _, pid := range pids {

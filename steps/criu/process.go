@@ -310,17 +310,27 @@ func withBytes(stats map[string]float64, dir string) map[string]float64 {
 }
 
 // release stops a lazy dump's page server, if any, and returns the held
-// tree's PIDs.
+// tree's PIDs, stopped.
 func (held Held) release(ctx context.Context) ([]int, error) {
+	pids := held.tasks()
 	var err error
 	if held.LazyPID > 0 && alive(held.LazyPID) {
+		// The page server still traces the tasks: once it is gone they
+		// would run at once, before the caller takes their sockets out
+		// of repair mode. A stop sent now waits until it lets go.
+		signalAll(pids, syscall.SIGSTOP)
 		syscall.Kill(held.LazyPID, syscall.SIGKILL)
 		err = waitGone(ctx, []int{held.LazyPID}, 5*time.Second)
 	}
+	return pids, err
+}
+
+// tasks are the held tree's PIDs that are still the tasks it held.
+func (held Held) tasks() []int {
 	if len(held.PIDs) == 0 && held.PID > 0 {
-		return tree(held.PID), err
+		return tree(held.PID)
 	}
-	return sameTasks(held.PIDs, held.Starts), err
+	return sameTasks(held.PIDs, held.Starts)
 }
 
 func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error {
@@ -333,6 +343,12 @@ func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error
 	}
 	if held.HoldTable == "" && held.PID > 0 {
 		held.HoldTable = holdTable(held.PID)
+	}
+	// The dump left the established connections in repair mode (CRIU
+	// unlocks them only for tasks it lets run): out of it before the tasks
+	// run, or their peers get resets.
+	if err := RepairOff(pids); err != nil {
+		errs = append(errs, fmt.Errorf("TCP repair mode: %w", err))
 	}
 	errs = append(errs, signalAll(pids, syscall.SIGCONT))
 	// Held SYNs go to the listener that runs again.

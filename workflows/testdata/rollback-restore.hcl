@@ -68,6 +68,7 @@ probe "web" {
 step "dump" "final" {
   workload = process.web
   mode     = "disk"
+  target   = host.dst
   dir      = "/var/lib/mig/images/web"
   timeout  = "2m"
 }
