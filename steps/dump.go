@@ -175,6 +175,15 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		}
 	}
 	p.Notes = append(p.Notes, checkNotes(ctx, env, d.w.host, d.w.hostV, d.w, criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: d.mode == "lazy"}, Source: true})...)
+	if src, err := env.Hosts(d.w.host); ok && err == nil {
+		ps, err := fixedAddrProblems(ctx, src, d, r.Conns)
+		if err != nil {
+			p.Notes = append(p.Notes, fmt.Sprintf("cannot check the connections' addresses: %s", oneLine(err)))
+		}
+		for _, pr := range ps {
+			diags = append(diags, errDiag(fmt.Sprintf("Cannot move %s.%s to host %s", d.w.Kind, d.w.Name, d.target), pr+"."))
+		}
+	}
 	if d.target != "" && d.target != d.w.host {
 		feats := []string{}
 		if d.mode == "lazy" {
@@ -300,6 +309,13 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 		if err := problems(check(ctx, env, d.target, d.targetV, d.w, req)); err != nil {
 			return Result{}, fmt.Errorf("target %s: %w", d.target, err)
+		}
+		ps, err := fixedAddrProblems(ctx, src, d, r.Conns)
+		if err != nil {
+			return Result{}, err
+		}
+		if len(ps) > 0 {
+			return Result{}, fmt.Errorf("%s cannot be moved to %s, so nothing was frozen: %s", d.w.String(), d.target, joinLines(ps))
 		}
 	}
 

@@ -131,13 +131,14 @@ func startCounter(t testing.TB, opts ...lab.StartOptions) *service {
 	return startCounterWith(t, ballast, o)
 }
 
-// startCounterWith starts the counter with ballastMiB of ballast.
-func startCounterWith(t testing.TB, ballastMiB int, o lab.StartOptions) *service {
+// startCounterWith starts the counter with ballastMiB of ballast, and
+// the counter's extra flags.
+func startCounterWith(t testing.TB, ballastMiB int, o lab.StartOptions, extra ...string) *service {
 	t.Helper()
 	ctx := context.Background()
 	s := &service{pidfile: filepath.Join(theLab.Dir(), fmt.Sprintf("counter-%d.pid", time.Now().UnixNano()))}
 	o.PIDFile = s.pidfile
-	if _, err := theLab.Start(ctx, "h1", []string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-echo", fmt.Sprintf(":%d", echoPort), "-ballast", strconv.Itoa(ballastMiB)}, o); err != nil {
+	if _, err := theLab.Start(ctx, "h1", append([]string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-echo", fmt.Sprintf(":%d", echoPort), "-ballast", strconv.Itoa(ballastMiB)}, extra...), o); err != nil {
 		t.Fatal(err)
 	}
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")

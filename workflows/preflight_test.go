@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -33,6 +34,37 @@ func TestPreflightPortTaken(t *testing.T) {
 	out := refused(t, s, "cold.hcl")
 	if !strings.Contains(out, "cannot restore process.web") || !strings.Contains(out, fmt.Sprint(port)) {
 		t.Errorf("the refusal does not say why:\n%s", out)
+	}
+}
+
+// TestPreflightOwnAddress: the process keeps a connection open from h1's
+// own address (as to a database), which h2 never gets: CRIU could not
+// restore it there. apply refuses before anything is frozen, and says
+// which connection and what to do.
+func TestPreflightOwnAddress(t *testing.T) {
+	needLab(t)
+	ln, err := net.Listen("tcp", net.JoinHostPort(theLab.Gateway(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	s := startCounterWith(t, ballast, lab.StartOptions{}, "-dial", ln.Addr().String())
+	out := refused(t, s, "lazy.hcl")
+	// The diagnostic's lines are wrapped.
+	flat := strings.Join(strings.Fields(out), " ")
+	for _, want := range []string{"Cannot move process.web to host dst", "→ " + ln.Addr().String(), "host src's own address"} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("the refusal does not say %q:\n%s", want, out)
+		}
 	}
 }
 

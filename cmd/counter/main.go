@@ -31,6 +31,7 @@ func main() {
 	ballastMiB := flag.Int("ballast", 0, "MiB of memory to fill with a known pattern")
 	pidfile := flag.String("pidfile", "", "write the process id to this file")
 	echo := flag.String("echo", "", "address of a line echo server (off when empty)")
+	dial := flag.String("dial", "", "keep a TCP connection to this address open, as to a database (off when empty)")
 	flag.Parse()
 
 	if *pidfile != "" {
@@ -64,6 +65,15 @@ func main() {
 			log.Fatal(err)
 		}
 		go serveEcho(eln)
+	}
+	if *dial != "" {
+		var d net.Dialer
+		d.SetMultipathTCP(false)
+		c, err := d.Dial("tcp", *dial)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer c.Close()
 	}
 	ln, err := listenTCP(*listen)
 	if err != nil {

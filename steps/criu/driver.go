@@ -109,6 +109,9 @@ type Resolved struct {
 	// PIDs are the tree's process and thread ids, which a restore in the
 	// target host's PID namespace takes back.
 	PIDs []int `json:"pids,omitempty"`
+	// Conns are the tree's established TCP connections (IPv4), whose
+	// local addresses the target must have by the restore.
+	Conns []Conn `json:"conns,omitempty"`
 }
 
 // DumpRequest asks for a pre-dump round or the final dump.

@@ -163,6 +163,7 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 		Problems:    problems,
 		Needs:       needs,
 		PIDs:        tasks(pids),
+		Conns:       Connections(pids, nil),
 	}, nil
 }
 

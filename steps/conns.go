@@ -1,0 +1,69 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/steps/criu"
+)
+
+// fixedAddrProblems finds the connections that CRIU could not restore on
+// the target: those whose local end is the source host's own address,
+// which never moves (the address mig reaches the host at, or the one it
+// reaches the target from). Restoring one fails after the freeze ("Can't
+// bind inet socket back"). Typical are a service's own outgoing
+// connections (to a database, a cache, a replication primary), which the
+// kernel opens from the host's address, not the service's.
+func fixedAddrProblems(ctx context.Context, src host.Host, d dumpCfg, conns []criu.Conn) ([]string, error) {
+	if len(conns) == 0 || d.target == "" || d.target == d.w.host {
+		return nil, nil
+	}
+	if o, err := d.w.Options(); err != nil || !o.TCPEstablished {
+		return nil, err
+	}
+	fixed := map[netip.Addr]string{}
+	if a, err := netip.ParseAddr(hostAddress(d.w.hostV)); err == nil && !a.IsLoopback() {
+		fixed[a.Unmap()] = "the address mig reaches it at"
+	}
+	var route host.RouteResult
+	if err := host.ActRoute.Call(ctx, src, host.RouteRequest{To: targetAddress(d)}, &route, host.CallOpts{}); err != nil {
+		return nil, fmt.Errorf("find the address %s reaches %s from: %w", d.w.host, d.target, err)
+	}
+	if a, err := netip.ParseAddr(route.IP); err == nil && !a.IsLoopback() {
+		if _, ok := fixed[a.Unmap()]; !ok {
+			fixed[a.Unmap()] = "the address it reaches host " + d.target + " from"
+		}
+	}
+	var order []netip.Addr
+	byAddr := map[netip.Addr][]string{}
+	for _, c := range conns {
+		a := c.Local.Addr().Unmap()
+		if _, ok := fixed[a]; !ok {
+			continue
+		}
+		if byAddr[a] == nil {
+			order = append(order, a)
+		}
+		byAddr[a] = append(byAddr[a], fmt.Sprintf("%s → %s", c.Local, c.Remote))
+	}
+	var out []string
+	for _, a := range order {
+		list := byAddr[a]
+		what := "a TCP connection"
+		if len(list) > 1 {
+			what = fmt.Sprintf("%d TCP connections", len(list))
+		}
+		if len(list) > 3 {
+			list = append(list[:3], "…")
+		}
+		out = append(out, fmt.Sprintf("%s has %s from %s (%s), host %s's own address (%s), which host %s does not get: "+
+			"CRIU could not restore it there, and the restore would fail after the freeze. "+
+			"Have the service open such connections from the service address that moves with it (or its clients connect to that address), "+
+			"or close them before the move",
+			d.w.String(), what, a, strings.Join(list, ", "), d.w.host, fixed[a], d.target))
+	}
+	return out, nil
+}
