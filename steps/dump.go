@@ -426,9 +426,12 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	env.Log.Info("dumped", "workload", d.w.String(), "dir", d.dir, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
 	held := criu.HeldAction{Request: d.w.request(), Held: res.Held}
-	if guarded && (len(res.Conns) > 0 || !slices.Equal(res.Ports, r.Listens)) {
-		// Outgoing connections have their own ports: guard them too.
-		if err := guardUp(ctx, res.Ports, res.Conns); err != nil {
+	// Outgoing connections have their own ports: guard them too. Those on
+	// loopback cannot be reached from outside the target.
+	conns := slices.DeleteFunc(slices.Clone(res.Conns), func(c criu.Conn) bool { return c.Local.Addr().IsLoopback() })
+	if guarded && (len(conns) > 0 || !slices.Equal(res.Ports, r.Listens)) {
+		// The target's guard takes them in place, without a restart.
+		if err := guardUp(ctx, res.Ports, conns); err != nil {
 			dumpLog()
 			return Result{}, errors.Join(err, guardDown(context.WithoutCancel(ctx)), criu.ActResume.Call(context.WithoutCancel(ctx), src, held, nil, host.CallOpts{}))
 		}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -381,6 +382,11 @@ func guardPIDFile(table string) string {
 // nsPID (0: this one), detached from the caller (its own session), and
 // returns once its table is in place. It replaces a guard of the same table.
 func StartGuard(ctx context.Context, nsPID int, spec GuardSpec) (int, error) {
+	if nsPID == 0 {
+		if pid, ok := addConns(spec); ok {
+			return pid, nil
+		}
+	}
 	StopGuard(ctx, nsPID, spec.Table)
 	netns := nsOf(nsPID, "net")
 	if netns != nil {
@@ -438,7 +444,104 @@ func StartGuard(ctx context.Context, nsPID int, spec GuardSpec) (int, error) {
 	}
 	pid := cmd.Process.Pid
 	os.WriteFile(guardPIDFile(spec.Table), []byte(strconv.Itoa(pid)+"\n"), 0o600)
+	if b, err := json.Marshal(spec); err == nil {
+		os.WriteFile(guardSpecFile(spec.Table), b, 0o600)
+	}
 	return pid, nil
+}
+
+func guardSpecFile(table string) string {
+	return strings.TrimSuffix(guardPIDFile(table), ".pid") + ".json"
+}
+
+// guardQueue is the NFQUEUE number of the guard with pid.
+func guardQueue(pid int) uint16 { return uint16(1000 + pid%30000) }
+
+// addConns adds the connections of spec that the running guard of
+// spec.Table lacks to its table, in place, when that guard runs in this
+// network namespace with spec's other settings: restarting it would cost
+// a process start, in the pause when the dump found new connections. It
+// returns the guard's pid, and false when there is no such guard.
+func addConns(spec GuardSpec) (int, bool) {
+	b, err := os.ReadFile(guardPIDFile(spec.Table))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || !isGuard(pid) {
+		return 0, false
+	}
+	var old GuardSpec
+	if b, err := os.ReadFile(guardSpecFile(spec.Table)); err != nil || json.Unmarshal(b, &old) != nil {
+		return 0, false
+	}
+	var add []Conn
+	for _, c := range spec.Conns {
+		if !slices.Contains(old.Conns, c) {
+			add = append(add, c)
+		}
+	}
+	same := old
+	same.Conns, same.Deadline = spec.Conns, spec.Deadline
+	if !sameSettings(same, spec) || spec.Output {
+		return 0, false
+	}
+	if len(add) > 0 {
+		if err := old.insertConns(add, guardQueue(pid)); err != nil {
+			return 0, false
+		}
+	}
+	old.Conns = append(old.Conns, add...)
+	if b, err := json.Marshal(old); err == nil {
+		os.WriteFile(guardSpecFile(spec.Table), b, 0o600)
+	}
+	return pid, true
+}
+
+// sameSettings compares two specs, ports as sets.
+func sameSettings(a, b GuardSpec) bool {
+	pa, pb := slices.Sorted(slices.Values(a.Ports)), slices.Sorted(slices.Values(b.Ports))
+	a.Ports, b.Ports = nil, nil
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return slices.Equal(pa, pb) && bytes.Equal(ja, jb)
+}
+
+// insertConns adds to the table of g the rules that keep conns out, as
+// rules and install would have: dropped on input, and, when g holds
+// established packets, queued before routing to queue num.
+func (g GuardSpec) insertConns(conns []Conn, num uint16) error {
+	_, name, _ := strings.Cut(g.Table, " ")
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	add := g
+	add.Conns = conns
+	ts, err := add.tuples(false)
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	if g.Established {
+		m, err := tcp4Tuples(c, t, ts)
+		if err != nil {
+			return err
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: "input", Table: t}, Exprs: append(m, nftDrop)})
+	}
+	if g.NewConnections == NewHold && g.HoldEstablished {
+		if len(g.Ports) == 0 && len(g.Conns) == 0 {
+			// The guard queued nothing: it has no prerouting chain.
+			return errors.New("no queue chain")
+		}
+		m, err := tcp4Tuples(c, t, ts)
+		if err != nil {
+			return err
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: "prerouting", Table: t}, Exprs: append(m, queueExpr(g.Queue, num))})
+	}
+	return c.Flush()
 }
 
 // startIn starts cmd in the network namespace netns (nil: the calling
@@ -491,6 +594,7 @@ func StopGuard(ctx context.Context, nsPID int, table string) error {
 		}
 	}
 	os.Remove(pidfile)
+	os.Remove(guardSpecFile(table))
 	return dropNftTable(ctx, nsPID, table)
 }
 

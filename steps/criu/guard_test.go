@@ -236,6 +236,87 @@ func TestGuardHoldsEstablished(t *testing.T) {
 	t.Logf("the segment came %s after the release", at.Sub(released))
 }
 
+// TestGuardAddsConns: guarding a connection found after the guard came up
+// (an outgoing one, found by the dump) changes the running guard's table
+// in place, without a restart, and holds that connection's segments too.
+func TestGuardAddsConns(t *testing.T) {
+	n := newTestNetns(t)
+	const port, peerPort = testPortBase + 94, testPortBase + 95
+	how := queueOrSkip(t, n)
+	var ln, peer net.Listener
+	var err error
+	n.do(func() {
+		if ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			peer, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", peerPort))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	defer peer.Close()
+	// The workload's outgoing connection: out, to the peer's side.
+	var out net.Conn
+	n.do(func() { out, err = net.DialTimeout("tcp", peer.Addr().String(), 5*time.Second) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	in, err := peer.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+
+	spec := GuardSpec{Table: "inet mig-guard-test", Ports: []int{port}, NewConnections: NewHold, Queue: how,
+		Established: true, HoldEstablished: true, Deadline: time.Minute}
+	var first, second int
+	n.do(func() { first, err = StartGuard(context.Background(), 0, spec) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.do(func() { StopGuard(context.Background(), 0, spec.Table) }) })
+	local, remote := out.LocalAddr().(*net.TCPAddr).AddrPort(), out.RemoteAddr().(*net.TCPAddr).AddrPort()
+	spec.Conns = []Conn{{Local: local, Remote: remote}}
+	n.do(func() { second, err = StartGuard(context.Background(), 0, spec) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second != first {
+		t.Errorf("the guard was restarted (pid %d, then %d): want its table changed in place", first, second)
+	}
+
+	got := make(chan time.Time, 1)
+	go func() {
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(out, buf); err == nil && string(buf) == "hello" {
+			got <- time.Now()
+		}
+		close(got)
+	}()
+	if _, err := in.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case <-got:
+		t.Fatal("the added connection's segment was not held")
+	default:
+	}
+	released := time.Now()
+	n.do(func() { err = StopGuard(context.Background(), 0, spec.Table) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, ok := <-got
+	if !ok {
+		t.Fatal("the segment never came")
+	}
+	if late := at.Sub(released); late > 200*time.Millisecond {
+		t.Errorf("the segment came %s after the release: it was retransmitted, not held", late)
+	}
+}
+
 func nftTableExistsIn(n *testNetns, table string) bool {
 	var ok bool
 	n.do(func() { ok = nftTableExists(context.Background(), table) })

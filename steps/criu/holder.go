@@ -46,7 +46,7 @@ func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
 	var num uint16
 	if spec.NewConnections == NewHold {
 		var err error
-		if q, err = openQueue(uint16(1000 + os.Getpid()%30000)); err != nil {
+		if q, err = openQueue(guardQueue(os.Getpid())); err != nil {
 			logf("%v", err)
 			return 1
 		}
