@@ -260,6 +260,16 @@ func (c *clients) stop(t *testing.T) {
 	}
 }
 
+// noSYNRetransmit fails the test if a new connection waited a second or
+// more: its SYN was lost and sent again on the client's timer, instead of
+// being held.
+func (c *clients) noSYNRetransmit(t *testing.T) {
+	t.Helper()
+	if r := c.results["new-connection"]; r.slowest >= time.Second {
+		t.Errorf("a new connection waited %s: its SYN was lost and retransmitted, not held", r.slowest.Round(time.Millisecond))
+	}
+}
+
 // rstCounter records the TCP resets a lab host sends from the service
 // address, by the port they go to, with an nft set on its output.
 type rstCounter struct{ host string }

@@ -212,6 +212,55 @@ func TestContainerLive(t *testing.T) {
 	migrateContainer(t, "live", "container-live.hcl")
 }
 
+// TestContainerRollbackLazy: container-lazy.hcl, whose restore cannot
+// start (a step it waits for fails) before the target serves. The source
+// container, still traced by the lazy dump's CRIU, resumes with its
+// connections: the clients running through see a pause only.
+func TestContainerRollbackLazy(t *testing.T) {
+	needLab(t)
+	if _, err := criu.ReadLimits(true); err != nil {
+		t.Fatal(err)
+	}
+	c := startContainer(t, "lazyback")
+	b, err := os.ReadFile("container-lazy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const dep = "  depends_on = [step.vip]\n  timeout    = \"5m\""
+	if strings.Count(string(b), dep) != 1 {
+		t.Fatalf("container-lazy.hcl: the restore's depends_on is not %q", dep)
+	}
+	dir := t.TempDir()
+	body := strings.Replace(string(b), dep, "  depends_on = [step.vip, step.fail]\n  timeout    = \"5m\"", 1) + `
+step "exec" "fail" {
+  host       = host.dst
+  argv       = ["false"]
+  depends_on = [step.final]
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "container-lazy.hcl"), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, err := count()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := startClients(t)
+	rec, code, out := c.apply(dir)
+	if code != 1 || rec.State != engine.StateFailed {
+		t.Fatalf("mig apply exited %d (%s), want 1 (failed)\n%s", code, rec.State, out)
+	}
+	if st := c.state("h1", c.id); st.Status != "running" {
+		t.Fatalf("source container after the rollback: %+v, want running", st)
+	}
+	cl.stop(t)
+	cl.noSYNRetransmit(t)
+	if after, err := count(); err != nil || after <= before {
+		t.Errorf("count %d before the run, %d after (%v)", before, after, err)
+	}
+	checkClean(t)
+}
+
 // TestContainerRollback: a check that cannot pass fails the run after the
 // container was frozen, dumped, restored on h2 and served there. The
 // rollback destroys the restored container, moves the address back, and

@@ -194,7 +194,9 @@ step "exec" "lose_log" {
 	if err := os.WriteFile(filepath.Join(dir, "lazy.hcl"), []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rollback(t, s, dir, startClients(t))
+	cl := startClients(t)
+	rollback(t, s, dir, cl)
+	cl.noSYNRetransmit(t)
 }
 
 // TestInterruptRollsBack: Ctrl-C (SIGINT) while the source is being

@@ -154,9 +154,29 @@ func (r Runtime) PreDump(id string, o CheckpointOptions) error {
 	return nil
 }
 
+// signal sends sig to every task of container id.
+func (r Runtime) signal(id string, sig syscall.Signal) error {
+	c, err := r.Load(id)
+	if err != nil {
+		return err
+	}
+	pids, err := c.Processes()
+	if err != nil {
+		return fmt.Errorf("container %q: %w", id, err)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("container %q: signal pid %d: %w", id, pid, err)
+		}
+	}
+	return nil
+}
+
 // Resume undoes a held Checkpoint into dir: every task of container id
-// continues and CRIU's network lock is removed.
-func (r Runtime) Resume(id, dir string) error {
+// continues and CRIU's network lock is removed. release, when not nil,
+// lets go of new connections held meanwhile, once the lock's rules are
+// gone and before its chains go (see FlushNftTable).
+func (r Runtime) Resume(id, dir string, release func() error) error {
 	c, err := r.Load(id)
 	if err != nil {
 		return err
@@ -189,7 +209,7 @@ func (r Runtime) Resume(id, dir string) error {
 	// libcontainer marks a dumped container with this file; it is no
 	// longer true once the container runs on.
 	os.Remove(filepath.Join(r.root(), id, "checkpoint"))
-	return r.unlock(src, dir)
+	return r.unlock(src, dir, release)
 }
 
 // unlock removes CRIU's nftables network lock of a dump into dir, from
@@ -199,7 +219,7 @@ func (r Runtime) Resume(id, dir string) error {
 // A dump killed before it wrote its inventory leaves no UUID: then every
 // CRIU table of the container's own namespace goes, and none of the
 // host's, which cannot be told apart from other dumps' locks.
-func (r Runtime) unlock(src Source, dir string) error {
+func (r Runtime) unlock(src Source, dir string, release func() error) error {
 	uuid, err := dumpUUID(dir)
 	if err != nil && src.NetNS == "" {
 		return nil
@@ -216,6 +236,7 @@ func (r Runtime) unlock(src Source, dir string) error {
 		return fmt.Errorf("container %q: %w", src.ID, err)
 	}
 	var errs []error
+	var locks []string
 	for _, table := range tables {
 		_, name, _ := strings.Cut(table, " ")
 		if len(name) <= len("CRIU-") || !strings.HasPrefix(name, "CRIU-") {
@@ -224,6 +245,19 @@ func (r Runtime) unlock(src Source, dir string) error {
 		if uuid != "" && !strings.HasPrefix("CRIU-"+uuid, name) {
 			continue
 		}
+		locks = append(locks, table)
+	}
+	// The lock's rules go first and its chains last, with release
+	// between: deleting a chain drops the packets a guard holds.
+	for _, table := range locks {
+		if err := criu.FlushNftTable(netns, table); err != nil {
+			errs = append(errs, fmt.Errorf("container %q: %w", src.ID, err))
+		}
+	}
+	if release != nil {
+		errs = append(errs, release())
+	}
+	for _, table := range locks {
 		if err := criu.DeleteNftTable(netns, table); err != nil {
 			errs = append(errs, fmt.Errorf("container %q: %w", src.ID, err))
 		}

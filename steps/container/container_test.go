@@ -127,7 +127,7 @@ func TestCheckpointHoldResumeRestore(t *testing.T) {
 	}
 
 	// Rollback: the source continues.
-	if err := r.Resume("etest-src", dir1); err != nil {
+	if err := r.Resume("etest-src", dir1, nil); err != nil {
 		t.Fatal(err)
 	}
 	n = waitCount(t, b, held+2)

@@ -3,10 +3,12 @@ package container
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -168,11 +170,22 @@ func (Driver) Resume(ctx context.Context, env criu.Env, w criu.Workload, held cr
 	if err != nil {
 		return err
 	}
-	stopLazy(held.LazyPID)
-	if err := runtimeFor(env, c).Resume(c.ID, held.Dir); err != nil {
-		return err
+	rt := runtimeFor(env, c)
+	if held.LazyPID > 0 {
+		// The lazy dump's CRIU traces the tasks: once it is gone they
+		// would run at once, before Resume takes their sockets out of
+		// repair mode. A stop sent now waits until it lets go.
+		if err := rt.signal(c.ID, syscall.SIGSTOP); err != nil {
+			return err
+		}
 	}
-	return criu.StopGuard(ctx, held.PID, held.HoldTable)
+	stopLazy(held.LazyPID)
+	// Held SYNs go to the listener that runs again.
+	release := func() error { return criu.StopGuard(ctx, held.PID, held.HoldTable) }
+	if err := rt.Resume(c.ID, held.Dir, release); err != nil {
+		return errors.Join(err, release())
+	}
+	return nil
 }
 
 // Kill commits Dump: the source container is destroyed, then CRIU's lock
@@ -199,7 +212,7 @@ func (Driver) Kill(ctx context.Context, env criu.Env, w criu.Workload, held criu
 		return err
 	}
 	if hasLock && held.Dir != "" {
-		if err := r.unlock(Source{ID: c.ID, NetNS: lockNS}, held.Dir); err != nil {
+		if err := r.unlock(Source{ID: c.ID, NetNS: lockNS}, held.Dir, nil); err != nil {
 			env.Log.Warn("removing the network lock", "container", c.ID, "error", err)
 		}
 	}

@@ -149,6 +149,30 @@ func DeleteNftTable(netns *os.File, table string) error {
 	return nil
 }
 
+// FlushNftTable removes the rules of table in netns (nil: this one),
+// keeping its chains. Deleting a base chain unregisters its hook, and the
+// kernel then drops every packet queued (NFQUEUE) in the namespace, a
+// guard's held SYNs included: a lock that goes while a guard holds packets
+// is flushed first, and deleted once the guard let them through.
+func FlushNftTable(netns *os.File, table string) error {
+	t, err := nftTable(table)
+	if err != nil {
+		return err
+	}
+	c, err := nftConn(netns)
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
+		return nil // no such table
+	}
+	c.FlushTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("flush table %s: %w", table, err)
+	}
+	return nil
+}
+
 // dropNftTable removes CRIU's lock table from pid's network namespace.
 func dropNftTable(ctx context.Context, pid int, table string) error {
 	return dropNftTableIn(ctx, nsOf(pid, "net"), table)
