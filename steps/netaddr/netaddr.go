@@ -47,9 +47,9 @@ type Result struct {
 	Announced int  `json:"announced,omitempty"`
 }
 
-// announceGap spaces the gratuitous ARPs. The add waits for them, and a
-// migration waits for the add, so the gap is short: repeats guard against
-// a lost frame, not against a slow neighbour.
+// announceGap spaces the gratuitous ARPs. The add sends the first and
+// returns; the gap is short all the same: repeats guard against a lost
+// frame, not against a slow neighbour.
 const announceGap = 2 * time.Millisecond
 
 // addr serves Act. Adding an address that is there and removing one that
@@ -95,10 +95,19 @@ func addr(ctx context.Context, c *host.Call, req Request) (Result, error) {
 			c.Log.Info("address added", "address", req.Address, "interface", req.Interface)
 		}
 		if req.Announce > 0 && prefix.Addr().Is4() {
-			n, err := announce(ctx, req.Interface, prefix.Addr(), req.Announce)
+			n, err := announce(ctx, req.Interface, prefix.Addr(), 1)
 			res.Announced = n
 			if err != nil {
 				return res, fmt.Errorf("announce %s on %s: %w", prefix.Addr(), req.Interface, err)
+			}
+			// The repeats guard against a lost frame: the move, and so
+			// the pause, does not wait for them.
+			if more := req.Announce - 1; more > 0 {
+				res.Announced += more
+				go func() {
+					time.Sleep(announceGap)
+					announce(context.Background(), req.Interface, prefix.Addr(), more)
+				}()
 			}
 		}
 	default:
