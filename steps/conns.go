@@ -67,3 +67,23 @@ func fixedAddrProblems(ctx context.Context, src host.Host, d dumpCfg, conns []cr
 	}
 	return out, nil
 }
+
+// loopbackPeers finds the loopback connections whose other end is not in
+// the workload: a service on the source (a local database, php-fpm behind
+// nginx) that stays there. CRIU moves such a connection, but on the target
+// nothing answers it, and the workload's next use of it fails.
+func loopbackPeers(w string, conns []criu.Conn) []string {
+	mine := map[netip.AddrPort]bool{}
+	for _, c := range conns {
+		mine[c.Local] = true
+	}
+	var out []string
+	for _, c := range conns {
+		if c.Local.Addr().IsLoopback() && !mine[c.Remote] {
+			out = append(out, fmt.Sprintf("%s has a loopback connection %s → %s to a process that does not move with it: "+
+				"on the target nothing answers it, and the workload's next use of it fails (a pool that reconnects recovers). "+
+				"Move that process in the same tree or container, or have the workload connect after the move", w, c.Local, c.Remote))
+		}
+	}
+	return out
+}

@@ -183,6 +183,11 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		for _, pr := range ps {
 			diags = append(diags, errDiag(fmt.Sprintf("Cannot move %s.%s to host %s", d.w.Kind, d.w.Name, d.target), pr+"."))
 		}
+		if d.target != "" && d.target != d.w.host {
+			for _, w := range loopbackPeers(d.w.String(), r.Conns) {
+				diags = append(diags, warnDiag("Connection to a process that stays on "+d.w.host, w+"."))
+			}
+		}
 	}
 	if d.target != "" && d.target != d.w.host {
 		feats := []string{}
@@ -316,6 +321,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 		if len(ps) > 0 {
 			return Result{}, fmt.Errorf("%s cannot be moved to %s, so nothing was frozen: %s", d.w.String(), d.target, joinLines(ps))
+		}
+		for _, w := range loopbackPeers(d.w.String(), r.Conns) {
+			env.Log.Warn(w)
 		}
 	}
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -66,6 +67,34 @@ func TestPreflightOwnAddress(t *testing.T) {
 			t.Errorf("the refusal does not say %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestLoopbackPeerWarned: the process keeps a loopback connection to a
+// service on h1 that does not move with it. The move goes on (a pool that
+// reconnects recovers), and apply warns that the connection will be dead
+// on h2.
+func TestLoopbackPeerWarned(t *testing.T) {
+	needLab(t)
+	peer := filepath.Join(theLab.Dir(), "peer.pid")
+	if _, err := theLab.Start(context.Background(), "h1", []string{counterBin, "-listen", "127.0.0.1:9099"}, lab.StartOptions{PIDFile: peer}); err != nil {
+		t.Fatal(err)
+	}
+	// The service's clean-up kills every counter, this one included.
+	t.Cleanup(func() { os.Remove(peer) })
+	waitFor(t, 5*time.Second, func() error {
+		_, err := theLab.Output(context.Background(), "h1", "sh", "-c", "grep -q ':238B ' /proc/net/tcp")
+		return err
+	})
+	s := startCounterWith(t, ballast, lab.StartOptions{}, "-dial", "127.0.0.1:9099")
+	_, code, out := s.apply(t, "lazy.hcl")
+	if code != 0 {
+		t.Fatalf("apply exited %d, want 0\n%s", code, out)
+	}
+	flat := strings.Join(strings.Fields(out), " ")
+	if !strings.Contains(flat, "→ 127.0.0.1:9099 to a process that does not move with it") {
+		t.Errorf("apply does not warn about the connection to 127.0.0.1:9099:\n%s", out)
+	}
+	arrived(t, 0)
 }
 
 // TestPreflightPIDTaken: a process on the target has the counter's PID.
