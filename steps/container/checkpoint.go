@@ -3,6 +3,7 @@ package container
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -126,11 +127,22 @@ func (r Runtime) checkpointHeld(c *libcontainer.Container, opts *libcontainer.Cr
 	if err := c.Pause(); err != nil {
 		return fmt.Errorf("freeze: %w", err)
 	}
+	defer pushPageServer(opts)()
 	err := r.withCRIU([]string{"network-lock nftables", "leave-stopped"}, func() error { return c.Checkpoint(opts) })
 	if err != nil {
 		c.Resume()
 	}
 	return err
+}
+
+// pushPageServer keeps CRIU's page-server socket from holding its last
+// message (criu.PushPageServer) while a checkpoint sends its pages to one.
+func pushPageServer(opts *libcontainer.CriuOpts) (stop func()) {
+	a, err := netip.ParseAddr(opts.PageServer.Address)
+	if err != nil || opts.PageServer.Port <= 0 || opts.LazyPages {
+		return func() {}
+	}
+	return criu.PushPageServer(netip.AddrPortFrom(a, uint16(opts.PageServer.Port)))
 }
 
 // PreDump writes one pre-copy round of container id, leaving it running.
@@ -144,6 +156,7 @@ func (r Runtime) PreDump(id string, o CheckpointOptions) error {
 	}
 	opts := o.criu()
 	opts.PreDump = true
+	defer pushPageServer(opts)()
 	err = r.withCRIU(nil, func() error { return c.Checkpoint(opts) })
 	if err != nil && strings.Contains(err.Error(), "MemTrack") {
 		return fmt.Errorf("container %q: pre-dump impossible on this host: the kernel has no dirty-memory tracking (CONFIG_MEM_SOFT_DIRTY); %w", id, err)

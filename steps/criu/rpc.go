@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -95,6 +96,11 @@ func (b Binary) Run(ctx context.Context, op rpc.CriuReqType, opts *rpc.CriuOpts,
 	c.SetCriuPath(b.Path)
 	if nfy == nil {
 		nfy = gocriu.NoNotify{}
+	}
+	if ps := opts.GetPs(); ps != nil && op != rpc.CriuReqType_RESTORE {
+		if a, err := netip.ParseAddr(ps.GetAddress()); err == nil && ps.GetPort() > 0 {
+			defer PushPageServer(netip.AddrPortFrom(a, uint16(ps.GetPort())))()
+		}
 	}
 	done := make(chan error, 1)
 	go func() {
