@@ -59,10 +59,22 @@ func TestPreflightOwnAddress(t *testing.T) {
 		}
 	}()
 	s := startCounterWith(t, ballast, lab.StartOptions{}, "-dial", ln.Addr().String())
+	// And a client of h1's own address, on the counter's dual-stack socket
+	// (its connection is in /proc/net/tcp6).
+	h1, err := theLab.Host("h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := net.Dial("tcp", net.JoinHostPort(h1.IP, strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
 	out := refused(t, s, "lazy.hcl")
 	// The diagnostic's lines are wrapped.
 	flat := strings.Join(strings.Fields(out), " ")
-	for _, want := range []string{"Cannot move process.web to host dst", "→ " + ln.Addr().String(), "host src's own address"} {
+	for _, want := range []string{"Cannot move process.web to host dst", "→ " + ln.Addr().String(), "host src's own address",
+		fmt.Sprintf("%s:%d → %s", h1.IP, port, direct.LocalAddr())} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("the refusal does not say %q:\n%s", want, out)
 		}

@@ -117,7 +117,8 @@ type Conn struct {
 }
 
 // Connections returns the established IPv4 TCP connections of a tree of
-// processes whose local port is not one of ports.
+// processes whose local port is not one of ports, those of dual-stack
+// sockets (IPv4-mapped, in /proc/net/tcp6) included.
 func Connections(pids []int, ports []int) []Conn {
 	if len(pids) == 0 {
 		return nil
@@ -132,42 +133,55 @@ func Connections(pids []int, ports []int) []Conn {
 	for _, p := range ports {
 		skip[uint16(p)] = true
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/tcp", pids[0]))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var out []Conn
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 10 || fs[3] != "01" || !mine[fs[9]] {
+	for _, table := range []string{"tcp", "tcp6"} {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pids[0], table))
+		if err != nil {
 			continue
 		}
-		l, lok := procAddr(fs[1])
-		r, rok := procAddr(fs[2])
-		if lok && rok && !skip[l.Port()] {
-			out = append(out, Conn{Local: l, Remote: r})
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if len(fs) < 10 || fs[3] != "01" || !mine[fs[9]] {
+				continue
+			}
+			l, lok := procAddr(fs[1])
+			r, rok := procAddr(fs[2])
+			if lok && rok && !skip[l.Port()] {
+				out = append(out, Conn{Local: l, Remote: r})
+			}
 		}
+		f.Close()
 	}
 	return out
 }
 
-// procAddr parses an IPv4 "0100007F:1F90" of /proc/net/tcp: the address
-// is a 32-bit word in host order, the port big-endian hex.
+// procAddr parses an address of /proc/net/tcp, "0100007F:1F90", or of
+// /proc/net/tcp6 when it is IPv4-mapped: the address is 32-bit words in
+// host order, the port big-endian hex. Other IPv6 addresses are not
+// parsed.
 func procAddr(s string) (netip.AddrPort, bool) {
 	a, p, ok := strings.Cut(s, ":")
-	if !ok || len(a) != 8 {
+	if !ok || len(a) != 8 && len(a) != 32 {
 		return netip.AddrPort{}, false
 	}
-	w, err1 := strconv.ParseUint(a, 16, 32)
-	port, err2 := strconv.ParseUint(p, 16, 16)
-	if err1 != nil || err2 != nil {
+	port, err := strconv.ParseUint(p, 16, 16)
+	if err != nil {
 		return netip.AddrPort{}, false
 	}
-	var b [4]byte
-	binary.NativeEndian.PutUint32(b[:], uint32(w))
-	return netip.AddrPortFrom(netip.AddrFrom4(b), uint16(port)), true
+	b := make([]byte, 0, 16)
+	for i := 0; i < len(a); i += 8 {
+		w, err := strconv.ParseUint(a[i:i+8], 16, 32)
+		if err != nil {
+			return netip.AddrPort{}, false
+		}
+		b = binary.NativeEndian.AppendUint32(b, uint32(w))
+	}
+	ip, _ := netip.AddrFromSlice(b)
+	if ip = ip.Unmap(); !ip.Is4() {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip, uint16(port)), true
 }
 
 // GuardSpec is what a guard keeps out of a workload's ports, in the

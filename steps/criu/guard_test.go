@@ -377,3 +377,27 @@ func TestGuardDrops(t *testing.T) {
 		t.Errorf("connect while dropped: %v, want a timeout", err)
 	}
 }
+
+func TestProcAddr(t *testing.T) {
+	for _, c := range []struct {
+		in, want string
+	}{
+		{"0100007F:1F90", "127.0.0.1:8080"},
+		// A dual-stack socket's IPv4 connection, in /proc/net/tcp6.
+		{"0000000000000000FFFF00006400510A:1F90", "10.81.0.100:8080"},
+		// ::1, and a global IPv6 address: not IPv4.
+		{"00000000000000000000000001000000:1F90", ""},
+		{"B80D0120000000000000000001000000:0050", ""},
+	} {
+		got, ok := procAddr(c.in)
+		if c.want == "" {
+			if ok {
+				t.Errorf("procAddr(%s) = %s, want none", c.in, got)
+			}
+			continue
+		}
+		if !ok || got.String() != c.want {
+			t.Errorf("procAddr(%s) = %s %v, want %s", c.in, got, ok, c.want)
+		}
+	}
+}
