@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,6 +211,37 @@ func TestContainerLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	migrateContainer(t, "live", "container-live.hcl")
+}
+
+// TestContainerOwnAddress: a client of h1's own address holds a connection
+// to the container (on the host's network), which CRIU could not restore on
+// h2. apply refuses before anything is frozen and names the connection.
+func TestContainerOwnAddress(t *testing.T) {
+	needLab(t)
+	c := startContainer(t, "own")
+	h1, err := theLab.Host("h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := net.Dial("tcp", net.JoinHostPort(h1.IP, strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	cmd := exec.Command(migBin, applyArgs(t.TempDir(), "container-lazy.hcl",
+		"-var", "container_id="+c.id, "-var", "restore_id="+c.restoreID, "-var", "bundle="+c.bundle)...)
+	b, _ := cmd.CombinedOutput()
+	out := string(b)
+	if code := cmd.ProcessState.ExitCode(); code != 2 {
+		t.Fatalf("mig apply exited %d, want 2 (refused before the run)\n%s", code, out)
+	}
+	flat := strings.Join(strings.Fields(out), " ")
+	if want := fmt.Sprintf("%s:%d → %s", h1.IP, port, direct.LocalAddr()); !strings.Contains(flat, want) {
+		t.Errorf("the refusal does not name the connection %s:\n%s", want, out)
+	}
+	if st := c.state("h1", c.id); st.Status != "running" {
+		t.Errorf("the container after the refusal: %+v, want running", st)
+	}
 }
 
 // TestContainerRollbackLazy: container-lazy.hcl, whose restore cannot

@@ -70,8 +70,13 @@ func (Driver) Resolve(ctx context.Context, env criu.Env, w criu.Workload) (criu.
 		return criu.Resolved{}, err
 	}
 	net := "host network"
+	var conns []criu.Conn
 	if src.NetNS != "" {
 		net = "own netns"
+	} else {
+		// On the host's network its connections have the host's
+		// addresses, which the preflight checks.
+		conns = criu.Connections(src.PIDs, nil)
 	}
 	return criu.Resolved{
 		PID:         src.InitPID,
@@ -79,6 +84,7 @@ func (Driver) Resolve(ctx context.Context, env criu.Env, w criu.Workload) (criu.
 		Description: fmt.Sprintf("container %s (init pid %d, %d tasks, %s, bundle %s)", c.ID, src.InitPID, len(src.PIDs), net, src.Bundle),
 		Tasks:       len(src.PIDs),
 		Listens:     criu.ListenPorts(src.PIDs),
+		Conns:       conns,
 	}, nil
 }
 
