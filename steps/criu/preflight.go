@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,6 +39,7 @@ func preflight(pids []int) ([]string, Needs) {
 	var problems []string
 	files, dirs := map[string]bool{}, map[string]bool{}
 	problems = append(problems, sysvProblems(pids)...)
+	problems = append(problems, externalUnixProblems(pids)...)
 	if p := rlimitProblem(pids); p != "" {
 		problems = append(problems, p)
 	}
@@ -235,6 +237,55 @@ func describeTasks(pids []int) string {
 		list = fmt.Sprintf("%s and %d more", strings.Join(shown, ", "), more)
 	}
 	return fmt.Sprintf("%d tasks, pids %s (%s), have", len(pids), list, strings.Join(names, ", "))
+}
+
+// externalUnixProblems finds the unix stream sockets of the tree connected
+// to a process outside it (php-fpm behind nginx, a database's socket):
+// CRIU refuses them ("External socket is used") after the freeze.
+func externalUnixProblems(pids []int) []string {
+	mine := map[uint32]int{} // inode: the pid that has it
+	for _, pid := range pids {
+		for ino := range socketInodes(pid) {
+			if n, err := strconv.ParseUint(ino, 10, 32); err == nil {
+				mine[uint32(n)] = pid
+			}
+		}
+	}
+	socks, err := netlink.UnixSocketDiagInfo()
+	if err != nil && len(socks) == 0 {
+		return nil
+	}
+	names := map[uint32]string{}
+	for _, sk := range socks {
+		if sk.Name != nil {
+			// netlink's value runs past the name: a path ends at its
+			// first NUL; an abstract name starts with one (shown "@").
+			name, abstract := strings.CutPrefix(*sk.Name, "\x00")
+			name, _, _ = strings.Cut(name, "\x00")
+			if abstract {
+				name = "@" + name
+			}
+			names[sk.DiagMsg.INode] = name
+		}
+	}
+	var out []string
+	for _, sk := range socks {
+		pid, ok := mine[sk.DiagMsg.INode]
+		if !ok || sk.Peer == nil || *sk.Peer == 0 || sk.DiagMsg.Type == unix.SOCK_DGRAM {
+			continue
+		}
+		if _, in := mine[*sk.Peer]; in {
+			continue
+		}
+		peer := names[*sk.Peer]
+		if peer == "" {
+			peer = fmt.Sprintf("unnamed socket %d", *sk.Peer)
+		}
+		out = append(out, fmt.Sprintf("pid %d (%s) has a unix socket connected to %s, a process that does not move with it: "+
+			"CRIU cannot checkpoint it (\"External socket is used\"), and the dump would fail after the freeze. "+
+			"Move that process in the same tree or container, or have the workload connect after the move", pid, commOf(pid), peer))
+	}
+	return out
 }
 
 // sysvMaps lists the shmids pid has attached ("/SYSV<key> (deleted)"

@@ -55,6 +55,13 @@ func preflightHelper(mode string, args []string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+	case "unixconnect":
+		c, err := net.Dial("unix", args[0])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer c.Close()
 	case "unix":
 		l, err := net.Listen("unix", args[0])
 		if err != nil {
@@ -149,6 +156,38 @@ func TestPreflightSysVShmShared(t *testing.T) {
 	}
 	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "3 tasks, pids "+strconv.Itoa(pid)) || !strings.Contains(r.Problems[0], "unshare --ipc") {
 		t.Fatalf("problems %q, want one naming the 3 tasks, with its fix", r.Problems)
+	}
+}
+
+// TestPreflightExternalUnixSocket: a process connected to a unix socket of
+// another (as php-fpm's clients, or a service's stdout to journald) cannot
+// be checkpointed alone: preflight says so, naming the socket.
+func TestPreflightExternalUnixSocket(t *testing.T) {
+	needRoot(t)
+	sock := filepath.Join(t.TempDir(), "db.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	pid := startHelper(t, nil, "unixconnect", sock)
+	r := resolvePID(t, pid)
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "unix socket connected to "+sock+", ") || !strings.Contains(r.Problems[0], "External socket") {
+		t.Fatalf("problems %q, want the connection to %s", r.Problems, sock)
+	}
+	// Its own listener's clients are not a problem.
+	own := startHelper(t, nil, "unix", filepath.Join(t.TempDir(), "own.sock"))
+	if r := resolvePID(t, own); len(r.Problems) != 0 {
+		t.Errorf("problems %q for a process with a listening unix socket, want none", r.Problems)
 	}
 }
 
