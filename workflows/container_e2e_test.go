@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -219,15 +218,7 @@ func TestContainerLive(t *testing.T) {
 func TestContainerOwnAddress(t *testing.T) {
 	needLab(t)
 	c := startContainer(t, "own")
-	h1, err := theLab.Host("h1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	direct, err := net.Dial("tcp", net.JoinHostPort(h1.IP, strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer direct.Close()
+	h1, direct := dialH1(t)
 	cmd := exec.Command(migBin, applyArgs(t.TempDir(), "container-lazy.hcl",
 		"-var", "container_id="+c.id, "-var", "restore_id="+c.restoreID, "-var", "bundle="+c.bundle)...)
 	b, _ := cmd.CombinedOutput()
@@ -254,25 +245,7 @@ func TestContainerRollbackLazy(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startContainer(t, "lazyback")
-	b, err := os.ReadFile("container-lazy.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const dep = "  depends_on = [step.vip]\n  timeout    = \"5m\""
-	if strings.Count(string(b), dep) != 1 {
-		t.Fatalf("container-lazy.hcl: the restore's depends_on is not %q", dep)
-	}
-	dir := t.TempDir()
-	body := strings.Replace(string(b), dep, "  depends_on = [step.vip, step.fail]\n  timeout    = \"5m\"", 1) + `
-step "exec" "fail" {
-  host       = host.dst
-  argv       = ["false"]
-  depends_on = [step.final]
-}
-`
-	if err := os.WriteFile(filepath.Join(dir, "container-lazy.hcl"), []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := beforeRestore(t, "container-lazy.hcl", "fail", "false")
 	before, err := count()
 	if err != nil {
 		t.Fatal(err)

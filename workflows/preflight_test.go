@@ -61,15 +61,7 @@ func TestPreflightOwnAddress(t *testing.T) {
 	s := startCounterWith(t, ballast, lab.StartOptions{}, "-dial", ln.Addr().String())
 	// And a client of h1's own address, on the counter's dual-stack socket
 	// (its connection is in /proc/net/tcp6).
-	h1, err := theLab.Host("h1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	direct, err := net.Dial("tcp", net.JoinHostPort(h1.IP, strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer direct.Close()
+	h1, direct := dialH1(t)
 	out := refused(t, s, "lazy.hcl")
 	// The diagnostic's lines are wrapped.
 	flat := strings.Join(strings.Fields(out), " ")
@@ -195,4 +187,21 @@ func TestPreflightMissingFile(t *testing.T) {
 	if after, err := count(); err != nil || after <= before || len(pidsOn(t, "h1")) != 1 {
 		t.Fatalf("the source did not keep running: %d → %d, %v", before, after, err)
 	}
+}
+
+// dialH1 connects to the service's port on h1's own address, not the
+// service address, as a client that bypasses it would; the connection is
+// closed when the test ends.
+func dialH1(t *testing.T) (lab.Host, net.Conn) {
+	t.Helper()
+	h1, err := theLab.Host("h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", net.JoinHostPort(h1.IP, strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return h1, c
 }

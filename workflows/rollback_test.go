@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -175,25 +176,7 @@ func TestRollbackLazy(t *testing.T) {
 	s := startCounter(t, lab.StartOptions{Log: "/tmp/counter.log"})
 	labRun(t, "h2", "touch", "/tmp/counter.log")
 	t.Cleanup(func() { labRun(t, "h2", "rm", "-f", "/tmp/counter.log") })
-	b, err := os.ReadFile("lazy.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const dep = "  depends_on = [step.vip]\n  timeout    = \"5m\""
-	if strings.Count(string(b), dep) != 1 {
-		t.Fatalf("lazy.hcl: the restore's depends_on is not %q", dep)
-	}
-	dir := t.TempDir()
-	body := strings.Replace(string(b), dep, "  depends_on = [step.vip, step.lose_log]\n  timeout    = \"5m\"", 1) + `
-step "exec" "lose_log" {
-  host       = host.dst
-  argv       = ["rm", "-f", "/tmp/counter.log"]
-  depends_on = [step.final]
-}
-`
-	if err := os.WriteFile(filepath.Join(dir, "lazy.hcl"), []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := beforeRestore(t, "lazy.hcl", "lose_log", "rm", "-f", "/tmp/counter.log")
 	cl := startClients(t)
 	rollback(t, s, dir, cl)
 	cl.noSYNRetransmit(t)
@@ -270,4 +253,27 @@ func interrupt(t *testing.T, at engine.EventType) {
 			t.Errorf("%s: a hold table is left: %s", h, out)
 		}
 	}
+}
+
+// beforeRestore copies the shipped workflow into a temporary directory
+// with an exec step, named name, that runs argv on the target after the
+// final dump and that the restore waits for, and returns the directory.
+func beforeRestore(t *testing.T, workflow, name string, argv ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(workflow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const dep = "  depends_on = [step.vip]\n  timeout    = \"5m\""
+	if strings.Count(string(b), dep) != 1 {
+		t.Fatalf("%s: the restore's depends_on is not %q", workflow, dep)
+	}
+	q, _ := json.Marshal(argv)
+	body := strings.Replace(string(b), dep, "  depends_on = [step.vip, step."+name+"]\n  timeout    = \"5m\"", 1) +
+		fmt.Sprintf("\nstep \"exec\" %q {\n  host       = host.dst\n  argv       = %s\n  depends_on = [step.final]\n}\n", name, q)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, filepath.Base(workflow)), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

@@ -197,43 +197,10 @@ func TestGuardHoldsEstablished(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	got := make(chan time.Time, 1)
-	go func() {
-		buf := make([]byte, 5)
-		if _, err := io.ReadFull(s, buf); err == nil && string(buf) == "hello" {
-			got <- time.Now()
-		}
-		close(got)
-	}()
-
 	spec := GuardSpec{Table: "inet mig-guard-test", Ports: []int{port}, NewConnections: NewHold, Queue: how,
 		Established: true, HoldEstablished: true, Deadline: time.Minute}
 	startTestGuard(t, n, spec)
-	// Five bytes: the queue's message for the segment is not padded.
-	if _, err := c.Write([]byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second)
-	select {
-	case <-got:
-		t.Fatal("the segment was not held")
-	default:
-	}
-	released := time.Now()
-	n.do(func() { err = StopGuard(context.Background(), 0, spec.Table) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	at, ok := <-got
-	if !ok {
-		t.Fatal("the server did not get the segment")
-	}
-	// Dropped, the segment would come again on the client's timer, which
-	// backs off from 200 ms: hundreds of milliseconds after the release.
-	if late := at.Sub(released); late > 200*time.Millisecond {
-		t.Errorf("the segment came %s after the release: it was retransmitted, not held", late)
-	}
-	t.Logf("the segment came %s after the release", at.Sub(released))
+	heldUntilRelease(t, n, spec.Table, c, s, time.Second)
 }
 
 // TestGuardAddsConns: guarding a connection found after the guard came up
@@ -286,25 +253,35 @@ func TestGuardAddsConns(t *testing.T) {
 		t.Errorf("the guard was restarted (pid %d, then %d): want its table changed in place", first, second)
 	}
 
+	heldUntilRelease(t, n, spec.Table, in, out, 500*time.Millisecond)
+}
+
+// heldUntilRelease writes five bytes on from and checks that they reach
+// to only once the guard of table in n is released, and at once then:
+// held, not dropped and sent again.
+func heldUntilRelease(t *testing.T, n *testNetns, table string, from, to net.Conn, wait time.Duration) {
+	t.Helper()
 	got := make(chan time.Time, 1)
 	go func() {
 		buf := make([]byte, 5)
-		if _, err := io.ReadFull(out, buf); err == nil && string(buf) == "hello" {
+		if _, err := io.ReadFull(to, buf); err == nil && string(buf) == "hello" {
 			got <- time.Now()
 		}
 		close(got)
 	}()
-	if _, err := in.Write([]byte("hello")); err != nil {
+	// Five bytes: the queue's message for the segment is not padded.
+	if _, err := from.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(wait)
 	select {
 	case <-got:
-		t.Fatal("the added connection's segment was not held")
+		t.Fatal("the segment was not held")
 	default:
 	}
 	released := time.Now()
-	n.do(func() { err = StopGuard(context.Background(), 0, spec.Table) })
+	var err error
+	n.do(func() { err = StopGuard(context.Background(), 0, table) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,9 +289,12 @@ func TestGuardAddsConns(t *testing.T) {
 	if !ok {
 		t.Fatal("the segment never came")
 	}
+	// Dropped, the segment would come again on the client's timer, which
+	// backs off from 200 ms: hundreds of milliseconds after the release.
 	if late := at.Sub(released); late > 200*time.Millisecond {
 		t.Errorf("the segment came %s after the release: it was retransmitted, not held", late)
 	}
+	t.Logf("the segment came %s after the release", at.Sub(released))
 }
 
 func nftTableExistsIn(n *testNetns, table string) bool {

@@ -131,22 +131,7 @@ func NftTables(netns *os.File) ([]string, error) {
 // DeleteNftTable removes table from the network namespace netns (nil:
 // this one). A table that is not there is not an error.
 func DeleteNftTable(netns *os.File, table string) error {
-	t, err := nftTable(table)
-	if err != nil {
-		return err
-	}
-	c, err := nftConn(netns)
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
-		return nil // no such table
-	}
-	c.DelTable(t)
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("delete table %s: %w", table, err)
-	}
-	return nil
+	return changeNftTable(netns, table, "delete", func(c *nftables.Conn, t *nftables.Table) { c.DelTable(t) })
 }
 
 // FlushNftTable removes the rules of table in netns (nil: this one),
@@ -155,6 +140,11 @@ func DeleteNftTable(netns *os.File, table string) error {
 // guard's held SYNs included: a lock that goes while a guard holds packets
 // is flushed first, and deleted once the guard let them through.
 func FlushNftTable(netns *os.File, table string) error {
+	return changeNftTable(netns, table, "flush", func(c *nftables.Conn, t *nftables.Table) { c.FlushTable(t) })
+}
+
+// changeNftTable applies change to table in netns, if the table exists.
+func changeNftTable(netns *os.File, table, what string, change func(*nftables.Conn, *nftables.Table)) error {
 	t, err := nftTable(table)
 	if err != nil {
 		return err
@@ -166,9 +156,9 @@ func FlushNftTable(netns *os.File, table string) error {
 	if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
 		return nil // no such table
 	}
-	c.FlushTable(t)
+	change(c, t)
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("flush table %s: %w", table, err)
+		return fmt.Errorf("%s table %s: %w", what, table, err)
 	}
 	return nil
 }
