@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -243,7 +244,10 @@ func describeTasks(pids []int) string {
 // to a process outside it (php-fpm behind nginx, a database's socket):
 // CRIU refuses them ("External socket is used") after the freeze.
 func externalUnixProblems(pids []int) []string {
-	mine := map[uint32]int{} // inode: the pid that has it
+	if len(pids) == 0 {
+		return nil
+	}
+	mine := map[uint32]int{} // socket inode: the pid that has it
 	for _, pid := range pids {
 		for ino := range socketInodes(pid) {
 			if n, err := strconv.ParseUint(ino, 10, 32); err == nil {
@@ -251,40 +255,78 @@ func externalUnixProblems(pids []int) []string {
 			}
 		}
 	}
-	socks, err := netlink.UnixSocketDiagInfo()
-	if err != nil && len(socks) == 0 {
+	streams := unixStreams(pids[0], mine)
+	if len(streams) == 0 {
 		return nil
 	}
-	names := map[uint32]string{}
-	for _, sk := range socks {
-		if sk.Name != nil {
-			// netlink's value runs past the name: a path ends at its
-			// first NUL; an abstract name starts with one (shown "@").
-			name, abstract := strings.CutPrefix(*sk.Name, "\x00")
-			name, _, _ = strings.Cut(name, "\x00")
-			if abstract {
-				name = "@" + name
-			}
-			names[sk.DiagMsg.INode] = name
+	// A sock_diag dump can come back short (interrupted by sockets that
+	// come and go): it is asked again until it has every socket wanted.
+	// In the tree's network namespace, whatever this thread's is.
+	ns, err := netns.GetFromPath(fmt.Sprintf("/proc/%d/ns/net", pids[0]))
+	if err != nil {
+		return nil
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil
+	}
+	defer h.Close()
+	var socks map[uint32]*netlink.UnixDiagInfoResp
+	for range 3 {
+		list, _ := h.UnixSocketDiagInfo()
+		socks = map[uint32]*netlink.UnixDiagInfoResp{}
+		for _, sk := range list {
+			socks[sk.DiagMsg.INode] = sk
+		}
+		if !slices.ContainsFunc(streams, func(ino uint32) bool { return socks[ino] == nil }) {
+			break
 		}
 	}
 	var out []string
-	for _, sk := range socks {
-		pid, ok := mine[sk.DiagMsg.INode]
-		if !ok || sk.Peer == nil || *sk.Peer == 0 || sk.DiagMsg.Type == unix.SOCK_DGRAM {
+	for _, ino := range streams {
+		sk := socks[ino]
+		if sk == nil || sk.Peer == nil || *sk.Peer == 0 {
 			continue
 		}
 		if _, in := mine[*sk.Peer]; in {
 			continue
 		}
-		peer := names[*sk.Peer]
-		if peer == "" {
-			peer = fmt.Sprintf("unnamed socket %d", *sk.Peer)
+		peer := fmt.Sprintf("unnamed socket %d", *sk.Peer)
+		if p := socks[*sk.Peer]; p != nil && p.Name != nil {
+			// netlink's value runs past the name: a path ends at its
+			// first NUL; an abstract name starts with one (shown "@").
+			name, abstract := strings.CutPrefix(*p.Name, "\x00")
+			name, _, _ = strings.Cut(name, "\x00")
+			if abstract {
+				name = "@" + name
+			}
+			peer = name
 		}
+		pid := mine[ino]
 		out = append(out, fmt.Sprintf("pid %d (%s) has a unix socket connected to %s, a process that does not move with it: "+
 			"CRIU cannot checkpoint it (\"External socket is used\"), and the dump would fail after the freeze. "+
 			"Move that process in the same tree or container, or have the workload connect after the move", pid, commOf(pid), peer))
 	}
+	return out
+}
+
+// unixStreams lists the inodes of mine that are connected unix stream or
+// seqpacket sockets, from pid's /proc/net/unix.
+func unixStreams(pid int, mine map[uint32]int) []uint32 {
+	var out []uint32
+	eachLine(fmt.Sprintf("/proc/%d/net/unix", pid), func(line string) {
+		// Num RefCount Protocol Flags Type St Inode [Path]
+		fs := strings.Fields(line)
+		if len(fs) < 7 || fs[4] == "0002" || fs[5] != "03" {
+			return // a header, a datagram socket, or not connected
+		}
+		if n, err := strconv.ParseUint(fs[6], 10, 32); err == nil {
+			if _, ok := mine[uint32(n)]; ok {
+				out = append(out, uint32(n))
+			}
+		}
+	})
 	return out
 }
 
