@@ -24,3 +24,15 @@ func TestLoopbackPeers(t *testing.T) {
 		t.Fatalf("got %q, want the connection to 127.0.0.1:5432 only", got)
 	}
 }
+
+func TestLazyShortfall(t *testing.T) {
+	if w := lazyShortfall("lazy", map[string]float64{"pages_written": 281, "pages_lazy": 36274}); w != "" {
+		t.Errorf("a lazy dump that left most pages lazy: %q, want no warning", w)
+	}
+	if w := lazyShortfall("lazy", map[string]float64{"pages_written": 36623, "pages_lazy": 0}); !strings.Contains(w, "143 MiB in the freeze") {
+		t.Errorf("a lazy dump that wrote every page: %q, want a warning with 143 MiB", w)
+	}
+	if w := lazyShortfall("disk", map[string]float64{"pages_written": 36623}); w != "" {
+		t.Errorf("a disk dump: %q, want no warning", w)
+	}
+}

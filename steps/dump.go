@@ -433,6 +433,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		return Result{}, err
 	}
 	env.Log.Info("dumped", "workload", d.w.String(), "dir", d.dir, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
+	if w := lazyShortfall(d.mode, res.Stats); w != "" {
+		env.Log.Warn(w, "workload", d.w.String(), "log", res.LogPath)
+	}
 	held := criu.HeldAction{Request: d.w.request(), Held: res.Held}
 	// Outgoing connections have their own ports: guard them too. Those on
 	// loopback cannot be reached from outside the target.
@@ -568,4 +571,17 @@ func sourceAddress(ctx context.Context, src host.Host, addr string) (string, err
 		return "", fmt.Errorf("find the address %s reaches %s from: %w", src.Name(), addr, err)
 	}
 	return route.IP, nil
+}
+
+// lazyShortfall says when a lazy dump wrote most of the memory in the
+// freeze instead of leaving it to be fetched: CRIU leaves lazy only the
+// private anonymous mappings that are not locked, and the pause then grows
+// with what it wrote (the copy after the dump carries it).
+func lazyShortfall(mode string, stats map[string]float64) string {
+	written, lazy := stats["pages_written"], stats["pages_lazy"]
+	if mode != "lazy" || written < 4096 || written < lazy {
+		return ""
+	}
+	return fmt.Sprintf("the lazy dump wrote %.0f MiB in the freeze and left %.0f MiB to be fetched: CRIU fetches lazily only private anonymous memory that is not locked (mlock), "+
+		"so shared or locked memory lengthens the pause; see the dump log", written*pageSize/(1<<20), lazy*pageSize/(1<<20))
 }
