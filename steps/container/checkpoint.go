@@ -177,10 +177,8 @@ func (r Runtime) signal(id string, sig syscall.Signal) error {
 	if err != nil {
 		return fmt.Errorf("container %q: %w", id, err)
 	}
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("container %q: signal pid %d: %w", id, pid, err)
-		}
+	if err := criu.SignalAll(pids, sig); err != nil {
+		return fmt.Errorf("container %q: %w", id, err)
 	}
 	return nil
 }
@@ -214,10 +212,8 @@ func (r Runtime) Resume(id, dir string, release func() error) error {
 	if err := criu.RepairOff(pids); err != nil {
 		return fmt.Errorf("container %q: TCP repair mode: %w", id, err)
 	}
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("container %q: continue pid %d: %w", id, pid, err)
-		}
+	if err := criu.SignalAll(pids, syscall.SIGCONT); err != nil {
+		return fmt.Errorf("container %q: continue: %w", id, err)
 	}
 	// libcontainer marks a dumped container with this file; it is no
 	// longer true once the container runs on.

@@ -485,7 +485,7 @@ func (a actions) cont(ctx context.Context, c *host.Call, req KillRestoredAction)
 	if req.Result.PID <= 0 {
 		return Continued{}, errors.New("criu.continue: no pid")
 	}
-	if err := signalAll(tree(req.Result.PID), syscall.SIGCONT); err != nil {
+	if err := SignalAll(tree(req.Result.PID), syscall.SIGCONT); err != nil {
 		return Continued{}, err
 	}
 	res := Continued{At: time.Now().UnixNano()}

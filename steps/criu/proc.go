@@ -158,8 +158,8 @@ func waitGone(ctx context.Context, pids []int, limit time.Duration) error {
 	}
 }
 
-// signalAll sends sig to every pid that is still there.
-func signalAll(pids []int, sig syscall.Signal) error {
+// SignalAll sends sig to every pid that is still there.
+func SignalAll(pids []int, sig syscall.Signal) error {
 	var first error
 	for _, p := range pids {
 		if err := syscall.Kill(p, sig); err != nil && err != syscall.ESRCH && first == nil {
@@ -167,6 +167,21 @@ func signalAll(pids []int, sig syscall.Signal) error {
 		}
 	}
 	return first
+}
+
+// socketFDs lists the descriptors of pid that are sockets.
+func socketFDs(pid int) []int {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(dir)
+	var out []int
+	for _, e := range ents {
+		if l, err := os.Readlink(dir + "/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:") {
+			if n, err := strconv.Atoi(e.Name()); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }
 
 // socketInodes returns the socket inodes open in pid.

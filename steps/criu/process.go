@@ -319,7 +319,7 @@ func (held Held) release(ctx context.Context) ([]int, error) {
 		// The page server still traces the tasks: once it is gone they
 		// would run at once, before the caller takes their sockets out
 		// of repair mode. A stop sent now waits until it lets go.
-		signalAll(pids, syscall.SIGSTOP)
+		SignalAll(pids, syscall.SIGSTOP)
 		syscall.Kill(held.LazyPID, syscall.SIGKILL)
 		err = waitGone(ctx, []int{held.LazyPID}, 5*time.Second)
 	}
@@ -351,7 +351,7 @@ func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error
 	if err := RepairOff(pids); err != nil {
 		errs = append(errs, fmt.Errorf("TCP repair mode: %w", err))
 	}
-	errs = append(errs, signalAll(pids, syscall.SIGCONT))
+	errs = append(errs, SignalAll(pids, syscall.SIGCONT))
 	// Held SYNs go to the listener that runs again.
 	errs = append(errs, StopGuard(ctx, held.PID, held.HoldTable))
 	errs = append(errs, dropNftTable(ctx, held.PID, held.NftTable))
@@ -368,7 +368,7 @@ func (Process) Kill(ctx context.Context, env Env, w Workload, held Held) error {
 	// while its network namespace is sure to be there.
 	errs = append(errs, StopGuard(ctx, held.PID, held.HoldTable))
 	netns := nsOf(held.PID, "net")
-	errs = append(errs, signalAll(pids, syscall.SIGKILL))
+	errs = append(errs, SignalAll(pids, syscall.SIGKILL))
 	errs = append(errs, waitGone(ctx, pids, 10*time.Second))
 	errs = append(errs, dropNftTableIn(ctx, netns, held.NftTable))
 	return errors.Join(errs...)
@@ -413,7 +413,7 @@ func (Process) Restore(ctx context.Context, env Env, w Workload, req RestoreRequ
 			// or a caller gone, after the restore): a failed restore
 			// leaves no copy running.
 			pids := tree(n.restoredPID)
-			signalAll(pids, syscall.SIGKILL)
+			SignalAll(pids, syscall.SIGKILL)
 			waitGone(context.WithoutCancel(ctx), pids, 10*time.Second)
 		}
 		return res, err
@@ -433,7 +433,7 @@ func (Process) KillRestored(ctx context.Context, env Env, w Workload, res Restor
 	}
 	if res.PID > 0 && sameTask(res.PID, res.Start) {
 		pids := tree(res.PID)
-		errs = append(errs, signalAll(pids, syscall.SIGKILL))
+		errs = append(errs, SignalAll(pids, syscall.SIGKILL))
 		errs = append(errs, waitGone(ctx, pids, 10*time.Second))
 	}
 	return errors.Join(errs...)

@@ -1,7 +1,6 @@
 package criu
 
 import (
-	"fmt"
 	"net/netip"
 	"os"
 	"slices"
@@ -125,21 +124,6 @@ func criuChildren() []int {
 			pid, err := strconv.Atoi(f)
 			if err == nil && !slices.Contains(out, pid) && slices.Contains(cmdline(pid), "swrk") {
 				out = append(out, pid)
-			}
-		}
-	}
-	return out
-}
-
-// socketFDs lists the descriptors of pid that are sockets.
-func socketFDs(pid int) []int {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, _ := os.ReadDir(dir)
-	var out []int
-	for _, e := range ents {
-		if l, err := os.Readlink(dir + "/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:") {
-			if n, err := strconv.Atoi(e.Name()); err == nil {
-				out = append(out, n)
 			}
 		}
 	}

@@ -3,9 +3,6 @@ package criu
 import (
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,28 +44,16 @@ func RepairOff(pids []int) error {
 
 // eachTCPSocket calls fn with a copy of each TCP socket pid has open.
 func eachTCPSocket(pid int, fn func(fd int) error) error {
-	fdDir := "/proc/" + strconv.Itoa(pid) + "/fd"
-	ents, err := os.ReadDir(fdDir)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return err
+	fds := socketFDs(pid)
+	if len(fds) == 0 {
+		return nil
 	}
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(pidfd)
-	for _, e := range ents {
-		link, err := os.Readlink(fdDir + "/" + e.Name())
-		if err != nil || !strings.HasPrefix(link, "socket:") {
-			continue
-		}
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	for _, n := range fds {
 		fd, err := unix.PidfdGetfd(pidfd, n, 0)
 		if err != nil {
 			return fmt.Errorf("fd %d: %w", n, err)
