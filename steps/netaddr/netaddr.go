@@ -147,7 +147,9 @@ func announce(ctx context.Context, ifname string, ip netip.Addr, count int) (int
 	if err != nil {
 		return 0, fmt.Errorf("packet socket: %w", err)
 	}
-	defer unix.Close(fd)
+	// Closing a packet socket waits for an RCU grace period (8–25 ms
+	// here), which the move must not wait for.
+	defer func() { go unix.Close(fd) }()
 	bcast := [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifi.Index, Halen: 6, Addr: bcast}
 	frame := garpFrame(ifi.HardwareAddr, ip)
