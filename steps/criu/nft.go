@@ -106,6 +106,21 @@ func nftTable(table string) (*nftables.Table, error) {
 	return &nftables.Table{Name: f[1], Family: family}, nil
 }
 
+// hasLockTable says whether the network namespace netns (nil: this one)
+// holds a CRIU network lock, or may (its tables cannot be listed).
+func hasLockTable(netns *os.File) bool {
+	tables, err := NftTables(netns)
+	if err != nil {
+		return true
+	}
+	for _, t := range tables {
+		if _, name, _ := strings.Cut(t, " "); strings.HasPrefix(name, "CRIU-") {
+			return true
+		}
+	}
+	return false
+}
+
 // NftTables lists the tables of the network namespace netns (nil: this
 // one) as "FAMILY NAME".
 func NftTables(netns *os.File) ([]string, error) {

@@ -93,39 +93,60 @@ func sumPagemap(b []byte, present, lazy, parent *int64) error {
 func varintFields(b []byte) (map[int]uint64, error) {
 	out := map[int]uint64{}
 	for len(b) > 0 {
-		tag, n := binary.Uvarint(b)
-		if n <= 0 {
-			return nil, errors.New("bad protobuf tag")
+		f, err := nextField(b)
+		if err != nil {
+			return nil, err
 		}
-		b = b[n:]
-		num, wire := int(tag>>3), tag&7
-		switch wire {
-		case 0:
-			v, n := binary.Uvarint(b)
-			if n <= 0 {
-				return nil, errors.New("bad protobuf varint")
-			}
-			out[num] = v
-			b = b[n:]
-		case 1:
-			if len(b) < 8 {
-				return nil, errors.New("bad protobuf fixed64")
-			}
-			b = b[8:]
-		case 5:
-			if len(b) < 4 {
-				return nil, errors.New("bad protobuf fixed32")
-			}
-			b = b[4:]
-		case 2:
-			l, n := binary.Uvarint(b)
-			if n <= 0 || uint64(len(b)-n) < l {
-				return nil, errors.New("bad protobuf length")
-			}
-			b = b[n+int(l):]
-		default:
-			return nil, errors.New("unsupported protobuf wire type")
+		if f.wire == 0 {
+			out[f.num] = f.value
 		}
+		b = b[f.size:]
 	}
 	return out, nil
+}
+
+// protoField is one field at the start of a protobuf message: its number,
+// wire type, value (varints only) and size in bytes, tag included.
+type protoField struct {
+	num   int
+	wire  uint64
+	value uint64
+	size  int
+}
+
+func nextField(b []byte) (protoField, error) {
+	tag, n := binary.Uvarint(b)
+	if n <= 0 {
+		return protoField{}, errors.New("bad protobuf tag")
+	}
+	f := protoField{num: int(tag >> 3), wire: tag & 7}
+	rest := b[n:]
+	switch f.wire {
+	case 0:
+		v, m := binary.Uvarint(rest)
+		if m <= 0 {
+			return f, errors.New("bad protobuf varint")
+		}
+		f.value, n = v, n+m
+	case 1:
+		if len(rest) < 8 {
+			return f, errors.New("bad protobuf fixed64")
+		}
+		n += 8
+	case 5:
+		if len(rest) < 4 {
+			return f, errors.New("bad protobuf fixed32")
+		}
+		n += 4
+	case 2:
+		l, m := binary.Uvarint(rest)
+		if m <= 0 || uint64(len(rest)-m) < l {
+			return f, errors.New("bad protobuf length")
+		}
+		n += m + int(l)
+	default:
+		return f, errors.New("unsupported protobuf wire type")
+	}
+	f.size = n
+	return f, nil
 }

@@ -1,0 +1,64 @@
+package criu
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// inventory builds an inventory image: img_version 2, the network-lock
+// method (when lock >= 0) and the dump's run id, as CRIU writes them.
+func inventory(lock int) []byte {
+	var e []byte
+	e = binary.AppendUvarint(e, 1<<3)
+	e = binary.AppendUvarint(e, 2)
+	if lock >= 0 {
+		e = binary.AppendUvarint(e, inventoryLockField<<3)
+		e = binary.AppendUvarint(e, uint64(lock))
+	}
+	id := "8f16d64d-f255-482a-9aa0-5d6ff24b2a0a"
+	e = binary.AppendUvarint(e, 13<<3|2)
+	e = binary.AppendUvarint(e, uint64(len(id)))
+	e = append(e, id...)
+	b := binary.LittleEndian.AppendUint32(nil, inventoryMagic)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(e)))
+	return append(b, e...)
+}
+
+func TestSkipUnlock(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      []byte
+		changed bool
+		want    []byte
+		err     bool
+	}{
+		{name: "nftables", in: inventory(lockNftables), changed: true, want: inventory(lockSkip)},
+		{name: "iptables", in: inventory(0), want: inventory(0)},
+		{name: "skip already", in: inventory(lockSkip), want: inventory(lockSkip)},
+		{name: "no method", in: inventory(-1), want: inventory(-1)},
+		{name: "not an inventory", in: []byte("garbage!garbage"), want: []byte("garbage!garbage"), err: true},
+		{name: "truncated", in: inventory(lockNftables)[:20], want: inventory(lockNftables)[:20], err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "inventory.img")
+			if err := os.WriteFile(path, tc.in, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			changed, err := skipUnlock(dir)
+			if (err != nil) != tc.err || changed != tc.changed {
+				t.Fatalf("skipUnlock = %v, %v; want changed %v, error %v", changed, err, tc.changed, tc.err)
+			}
+			got, _ := os.ReadFile(path)
+			if !bytes.Equal(got, tc.want) {
+				t.Errorf("inventory is now %x, want %x", got, tc.want)
+			}
+			if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+				t.Errorf("mode %v, want 0600", fi.Mode().Perm())
+			}
+		})
+	}
+}
