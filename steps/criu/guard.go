@@ -118,7 +118,7 @@ type Conn struct {
 
 // Connections returns the established IPv4 TCP connections of a tree of
 // processes whose local port is not one of ports, those of dual-stack
-// sockets (IPv4-mapped, in /proc/net/tcp6) included.
+// sockets (IPv4-mapped) included.
 func Connections(pids []int, ports []int) []Conn {
 	if len(pids) == 0 {
 		return nil
@@ -129,59 +129,14 @@ func Connections(pids []int, ports []int) []Conn {
 			mine[ino] = true
 		}
 	}
-	skip := map[uint16]bool{}
-	for _, p := range ports {
-		skip[uint16(p)] = true
-	}
+	socks, _ := tcpSockets(pids[0], 1<<tcpEstablished)
 	var out []Conn
-	for _, table := range []string{"tcp", "tcp6"} {
-		f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pids[0], table))
-		if err != nil {
-			continue
+	for _, s := range socks {
+		if mine[s.Inode] && s.Local.Addr().Is4() && !slices.Contains(ports, int(s.Local.Port())) {
+			out = append(out, Conn{Local: s.Local, Remote: s.Remote})
 		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fs := strings.Fields(sc.Text())
-			if len(fs) < 10 || fs[3] != "01" || !mine[fs[9]] {
-				continue
-			}
-			l, lok := procAddr(fs[1])
-			r, rok := procAddr(fs[2])
-			if lok && rok && !skip[l.Port()] {
-				out = append(out, Conn{Local: l, Remote: r})
-			}
-		}
-		f.Close()
 	}
 	return out
-}
-
-// procAddr parses an address of /proc/net/tcp, "0100007F:1F90", or of
-// /proc/net/tcp6 when it is IPv4-mapped: the address is 32-bit words in
-// host order, the port big-endian hex. Other IPv6 addresses are not
-// parsed.
-func procAddr(s string) (netip.AddrPort, bool) {
-	a, p, ok := strings.Cut(s, ":")
-	if !ok || len(a) != 8 && len(a) != 32 {
-		return netip.AddrPort{}, false
-	}
-	port, err := strconv.ParseUint(p, 16, 16)
-	if err != nil {
-		return netip.AddrPort{}, false
-	}
-	b := make([]byte, 0, 16)
-	for i := 0; i < len(a); i += 8 {
-		w, err := strconv.ParseUint(a[i:i+8], 16, 32)
-		if err != nil {
-			return netip.AddrPort{}, false
-		}
-		b = binary.NativeEndian.AppendUint32(b, uint32(w))
-	}
-	ip, _ := netip.AddrFromSlice(b)
-	if ip = ip.Unmap(); !ip.Is4() {
-		return netip.AddrPort{}, false
-	}
-	return netip.AddrPortFrom(ip, uint16(port)), true
 }
 
 // GuardSpec is what a guard keeps out of a workload's ports, in the
@@ -648,39 +603,15 @@ func waitAccepted(ctx context.Context, pid int, ports []int, limit time.Duration
 // pending counts the connections to ports that the listeners have not
 // accepted yet: their accept queues and the half-open ones.
 func pending(pid int, ports []int) int {
-	want := map[uint64]bool{}
-	for _, p := range ports {
-		want[uint64(p)] = true
-	}
-	base := "/proc/self/net"
-	if pid > 0 {
-		base = fmt.Sprintf("/proc/%d/net", pid)
-	}
+	socks, _ := tcpSockets(pid, 1<<tcpSynRecv|1<<tcpListen)
 	n := 0
-	for _, name := range []string{"tcp", "tcp6"} {
-		b, err := os.ReadFile(filepath.Join(base, name))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			fs := strings.Fields(line)
-			if len(fs) < 5 {
-				continue
-			}
-			i := strings.LastIndexByte(fs[1], ':')
-			port, err := strconv.ParseUint(fs[1][i+1:], 16, 16)
-			if err != nil || !want[port] {
-				continue
-			}
-			switch fs[3] {
-			case "03": // SYN_RECV
-				n++
-			case "0A": // LISTEN: rx_queue is the accept backlog
-				_, rx, _ := strings.Cut(fs[4], ":")
-				if q, err := strconv.ParseUint(rx, 16, 32); err == nil {
-					n += int(q)
-				}
-			}
+	for _, s := range socks {
+		switch {
+		case !slices.Contains(ports, int(s.Local.Port())):
+		case s.State == tcpSynRecv:
+			n++
+		case s.State == tcpListen:
+			n += int(s.RQueue)
 		}
 	}
 	return n

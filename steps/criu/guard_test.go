@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -358,26 +359,72 @@ func TestGuardDrops(t *testing.T) {
 	}
 }
 
-func TestProcAddr(t *testing.T) {
-	for _, c := range []struct {
-		in, want string
-	}{
-		{"0100007F:1F90", "127.0.0.1:8080"},
-		// A dual-stack socket's IPv4 connection, in /proc/net/tcp6.
-		{"0000000000000000FFFF00006400510A:1F90", "10.81.0.100:8080"},
-		// ::1, and a global IPv6 address: not IPv4.
-		{"00000000000000000000000001000000:1F90", ""},
-		{"B80D0120000000000000000001000000:0050", ""},
-	} {
-		got, ok := procAddr(c.in)
-		if c.want == "" {
-			if ok {
-				t.Errorf("procAddr(%s) = %s, want none", c.in, got)
+// TestTCPSockets lists this namespace's sockets through sock_diag: a
+// listener and its connection, IPv4 and dual-stack alike (the latter
+// unmapped), and a connection waiting in a listener's backlog.
+func TestTCPSockets(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			l, err := net.Listen(network, "127.0.0.1:0")
+			if network == "tcp" {
+				l, err = net.Listen(network, "[::]:0")
 			}
-			continue
-		}
-		if !ok || got.String() != c.want {
-			t.Errorf("procAddr(%s) = %s %v, want %s", c.in, got, ok, c.want)
-		}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			port := l.Addr().(*net.TCPAddr).Port
+			c, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// Not accepted yet: in the backlog.
+			deadline := time.Now().Add(2 * time.Second)
+			for pending(0, []int{port}) != 1 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if n := pending(0, []int{port}); n != 1 {
+				t.Errorf("pending = %d, want 1", n)
+			}
+			s, err := l.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if n := pending(0, []int{port}); n != 0 {
+				t.Errorf("pending after the accept = %d, want 0", n)
+			}
+			socks, err := tcpSockets(0, 1<<tcpEstablished|1<<tcpListen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mine := socketInodes(os.Getpid())
+			var listener, conn bool
+			for _, k := range socks {
+				if !mine[k.Inode] {
+					continue
+				}
+				switch {
+				case k.State == tcpListen && int(k.Local.Port()) == port:
+					listener = true
+				case k.State == tcpEstablished && int(k.Local.Port()) == port:
+					conn = true
+					if k.Local.Addr().String() != "127.0.0.1" || k.Remote.String() != c.LocalAddr().String() {
+						t.Errorf("accepted connection %s – %s, want 127.0.0.1:%d – %s", k.Local, k.Remote, port, c.LocalAddr())
+					}
+				}
+			}
+			if !listener || !conn {
+				t.Errorf("listener found %v, accepted connection found %v, in %v", listener, conn, socks)
+			}
+			got := Connections([]int{os.Getpid()}, []int{port})
+			if !slices.ContainsFunc(got, func(cn Conn) bool { return cn.Local.String() == c.LocalAddr().String() }) {
+				t.Errorf("Connections = %v, want the client's %s", got, c.LocalAddr())
+			}
+			if slices.ContainsFunc(got, func(cn Conn) bool { return int(cn.Local.Port()) == port }) {
+				t.Errorf("Connections = %v, want none from port %d", got, port)
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -214,24 +215,9 @@ var transferred = regexp.MustCompile(`UFFD transferred pages: \((\d+)/(\d+)\)`)
 // established TCP connection of its own whose local port is port. (A lazy
 // dump also holds the dumped tasks' sockets, established ones included.)
 func connected(pid, port int) bool {
-	socks := socketInodes(pid)
-	for _, name := range []string{"tcp", "tcp6"} {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, name))
-		if err != nil {
-			continue
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			f := strings.Fields(l)
-			if len(f) < 10 || f[3] != "01" || !socks[f[9]] {
-				continue
-			}
-			i := strings.LastIndexByte(f[1], ':')
-			if p, err := strconv.ParseInt(f[1][i+1:], 16, 32); err == nil && int(p) == port {
-				return true
-			}
-		}
-	}
-	return false
+	mine := socketInodes(pid)
+	socks, _ := tcpSockets(pid, 1<<tcpEstablished)
+	return slices.ContainsFunc(socks, func(s tcpSocket) bool { return mine[s.Inode] && int(s.Local.Port()) == port })
 }
 
 // LazyStats counts a lazy dump's pages from its pagemap images: CRIU's

@@ -1,7 +1,6 @@
 package criu
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -199,32 +198,12 @@ func socketInodes(pid int) map[string]bool {
 }
 
 // listening returns the TCP ports in LISTEN state in the network namespace
-// seen through /proc/<pid>/net (pid 0: this process), with the inode of
-// each listening socket.
+// of pid (0: this process's), by the inode of each listening socket.
 func listening(pid int) map[string]int {
-	base := "/proc/self/net"
-	if pid > 0 {
-		base = fmt.Sprintf("/proc/%d/net", pid)
-	}
+	socks, _ := tcpSockets(pid, 1<<tcpListen)
 	out := map[string]int{}
-	for _, name := range []string{"tcp", "tcp6"} {
-		f, err := os.Open(filepath.Join(base, name))
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fs := strings.Fields(sc.Text())
-			if len(fs) < 10 || fs[3] != "0A" {
-				continue
-			}
-			i := strings.LastIndexByte(fs[1], ':')
-			port, err := strconv.ParseInt(fs[1][i+1:], 16, 32)
-			if err == nil {
-				out[fs[9]] = int(port)
-			}
-		}
-		f.Close()
+	for _, s := range socks {
+		out[s.Inode] = int(s.Local.Port())
 	}
 	return out
 }
