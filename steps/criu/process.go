@@ -390,12 +390,16 @@ func (Process) Restore(ctx context.Context, env Env, w Workload, req RestoreRequ
 	res := RestoreResult{LogPath: filepath.Join(req.Dir, RestoreLog)}
 	start := time.Now()
 	opts := Opts(req.Dir, RestoreLog, o)
+	// CRIU's worker starts while the lazy-pages daemon does.
+	worker := env.CRIU.Start()
 	if req.Lazy {
 		if req.Source == nil {
+			worker.Close()
 			return res, errors.New("lazy restore: no source address")
 		}
 		res.LazyPID, err = lazyPages(ctx, env, req.Dir, *req.Source)
 		if err != nil {
+			worker.Close()
 			return res, err
 		}
 		opts.LazyPages = ptr(true)
@@ -408,7 +412,7 @@ func (Process) Restore(ctx context.Context, env Env, w Workload, req RestoreRequ
 		skipUnlock(req.Dir)
 	}
 	n := &notify{}
-	if err := env.CRIU.Run(ctx, rpc.CriuReqType_RESTORE, opts, n); err != nil {
+	if err := worker.Run(ctx, rpc.CriuReqType_RESTORE, opts, n); err != nil {
 		if res.LazyPID > 0 {
 			syscall.Kill(res.LazyPID, syscall.SIGKILL)
 		}

@@ -92,8 +92,41 @@ func ptr[T any](v T) *T { return &v }
 // _RESTORE) with the binary. A failure carries the log lines that explain
 // it. The context cancels the request by killing CRIU.
 func (b Binary) Run(ctx context.Context, op rpc.CriuReqType, opts *rpc.CriuOpts, nfy gocriu.Notify) error {
+	return b.run(ctx, b.client(), op, opts, nfy)
+}
+
+func (b Binary) client() *gocriu.Criu {
 	c := gocriu.MakeCriu()
 	c.SetCriuPath(b.Path)
+	return c
+}
+
+// Worker is CRIU's RPC worker (`criu swrk`) started ahead of its request,
+// so that its exec and start overlap what comes before the request.
+type Worker struct {
+	b Binary
+	c *gocriu.Criu
+}
+
+// Start starts a worker. Give it its request with Run, or Close it.
+func (b Binary) Start() *Worker {
+	c := b.client()
+	if c.Prepare() != nil {
+		c = b.client() // Run starts it, and reports what fails
+	}
+	return &Worker{b: b, c: c}
+}
+
+// Run performs one request, as Binary.Run does, and ends the worker.
+func (w *Worker) Run(ctx context.Context, op rpc.CriuReqType, opts *rpc.CriuOpts, nfy gocriu.Notify) error {
+	defer w.Close()
+	return w.b.run(ctx, w.c, op, opts, nfy)
+}
+
+// Close ends the worker.
+func (w *Worker) Close() { w.c.Cleanup() }
+
+func (b Binary) run(ctx context.Context, c *gocriu.Criu, op rpc.CriuReqType, opts *rpc.CriuOpts, nfy gocriu.Notify) error {
 	if nfy == nil {
 		nfy = gocriu.NoNotify{}
 	}
