@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -124,6 +126,8 @@ func (r Runtime) Checkpoint(id string, o CheckpointOptions) (Source, error) {
 // back as it found it, so a held container stays paused until Resume or
 // Kill; a failed checkpoint is thawed here.
 func (r Runtime) checkpointHeld(c *libcontainer.Container, opts *libcontainer.CriuOpts) error {
+	// The pause the clients see starts here, not when CRIU starts.
+	writeFrozen(opts.ImagesDirectory, time.Now())
 	if err := c.Pause(); err != nil {
 		return fmt.Errorf("freeze: %w", err)
 	}
@@ -133,6 +137,22 @@ func (r Runtime) checkpointHeld(c *libcontainer.Container, opts *libcontainer.Cr
 		c.Resume()
 	}
 	return err
+}
+
+// frozenFile, in the images dir, holds when the checkpoint froze the
+// container (unix nanoseconds): a lazy dump freezes it in a helper process.
+const frozenFile = "mig-frozen"
+
+func writeFrozen(dir string, t time.Time) {
+	os.WriteFile(filepath.Join(dir, frozenFile), []byte(strconv.FormatInt(t.UnixNano(), 10)), 0o600)
+}
+
+// readFrozen says when the checkpoint into dir froze the container, 0
+// when it does not know.
+func readFrozen(dir string) int64 {
+	b, _ := os.ReadFile(filepath.Join(dir, frozenFile))
+	t, _ := strconv.ParseInt(string(b), 10, 64)
+	return t
 }
 
 // pushPageServer keeps CRIU's page-server socket from holding its last

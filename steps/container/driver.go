@@ -134,6 +134,7 @@ func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.
 	if err := writeRecord(req.Dir, record{ID: c.ID, Bundle: src.Bundle}); err != nil {
 		return criu.DumpResult{}, err
 	}
+	os.Remove(filepath.Join(req.Dir, frozenFile))
 	start := time.Now()
 	var held criu.Held
 	// New connections wait (or are dropped, or refused: the workload's
@@ -167,6 +168,7 @@ func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.
 		Stats:   criu.DumpStats(req.Dir),
 		Held:    held,
 		Seconds: time.Since(start).Seconds(),
+		Frozen:  readFrozen(req.Dir),
 	}, nil
 }
 

@@ -7,6 +7,9 @@ import (
 
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/mig-project/mig/steps/criu"
 )
 
 // CheckTarget lists why container id could not be restored here from
@@ -81,6 +84,11 @@ func (r Runtime) Restore(id, bundle string, o RestoreOptions) (pid int, err erro
 	}
 	defer io.Close()
 	io.attach(p)
+	// CRIU unlocks the network in its own namespace, and in the
+	// container's when it restores that too: then it is left to unlock.
+	if netns, restored := netnsOf(spec); !restored {
+		criu.SkipNoopUnlock(o.Dir, netns...)
+	}
 	opts := &libcontainer.CriuOpts{
 		ImagesDirectory:   o.Dir,
 		TcpEstablished:    o.TCPEstablished,
@@ -104,4 +112,22 @@ func (r Runtime) Restore(id, bundle string, o RestoreOptions) (pid int, err erro
 		return 0, fmt.Errorf("container %q: %w", id, err)
 	}
 	return st.InitProcessPid, nil
+}
+
+// netnsOf says which network namespace a container from spec joins: the
+// host's (none), a named one (its path), or one the restore creates
+// (restored).
+func netnsOf(spec *specs.Spec) (paths []string, restored bool) {
+	if spec.Linux == nil {
+		return nil, false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			if ns.Path == "" {
+				return nil, true
+			}
+			return []string{ns.Path}, false
+		}
+	}
+	return nil, false
 }

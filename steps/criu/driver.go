@@ -159,6 +159,9 @@ type DumpResult struct {
 	Conns []Conn `json:"conns,omitempty"`
 	// Times is when it ran here (set by the action).
 	Times Times `json:"times"`
+	// Frozen is when the driver froze the tasks itself, before CRIU ran
+	// (unix nanoseconds); 0 when CRIU froze them.
+	Frozen int64 `json:"frozen,omitempty"`
 }
 
 // Held is the state of a frozen source that Resume and Kill need.

@@ -23,6 +23,28 @@ const (
 	lockSkip           = 2
 )
 
+// SkipNoopUnlock has the restore from dir skip CRIU's network unlock when
+// it could do nothing: when none of the network namespaces where CRIU
+// would delete the lock (this one, and the paths in netns) holds a CRIU
+// table. Best effort: an inventory it cannot change is restored as is.
+func SkipNoopUnlock(dir string, netns ...string) {
+	if hasLockTable(nil) {
+		return
+	}
+	for _, p := range netns {
+		f, err := os.Open(p)
+		if err != nil {
+			return
+		}
+		locked := hasLockTable(f)
+		f.Close()
+		if locked {
+			return
+		}
+	}
+	skipUnlock(dir)
+}
+
 // skipUnlock rewrites the inventory image in dir so that its restore skips
 // the network unlock. It changes only an nftables lock, and reports
 // whether it did.

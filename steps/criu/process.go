@@ -407,10 +407,7 @@ func (Process) Restore(ctx context.Context, env Env, w Workload, req RestoreRequ
 	if req.LeaveStopped {
 		opts.LeaveStopped = ptr(true)
 	}
-	if !hasLockTable(nil) {
-		// Best effort: an inventory it cannot change is restored as is.
-		skipUnlock(req.Dir)
-	}
+	SkipNoopUnlock(req.Dir)
 	n := &notify{}
 	if err := worker.Run(ctx, rpc.CriuReqType_RESTORE, opts, n); err != nil {
 		if res.LazyPID > 0 {

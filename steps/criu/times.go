@@ -50,11 +50,16 @@ func logOffset(path, needle string) (time.Duration, bool) {
 }
 
 // dumpTimes are the times of a dump action that ran from start until
-// now. Its driver started CRIU res.Seconds ago (the drivers time CRIU
-// alone), and CRIU's log says when CRIU seized the tasks after that.
+// now. The freeze began when the driver froze the tasks (res.Frozen), or
+// else when CRIU seized them: CRIU started res.Seconds ago (the drivers
+// time CRIU alone), and its log says when it seized them after that.
 func dumpTimes(start time.Time, res DumpResult) Times {
 	end := time.Now()
 	t := Times{Start: start.UnixNano(), Freeze: start.UnixNano(), End: end.UnixNano()}
+	if res.Frozen > 0 && res.Frozen >= t.Start && res.Frozen <= t.End {
+		t.Freeze = res.Frozen
+		return t
+	}
 	criuStart := end.Add(-time.Duration(res.Seconds * float64(time.Second)))
 	if criuStart.Before(start) || res.Seconds == 0 {
 		criuStart = start
