@@ -176,13 +176,13 @@ func (r *runner) emit(e Event) {
 }
 
 // switchNow is Env.Switch: the target serves, so from now on the hosts
-// roll forward should mig die, and so does a cancelled run; with final,
-// a failed one too.
+// roll forward should mig die, and so does a cancelled run; with final
+// (post-copy), a failed one too, and the hosts are told all at once.
 func (r *runner) switchNow(ctx context.Context, final bool) error {
 	if r.phase() == PhaseSwitched {
 		return nil
 	}
-	if err := r.holds.setMode(ctx, host.ModeCommit); err != nil {
+	if err := r.holds.setMode(ctx, host.ModeCommit, final); err != nil {
 		return err
 	}
 	if final {
@@ -303,7 +303,7 @@ func (r *runner) settle(ctx context.Context, state State) {
 	case state == StateOK:
 		// From here the hosts roll forward should mig die.
 		r.setPhase(PhaseCommitting)
-		if err := r.holds.setMode(cctx, host.ModeCommit); err != nil {
+		if err := r.holds.setMode(cctx, host.ModeCommit, false); err != nil {
 			r.log.Warn("cannot tell every host that the run commits", "error", err)
 		}
 		r.compensate(ctx, EventCommit)
@@ -331,7 +331,7 @@ func (r *runner) settle(ctx context.Context, state State) {
 			}
 			r.diags = append(r.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: "Rolled back after the target served clients",
 				Detail: why + ": what clients wrote on the target since it took over is lost."})
-			if err := r.holds.setMode(cctx, host.ModeUndo); err != nil {
+			if err := r.holds.setMode(cctx, host.ModeUndo, false); err != nil {
 				r.log.Warn("cannot tell every host that the run rolls back", "error", err)
 			}
 		}

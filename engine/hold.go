@@ -170,22 +170,38 @@ func (s *holdSet) add(ctx context.Context, step string, rp Replay) error {
 // setMode tells every host what to do should the lease expire from now
 // on. The hosts opened last (the targets) hear it first: a mig that dies
 // in between leaves the target rolling forward and the source rolling
-// back, two running copies rather than none.
-func (s *holdSet) setMode(ctx context.Context, mode string) error {
+// back, two running copies rather than none. With together, they hear it
+// at once: for post-copy, where both copies' hosts decide from whether
+// the last page arrived, whatever their mode says.
+func (s *holdSet) setMode(ctx context.Context, mode string, together bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.mode = mode
-	var first error
-	for i := len(s.hosts) - 1; i >= 0; i-- {
+	errs := make([]error, len(s.hosts))
+	set := func(i int) {
 		h, err := s.get(s.hosts[i])
 		if err == nil {
 			err = host.ActHoldMode.Call(ctx, h, host.HoldRequest{Run: s.run, Mode: mode}, nil, host.CallOpts{})
 		}
-		if err != nil && first == nil {
-			first = fmt.Errorf("host %s: %w", s.hosts[i], err)
+		if err != nil {
+			errs[i] = fmt.Errorf("host %s: %w", s.hosts[i], err)
 		}
 	}
-	return first
+	var wg sync.WaitGroup
+	for i := len(s.hosts) - 1; i >= 0; i-- {
+		if together {
+			wg.Go(func() { set(i) })
+		} else {
+			set(i)
+		}
+	}
+	wg.Wait()
+	for i := len(errs) - 1; i >= 0; i-- {
+		if errs[i] != nil {
+			return errs[i]
+		}
+	}
+	return nil
 }
 
 // renew renews every lease a few times per timeout until release. A host
