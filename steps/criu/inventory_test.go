@@ -3,9 +3,12 @@ package criu
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/google/nftables"
 )
 
 // inventory builds an inventory image: img_version 2, the network-lock
@@ -60,5 +63,40 @@ func TestSkipUnlock(t *testing.T) {
 				t.Errorf("mode %v, want 0600", fi.Mode().Perm())
 			}
 		})
+	}
+}
+
+// TestSkipNoopUnlock keeps the unlock where a namespace CRIU would unlock
+// in holds a CRIU table, and skips it once none does.
+func TestSkipNoopUnlock(t *testing.T) {
+	n := newTestNetns(t)
+	path := fmt.Sprintf("/proc/self/fd/%d", int(n.h))
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.AddTable(&nftables.Table{Name: "CRIU-8f16d64d-f255-482a-9a", Family: nftables.TableFamilyINet})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "inventory.img"), inventory(lockNftables), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	SkipNoopUnlock(dir, path)
+	if got, _ := os.ReadFile(filepath.Join(dir, "inventory.img")); !bytes.Equal(got, inventory(lockNftables)) {
+		t.Fatalf("the unlock was skipped with a CRIU table in %s", path)
+	}
+	ns, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	if err := DeleteNftTable(ns, "inet CRIU-8f16d64d-f255-482a-9a"); err != nil {
+		t.Fatal(err)
+	}
+	SkipNoopUnlock(dir, path)
+	if got, _ := os.ReadFile(filepath.Join(dir, "inventory.img")); !bytes.Equal(got, inventory(lockSkip)) {
+		t.Fatalf("the unlock was kept with no CRIU table left")
 	}
 }
