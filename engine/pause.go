@@ -80,8 +80,11 @@ func (r *Record) Pause() *Pause {
 			}
 		}
 	}
-	if images != nil {
+	switch t := dump.Metrics["images_on_target_unix"]; {
+	case images != nil:
 		add(MarkImages, images.Ended.Sub(r.Started).Seconds(), images.Address)
+	case t > 0:
+		add(MarkImages, at(t), dump.Address) // the dump sent them itself
 	}
 	if address != nil {
 		add(MarkAddress, address.Ended.Sub(r.Started).Seconds(), address.Address)

@@ -31,6 +31,7 @@ import (
 //	  parent     = step.pre.last_dir   # optional: the last pre-dump round
 //	  address    = "10.77.0.12"        # page-server: target's address; lazy: source's
 //	  port       = 27000               # lazy: port the source serves pages on (default: any free)
+//	  send_images = true               # send the images to target_dir on target (no copy step)
 //	}
 //
 // In "page-server" mode the memory pages go straight into target_dir on
@@ -39,6 +40,12 @@ import (
 // (`restore { lazy = true  source = step.final.lazy }`) until the last
 // one arrived. Undo resumes the source and unlocks its network; Commit
 // kills it.
+//
+// With send_images, the dump sends its images into target_dir on the
+// target itself, over a TLS stream it opens before the freeze (as a
+// direct copy does), as soon as CRIU has written them: a copy step after
+// the dump would add its round trips to the pause. What target_dir held
+// before is kept aside until the run commits, as a copy does.
 type Dump struct{}
 
 // dumpArgs are a dump step's arguments.
@@ -51,12 +58,16 @@ type dumpArgs struct {
 	Parent    string      `arg:"parent"`
 	Address   string      `arg:"address"`
 	Port      int         `arg:"port" min:"0" max:"65535"`
+	Send      bool        `arg:"send_images"`
 }
 
 func (a *dumpArgs) Check(cty.Value) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	if a.Mode == "page-server" && a.Target.IsNull() {
 		diags = append(diags, errDiag("Missing target", "mode = \"page-server\" needs target, the host that runs the page server."))
+	}
+	if a.Send && a.Target.IsNull() {
+		diags = append(diags, errDiag("Missing target", "send_images = true needs target, the host to send the images to."))
 	}
 	if a.Parent != "" && a.Dir != "" {
 		if _, err := relParent(a.Dir, a.Parent); err != nil {
@@ -81,7 +92,7 @@ var LazySource = cty.Object(map[string]cty.Type{
 func (Dump) Outputs() cty.Type {
 	return cty.Object(map[string]cty.Type{
 		"dir":        cty.String, // images dir on the source
-		"target_dir": cty.String, // page-server: where the pages went on the target; else dir
+		"target_dir": cty.String, // page-server and send_images: where pages or images went on the target; else dir
 		"host":       cty.String, // source host
 		"pid":        cty.Number, // source pid (held)
 		"mode":       cty.String,
@@ -100,6 +111,7 @@ type dumpCfg struct {
 	parent    string // relative to dir
 	address   string
 	port      int
+	send      bool // send_images
 }
 
 // decodeDump reads a dump step's arguments; the spec has checked them.
@@ -114,6 +126,7 @@ func decodeDump(cfg cty.Value) (dumpCfg, hcl.Diagnostics) {
 		targetDir: a.TargetDir,
 		address:   a.Address,
 		port:      a.Port,
+		send:      a.Send,
 	}
 	if d.targetDir == "" {
 		d.targetDir = d.dir
@@ -165,6 +178,9 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		return p, append(diags, errDiag("Workload held by another run", note))
 	}
 	p.Notes = append(p.Notes, fmt.Sprintf("%s dump to %s; the source stays frozen until the run commits", d.mode, orKnownLater(d.dir)))
+	if d.send && d.target != "" {
+		p.Notes = append(p.Notes, fmt.Sprintf("sends the images to %s:%s over TLS, on a connection opened before the freeze", d.target, orKnownLater(d.targetDir)))
+	}
 	p.Notes = append(p.Notes, note)
 	var ports []int
 	var needs criu.Needs
@@ -413,6 +429,28 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 	}
 
+	targetDir := d.dir
+	if d.mode == "page-server" || d.send {
+		targetDir = d.targetDir
+	}
+	var images *host.Receiver
+	if d.send && d.target != d.w.host {
+		// Listening, and the source connected, before the freeze.
+		to := targetAddress(d)
+		from, err := sourceAddress(ctx, src, to)
+		if err == nil {
+			// Beside the pages a page server wrote there, or the rounds
+			// of a pre-copy; else in place of what was there.
+			merge := d.mode == "page-server" || d.parent != ""
+			images, err = host.Receive(ctx, tgt, targetDir, to, []string{from}, host.CopyOptions{Merge: merge, KeepAside: true, NoSync: true})
+		}
+		if err != nil {
+			ps.stop(ctx)
+			return Result{}, errors.Join(fmt.Errorf("receive the images on %s: %w", d.target, err), guardDown(context.WithoutCancel(ctx)))
+		}
+		dreq.Send = &images.Ticket
+	}
+
 	off := clockOffset(ctx, env, src)
 	var res criu.DumpResult
 	err = criu.ActDump.Call(ctx, src, dreq, &res, host.CallOpts{})
@@ -421,6 +459,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		err = errors.Join(err, guardDown(context.WithoutCancel(ctx)))
 		dumpLog()
 		ps.stop(ctx)
+		if images != nil {
+			images.Cancel()
+		}
 		if ctx.Err() != nil {
 			// Cancelled while CRIU ran: the dump may have held the source
 			// without this step learning it. Resuming a running process
@@ -437,6 +478,31 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		env.Log.Warn(w, "workload", d.w.String(), "log", res.LogPath)
 	}
 	held := criu.HeldAction{Request: d.w.request(), Held: res.Held}
+	var sent *host.Placed // what the images displaced on the target
+	var imagesThere time.Time
+	if images != nil {
+		got, err := images.Wait()
+		if res.SendError != "" {
+			err = errors.New(res.SendError)
+		} else if err == nil && (res.Sent == nil || got.SHA256 != res.Sent.SHA256 || got.Bytes != res.Sent.Bytes) {
+			err = fmt.Errorf("the target got %d bytes with sha256 %s, not what the source sent", got.Bytes, got.SHA256)
+		}
+		var perr error
+		if got.Placed != nil {
+			pl := placed(got.Placed, targetDir)
+			if err != nil {
+				perr = putBack(tgt, pl)(context.WithoutCancel(ctx))
+			}
+			sent = &pl
+		}
+		if err != nil {
+			dumpLog()
+			return Result{}, errors.Join(fmt.Errorf("send the images to %s: %w", d.target, err), perr,
+				guardDown(context.WithoutCancel(ctx)), criu.ActResume.Call(context.WithoutCancel(ctx), src, held, nil, host.CallOpts{}))
+		}
+		imagesThere = time.Now()
+		env.Log.Debug("images sent", "host", d.target, "dir", targetDir, "bytes", got.Bytes)
+	}
 	// Outgoing connections have their own ports: guard them too. Those on
 	// loopback cannot be reached from outside the target.
 	conns := slices.DeleteFunc(slices.Clone(res.Conns), func(c criu.Conn) bool { return c.Local.Addr().IsLoopback() })
@@ -453,7 +519,11 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		dumpLog()
 		// SYNs held on the target follow the address back first.
 		gerr := guardDown(ctx)
-		return errors.Join(gerr, criu.ActResume.Call(ctx, src, held, nil, host.CallOpts{}))
+		var ierr error
+		if sent != nil {
+			ierr = putBack(tgt, *sent)(ctx)
+		}
+		return errors.Join(gerr, ierr, criu.ActResume.Call(ctx, src, held, nil, host.CallOpts{}))
 	}
 	kill := held
 	kill.AfterPages = d.mode == "lazy"
@@ -461,6 +531,12 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	replay := Replay{
 		Undo:   []host.Invocation{criu.ActResume.Invocation(d.w.host, held, lock)},
 		Commit: []host.Invocation{criu.ActKill.Invocation(d.w.host, kill, lock)},
+	}
+	if sent != nil {
+		replay.Undo = append(replay.Undo, host.ActPutBack.Invocation(d.target, *sent, ""))
+		if sent.Aside != "" {
+			replay.Commit = append(replay.Commit, host.ActRemove.Invocation(d.target, host.RemoveRequest{Path: sent.Aside, Recursive: true}, ""))
+		}
 	}
 	if d.mode == "lazy" {
 		replay.Decide = []host.Invocation{criu.ActLazyDecide.Invocation(d.w.host,
@@ -483,10 +559,6 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			"pid":     Num(int64(res.Held.LazyPID)),
 		})
 	}
-	targetDir := d.dir
-	if d.mode == "page-server" {
-		targetDir = d.targetDir
-	}
 	metrics := map[string]float64{"dump_seconds": res.Seconds}
 	for k, v := range res.Stats {
 		metrics[k] = v
@@ -494,6 +566,10 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	if d.mode == "page-server" {
 		metrics["moved_bytes"] = metrics["pages_written"] * pageSize
 		metrics["pages_on_target_unix"] = float64(pagesThere.UnixNano()) / 1e9
+	}
+	if images != nil {
+		metrics["moved_bytes"] += float64(res.Sent.Bytes)
+		metrics["images_on_target_unix"] = float64(imagesThere.UnixNano()) / 1e9
 	}
 	// The critical path of the pause, on the orchestrator's clock.
 	clockMetrics(metrics, off)
@@ -513,7 +589,13 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		Commit: func(ctx context.Context) error {
 			dumpLog()
 			gerr := guardDown(ctx)
-			return errors.Join(gerr, criu.ActKill.Call(ctx, src, kill, nil, host.CallOpts{}))
+			var ierr error
+			if sent != nil {
+				if drop := dropAside(tgt, *sent); drop != nil {
+					ierr = drop(ctx)
+				}
+			}
+			return errors.Join(gerr, ierr, criu.ActKill.Call(ctx, src, kill, nil, host.CallOpts{}))
 		},
 		Replay:  replay,
 		Metrics: metrics,

@@ -119,20 +119,10 @@ step "dump" "final" {
   dir      = "/run/mig/images/web"
   target   = host.dst
   address  = split(":", var.source_address)[0]
+  # The images go to the target as soon as CRIU has written them, over a
+  # connection opened before the freeze: no copy step in the pause.
+  send_images = true
   timeout  = "2m"
-}
-
-# All images, pages-*.img included: the pages that cannot be fetched lazily
-# are in them.
-step "copy" "ship" {
-  from        = host.src
-  to          = host.dst
-  source      = step.final.dir
-  destination = "/run/mig/images/web"
-  # Images are read once by the restore, and the source keeps its own
-  # copy until the run commits: no fsync in the pause.
-  sync        = false
-  timeout     = "2m"
 }
 
 # tcp_established needs the service address on the target before restore.
@@ -149,7 +139,7 @@ step "move_ip" "vip" {
 step "restore" "start" {
   workload   = container.web
   host       = host.dst
-  dir        = step.ship.path
+  dir        = step.final.target_dir
   lazy       = true
   source     = step.final.lazy
   depends_on = [step.vip]

@@ -147,21 +147,10 @@ step "dump" "final" {
   parent   = step.pre.last_dir
   target   = host.dst
   address  = split(":", var.source_address)[0]
+  # The images go to the target as soon as CRIU has written them, over a
+  # connection opened before the freeze: no copy step in the pause.
+  send_images = true
   timeout  = "2m"
-}
-
-# All images, pages-*.img included (the pages that cannot be fetched
-# lazily), beside the pre-copy rounds already on the target.
-step "copy" "ship" {
-  from        = host.src
-  to          = host.dst
-  source      = step.final.dir
-  destination = step.final.target_dir
-  merge       = true
-  # Images are read once by the restore, and the source keeps its own
-  # copy until the run commits: no fsync in the pause.
-  sync        = false
-  timeout     = "2m"
 }
 
 # tcp_established needs the service address on the target before restore.
@@ -178,7 +167,7 @@ step "move_ip" "vip" {
 step "restore" "start" {
   workload   = container.web
   host       = host.dst
-  dir        = step.ship.path
+  dir        = step.final.target_dir
   lazy       = true
   source     = step.final.lazy
   depends_on = [step.vip]

@@ -83,20 +83,11 @@ step "dump" "final" {
   dir      = "/var/lib/mig/images/web"
   target   = host.dst
   address  = split(":", var.target_address)[0]
+  # The small images join the pages on the target as soon as CRIU has
+  # written them, over a connection opened before the freeze: no copy
+  # step in the pause.
+  send_images = true
   timeout  = "2m"
-}
-
-# The pages are already on the target; add the small images beside them.
-step "copy" "ship" {
-  from        = host.src
-  to          = host.dst
-  source      = step.final.dir
-  destination = step.final.target_dir
-  merge       = true
-  # Images are read once by the restore, and the source keeps its own
-  # copy until the run commits: no fsync in the pause.
-  sync        = false
-  timeout     = "2m"
 }
 
 # tcp_established needs the service address on the target before restore.
@@ -113,7 +104,7 @@ step "move_ip" "vip" {
 step "restore" "start" {
   workload   = process.web
   host       = host.dst
-  dir        = step.ship.path
+  dir        = step.final.target_dir
   depends_on = [step.vip]
   timeout    = "2m"
 }

@@ -3,6 +3,7 @@ package host
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -92,45 +93,94 @@ func CopyWith(ctx context.Context, src Host, srcPath string, dst Host, dstPath s
 
 // copyDirect has the destination listen and the source connect to it.
 func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath string, opts CopyOptions) (CopyResult, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	start := time.Now()
 	// The receiver admits only the address the source reaches it from.
 	var route RouteResult
 	if err := ActRoute.Call(ctx, src, RouteRequest{To: opts.Direct}, &route, CallOpts{}); err != nil {
 		return CopyResult{}, err
 	}
+	rc, err := Receive(ctx, dst, dstPath, opts.Direct, []string{route.IP}, opts)
+	if err != nil {
+		return CopyResult{}, err
+	}
+	var sent TransferResult
+	req := SendRequest{Path: srcPath, Connect: rc.Ticket.Connect, Fingerprint: rc.Ticket.Fingerprint, Token: rc.Ticket.Token}
+	if err := ActSend.Call(ctx, src, req, &sent, CallOpts{}); err != nil {
+		rc.Cancel()
+		return CopyResult{}, err
+	}
+	got, err := rc.Wait()
+	if err != nil {
+		return CopyResult{}, err
+	}
+	return checkCopy(src, srcPath, dst, dstPath, sent, got, start)
+}
+
+// Ticket is what a direct receiver announces: where its source connects,
+// and how each knows the other (direct.go).
+type Ticket struct {
+	Connect     string `json:"connect"`
+	Fingerprint string `json:"fingerprint"`
+	Token       string `json:"token"`
+}
+
+// Receiver is a direct fs.recv listening for its source.
+type Receiver struct {
+	Ticket Ticket
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	got    TransferResult
+	err    error
+}
+
+// Receive starts a direct fs.recv of dstPath on dst, listening at addr
+// (where the source reaches dst) for a connection from one of from. It
+// returns once the receiver listens, with the ticket its source needs.
+func Receive(ctx context.Context, dst Host, dstPath, addr string, from []string, opts CopyOptions) (*Receiver, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	rc := &Receiver{cancel: cancel, done: make(chan error, 1)}
 	tr, tw := io.Pipe()
-	var got TransferResult
-	dstDone := make(chan error, 1)
 	go func() {
-		req := RecvRequest{Path: dstPath, Listen: net.JoinHostPort(opts.Direct, "0"), From: []string{route.IP}, Merge: opts.Merge, KeepAside: opts.KeepAside, NoSync: opts.NoSync}
-		err := ActRecv.Call(ctx, dst, req, &got, CallOpts{Out: tw, Progress: withRate(start, opts.Progress)})
+		req := RecvRequest{Path: dstPath, Listen: net.JoinHostPort(addr, "0"), From: from, Merge: opts.Merge, KeepAside: opts.KeepAside, NoSync: opts.NoSync}
+		err := ActRecv.Call(ctx, dst, req, &rc.got, CallOpts{Out: tw, Progress: withRate(time.Now(), opts.Progress)})
 		tw.CloseWithError(err)
-		dstDone <- err
+		rc.done <- err
 	}()
 	br := bufio.NewReader(tr)
 	t, err := readTicket(br)
 	if err != nil {
 		cancel()
-		if derr := <-dstDone; derr != nil {
-			return CopyResult{}, derr
+		if derr := <-rc.done; derr != nil {
+			return nil, derr
 		}
-		return CopyResult{}, &ActionError{Host: dst.Name(), Action: ActRecv.Name, Err: err}
+		return nil, &ActionError{Host: dst.Name(), Action: ActRecv.Name, Err: err}
 	}
 	go io.Copy(io.Discard, br)
-	var sent TransferResult
-	req := SendRequest{Path: srcPath, Connect: net.JoinHostPort(opts.Direct, t.Port), Fingerprint: t.Fingerprint, Token: t.Token}
-	serr := ActSend.Call(ctx, src, req, &sent, CallOpts{})
-	if serr != nil {
-		cancel()
-		<-dstDone
-		return CopyResult{}, serr
-	}
-	if err := <-dstDone; err != nil {
-		return CopyResult{}, err
-	}
-	return checkCopy(src, srcPath, dst, dstPath, sent, got, start)
+	rc.Ticket = Ticket{Connect: net.JoinHostPort(addr, t.Port), Fingerprint: t.Fingerprint, Token: t.Token}
+	return rc, nil
+}
+
+// Wait waits until the receiver has the whole transfer, checked and in
+// place, or has failed.
+func (r *Receiver) Wait() (TransferResult, error) {
+	r.once.Do(func() {
+		r.err = <-r.done
+		r.cancel()
+	})
+	return r.got, r.err
+}
+
+// Cancel stops the receiver, which removes what it got.
+func (r *Receiver) Cancel() {
+	r.cancel()
+	r.Wait()
+}
+
+// DialReceiver connects to a direct receiver, ahead of what it will be
+// sent (SendOver).
+func DialReceiver(ctx context.Context, t Ticket) (*tls.Conn, error) {
+	return dialDirect(ctx, t.Connect, ticket{Fingerprint: t.Fingerprint, Token: t.Token})
 }
 
 func checkCopy(src Host, srcPath string, dst Host, dstPath string, sent, got TransferResult, start time.Time) (CopyResult, error) {

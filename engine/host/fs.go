@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // PathRequest names one path on a host.
@@ -86,7 +89,33 @@ type RecvRequest struct {
 // send is the "fs.send" action: it writes a file, or a directory as tar, to
 // its output as a transfer stream (stream.go).
 func send(ctx context.Context, c *Call, req SendRequest) (res TransferResult, err error) {
-	p, err := cleanPath(req.Path)
+	out := c.Out
+	if req.Connect != "" {
+		conn, err := dialDirect(ctx, req.Connect, ticket{Fingerprint: req.Fingerprint, Token: req.Token})
+		if err != nil {
+			return TransferResult{}, err
+		}
+		return SendOver(ctx, conn, req.Path, c.Log)
+	}
+	return writeTransfer(ctx, out, req.Path, c.Log)
+}
+
+// SendOver writes path to a direct receiver's connection as a transfer
+// stream, then closes the connection.
+func SendOver(ctx context.Context, conn *tls.Conn, path string, log hclog.Logger) (res TransferResult, err error) {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if res, err = writeTransfer(ctx, conn, path, log); err != nil {
+		return res, err
+	}
+	return res, conn.CloseWrite()
+}
+
+// writeTransfer writes path, a file or a directory, to out as a transfer
+// stream.
+func writeTransfer(ctx context.Context, out io.Writer, path string, log hclog.Logger) (TransferResult, error) {
+	p, err := cleanPath(path)
 	if err != nil {
 		return TransferResult{}, err
 	}
@@ -105,22 +134,6 @@ func send(ctx context.Context, c *Call, req SendRequest) (res TransferResult, er
 		}
 	default:
 		return TransferResult{}, fmt.Errorf("%s is neither a file nor a directory", p)
-	}
-	out := c.Out
-	if req.Connect != "" {
-		conn, err := dialDirect(ctx, req.Connect, ticket{Fingerprint: req.Fingerprint, Token: req.Token})
-		if err != nil {
-			return TransferResult{}, err
-		}
-		defer conn.Close()
-		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		defer stop()
-		out = conn
-		defer func() {
-			if err == nil {
-				err = conn.CloseWrite()
-			}
-		}()
 	}
 	if err := writeStreamHeader(out, h); err != nil {
 		return TransferResult{}, err
@@ -141,7 +154,7 @@ func send(ctx context.Context, c *Call, req SendRequest) (res TransferResult, er
 	if err != nil {
 		return TransferResult{}, fmt.Errorf("send %s: %w", p, err)
 	}
-	c.Log.Debug("sent", "path", p, "bytes", cw.n, "sha256", sum)
+	log.Debug("sent", "path", p, "bytes", cw.n, "sha256", sum)
 	return TransferResult{Path: p, Type: h.Type, Bytes: cw.n, SHA256: sum}, nil
 }
 

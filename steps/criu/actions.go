@@ -2,6 +2,7 @@ package criu
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,6 +55,10 @@ type DumpAction struct {
 	// From, for a lazy dump, is the only address its page server admits:
 	// the target's, as it reaches Listen.
 	From string `json:"from,omitempty"`
+	// Send, when set, is a direct receiver on the target: the dump
+	// connects to it before the freeze, and sends it the images once CRIU
+	// has written them, without a copy step's round trips in the pause.
+	Send *host.Ticket `json:"send,omitempty"`
 }
 
 // HeldAction is the request of criu.resume and criu.kill.
@@ -340,6 +345,15 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (DumpResult, e
 		}
 		guarded = req.Listen.Port
 	}
+	var images *tls.Conn
+	if req.Send != nil {
+		var err error
+		if images, err = host.DialReceiver(ctx, *req.Send); err != nil {
+			unguardPort(context.WithoutCancel(ctx), guarded)
+			return DumpResult{}, fmt.Errorf("send the images: %w", err)
+		}
+		defer images.Close()
+	}
 	start := time.Now()
 	res, err := d.Dump(ctx, env, req.Workload, req.DumpRequest)
 	if err != nil {
@@ -374,6 +388,16 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (DumpResult, e
 		if herr := req.Hold.Add(e); herr != nil {
 			rerr := errors.Join(d.Resume(context.WithoutCancel(ctx), env, req.Workload, res.Held), unguardPort(context.WithoutCancel(ctx), guarded))
 			return DumpResult{}, errors.Join(fmt.Errorf("record the hold of %s: %w; resumed it", req.Workload.Name, herr), rerr)
+		}
+	}
+	if err == nil && images != nil {
+		// The workload stays held whatever happens to its images: the
+		// caller undoes the dump if they did not arrive.
+		sent, serr := host.SendOver(ctx, images, res.Dir, env.Log)
+		if serr != nil {
+			res.SendError = serr.Error()
+		} else {
+			res.Sent = &sent
 		}
 	}
 	return res, err

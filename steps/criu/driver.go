@@ -162,6 +162,10 @@ type DumpResult struct {
 	// Frozen is when the driver froze the tasks itself, before CRIU ran
 	// (unix nanoseconds); 0 when CRIU froze them.
 	Frozen int64 `json:"frozen,omitempty"`
+	// Sent is what the dump sent to DumpAction.Send, or SendError why it
+	// could not (set by the action).
+	Sent      *host.TransferResult `json:"sent,omitempty"`
+	SendError string               `json:"send_error,omitempty"`
 }
 
 // Held is the state of a frozen source that Resume and Kill need.
