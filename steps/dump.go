@@ -429,12 +429,13 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 	}
 
+	send := d.send && d.target != d.w.host
 	targetDir := d.dir
-	if d.mode == "page-server" || d.send {
+	if d.mode == "page-server" || send {
 		targetDir = d.targetDir
 	}
 	var images *host.Receiver
-	if d.send && d.target != d.w.host {
+	if send {
 		// Listening, and the source connected, before the freeze.
 		to := targetAddress(d)
 		from, err := sourceAddress(ctx, src, to)
