@@ -265,17 +265,7 @@ func (r Runtime) unlock(src Source, dir string, release func() error) error {
 		return fmt.Errorf("container %q: %w", src.ID, err)
 	}
 	var errs []error
-	var locks []string
-	for _, table := range tables {
-		_, name, _ := strings.Cut(table, " ")
-		if len(name) <= len("CRIU-") || !strings.HasPrefix(name, "CRIU-") {
-			continue
-		}
-		if uuid != "" && !strings.HasPrefix("CRIU-"+uuid, name) {
-			continue
-		}
-		locks = append(locks, table)
-	}
+	locks := criu.LockTables(tables, uuid)
 	// The lock's rules go first and its chains last, with release
 	// between: deleting a chain drops the packets a guard holds.
 	for _, table := range locks {

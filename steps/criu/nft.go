@@ -40,15 +40,29 @@ func lockTable(_ context.Context, pid int, logPath string) string {
 		return ""
 	}
 	for i := len(ids) - 1; i >= 0; i-- {
-		full := "CRIU-" + string(ids[i][1])
-		for _, t := range tables {
-			_, name, _ := strings.Cut(t, " ")
-			if len(name) > len("CRIU-") && strings.HasPrefix(full, name) {
-				return t
-			}
+		if locks := LockTables(tables, string(ids[i][1])); len(locks) > 0 {
+			return locks[0]
 		}
 	}
 	return ""
+}
+
+// LockTables picks CRIU's network locks out of tables ("FAMILY NAME"):
+// with runID, the one of the CRIU run with that id, which names its table
+// "CRIU-" and a prefix of the id; else every one.
+func LockTables(tables []string, runID string) []string {
+	var out []string
+	for _, t := range tables {
+		_, name, _ := strings.Cut(t, " ")
+		if len(name) <= len("CRIU-") || !strings.HasPrefix(name, "CRIU-") {
+			continue
+		}
+		if runID != "" && !strings.HasPrefix("CRIU-"+runID, name) {
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 var runID = regexp.MustCompile(`CRIU run id = ([0-9a-f-]+)`)
@@ -110,15 +124,7 @@ func nftTable(table string) (*nftables.Table, error) {
 // holds a CRIU network lock, or may (its tables cannot be listed).
 func hasLockTable(netns *os.File) bool {
 	tables, err := NftTables(netns)
-	if err != nil {
-		return true
-	}
-	for _, t := range tables {
-		if _, name, _ := strings.Cut(t, " "); strings.HasPrefix(name, "CRIU-") {
-			return true
-		}
-	}
-	return false
+	return err != nil || len(LockTables(tables, "")) > 0
 }
 
 // NftTables lists the tables of the network namespace netns (nil: this
