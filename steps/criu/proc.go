@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -64,8 +65,54 @@ func allPIDs() []int {
 	return pids
 }
 
-// tree returns root and all its descendants, root first.
+// tree returns root and all its descendants, root first. It reads each
+// thread's children list, as CRIU does, so that its cost grows with the
+// tree and not with the host's processes: a dump calls it in the pause.
 func tree(root int) []int {
+	if !hasChildren() {
+		return treeByScan(root)
+	}
+	out := []int{root}
+	seen := map[int]bool{root: true}
+	for i := 0; i < len(out); i++ {
+		for _, kid := range children(out[i]) {
+			if !seen[kid] {
+				seen[kid] = true
+				out = append(out, kid)
+			}
+		}
+	}
+	return out
+}
+
+// children are the processes whose parent is one of pid's threads.
+func children(pid int) []int {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var out []int
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if kid, err := strconv.Atoi(f); err == nil {
+				out = append(out, kid)
+			}
+		}
+	}
+	sort.Ints(out)
+	return out
+}
+
+// hasChildren says whether the kernel lists children in /proc
+// (CONFIG_PROC_CHILDREN, which CRIU needs too).
+var hasChildren = sync.OnceValue(func() bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d/children", os.Getpid()))
+	return err == nil
+})
+
+// treeByScan is tree from every process's parent.
+func treeByScan(root int) []int {
 	children := map[int][]int{}
 	for _, pid := range allPIDs() {
 		if st, err := readStat(pid); err == nil {

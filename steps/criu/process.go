@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -255,11 +256,6 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 			return DumpResult{}, errors.New("lazy dump: no listen address")
 		}
 		held.LazyPID, err = lazyDump(ctx, env, r.PID, req, o)
-		held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath)
-		if err != nil {
-			p.Resume(context.WithoutCancel(ctx), env, w, held)
-			return DumpResult{}, err
-		}
 	} else {
 		opts := Opts(req.Dir, DumpLog, o)
 		opts.Pid = ptr(int32(r.PID))
@@ -271,26 +267,36 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		if req.PageServer != nil {
 			opts.Ps = &rpc.CriuPageServerInfo{Address: ptr(req.PageServer.Host), Port: ptr(int32(req.PageServer.Port))}
 		}
-		err := env.CRIU.Run(ctx, rpc.CriuReqType_DUMP, opts, nil)
-		held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath)
-		if err != nil {
-			// CRIU resumes the tasks itself when a dump fails; make sure
-			// nothing stays stopped or locked, even when cancelled.
-			p.Resume(context.WithoutCancel(ctx), env, w, held)
-			return DumpResult{}, err
-		}
+		err = env.CRIU.Run(ctx, rpc.CriuReqType_DUMP, opts, nil)
 	}
+	if err != nil {
+		// CRIU resumes the tasks itself when a dump fails; make sure
+		// nothing stays stopped or locked, even when cancelled.
+		held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath)
+		p.Resume(context.WithoutCancel(ctx), env, w, held)
+		return DumpResult{}, err
+	}
+	// The tasks are held, so what is read of them now stays true. The
+	// pause waits for these reads: they go side by side.
+	var wg sync.WaitGroup
+	wg.Go(func() { held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath) })
+	var stats map[string]float64
+	wg.Go(func() {
+		if req.Lazy {
+			stats = LazyStats(req.Dir)
+		} else {
+			stats = DumpStats(req.Dir)
+		}
+		stats = withBytes(stats, req.Dir)
+	})
 	held.PIDs = tree(r.PID)
 	held.Starts = startTimes(held.PIDs)
 	conns := Connections(held.PIDs, r.Listens)
-	stats := DumpStats(req.Dir)
-	if req.Lazy {
-		stats = LazyStats(req.Dir)
-	}
+	wg.Wait()
 	return DumpResult{
 		Dir:     req.Dir,
 		LogPath: logPath,
-		Stats:   withBytes(stats, req.Dir),
+		Stats:   stats,
 		Held:    held,
 		Seconds: time.Since(start).Seconds(),
 		Listen:  req.Listen,

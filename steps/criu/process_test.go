@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -389,5 +390,34 @@ func TestSameTasks(t *testing.T) {
 	}
 	if got := sameTasks([]int{me}, nil); len(got) != 1 {
 		t.Errorf("a record without start times must keep its pids, got %v", got)
+	}
+}
+
+// tree finds the same processes from the children lists as from a scan of
+// every process, grandchildren included.
+func TestTree(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "sleep 60 & (sleep 60 & wait) & wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		SignalAll(treeByScan(cmd.Process.Pid), syscall.SIGKILL)
+		cmd.Wait()
+	}()
+	root := cmd.Process.Pid
+	var got []int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if got = tree(root); len(got) == 4 {
+			break
+		}
+	}
+	want := treeByScan(root)
+	if len(got) != 4 || got[0] != root {
+		t.Fatalf("tree(%d) = %v, want the shell, a subshell and two sleeps", root, got)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("tree(%d) = %v, the scan finds %v", root, got, want)
 	}
 }
