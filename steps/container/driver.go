@@ -162,7 +162,7 @@ func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.
 	held.PID, held.PIDs, held.ID, held.Dir = src.InitPID, src.PIDs, c.ID, req.Dir
 	return criu.DumpResult{
 		Ports:   ports,
-		Conns:   criu.Connections(src.PIDs, ports),
+		Conns:   criu.HeldConnections(req.Dir, src.PIDs, ports),
 		Dir:     req.Dir,
 		LogPath: filepath.Join(req.Dir, "dump.log"),
 		Stats:   criu.DumpStats(req.Dir),

@@ -3,6 +3,7 @@ package criu
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 )
@@ -35,33 +36,15 @@ func PageCounts(dir string) (present, lazy, parent int64, err error) {
 	return present, lazy, parent, nil
 }
 
-// sumPagemap walks one pagemap image: magic, then length-prefixed
-// protobuf entries (a head, then one PagemapEntry per range).
+// sumPagemap walks one pagemap image: a head, then one PagemapEntry per
+// range.
 func sumPagemap(b []byte, present, lazy, parent *int64) error {
-	const imgCommon, imgService = 0x54564319, 0x55105940
-	if len(b) < 4 {
-		return errors.New("short pagemap image")
+	entries, err := imageEntries(b)
+	if err != nil {
+		return fmt.Errorf("pagemap image: %w", err)
 	}
-	m := binary.LittleEndian.Uint32(b)
-	b = b[4:]
-	if m == imgCommon || m == imgService {
-		if len(b) < 4 {
-			return errors.New("short pagemap image")
-		}
-		b = b[4:]
-	}
-	for first := true; len(b) > 0; first = false {
-		if len(b) < 4 {
-			return errors.New("truncated pagemap entry")
-		}
-		n := int(binary.LittleEndian.Uint32(b))
-		b = b[4:]
-		if n > len(b) {
-			return errors.New("truncated pagemap entry")
-		}
-		entry := b[:n]
-		b = b[n:]
-		if first {
+	for i, entry := range entries {
+		if i == 0 {
 			continue // the head names the pages image
 		}
 		fields, err := varintFields(entry)
@@ -105,12 +88,45 @@ func varintFields(b []byte) (map[int]uint64, error) {
 	return out, nil
 }
 
+// imageEntries splits a CRIU image into its protobuf entries: after its
+// magic (two words, where the first is CRIU's common or service magic),
+// each entry is a 32-bit length and that many bytes.
+func imageEntries(b []byte) ([][]byte, error) {
+	const imgCommon, imgService = 0x54564319, 0x55105940
+	if len(b) < 4 {
+		return nil, errors.New("short image")
+	}
+	m := binary.LittleEndian.Uint32(b)
+	b = b[4:]
+	if m == imgCommon || m == imgService {
+		if len(b) < 4 {
+			return nil, errors.New("short image")
+		}
+		b = b[4:]
+	}
+	var out [][]byte
+	for len(b) > 0 {
+		if len(b) < 4 {
+			return nil, errors.New("truncated entry")
+		}
+		n := int(binary.LittleEndian.Uint32(b))
+		b = b[4:]
+		if n > len(b) {
+			return nil, errors.New("truncated entry")
+		}
+		out = append(out, b[:n])
+		b = b[n:]
+	}
+	return out, nil
+}
+
 // protoField is one field at the start of a protobuf message: its number,
 // wire type, value (varints only) and size in bytes, tag included.
 type protoField struct {
 	num   int
 	wire  uint64
 	value uint64
+	data  []byte // a length-delimited field's bytes
 	size  int
 }
 
@@ -143,6 +159,7 @@ func nextField(b []byte) (protoField, error) {
 		if m <= 0 || uint64(len(rest)-m) < l {
 			return f, errors.New("bad protobuf length")
 		}
+		f.data = rest[m : m+int(l)]
 		n += m + int(l)
 	default:
 		return f, errors.New("unsupported protobuf wire type")

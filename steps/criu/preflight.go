@@ -260,7 +260,8 @@ func externalUnixProblems(pids []int) []string {
 		return nil
 	}
 	// A sock_diag dump can come back short (interrupted by sockets that
-	// come and go): it is asked again until it has every socket wanted.
+	// come and go, as on a busy host): it is asked again until it has
+	// every socket wanted and their peers.
 	// In the tree's network namespace, whatever this thread's is.
 	ns, err := netns.GetFromPath(fmt.Sprintf("/proc/%d/ns/net", pids[0]))
 	if err != nil {
@@ -273,13 +274,17 @@ func externalUnixProblems(pids []int) []string {
 	}
 	defer h.Close()
 	var socks map[uint32]*netlink.UnixDiagInfoResp
-	for range 3 {
-		list, _ := h.UnixSocketDiagInfo()
+	missing := func(ino uint32) bool {
+		sk := socks[ino]
+		return sk == nil || sk.Peer != nil && *sk.Peer != 0 && socks[*sk.Peer] == nil
+	}
+	for range 10 {
+		list, err := h.UnixSocketDiagInfo()
 		socks = map[uint32]*netlink.UnixDiagInfoResp{}
 		for _, sk := range list {
 			socks[sk.DiagMsg.INode] = sk
 		}
-		if !slices.ContainsFunc(streams, func(ino uint32) bool { return socks[ino] == nil }) {
+		if err == nil && !slices.ContainsFunc(streams, missing) {
 			break
 		}
 	}

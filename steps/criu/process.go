@@ -291,7 +291,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	})
 	held.PIDs = tree(r.PID)
 	held.Starts = startTimes(held.PIDs)
-	conns := Connections(held.PIDs, r.Listens)
+	conns := HeldConnections(req.Dir, held.PIDs, r.Listens)
 	wg.Wait()
 	return DumpResult{
 		Dir:     req.Dir,
