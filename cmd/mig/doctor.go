@@ -178,6 +178,12 @@ func printReport(w io.Writer, name string, r criu.Report, fixed bool) {
 	}
 	row("kernel", r.Kernel)
 	row("cgroup", r.Cgroup)
+	if r.KdatCached {
+		row("criu cache", "kept in /run (tmpfs)")
+	} else if r.CRIUError == "" {
+		row("criu cache", "NOT kept: /run is not a tmpfs")
+		findings = append(findings, "CRIU cannot keep its kernel-feature cache (/run/criu.kdat needs a tmpfs at /run): every CRIU start probes the kernel again, 20–25 ms, and a restore starts CRIU twice inside the pause")
+	}
 	for _, l := range r.Holds {
 		switch l.State {
 		case host.LeaseActive:
