@@ -18,20 +18,7 @@ import (
 // listener accepted.
 func TestDumpedConnections(t *testing.T) {
 	b := needCRIU(t)
-	db, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", testPortBase+7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	go func() {
-		for {
-			c, err := db.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	db := listenAndKeep(t, "tcp", fmt.Sprintf("127.0.0.1:%d", testPortBase+7))
 	port := testPortBase + 6
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(counterBin, "-listen", addr, "-dial", db.Addr().String())
@@ -41,6 +28,7 @@ func TestDumpedConnections(t *testing.T) {
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	var client net.Conn
+	var err error
 	for deadline := time.Now().Add(5 * time.Second); client == nil; time.Sleep(20 * time.Millisecond) {
 		if client, err = net.Dial("tcp", addr); err != nil && time.Now().After(deadline) {
 			t.Fatal(err)
@@ -70,4 +58,34 @@ func TestDumpedConnections(t *testing.T) {
 	if !slices.Equal(got, live) {
 		t.Errorf("DumpedConnections = %v, the kernel lists %v", got, live)
 	}
+}
+
+// listenAndKeep listens on addr and keeps every connection it accepts open
+// until the test ends.
+func listenAndKeep(t *testing.T, network, addr string) net.Listener {
+	t.Helper()
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l
 }

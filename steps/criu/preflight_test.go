@@ -165,20 +165,7 @@ func TestPreflightSysVShmShared(t *testing.T) {
 func TestPreflightExternalUnixSocket(t *testing.T) {
 	needRoot(t)
 	sock := filepath.Join(t.TempDir(), "db.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	listenAndKeep(t, "unix", sock)
 	pid := startHelper(t, nil, "unixconnect", sock)
 	r := resolvePID(t, pid)
 	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "unix socket connected to "+sock+", ") || !strings.Contains(r.Problems[0], "External socket") {
