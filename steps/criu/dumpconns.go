@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,7 +35,7 @@ func DumpedConnections(dir string, ports []int) ([]Conn, error) {
 		if sk == nil || sk.proto != unix.IPPROTO_TCP || sk.state != tcpEstablished {
 			continue
 		}
-		if sk.local.Addr().Is4() && !slices.Contains(ports, int(sk.local.Port())) {
+		if guardedConn(sk.local, ports) {
 			out = append(out, Conn{Local: sk.local, Remote: sk.remote})
 		}
 	}

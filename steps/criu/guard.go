@@ -132,11 +132,18 @@ func Connections(pids []int, ports []int) []Conn {
 	socks, _ := tcpSockets(pids[0], 1<<tcpEstablished)
 	var out []Conn
 	for _, s := range socks {
-		if mine[s.Inode] && s.Local.Addr().Is4() && !slices.Contains(ports, int(s.Local.Port())) {
+		if mine[s.Inode] && guardedConn(s.Local, ports) {
 			out = append(out, Conn{Local: s.Local, Remote: s.Remote})
 		}
 	}
 	return out
+}
+
+// guardedConn says whether a connection from local needs a rule of its
+// own in the target's guard: IPv4, and not on a listening port (whose
+// rule covers it already).
+func guardedConn(local netip.AddrPort, ports []int) bool {
+	return local.Addr().Is4() && !slices.Contains(ports, int(local.Port()))
 }
 
 // GuardSpec is what a guard keeps out of a workload's ports, in the
