@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -260,8 +261,9 @@ func externalUnixProblems(pids []int) []string {
 		return nil
 	}
 	// A sock_diag dump can come back short (interrupted by sockets that
-	// come and go, as on a busy host): it is asked again until it has
-	// every socket wanted and their peers.
+	// come and go, as on a busy host), and a connection its server has
+	// not accepted yet has no peer inode: it is asked again, a few
+	// milliseconds apart, until it has every socket wanted and their peers.
 	// In the tree's network namespace, whatever this thread's is.
 	ns, err := netns.GetFromPath(fmt.Sprintf("/proc/%d/ns/net", pids[0]))
 	if err != nil {
@@ -276,9 +278,12 @@ func externalUnixProblems(pids []int) []string {
 	var socks map[uint32]*netlink.UnixDiagInfoResp
 	missing := func(ino uint32) bool {
 		sk := socks[ino]
-		return sk == nil || sk.Peer != nil && *sk.Peer != 0 && socks[*sk.Peer] == nil
+		return sk == nil || sk.Peer == nil || *sk.Peer == 0 || socks[*sk.Peer] == nil
 	}
-	for range 10 {
+	for try := range 10 {
+		if try > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
 		list, err := h.UnixSocketDiagInfo()
 		socks = map[uint32]*netlink.UnixDiagInfoResp{}
 		for _, sk := range list {
