@@ -159,6 +159,9 @@ func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.
 	} else if src, err = r.Checkpoint(c.ID, c.checkpoint(req)); err != nil {
 		return criu.DumpResult{}, err
 	}
+	if req.Written != nil {
+		req.Written()
+	}
 	held.PID, held.PIDs, held.ID, held.Dir = src.InitPID, src.PIDs, c.ID, req.Dir
 	return criu.DumpResult{
 		Ports:   ports,

@@ -348,13 +348,32 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (DumpResult, e
 		guarded = req.Listen.Port
 	}
 	var images *tls.Conn
+	type sendResult struct {
+		sent host.TransferResult
+		err  error
+	}
+	var sending chan sendResult // once the driver says the images are written
+	send := func() sendResult {
+		sent, err := host.SendOver(ctx, images, req.Dir, env.Log)
+		return sendResult{sent, err}
+	}
 	if req.Send != nil {
 		var err error
 		if images, err = host.DialReceiver(ctx, *req.Send); err != nil {
 			unguardPort(context.WithoutCancel(ctx), guarded)
 			return DumpResult{}, fmt.Errorf("send the images: %w", err)
 		}
-		defer images.Close()
+		req.Written = func() {
+			sending = make(chan sendResult, 1)
+			go func() { sending <- send() }()
+		}
+		defer func() {
+			// A send still going when the dump gives up stops here.
+			images.Close()
+			if sending != nil {
+				<-sending
+			}
+		}()
 	}
 	start := time.Now()
 	res, err := d.Dump(ctx, env, req.Workload, req.DumpRequest)
@@ -394,12 +413,18 @@ func dump(ctx context.Context, d Driver, env Env, req DumpAction) (DumpResult, e
 	}
 	if err == nil && images != nil {
 		// The workload stays held whatever happens to its images: the
-		// caller undoes the dump if they did not arrive.
-		sent, serr := host.SendOver(ctx, images, res.Dir, env.Log)
-		if serr != nil {
-			res.SendError = serr.Error()
+		// caller undoes the dump if they did not arrive. They left when
+		// CRIU had written them, unless the driver could not say when.
+		var r sendResult
+		if sending != nil {
+			r, sending = <-sending, nil
 		} else {
-			res.Sent = &sent
+			r = send()
+		}
+		if r.err != nil {
+			res.SendError = r.err.Error()
+		} else {
+			res.Sent = &r.sent
 		}
 	}
 	return res, err

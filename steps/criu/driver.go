@@ -131,6 +131,10 @@ type DumpRequest struct {
 	// records how to resume and kill the held workload there before it
 	// returns, so that the host resumes it should mig die.
 	Hold *host.HoldRef `json:"hold,omitempty"`
+	// Written, when set, is called once CRIU has written the images and
+	// before the driver reads what it reports of the held workload, so
+	// that the images can leave while it does.
+	Written func() `json:"-"`
 }
 
 // Addr is a TCP address.

@@ -276,6 +276,9 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		p.Resume(context.WithoutCancel(ctx), env, w, held)
 		return DumpResult{}, err
 	}
+	if req.Written != nil {
+		req.Written()
+	}
 	// The tasks are held, so what is read of them now stays true. The
 	// pause waits for these reads: they go side by side.
 	var wg sync.WaitGroup
