@@ -89,7 +89,6 @@ type RecvRequest struct {
 // send is the "fs.send" action: it writes a file, or a directory as tar, to
 // its output as a transfer stream (stream.go).
 func send(ctx context.Context, c *Call, req SendRequest) (res TransferResult, err error) {
-	out := c.Out
 	if req.Connect != "" {
 		conn, err := dialDirect(ctx, req.Connect, ticket{Fingerprint: req.Fingerprint, Token: req.Token})
 		if err != nil {
@@ -97,7 +96,7 @@ func send(ctx context.Context, c *Call, req SendRequest) (res TransferResult, er
 		}
 		return SendOver(ctx, conn, req.Path, c.Log)
 	}
-	return writeTransfer(ctx, out, req.Path, c.Log)
+	return writeTransfer(ctx, c.Out, req.Path, c.Log)
 }
 
 // SendOver writes path to a direct receiver's connection as a transfer

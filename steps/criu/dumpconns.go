@@ -10,13 +10,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DumpedConnections is Connections read from the files image of the dump
+// dumpedConnections is Connections read from the files image of the dump
 // in dir: the connections CRIU took, exactly. The dump needs them while
 // the workload is frozen, and reading the image costs microseconds, where
 // asking the kernel again (sock_diag, as CRIU did) walks every bucket of
 // the host's established-socket table: 3 ms with no socket at all on a
 // machine of 24 GiB, and the table grows with memory.
-func DumpedConnections(dir string, ports []int) ([]Conn, error) {
+func dumpedConnections(dir string, ports []int) ([]Conn, error) {
 	path := filepath.Join(dir, "files.img")
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -133,10 +133,10 @@ func addrPort(b []byte, port uint16) netip.AddrPort {
 }
 
 // HeldConnections are the connections of a held tree of processes, pids,
-// dumped into dir: DumpedConnections, or Connections where the image
+// dumped into dir: dumpedConnections, or Connections where the image
 // cannot be read.
 func HeldConnections(dir string, pids, ports []int) []Conn {
-	if conns, err := DumpedConnections(dir, ports); err == nil {
+	if conns, err := dumpedConnections(dir, ports); err == nil {
 		return conns
 	}
 	return Connections(pids, ports)

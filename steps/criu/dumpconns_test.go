@@ -51,12 +51,12 @@ func TestDumpedConnections(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(dir, DumpLog))
 		t.Fatalf("criu dump: %v: %s\n%s", err, out, b)
 	}
-	got, err := DumpedConnections(dir, []int{port})
+	got, err := dumpedConnections(dir, []int{port})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(got, live) {
-		t.Errorf("DumpedConnections = %v, the kernel lists %v", got, live)
+		t.Errorf("dumpedConnections = %v, the kernel lists %v", got, live)
 	}
 }
 
