@@ -189,8 +189,8 @@ const DefaultGuardDeadline = 10 * time.Minute
 //	chain input { type filter hook input priority -10; policy accept;
 //		tcp dport { PORTS } tcp flags & (syn | ack) == syn drop      (drop)
 //		tcp dport { PORTS } tcp flags & (syn | ack) == syn reject with tcp reset  (reset)
-//		tcp dport { PORTS } drop                                     (established)
-//		ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop   (established)
+//		tcp dport { PORTS } drop                                     (established, unless queued)
+//		ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop   (established, unless queued)
 //	}
 //	chain prerouting { type filter hook prerouting priority -10; policy accept; }  (hold)
 //	chain output { type filter hook output priority -10; policy accept;
@@ -198,7 +198,8 @@ const DefaultGuardDeadline = 10 * time.Minute
 //		ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop   (output, established)
 //	}
 //
-// install then adds the queue rules to the prerouting chain:
+// install then adds the queue rules to the prerouting chain, in the same
+// batch (with HoldEstablished, they queue what established would drop):
 //
 //	tcp dport PORT tcp flags & (syn | ack) == syn queue          (hold)
 //	tcp dport PORT queue                                         (hold, HoldEstablished: instead)
@@ -231,7 +232,7 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 		case NewReset:
 			in = append(in, ports(tcpDport, nftRule(isSYN, []expr.Any{nftTCPReset})...))
 		}
-		if g.Established {
+		if g.Established && !g.queuesAll() {
 			in = append(in, ports(tcpDport, nftDrop))
 		}
 		if g.Output {
@@ -239,7 +240,9 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 		}
 	}
 	if g.Established && len(g.Conns) > 0 {
-		in = append(in, tuples(false))
+		if !g.queuesAll() {
+			in = append(in, tuples(false))
+		}
 		if g.Output {
 			out = append(out, tuples(true))
 		}
@@ -274,6 +277,20 @@ func (g GuardSpec) queues() bool {
 	return g.NewConnections == NewHold && (len(g.Ports) > 0 || g.HoldEstablished && len(g.Conns) > 0)
 }
 
+// queuesAll says whether every packet that Established drops is queued
+// before routing instead: the guard then needs no rule on input (and with
+// no reader, the kernel drops what is queued).
+func (g GuardSpec) queuesAll() bool {
+	return g.queues() && g.HoldEstablished
+}
+
+// dropsInput says whether the table drops or rejects packets on input,
+// where a packet the guard lets through would meet those rules.
+func (g GuardSpec) dropsInput() bool {
+	newRules := len(g.Ports) > 0 && (g.NewConnections == NewDrop || g.NewConnections == NewReset)
+	return newRules || g.Established && !g.queuesAll() && (len(g.Ports) > 0 || len(g.Conns) > 0)
+}
+
 // tuples are the guard's connections as the packets to this host (or,
 // with out, from it) carry them.
 func (g GuardSpec) tuples(out bool) ([]fourTuple, error) {
@@ -297,7 +314,7 @@ func (g GuardSpec) tuples(out bool) ([]fourTuple, error) {
 // HoldEstablished, every packet to its ports and connections) go to queue
 // num before routing.
 func (g GuardSpec) install(num uint16) error {
-	family, name, ok := strings.Cut(g.Table, " ")
+	family, _, ok := strings.Cut(g.Table, " ")
 	if !ok || family != "inet" {
 		return fmt.Errorf("guard table %q: want \"inet NAME\"", g.Table)
 	}
@@ -309,16 +326,26 @@ func (g GuardSpec) install(num uint16) error {
 	if err == nil {
 		err = g.rules(c, t)
 	}
-	if err == nil {
-		err = c.Flush()
+	if err == nil && g.queues() {
+		err = g.queueRules(c, num)
 	}
 	if err != nil {
 		return fmt.Errorf("guard %s: %w", g.Table, err)
 	}
-	if !g.queues() {
-		return nil
+	if err := c.Flush(); err != nil {
+		if g.queues() {
+			return fmt.Errorf("guard %s (queueing with %s): %w", g.Table, g.Queue, err)
+		}
+		return fmt.Errorf("guard %s: %w", g.Table, err)
 	}
-	t = &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	return nil
+}
+
+// queueRules adds the rules that queue packets to num to the prerouting
+// chain of the guard's table, in the batch of c.
+func (g GuardSpec) queueRules(c *nftables.Conn, num uint16) error {
+	_, name, _ := strings.Cut(g.Table, " ")
+	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
 	ch := &nftables.Chain{Name: "prerouting", Table: t}
 	which := isSYN
 	if g.HoldEstablished {
@@ -340,9 +367,6 @@ func (g GuardSpec) install(num uint16) error {
 			return err
 		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(m, queueExpr(g.Queue, num))})
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("guard %s: queue rule (%s): %w", g.Table, g.Queue, err)
 	}
 	return nil
 }
@@ -499,7 +523,7 @@ func (g GuardSpec) insertConns(conns []Conn, num uint16) error {
 		return err
 	}
 	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
-	if g.Established {
+	if g.Established && !g.queuesAll() {
 		m, err := tcp4Tuples(c, t, ts)
 		if err != nil {
 			return err

@@ -94,7 +94,7 @@ func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
 	if err := netlink.AddrSubscribe(addrs, done); err != nil {
 		logf("watch addresses: %v", err)
 	}
-	h := &holder{q: q, logf: logf}
+	h := &holder{q: q, logf: logf, passes: !spec.dropsInput()}
 	h.localAddrs()
 	deadline := time.NewTimer(spec.Deadline)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -158,7 +158,10 @@ type holder struct {
 	q    *nfQueue
 	held []queued
 	logf func(string, ...any)
-	raw  int // raw IPv4 socket for re-sending, opened on first use
+	// passes says whether a packet let through meets no drop rule of the
+	// guard's table (see GuardSpec.dropsInput).
+	passes bool
+	raw    int // raw IPv4 socket for re-sending, opened on first use
 	// forgotten are the moved addresses whose neighbour entries went.
 	forgotten map[netip.Addr]bool
 	// seen are the addresses this host had while the guard ran.
@@ -265,25 +268,37 @@ func (h *holder) forget(addr netip.Addr) {
 	}
 }
 
-// release empties the table's chains so that new packets reach the
-// sockets, lets the held ones through (or re-sends those whose address
-// moved), and removes the table. The kernel drops what is still queued
-// when a table goes, so the table goes last. A packet let through before
-// the chains are empty would meet the table's drop rules.
+// release lets the held packets through (or re-sends those whose address
+// moved), empties the table's chains so that new packets reach the
+// sockets, and removes the table. Where the table has drop rules on input,
+// a packet let through before the chains are empty would meet them: then
+// the held ones wait for the chains to empty. Emptying them waits for the
+// kernel (5–20 ms here), so elsewhere they go first, and what the queue
+// still brings goes through as it comes. The kernel drops what is still
+// queued when a table goes, so the table goes last.
 func (h *holder) release(ctx context.Context, table string, packets chan []queued) {
 	defer func() {
 		if err := DeleteNftTable(nil, table); err != nil {
 			h.logf("%v", err)
 		}
 	}()
-	if err := flushTable(table); err != nil {
-		h.logf("%v", err)
+	let := h.q != nil && h.passes
+	n := 0
+	if let {
+		n = h.letThrough()
 	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- flushTable(table) }()
 	if h.q == nil {
+		if err := <-flushed; err != nil {
+			h.logf("%v", err)
+		}
 		return
 	}
-	// Packets queued just before the rules went may still be on their way.
-	for drain := time.After(5 * time.Millisecond); packets != nil; {
+	// Packets queued just before the chains emptied may still be on
+	// their way.
+	var drain <-chan time.Time
+	for packets != nil || flushed != nil {
 		select {
 		case ps, ok := <-packets:
 			if !ok {
@@ -291,11 +306,21 @@ func (h *holder) release(ctx context.Context, table string, packets chan []queue
 				continue
 			}
 			h.take(ps)
+			if let {
+				n += h.letThrough()
+			}
+		case err := <-flushed:
+			if err != nil {
+				h.logf("%v", err)
+			}
+			flushed, let = nil, true
+			n += h.letThrough()
+			drain = time.After(5 * time.Millisecond)
 		case <-drain:
 			packets = nil
 		}
 	}
-	h.logf("let %d held packets through", h.letThrough())
+	h.logf("let %d held packets through", n)
 }
 
 // letThrough accepts the held packets, after re-sending those whose address

@@ -80,6 +80,11 @@ func TestGuardRulesAsNft(t *testing.T) {
 				"\t\tip saddr . tcp sport . ip daddr . tcp dport { 10.0.0.2 . 8080 . 10.0.0.1 . 5555, 10.0.0.2 . 8080 . 10.0.0.3 . 6 } drop\n\t}\n}\n"},
 		{"conns only", GuardSpec{NewConnections: NewHold, Established: true, Conns: conns[:1]},
 			head + "\t\tip saddr . tcp sport . ip daddr . tcp dport { 10.0.0.1 . 5555 . 10.0.0.2 . 8080 } drop\n\t}\n}\n"},
+		// What established would drop is queued (by install): the packets
+		// the guard lets through meet no rule.
+		{"hold established", GuardSpec{Ports: []int{8080}, NewConnections: NewHold, Established: true, HoldEstablished: true, Conns: conns[:1]},
+			head + "\t}\n" +
+				"\tchain prerouting {\n\t\ttype filter hook prerouting priority -10; policy accept;\n\t}\n}\n"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,6 +107,10 @@ func TestGuardRulesAsNft(t *testing.T) {
 			}
 			if w, g := listRuleset(t, want), listRuleset(t, got); w != g {
 				t.Errorf("nft made:\n%s\nmig made:\n%s", w, g)
+			}
+			input, _, _ := strings.Cut(strings.TrimPrefix(tc.script, head), "\t}")
+			if drops := input != ""; tc.spec.dropsInput() != drops {
+				t.Errorf("dropsInput() = %v, but the input chain has rules: %v", !drops, drops)
 			}
 		})
 	}
