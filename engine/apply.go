@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -108,6 +109,7 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	cl := startClients(ctx, probes, loads, start)
 
 	r.walk(ctx)
+	r.saves.Wait()
 	state := r.overall(ctx)
 	r.settle(ctx, state)
 	r.mu.Lock()
@@ -153,11 +155,15 @@ type runner struct {
 	stepLog hclog.Logger
 	rec     *Record
 
-	saveMu   sync.Mutex
-	mu       sync.Mutex
-	stepVals map[string]cty.Value
-	done     []completed
-	diags    hcl.Diagnostics
+	saveMu sync.Mutex
+	// savePending says that a save is on its way (saveSoon); saves
+	// waits for those.
+	savePending atomic.Bool
+	saves       sync.WaitGroup
+	mu          sync.Mutex
+	stepVals    map[string]cty.Value
+	done        []completed
+	diags       hcl.Diagnostics
 
 	emitMu sync.Mutex
 }

@@ -257,6 +257,21 @@ func (s *holdSet) release(ctx context.Context, note string) []error {
 	return errs
 }
 
+// covers says whether every host that rp names holds a lease: those
+// hosts, not the run's record, answer for rp should mig die.
+func (s *holdSet) covers(rp Replay) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range [][]host.Invocation{rp.Undo, rp.Commit, rp.Decide} {
+		for _, inv := range l {
+			if !s.has(inv.Host) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // leased returns the hosts holding a lease.
 func (s *holdSet) leased() []string {
 	s.mu.Lock()

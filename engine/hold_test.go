@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,6 +80,54 @@ step "fake" "b" {
 	}
 	if _, err := os.Stat(filepath.Join(host.HoldDir(), rec.ID+".json")); !os.IsNotExist(err) {
 		t.Errorf("the lease was not released: %v", err)
+	}
+}
+
+// TestRecordFirstWithoutLease: a step whose changes no host can hold
+// (its host offers no hold actions) is on disk, with its undo, before the
+// run goes on: `mig recover` has only the record to replay it from. (Steps
+// the hosts hold are saved in the background.)
+func TestRecordFirstWithoutLease(t *testing.T) {
+	t.Setenv("MIG_HOLD_DIR", t.TempDir())
+	f := &fake{}
+	cfg := testConfig(f)
+	cfg.Hosts = host.Family{Actions: host.Table(host.Builtin()), Log: hclog.NewNullLogger()}
+	path := filepath.Join(t.TempDir(), "w.hcl")
+	journal := filepath.Join(t.TempDir(), "journal")
+	src := `
+host "local" {}
+step "fake" "a" {
+  host   = host.local
+  value  = "a"
+  replay = "` + journal + `"
+}
+`
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, diags := Load(path, cfg)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	vars, _ := w.Vars(VarInput{}, true)
+	state := t.TempDir()
+	var onDisk []string
+	events := func(e Event) {
+		if e.Type != EventFinished || e.Step != "step.a" {
+			return
+		}
+		recs, _ := ListRecords(state)
+		for _, r := range recs {
+			for _, s := range r.Steps {
+				onDisk = append(onDisk, fmt.Sprintf("%s undo=%d", s.Address, len(s.Undo)))
+			}
+		}
+	}
+	if rec, diags := w.Apply(context.Background(), ApplyOptions{Vars: vars, StateDir: state, Events: events}); rec == nil || rec.State != StateOK {
+		t.Fatal(diags.Error())
+	}
+	if strings.Join(onDisk, ", ") != "step.a undo=1" {
+		t.Errorf("the record on disk when step.a finished had %q", onDisk)
 	}
 }
 

@@ -319,10 +319,32 @@ func FormatBytes(n float64) string {
 }
 
 func (r *runner) addStep(sr *StepRecord) {
+	r.appendStep(sr)
+	r.save()
+}
+
+// addStepSoon records sr without waiting for the record to be on disk:
+// for a step whose changes the hosts answer for should mig die (or that
+// has none), whose record entry `mig recover` does not need. The next
+// step then starts at once, which matters in the pause.
+func (r *runner) addStepSoon(sr *StepRecord) {
+	r.appendStep(sr)
+	r.saveSoon()
+}
+
+func (r *runner) appendStep(sr *StepRecord) {
 	r.mu.Lock()
 	r.rec.Steps = append(r.rec.Steps, sr)
 	r.mu.Unlock()
-	r.save()
+}
+
+// saveSoon saves the record in the background. Saves that pile up make
+// one: a save writes everything recorded before it starts.
+func (r *runner) saveSoon() {
+	if r.savePending.Swap(true) {
+		return
+	}
+	r.saves.Go(r.save)
 }
 
 // save writes the record (atomically), so that a run whose mig dies
@@ -331,6 +353,7 @@ func (r *runner) save() {
 	leased := r.holds.leased()
 	r.saveMu.Lock()
 	defer r.saveMu.Unlock()
+	r.savePending.Store(false)
 	r.mu.Lock()
 	r.rec.Leases = leased
 	data, err := json.MarshalIndent(r.rec, "", "  ")

@@ -84,18 +84,23 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 				sr.Outputs = r.redact().Bytes(js)
 			}
 			sr.Undo, sr.Commit = res.Replay.Undo, res.Replay.Commit
+			hostsHold := true // the hosts answer for this step's changes should mig die
 			if len(sr.Undo)+len(sr.Commit) > 0 && !held {
-				// The hosts answer for this step's changes should mig die.
 				hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 				if herr := r.holds.add(hctx, sr.Address, res.Replay); herr != nil {
 					log.Warn("the hosts cannot hold this step's changes should mig die", "error", herr)
+					hostsHold = false
 				}
 				cancel()
 			}
 			r.mu.Lock()
 			r.done = append(r.done, completed{address: sr.Address, step: s, result: res})
 			r.mu.Unlock()
-			r.addStep(sr)
+			if hostsHold && r.holds.covers(res.Replay) {
+				r.addStepSoon(sr)
+			} else {
+				r.addStep(sr) // `mig recover` replays it from the record
+			}
 			log.Info("step finished", "seconds", sr.Seconds())
 			r.emit(Event{Type: EventFinished, Step: sr.Address, Kind: s.Kind, Host: sr.Host, Attempt: attempt,
 				State: StateOK, Seconds: sr.Seconds(), Metrics: res.Metrics})
