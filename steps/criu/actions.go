@@ -457,13 +457,14 @@ func restore(ctx context.Context, d Driver, env Env, req RestoreAction) (Restore
 	res.Times = Times{Start: start.UnixNano(), End: time.Now().UnixNano()}
 	if err == nil {
 		// The restored workload owns its sockets: the guard lets the held
-		// packets through to them and goes. A copy left stopped
-		// queues them until criu.continue starts it; that action then
-		// makes sure the guard went, so its work is not in the pause.
-		if res.Stopped {
-			SignalGuard(GuardTable(req.Workload))
-		} else if gerr := StopGuard(context.WithoutCancel(ctx), 0, GuardTable(req.Workload)); gerr != nil {
-			env.Log.Warn("releasing the guard", "error", gerr)
+		// packets through to them and goes. A copy left stopped keeps
+		// them held until criu.continue starts it and releases the guard
+		// (in about a millisecond): let through now, they would only keep
+		// this host busy with their handshakes in the pause.
+		if !res.Stopped {
+			if gerr := StopGuard(context.WithoutCancel(ctx), 0, GuardTable(req.Workload)); gerr != nil {
+				env.Log.Warn("releasing the guard", "error", gerr)
+			}
 		}
 	}
 	if err == nil {
