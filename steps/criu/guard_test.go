@@ -180,24 +180,7 @@ func TestGuardHoldsEstablished(t *testing.T) {
 	n := newTestNetns(t)
 	const port = testPortBase + 93
 	how := queueOrSkip(t, n)
-	var ln net.Listener
-	var err error
-	n.do(func() { ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var c net.Conn
-	n.do(func() { c, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	c, s := connectedPair(t, n, port)
 	spec := GuardSpec{Table: "inet mig-guard-test", Ports: []int{port}, NewConnections: NewHold, Queue: how,
 		Established: true, HoldEstablished: true, Deadline: time.Minute}
 	startTestGuard(t, n, spec)
@@ -436,24 +419,8 @@ func BenchmarkGuardRelease(b *testing.B) {
 	n := newTestNetns(b)
 	const port = testPortBase + 96
 	how := queueOrSkip(b, n)
-	var ln net.Listener
-	var c net.Conn
+	c, s := connectedPair(b, n, port)
 	var err error
-	n.do(func() {
-		if ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-		}
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	defer c.Close()
-	s, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
 	spec := GuardSpec{Table: "inet mig-guard-bench", Ports: []int{port}, NewConnections: NewHold, Queue: how,
 		Established: true, HoldEstablished: true, Deadline: time.Minute}
 	defer n.do(func() { StopGuard(context.Background(), 0, spec.Table) })
@@ -482,4 +449,27 @@ func BenchmarkGuardRelease(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/op")
+}
+
+// connectedPair listens on port in n and connects to it there: the
+// client's and the server's ends, closed when the test ends.
+func connectedPair(tb testing.TB, n *testNetns, port int) (client, server net.Conn) {
+	tb.Helper()
+	var ln net.Listener
+	var err error
+	n.do(func() {
+		if ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			client, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		}
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	tb.Cleanup(func() { client.Close() })
+	if server, err = ln.Accept(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { server.Close() })
+	return client, server
 }

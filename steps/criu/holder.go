@@ -282,19 +282,18 @@ func (h *holder) release(ctx context.Context, table string, packets chan []queue
 			h.logf("%v", err)
 		}
 	}()
-	let := h.q != nil && h.passes
-	n := 0
+	if h.q == nil {
+		if err := flushTable(table); err != nil {
+			h.logf("%v", err)
+		}
+		return
+	}
+	let, n := h.passes, 0
 	if let {
 		n = h.letThrough()
 	}
 	flushed := make(chan error, 1)
 	go func() { flushed <- flushTable(table) }()
-	if h.q == nil {
-		if err := <-flushed; err != nil {
-			h.logf("%v", err)
-		}
-		return
-	}
 	// Packets queued just before the chains emptied may still be on
 	// their way.
 	var drain <-chan time.Time
