@@ -166,7 +166,7 @@ func writeRecordTable(out io.Writer, rec *engine.Record) {
 // shownMetrics are the metrics the table prints, in order; the record
 // keeps them all.
 var shownMetrics = []string{
-	"frozen_time", "memdump_time", "memwrite_time", "pages_written", "pages_lazy",
+	"lock_time", "frozen_time", "memdump_time", "memwrite_time", "pages_written", "pages_lazy",
 	"restore_time", "pages_restored", "predump_rounds", "moved_bytes", "lazy_seconds",
 }
 

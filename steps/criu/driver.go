@@ -180,7 +180,7 @@ type Held struct {
 	// a late undo or commit never signals a process that reused a PID.
 	Starts   []uint64 `json:"starts,omitempty"`
 	ID       string   `json:"id,omitempty"`        // container id
-	NftTable string   `json:"nft_table,omitempty"` // CRIU's network lock, "inet CRIU-932449b8-…"
+	NftTable string   `json:"nft_table,omitempty"` // the connections' lock: "inet mig-lock-PID", or CRIU's "inet CRIU-932449b8-…"
 	// HoldTable is the guard that holds, drops or refuses new connections
 	// while held (see HoldPorts).
 	HoldTable string `json:"hold_table,omitempty"`

@@ -17,6 +17,21 @@ import (
 // the host's established-socket table: 3 ms with no socket at all on a
 // machine of 24 GiB, and the table grows with memory.
 func dumpedConnections(dir string, ports []int) ([]Conn, error) {
+	socks, err := dumpedTCP(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []Conn
+	for _, sk := range socks {
+		if sk.state == tcpEstablished && guardedConn(sk.local, ports) {
+			out = append(out, Conn{Local: sk.local, Remote: sk.remote})
+		}
+	}
+	return out, nil
+}
+
+// dumpedTCP are the TCP sockets in the files image of the dump in dir.
+func dumpedTCP(dir string) ([]*dumpedSocket, error) {
 	path := filepath.Join(dir, "files.img")
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -26,16 +41,29 @@ func dumpedConnections(dir string, ports []int) ([]Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	var out []Conn
+	var out []*dumpedSocket
 	for _, e := range entries {
 		sk, err := inetSocket(e)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		if sk == nil || sk.proto != unix.IPPROTO_TCP || sk.state != tcpEstablished {
-			continue
+		if sk != nil && sk.proto == unix.IPPROTO_TCP {
+			out = append(out, sk)
 		}
-		if guardedConn(sk.local, ports) {
+	}
+	return out, nil
+}
+
+// dumpedPeers are the connected TCP sockets of the dump in dir: every
+// one with a peer, whatever its state.
+func dumpedPeers(dir string) ([]Conn, error) {
+	socks, err := dumpedTCP(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []Conn
+	for _, sk := range socks {
+		if sk.remote.Port() != 0 {
 			out = append(out, Conn{Local: sk.local, Remote: sk.remote})
 		}
 	}

@@ -165,8 +165,9 @@ type GuardSpec struct {
 	// before the restore then wait for the restored sockets instead of
 	// being lost and sent again on the client's retransmission timer
 	// (200 ms at least). Not for a source: there, a held handshake would
-	// leave a half-open connection for the dump to lose, and CRIU's
-	// network lock drops a segment re-sent after the address.
+	// leave a half-open connection for the dump to lose, and the
+	// network lock (connlock.go) drops a segment re-sent after the
+	// address.
 	HoldEstablished bool `json:"hold_established,omitempty"`
 	// Output drops what this host sends from Ports and Conns too (while a
 	// restored copy is killed on undo: its sockets must not reset the
@@ -220,7 +221,7 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 			if err != nil {
 				return nil, err
 			}
-			m, err := tcp4Tuples(c, t, ts)
+			m, err := tcpTuples(c, t, ts)
 			return append(m, nftDrop), err
 		}
 	}
@@ -299,7 +300,7 @@ func (g GuardSpec) tuples(out bool) ([]fourTuple, error) {
 		if !cn.Local.Addr().Unmap().Is4() || !cn.Remote.Addr().Unmap().Is4() {
 			return nil, fmt.Errorf("connection %s-%s: only IPv4 connections can be guarded", cn.Local, cn.Remote)
 		}
-		l, r := cn.Local.Addr().Unmap().As4(), cn.Remote.Addr().Unmap().As4()
+		l, r := cn.Local.Addr().Unmap(), cn.Remote.Addr().Unmap()
 		if out {
 			ts = append(ts, fourTuple{saddr: l, sport: cn.Local.Port(), daddr: r, dport: cn.Remote.Port()})
 		} else {
@@ -362,7 +363,7 @@ func (g GuardSpec) queueRules(c *nftables.Conn, num uint16) error {
 		if err != nil {
 			return err
 		}
-		m, err := tcp4Tuples(c, t, ts)
+		m, err := tcpTuples(c, t, ts)
 		if err != nil {
 			return err
 		}
@@ -524,7 +525,7 @@ func (g GuardSpec) insertConns(conns []Conn, num uint16) error {
 	}
 	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
 	if g.Established && !g.queuesAll() {
-		m, err := tcp4Tuples(c, t, ts)
+		m, err := tcpTuples(c, t, ts)
 		if err != nil {
 			return err
 		}
@@ -535,7 +536,7 @@ func (g GuardSpec) insertConns(conns []Conn, num uint16) error {
 			// The guard queued nothing: it has no prerouting chain.
 			return errors.New("no queue chain")
 		}
-		m, err := tcp4Tuples(c, t, ts)
+		m, err := tcpTuples(c, t, ts)
 		if err != nil {
 			return err
 		}

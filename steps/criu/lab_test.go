@@ -304,8 +304,9 @@ func TestLabRollback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, _ := lh.l.Output(ctx, "h1", "nft", "list", "tables"); !strings.Contains(out, "CRIU-") {
-		t.Errorf("no network lock on h1 while held: %q", out)
+	// No connection to lock (TestDumpResume has one): only the hold guard.
+	if out, _ := lh.l.Output(ctx, "h1", "nft", "list", "tables"); !strings.Contains(out, "mig-hold-") {
+		t.Errorf("no hold guard on h1 while held: %q", out)
 	}
 	_, err = steps.Restore{}.Apply(ctx, cty.ObjectVal(map[string]cty.Value{
 		"workload": w,
@@ -330,8 +331,8 @@ func TestLabRollback(t *testing.T) {
 	if s, err := get(srcURL + "/check"); err != nil || s != "ok" {
 		t.Errorf("/check on h1: %q %v", s, err)
 	}
-	if out, _ := lh.l.Output(ctx, "h1", "nft", "list", "tables"); strings.Contains(out, "CRIU-") {
-		t.Errorf("network lock left on h1: %q", out)
+	if out, _ := lh.l.Output(ctx, "h1", "nft", "list", "tables"); strings.Contains(out, "CRIU-") || strings.Contains(out, "mig-") {
+		t.Errorf("tables left on h1: %q", out)
 	}
 }
 

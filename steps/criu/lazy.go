@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -31,7 +32,7 @@ import (
 // readyTimeout bounds the wait for a detached CRIU to report readiness.
 const readyTimeout = 5 * time.Minute
 
-func lazyDump(ctx context.Context, env Env, pid int, req DumpRequest, o Options) (int, error) {
+func lazyDump(ctx context.Context, env Env, pid int, req DumpRequest, o Options, lock rpc.CriuNetworkLockMethod) (int, error) {
 	if req.Listen.Port == 0 {
 		return 0, errors.New("lazy dump: no listen port")
 	}
@@ -40,7 +41,7 @@ func lazyDump(ctx context.Context, env Env, pid int, req DumpRequest, o Options)
 	}
 	args := []string{"dump", "-t", strconv.Itoa(pid), "-D", req.Dir, "-o", DumpLog, "-v" + strconv.Itoa(LogLevel),
 		"--leave-stopped", "--lazy-pages", "--address", req.Listen.Host, "--port", strconv.Itoa(req.Listen.Port),
-		"--network-lock", "nftables", "--skip-in-flight"}
+		"--network-lock", strings.ToLower(lock.String()), "--skip-in-flight"}
 	args = append(args, optionArgs(o)...)
 	if req.Parent != "" {
 		args = append(args, "--prev-images-dir", req.Parent, "--track-mem")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"regexp"
 	"strings"
@@ -184,17 +185,18 @@ func changeNftTable(netns *os.File, table, what string, change func(*nftables.Co
 	return nil
 }
 
-// dropNftTable removes CRIU's lock table from pid's network namespace.
+// dropNftTable removes a network lock table from pid's network namespace.
 func dropNftTable(ctx context.Context, pid int, table string) error {
-	return dropNftTableIn(ctx, nsOf(pid, "net"), table)
-}
-
-// dropNftTableIn removes table from the network namespace netns (nil: this
-// one) if it exists, and closes netns.
-func dropNftTableIn(_ context.Context, netns *os.File, table string) error {
+	netns := nsOf(pid, "net")
 	if netns != nil {
 		defer netns.Close()
 	}
+	return dropNftTableIn(ctx, netns, table)
+}
+
+// dropNftTableIn removes table from the network namespace netns (nil: this
+// one) if it exists.
+func dropNftTableIn(_ context.Context, netns *os.File, table string) error {
 	if table == "" {
 		return nil
 	}
@@ -224,8 +226,8 @@ func nftTableExists(_ context.Context, table string) bool {
 // otherwise accept them into the listen backlog, and they would be lost
 // with the dump (CRIU skips in-flight connections). Held SYNs go to the
 // resumed listener, or follow the service address when it moves. (The
-// other segments are left to CRIU's network lock: held from before the
-// freeze, a download's acknowledgements would fill the queue.)
+// other segments are left to the network lock, connlock.go: held from
+// before the freeze, a download's acknowledgements would fill the queue.)
 func HoldPorts(ctx context.Context, pid int, ports []int, setting string) (string, error) {
 	if len(ports) == 0 {
 		return "", nil
@@ -343,39 +345,49 @@ func tcpPorts(c *nftables.Conn, t *nftables.Table, off uint32, ports []int) ([]e
 	return append(e, &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID}), nil
 }
 
-// fourTuple is an IPv4 TCP connection as seen in a packet.
+// fourTuple is a TCP connection as a packet carries it: both addresses
+// IPv4, or both IPv6.
 type fourTuple struct {
-	saddr, daddr [4]byte
+	saddr, daddr netip.Addr
 	sport, dport uint16
 }
 
-// tcp4Tuples matches IPv4 TCP packets of the given connections: nft's
-// "ip saddr . tcp sport . ip daddr . tcp dport { … }", whose fields sit in
-// 32-bit registers from 8 (the first of them, alias of register 1) on.
-func tcp4Tuples(c *nftables.Conn, t *nftables.Table, tuples []fourTuple) ([]expr.Any, error) {
-	key, err := nftables.ConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIPAddr, nftables.TypeInetService)
+// tcpTuples matches TCP packets of the given connections, all of one
+// family: nft's "ip saddr . tcp sport . ip daddr . tcp dport { … }" (ip6
+// for IPv6), whose fields sit in 32-bit registers from 8 (the first of
+// them, alias of register 1) on.
+func tcpTuples(c *nftables.Conn, t *nftables.Table, tuples []fourTuple) ([]expr.Any, error) {
+	addrType, family, size, src, dst := nftables.TypeIPAddr, nfprotoV4, uint32(4), uint32(12), uint32(16)
+	if len(tuples) > 0 && tuples[0].saddr.Is6() {
+		addrType, family, size, src, dst = nftables.TypeIP6Addr, nfprotoV6, 16, 8, 24
+	}
+	key, err := nftables.ConcatSetType(addrType, nftables.TypeInetService, addrType, nftables.TypeInetService)
 	if err != nil {
 		return nil, err
 	}
 	set := &nftables.Set{Table: t, Anonymous: true, Constant: true, Concatenation: true, KeyType: key}
 	elems := make([]nftables.SetElement, len(tuples))
 	for i, u := range tuples {
-		k := make([]byte, 16)
-		copy(k[0:], u.saddr[:])
-		binary.BigEndian.PutUint16(k[4:], u.sport)
-		copy(k[8:], u.daddr[:])
-		binary.BigEndian.PutUint16(k[12:], u.dport)
+		if u.saddr.BitLen() != int(size)*8 || u.daddr.BitLen() != int(size)*8 {
+			return nil, fmt.Errorf("connection %s:%d-%s:%d: mixed address families", u.saddr, u.sport, u.daddr, u.dport)
+		}
+		k := make([]byte, 2*size+8)
+		copy(k, u.saddr.AsSlice())
+		binary.BigEndian.PutUint16(k[size:], u.sport)
+		copy(k[size+4:], u.daddr.AsSlice())
+		binary.BigEndian.PutUint16(k[2*size+4:], u.dport)
 		elems[i] = nftables.SetElement{Key: k}
 	}
 	if err := c.AddSet(set, elems); err != nil {
 		return nil, err
 	}
-	e := append(append([]expr.Any{}, nfprotoV4...), isTCP...)
+	words := size / 4 // registers an address fills
+	e := append(append([]expr.Any{}, family...), isTCP...)
 	return append(e,
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: tcpSport, Len: 2},
-		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Payload{DestRegister: 11, Base: expr.PayloadBaseTransportHeader, Offset: tcpDport, Len: 2},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: src, Len: size},
+		&expr.Payload{DestRegister: 8 + words, Base: expr.PayloadBaseTransportHeader, Offset: tcpSport, Len: 2},
+		&expr.Payload{DestRegister: 9 + words, Base: expr.PayloadBaseNetworkHeader, Offset: dst, Len: size},
+		&expr.Payload{DestRegister: 9 + 2*words, Base: expr.PayloadBaseTransportHeader, Offset: tcpDport, Len: 2},
 		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
 	), nil
 }

@@ -251,28 +251,14 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		return DumpResult{}, err
 	}
 	start := time.Now()
-	if req.Lazy {
-		if req.Listen == nil {
-			return DumpResult{}, errors.New("lazy dump: no listen address")
-		}
-		held.LazyPID, err = lazyDump(ctx, env, r.PID, req, o)
-	} else {
-		opts := Opts(req.Dir, DumpLog, o)
-		opts.Pid = ptr(int32(r.PID))
-		opts.LeaveStopped = ptr(true)
-		if req.Parent != "" {
-			opts.ParentImg = ptr(req.Parent)
-			opts.TrackMem = ptr(true)
-		}
-		if req.PageServer != nil {
-			opts.Ps = &rpc.CriuPageServerInfo{Address: ptr(req.PageServer.Host), Port: ptr(int32(req.PageServer.Port))}
-		}
-		err = env.CRIU.Run(ctx, rpc.CriuReqType_DUMP, opts, nil)
-	}
+	var locking time.Duration
+	held.LazyPID, held.NftTable, locking, err = p.dumpLocked(ctx, env, r.PID, req, o)
 	if err != nil {
 		// CRIU resumes the tasks itself when a dump fails; make sure
 		// nothing stays stopped or locked, even when cancelled.
-		held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath)
+		if held.NftTable == "" {
+			held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath)
+		}
 		p.Resume(context.WithoutCancel(ctx), env, w, held)
 		return DumpResult{}, err
 	}
@@ -282,7 +268,9 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	// The tasks are held, so what is read of them now stays true. The
 	// pause waits for these reads: they go side by side.
 	var wg sync.WaitGroup
-	wg.Go(func() { held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath) })
+	if held.NftTable == "" {
+		wg.Go(func() { held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath) })
+	}
 	var stats map[string]float64
 	wg.Go(func() {
 		if req.Lazy {
@@ -291,6 +279,9 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 			stats = DumpStats(req.Dir)
 		}
 		stats = withBytes(stats, req.Dir)
+		if locking > 0 {
+			stats["lock_time"] = locking.Seconds()
+		}
 	})
 	held.PIDs = tree(r.PID)
 	held.Starts = startTimes(held.PIDs)
@@ -306,6 +297,110 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		Ports:   r.Listens,
 		Conns:   conns,
 	}, nil
+}
+
+// ownLock has dumps lock the connections themselves (connlock.go).
+var ownLock = true
+
+// dumpLocked dumps the tree at pid into req.Dir and leaves it stopped,
+// under mig's lock of its connections where it can take one, else under
+// CRIU's. A dump that took a connection the lock missed gives the tasks
+// back and runs again under CRIU's lock. It returns the lazy dump's PID,
+// if any, mig's lock ("" under CRIU's) and how long taking it took.
+func (p Process) dumpLocked(ctx context.Context, env Env, pid int, req DumpRequest, o Options) (int, string, time.Duration, error) {
+	if !ownLock {
+		lazyPID, err := p.dumpWith(ctx, env, pid, req, o, false)
+		return lazyPID, "", 0, err
+	}
+	start := time.Now()
+	table, locked, err := lockConnections(tree(pid))
+	locking := time.Since(start)
+	if err != nil {
+		env.Log.Warn("locking the connections failed; CRIU locks them", "error", err)
+		lazyPID, err := p.dumpWith(ctx, env, pid, req, o, false)
+		return lazyPID, "", 0, err
+	}
+	env.Log.Debug("connections locked", "connections", len(locked), "took", locking)
+	lazyPID, err := p.dumpWith(ctx, env, pid, req, o, true)
+	if err != nil {
+		return 0, table, locking, err
+	}
+	dumped, err := dumpedPeers(req.Dir)
+	stray := unlocked(dumped, locked)
+	if err == nil && len(stray) == 0 {
+		return lazyPID, table, locking, nil
+	}
+	why := fmt.Sprintf("the dump took %d connection(s) opened after mig locked the workload's", len(stray))
+	if err != nil {
+		why = fmt.Sprintf("the dump's connections are unknown (%v)", err)
+	}
+	env.Log.Info(why + "; dumping again under CRIU's lock")
+	if err := thaw(ctx, Held{PID: pid, LazyPID: lazyPID}); err != nil {
+		return 0, table, locking, err
+	}
+	// Deleting the table would also drop the SYNs the hold guard keeps in
+	// its queue (see FlushNftTable); Resume or Kill deletes it later.
+	if table != "" {
+		netns := nsOf(pid, "net")
+		err := FlushNftTable(netns, table)
+		if netns != nil {
+			netns.Close()
+		}
+		if err != nil {
+			return 0, table, locking, err
+		}
+	}
+	if req.PageServer != nil {
+		// The page server took its one session: a retry starts another.
+		return 0, table, locking, fmt.Errorf("%s; the workload runs again: retry the dump", why)
+	}
+	if err := FreshDir(req.Dir); err != nil {
+		return 0, table, locking, err
+	}
+	lazyPID, err = p.dumpWith(ctx, env, pid, req, o, false)
+	return lazyPID, "", 0, err
+}
+
+// dumpWith runs CRIU's dump, with its network lock skipped when mig holds
+// one (skipLock).
+func (p Process) dumpWith(ctx context.Context, env Env, pid int, req DumpRequest, o Options, skipLock bool) (int, error) {
+	lock := rpc.CriuNetworkLockMethod_NFTABLES
+	if skipLock {
+		lock = rpc.CriuNetworkLockMethod_SKIP
+	}
+	if req.Lazy {
+		if req.Listen == nil {
+			return 0, errors.New("lazy dump: no listen address")
+		}
+		return lazyDump(ctx, env, pid, req, o, lock)
+	}
+	opts := Opts(req.Dir, DumpLog, o)
+	opts.NetworkLock = lock.Enum()
+	opts.Pid = ptr(int32(pid))
+	opts.LeaveStopped = ptr(true)
+	if req.Parent != "" {
+		opts.ParentImg = ptr(req.Parent)
+		opts.TrackMem = ptr(true)
+	}
+	if req.PageServer != nil {
+		opts.Ps = &rpc.CriuPageServerInfo{Address: ptr(req.PageServer.Host), Port: ptr(int32(req.PageServer.Port))}
+	}
+	return 0, env.CRIU.Run(ctx, rpc.CriuReqType_DUMP, opts, nil)
+}
+
+// thaw lets a held tree run again: CRIU's lazy page server gone, sockets
+// out of repair mode, then SIGCONT.
+func thaw(ctx context.Context, held Held) error {
+	pids, err := held.release(ctx)
+	errs := []error{err}
+	// The dump left the established connections in repair mode (CRIU
+	// unlocks them only for tasks it lets run): out of it before the tasks
+	// run, or their peers get resets.
+	if err := RepairOff(pids); err != nil {
+		errs = append(errs, fmt.Errorf("TCP repair mode: %w", err))
+	}
+	errs = append(errs, SignalAll(pids, syscall.SIGCONT))
+	return errors.Join(errs...)
 }
 
 // withBytes adds the size of the images left in dir (images_bytes) and
@@ -344,8 +439,6 @@ func (held Held) tasks() []int {
 }
 
 func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error {
-	pids, err := held.release(ctx)
-	errs := []error{err}
 	// A caller that lost the dump's result knows only the PID and the
 	// images dir: find the tables from those.
 	if held.NftTable == "" && held.Dir != "" {
@@ -354,16 +447,24 @@ func (Process) Resume(ctx context.Context, env Env, w Workload, held Held) error
 	if held.HoldTable == "" && held.PID > 0 {
 		held.HoldTable = holdTable(held.PID)
 	}
-	// The dump left the established connections in repair mode (CRIU
-	// unlocks them only for tasks it lets run): out of it before the tasks
-	// run, or their peers get resets.
-	if err := RepairOff(pids); err != nil {
-		errs = append(errs, fmt.Errorf("TCP repair mode: %w", err))
-	}
-	errs = append(errs, SignalAll(pids, syscall.SIGCONT))
+	errs := []error{thaw(ctx, held)}
 	// Held SYNs go to the listener that runs again.
 	errs = append(errs, StopGuard(ctx, held.PID, held.HoldTable))
-	errs = append(errs, dropNftTable(ctx, held.PID, held.NftTable))
+	errs = append(errs, dropLocks(ctx, nsOf(held.PID, "net"), held))
+	return errors.Join(errs...)
+}
+
+// dropLocks removes the held tree's network locks from netns (nil: this
+// one) and closes it: the dump's, and one of mig's that a dump left when
+// it fell back to CRIU's or lost its result.
+func dropLocks(ctx context.Context, netns *os.File, held Held) error {
+	if netns != nil {
+		defer netns.Close()
+	}
+	errs := []error{dropNftTableIn(ctx, netns, held.NftTable)}
+	if own := connLockTable(held.PID); held.PID > 0 && own != held.NftTable {
+		errs = append(errs, dropNftTableIn(ctx, netns, own))
+	}
 	return errors.Join(errs...)
 }
 
@@ -379,7 +480,7 @@ func (Process) Kill(ctx context.Context, env Env, w Workload, held Held) error {
 	netns := nsOf(held.PID, "net")
 	errs = append(errs, SignalAll(pids, syscall.SIGKILL))
 	errs = append(errs, waitGone(ctx, pids, 10*time.Second))
-	errs = append(errs, dropNftTableIn(ctx, netns, held.NftTable))
+	errs = append(errs, dropLocks(ctx, netns, held))
 	return errors.Join(errs...)
 }
 

@@ -1,10 +1,12 @@
 package criu
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -78,7 +80,7 @@ func needCRIU(t *testing.T) Binary {
 	return b
 }
 
-func testHost(t *testing.T) host.Host {
+func testHost(t testing.TB) host.Host {
 	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Warn, Output: io.Discard})
 	return host.NewLocal("local", host.Table(Actions(Drivers{"process": Process{}})), log)
 }
@@ -90,7 +92,7 @@ type counter struct {
 }
 
 // startCounter runs cmd/counter in its own session on 127.0.0.1:port.
-func startCounter(t *testing.T, port int, ballastMiB int, setsid bool) *counter {
+func startCounter(t testing.TB, port int, ballastMiB int, setsid bool) *counter {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(counterBin, "-listen", addr, "-ballast", strconv.Itoa(ballastMiB))
@@ -162,20 +164,37 @@ func imagesDir(t *testing.T) string {
 }
 
 func TestDumpResume(t *testing.T) {
+	testDumpResume(t, testPortBase+1, "inet mig-lock-")
+}
+
+// A connection the workload opens after mig's lock has the dump run again
+// under CRIU's.
+func TestDumpMissedConnection(t *testing.T) {
+	openConns = func([]int) ([]Conn, error) { return nil, nil }
+	t.Cleanup(func() { openConns = openConnections })
+	testDumpResume(t, testPortBase+8, "inet CRIU-")
+}
+
+// testDumpResume dumps a counter with a kept-alive client, checks that the
+// network lock (a table named lockPrefix…) keeps the client waiting while
+// held, and resumes it.
+func testDumpResume(t *testing.T, port int, lockPrefix string) {
 	needCRIU(t)
 	ctx := context.Background()
 	h := testHost(t)
-	c := startCounter(t, testPortBase+1, 8, true)
+	c := startCounter(t, port, 8, true)
 	w := processWorkload(t, map[string]any{"pid": c.cmd.Process.Pid, "tcp_established": true})
 
 	var r Resolved
 	if err := ActResolve.Call(ctx, h, Request{Workload: w}, &r, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
-	if r.PID != c.cmd.Process.Pid || len(r.Listens) != 1 || r.Listens[0] != testPortBase+1 {
+	if r.PID != c.cmd.Process.Pid || len(r.Listens) != 1 || r.Listens[0] != port {
 		t.Fatalf("resolved %+v", r)
 	}
 	before := c.count(t)
+	kept := keptClient(t, c.addr)
+	kept.ask(t)
 	var res DumpResult
 	dir := imagesDir(t)
 	err := ActDump.Call(ctx, h, DumpAction{Request: Request{Workload: w}, DumpRequest: DumpRequest{Dir: dir, Resolved: &r}}, &res, host.CallOpts{})
@@ -193,9 +212,14 @@ func TestDumpResume(t *testing.T) {
 			break
 		}
 	}
-	if res.Held.NftTable == "" || !nftTableExists(ctx, res.Held.NftTable) {
-		t.Errorf("network lock %q not found after dump", res.Held.NftTable)
+	if !strings.HasPrefix(res.Held.NftTable, lockPrefix) || !nftTableExists(ctx, res.Held.NftTable) {
+		t.Errorf("network lock %q not found after dump, want %s…", res.Held.NftTable, lockPrefix)
 	}
+	if tables, _ := NftTables(nil); len(LockTables(tables, "")) > 0 && lockPrefix != "inet CRIU-" {
+		t.Errorf("CRIU locked the network too: %v", tables)
+	}
+	// The kept connection's request waits for the source to run again.
+	answer := kept.send(t)
 	if res.Held.HoldTable == "" || !nftTableExists(ctx, res.Held.HoldTable) {
 		t.Errorf("hold table %q not found after dump", res.Held.HoldTable)
 	}
@@ -207,6 +231,8 @@ func TestDumpResume(t *testing.T) {
 	select {
 	case err := <-held:
 		t.Errorf("a new connection to the held source did not wait: %v", err)
+	case err := <-answer:
+		t.Errorf("the kept connection was answered while held: %v", err)
 	default:
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
@@ -223,12 +249,62 @@ func TestDumpResume(t *testing.T) {
 	if err := <-held; err != nil {
 		t.Errorf("the held connection after resume: %v", err)
 	}
-	if nftTableExists(ctx, res.Held.NftTable) || nftTableExists(ctx, res.Held.HoldTable) {
-		t.Errorf("tables %q, %q left after resume", res.Held.NftTable, res.Held.HoldTable)
+	if err := <-answer; err != nil {
+		t.Errorf("the kept connection after resume: %v", err)
+	}
+	for _, table := range []string{res.Held.NftTable, res.Held.HoldTable, connLockTable(r.PID)} {
+		if nftTableExists(ctx, table) {
+			t.Errorf("table %q left after resume", table)
+		}
 	}
 	time.Sleep(50 * time.Millisecond)
 	if after := c.count(t); after <= before+1 {
 		t.Errorf("counter did not continue after resume: %d then %d", before, after)
+	}
+}
+
+// kept is an HTTP client on one kept-alive connection.
+type kept struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func keptClient(t *testing.T, addr string) *kept {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &kept{conn: conn, r: bufio.NewReader(conn)}
+}
+
+// send asks for the count and returns where the answer's error goes.
+func (k *kept) send(t *testing.T) <-chan error {
+	t.Helper()
+	if _, err := k.conn.Write([]byte("GET / HTTP/1.1\r\nHost: counter\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		k.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(k.r, nil)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode != 200 {
+				err = fmt.Errorf("status %s", resp.Status)
+			}
+		}
+		done <- err
+	}()
+	return done
+}
+
+func (k *kept) ask(t *testing.T) {
+	t.Helper()
+	if err := <-k.send(t); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -55,6 +55,9 @@ func eachTCPSocket(pid int, fn func(fd int) error) error {
 	defer unix.Close(pidfd)
 	for _, n := range fds {
 		fd, err := unix.PidfdGetfd(pidfd, n, 0)
+		if errors.Is(err, unix.EBADF) {
+			continue // closed since it was listed
+		}
 		if err != nil {
 			return fmt.Errorf("fd %d: %w", n, err)
 		}
