@@ -3,57 +3,90 @@ package criu
 import (
 	"fmt"
 	"net/netip"
+	"os"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 )
 
-// A dump must keep every packet away from the connections it takes, in
-// and out, or the kernel acknowledges data the images do not have, and
-// resets the peers once the tasks are gone. CRIU's nftables lock does it
-// with one nft run per connection and direction, each with a fresh
-// libnftables context, all after the freeze: 5 ms to set up and 0.55 ms
-// per connection here, half a second for a server with 1000 kept-alive
-// clients. mig locks them itself instead, in one transaction just before
-// CRIU starts, and runs CRIU with --network-lock skip. A connection the
-// workload opens or accepts after the lock is not covered: the dump then
-// gives the tasks back and runs again under CRIU's own lock (see
-// Process.Dump).
+// A dump must keep every packet away from the connections it takes, from
+// before CRIU reads them until their tasks are resumed or killed, or the
+// kernel acknowledges data the images do not have, and resets the peers
+// once the tasks are gone. CRIU's nftables lock drops them, with one nft
+// run per connection and direction, each with a fresh libnftables
+// context, all after the freeze: 5 ms to set up and 0.55 ms per
+// connection here, half a second for a server with 1000 kept-alive
+// clients. mig locks them itself instead, in one transaction, and runs
+// CRIU with --network-lock skip:
+//
+//   - Where the hold guard of the workload's ports queues (new_connections
+//     "hold"), it holds the packets of the IPv4 connections too: one rule
+//     added to its table. A held segment follows the service address to
+//     the target when it moves (the target's guard holds it until the
+//     restored socket is there), or reaches the resumed workload on undo,
+//     so a kept-alive client's request sent during the pause is answered
+//     when the copy runs, not when its client sends it again.
+//   - The rest, IPv6 connections and workloads without a queueing guard,
+//     are dropped both ways in a table of their own, as CRIU would.
+//
+// A connection the workload opens or accepts after the lock is not
+// covered: the dump then gives the tasks back and runs again under CRIU's
+// own lock (see Process.dumpLocked).
 
 // connLockTable names mig's lock of the connections of the tree at pid.
 func connLockTable(pid int) string { return fmt.Sprintf("inet mig-lock-%d", pid) }
 
-// lockConnections drops every packet of the TCP connections pids have
-// open, both ways, in the network namespace of pids[0]:
-//
-//	table inet mig-lock-PID {
-//		chain input { type filter hook input priority 0; policy accept;
-//			ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop
-//			ip6 saddr . tcp sport . ip6 daddr . tcp dport { CONNS6 } drop }
-//		chain output { … the same … } }
-//
-// with each connection in both directions. It returns the table ("" when
-// there is no connection to lock) and the connections.
-func lockConnections(pids []int) (string, []Conn, error) {
+// lockConnections locks the TCP connections pids have open, in the network
+// namespace of pids[0]: held by the running guard of holdTable where it
+// can, dropped in the table it returns ("" if none) otherwise. It returns
+// the connections it locked.
+func lockConnections(pids []int, holdTable string) (string, []Conn, error) {
 	conns, err := openConns(pids)
 	if err != nil || len(conns) == 0 {
 		return "", nil, err
 	}
-	table := connLockTable(pids[0])
 	netns := nsOf(pids[0], "net")
 	if netns != nil {
 		defer netns.Close()
 	}
+	drop := conns
+	if pid, spec, ok := runningGuard(holdTable); ok && holdTable != "" && spec.HoldConns && spec.holdsConns() {
+		var held []Conn
+		drop = nil
+		for _, cn := range conns {
+			if cn.Local.Addr().Is4() && cn.Remote.Addr().Is4() {
+				held = append(held, cn)
+			} else {
+				drop = append(drop, cn)
+			}
+		}
+		if err := spec.addConns(netns, pid, held); err != nil {
+			return "", nil, fmt.Errorf("hold the connections: %w", err)
+		}
+	}
+	if len(drop) == 0 {
+		return "", conns, nil
+	}
+	table := connLockTable(pids[0])
+	if err := lockConns(netns, table, drop); err != nil {
+		return "", nil, err
+	}
+	return table, conns, nil
+}
+
+// lockConns puts up table in the network namespace netns (nil: this one),
+// dropping the packets of conns both ways.
+func lockConns(netns *os.File, table string, conns []Conn) error {
 	c, err := nftConn(netns)
 	if err != nil {
-		return "", nil, fmt.Errorf("lock connections: nftables: %w", err)
+		return fmt.Errorf("lock connections: nftables: %w", err)
 	}
 	// Added, not replaced: a delete in the batch, even of no table, would
 	// wait for an RCU grace period (10–20 ms here). A table a dead run
 	// left under this PID holds no connection of this one.
 	t, err := nftTable(table)
 	if err != nil {
-		return "", nil, err
+		return err
 	}
 	c.AddTable(t)
 	var v4, v6 []fourTuple
@@ -80,15 +113,15 @@ func lockConnections(pids []int) (string, []Conn, error) {
 			}
 			m, err := tcpTuples(c, t, ts)
 			if err != nil {
-				return "", nil, err
+				return err
 			}
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(m, nftDrop)})
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return "", nil, fmt.Errorf("lock connections: %w", err)
+		return fmt.Errorf("lock connections: %w", err)
 	}
-	return table, conns, nil
+	return nil
 }
 
 // openConns is openConnections; tests replace it to miss connections.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/mig-project/mig/engine/host"
 )
@@ -82,4 +83,93 @@ func benchDump(b *testing.B, port, conns int) {
 	}
 	b.ReportMetric(frozen*1000/float64(b.N), "frozen-ms/op")
 	b.ReportMetric(locking*1000/float64(b.N), "lock-ms/op")
+}
+
+// The lock keeps the locked connections' packets from their sockets both
+// ways, IPv4 and IPv6, and no other connection's; once it goes, the
+// peers' retransmissions get through.
+func TestLockConnections(t *testing.T) {
+	n := newTestNetns(t)
+	ap := func(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+	c4, s4 := connectedPairOn(t, n, ap("127.0.0.1:18301"))
+	c6, s6 := connectedPairOn(t, n, ap("[::1]:18302"))
+	other, otherSrv := connectedPairOn(t, n, ap("127.0.0.1:18303"))
+	conn := func(s net.Conn) Conn {
+		return Conn{Local: ap(s.LocalAddr().String()), Remote: ap(s.RemoteAddr().String())}
+	}
+	const table = "inet mig-lock-test"
+	var err error
+	n.do(func() { err = lockConns(nil, table, []Conn{conn(s4), conn(s6)}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.do(func() { DeleteNftTable(nil, table) }) })
+
+	recv := func(c net.Conn, wait time.Duration) (string, error) {
+		c.SetReadDeadline(time.Now().Add(wait))
+		b := make([]byte, 16)
+		k, err := c.Read(b)
+		return string(b[:k]), err
+	}
+	for _, p := range [][2]net.Conn{{c4, s4}, {s4, c4}, {c6, s6}, {s6, c6}} {
+		if _, err := p[0].Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := other.Write([]byte("o")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := recv(otherSrv, 2*time.Second); got != "o" {
+		t.Errorf("a connection the lock does not hold: got %q, %v", got, err)
+	}
+	for _, c := range []net.Conn{s4, c4, s6, c6} {
+		if got, err := recv(c, 300*time.Millisecond); got != "" || err == nil {
+			t.Errorf("%s got %q through the lock", c.LocalAddr(), got)
+		}
+	}
+	n.do(func() { err = DeleteNftTable(nil, table) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []net.Conn{s4, c4, s6, c6} {
+		if got, err := recv(c, 5*time.Second); got != "x" {
+			t.Errorf("%s after the lock: got %q, %v", c.LocalAddr(), got, err)
+		}
+	}
+}
+
+// On a source, the hold guard holds the locked connections' segments (and
+// only the SYNs to its ports): they reach the socket once it is released,
+// at once, not on the client's retransmission timer.
+func TestGuardHoldsLockedConns(t *testing.T) {
+	n := newTestNetns(t)
+	const port = testPortBase + 97
+	how := queueOrSkip(t, n)
+	c, s := connectedPair(t, n, port)
+	other, otherSrv := connectedPairOn(t, n, netip.MustParseAddrPort("127.0.0.1:18304"))
+	spec := GuardSpec{Table: "inet mig-hold-test", Ports: []int{port}, NewConnections: NewHold, Queue: how,
+		HoldConns: true, Deadline: time.Minute}
+	startTestGuard(t, n, spec)
+	var err error
+	n.do(func() {
+		pid, running, ok := runningGuard(spec.Table)
+		if !ok {
+			err = fmt.Errorf("guard %s not found", spec.Table)
+			return
+		}
+		local, remote := s.LocalAddr().(*net.TCPAddr).AddrPort(), s.RemoteAddr().(*net.TCPAddr).AddrPort()
+		err = running.addConns(nil, pid, []Conn{{Local: local, Remote: remote}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A connection it does not hold goes on.
+	if _, err := other.Write([]byte("o")); err != nil {
+		t.Fatal(err)
+	}
+	otherSrv.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := otherSrv.Read(make([]byte, 1)); err != nil {
+		t.Errorf("a connection the guard does not hold: %v", err)
+	}
+	heldUntilRelease(t, n, spec.Table, c, s, 500*time.Millisecond)
 }

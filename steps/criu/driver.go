@@ -163,8 +163,9 @@ type DumpResult struct {
 	Conns []Conn `json:"conns,omitempty"`
 	// Times is when it ran here (set by the action).
 	Times Times `json:"times"`
-	// Frozen is when the driver froze the tasks itself, before CRIU ran
-	// (unix nanoseconds); 0 when CRIU froze them.
+	// Frozen is when the driver froze the tasks, or locked their
+	// connections, itself before CRIU froze them (unix nanoseconds); 0
+	// when CRIU's freeze began the pause.
 	Frozen int64 `json:"frozen,omitempty"`
 	// Sent is what the dump sent to DumpAction.Send, or SendError why it
 	// could not (set by the action).

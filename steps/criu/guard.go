@@ -169,6 +169,11 @@ type GuardSpec struct {
 	// network lock (connlock.go) drops a segment re-sent after the
 	// address.
 	HoldEstablished bool `json:"hold_established,omitempty"`
+	// HoldConns, with NewHold, holds every packet of Conns, and only the
+	// SYNs to Ports: on the source, the dump's lock of the workload's
+	// connections (connlock.go). A held segment follows the address when
+	// it moves, or reaches the resumed workload.
+	HoldConns bool `json:"hold_conns,omitempty"`
 	// Output drops what this host sends from Ports and Conns too (while a
 	// restored copy is killed on undo: its sockets must not reset the
 	// connections the source takes back).
@@ -275,7 +280,12 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 
 // queues says whether the guard holds packets in a queue.
 func (g GuardSpec) queues() bool {
-	return g.NewConnections == NewHold && (len(g.Ports) > 0 || g.HoldEstablished && len(g.Conns) > 0)
+	return g.NewConnections == NewHold && (len(g.Ports) > 0 || g.holdsConns() && len(g.Conns) > 0)
+}
+
+// holdsConns says whether the guard queues every packet of its Conns.
+func (g GuardSpec) holdsConns() bool {
+	return g.NewConnections == NewHold && (g.HoldEstablished || g.HoldConns)
 }
 
 // queuesAll says whether every packet that Established drops is queued
@@ -358,7 +368,7 @@ func (g GuardSpec) queueRules(c *nftables.Conn, num uint16) error {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftPort(p)},
 		}, which, []expr.Any{queueExpr(g.Queue, num)})})
 	}
-	if g.HoldEstablished && len(g.Conns) > 0 {
+	if g.holdsConns() && len(g.Conns) > 0 {
 		ts, err := g.tuples(false)
 		if err != nil {
 			return err
@@ -464,16 +474,8 @@ func guardQueue(pid int) uint16 { return uint16(1000 + pid%30000) }
 // a process start, in the pause when the dump found new connections. It
 // returns the guard's pid, and false when there is no such guard.
 func addConns(spec GuardSpec) (int, bool) {
-	b, err := os.ReadFile(guardPIDFile(spec.Table))
-	if err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || !isGuard(pid) {
-		return 0, false
-	}
-	var old GuardSpec
-	if b, err := os.ReadFile(guardSpecFile(spec.Table)); err != nil || json.Unmarshal(b, &old) != nil {
+	pid, old, ok := runningGuard(spec.Table)
+	if !ok {
 		return 0, false
 	}
 	var add []Conn
@@ -487,16 +489,43 @@ func addConns(spec GuardSpec) (int, bool) {
 	if !sameSettings(same, spec) || spec.Output {
 		return 0, false
 	}
-	if len(add) > 0 {
-		if err := old.insertConns(add, guardQueue(pid)); err != nil {
-			return 0, false
-		}
-	}
-	old.Conns = append(old.Conns, add...)
-	if b, err := json.Marshal(old); err == nil {
-		os.WriteFile(guardSpecFile(spec.Table), b, 0o600)
+	if err := old.addConns(nil, pid, add); err != nil {
+		return 0, false
 	}
 	return pid, true
+}
+
+// runningGuard returns the pid and spec of the guard of table, if it runs.
+func runningGuard(table string) (int, GuardSpec, bool) {
+	b, err := os.ReadFile(guardPIDFile(table))
+	if err != nil {
+		return 0, GuardSpec{}, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || !isGuard(pid) {
+		return 0, GuardSpec{}, false
+	}
+	var spec GuardSpec
+	if b, err := os.ReadFile(guardSpecFile(table)); err != nil || json.Unmarshal(b, &spec) != nil {
+		return 0, GuardSpec{}, false
+	}
+	return pid, spec, true
+}
+
+// addConns adds conns to the table of g, the spec of the guard pid running
+// in the network namespace netns (nil: this one), and records them.
+func (g GuardSpec) addConns(netns *os.File, pid int, conns []Conn) error {
+	if len(conns) == 0 {
+		return nil
+	}
+	if err := g.insertConns(netns, conns, guardQueue(pid)); err != nil {
+		return err
+	}
+	g.Conns = append(g.Conns, conns...)
+	if b, err := json.Marshal(g); err == nil {
+		os.WriteFile(guardSpecFile(g.Table), b, 0o600)
+	}
+	return nil
 }
 
 // sameSettings compares two specs, ports as sets.
@@ -510,10 +539,11 @@ func sameSettings(a, b GuardSpec) bool {
 
 // insertConns adds to the table of g the rules that keep conns out, as
 // rules and install would have: dropped on input, and, when g holds
-// established packets, queued before routing to queue num.
-func (g GuardSpec) insertConns(conns []Conn, num uint16) error {
+// established packets, queued before routing to queue num. The guard
+// runs in the network namespace netns (nil: this one).
+func (g GuardSpec) insertConns(netns *os.File, conns []Conn, num uint16) error {
 	_, name, _ := strings.Cut(g.Table, " ")
-	c, err := nftables.New()
+	c, err := nftConn(netns)
 	if err != nil {
 		return err
 	}
@@ -531,7 +561,7 @@ func (g GuardSpec) insertConns(conns []Conn, num uint16) error {
 		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: "input", Table: t}, Exprs: append(m, nftDrop)})
 	}
-	if g.NewConnections == NewHold && g.HoldEstablished {
+	if g.holdsConns() {
 		if len(g.Ports) == 0 && len(g.Conns) == 0 {
 			// The guard queued nothing: it has no prerouting chain.
 			return errors.New("no queue chain")

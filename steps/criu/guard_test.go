@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
@@ -455,10 +456,16 @@ func BenchmarkGuardRelease(b *testing.B) {
 // client's and the server's ends, closed when the test ends.
 func connectedPair(tb testing.TB, n *testNetns, port int) (client, server net.Conn) {
 	tb.Helper()
+	return connectedPairOn(tb, n, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))
+}
+
+// connectedPairOn is connectedPair on any address.
+func connectedPairOn(tb testing.TB, n *testNetns, addr netip.AddrPort) (client, server net.Conn) {
+	tb.Helper()
 	var ln net.Listener
 	var err error
 	n.do(func() {
-		if ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+		if ln, err = net.Listen("tcp", addr.String()); err == nil {
 			client, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
 		}
 	})

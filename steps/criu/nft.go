@@ -236,7 +236,7 @@ func HoldPorts(ctx context.Context, pid int, ports []int, setting string) (strin
 	if err != nil {
 		return "", err
 	}
-	spec := GuardSpec{Table: holdTable(pid), Ports: ports, NewConnections: mode, Queue: how, WatchPID: pid}
+	spec := GuardSpec{Table: holdTable(pid), Ports: ports, NewConnections: mode, Queue: how, WatchPID: pid, HoldConns: mode == NewHold}
 	if _, err := StartGuard(ctx, pid, spec); err != nil {
 		return "", fmt.Errorf("%s new connections to ports %v: %w", mode, ports, err)
 	}

@@ -251,8 +251,9 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		return DumpResult{}, err
 	}
 	start := time.Now()
-	var locking time.Duration
-	held.LazyPID, held.NftTable, locking, err = p.dumpLocked(ctx, env, r.PID, req, o)
+	var lock connLock
+	held.LazyPID, lock, err = p.dumpLocked(ctx, env, r.PID, held.HoldTable, req, o)
+	held.NftTable = lock.table
 	if err != nil {
 		// CRIU resumes the tasks itself when a dump fails; make sure
 		// nothing stays stopped or locked, even when cancelled.
@@ -279,8 +280,8 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 			stats = DumpStats(req.Dir)
 		}
 		stats = withBytes(stats, req.Dir)
-		if locking > 0 {
-			stats["lock_time"] = locking.Seconds()
+		if lock.took > 0 {
+			stats["lock_time"] = lock.took.Seconds()
 		}
 	})
 	held.PIDs = tree(r.PID)
@@ -296,39 +297,71 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 		Listen:  req.Listen,
 		Ports:   r.Listens,
 		Conns:   conns,
+		Frozen:  frozenAt(lock),
 	}, nil
+}
+
+// frozenAt is when the pause began for the workload's connections, if
+// mig's lock began it: 0 otherwise (CRIU's freeze did).
+func frozenAt(lock connLock) int64 {
+	if lock.took == 0 {
+		return 0
+	}
+	return lock.at.UnixNano()
 }
 
 // ownLock has dumps lock the connections themselves (connlock.go).
 var ownLock = true
 
+// connLock is mig's lock of a dump's connections: the table that drops
+// those the hold guard does not hold ("" if none), when taking it began
+// and how long it took (0: CRIU locked them).
+type connLock struct {
+	table string
+	at    time.Time
+	took  time.Duration
+}
+
 // dumpLocked dumps the tree at pid into req.Dir and leaves it stopped,
 // under mig's lock of its connections where it can take one, else under
 // CRIU's. A dump that took a connection the lock missed gives the tasks
 // back and runs again under CRIU's lock. It returns the lazy dump's PID,
-// if any, mig's lock ("" under CRIU's) and how long taking it took.
-func (p Process) dumpLocked(ctx context.Context, env Env, pid int, req DumpRequest, o Options) (int, string, time.Duration, error) {
+// if any, and mig's lock.
+func (p Process) dumpLocked(ctx context.Context, env Env, pid int, holdTable string, req DumpRequest, o Options) (int, connLock, error) {
 	if !ownLock {
-		lazyPID, err := p.dumpWith(ctx, env, pid, req, o, false)
-		return lazyPID, "", 0, err
+		lazyPID, err := p.dumpWith(ctx, env, pid, req, o, nil)
+		return lazyPID, connLock{}, err
 	}
-	start := time.Now()
-	table, locked, err := lockConnections(tree(pid))
-	locking := time.Since(start)
+	var (
+		lk      connLock
+		locked  []Conn
+		lockErr error
+	)
+	lock := func() error {
+		lk.at = time.Now()
+		lk.table, locked, lockErr = lockConnections(tree(pid), holdTable)
+		if len(locked) > 0 {
+			lk.took = max(time.Since(lk.at), time.Nanosecond)
+		}
+		return lockErr
+	}
+	lazyPID, err := p.dumpWith(ctx, env, pid, req, o, lock)
+	if lockErr != nil {
+		env.Log.Warn("locking the connections failed; CRIU locks them", "error", lockErr)
+		if err := FreshDir(req.Dir); err != nil {
+			return 0, connLock{}, err
+		}
+		lazyPID, err := p.dumpWith(ctx, env, pid, req, o, nil)
+		return lazyPID, connLock{}, err
+	}
 	if err != nil {
-		env.Log.Warn("locking the connections failed; CRIU locks them", "error", err)
-		lazyPID, err := p.dumpWith(ctx, env, pid, req, o, false)
-		return lazyPID, "", 0, err
+		return 0, lk, err
 	}
-	env.Log.Debug("connections locked", "connections", len(locked), "took", locking)
-	lazyPID, err := p.dumpWith(ctx, env, pid, req, o, true)
-	if err != nil {
-		return 0, table, locking, err
-	}
+	env.Log.Debug("connections locked", "connections", len(locked), "took", lk.took)
 	dumped, err := dumpedPeers(req.Dir)
 	stray := unlocked(dumped, locked)
 	if err == nil && len(stray) == 0 {
-		return lazyPID, table, locking, nil
+		return lazyPID, lk, nil
 	}
 	why := fmt.Sprintf("the dump took %d connection(s) opened after mig locked the workload's", len(stray))
 	if err != nil {
@@ -336,46 +369,53 @@ func (p Process) dumpLocked(ctx context.Context, env Env, pid int, req DumpReque
 	}
 	env.Log.Info(why + "; dumping again under CRIU's lock")
 	if err := thaw(ctx, Held{PID: pid, LazyPID: lazyPID}); err != nil {
-		return 0, table, locking, err
+		return 0, lk, err
 	}
 	// Deleting the table would also drop the SYNs the hold guard keeps in
 	// its queue (see FlushNftTable); Resume or Kill deletes it later.
-	if table != "" {
+	if lk.table != "" {
 		netns := nsOf(pid, "net")
-		err := FlushNftTable(netns, table)
+		err := FlushNftTable(netns, lk.table)
 		if netns != nil {
 			netns.Close()
 		}
 		if err != nil {
-			return 0, table, locking, err
+			return 0, lk, err
 		}
 	}
 	if req.PageServer != nil {
 		// The page server took its one session: a retry starts another.
-		return 0, table, locking, fmt.Errorf("%s; the workload runs again: retry the dump", why)
+		return 0, lk, fmt.Errorf("%s; the workload runs again: retry the dump", why)
 	}
 	if err := FreshDir(req.Dir); err != nil {
-		return 0, table, locking, err
+		return 0, lk, err
 	}
-	lazyPID, err = p.dumpWith(ctx, env, pid, req, o, false)
-	return lazyPID, "", 0, err
+	lazyPID, err = p.dumpWith(ctx, env, pid, req, o, nil)
+	return lazyPID, connLock{}, err
 }
 
-// dumpWith runs CRIU's dump, with its network lock skipped when mig holds
-// one (skipLock).
-func (p Process) dumpWith(ctx context.Context, env Env, pid int, req DumpRequest, o Options, skipLock bool) (int, error) {
-	lock := rpc.CriuNetworkLockMethod_NFTABLES
-	if skipLock {
-		lock = rpc.CriuNetworkLockMethod_SKIP
+// dumpWith runs CRIU's dump. With lock, CRIU skips its network lock and
+// lock takes mig's: inside CRIU's pre-dump notification, the last point
+// before the freeze, where the request goes through RPC; before CRIU
+// starts for a lazy dump, which runs detached (lazy.go).
+func (p Process) dumpWith(ctx context.Context, env Env, pid int, req DumpRequest, o Options, lock func() error) (int, error) {
+	method := rpc.CriuNetworkLockMethod_NFTABLES
+	if lock != nil {
+		method = rpc.CriuNetworkLockMethod_SKIP
 	}
 	if req.Lazy {
 		if req.Listen == nil {
 			return 0, errors.New("lazy dump: no listen address")
 		}
-		return lazyDump(ctx, env, pid, req, o, lock)
+		if lock != nil {
+			if err := lock(); err != nil {
+				return 0, err
+			}
+		}
+		return lazyDump(ctx, env, pid, req, o, method)
 	}
 	opts := Opts(req.Dir, DumpLog, o)
-	opts.NetworkLock = lock.Enum()
+	opts.NetworkLock = method.Enum()
 	opts.Pid = ptr(int32(pid))
 	opts.LeaveStopped = ptr(true)
 	if req.Parent != "" {
@@ -385,7 +425,7 @@ func (p Process) dumpWith(ctx context.Context, env Env, pid int, req DumpRequest
 	if req.PageServer != nil {
 		opts.Ps = &rpc.CriuPageServerInfo{Address: ptr(req.PageServer.Host), Port: ptr(int32(req.PageServer.Port))}
 	}
-	return 0, env.CRIU.Run(ctx, rpc.CriuReqType_DUMP, opts, nil)
+	return 0, env.CRIU.Run(ctx, rpc.CriuReqType_DUMP, opts, &notify{preDump: lock})
 }
 
 // thaw lets a held tree run again: CRIU's lazy page server gone, sockets

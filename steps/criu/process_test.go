@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,8 +164,14 @@ func imagesDir(t *testing.T) string {
 	return filepath.Join(dir, "images")
 }
 
+// The hold guard holds the kept connection's packets (mig's lock).
 func TestDumpResume(t *testing.T) {
-	testDumpResume(t, testPortBase+1, "inet mig-lock-")
+	testDumpResume(t, testPortBase+1, "hold", "")
+}
+
+// Without a queue for new connections, mig's lock drops them in a table.
+func TestDumpResumeDropLock(t *testing.T) {
+	testDumpResume(t, testPortBase+9, "drop", "inet mig-lock-")
 }
 
 // A connection the workload opens after mig's lock has the dump run again
@@ -172,18 +179,18 @@ func TestDumpResume(t *testing.T) {
 func TestDumpMissedConnection(t *testing.T) {
 	openConns = func([]int) ([]Conn, error) { return nil, nil }
 	t.Cleanup(func() { openConns = openConnections })
-	testDumpResume(t, testPortBase+8, "inet CRIU-")
+	testDumpResume(t, testPortBase+8, "hold", "inet CRIU-")
 }
 
 // testDumpResume dumps a counter with a kept-alive client, checks that the
-// network lock (a table named lockPrefix…) keeps the client waiting while
-// held, and resumes it.
-func testDumpResume(t *testing.T, port int, lockPrefix string) {
+// network lock keeps the client waiting while held, and resumes it. The
+// lock is the table named lockPrefix…, or, with none, the hold guard.
+func testDumpResume(t *testing.T, port int, newConns, lockPrefix string) {
 	needCRIU(t)
 	ctx := context.Background()
 	h := testHost(t)
 	c := startCounter(t, port, 8, true)
-	w := processWorkload(t, map[string]any{"pid": c.cmd.Process.Pid, "tcp_established": true})
+	w := processWorkload(t, map[string]any{"pid": c.cmd.Process.Pid, "tcp_established": true, "new_connections": newConns})
 
 	var r Resolved
 	if err := ActResolve.Call(ctx, h, Request{Workload: w}, &r, host.CallOpts{}); err != nil {
@@ -212,7 +219,16 @@ func testDumpResume(t *testing.T, port int, lockPrefix string) {
 			break
 		}
 	}
-	if !strings.HasPrefix(res.Held.NftTable, lockPrefix) || !nftTableExists(ctx, res.Held.NftTable) {
+	if lockPrefix == "" {
+		local := netip.MustParseAddrPort(kept.conn.RemoteAddr().String())
+		remote := netip.MustParseAddrPort(kept.conn.LocalAddr().String())
+		if _, spec, ok := runningGuard(res.Held.HoldTable); !ok || !slices.Contains(spec.Conns, Conn{Local: local, Remote: remote}) {
+			t.Errorf("the hold guard %q does not hold the kept connection: %+v", res.Held.HoldTable, spec)
+		}
+		if res.Held.NftTable != "" {
+			t.Errorf("network lock %q, want none", res.Held.NftTable)
+		}
+	} else if !strings.HasPrefix(res.Held.NftTable, lockPrefix) || !nftTableExists(ctx, res.Held.NftTable) {
 		t.Errorf("network lock %q not found after dump, want %s…", res.Held.NftTable, lockPrefix)
 	}
 	if tables, _ := NftTables(nil); len(LockTables(tables, "")) > 0 && lockPrefix != "inet CRIU-" {

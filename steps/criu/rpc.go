@@ -205,7 +205,15 @@ func opName(op rpc.CriuReqType) string {
 type notify struct {
 	gocriu.NoNotify
 	restoredPID int
+	preDump     func() error
 	postDump    func() error
+}
+
+func (n *notify) PreDump() error {
+	if n.preDump != nil {
+		return n.preDump()
+	}
+	return nil
 }
 
 func (n *notify) PostRestore(pid int32) error {
