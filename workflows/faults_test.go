@@ -395,7 +395,7 @@ func trialProblems(t *testing.T, tr *faultTrial) []string {
 				p = append(p, fmt.Sprintf("%s: counter pid %s is in state %q", h, pid, strings.TrimSpace(st)))
 			}
 		}
-		if out, _ := theLab.Output(ctx, h, "nft", "list", "tables"); strings.Contains(out, "CRIU") || strings.Contains(out, "mig-hold") || strings.Contains(out, "mig-guard") {
+		if out, _ := theLab.Output(ctx, h, "nft", "list", "tables"); strings.Contains(out, "CRIU") || strings.Contains(out, "mig-hold") || strings.Contains(out, "mig-guard") || strings.Contains(out, "mig-lock") {
 			p = append(p, fmt.Sprintf("%s: nft tables left: %s", h, strings.TrimSpace(out)))
 		}
 		addr, _ := theLab.Output(ctx, h, "ip", "-o", "addr", "show", "dev", "eth0")

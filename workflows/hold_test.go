@@ -244,7 +244,7 @@ func leftBehind(want, other string) error {
 	ctx := context.Background()
 	for _, h := range []string{want, other} {
 		out, _ := theLab.Output(ctx, h, "nft", "list", "tables")
-		if strings.Contains(out, "CRIU") || strings.Contains(out, "mig-hold") || strings.Contains(out, "mig-guard") {
+		if strings.Contains(out, "CRIU") || strings.Contains(out, "mig-hold") || strings.Contains(out, "mig-guard") || strings.Contains(out, "mig-lock") {
 			return fmt.Errorf("%s: nft tables left: %s", h, out)
 		}
 		addr, _ := theLab.Output(ctx, h, "ip", "-o", "addr", "show", "dev", "eth0")

@@ -70,7 +70,7 @@ func rollback(t *testing.T, s *service, workflow string, c *clients) *engine.Rec
 	}
 	checkClean(t)
 	for _, h := range []string{"h1", "h2"} {
-		if out := labRun(t, h, "nft", "list", "tables"); strings.Contains(out, "mig-hold") {
+		if out := labRun(t, h, "nft", "list", "tables"); strings.Contains(out, "mig-hold") || strings.Contains(out, "mig-lock") {
 			t.Errorf("%s: a hold table is left: %s", h, out)
 		}
 	}
@@ -249,7 +249,7 @@ func interrupt(t *testing.T, at engine.EventType) {
 	}
 	checkClean(t)
 	for _, h := range []string{"h1", "h2"} {
-		if out := labRun(t, h, "nft", "list", "tables"); strings.Contains(out, "mig-hold") {
+		if out := labRun(t, h, "nft", "list", "tables"); strings.Contains(out, "mig-hold") || strings.Contains(out, "mig-lock") {
 			t.Errorf("%s: a hold table is left: %s", h, out)
 		}
 	}
