@@ -50,7 +50,7 @@ func lockConnections(pids []int, holdTable string) (string, []Conn, error) {
 		defer netns.Close()
 	}
 	drop := conns
-	if pid, spec, ok := runningGuard(holdTable); ok && holdTable != "" && spec.HoldConns && spec.holdsConns() {
+	if pid, spec, ok := runningGuard(holdTable); ok && spec.HoldConns && spec.holdsConns() {
 		var held []Conn
 		drop = nil
 		for _, cn := range conns {

@@ -165,9 +165,8 @@ type GuardSpec struct {
 	// before the restore then wait for the restored sockets instead of
 	// being lost and sent again on the client's retransmission timer
 	// (200 ms at least). Not for a source: there, a held handshake would
-	// leave a half-open connection for the dump to lose, and the
-	// network lock (connlock.go) drops a segment re-sent after the
-	// address.
+	// leave a half-open connection for the dump to lose; a source holds
+	// its connections' segments only (HoldConns).
 	HoldEstablished bool `json:"hold_established,omitempty"`
 	// HoldConns, with NewHold, holds every packet of Conns, and only the
 	// SYNs to Ports: on the source, the dump's lock of the workload's

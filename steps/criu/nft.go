@@ -225,9 +225,11 @@ func nftTableExists(_ context.Context, table string) bool {
 // new_connections setting) until StopGuard. A frozen server's kernel would
 // otherwise accept them into the listen backlog, and they would be lost
 // with the dump (CRIU skips in-flight connections). Held SYNs go to the
-// resumed listener, or follow the service address when it moves. (The
-// other segments are left to the network lock, connlock.go: held from
-// before the freeze, a download's acknowledgements would fill the queue.)
+// resumed listener, or follow the service address when it moves. The
+// connections' segments are held too, but only from the dump's lock on,
+// just before the freeze (connlock.go): held from here, a download's
+// acknowledgements would fill the queue while the workload still runs. A
+// full queue drops what does not fit; the peers send it again.
 func HoldPorts(ctx context.Context, pid int, ports []int, setting string) (string, error) {
 	if len(ports) == 0 {
 		return "", nil
