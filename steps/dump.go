@@ -267,6 +267,9 @@ func newConnectionsNote(hostName string, w workload, res criu.CheckResult, sourc
 		return ""
 	}
 	if source {
+		if o, _ := w.Options(); o.TCPEstablished && w.Kind == "process" && res.NewConnections == criu.NewHold {
+			what += "; its connections' IPv4 segments held too, from just before the freeze, and sent on to the target once the address moves"
+		}
 		return fmt.Sprintf("host %s: while %s.%s is frozen: %s", hostName, w.Kind, w.Name, what)
 	}
 	return fmt.Sprintf("host %s: guarded from before the freeze until the restore there ends: packets of %s.%s's connections dropped, %s", hostName, w.Kind, w.Name, what)
