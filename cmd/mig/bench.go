@@ -49,6 +49,7 @@ func cmdBench(c *cli, args []string) int {
 		workload, strategies, sizes, out, labName, newLab, subnet, counter string
 		runs                                                               int
 		rate                                                               float64
+		connections                                                        int
 	)
 	fs := newFlags(c, "bench", "[flags]", `
 Measure what moving a web server costs, strategy by strategy, against the
@@ -75,6 +76,7 @@ Examples:
 	fs.StringVar(&sizes, "sizes", "16,256,1024", "memory sizes of the server, MiB")
 	fs.IntVar(&runs, "runs", 5, "runs of each strategy at each size")
 	fs.Float64Var(&rate, "rate", 2000, "requests per second of the load")
+	fs.IntVar(&connections, "connections", 8, "kept-alive connections of the load")
 	fs.StringVar(&out, "o", "bench", "directory for the results")
 	fs.StringVar(&labName, "lab", "", "use this lab (left up) instead of building one")
 	fs.StringVar(&newLab, "name", "bench", "name of the lab built for the run")
@@ -88,12 +90,12 @@ Examples:
 	case !ok:
 		fmt.Fprintf(c.stderr, "mig bench: -workload %q: want process or container\n", workload)
 		return exitUsage
-	case fs.NArg() != 0 || runs < 1 || rate <= 0:
+	case fs.NArg() != 0 || runs < 1 || rate <= 0 || connections < 1:
 		fs.Usage()
 		return exitUsage
 	}
-	b := &bencher{c: c, workload: workload, rate: rate, runs: runs, out: out,
-		result: &report.Bench{Command: "mig bench " + strings.Join(args, " "), Workload: workload, Rate: rate, Baseline: wf.baseline}}
+	b := &bencher{c: c, workload: workload, rate: rate, connections: connections, runs: runs, out: out,
+		result: &report.Bench{Command: "mig bench " + strings.Join(args, " "), Workload: workload, Rate: rate, Connections: connections, Baseline: wf.baseline}}
 	if len(args) == 0 {
 		b.result.Command = "mig bench"
 	}
@@ -134,15 +136,16 @@ Examples:
 }
 
 type bencher struct {
-	c          *cli
-	workload   string
-	rate       float64
-	runs       int
-	out        string
-	strategies []string
-	files      map[string]string
-	sizes      []int
-	result     *report.Bench
+	c           *cli
+	workload    string
+	rate        float64
+	connections int
+	runs        int
+	out         string
+	strategies  []string
+	files       map[string]string
+	sizes       []int
+	result      *report.Bench
 
 	lab        *lab.Lab
 	mig        string // this binary, for the agents of container runs
@@ -274,7 +277,7 @@ func (b *bencher) loadWorkflows() error {
 			return fmt.Errorf("%s: %s", b.files[s], diags.Error())
 		}
 		if len(w.Loads()) == 0 {
-			load := fmt.Sprintf("# The load of `mig bench`.\nload \"bench\" {\n  http            = \"http://${var.service_ip}:${var.service_port}/\"\n  rate            = %g\n  connections     = 8\n  new_connections = 0.2\n}\n", b.rate)
+			load := fmt.Sprintf("# The load of `mig bench`.\nload \"bench\" {\n  http            = \"http://${var.service_ip}:${var.service_port}/\"\n  rate            = %g\n  connections     = %d\n  new_connections = 0.2\n}\n", b.rate, b.connections)
 			if err := os.WriteFile(filepath.Join(dir, "bench-load.hcl"), []byte(load), 0o644); err != nil {
 				return err
 			}

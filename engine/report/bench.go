@@ -19,12 +19,15 @@ import (
 
 // Bench is the result of `mig bench`: every run's summary, and where it ran.
 type Bench struct {
-	Command  string     `json:"command"`
-	Workload string     `json:"workload"` // process or container
-	Rate     float64    `json:"rate"`     // offered load, requests per second
-	Baseline string     `json:"baseline"` // the strategy the others are compared with
-	Machine  Machine    `json:"machine"`
-	Runs     []BenchRun `json:"runs"`
+	Command  string  `json:"command"`
+	Workload string  `json:"workload"` // process or container
+	Rate     float64 `json:"rate"`     // offered load, requests per second
+	// Connections is the load's kept-alive connections (0 in results
+	// written before the flag: 8).
+	Connections int        `json:"connections,omitempty"`
+	Baseline    string     `json:"baseline"` // the strategy the others are compared with
+	Machine     Machine    `json:"machine"`
+	Runs        []BenchRun `json:"runs"`
 }
 
 // Machine is what the benchmark ran on.
@@ -209,10 +212,15 @@ func (b *Bench) machineLine() string {
 }
 
 func (b *Bench) intro() string {
+	conns := b.Connections
+	if conns == 0 {
+		conns = 8
+	}
 	return fmt.Sprintf("Moving the sample server (cmd/counter, a %s) between two lab hosts while a load of %g req/s "+
-		"(20%% on new connections) and a probe every 5 ms watch it. Each cell: the median (min–max) of the runs that "+
-		"succeeded and delivered the server's state, and its ratio to the baseline (%s) of the same size.",
-		b.Workload, b.Rate, b.Baseline)
+		"(over %d kept-alive connections, 20%% on new connections) and a probe every 5 ms watch it. Each cell: the "+
+		"median (min–max) of the runs that succeeded and delivered the server's state, and its ratio to the baseline "+
+		"(%s) of the same size.",
+		b.Workload, b.Rate, conns, b.Baseline)
 }
 
 // BenchMarkdown writes the benchmark's tables as Markdown.

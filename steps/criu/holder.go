@@ -211,13 +211,43 @@ func (h *holder) localAddrs() map[netip.Addr]bool {
 
 // follow re-sends the held packets whose destination is no longer an address
 // of this host (it moved): routed from here, they reach its new host.
+// Until the new host answers for the address (forget made this host ask
+// again), the kernel queues what is sent there in the neighbour entry, up
+// to unres_qlen_bytes (about 200 small packets), and drops the rest without
+// a word: a client whose packet went would wait for its retransmission
+// timer, then back off. So while the next hop is unresolved, only a burst
+// goes, and the rest waits for the answer (at most neighbourWait).
 func (h *holder) follow() {
+	deadline := time.Now().Add(neighbourWait)
+	for {
+		waiting := h.followOnce(time.Now().After(deadline))
+		if len(waiting) == 0 {
+			return
+		}
+		for time.Now().Before(deadline) && !allResolved(waiting) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// neighbourWait bounds how long follow waits for a moved address's next
+// hop; unresolvedBurst is what it sends there before.
+const (
+	neighbourWait   = 200 * time.Millisecond
+	unresolvedBurst = 32
+)
+
+// followOnce re-sends what it can (everything, with force) and returns the
+// destinations whose packets wait for their next hop.
+func (h *holder) followOnce(force bool) map[netip.Addr]bool {
 	if len(h.held) == 0 {
-		return
+		return nil
 	}
 	local := h.localAddrs()
 	kept := h.held[:0]
 	sent, failed := map[netip.Addr]int{}, map[netip.Addr]error{}
+	ready := map[netip.Addr]bool{}
+	waiting := map[netip.Addr]bool{}
 	defer func() {
 		for dst, n := range sent {
 			h.logf("re-sent %d packets to %s, which left this host", n, dst)
@@ -227,18 +257,63 @@ func (h *holder) follow() {
 		}
 	}()
 	for _, p := range h.held {
-		if dst, ok := ipv4Dst(p.payload); ok && !local[dst] {
-			h.forget(dst)
-			if err := h.resend(p, dst); err != nil {
-				failed[dst] = err
-			} else {
-				sent[dst]++
-			}
+		dst, ok := ipv4Dst(p.payload)
+		if !ok || local[dst] {
+			kept = append(kept, p)
 			continue
 		}
-		kept = append(kept, p)
+		h.forget(dst)
+		r, known := ready[dst]
+		if !known {
+			r = force || resolved(dst)
+			ready[dst] = r
+		}
+		if !r && sent[dst] >= unresolvedBurst {
+			waiting[dst] = true
+			kept = append(kept, p)
+			continue
+		}
+		if err := h.resend(p, dst); err != nil {
+			failed[dst] = err
+		} else {
+			sent[dst]++
+		}
 	}
 	h.held = kept
+	return waiting
+}
+
+// resolved says whether this host knows the link-layer address of the
+// next hop to dst (or cannot tell).
+func resolved(dst netip.Addr) bool {
+	routes, err := netlink.RouteGet(dst.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return true
+	}
+	hop := dst
+	if gw, ok := netip.AddrFromSlice(routes[0].Gw); ok {
+		hop = gw.Unmap()
+	}
+	neighs, err := nl.Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(routes[0].LinkIndex, netlink.FAMILY_V4) })
+	if err != nil {
+		return true
+	}
+	for _, n := range neighs {
+		if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == hop {
+			return n.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
+		}
+	}
+	return false
+}
+
+// allResolved says whether the next hops to every one of dsts are known.
+func allResolved(dsts map[netip.Addr]bool) bool {
+	for dst := range dsts {
+		if !resolved(dst) {
+			return false
+		}
+	}
+	return true
 }
 
 // forget removes what this host's neighbour table knows about addr, once
