@@ -214,9 +214,9 @@ func (h *holder) localAddrs() map[netip.Addr]bool {
 // Until the new host answers for the address (forget made this host ask
 // again), the kernel queues what is sent there in the neighbour entry, up
 // to unres_qlen_bytes (about 200 small packets), and drops the rest without
-// a word: a client whose packet went would wait for its retransmission
-// timer, then back off. So while the next hop is unresolved, only a burst
-// goes, and the rest waits for the answer (at most neighbourWait).
+// a word: their clients would wait for their retransmission timers, then
+// back off. So while the next hop is unresolved, only a burst goes, and
+// the rest waits for the answer (at most neighbourWait).
 func (h *holder) follow() {
 	deadline := time.Now().Add(neighbourWait)
 	for {
