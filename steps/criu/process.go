@@ -257,7 +257,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	if err != nil {
 		// CRIU resumes the tasks itself when a dump fails; make sure
 		// nothing stays stopped or locked, even when cancelled.
-		if held.NftTable == "" {
+		if lock.criu {
 			held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath)
 		}
 		p.Resume(context.WithoutCancel(ctx), env, w, held)
@@ -269,7 +269,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	// The tasks are held, so what is read of them now stays true. The
 	// pause waits for these reads: they go side by side.
 	var wg sync.WaitGroup
-	if held.NftTable == "" {
+	if lock.criu {
 		wg.Go(func() { held.NftTable = lockTable(context.WithoutCancel(ctx), r.PID, logPath) })
 	}
 	var stats map[string]float64
@@ -315,11 +315,13 @@ var ownLock = true
 
 // connLock is mig's lock of a dump's connections: the table that drops
 // those the hold guard does not hold ("" if none), when taking it began
-// and how long it took (0: CRIU locked them).
+// and how long it took (0: none were locked). With criu, CRIU locked them
+// instead, in a table its log names.
 type connLock struct {
 	table string
 	at    time.Time
 	took  time.Duration
+	criu  bool
 }
 
 // dumpLocked dumps the tree at pid into req.Dir and leaves it stopped,
@@ -328,9 +330,12 @@ type connLock struct {
 // back and runs again under CRIU's lock. It returns the lazy dump's PID,
 // if any, and mig's lock.
 func (p Process) dumpLocked(ctx context.Context, env Env, pid int, holdTable string, req DumpRequest, o Options) (int, connLock, error) {
-	if !ownLock {
+	underCRIU := func() (int, connLock, error) {
 		lazyPID, err := p.dumpWith(ctx, env, pid, req, o, nil)
-		return lazyPID, connLock{}, err
+		return lazyPID, connLock{criu: true}, err
+	}
+	if !ownLock {
+		return underCRIU()
 	}
 	var (
 		lk      connLock
@@ -351,8 +356,7 @@ func (p Process) dumpLocked(ctx context.Context, env Env, pid int, holdTable str
 		if err := FreshDir(req.Dir); err != nil {
 			return 0, connLock{}, err
 		}
-		lazyPID, err := p.dumpWith(ctx, env, pid, req, o, nil)
-		return lazyPID, connLock{}, err
+		return underCRIU()
 	}
 	if err != nil {
 		return 0, lk, err
@@ -390,8 +394,7 @@ func (p Process) dumpLocked(ctx context.Context, env Env, pid int, holdTable str
 	if err := FreshDir(req.Dir); err != nil {
 		return 0, lk, err
 	}
-	lazyPID, err = p.dumpWith(ctx, env, pid, req, o, nil)
-	return lazyPID, connLock{}, err
+	return underCRIU()
 }
 
 // dumpWith runs CRIU's dump. With lock, CRIU skips its network lock and

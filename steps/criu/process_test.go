@@ -239,8 +239,8 @@ func testDumpResume(t *testing.T, port int, newConns, lockPrefix string) {
 	if res.Held.HoldTable == "" || !nftTableExists(ctx, res.Held.HoldTable) {
 		t.Errorf("hold table %q not found after dump", res.Held.HoldTable)
 	}
-	// A new connection waits while held (new_connections defaults to
-	// hold here), and gets through once the source runs again.
+	// A new connection waits while held (held, or with "drop" dropped and
+	// sent again), and gets through once the source runs again.
 	held := make(chan error, 1)
 	go func() { _, err := c.get("/"); held <- err }()
 	time.Sleep(300 * time.Millisecond)
