@@ -653,11 +653,29 @@ func isGuard(pid int) bool {
 
 // waitAccepted waits, at most limit, until no connection to ports waits in
 // a listen backlog or half-open (SYN_RECV) in the network namespace of
-// pid (0: this one).
+// pid (0: this one). It is called with new SYNs held, so no handshake
+// starts meanwhile: the half-open ones are found once, in a walk of the
+// established table, and then looked up one by one.
 func waitAccepted(ctx context.Context, pid int, ports []int, limit time.Duration) {
+	d, err := openDiag(pid)
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	socks, _ := d.list(1<<tcpSynRecv | 1<<tcpListen)
+	half, queued := pendingIn(socks, ports)
 	deadline := time.Now().Add(limit)
-	for pending(pid, ports) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(2 * time.Millisecond)
+	for (len(half) > 0 || queued > 0) && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(500 * time.Microsecond)
+		half = slices.DeleteFunc(half, func(s tcpSocket) bool {
+			now, ok, err := d.find(s)
+			return err == nil && (!ok || now.State != tcpSynRecv)
+		})
+		listeners, err := d.list(1 << tcpListen) // the listeners' table only
+		if err != nil {
+			return
+		}
+		_, queued = pendingIn(listeners, ports)
 	}
 }
 
@@ -665,17 +683,23 @@ func waitAccepted(ctx context.Context, pid int, ports []int, limit time.Duration
 // accepted yet: their accept queues and the half-open ones.
 func pending(pid int, ports []int) int {
 	socks, _ := tcpSockets(pid, 1<<tcpSynRecv|1<<tcpListen)
-	n := 0
+	half, queued := pendingIn(socks, ports)
+	return len(half) + queued
+}
+
+// pendingIn finds, among socks, the half-open connections to ports and
+// the number of connections in their listeners' accept queues.
+func pendingIn(socks []tcpSocket, ports []int) (half []tcpSocket, queued int) {
 	for _, s := range socks {
 		switch {
 		case !slices.Contains(ports, int(s.Local.Port())):
 		case s.State == tcpSynRecv:
-			n++
+			half = append(half, s)
 		case s.State == tcpListen:
-			n += int(s.RQueue)
+			queued += int(s.RQueue)
 		}
 	}
-	return n
+	return half, queued
 }
 
 // waitGoneFast waits for pid to end, polling every millisecond: a guard's

@@ -413,6 +413,77 @@ func TestTCPSockets(t *testing.T) {
 	}
 }
 
+// TestWaitAccepted: a half-open connection (its last ACK of the handshake
+// dropped) keeps waitAccepted waiting, and so does the connection once
+// it is in the backlog; it returns when the listener has accepted it.
+func TestWaitAccepted(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			n := newTestNetns(t)
+			var ln net.Listener
+			var err error
+			n.do(func() {
+				addr := "127.0.0.1:0"
+				if network == "tcp" {
+					addr = "[::]:0"
+				}
+				ln, err = net.Listen(network, addr)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			port := ln.Addr().(*net.TCPAddr).Port
+			nftScript(t, n, fmt.Sprintf("table inet waittest { chain out { type filter hook output priority 0; tcp dport %d tcp flags & (syn | ack) == ack drop; }; }", port))
+			var c net.Conn
+			n.do(func() { c, err = net.DialTimeout("tcp4", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			half := 0
+			n.do(func() { half = pending(0, []int{port}) })
+			if half != 1 {
+				t.Fatalf("pending = %d with the handshake's last ACK dropped, want 1", half)
+			}
+
+			done := make(chan time.Time, 1)
+			go n.do(func() {
+				waitAccepted(context.Background(), 0, []int{port}, 10*time.Second)
+				done <- time.Now()
+			})
+			stillWaiting := func(why string) {
+				time.Sleep(300 * time.Millisecond)
+				select {
+				case <-done:
+					t.Fatalf("waitAccepted returned with %s", why)
+				default:
+				}
+			}
+			stillWaiting("a half-open connection")
+			nftScript(t, n, "delete table inet waittest")
+			if _, err := c.Write([]byte("x")); err != nil { // its ACK ends the handshake
+				t.Fatal(err)
+			}
+			stillWaiting("a connection in the backlog")
+			s, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			accepted := time.Now()
+			select {
+			case at := <-done:
+				if at.Before(accepted) {
+					t.Errorf("waitAccepted returned %s before the accept", accepted.Sub(at))
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("waitAccepted still waits after the accept")
+			}
+		})
+	}
+}
+
 // BenchmarkGuardRelease measures how long a segment that a target's guard
 // held takes to reach its socket once the guard is told to release it
 // (ns/op is that time; starting the guard and holding are not counted).

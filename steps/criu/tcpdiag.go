@@ -24,14 +24,31 @@ type tcpSocket struct {
 	Local, Remote netip.AddrPort // IPv4-mapped addresses unmapped
 	Inode         string         // as /proc/<pid>/fd shows it
 	RQueue        uint32         // a listener's accept backlog
+	family        uint8
+	ifindex       uint32 // the device it is bound to, if any
 }
 
 // tcpSockets lists the IPv4 and IPv6 TCP sockets whose state is in states
 // (a mask of 1<<state) in the network namespace of pid (0: this thread's).
 // The kernel filters by state, so a busy server's thousands of TIME_WAIT
-// sockets cost nothing, unlike a read of /proc/net/tcp6, which formats
-// them all: this is read while the workload is frozen.
+// sockets cost nothing to format, unlike a read of /proc/net/tcp6. A
+// state other than LISTEN still walks the whole established table, of
+// every namespace: milliseconds on a large host.
 func tcpSockets(pid int, states uint32) ([]tcpSocket, error) {
+	d, err := openDiag(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.list(states)
+}
+
+// diagSocket is a sock_diag socket in one network namespace.
+type diagSocket struct{ sk *nl.NetlinkSocket }
+
+// openDiag opens a sock_diag socket in the network namespace of pid (0:
+// this thread's).
+func openDiag(pid int) (*diagSocket, error) {
 	cur, err := netns.Get()
 	if err != nil {
 		return nil, err
@@ -48,13 +65,20 @@ func tcpSockets(pid int, states uint32) ([]tcpSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag: %w", err)
 	}
-	defer sk.Close()
+	return &diagSocket{sk}, nil
+}
+
+func (d *diagSocket) Close() { d.sk.Close() }
+
+// list is tcpSockets in d's network namespace.
+func (d *diagSocket) list(states uint32) ([]tcpSocket, error) {
 	var out []tcpSocket
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		// A dump can come back short when sockets come and go: ask again.
 		var got []tcpSocket
+		var err error
 		for range 3 {
-			if got, err = diagTCP(sk, family, states); !errors.Is(err, nl.ErrDumpInterrupted) {
+			if got, err = d.dump(family, states); !errors.Is(err, nl.ErrDumpInterrupted) {
 				break
 			}
 		}
@@ -66,9 +90,9 @@ func tcpSockets(pid int, states uint32) ([]tcpSocket, error) {
 	return out, nil
 }
 
-func diagTCP(sk *nl.NetlinkSocket, family uint8, states uint32) ([]tcpSocket, error) {
+func (d *diagSocket) dump(family uint8, states uint32) ([]tcpSocket, error) {
 	req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_INET_DIAG: {Socket: sk}}
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_INET_DIAG: {Socket: d.sk}}
 	req.AddData(diagRequest{family: family, states: states})
 	var out []tcpSocket
 	err := req.ExecuteIter(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY, func(m []byte) bool {
@@ -80,11 +104,34 @@ func diagTCP(sk *nl.NetlinkSocket, family uint8, states uint32) ([]tcpSocket, er
 	return out, err
 }
 
+// find looks s up by its addresses, as the kernel finds the socket for a
+// packet: a hash lookup, not a walk. It returns false when nothing has
+// those addresses any more. A connection gone may give its listener.
+func (d *diagSocket) find(s tcpSocket) (tcpSocket, bool, error) {
+	req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, 0)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_INET_DIAG: {Socket: d.sk}}
+	req.AddData(diagRequest{family: s.family, states: ^uint32(0), id: &s})
+	msgs, err := req.Execute(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY)
+	if errors.Is(err, unix.ENOENT) {
+		return tcpSocket{}, false, nil
+	}
+	if err != nil {
+		return tcpSocket{}, false, fmt.Errorf("sock_diag: %w", err)
+	}
+	for _, m := range msgs {
+		if got, ok := parseDiag(m); ok {
+			return got, true, nil
+		}
+	}
+	return tcpSocket{}, false, nil
+}
+
 // diagRequest is struct inet_diag_req_v2 for TCP, matching every socket
-// in the states given.
+// in the states given, or, with id, the one socket with id's addresses.
 type diagRequest struct {
 	family uint8
 	states uint32
+	id     *tcpSocket
 }
 
 func (r diagRequest) Len() int { return 56 }
@@ -93,6 +140,25 @@ func (r diagRequest) Serialize() []byte {
 	b := make([]byte, 56)
 	b[0], b[1] = r.family, unix.IPPROTO_TCP
 	binary.NativeEndian.PutUint32(b[4:], r.states)
+	if s := r.id; s != nil {
+		addr := func(dst []byte, a netip.Addr) {
+			if r.family == unix.AF_INET {
+				a4 := a.Unmap().As4()
+				copy(dst, a4[:])
+				return
+			}
+			a16 := a.As16() // an IPv4 address mapped again
+			copy(dst, a16[:])
+		}
+		binary.BigEndian.PutUint16(b[8:], s.Local.Port())
+		binary.BigEndian.PutUint16(b[10:], s.Remote.Port())
+		addr(b[12:28], s.Local.Addr())
+		addr(b[28:44], s.Remote.Addr())
+		binary.NativeEndian.PutUint32(b[44:], s.ifindex)
+		// INET_DIAG_NOCOOKIE: any socket with these addresses.
+		binary.NativeEndian.PutUint32(b[48:], ^uint32(0))
+		binary.NativeEndian.PutUint32(b[52:], ^uint32(0))
+	}
 	return b
 }
 
@@ -109,10 +175,12 @@ func parseDiag(m []byte) (tcpSocket, bool) {
 		return netip.AddrFrom16([16]byte(b[:16])).Unmap()
 	}
 	return tcpSocket{
-		State:  m[1],
-		Local:  netip.AddrPortFrom(addr(m[8:24]), binary.BigEndian.Uint16(m[4:6])),
-		Remote: netip.AddrPortFrom(addr(m[24:40]), binary.BigEndian.Uint16(m[6:8])),
-		RQueue: binary.NativeEndian.Uint32(m[56:60]),
-		Inode:  fmt.Sprint(binary.NativeEndian.Uint32(m[68:72])),
+		State:   m[1],
+		Local:   netip.AddrPortFrom(addr(m[8:24]), binary.BigEndian.Uint16(m[4:6])),
+		Remote:  netip.AddrPortFrom(addr(m[24:40]), binary.BigEndian.Uint16(m[6:8])),
+		RQueue:  binary.NativeEndian.Uint32(m[56:60]),
+		Inode:   fmt.Sprint(binary.NativeEndian.Uint32(m[68:72])),
+		family:  m[0],
+		ifindex: binary.NativeEndian.Uint32(m[40:44]),
 	}, true
 }
