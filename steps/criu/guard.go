@@ -177,6 +177,10 @@ type GuardSpec struct {
 	// restored copy is killed on undo: its sockets must not reset the
 	// connections the source takes back).
 	Output bool `json:"output,omitempty"`
+	// Unarmed leaves the SYNs to Ports alone until arm adds their rule: a
+	// source's guard starts before the dump, and new connections wait
+	// only from the dump's lock on, while the workload cannot serve them.
+	Unarmed bool `json:"unarmed,omitempty"`
 	// Deadline bounds the guard's life, so that a lost run never leaves a
 	// port blocked for long.
 	Deadline time.Duration `json:"deadline"`
@@ -231,11 +235,8 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 	}
 	var in, out []build
 	if len(g.Ports) > 0 {
-		switch g.NewConnections {
-		case NewDrop:
-			in = append(in, ports(tcpDport, nftRule(isSYN, []expr.Any{nftDrop})...))
-		case NewReset:
-			in = append(in, ports(tcpDport, nftRule(isSYN, []expr.Any{nftTCPReset})...))
+		if v := g.synVerdict(); v != nil && !g.Unarmed {
+			in = append(in, ports(tcpDport, nftRule(isSYN, []expr.Any{v})...))
 		}
 		if g.Established && !g.queuesAll() {
 			in = append(in, ports(tcpDport, nftDrop))
@@ -357,15 +358,8 @@ func (g GuardSpec) queueRules(c *nftables.Conn, num uint16) error {
 	_, name, _ := strings.Cut(g.Table, " ")
 	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
 	ch := &nftables.Chain{Name: "prerouting", Table: t}
-	which := isSYN
-	if g.HoldEstablished {
-		which = nil
-	}
-	for _, p := range g.Ports {
-		c.InsertRule(&nftables.Rule{Table: t, Chain: ch, Exprs: nftRule(isTCP, []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpDport, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftPort(p)},
-		}, which, []expr.Any{queueExpr(g.Queue, num)})})
+	if !g.Unarmed {
+		g.queuePorts(c, ch, num)
 	}
 	if g.holdsConns() && len(g.Conns) > 0 {
 		ts, err := g.tuples(false)
@@ -377,6 +371,66 @@ func (g GuardSpec) queueRules(c *nftables.Conn, num uint16) error {
 			return err
 		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(m, queueExpr(g.Queue, num))})
+	}
+	return nil
+}
+
+// queuePorts adds to chain ch, in the batch of c, the rules that queue
+// the SYNs to the guard's ports to num (with HoldEstablished, every
+// packet to them).
+func (g GuardSpec) queuePorts(c *nftables.Conn, ch *nftables.Chain, num uint16) {
+	which := isSYN
+	if g.HoldEstablished {
+		which = nil
+	}
+	for _, p := range g.Ports {
+		c.InsertRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: nftRule(isTCP, []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpDport, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftPort(p)},
+		}, which, []expr.Any{queueExpr(g.Queue, num)})})
+	}
+}
+
+// synVerdict is what the input rule does with a SYN to the guard's ports:
+// nil when the guard queues them instead.
+func (g GuardSpec) synVerdict() expr.Any {
+	switch g.NewConnections {
+	case NewDrop:
+		return nftDrop
+	case NewReset:
+		return nftTCPReset
+	}
+	return nil
+}
+
+// arm adds the SYN rules that an Unarmed guard lacks to its table, in
+// the network namespace netns (nil: this one), for the guard pid, and
+// records it.
+func (g GuardSpec) arm(netns *os.File, pid int) error {
+	if !g.Unarmed || len(g.Ports) == 0 {
+		return nil
+	}
+	c, err := nftConn(netns)
+	if err != nil {
+		return err
+	}
+	_, name, _ := strings.Cut(g.Table, " ")
+	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	if v := g.synVerdict(); v != nil {
+		m, err := tcpPorts(c, t, tcpDport, g.Ports)
+		if err != nil {
+			return err
+		}
+		c.InsertRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: "input", Table: t}, Exprs: append(m, nftRule(isSYN, []expr.Any{v})...)})
+	} else if g.queues() {
+		g.queuePorts(c, &nftables.Chain{Name: "prerouting", Table: t}, guardQueue(pid))
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("guard %s: hold new connections: %w", g.Table, err)
+	}
+	g.Unarmed = false
+	if b, err := json.Marshal(g); err == nil {
+		os.WriteFile(guardSpecFile(g.Table), b, 0o600)
 	}
 	return nil
 }

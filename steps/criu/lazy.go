@@ -32,7 +32,9 @@ import (
 // readyTimeout bounds the wait for a detached CRIU to report readiness.
 const readyTimeout = 5 * time.Minute
 
-func lazyDump(ctx context.Context, env Env, pid int, req DumpRequest, o Options, lock rpc.CriuNetworkLockMethod) (int, error) {
+// lazyDump runs CRIU's lazy dump, detached, with its network lock method;
+// with skip, preDump takes mig's lock at CRIU's pre-dump (hook.go).
+func lazyDump(ctx context.Context, env Env, pid int, req DumpRequest, o Options, lock rpc.CriuNetworkLockMethod, preDump func() error) (int, error) {
 	if req.Listen.Port == 0 {
 		return 0, errors.New("lazy dump: no listen port")
 	}
@@ -46,13 +48,23 @@ func lazyDump(ctx context.Context, env Env, pid int, req DumpRequest, o Options,
 	if req.Parent != "" {
 		args = append(args, "--prev-images-dir", req.Parent, "--track-mem")
 	}
-	return spawnReady(ctx, env.CRIU, "lazy dump", req.Dir, DumpLog, args)
+	var extraEnv []string
+	if preDump != nil {
+		h, err := newPreDumpHook(preDump)
+		if err != nil {
+			return 0, err
+		}
+		defer h.close()
+		args = append(args, h.args()...)
+		extraEnv = append(extraEnv, h.env())
+	}
+	return spawnReady(ctx, env.CRIU, "lazy dump", req.Dir, DumpLog, args, extraEnv)
 }
 
 func lazyPages(ctx context.Context, env Env, dir string, src Addr) (int, error) {
 	args := []string{"lazy-pages", "--page-server", "--address", src.Host, "--port", strconv.Itoa(src.Port),
 		"-D", dir, "-o", LazyPagesLog, "-v" + strconv.Itoa(LogLevel)}
-	return spawnReady(ctx, env.CRIU, "lazy-pages", dir, LazyPagesLog, args)
+	return spawnReady(ctx, env.CRIU, "lazy-pages", dir, LazyPagesLog, args, nil)
 }
 
 // freePort picks a TCP port that is free on host now.
@@ -79,9 +91,9 @@ func optionArgs(o Options) []string {
 	return args
 }
 
-// spawnReady starts CRIU detached with --status-fd and waits until it
-// reports readiness. It returns CRIU's PID.
-func spawnReady(ctx context.Context, b Binary, op, dir, logName string, args []string) (int, error) {
+// spawnReady starts CRIU detached with --status-fd, its environment and
+// extraEnv, and waits until it reports readiness. It returns CRIU's PID.
+func spawnReady(ctx context.Context, b Binary, op, dir, logName string, args, extraEnv []string) (int, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -90,6 +102,9 @@ func spawnReady(ctx context.Context, b Binary, op, dir, logName string, args []s
 	cmd := exec.Command(b.Path, append(args, "--status-fd", "3")...)
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.Dir = dir
+	if len(extraEnv) > 0 {
+		cmd.Env = append(os.Environ(), extraEnv...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	w.Close()

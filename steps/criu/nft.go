@@ -231,6 +231,21 @@ func nftTableExists(_ context.Context, table string) bool {
 // acknowledgements would fill the queue while the workload still runs. A
 // full queue drops what does not fit; the peers send it again.
 func HoldPorts(ctx context.Context, pid int, ports []int, setting string) (string, error) {
+	table, err := startHold(ctx, pid, ports, setting, false)
+	if err != nil || table == "" {
+		return table, err
+	}
+	waitAccepted(ctx, pid, ports, acceptWait)
+	return table, nil
+}
+
+// acceptWait bounds the wait for the listeners to accept what came before
+// the hold.
+const acceptWait = 250 * time.Millisecond
+
+// startHold starts the guard of HoldPorts; unarmed, it lets new
+// connections through until armHold.
+func startHold(ctx context.Context, pid int, ports []int, setting string, unarmed bool) (string, error) {
 	if len(ports) == 0 {
 		return "", nil
 	}
@@ -238,15 +253,38 @@ func HoldPorts(ctx context.Context, pid int, ports []int, setting string) (strin
 	if err != nil {
 		return "", err
 	}
-	spec := GuardSpec{Table: holdTable(pid), Ports: ports, NewConnections: mode, Queue: how, WatchPID: pid, HoldConns: mode == NewHold}
+	spec := GuardSpec{Table: holdTable(pid), Ports: ports, NewConnections: mode, Queue: how, WatchPID: pid, HoldConns: mode == NewHold, Unarmed: unarmed}
 	if _, err := StartGuard(ctx, pid, spec); err != nil {
 		return "", fmt.Errorf("%s new connections to ports %v: %w", mode, ports, err)
 	}
-	// Connections whose handshake ended before the guard came are in
-	// the listen backlog, where the dump would lose them: let the
-	// workload, still running, accept them first.
-	waitAccepted(ctx, pid, ports, 250*time.Millisecond)
 	return spec.Table, nil
+}
+
+// armHold has the guard of table, started by startHold, hold new
+// connections to ports from now on, in the network namespace of pid, and
+// then waits for the listeners to accept those that came before:
+// connections whose handshake ended before the hold are in the listen
+// backlog, where the dump would lose them.
+func armHold(ctx context.Context, pid int, ports []int, table string) error {
+	if table == "" {
+		return nil
+	}
+	guard, spec, ok := runningGuard(table)
+	if !ok {
+		return fmt.Errorf("guard %s is not running", table)
+	}
+	if spec.Unarmed {
+		netns := nsOf(pid, "net")
+		err := spec.arm(netns, guard)
+		if netns != nil {
+			netns.Close()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	waitAccepted(ctx, pid, ports, acceptWait)
+	return nil
 }
 
 // GuardTable names the guard a target keeps for workload w until its

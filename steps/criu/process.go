@@ -247,12 +247,13 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	}
 	held := Held{PID: r.PID, Dir: req.Dir}
 	logPath := filepath.Join(req.Dir, DumpLog)
-	if held.HoldTable, err = HoldPorts(ctx, r.PID, r.Listens, o.NewConnections); err != nil {
+	// The guard starts now, and holds new connections from the lock on.
+	if held.HoldTable, err = startHold(ctx, r.PID, r.Listens, o.NewConnections, true); err != nil {
 		return DumpResult{}, err
 	}
 	start := time.Now()
 	var lock connLock
-	held.LazyPID, lock, err = p.dumpLocked(ctx, env, r.PID, held.HoldTable, req, o)
+	held.LazyPID, lock, err = p.dumpLocked(ctx, env, r.PID, r.Listens, held.HoldTable, req, o)
 	held.NftTable = lock.table
 	if err != nil {
 		// CRIU resumes the tasks itself when a dump fails; make sure
@@ -313,10 +314,10 @@ func frozenAt(lock connLock) int64 {
 // ownLock has dumps lock the connections themselves (connlock.go).
 var ownLock = true
 
-// connLock is mig's lock of a dump's connections: the table that drops
-// those the hold guard does not hold ("" if none), when taking it began
-// and how long it took (0: none were locked). With criu, CRIU locked them
-// instead, in a table its log names.
+// connLock is mig's lock of a dump's new and open connections: the table
+// that drops those the hold guard does not hold ("" if none), when taking
+// it began and how long it took (0: nothing was locked). With criu, CRIU
+// locked the open ones instead, in a table its log names.
 type connLock struct {
 	table string
 	at    time.Time
@@ -326,11 +327,15 @@ type connLock struct {
 
 // dumpLocked dumps the tree at pid into req.Dir and leaves it stopped,
 // under mig's lock of its connections where it can take one, else under
-// CRIU's. A dump that took a connection the lock missed gives the tasks
-// back and runs again under CRIU's lock. It returns the lazy dump's PID,
-// if any, and mig's lock.
-func (p Process) dumpLocked(ctx context.Context, env Env, pid int, holdTable string, req DumpRequest, o Options) (int, connLock, error) {
+// CRIU's. New connections to ports are held from the lock on (the guard
+// of holdTable). A dump that took a connection the lock missed gives the
+// tasks back and runs again under CRIU's lock. It returns the lazy dump's
+// PID, if any, and mig's lock.
+func (p Process) dumpLocked(ctx context.Context, env Env, pid int, ports []int, holdTable string, req DumpRequest, o Options) (int, connLock, error) {
 	underCRIU := func() (int, connLock, error) {
+		if err := armHold(ctx, pid, ports, holdTable); err != nil {
+			return 0, connLock{}, err
+		}
 		lazyPID, err := p.dumpWith(ctx, env, pid, req, o, nil)
 		return lazyPID, connLock{criu: true}, err
 	}
@@ -340,17 +345,24 @@ func (p Process) dumpLocked(ctx context.Context, env Env, pid int, holdTable str
 	var (
 		lk      connLock
 		locked  []Conn
+		armErr  error
 		lockErr error
 	)
 	lock := func() error {
 		lk.at = time.Now()
+		if armErr = armHold(ctx, pid, ports, holdTable); armErr != nil {
+			return armErr
+		}
 		lk.table, locked, lockErr = lockConnections(tree(pid), holdTable)
-		if len(locked) > 0 {
+		if len(locked) > 0 || holdTable != "" {
 			lk.took = max(time.Since(lk.at), time.Nanosecond)
 		}
 		return lockErr
 	}
 	lazyPID, err := p.dumpWith(ctx, env, pid, req, o, lock)
+	if armErr != nil {
+		return 0, lk, armErr
+	}
 	if lockErr != nil {
 		env.Log.Warn("locking the connections failed; CRIU locks them", "error", lockErr)
 		if err := FreshDir(req.Dir); err != nil {
@@ -398,9 +410,9 @@ func (p Process) dumpLocked(ctx context.Context, env Env, pid int, holdTable str
 }
 
 // dumpWith runs CRIU's dump. With lock, CRIU skips its network lock and
-// lock takes mig's: inside CRIU's pre-dump notification, the last point
-// before the freeze, where the request goes through RPC; before CRIU
-// starts for a lazy dump, which runs detached (lazy.go).
+// lock takes mig's at CRIU's pre-dump, the last point before the freeze:
+// in its notification, where the request goes through RPC, and in an
+// action script for a lazy dump, which runs detached (hook.go).
 func (p Process) dumpWith(ctx context.Context, env Env, pid int, req DumpRequest, o Options, lock func() error) (int, error) {
 	method := rpc.CriuNetworkLockMethod_NFTABLES
 	if lock != nil {
@@ -410,12 +422,7 @@ func (p Process) dumpWith(ctx context.Context, env Env, pid int, req DumpRequest
 		if req.Listen == nil {
 			return 0, errors.New("lazy dump: no listen address")
 		}
-		if lock != nil {
-			if err := lock(); err != nil {
-				return 0, err
-			}
-		}
-		return lazyDump(ctx, env, pid, req, o, method)
+		return lazyDump(ctx, env, pid, req, o, method, lock)
 	}
 	opts := Opts(req.Dir, DumpLog, o)
 	opts.NetworkLock = method.Enum()
