@@ -709,15 +709,33 @@ func isGuard(pid int) bool {
 // a listen backlog or half-open (SYN_RECV) in the network namespace of
 // pid (0: this one). It is called with new SYNs held, so no handshake
 // starts meanwhile: the half-open ones are found once, in a walk of the
-// established table, and then looked up one by one.
+// established table, and then looked up one by one. A half-open
+// connection has its listener's address family (an IPv4 client of a
+// dual-stack listener is IPv6, mapped), so only the listeners' families
+// are walked.
 func waitAccepted(ctx context.Context, pid int, ports []int, limit time.Duration) {
 	d, err := openDiag(pid)
 	if err != nil {
 		return
 	}
 	defer d.Close()
-	socks, _ := d.list(1<<tcpSynRecv | 1<<tcpListen)
-	half, queued := pendingIn(socks, ports)
+	listeners, err := d.list(1 << tcpListen) // the listeners' table only
+	if err != nil {
+		return
+	}
+	var families []uint8
+	for _, l := range listeners {
+		if slices.Contains(ports, int(l.Local.Port())) && !slices.Contains(families, l.family) {
+			families = append(families, l.family)
+		}
+	}
+	half, _ := d.listOf(1<<tcpSynRecv, families...)
+	half, _ = pendingIn(half, ports)
+	// After the walk: a handshake that ended during it is in a backlog.
+	if listeners, err = d.list(1 << tcpListen); err != nil {
+		return
+	}
+	_, queued := pendingIn(listeners, ports)
 	deadline := time.Now().Add(limit)
 	for (len(half) > 0 || queued > 0) && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(500 * time.Microsecond)
@@ -725,8 +743,7 @@ func waitAccepted(ctx context.Context, pid int, ports []int, limit time.Duration
 			now, ok, err := d.find(s)
 			return err == nil && (!ok || now.State != tcpSynRecv)
 		})
-		listeners, err := d.list(1 << tcpListen) // the listeners' table only
-		if err != nil {
+		if listeners, err = d.list(1 << tcpListen); err != nil {
 			return
 		}
 		_, queued = pendingIn(listeners, ports)

@@ -72,8 +72,13 @@ func (d *diagSocket) Close() { d.sk.Close() }
 
 // list is tcpSockets in d's network namespace.
 func (d *diagSocket) list(states uint32) ([]tcpSocket, error) {
+	return d.listOf(states, unix.AF_INET, unix.AF_INET6)
+}
+
+// listOf is list for the address families given only.
+func (d *diagSocket) listOf(states uint32, families ...uint8) ([]tcpSocket, error) {
 	var out []tcpSocket
-	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+	for _, family := range families {
 		// A dump can come back short when sockets come and go: ask again.
 		var got []tcpSocket
 		var err error
