@@ -166,12 +166,18 @@ func imagesDir(t *testing.T) string {
 
 // The hold guard holds the kept connection's packets (mig's lock).
 func TestDumpResume(t *testing.T) {
-	testDumpResume(t, testPortBase+1, "hold", "")
+	testDumpResume(t, testPortBase+1, "hold", "", false)
+}
+
+// A lazy dump runs CRIU from its command line: mig's lock comes from its
+// pre-dump action script.
+func TestDumpResumeLazy(t *testing.T) {
+	testDumpResume(t, testPortBase+10, "hold", "", true)
 }
 
 // Without a queue for new connections, mig's lock drops them in a table.
 func TestDumpResumeDropLock(t *testing.T) {
-	testDumpResume(t, testPortBase+9, "drop", "inet mig-lock-")
+	testDumpResume(t, testPortBase+9, "drop", "inet mig-lock-", false)
 }
 
 // A connection the workload opens after mig's lock has the dump run again
@@ -179,13 +185,14 @@ func TestDumpResumeDropLock(t *testing.T) {
 func TestDumpMissedConnection(t *testing.T) {
 	openConns = func([]int) ([]Conn, error) { return nil, nil }
 	t.Cleanup(func() { openConns = openConnections })
-	testDumpResume(t, testPortBase+8, "hold", "inet CRIU-")
+	testDumpResume(t, testPortBase+8, "hold", "inet CRIU-", false)
 }
 
 // testDumpResume dumps a counter with a kept-alive client, checks that the
 // network lock keeps the client waiting while held, and resumes it. The
 // lock is the table named lockPrefix…, or, with none, the hold guard.
-func testDumpResume(t *testing.T, port int, newConns, lockPrefix string) {
+// With lazy, the dump serves the pages for a lazy restore.
+func testDumpResume(t *testing.T, port int, newConns, lockPrefix string, lazy bool) {
 	needCRIU(t)
 	ctx := context.Background()
 	h := testHost(t)
@@ -204,14 +211,33 @@ func testDumpResume(t *testing.T, port int, newConns, lockPrefix string) {
 	kept.ask(t)
 	var res DumpResult
 	dir := imagesDir(t)
-	err := ActDump.Call(ctx, h, DumpAction{Request: Request{Workload: w}, DumpRequest: DumpRequest{Dir: dir, Resolved: &r}}, &res, host.CallOpts{})
+	req := DumpRequest{Dir: dir, Resolved: &r}
+	if lazy {
+		req.Lazy = true
+		req.Listen = &Addr{Host: "127.0.0.1", Port: port + 1000}
+	}
+	err := ActDump.Call(ctx, h, DumpAction{Request: Request{Workload: w}, DumpRequest: req}, &res, host.CallOpts{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if lazy {
+		// The lock came from the hook, which cleaned up after itself.
+		log, _ := os.ReadFile(filepath.Join(dir, DumpLog))
+		if !strings.Contains(string(log), "Running pre-dump scripts") || !strings.Contains(string(log), hookDir) {
+			t.Errorf("the lazy dump ran no pre-dump hook")
+		}
+		if left, _ := os.ReadDir(hookDir); len(left) > 0 {
+			t.Errorf("hooks left in %s: %v", hookDir, left)
+		}
+	}
+	if ownLocked := lockPrefix != "inet CRIU-"; ownLocked && (res.Stats["lock_time"] <= 0 || res.Frozen == 0) {
+		t.Errorf("no lock time (%v) or freeze start (%d)", res.Stats["lock_time"], res.Frozen)
 	}
 	// CRIU queues SIGSTOP before it detaches; the state may lag a moment.
 	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		st, _ := readStat(r.PID)
-		if st.state == 'T' {
+		// A lazy dump keeps the tasks seized while it serves their pages.
+		if st.state == 'T' || lazy && st.state == 't' {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -254,7 +280,7 @@ func testDumpResume(t *testing.T, port int, newConns, lockPrefix string) {
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("images dir mode: %v %v", fi.Mode(), err)
 	}
-	if res.Stats["frozen_time"] <= 0 || res.Stats["pages_written"] <= 0 {
+	if !lazy && res.Stats["frozen_time"] <= 0 || lazy && res.Stats["pages_lazy"] <= 0 || res.Stats["pages_written"] <= 0 {
 		t.Errorf("dump stats: %v", res.Stats)
 	}
 	t.Logf("dump: %.3fs, stats %v", res.Seconds, res.Stats)
