@@ -33,6 +33,17 @@ func hostileInputs() map[string]func() string {
 		"heredocs": func() string { return "locals {\n  a = " + r("<<X\n${", 2000) + "1" + r("}\nX\n", 2000) + "}\n" },
 		"blocks":   func() string { return "step \"fake\" \"x\" {\n" + r("a {\n", n/4) + r("}\n", n/4) + "}\n" },
 		"for":      func() string { return "locals { a = " + r("[for x in ", n/10) + "[1]" + r(" : x]", n/10) + " }\n" },
+		// Each wrong name was compared with every declared one, for a
+		// "Did you mean": 5,000 took minutes.
+		"undeclared_refs": func() string {
+			var b strings.Builder
+			b.WriteString("locals {\n")
+			for i := range n / 5 {
+				fmt.Fprintf(&b, "  l%d = local.nope%d + 1\n", i, i)
+			}
+			b.WriteString("}\n")
+			return b.String()
+		},
 		// Tokens as dense as they come, under MaxSourceBytes.
 		"dense_blocks": func() string { return r("a{}", 1_300_000) + "\n" },
 		"dense_list":   func() string { return "locals {\n  a = [" + r("1,", 1_900_000) + "1]\n}\n" },

@@ -1,10 +1,13 @@
 package engine
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -28,10 +31,17 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 	for fam := range w.cfg.Workloads {
 		w.sorted[fam] = slices.Sorted(maps.Keys(w.workloads[fam]))
 	}
-	for _, name := range w.sorted["local"] {
-		l := w.locals[name]
+	// Thousands of locals are walked side by side, each on its own; their
+	// diagnostics come in the order of the source.
+	locals := slices.SortedFunc(slices.Values(w.sorted["local"]), func(a, b string) int {
+		ra, rb := w.locals[a].DeclRange, w.locals[b].DeclRange
+		return cmp.Or(strings.Compare(ra.Filename, rb.Filename), cmp.Compare(ra.Start.Byte, rb.Start.Byte))
+	})
+	localDiags := make([]hcl.Diagnostics, len(locals))
+	inParallel(len(locals), func(i int) {
+		l := w.locals[locals[i]]
 		vars := l.Expr.Variables()
-		diags = append(diags, w.checkTraversals(vars, scope{}, nil)...)
+		localDiags[i] = w.checkTraversals(vars, scope{}, nil)
 		for _, t := range vars {
 			if t.RootName() == "local" && len(t) > 1 {
 				if a, ok := t[1].(hcl.TraverseAttr); ok && w.locals[a.Name] != nil {
@@ -39,6 +49,9 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 				}
 			}
 		}
+	})
+	for _, ds := range localDiags {
+		diags = append(diags, ds...)
 	}
 	if w.cfg.Hosts != nil {
 		for _, name := range w.hostOrder {
@@ -90,8 +103,9 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 				diags = append(diags, &hcl.Diagnostic{
 					Severity: hcl.DiagError,
 					Summary:  "Reference to undeclared step",
-					Detail:   fmt.Sprintf("depends_on names step %q, which is not declared.%s", d, suggest(d, slices.Sorted(maps.Keys(w.steps)))),
+					Detail:   fmt.Sprintf("depends_on names step %q, which is not declared.", d),
 					Subject:  t.SourceRange().Ptr(),
+					Extra:    didYouMean{d, w.sorted["step"]},
 				})
 				continue
 			}
@@ -99,6 +113,7 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 		}
 		s.deps = slices.Sorted(maps.Keys(deps))
 	}
+	addSuggestions(diags)
 	return diags
 }
 
@@ -206,15 +221,50 @@ func (w *Workflow) checkTraversal(t hcl.Traversal, sc scope, deps map[string]boo
 	return &hcl.Diagnostic{
 		Severity: hcl.DiagError,
 		Summary:  fmt.Sprintf("Reference to undeclared %s", what),
-		Detail:   fmt.Sprintf("There is no %s named %q.%s", what, name, suggest(name, names)),
+		Detail:   fmt.Sprintf("There is no %s named %q.", what, name),
 		Subject:  nameRng.Ptr(),
+		Extra:    didYouMean{name, names},
+	}
+}
+
+// didYouMean marks a diagnostic about name, which is none of names: its
+// Detail gets a suggestion from addSuggestions.
+type didYouMean struct {
+	name  string
+	names []string
+}
+
+// maxSuggestions bounds the diagnostics of a workflow that get a "Did you
+// mean": each compares a name with every declared one, and a hostile
+// file can have thousands of both.
+const maxSuggestions = 20
+
+// addSuggestions adds their suggestion to the first maxSuggestions of
+// diags marked didYouMean, and unmarks them all.
+func addSuggestions(diags hcl.Diagnostics) {
+	n := 0
+	for _, d := range diags {
+		m, ok := d.Extra.(didYouMean)
+		if !ok {
+			continue
+		}
+		d.Extra = nil
+		if n < maxSuggestions {
+			d.Detail += suggest(m.name, m.names)
+			n++
+		}
 	}
 }
 
 // suggest returns ` Did you mean "x"?` for the closest of names, or "".
 func suggest(name string, names []string) string {
 	best, bestD := "", 3
+	size := utf8.RuneCountInString(name)
 	for _, n := range names {
+		// The distance is at least the difference in length.
+		if diff := utf8.RuneCountInString(n) - size; diff >= bestD || -diff >= bestD {
+			continue
+		}
 		if d := distance(name, n); d < bestD {
 			best, bestD = n, d
 		}

@@ -95,15 +95,42 @@ func (c *cli) engineConfig() engine.Config {
 	}
 }
 
+// snippets bounds the diagnostics written with their source: HCL finds a
+// snippet by scanning its file from the start, so the thousands of errors
+// of a file generated wrong would take minutes. The rest get a line each.
+const snippets = 10
+
 // printDiags writes diagnostics with their source snippets to stderr and
 // says whether any is an error.
 func (c *cli) printDiags(files map[string]*hcl.File, diags hcl.Diagnostics) bool {
 	if len(diags) == 0 {
 		return false
 	}
+	n := min(len(diags), snippets)
 	wr := hcl.NewDiagnosticTextWriter(c.stderr, files, 100, false)
-	wr.WriteDiagnostics(diags)
+	wr.WriteDiagnostics(diags[:n])
+	if rest := diags[n:]; len(rest) > 0 {
+		fmt.Fprintf(c.stderr, "and %d more:\n", len(rest))
+		for _, d := range rest {
+			fmt.Fprintln(c.stderr, diagLine(d))
+		}
+	}
 	return diags.HasErrors()
+}
+
+// diagLine is a diagnostic on one line: FILE:LINE:COL: Error: summary; detail.
+func diagLine(d *hcl.Diagnostic) string {
+	line := "Error: " + d.Summary
+	if d.Severity == hcl.DiagWarning {
+		line = "Warning: " + d.Summary
+	}
+	if d.Subject != nil {
+		line = fmt.Sprintf("%s:%d:%d: %s", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, line)
+	}
+	if d.Detail != "" {
+		line += "; " + strings.Join(strings.Fields(d.Detail), " ")
+	}
+	return line
 }
 
 // load reads the workflow and resolves its variables.
