@@ -43,7 +43,8 @@ func newPreDumpHook(f func() error) (*preDumpHook, error) {
 	if err := os.MkdirAll(hookDir, 0o700); err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(hookDir, "dump-")
+	removeStaleHooks()
+	dir, err := os.MkdirTemp(hookDir, fmt.Sprintf("dump-%d-", os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
@@ -67,6 +68,18 @@ func newPreDumpHook(f func() error) (*preDumpHook, error) {
 		h.answer.WriteString(reply)
 	}()
 	return h, nil
+}
+
+// removeStaleHooks removes the hooks of agents that died before they
+// could close them (a script left waiting fails at once).
+func removeStaleHooks() {
+	dirs, _ := filepath.Glob(filepath.Join(hookDir, "dump-*-*"))
+	for _, dir := range dirs {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(dir), "dump-%d-", &pid); err == nil && pid > 0 && !alive(pid) {
+			os.RemoveAll(dir)
+		}
+	}
 }
 
 // open writes the script and makes the FIFOs. Both are opened for reading

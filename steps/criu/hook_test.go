@@ -2,6 +2,7 @@ package criu
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,14 +49,28 @@ func TestPreDumpHook(t *testing.T) {
 }
 
 // TestPreDumpHookUnused: a hook whose CRIU never came to its pre-dump
-// closes at once, and a script that came too late fails.
+// closes at once, a script that came too late fails, and a hook left by
+// a dead agent goes.
 func TestPreDumpHookUnused(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root for " + hookDir)
 	}
+	// One an agent left when it died goes with the next.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(hookDir, 0o700)
+	stale, err := os.MkdirTemp(hookDir, fmt.Sprintf("dump-%d-", dead.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := newPreDumpHook(func() error { t.Error("called"); return nil })
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the stale hook %s is still there", stale)
 	}
 	script := filepath.Join(h.dir, "pre-dump")
 	data, _ := os.ReadFile(script)
