@@ -481,7 +481,7 @@ func (sv *scopeVals) instances(s *Step, stepVals map[string]cty.Value) ([]instan
 	if s.forEach == nil {
 		return []instance{{step: s}}, true, nil
 	}
-	v, diags := s.forEach.Value(sv.ctx(cty.NilVal, stepVals, nil))
+	v, diags := s.forEach.Value(sv.ctx(cty.NilVal, stepsOf(s, stepVals), nil))
 	if diags.HasErrors() {
 		return nil, false, diags
 	}
@@ -538,8 +538,24 @@ func (sv *scopeVals) decode(in instance, stepVals map[string]cty.Value) (cty.Val
 	if in.key != nil {
 		each = &in.each
 	}
-	v, diags := hcldec.Decode(in.step.body, in.step.kind.Spec(), sv.ctx(cty.NilVal, stepVals, each))
+	v, diags := hcldec.Decode(in.step.body, in.step.kind.Spec(), sv.ctx(cty.NilVal, stepsOf(in.step, stepVals), each))
 	return v, inSourceOrder(diags)
+}
+
+// stepsOf are the values, of stepVals, of the steps s refers to: its deps,
+// as checkRefs allows no other. A context of every step would make
+// decoding thousands of steps quadratic.
+func stepsOf(s *Step, stepVals map[string]cty.Value) map[string]cty.Value {
+	if stepVals == nil {
+		return nil
+	}
+	out := make(map[string]cty.Value, len(s.deps))
+	for _, d := range s.deps {
+		if v, ok := stepVals[d]; ok {
+			out[d] = v
+		}
+	}
+	return out
 }
 
 // inSourceOrder sorts diagnostics by where they point (a spec decodes its

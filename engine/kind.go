@@ -43,8 +43,8 @@ type PlanChecker interface {
 type Planned struct {
 	Name  string // step name, without "step."
 	Kind  string
-	Cfg   cty.Value       // its arguments; parts may be unknown
-	After map[string]bool // names of every step it runs after, directly or not
+	Cfg   cty.Value              // its arguments; parts may be unknown
+	After func(step string) bool // whether it runs after step (a name), directly or not
 	Range hcl.Range
 }
 

@@ -72,6 +72,7 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 	var diags hcl.Diagnostics
 	p := &Plan{Named: sv.named()}
 	var planned []Planned
+	after := runsAfter{w: w, memo: map[string]map[string]bool{}}
 	undecoded := false // a step's arguments have errors: the plan checks would miss it
 	stepVals := map[string]cty.Value{}
 	for _, name := range w.order {
@@ -121,7 +122,7 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 				}
 			}
 			p.Steps = append(p.Steps, ps)
-			planned = append(planned, Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: w.upstream(s.Name), Range: s.DeclRange})
+			planned = append(planned, Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: after.of(s.Name), Range: s.DeclRange})
 		}
 	}
 	if undecoded {
@@ -133,6 +134,25 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 		}
 	}
 	return p, diags
+}
+
+// runsAfter is Planned.After for the steps of w: a step's upstream steps
+// are found when first asked for, as few checks ask about few steps, and
+// finding them for all of thousands of steps would take seconds.
+type runsAfter struct {
+	w    *Workflow
+	memo map[string]map[string]bool
+}
+
+func (r runsAfter) of(name string) func(string) bool {
+	return func(step string) bool {
+		up, ok := r.memo[name]
+		if !ok {
+			up = r.w.upstream(name)
+			r.memo[name] = up
+		}
+		return up[step]
+	}
 }
 
 // upstream returns the names of every step that name runs after.

@@ -25,7 +25,7 @@ func CheckMoves(steps []Planned) hcl.Diagnostics {
 			continue
 		}
 		for _, r := range steps {
-			if r.Kind != "restore" || !r.After[m.Name] || HostName(Attr(r.Cfg, "host")) != to {
+			if r.Kind != "restore" || !r.After(m.Name) || HostName(Attr(r.Cfg, "host")) != to {
 				continue
 			}
 			w, err := workloadOf(Attr(r.Cfg, "workload"))
@@ -50,7 +50,7 @@ func CheckMoves(steps []Planned) hcl.Diagnostics {
 func guardProblem(steps []Planned, m, r Planned, w workload, to string) string {
 	var dumps []Planned
 	for _, d := range steps {
-		if d.Kind != "dump" || !m.After[d.Name] {
+		if d.Kind != "dump" || !m.After(d.Name) {
 			continue
 		}
 		dw, err := workloadOf(Attr(d.Cfg, "workload"))
