@@ -429,9 +429,7 @@ func (g GuardSpec) arm(netns *os.File, pid int) error {
 		return fmt.Errorf("guard %s: hold new connections: %w", g.Table, err)
 	}
 	g.Unarmed = false
-	if b, err := json.Marshal(g); err == nil {
-		os.WriteFile(guardSpecFile(g.Table), b, 0o600)
-	}
+	g.record()
 	return nil
 }
 
@@ -508,10 +506,16 @@ func StartGuard(ctx context.Context, nsPID int, spec GuardSpec) (int, error) {
 	}
 	pid := cmd.Process.Pid
 	os.WriteFile(guardPIDFile(spec.Table), []byte(strconv.Itoa(pid)+"\n"), 0o600)
-	if b, err := json.Marshal(spec); err == nil {
-		os.WriteFile(guardSpecFile(spec.Table), b, 0o600)
-	}
+	spec.record()
 	return pid, nil
+}
+
+// record writes the spec of the running guard of g.Table, for the calls
+// that change or release it later.
+func (g GuardSpec) record() {
+	if b, err := json.Marshal(g); err == nil {
+		os.WriteFile(guardSpecFile(g.Table), b, 0o600)
+	}
 }
 
 func guardSpecFile(table string) string {
@@ -575,9 +579,7 @@ func (g GuardSpec) addConns(netns *os.File, pid int, conns []Conn) error {
 		return err
 	}
 	g.Conns = append(g.Conns, conns...)
-	if b, err := json.Marshal(g); err == nil {
-		os.WriteFile(guardSpecFile(g.Table), b, 0o600)
-	}
+	g.record()
 	return nil
 }
 
@@ -731,31 +733,23 @@ func waitAccepted(ctx context.Context, pid int, ports []int, limit time.Duration
 	}
 	half, _ := d.listOf(1<<tcpSynRecv, families...)
 	half, _ = pendingIn(half, ports)
-	// After the walk: a handshake that ended during it is in a backlog.
-	if listeners, err = d.list(1 << tcpListen); err != nil {
-		return
-	}
-	_, queued := pendingIn(listeners, ports)
 	deadline := time.Now().Add(limit)
-	for (len(half) > 0 || queued > 0) && time.Now().Before(deadline) && ctx.Err() == nil {
+	for {
+		// Read after the walk too: a handshake that ended during it is in
+		// a backlog.
+		if listeners, err = d.list(1 << tcpListen); err != nil {
+			return
+		}
+		_, queued := pendingIn(listeners, ports)
+		if len(half) == 0 && queued == 0 || !time.Now().Before(deadline) || ctx.Err() != nil {
+			return
+		}
 		time.Sleep(500 * time.Microsecond)
 		half = slices.DeleteFunc(half, func(s tcpSocket) bool {
 			now, ok, err := d.find(s)
 			return err == nil && (!ok || now.State != tcpSynRecv)
 		})
-		if listeners, err = d.list(1 << tcpListen); err != nil {
-			return
-		}
-		_, queued = pendingIn(listeners, ports)
 	}
-}
-
-// pending counts the connections to ports that the listeners have not
-// accepted yet: their accept queues and the half-open ones.
-func pending(pid int, ports []int) int {
-	socks, _ := tcpSockets(pid, 1<<tcpSynRecv|1<<tcpListen)
-	half, queued := pendingIn(socks, ports)
-	return len(half) + queued
 }
 
 // pendingIn finds, among socks, the half-open connections to ports and

@@ -551,3 +551,11 @@ func connectedPairOn(tb testing.TB, n *testNetns, addr netip.AddrPort) (client, 
 	tb.Cleanup(func() { server.Close() })
 	return client, server
 }
+
+// pending counts the connections to ports that the listeners have not
+// accepted yet: their accept queues and the half-open ones.
+func pending(pid int, ports []int) int {
+	socks, _ := tcpSockets(pid, 1<<tcpSynRecv|1<<tcpListen)
+	half, queued := pendingIn(socks, ports)
+	return len(half) + queued
+}
