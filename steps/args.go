@@ -72,17 +72,28 @@ func (pattern) Check(v cty.Value) hcl.Diagnostics {
 	return nil
 }
 
-// ipv4Prefix is an IPv4 address with its prefix length, such as 10.77.0.100/24.
-type ipv4Prefix string
+// ipPrefix is an address with its prefix length, such as 10.77.0.100/24
+// or fd00:77::100/64.
+type ipPrefix string
 
-func (ipv4Prefix) Check(v cty.Value) hcl.Diagnostics {
+func (ipPrefix) Check(v cty.Value) hcl.Diagnostics {
 	s := v.AsString()
 	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return hcl.Diagnostics{errDiag("Invalid address", fmt.Sprintf("%q: want an address with its prefix length, such as 10.77.0.100/24 or fd00:77::100/64.", s))}
+	}
+	a := p.Addr()
+	why := ""
 	switch {
-	case err != nil:
-		return hcl.Diagnostics{errDiag("Invalid address", fmt.Sprintf("%q: want an address with its prefix length, such as 10.77.0.100/24.", s))}
-	case !p.Addr().Is4():
-		return hcl.Diagnostics{errDiag("Unsupported address", fmt.Sprintf("%s: move_ip announces with ARP and supports IPv4 only.", s))}
+	case a.Is4In6():
+		why = "write an IPv4 address as IPv4"
+	case a.IsUnspecified(), a.IsMulticast(), a.IsLoopback():
+		why = "not an address a service can move with"
+	case a.IsLinkLocalUnicast():
+		why = "a link-local address belongs to its link, not to a service"
+	}
+	if why != "" {
+		return hcl.Diagnostics{errDiag("Unsupported address", fmt.Sprintf("%s: %s.", s, why))}
 	}
 	return nil
 }

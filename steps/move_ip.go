@@ -16,8 +16,9 @@ import (
 )
 
 // MoveIP moves a service address from one host's interface to another's
-// and announces it with gratuitous ARP, so that clients reach the target
-// at once (tcp_established needs the same IP on the target):
+// and announces it (gratuitous ARP; for IPv6, unsolicited neighbour
+// advertisements), so that clients reach the target at once
+// (tcp_established needs the same IP on the target):
 //
 //	step "move_ip" "vip" {
 //	  address      = "10.77.0.100/24"
@@ -33,12 +34,12 @@ type MoveIP struct{}
 
 // moveIPArgs are a move_ip step's arguments.
 type moveIPArgs struct {
-	Address     ipv4Prefix `arg:"address,required"`
-	From        hostRef    `arg:"from,required"`
-	To          hostRef    `arg:"to,required"`
-	Interface   string     `arg:"interface" default:"eth0"`
-	ToInterface string     `arg:"to_interface"`
-	Announce    int        `arg:"announce" min:"0" max:"100"`
+	Address     ipPrefix `arg:"address,required"`
+	From        hostRef  `arg:"from,required"`
+	To          hostRef  `arg:"to,required"`
+	Interface   string   `arg:"interface" default:"eth0"`
+	ToInterface string   `arg:"to_interface"`
+	Announce    int      `arg:"announce" min:"0" max:"100"`
 }
 
 func (a *moveIPArgs) Check(cty.Value) hcl.Diagnostics {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -220,6 +221,89 @@ func TestMoveIP(t *testing.T) {
 		t.Errorf("move to a missing interface: %v", err)
 	}
 	verifyOn("h1")
+}
+
+// TestMoveIPv6 moves an IPv6 service address: the target has it at once
+// (no duplicate address detection keeps it tentative), and its unsolicited
+// neighbour advertisements turn the root namespace's cached entry, which
+// points at h1, to h2.
+func TestMoveIPv6(t *testing.T) {
+	l, hosts := testLab(t)
+	ctx := context.Background()
+	// A unique local prefix of the lab's own, from its subnet.
+	octets := strings.Split(l.Hosts()[0].IP, ".")
+	prefix := fmt.Sprintf("fd6d:6967:%s:%s::", octets[1], octets[2])
+	vip := prefix + "100"
+	if out, err := exec.Command("ip", "-6", "addr", "add", prefix+"1/64", "dev", l.Bridge(), "nodad").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "-6", "addr", "del", prefix+"1/64", "dev", l.Bridge()).Run() })
+	for _, h := range l.Hosts() {
+		www := filepath.Join(h.Dir, "var-lib-mig", "www6")
+		if err := os.MkdirAll(www, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(www, "index.html"), []byte(h.Name+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Start(ctx, h.Name, []string{"busybox", "httpd", "-f", "-p", "8080", "-h", "/var/lib/mig/www6"}, lab.StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The agents are installed first, so that the move is timed warm.
+	for _, h := range hosts[1:] {
+		if err := netaddr.Act.Call(ctx, h, netaddr.Request{Op: "show", Address: vip + "/64", Interface: "eth0"}, nil, host.CallOpts{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := netaddr.Act.Call(ctx, hosts[0], netaddr.Request{Op: "add", Address: vip + "/64", Interface: "eth0"}, nil, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	url := "http://[" + vip + "]:8080/"
+	probe := &prober{url: url}
+	stop := probe.run()
+	time.Sleep(300 * time.Millisecond)
+
+	hostVals := map[string]cty.Value{}
+	for _, h := range hosts {
+		hostVals[h.Name()] = cty.ObjectVal(map[string]cty.Value{"name": cty.StringVal(h.Name())})
+	}
+	vars := map[string]cty.Value{"host": cty.ObjectVal(hostVals)}
+	cfg := decode(t, MoveIP{}, fmt.Sprintf(`
+		address = "%s/64"
+		from    = host.h1
+		to      = host.h2`, vip), vars)
+	env := testEnv(t, hosts...)
+	start := time.Now()
+	r, err := MoveIP{}.Apply(ctx, cfg, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := time.Now()
+	time.Sleep(300 * time.Millisecond)
+	seen := stop()
+	first, gap := seen.after(moved, "h2")
+	t.Logf("move took %s; h2 answered %s after it; longest gap between answers %s; %d requests, %d failed",
+		moved.Sub(start), first, gap, seen.n, seen.failed)
+	if seen.n == seen.failed {
+		t.Fatal("no request got an answer")
+	}
+	// Without the advertisements, the root namespace would send to h1's
+	// MAC address until its entry went stale (tens of seconds), and
+	// without nodad, h2 would not answer for a second.
+	if first < 0 || first > 200*time.Millisecond {
+		t.Errorf("h2 answered %s after the move, want < 200ms", first)
+	}
+	if limit := moved.Sub(start) + 200*time.Millisecond; gap > limit {
+		t.Errorf("longest gap between answers: %s, want < %s", gap, limit)
+	}
+	if err := r.Undo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var res netaddr.Result
+	if err := netaddr.Act.Call(ctx, hosts[0], netaddr.Request{Op: "show", Address: vip + "/64", Interface: "eth0"}, &res, host.CallOpts{}); err != nil || !res.Present {
+		t.Errorf("after the undo, h1 has the address: %v (%v)", res.Present, err)
+	}
 }
 
 type prober struct {

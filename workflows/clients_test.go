@@ -56,7 +56,7 @@ func startClients(t *testing.T) *clients {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{}, ports: map[int]bool{}}
-	base := fmt.Sprintf("http://%s:%d", serviceIP, port)
+	base := "http://" + net.JoinHostPort(serviceAddr, strconv.Itoa(port))
 	// Long timeouts: a pause is fine, an error is not.
 	c.keepHTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DialContext: c.dial}}
 	fresh := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dial}}
@@ -78,7 +78,7 @@ func startClients(t *testing.T) *clients {
 		req, _ := http.NewRequestWithContext(context.Background(), "GET", base+"/", nil)
 		return do(fresh, req)
 	})
-	conn, err := c.dial(ctx, "tcp", fmt.Sprintf("%s:%d", serviceIP, echoPort))
+	conn, err := c.dial(ctx, "tcp", net.JoinHostPort(serviceAddr, strconv.Itoa(echoPort)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func (c *clients) stop(t *testing.T) {
 		t.Errorf("the kept raw TCP connection broke: %v", err)
 	}
 	before := c.results["keep-alive"].newConns
-	req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s:%d/", serviceIP, port), nil)
+	req, _ := http.NewRequest("GET", "http://"+net.JoinHostPort(serviceAddr, strconv.Itoa(port))+"/", nil)
 	var reused bool
 	req = req.WithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}))
 	if err := do(c.keepHTTP, req); err != nil || !reused {
@@ -281,7 +281,11 @@ func countResets(t *testing.T, h string) *rstCounter {
 	labRun(t, h, "nft", "add", "table", "inet", rstTable)
 	labRun(t, h, "nft", "add", "chain", "inet", rstTable, "out", "{ type filter hook output priority 0; policy accept; }")
 	labRun(t, h, "nft", "add", "set", "inet", rstTable, "to", "{ type inet_service; flags dynamic; size 65536; }")
-	labRun(t, h, "nft", "add", "rule", "inet", rstTable, "out", "ip", "saddr", serviceIP, "tcp", "flags", "rst", "add", "@to", "{", "tcp", "dport", "}", "counter")
+	family := "ip"
+	if strings.Contains(serviceAddr, ":") {
+		family = "ip6"
+	}
+	labRun(t, h, "nft", "add", "rule", "inet", rstTable, "out", family, "saddr", serviceAddr, "tcp", "flags", "rst", "add", "@to", "{", "tcp", "dport", "}", "counter")
 	t.Cleanup(func() {
 		theLab.Exec(context.Background(), h, []string{"nft", "delete", "table", "inet", rstTable}, nil, io.Discard, io.Discard)
 	})
@@ -313,8 +317,9 @@ func (r *rstCounter) resets(t *testing.T) (int, []int) {
 
 // moveWithClients moves the counter (a process, or with name a container)
 // with workflow while the clients run, and checks what they saw and that
-// neither host reset one of their connections.
-func moveWithClients(t *testing.T, workflow string, container string) {
+// neither host reset one of their connections. It returns the clients,
+// for more checks.
+func moveWithClients(t *testing.T, workflow string, container string) *clients {
 	needLab(t)
 	var apply func() (int, string)
 	if container != "" {
@@ -359,6 +364,7 @@ func moveWithClients(t *testing.T, workflow string, container string) {
 		}
 	}
 	arrived(t, before)
+	return cl
 }
 
 func TestClientsLazy(t *testing.T)       { moveWithClients(t, "lazy.hcl", "") }

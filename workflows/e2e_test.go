@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -39,6 +40,9 @@ var (
 	labName   = "wfe"
 	labNet    = "10.81.0"
 	serviceIP string
+	// serviceAddr is the service address the tests' clients use:
+	// serviceIP, or an IPv6 one (useIPv6).
+	serviceAddr string
 
 	migBin     string
 	counterBin string
@@ -59,6 +63,7 @@ func run(m *testing.M) int {
 		labName, labNet = name, strings.TrimSuffix(subnet, ".0")
 	}
 	serviceIP = labNet + ".100"
+	serviceAddr = serviceIP
 	if testing.Short() || os.Getuid() != 0 {
 		// Only the workflow-syntax tests run without root and a lab.
 		return m.Run()
@@ -166,7 +171,7 @@ func (s *service) cleanup() {
 var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 func get(path string) (string, error) {
-	resp, err := client.Get(fmt.Sprintf("http://%s:%d%s", serviceIP, port, path))
+	resp, err := client.Get("http://" + net.JoinHostPort(serviceAddr, strconv.Itoa(port)) + path)
 	if err != nil {
 		return "", err
 	}
@@ -259,7 +264,7 @@ func applyArgs(state, workflow string, flags ...string) []string {
 		"-var", "lab=" + theLab.Dir(),
 		"-var", "source_address=" + h1.IP + ":22",
 		"-var", "target_address=" + h2.IP + ":22",
-		"-var", "service_ip=" + serviceIP,
+		"-var", "service_ip=" + serviceAddr,
 	}
 	return append(append(args, flags...), workflow)
 }

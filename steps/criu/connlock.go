@@ -20,14 +20,14 @@ import (
 // CRIU with --network-lock skip:
 //
 //   - Where the hold guard of the workload's ports queues (new_connections
-//     "hold"), it holds the packets of the IPv4 connections too: one rule
-//     added to its table. A held segment follows the service address to
+//     "hold"), it holds the packets of the connections too: one rule per
+//     address family added to its table. A held segment follows the service address to
 //     the target when it moves (the target's guard holds it until the
 //     restored socket is there), or reaches the resumed workload on undo,
 //     so a kept-alive client's request sent during the pause is answered
 //     when the copy runs, not when its client sends it again.
-//   - The rest, IPv6 connections and workloads without a queueing guard,
-//     are dropped both ways in a table of their own, as CRIU would.
+//   - Without a queueing guard, they are dropped both ways in a table of
+//     their own, as CRIU would.
 //
 // A connection the workload opens or accepts after the lock is not
 // covered: the dump then gives the tasks back and runs again under CRIU's
@@ -49,26 +49,14 @@ func lockConnections(pids []int, holdTable string) (string, []Conn, error) {
 	if netns != nil {
 		defer netns.Close()
 	}
-	drop := conns
 	if pid, spec, ok := runningGuard(holdTable); ok && spec.HoldConns && spec.holdsConns() {
-		var held []Conn
-		drop = nil
-		for _, cn := range conns {
-			if cn.Local.Addr().Is4() && cn.Remote.Addr().Is4() {
-				held = append(held, cn)
-			} else {
-				drop = append(drop, cn)
-			}
-		}
-		if err := spec.addConns(netns, pid, held); err != nil {
+		if err := spec.addConns(netns, pid, conns); err != nil {
 			return "", nil, fmt.Errorf("hold the connections: %w", err)
 		}
-	}
-	if len(drop) == 0 {
 		return "", conns, nil
 	}
 	table := connLockTable(pids[0])
-	if err := lockConns(netns, table, drop); err != nil {
+	if err := lockConns(netns, table, conns); err != nil {
 		return "", nil, err
 	}
 	return table, conns, nil

@@ -140,10 +140,10 @@ func Connections(pids []int, ports []int) []Conn {
 }
 
 // guardedConn says whether a connection from local needs a rule of its
-// own in the target's guard: IPv4, and not on a listening port (whose
-// rule covers it already).
+// own in the target's guard: one not on a listening port (whose rule
+// covers it already).
 func guardedConn(local netip.AddrPort, ports []int) bool {
-	return local.Addr().Is4() && !slices.Contains(ports, int(local.Port()))
+	return !slices.Contains(ports, int(local.Port()))
 }
 
 // GuardSpec is what a guard keeps out of a workload's ports, in the
@@ -223,15 +223,19 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 			return append(m, then...), err
 		}
 	}
-	tuples := func(out bool) build {
-		return func() ([]expr.Any, error) {
-			ts, err := g.tuples(out)
-			if err != nil {
-				return nil, err
-			}
-			m, err := tcpTuples(c, t, ts)
-			return append(m, nftDrop), err
+	tuples := func(out bool) []build {
+		lists, err := g.tuples(out)
+		if err != nil {
+			return []build{func() ([]expr.Any, error) { return nil, err }}
 		}
+		var bs []build
+		for _, ts := range lists {
+			bs = append(bs, func() ([]expr.Any, error) {
+				m, err := tcpTuples(c, t, ts)
+				return append(m, nftDrop), err
+			})
+		}
+		return bs
 	}
 	var in, out []build
 	if len(g.Ports) > 0 {
@@ -247,10 +251,10 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 	}
 	if g.Established && len(g.Conns) > 0 {
 		if !g.queuesAll() {
-			in = append(in, tuples(false))
+			in = append(in, tuples(false)...)
 		}
 		if g.Output {
-			out = append(out, tuples(true))
+			out = append(out, tuples(true)...)
 		}
 	}
 	input := nftBaseChain(c, t, "input", nftables.ChainHookInput, -10)
@@ -303,21 +307,32 @@ func (g GuardSpec) dropsInput() bool {
 }
 
 // tuples are the guard's connections as the packets to this host (or,
-// with out, from it) carry them.
-func (g GuardSpec) tuples(out bool) ([]fourTuple, error) {
-	var ts []fourTuple
+// with out, from it) carry them: the IPv4 ones, then the IPv6 ones, each
+// family in a list of its own (one rule each), empty lists left out.
+func (g GuardSpec) tuples(out bool) ([][]fourTuple, error) {
+	var v4, v6 []fourTuple
 	for _, cn := range g.Conns {
-		if !cn.Local.Addr().Unmap().Is4() || !cn.Remote.Addr().Unmap().Is4() {
-			return nil, fmt.Errorf("connection %s-%s: only IPv4 connections can be guarded", cn.Local, cn.Remote)
-		}
 		l, r := cn.Local.Addr().Unmap(), cn.Remote.Addr().Unmap()
+		if l.Is4() != r.Is4() {
+			return nil, fmt.Errorf("connection %s-%s: mixed address families", cn.Local, cn.Remote)
+		}
+		t := fourTuple{saddr: r, sport: cn.Remote.Port(), daddr: l, dport: cn.Local.Port()}
 		if out {
-			ts = append(ts, fourTuple{saddr: l, sport: cn.Local.Port(), daddr: r, dport: cn.Remote.Port()})
+			t = fourTuple{saddr: l, sport: cn.Local.Port(), daddr: r, dport: cn.Remote.Port()}
+		}
+		if l.Is4() {
+			v4 = append(v4, t)
 		} else {
-			ts = append(ts, fourTuple{saddr: r, sport: cn.Remote.Port(), daddr: l, dport: cn.Local.Port()})
+			v6 = append(v6, t)
 		}
 	}
-	return ts, nil
+	var lists [][]fourTuple
+	for _, ts := range [][]fourTuple{v4, v6} {
+		if len(ts) > 0 {
+			lists = append(lists, ts)
+		}
+	}
+	return lists, nil
 }
 
 // install creates the guard's table in this network namespace, in place of
@@ -362,15 +377,17 @@ func (g GuardSpec) queueRules(c *nftables.Conn, num uint16) error {
 		g.queuePorts(c, ch, num)
 	}
 	if g.holdsConns() && len(g.Conns) > 0 {
-		ts, err := g.tuples(false)
+		lists, err := g.tuples(false)
 		if err != nil {
 			return err
 		}
-		m, err := tcpTuples(c, t, ts)
-		if err != nil {
-			return err
+		for _, ts := range lists {
+			m, err := tcpTuples(c, t, ts)
+			if err != nil {
+				return err
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(m, queueExpr(g.Queue, num))})
 		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(m, queueExpr(g.Queue, num))})
 	}
 	return nil
 }
@@ -604,28 +621,30 @@ func (g GuardSpec) insertConns(netns *os.File, conns []Conn, num uint16) error {
 	}
 	add := g
 	add.Conns = conns
-	ts, err := add.tuples(false)
+	lists, err := add.tuples(false)
 	if err != nil {
 		return err
 	}
 	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
-	if g.Established && !g.queuesAll() {
-		m, err := tcpTuples(c, t, ts)
-		if err != nil {
-			return err
-		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: "input", Table: t}, Exprs: append(m, nftDrop)})
+	if g.holdsConns() && len(g.Ports) == 0 && len(g.Conns) == 0 {
+		// The guard queued nothing: it has no prerouting chain.
+		return errors.New("no queue chain")
 	}
-	if g.holdsConns() {
-		if len(g.Ports) == 0 && len(g.Conns) == 0 {
-			// The guard queued nothing: it has no prerouting chain.
-			return errors.New("no queue chain")
+	for _, ts := range lists {
+		if g.Established && !g.queuesAll() {
+			m, err := tcpTuples(c, t, ts)
+			if err != nil {
+				return err
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: "input", Table: t}, Exprs: append(m, nftDrop)})
 		}
-		m, err := tcpTuples(c, t, ts)
-		if err != nil {
-			return err
+		if g.holdsConns() {
+			m, err := tcpTuples(c, t, ts)
+			if err != nil {
+				return err
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: "prerouting", Table: t}, Exprs: append(m, queueExpr(g.Queue, num))})
 		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: "prerouting", Table: t}, Exprs: append(m, queueExpr(g.Queue, num))})
 	}
 	return c.Flush()
 }

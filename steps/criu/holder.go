@@ -161,7 +161,8 @@ type holder struct {
 	// passes says whether a packet let through meets no drop rule of the
 	// guard's table (see GuardSpec.dropsInput).
 	passes bool
-	raw    int // raw IPv4 socket for re-sending, opened on first use
+	raw4   int // raw sockets for re-sending, opened on first use
+	raw6   int
 	// forgotten are the moved addresses whose neighbour entries went.
 	forgotten map[netip.Addr]bool
 	// seen are the addresses this host had while the guard ran.
@@ -182,7 +183,7 @@ func (h *holder) watch(pid int) bool {
 func (h *holder) take(ps []queued) {
 	var local map[netip.Addr]bool
 	for _, p := range ps {
-		dst, ok := ipv4Dst(p.payload)
+		dst, ok := packetDst(p.payload)
 		if ok && !h.seen[dst] {
 			if local == nil {
 				local = h.localAddrs()
@@ -257,7 +258,7 @@ func (h *holder) followOnce(force bool) map[netip.Addr]bool {
 		}
 	}()
 	for _, p := range h.held {
-		dst, ok := ipv4Dst(p.payload)
+		dst, ok := packetDst(p.payload)
 		if !ok || local[dst] {
 			kept = append(kept, p)
 			continue
@@ -294,7 +295,7 @@ func resolved(dst netip.Addr) bool {
 	if gw, ok := netip.AddrFromSlice(routes[0].Gw); ok {
 		hop = gw.Unmap()
 	}
-	neighs, err := nl.Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(routes[0].LinkIndex, netlink.FAMILY_V4) })
+	neighs, err := nl.Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(routes[0].LinkIndex, family(dst)) })
 	if err != nil {
 		return true
 	}
@@ -329,7 +330,7 @@ func (h *holder) forget(addr netip.Addr) {
 		h.forgotten = map[netip.Addr]bool{}
 	}
 	h.forgotten[addr] = true
-	neighs, err := nl.Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(0, netlink.FAMILY_V4) })
+	neighs, err := nl.Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(0, family(addr)) })
 	if err != nil {
 		h.logf("neighbours: %v", err)
 		return
@@ -418,21 +419,43 @@ func (h *holder) letThrough() int {
 // table, then drops the held one.
 func (h *holder) resend(p queued, dst netip.Addr) error {
 	defer h.q.verdict(p.id, nfDrop)
-	if h.raw == 0 {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	// IPPROTO_RAW sends the packet as it is, header included, in
+	// either family.
+	var fd *int
+	var af int
+	var to unix.Sockaddr
+	if dst.Is4() {
+		fd, af, to = &h.raw4, unix.AF_INET, &unix.SockaddrInet4{Addr: dst.As4()}
+	} else {
+		fd, af, to = &h.raw6, unix.AF_INET6, &unix.SockaddrInet6{Addr: dst.As16()}
+	}
+	if *fd == 0 {
+		s, err := unix.Socket(af, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 		if err != nil {
 			return fmt.Errorf("raw socket: %w", err)
 		}
-		h.raw = fd
+		*fd = s
 	}
-	return unix.Sendto(h.raw, p.payload, 0, &unix.SockaddrInet4{Addr: dst.As4()})
+	return unix.Sendto(*fd, p.payload, 0, to)
 }
 
-func ipv4Dst(pkt []byte) (netip.Addr, bool) {
-	if len(pkt) < 20 || pkt[0]>>4 != 4 {
-		return netip.Addr{}, false
+// packetDst is the destination of an IPv4 or IPv6 packet.
+func packetDst(pkt []byte) (netip.Addr, bool) {
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		return netip.AddrFrom4([4]byte(pkt[16:20])), true
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		return netip.AddrFrom16([16]byte(pkt[24:40])), true
 	}
-	return netip.AddrFrom4([4]byte(pkt[16:20])), true
+	return netip.Addr{}, false
+}
+
+// family is netlink's family of a.
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
 }
 
 // localAddrs returns this network namespace's addresses.

@@ -58,6 +58,8 @@ func TestGuardRulesAsNft(t *testing.T) {
 		{Local: netip.MustParseAddrPort("10.0.0.2:8080"), Remote: netip.MustParseAddrPort("10.0.0.1:5555")},
 		{Local: netip.MustParseAddrPort("10.0.0.2:8080"), Remote: netip.MustParseAddrPort("10.0.0.3:6")},
 	}
+	v6 := Conn{Local: netip.MustParseAddrPort("[fd00::2]:7000"), Remote: netip.MustParseAddrPort("[fd00::1]:443")}
+	mapped := Conn{Local: netip.MustParseAddrPort("[::ffff:10.0.0.2]:7001"), Remote: netip.MustParseAddrPort("[::ffff:10.0.0.4]:80")}
 	const head = "table inet mig-guard-t {\n\tchain input {\n\t\ttype filter hook input priority -10; policy accept;\n"
 	cases := []struct {
 		name   string
@@ -78,6 +80,16 @@ func TestGuardRulesAsNft(t *testing.T) {
 				"\tchain output {\n\t\ttype filter hook output priority -10; policy accept;\n" +
 				"\t\ttcp sport { 8080, 9090 } drop\n" +
 				"\t\tip saddr . tcp sport . ip daddr . tcp dport { 10.0.0.2 . 8080 . 10.0.0.1 . 5555, 10.0.0.2 . 8080 . 10.0.0.3 . 6 } drop\n\t}\n}\n"},
+		// One rule per address family; a mapped IPv4 address is IPv4.
+		{"both families", GuardSpec{Ports: []int{8080}, NewConnections: NewDrop, Established: true, Conns: []Conn{conns[0], v6, mapped}, Output: true},
+			head + "\t\ttcp dport { 8080 } tcp flags & (syn | ack) == syn drop\n" +
+				"\t\ttcp dport { 8080 } drop\n" +
+				"\t\tip saddr . tcp sport . ip daddr . tcp dport { 10.0.0.1 . 5555 . 10.0.0.2 . 8080, 10.0.0.4 . 80 . 10.0.0.2 . 7001 } drop\n" +
+				"\t\tip6 saddr . tcp sport . ip6 daddr . tcp dport { fd00::1 . 443 . fd00::2 . 7000 } drop\n\t}\n" +
+				"\tchain output {\n\t\ttype filter hook output priority -10; policy accept;\n" +
+				"\t\ttcp sport { 8080 } drop\n" +
+				"\t\tip saddr . tcp sport . ip daddr . tcp dport { 10.0.0.2 . 8080 . 10.0.0.1 . 5555, 10.0.0.2 . 7001 . 10.0.0.4 . 80 } drop\n" +
+				"\t\tip6 saddr . tcp sport . ip6 daddr . tcp dport { fd00::2 . 7000 . fd00::1 . 443 } drop\n\t}\n}\n"},
 		{"conns only", GuardSpec{NewConnections: NewHold, Established: true, Conns: conns[:1]},
 			head + "\t\tip saddr . tcp sport . ip daddr . tcp dport { 10.0.0.1 . 5555 . 10.0.0.2 . 8080 } drop\n\t}\n}\n"},
 		// What established would drop is queued (by install): the packets

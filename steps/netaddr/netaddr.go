@@ -31,8 +31,9 @@ type Request struct {
 	Op        string `json:"op"`        // "add", "del" or "show"
 	Address   string `json:"address"`   // CIDR, such as 10.77.0.100/24
 	Interface string `json:"interface"` // such as eth0
-	// Announce is the number of gratuitous ARPs sent after an add, so
-	// that neighbours send to this host at once.
+	// Announce is the number of gratuitous ARPs (for IPv6, unsolicited
+	// neighbour advertisements) sent after an add, so that neighbours
+	// send to this host at once.
 	Announce int `json:"announce,omitempty"`
 	// Hold, when set, is the run's lease on this host: Undo is recorded
 	// there before the change, so the host puts things back should mig
@@ -67,6 +68,12 @@ func addr(ctx context.Context, c *host.Call, req Request) (Result, error) {
 		IP:   net.IP(prefix.Addr().AsSlice()),
 		Mask: net.CIDRMask(prefix.Bits(), prefix.Addr().BitLen()),
 	}}
+	if prefix.Addr().Is6() {
+		// Duplicate address detection would keep a moved address
+		// tentative, unusable, for a second: it has just left the host
+		// that had it.
+		a.Flags = unix.IFA_F_NODAD
+	}
 	present, err := hasAddr(link, prefix.Addr())
 	if err != nil {
 		return Result{}, err
@@ -94,7 +101,7 @@ func addr(ctx context.Context, c *host.Call, req Request) (Result, error) {
 			}
 			c.Log.Info("address added", "address", req.Address, "interface", req.Interface)
 		}
-		if req.Announce > 0 && prefix.Addr().Is4() {
+		if req.Announce > 0 {
 			n, err := announce(ctx, req.Interface, prefix.Addr(), 1)
 			res.Announced = n
 			if err != nil {
@@ -143,16 +150,15 @@ func announce(ctx context.Context, ifname string, ip netip.Addr, count int) (int
 	if len(ifi.HardwareAddr) != 6 {
 		return 0, fmt.Errorf("%s has no Ethernet address", ifname)
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
-	if err != nil {
-		return 0, fmt.Errorf("packet socket: %w", err)
+	sender := garpSender
+	if ip.Is6() {
+		sender = advertSender
 	}
-	// Closing a packet socket waits for an RCU grace period (8–25 ms
-	// here), which the move must not wait for.
-	defer func() { go unix.Close(fd) }()
-	bcast := [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifi.Index, Halen: 6, Addr: bcast}
-	frame := garpFrame(ifi.HardwareAddr, ip)
+	send, closeFn, err := sender(ifi, ip)
+	if err != nil {
+		return 0, err
+	}
+	defer closeFn()
 	sent := 0
 	for i := 0; i < count; i++ {
 		if i > 0 {
@@ -162,12 +168,26 @@ func announce(ctx context.Context, ifname string, ip netip.Addr, count int) (int
 			case <-time.After(announceGap):
 			}
 		}
-		if err := unix.Sendto(fd, frame, 0, to); err != nil {
+		if err := send(); err != nil {
 			return sent, err
 		}
 		sent++
 	}
 	return sent, nil
+}
+
+// garpSender sends gratuitous ARPs for ip out of ifi.
+func garpSender(ifi *net.Interface, ip netip.Addr) (send func() error, closeFn func(), err error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ARP)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("packet socket: %w", err)
+	}
+	bcast := [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifi.Index, Halen: 6, Addr: bcast}
+	frame := garpFrame(ifi.HardwareAddr, ip)
+	// Closing a packet socket waits for an RCU grace period (8–25 ms
+	// here), which the move must not wait for.
+	return func() error { return unix.Sendto(fd, frame, 0, to) }, func() { go unix.Close(fd) }, nil
 }
 
 // garpFrame is an Ethernet broadcast frame holding an ARP request for ip

@@ -5,7 +5,19 @@ step "move_ip" "move_ip_address" {
 }
 
 step "move_ip" "move_ip_v6" {
-  address = "fd00::1/64" # ERROR: Unsupported address; fd00::1/64: move_ip announces with ARP and supports IPv4 only.
+  address = "fd00::1/64"
+  from    = host.a
+  to      = host.b
+}
+
+step "move_ip" "move_ip_link_local" {
+  address = "fe80::1/64" # ERROR: Unsupported address; fe80::1/64: a link-local address belongs to its link, not to a service.
+  from    = host.a
+  to      = host.b
+}
+
+step "move_ip" "move_ip_mapped" {
+  address = "::ffff:10.0.0.1/120" # ERROR: Unsupported address; ::ffff:10.0.0.1/120: write an IPv4 address as IPv4.
   from    = host.a
   to      = host.b
 }

@@ -1,0 +1,55 @@
+package workflows_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// useIPv6 gives the lab an IPv6 prefix of its own (the root namespace and
+// each host an address in it, as a network would) and the counter's
+// service address in it, on h1, for the rest of the test: the clients
+// and the workflows' service_ip use it.
+func useIPv6(t *testing.T) {
+	t.Helper()
+	o := strings.Split(labNet, ".")
+	prefix := fmt.Sprintf("fd6d:6967:%s:%s::", o[1], o[2])
+	vip := prefix + "100"
+	ctx := context.Background()
+	run := func(argv ...string) {
+		t.Helper()
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(argv, " "), err, out)
+		}
+	}
+	run("ip", "-6", "addr", "add", prefix+"1/64", "dev", theLab.Bridge(), "nodad")
+	labRun(t, "h1", "ip", "-6", "addr", "add", prefix+"11/64", "dev", "eth0", "nodad")
+	labRun(t, "h2", "ip", "-6", "addr", "add", prefix+"12/64", "dev", "eth0", "nodad")
+	labRun(t, "h1", "ip", "-6", "addr", "add", vip+"/64", "dev", "eth0", "nodad")
+	exec.Command("ip", "-6", "neigh", "flush", "to", vip).Run()
+	serviceAddr = vip
+	t.Cleanup(func() {
+		serviceAddr = serviceIP
+		for i, h := range []string{"h1", "h2"} {
+			for _, a := range []string{vip, fmt.Sprintf("%s1%d", prefix, i+1)} {
+				theLab.Exec(ctx, h, []string{"ip", "-6", "addr", "del", a + "/64", "dev", "eth0"}, nil, io.Discard, io.Discard)
+			}
+		}
+		exec.Command("ip", "-6", "addr", "del", prefix+"1/64", "dev", theLab.Bridge()).Run()
+	})
+}
+
+// TestClientsLazyIPv6 moves the counter behind an IPv6 service address
+// with the clients running: the address is usable on the target at once
+// and announced with neighbour advertisements, the connections' packets
+// are held through the pause, and the SYNs held on the source follow the
+// address, so no client sees an error or a retransmission's wait.
+func TestClientsLazyIPv6(t *testing.T) {
+	needLab(t)
+	useIPv6(t)
+	cl := moveWithClients(t, "testdata/lazy-ipv6.hcl", "")
+	cl.noSYNRetransmit(t)
+}
