@@ -295,7 +295,7 @@ func resolved(dst netip.Addr) bool {
 	if gw, ok := netip.AddrFromSlice(routes[0].Gw); ok {
 		hop = gw.Unmap()
 	}
-	neighs, err := nl.Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(routes[0].LinkIndex, family(dst)) })
+	neighs, err := nl.Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(routes[0].LinkIndex, nlFamily(dst)) })
 	if err != nil {
 		return true
 	}
@@ -330,7 +330,7 @@ func (h *holder) forget(addr netip.Addr) {
 		h.forgotten = map[netip.Addr]bool{}
 	}
 	h.forgotten[addr] = true
-	neighs, err := nl.Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(0, family(addr)) })
+	neighs, err := nl.Dump(func() ([]netlink.Neigh, error) { return netlink.NeighList(0, nlFamily(addr)) })
 	if err != nil {
 		h.logf("neighbours: %v", err)
 		return
@@ -450,8 +450,8 @@ func packetDst(pkt []byte) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// family is netlink's family of a.
-func family(a netip.Addr) int {
+// nlFamily is netlink's family of a.
+func nlFamily(a netip.Addr) int {
 	if a.Is4() {
 		return netlink.FAMILY_V4
 	}
