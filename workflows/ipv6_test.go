@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -50,6 +52,26 @@ func useIPv6(t *testing.T) {
 func TestClientsLazyIPv6(t *testing.T) {
 	needLab(t)
 	useIPv6(t)
-	cl := moveWithClients(t, "testdata/lazy-ipv6.hcl", "")
+	cl := moveWithClients(t, ipv6Workflow(t, "lazy.hcl"), "")
 	cl.noSYNRetransmit(t)
+}
+
+// ipv6Workflow writes a copy of a shipped workflow for an IPv6 service
+// address: the address's prefix is a /64, and URLs bracket it.
+func ipv6Workflow(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.ReplaceAll(string(b), `"${var.service_ip}/24"`, `"${var.service_ip}/64"`)
+	s = strings.ReplaceAll(s, "http://${var.service_ip}:", "http://[${var.service_ip}]:")
+	if !strings.Contains(s, "/64") || !strings.Contains(s, "[${var.service_ip}]") {
+		t.Fatalf("%s: no service address to rewrite", name)
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
