@@ -21,11 +21,12 @@ import (
 //
 //   - Where the hold guard of the workload's ports queues (new_connections
 //     "hold"), it holds the packets of the connections too: one rule per
-//     address family added to its table. A held segment follows the service address to
-//     the target when it moves (the target's guard holds it until the
-//     restored socket is there), or reaches the resumed workload on undo,
-//     so a kept-alive client's request sent during the pause is answered
-//     when the copy runs, not when its client sends it again.
+//     address family added to its table. A held segment follows the
+//     service address to the target when it moves (the target's guard
+//     holds it until the restored socket is there), or reaches the resumed
+//     workload on undo, so a kept-alive client's request sent during the
+//     pause is answered when the copy runs, not when its client sends it
+//     again.
 //   - Without a queueing guard, they are dropped both ways in a table of
 //     their own, as CRIU would.
 //

@@ -223,11 +223,8 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 			return append(m, then...), err
 		}
 	}
-	tuples := func(out bool) []build {
-		lists, err := g.tuples(out)
-		if err != nil {
-			return []build{func() ([]expr.Any, error) { return nil, err }}
-		}
+	// drops drops the connections of lists, a rule per address family.
+	drops := func(lists [][]fourTuple) []build {
 		var bs []build
 		for _, ts := range lists {
 			bs = append(bs, func() ([]expr.Any, error) {
@@ -250,11 +247,19 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 		}
 	}
 	if g.Established && len(g.Conns) > 0 {
+		to, err := g.tuples(false)
+		if err != nil {
+			return err
+		}
+		from, err := g.tuples(true)
+		if err != nil {
+			return err
+		}
 		if !g.queuesAll() {
-			in = append(in, tuples(false)...)
+			in = append(in, drops(to)...)
 		}
 		if g.Output {
-			out = append(out, tuples(true)...)
+			out = append(out, drops(from)...)
 		}
 	}
 	input := nftBaseChain(c, t, "input", nftables.ChainHookInput, -10)
