@@ -248,7 +248,7 @@ func leftBehind(want, other string) error {
 			return fmt.Errorf("%s: nft tables left: %s", h, out)
 		}
 		addr, _ := theLab.Output(ctx, h, "ip", "-o", "addr", "show", "dev", "eth0")
-		if has := strings.Contains(addr, serviceIP+"/"); has != (h == want) {
+		if has := strings.Contains(addr, serviceAddr+"/"); has != (h == want) {
 			return fmt.Errorf("%s: service address there: %v", h, has)
 		}
 		if w := watchers(h); len(w) != 0 {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -19,7 +21,8 @@ func useIPv6(t *testing.T) {
 	t.Helper()
 	o := strings.Split(labNet, ".")
 	prefix := fmt.Sprintf("fd6d:6967:%s:%s::", o[1], o[2])
-	vip := prefix + "100"
+	// As ip prints it.
+	vip := netip.MustParseAddr(prefix + "100").String()
 	ctx := context.Background()
 	run := func(argv ...string) {
 		t.Helper()
@@ -56,22 +59,55 @@ func TestClientsLazyIPv6(t *testing.T) {
 	cl.noSYNRetransmit(t)
 }
 
-// ipv6Workflow writes a copy of a shipped workflow for an IPv6 service
-// address: the address's prefix is a /64, and URLs bracket it.
+// ipv6Workflow writes a copy of a shipped workflow (a file, or a
+// directory of them) for an IPv6 service address: the address's prefix is
+// a /64, and URLs bracket it.
 func ipv6Workflow(t *testing.T, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(name)
-	if err != nil {
-		t.Fatal(err)
+	rewrite := func(src, dst string) bool {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.ReplaceAll(string(b), `"${var.service_ip}/24"`, `"${var.service_ip}/64"`)
+		s = strings.ReplaceAll(s, "http://${var.service_ip}:", "http://[${var.service_ip}]:")
+		if err := os.WriteFile(dst, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return s != string(b)
 	}
-	s := strings.ReplaceAll(string(b), `"${var.service_ip}/24"`, `"${var.service_ip}/64"`)
-	s = strings.ReplaceAll(s, "http://${var.service_ip}:", "http://[${var.service_ip}]:")
-	if !strings.Contains(s, "/64") || !strings.Contains(s, "[${var.service_ip}]") {
+	out := filepath.Join(t.TempDir(), filepath.Base(name))
+	files := []string{name}
+	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		if err := os.Mkdir(out, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		files, _ = filepath.Glob(filepath.Join(name, "*.hcl"))
+	}
+	changed := false
+	for _, f := range files {
+		dst := out
+		if f != name {
+			dst = filepath.Join(out, filepath.Base(f))
+		}
+		changed = rewrite(f, dst) || changed
+	}
+	if !changed {
 		t.Fatalf("%s: no service address to rewrite", name)
 	}
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
+	return out
+}
+
+// TestHoldKillIPv6: mig killed during a lazy move of an IPv6 service
+// address, once the source is frozen and once the target serves: the hosts
+// finish the run on their own, the address ends with the workload, and
+// nothing is left behind (as TestHoldKill checks for IPv4).
+func TestHoldKillIPv6(t *testing.T) {
+	for _, ph := range []phase{held, served} {
+		t.Run(ph.name, func(t *testing.T) {
+			needLab(t)
+			useIPv6(t)
+			trial(t, ipv6Workflow(t, "testdata/hold-lazy"), ph, syscall.SIGKILL)
+		})
 	}
-	return path
 }
