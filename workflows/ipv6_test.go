@@ -59,6 +59,22 @@ func TestClientsLazyIPv6(t *testing.T) {
 	cl.noSYNRetransmit(t)
 }
 
+// TestClientsIPv6: the same through a page-server move, and a container's
+// lazy move.
+func TestClientsIPv6(t *testing.T) {
+	for _, tc := range []struct{ workflow, container string }{
+		{"pageserver.hcl", ""},
+		{"container-lazy.hcl", "cl6-lazy"},
+	} {
+		t.Run(tc.workflow, func(t *testing.T) {
+			needLab(t)
+			useIPv6(t)
+			cl := moveWithClients(t, ipv6Workflow(t, tc.workflow), tc.container)
+			cl.noSYNRetransmit(t)
+		})
+	}
+}
+
 // ipv6Workflow writes a copy of a shipped workflow (a file, or a
 // directory of them) for an IPv6 service address: the address's prefix is
 // a /64, and URLs bracket it.
