@@ -171,5 +171,15 @@ func TestGuardHoldsLockedConns(t *testing.T) {
 	if _, err := otherSrv.Read(make([]byte, 1)); err != nil {
 		t.Errorf("a connection the guard does not hold: %v", err)
 	}
+	// Nor does the held side send on it: its retransmissions would give
+	// the peer a newer timestamp than the restored copy's.
+	if _, err := s.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("the held connection's socket sent a segment")
+	}
+	c.SetReadDeadline(time.Time{})
 	heldUntilRelease(t, n, spec.Table, c, s, 500*time.Millisecond)
 }

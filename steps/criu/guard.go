@@ -616,8 +616,13 @@ func sameSettings(a, b GuardSpec) bool {
 
 // insertConns adds to the table of g the rules that keep conns out, as
 // rules and install would have: dropped on input, and, when g holds
-// established packets, queued before routing to queue num. The guard
-// runs in the network namespace netns (nil: this one).
+// established packets, queued before routing to queue num. A hold guard
+// (HoldConns: the dump's lock) also drops what the host sends on them, as
+// CRIU's lock does: a retransmission by the held socket would carry a
+// newer timestamp than the copy restored from the dump, and the peer would
+// drop the copy's segments as old until its clock caught up (hundreds of
+// milliseconds). The guard runs in the network namespace netns (nil: this
+// one).
 func (g GuardSpec) insertConns(netns *os.File, conns []Conn, num uint16) error {
 	_, name, _ := strings.Cut(g.Table, " ")
 	c, err := nftConn(netns)
@@ -649,6 +654,20 @@ func (g GuardSpec) insertConns(netns *os.File, conns []Conn, num uint16) error {
 				return err
 			}
 			c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: "prerouting", Table: t}, Exprs: append(m, queueExpr(g.Queue, num))})
+		}
+	}
+	if g.HoldConns {
+		sent, err := add.tuples(true)
+		if err != nil {
+			return err
+		}
+		output := nftBaseChain(c, t, "output", nftables.ChainHookOutput, -10)
+		for _, ts := range sent {
+			m, err := tcpTuples(c, t, ts)
+			if err != nil {
+				return err
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: output, Exprs: append(m, nftDrop)})
 		}
 	}
 	return c.Flush()
