@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,8 @@ type clients struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	local *net.TCPAddr // clientIP
 
 	mu       sync.Mutex
 	results  map[string]*clientResult
@@ -54,8 +57,17 @@ const streamBytes = 48 << 20
 
 func startClients(t *testing.T) *clients {
 	t.Helper()
+	bits, extra := "/24", []string{}
+	if strings.Contains(clientIP, ":") {
+		bits, extra = "/64", []string{"nodad"}
+	}
+	if out, err := exec.Command("ip", append([]string{"addr", "add", clientIP + bits, "dev", theLab.Bridge()}, extra...)...).CombinedOutput(); err != nil && !strings.Contains(string(out), "exists") {
+		t.Fatalf("ip addr add %s: %v: %s", clientIP, err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "addr", "del", clientIP+bits, "dev", theLab.Bridge()).Run() })
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{}, ports: map[int]bool{}}
+	c := &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{}, ports: map[int]bool{},
+		local: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
 	base := "http://" + net.JoinHostPort(serviceAddr, strconv.Itoa(port))
 	// Long timeouts: a pause is fine, an error is not.
 	c.keepHTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DialContext: c.dial}}
@@ -104,7 +116,7 @@ func startClients(t *testing.T) *clients {
 
 // dial opens a connection and notes its local port.
 func (c *clients) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	conn, err := (&net.Dialer{Timeout: 30 * time.Second}).DialContext(ctx, network, addr)
+	conn, err := (&net.Dialer{Timeout: 30 * time.Second, LocalAddr: c.local}).DialContext(ctx, network, addr)
 	if err == nil {
 		c.mu.Lock()
 		c.ports[conn.LocalAddr().(*net.TCPAddr).Port] = true
@@ -271,7 +283,8 @@ func (c *clients) noSYNRetransmit(t *testing.T) {
 }
 
 // rstCounter records the TCP resets a lab host sends from the service
-// address, by the port they go to, with an nft set on its output.
+// address to the clients' address, by the port they go to, with an nft
+// set on its output.
 type rstCounter struct{ host string }
 
 const rstTable = "mig-test-rst"
@@ -285,7 +298,7 @@ func countResets(t *testing.T, h string) *rstCounter {
 	if strings.Contains(serviceAddr, ":") {
 		family = "ip6"
 	}
-	labRun(t, h, "nft", "add", "rule", "inet", rstTable, "out", family, "saddr", serviceAddr, "tcp", "flags", "rst", "add", "@to", "{", "tcp", "dport", "}", "counter")
+	labRun(t, h, "nft", "add", "rule", "inet", rstTable, "out", family, "saddr", serviceAddr, family, "daddr", clientIP, "tcp", "flags", "rst", "add", "@to", "{", "tcp", "dport", "}", "counter")
 	t.Cleanup(func() {
 		theLab.Exec(context.Background(), h, []string{"nft", "delete", "table", "inet", rstTable}, nil, io.Discard, io.Discard)
 	})
@@ -343,8 +356,8 @@ func moveWithClients(t *testing.T, workflow string, container string) *clients {
 	}
 	cl.stop(t)
 	// No host may reset a connection of these clients (the kept ones are
-	// among the moved ones). Resets to other ports went to connections
-	// the workflow's probe gave up on: they are logged.
+	// among the moved ones). Resets to other ports of their address are
+	// logged.
 	for _, r := range []struct {
 		name string
 		c    *rstCounter

@@ -43,6 +43,10 @@ var (
 	// serviceAddr is the service address the tests' clients use:
 	// serviceIP, or an IPv6 one (useIPv6).
 	serviceAddr string
+	// clientIP is the address the client tests connect from (an address
+	// of their own on the lab's bridge, so that a reset to one of their
+	// ports is to one of their connections, not to the probe's).
+	clientIP string
 
 	migBin     string
 	counterBin string
@@ -64,6 +68,7 @@ func run(m *testing.M) int {
 	}
 	serviceIP = labNet + ".100"
 	serviceAddr = serviceIP
+	clientIP = labNet + ".2"
 	if testing.Short() || os.Getuid() != 0 {
 		// Only the workflow-syntax tests run without root and a lab.
 		return m.Run()

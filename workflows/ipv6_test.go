@@ -35,9 +35,9 @@ func useIPv6(t *testing.T) {
 	labRun(t, "h2", "ip", "-6", "addr", "add", prefix+"12/64", "dev", "eth0", "nodad")
 	labRun(t, "h1", "ip", "-6", "addr", "add", vip+"/64", "dev", "eth0", "nodad")
 	exec.Command("ip", "-6", "neigh", "flush", "to", vip).Run()
-	serviceAddr = vip
+	serviceAddr, clientIP = vip, netip.MustParseAddr(prefix+"2").String()
 	t.Cleanup(func() {
-		serviceAddr = serviceIP
+		serviceAddr, clientIP = serviceIP, labNet+".2"
 		for i, h := range []string{"h1", "h2"} {
 			for _, a := range []string{vip, fmt.Sprintf("%s1%d", prefix, i+1)} {
 				theLab.Exec(ctx, h, []string{"ip", "-6", "addr", "del", a + "/64", "dev", "eth0"}, nil, io.Discard, io.Discard)
