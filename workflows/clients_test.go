@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,18 +56,11 @@ const streamBytes = 48 << 20
 
 func startClients(t *testing.T) *clients {
 	t.Helper()
-	bits, extra := "/24", []string{}
-	if strings.Contains(clientIP, ":") {
-		bits, extra = "/64", []string{"nodad"}
-	}
-	if out, err := exec.Command("ip", append([]string{"addr", "add", clientIP + bits, "dev", theLab.Bridge()}, extra...)...).CombinedOutput(); err != nil && !strings.Contains(string(out), "exists") {
-		t.Fatalf("ip addr add %s: %v: %s", clientIP, err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "addr", "del", clientIP+bits, "dev", theLab.Bridge()).Run() })
+	bridgeAddr(t, clientIP)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{}, ports: map[int]bool{},
 		local: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
-	base := "http://" + net.JoinHostPort(serviceAddr, strconv.Itoa(port))
+	base := "http://" + serviceAt(port)
 	// Long timeouts: a pause is fine, an error is not.
 	c.keepHTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DialContext: c.dial}}
 	fresh := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dial}}
@@ -90,7 +82,7 @@ func startClients(t *testing.T) *clients {
 		req, _ := http.NewRequestWithContext(context.Background(), "GET", base+"/", nil)
 		return do(fresh, req)
 	})
-	conn, err := c.dial(ctx, "tcp", net.JoinHostPort(serviceAddr, strconv.Itoa(echoPort)))
+	conn, err := c.dial(ctx, "tcp", serviceAt(echoPort))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +243,7 @@ func (c *clients) stop(t *testing.T) {
 		t.Errorf("the kept raw TCP connection broke: %v", err)
 	}
 	before := c.results["keep-alive"].newConns
-	req, _ := http.NewRequest("GET", "http://"+net.JoinHostPort(serviceAddr, strconv.Itoa(port))+"/", nil)
+	req, _ := http.NewRequest("GET", "http://"+serviceAt(port)+"/", nil)
 	var reused bool
 	req = req.WithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}))
 	if err := do(c.keepHTTP, req); err != nil || !reused {

@@ -173,10 +173,29 @@ func (s *service) cleanup() {
 	os.Remove(s.pidfile)
 }
 
+// serviceAt is the service address with port p, as a URL or a dialer
+// takes it.
+func serviceAt(p int) string { return net.JoinHostPort(serviceAddr, strconv.Itoa(p)) }
+
+// bridgeAddr gives the lab's bridge (the root namespace's side of the
+// lab) the address a, in the lab's IPv4 subnet or the IPv6 prefix of
+// useIPv6, for the rest of the test.
+func bridgeAddr(t *testing.T, a string) {
+	t.Helper()
+	args := []string{"addr", "add", a + "/24", "dev", theLab.Bridge()}
+	if strings.Contains(a, ":") {
+		args = []string{"addr", "add", a + "/64", "dev", theLab.Bridge(), "nodad"}
+	}
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil && !strings.Contains(string(out), "exists") {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "addr", "del", args[2], "dev", theLab.Bridge()).Run() })
+}
+
 var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 func get(path string) (string, error) {
-	resp, err := client.Get("http://" + net.JoinHostPort(serviceAddr, strconv.Itoa(port)) + path)
+	resp, err := client.Get("http://" + serviceAt(port) + path)
 	if err != nil {
 		return "", err
 	}

@@ -24,13 +24,7 @@ func useIPv6(t *testing.T) {
 	// As ip prints it.
 	vip := netip.MustParseAddr(prefix + "100").String()
 	ctx := context.Background()
-	run := func(argv ...string) {
-		t.Helper()
-		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v: %s", strings.Join(argv, " "), err, out)
-		}
-	}
-	run("ip", "-6", "addr", "add", prefix+"1/64", "dev", theLab.Bridge(), "nodad")
+	bridgeAddr(t, prefix+"1")
 	labRun(t, "h1", "ip", "-6", "addr", "add", prefix+"11/64", "dev", "eth0", "nodad")
 	labRun(t, "h2", "ip", "-6", "addr", "add", prefix+"12/64", "dev", "eth0", "nodad")
 	labRun(t, "h1", "ip", "-6", "addr", "add", vip+"/64", "dev", "eth0", "nodad")
@@ -43,7 +37,6 @@ func useIPv6(t *testing.T) {
 				theLab.Exec(ctx, h, []string{"ip", "-6", "addr", "del", a + "/64", "dev", "eth0"}, nil, io.Discard, io.Discard)
 			}
 		}
-		exec.Command("ip", "-6", "addr", "del", prefix+"1/64", "dev", theLab.Bridge()).Run()
 	})
 }
 
