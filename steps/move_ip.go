@@ -114,7 +114,44 @@ func (MoveIP) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Di
 	}
 	p := Preview{Notes: []string{fmt.Sprintf("move %s from %s:%s to %s:%s and announce it",
 		addr, orUnknown(m.from, m.fromOK), m.fromIf, orUnknown(m.to, m.toOK), m.toIf)}}
+	if m.addressChecked && m.fromOK && m.toOK {
+		notes, pdiags := m.preflight(ctx, env)
+		p.Notes = append(p.Notes, notes...)
+		diags = append(diags, pdiags...)
+	}
 	return p, diags
+}
+
+// preflight asks both hosts, before anything is frozen (apply plans first),
+// whether the address can leave the one and arrive on the other: a missing
+// or down interface, or an address the removal would not find, would fail
+// the step in the pause. What would fail is an error, what would work less
+// well a warning, and a host that cannot be asked a note.
+func (m moveIP) preflight(ctx context.Context, env Env) ([]string, hcl.Diagnostics) {
+	var notes []string
+	var diags hcl.Diagnostics
+	for _, side := range []struct{ role, host, ifname string }{{"from", m.from, m.fromIf}, {"to", m.to, m.toIf}} {
+		var res netaddr.CheckResult
+		h, err := env.Hosts(side.host)
+		if err == nil {
+			req := netaddr.CheckRequest{Address: m.address, Interface: side.ifname, Role: side.role}
+			err = netaddr.ActCheck.Call(ctx, h, req, &res, host.CallOpts{Idempotent: true})
+		}
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("host %s: cannot check the address: %s", side.host, oneLine(err)))
+			continue
+		}
+		for _, pr := range res.Problems {
+			diags = append(diags, errDiag("Cannot move "+m.address, fmt.Sprintf("Host %s: %s.", side.host, pr)))
+		}
+		for _, w := range res.Warnings {
+			diags = append(diags, warnDiag("Moving "+m.address, fmt.Sprintf("Host %s: %s.", side.host, w)))
+		}
+	}
+	if len(notes) == 0 && len(diags) == 0 {
+		notes = append(notes, fmt.Sprintf("%s is on %s:%s, and %s:%s is up to take it", m.address, m.from, m.fromIf, m.to, m.toIf))
+	}
+	return notes, diags
 }
 
 func (MoveIP) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {

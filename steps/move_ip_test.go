@@ -172,7 +172,8 @@ func TestMoveIP(t *testing.T) {
 		to      = host.h2`, vip), vars)
 	env := testEnv(t, hosts...)
 	p, diags := MoveIP{}.Plan(ctx, cfg, env)
-	if diags.HasErrors() || (MoveIP{}).Host(cfg) != "h2" || p.Notes[0] != "move "+vip+"/24 from h1:eth0 to h2:eth0 and announce it" {
+	if len(diags) > 0 || (MoveIP{}).Host(cfg) != "h2" || p.Notes[0] != "move "+vip+"/24 from h1:eth0 to h2:eth0 and announce it" ||
+		!strings.Contains(p.Notes[1], "is on h1:eth0, and h2:eth0 is up") {
 		t.Fatalf("plan: %+v %v", p, diags)
 	}
 	start := time.Now()
@@ -206,6 +207,10 @@ func TestMoveIP(t *testing.T) {
 		from         = host.h1
 		to           = host.h2
 		to_interface = "nope0"`, vip), vars)
+	// Plan, which apply runs first, finds it before anything is frozen.
+	if _, diags := (MoveIP{}).Plan(ctx, bad, env); !diags.HasErrors() || !strings.Contains(diags.Error(), `Host h2: it has no interface "nope0"`) {
+		t.Errorf("plan of a move to a missing interface: %v", diags)
+	}
 	if _, err := (MoveIP{}).Apply(ctx, bad, env); err == nil || !strings.Contains(err.Error(), "nope0") {
 		t.Errorf("move to a missing interface: %v", err)
 	}

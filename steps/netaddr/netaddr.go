@@ -21,9 +21,9 @@ import (
 // Act adds, removes or looks up an address on an interface.
 var Act = host.Action[Request, Result]{Name: "net.addr"}
 
-// Actions serves Act.
+// Actions serves Act and ActCheck.
 func Actions() []host.Entry {
-	return []host.Entry{Act.Serve(addr)}
+	return []host.Entry{Act.Serve(addr), ActCheck.Serve(serveCheck)}
 }
 
 // Request adds, removes or looks up an address on an interface.
