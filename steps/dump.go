@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/steps/criu"
@@ -204,6 +205,9 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 				diags = append(diags, warnDiag("Connection to a process that stays on "+d.w.host, w+"."))
 			}
 		}
+		notes, ds := d.room(ctx, env, src, r)
+		p.Notes = append(p.Notes, notes...)
+		diags = append(diags, ds...)
 	}
 	if d.target != "" && d.target != d.w.host {
 		feats := []string{}
@@ -214,6 +218,57 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 			CheckRequest: criu.CheckRequest{Ports: ports, Needs: needs, Lazy: d.mode == "lazy"}, Features: feats})...)
 	}
 	return p, diags
+}
+
+// room refuses a dump whose pages would not fit where they go: CRIU would
+// fail with the workload frozen. They go into dir on the source (disk
+// mode), and into target_dir on the target (page-server mode, and a disk
+// dump's send_images). A lazy dump writes no pages, and one with a parent
+// only those changed since: neither is checked.
+func (d dumpCfg) room(ctx context.Context, env Env, src host.Host, r criu.Resolved) ([]string, hcl.Diagnostics) {
+	type place struct{ host, dir, arg string }
+	var places []place
+	if d.mode == "disk" {
+		places = append(places, place{d.w.host, d.dir, "dir"})
+	}
+	if d.target != "" && (d.mode == "page-server" || d.send) {
+		places = append(places, place{d.target, d.targetDir, "target_dir"})
+	}
+	if d.parent != "" || len(places) == 0 || r.PID <= 0 {
+		return nil, nil
+	}
+	var mem criu.Room
+	if err := criu.ActRoom.Call(ctx, src, criu.RoomRequest{PID: r.PID}, &mem, host.CallOpts{}); err != nil {
+		return []string{fmt.Sprintf("cannot measure the memory to dump: %s", oneLine(err))}, nil
+	}
+	need := mem.Memory + 1<<20 // and the other images, a few KiB to a MiB
+	var notes []string
+	var diags hcl.Diagnostics
+	for _, p := range places {
+		if p.dir == "" {
+			continue
+		}
+		var room criu.Room
+		h, err := env.Hosts(p.host)
+		if err == nil {
+			err = criu.ActRoom.Call(ctx, h, criu.RoomRequest{Dir: p.dir}, &room, host.CallOpts{})
+		}
+		switch {
+		case err != nil:
+			notes = append(notes, fmt.Sprintf("host %s: cannot check the room in %s: %s", p.host, p.dir, oneLine(err)))
+		case room.Free < 0:
+			notes = append(notes, fmt.Sprintf("host %s: cannot tell the room in %s", p.host, p.dir))
+		case room.Free < need:
+			diags = append(diags, errDiag("No room for the images on host "+p.host, fmt.Sprintf(
+				"%s.%s has about %s of memory to dump, and %s has %s free: CRIU would fail with the workload frozen. "+
+					"Free space there, set %s to a larger file system, or use mode = \"lazy\", which writes no pages.",
+				d.w.Kind, d.w.Name, engine.FormatBytes(float64(need)), p.dir, engine.FormatBytes(float64(room.Free)), p.arg)))
+		default:
+			notes = append(notes, fmt.Sprintf("host %s: the pages (about %s) fit in %s (%s free)",
+				p.host, engine.FormatBytes(float64(mem.Memory)), p.dir, engine.FormatBytes(float64(room.Free))))
+		}
+	}
+	return notes, diags
 }
 
 func orKnownLater(s string) string {

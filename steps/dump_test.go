@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -293,4 +294,32 @@ func TestPreDumpUnsupported(t *testing.T) {
 		t.Errorf("outputs %#v", res.Outputs)
 	}
 	c.count(t)
+}
+
+// TestDumpPlanRoom: plan measures the workload's memory and refuses a dump
+// whose pages would not fit in its dir, before anything is frozen.
+func TestDumpPlanRoom(t *testing.T) {
+	needCRIU(t)
+	ctx := context.Background()
+	env := criuEnv(t)
+	c := startStepCounter(t, criuStepPort+4) // 16 MiB of ballast
+	w := processValue(c.cmd.Process.Pid)
+
+	p, diags := Dump{}.Plan(ctx, dumpConfig(w, filepath.Join(t.TempDir(), "final")), env)
+	if joined := strings.Join(p.Notes, "\n"); diags.HasErrors() || !regexp.MustCompile(`host local: the pages \(about (1[6-9]|[2-9][0-9])\.[0-9] MiB\) fit in`).MatchString(joined) {
+		t.Fatalf("plan: %v\n%s", diags, joined)
+	}
+
+	small := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", small).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v: %s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
+	_, diags = Dump{}.Plan(ctx, dumpConfig(w, filepath.Join(small, "final")), env)
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "No room for the images on host local") || !strings.Contains(diags.Error(), "has 4.0 MiB free") {
+		t.Errorf("plan of a dump into 4 MiB: %v", diags)
+	}
+	if pids, _ := filepath.Glob(filepath.Join(small, "final", "*.img")); len(pids) > 0 {
+		t.Errorf("plan wrote images: %v", pids)
+	}
 }

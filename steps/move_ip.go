@@ -135,7 +135,7 @@ func (m moveIP) preflight(ctx context.Context, env Env) ([]string, hcl.Diagnosti
 		h, err := env.Hosts(side.host)
 		if err == nil {
 			req := netaddr.CheckRequest{Address: m.address, Interface: side.ifname, Role: side.role}
-			err = netaddr.ActCheck.Call(ctx, h, req, &res, host.CallOpts{Idempotent: true})
+			err = netaddr.ActCheck.Call(ctx, h, req, &res, host.CallOpts{})
 		}
 		if err != nil {
 			notes = append(notes, fmt.Sprintf("host %s: cannot check the address: %s", side.host, oneLine(err)))

@@ -33,7 +33,9 @@ var Idempotent = map[string]bool{
 	"criu.check":      true,
 	"criu.doctor":     true,
 	"criu.running":    true,
+	"criu.room":       true,
 	"container.state": true,
+	"net.check":       true,
 	// Converge on a state: a second call finds it done.
 	"fs.mkdir":           true,
 	"fs.remove":          true,

@@ -191,6 +191,7 @@ func Actions(drivers Drivers) []host.Entry {
 		ActLazyDecide.Serve(a.lazyDecide),
 		ActDoctor.Serve(a.doctor),
 		ActGuard.Serve(a.guard),
+		ActRoom.Serve(room),
 	}
 	for i := range acts {
 		acts[i].Handler = private(acts[i].Handler)
