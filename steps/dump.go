@@ -192,6 +192,9 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		}
 	}
 	p.Notes = append(p.Notes, checkNotes(ctx, env, d.w.host, d.w.hostV, d.w, criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: d.mode == "lazy"}, Source: true})...)
+	if ok && len(r.UDP) > 0 {
+		p.Notes = append(p.Notes, fmt.Sprintf("UDP ports %v: their datagrams wait (or are dropped) as new connections do, from the freeze until the restore ends, and are never refused", r.UDP))
+	}
 	if src, err := env.Hosts(d.w.host); ok && err == nil {
 		ps, err := fixedAddrProblems(ctx, src, d, r.Conns)
 		if err != nil {
@@ -323,7 +326,7 @@ func newConnectionsNote(hostName string, w workload, res criu.CheckResult, sourc
 	}
 	if source {
 		if o, _ := w.Options(); o.TCPEstablished && w.Kind == "process" && res.NewConnections == criu.NewHold {
-			what += "; its connections' IPv4 segments held too, from just before the freeze, and sent on to the target once the address moves"
+			what += "; its connections' segments held too, from just before the freeze, and sent on to the target once the address moves"
 		}
 		return fmt.Sprintf("host %s: while %s.%s is frozen: %s", hostName, w.Kind, w.Name, what)
 	}
@@ -449,7 +452,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	// kernel must not reset them. Up before the freeze, it adds nothing to
 	// the pause.
 	guarded := tgt != nil && d.target != d.w.host
-	greq := criu.GuardAction{Request: criu.Request{CRIU: criuSetting(d.targetV), Workload: d.w.Workload}}
+	greq := criu.GuardAction{Request: criu.Request{CRIU: criuSetting(d.targetV), Workload: d.w.Workload}, UDPPorts: r.UDP}
 	guardUp := func(ctx context.Context, ports []int, conns []criu.Conn) error {
 		greq.Op, greq.Ports, greq.Conns = "up", ports, conns
 		var g criu.GuardResult

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,8 +21,10 @@ import (
 // The client tests run, through a whole move, the clients that issue 10
 // says users run: a keep-alive HTTP client, a client that opens a new
 // connection per request, a kept raw TCP connection (the counter's echo
-// port) and a large download checked byte by byte. None of them may see an
-// error, and the kept connections must still work afterwards.
+// port), a large download checked byte by byte, and a UDP client (the
+// counter's UDP port) that sends again after 250 ms without an answer, as
+// a resolver does. None of them may see an error, and the kept connections
+// must still work afterwards.
 
 // clients is the set of clients running against the service address.
 type clients struct {
@@ -35,6 +38,7 @@ type clients struct {
 	results  map[string]*clientResult
 	ports    map[int]bool // local ports of every connection the clients opened
 	kept     net.Conn     // the raw connection, still open when they stop
+	udp      *net.UDPConn // the UDP client's connected socket
 	keepHTTP *http.Client
 }
 
@@ -42,12 +46,13 @@ type clients struct {
 type clientResult struct {
 	requests, failed, resets int
 	newConns                 int // connections a keep-alive client opened
+	resent                   int // datagrams the UDP client sent again
 	slowest                  time.Duration
 	errs                     []string
 }
 
 func (r *clientResult) String() string {
-	return fmt.Sprintf("%d requests, %d failed (%d resets), slowest %s, %d connections", r.requests, r.failed, r.resets, r.slowest.Round(time.Millisecond), r.newConns)
+	return fmt.Sprintf("%d requests, %d failed (%d resets), slowest %s, %d connections, %d resent", r.requests, r.failed, r.resets, r.slowest.Round(time.Millisecond), r.newConns, r.resent)
 }
 
 // streamBytes is the size of the download that runs through the move;
@@ -93,6 +98,12 @@ func startClients(t *testing.T) *clients {
 		n++
 		return echo(conn, rd, n)
 	})
+	udp, err := net.DialUDP("udp", &net.UDPAddr{IP: c.local.IP}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(serviceAt(udpPort))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.udp = udp
+	c.udpLoad(udp)
 	c.loop("download", 0, func(r *clientResult) error {
 		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/stream?bytes=%d&chunk=%d&every=5ms", base, streamBytes, 64<<10), nil)
 		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dial}}
@@ -190,6 +201,138 @@ func echo(conn net.Conn, rd *bufio.Reader, n int) error {
 	return nil
 }
 
+// udpLoad sends a datagram on conn every 5 ms, without waiting for the
+// answers, and each again every 250 ms until its answer comes (as a
+// resolver does), so that some are always in flight. Once the clients
+// stop, it waits up to 5 s for the last answers; a datagram never answered
+// fails, and so does a refusal (ECONNREFUSED: a host had no socket on the
+// port and said so with an ICMP port unreachable).
+func (c *clients) udpLoad(conn *net.UDPConn) {
+	r := &clientResult{}
+	c.mu.Lock()
+	c.results["udp"] = r
+	c.mu.Unlock()
+	var mu sync.Mutex
+	first, sent := map[int]time.Time{}, map[int]time.Time{} // of the datagrams not answered yet
+	fail := func(err error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		r.failed++
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			r.resets++
+		}
+		if len(r.errs) < 5 {
+			r.errs = append(r.errs, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), err))
+		}
+	}
+	c.wg.Add(2)
+	go func() {
+		defer c.wg.Done()
+		buf := make([]byte, 256)
+		var stopped time.Time
+		for {
+			conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			k, err := conn.Read(buf)
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+			case err != nil:
+				fail(err)
+			default:
+				var n, count int
+				if _, err := fmt.Sscanf(string(buf[:k]), "u%d %d", &n, &count); err == nil {
+					mu.Lock()
+					if t, ok := first[n]; ok {
+						c.mu.Lock()
+						r.slowest = max(r.slowest, time.Since(t))
+						c.mu.Unlock()
+						delete(first, n)
+						delete(sent, n)
+					}
+					mu.Unlock()
+				}
+			}
+			if c.ctx.Err() != nil {
+				if stopped.IsZero() {
+					stopped = time.Now()
+				}
+				mu.Lock()
+				left := len(first)
+				mu.Unlock()
+				if left == 0 || time.Since(stopped) > 5*time.Second {
+					for n := range first {
+						fail(fmt.Errorf("u%d: no answer", n))
+					}
+					return
+				}
+			}
+		}
+	}()
+	go func() {
+		defer c.wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for n := 1; ; n++ {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-tick.C:
+			}
+			now := time.Now()
+			mu.Lock()
+			first[n], sent[n] = now, now
+			again := []int{n}
+			for m, t := range sent {
+				if now.Sub(t) >= 250*time.Millisecond {
+					sent[m] = now
+					again = append(again, m)
+				}
+			}
+			mu.Unlock()
+			c.mu.Lock()
+			r.requests++
+			r.resent += len(again) - 1
+			c.mu.Unlock()
+			for _, m := range again {
+				if _, err := conn.Write(fmt.Appendf(nil, "u%d", m)); err != nil {
+					fail(err)
+				}
+			}
+		}
+	}()
+}
+
+// ask sends datagram n on conn until its answer comes, again every 250 ms
+// (as a resolver does), for at most 30 s. A host with no socket on the
+// port answers with an ICMP port unreachable, which the connected socket
+// reports as ECONNREFUSED: an error.
+func ask(conn *net.UDPConn, n int, r *clientResult) error {
+	q := fmt.Sprintf("u%d", n)
+	buf := make([]byte, 256)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		if _, err := conn.Write([]byte(q)); err != nil {
+			return err
+		}
+		conn.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+		for {
+			k, err := conn.Read(buf)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				r.resent++
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if strings.HasPrefix(string(buf[:k]), q+" ") {
+				return nil
+			}
+			// The answer to a datagram sent again: read on.
+		}
+	}
+	return fmt.Errorf("%s: no answer in 30s", q)
+}
+
 // streamByte is cmd/counter's /stream pattern.
 func streamByte(i int64) byte { return byte(i*31) ^ byte(i>>11) }
 
@@ -237,6 +380,10 @@ func (c *clients) stop(t *testing.T) {
 	c.cancel()
 	c.wg.Wait()
 	defer c.kept.Close()
+	defer c.udp.Close()
+	if err := ask(c.udp, 1_000_000, &clientResult{}); err != nil {
+		t.Errorf("the UDP client's socket gets no answer: %v", err)
+	}
 	// The kept connections still work: the raw one echoes, and the
 	// keep-alive client's connection serves one more request.
 	if err := echo(c.kept, bufio.NewReader(c.kept), 1_000_000); err != nil {
@@ -249,7 +396,7 @@ func (c *clients) stop(t *testing.T) {
 	if err := do(c.keepHTTP, req); err != nil || !reused {
 		t.Errorf("the keep-alive connection did not survive: err %v, reused %v", err, reused)
 	}
-	for _, name := range []string{"keep-alive", "new-connection", "raw-tcp", "download"} {
+	for _, name := range []string{"keep-alive", "new-connection", "raw-tcp", "download", "udp"} {
 		r := c.results[name]
 		t.Logf("client %-14s %s", name, r)
 		if r.failed > 0 {

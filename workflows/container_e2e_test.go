@@ -66,7 +66,7 @@ func startContainerWith(t testing.TB, name string, ballastMiB int, annotations m
 	b := container.Bundle{
 		Dir:         c.bundle,
 		Program:     counterBin,
-		Args:        []string{"/bin/counter", "-listen", fmt.Sprintf(":%d", port), "-echo", fmt.Sprintf(":%d", echoPort), "-ballast", strconv.Itoa(ballastMiB)},
+		Args:        []string{"/bin/counter", "-listen", fmt.Sprintf(":%d", port), "-echo", fmt.Sprintf(":%d", echoPort), "-udp", fmt.Sprintf(":%d", udpPort), "-ballast", strconv.Itoa(ballastMiB)},
 		Annotations: annotations,
 	}
 	call(c, "h1", container.ActBundle, b, nil)

@@ -31,6 +31,7 @@ import (
 const (
 	port     = 8080
 	echoPort = 8081 // the counter's line echo server
+	udpPort  = 8082 // the counter's UDP server
 	ballast  = 64   // MiB
 )
 
@@ -148,7 +149,7 @@ func startCounterWith(t testing.TB, ballastMiB int, o lab.StartOptions, extra ..
 	ctx := context.Background()
 	s := &service{pidfile: filepath.Join(theLab.Dir(), fmt.Sprintf("counter-%d.pid", time.Now().UnixNano()))}
 	o.PIDFile = s.pidfile
-	if _, err := theLab.Start(ctx, "h1", append([]string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-echo", fmt.Sprintf(":%d", echoPort), "-ballast", strconv.Itoa(ballastMiB)}, extra...), o); err != nil {
+	if _, err := theLab.Start(ctx, "h1", append([]string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-echo", fmt.Sprintf(":%d", echoPort), "-udp", fmt.Sprintf(":%d", udpPort), "-ballast", strconv.Itoa(ballastMiB)}, extra...), o); err != nil {
 		t.Fatal(err)
 	}
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")

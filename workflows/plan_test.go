@@ -61,7 +61,7 @@ func TestPlanInstallsNothing(t *testing.T) {
 	if strings.Contains(out, "not installed") || !strings.Contains(out, "host src: while process.web is frozen") {
 		t.Errorf("the plan did not use the installed agent:\n%s", out)
 	}
-	if !strings.Contains(out, "its connections' IPv4 segments held too") {
+	if !strings.Contains(out, "its connections' segments held too") {
 		t.Errorf("the plan does not say that the source holds the connections' segments:\n%s", out)
 	}
 }

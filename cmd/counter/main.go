@@ -6,9 +6,10 @@
 // (streamByte), C bytes every D, so that a client can check every byte of a
 // response that is in flight while the server moves. With -echo, a second
 // port echoes every line it reads, for clients that keep a raw TCP
-// connection open.
+// connection open. With -udp, a UDP port answers every datagram with the
+// datagram, a space and the counter, for clients of a UDP service.
 //
-//	counter [-listen :8080] [-echo :8081] [-ballast MiB] [-pidfile path]
+//	counter [-listen :8080] [-echo :8081] [-udp :8082] [-ballast MiB] [-pidfile path]
 package main
 
 import (
@@ -24,6 +25,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -32,6 +35,7 @@ func main() {
 	pidfile := flag.String("pidfile", "", "write the process id to this file")
 	echo := flag.String("echo", "", "address of a line echo server (off when empty)")
 	dial := flag.String("dial", "", "keep a TCP connection to this address open, as to a database (off when empty)")
+	udp := flag.String("udp", "", "address of a UDP server answering each datagram with itself and the counter (off when empty)")
 	flag.Parse()
 
 	if *pidfile != "" {
@@ -65,6 +69,17 @@ func main() {
 			log.Fatal(err)
 		}
 		go serveEcho(eln)
+	}
+	if *udp != "" {
+		addr, err := net.ResolveUDPAddr("udp", *udp)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pc, err := net.ListenUDP("udp", addr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		go serveUDP(pc, &count)
 	}
 	if *dial != "" {
 		var d net.Dialer
@@ -186,4 +201,50 @@ func verify(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// serveUDP answers every datagram on pc with the datagram, a space and
+// the counter, from the address it was sent to (as a server with several
+// addresses must: the host's own address would be a stranger to a
+// client's connected socket).
+func serveUDP(pc *net.UDPConn, count *atomic.Int64) {
+	raw, err := pc.SyscallConn()
+	if err != nil {
+		log.Fatal(err)
+	}
+	raw.Control(func(fd uintptr) {
+		// A dual-stack socket reports IPv4 destinations mapped, in
+		// IPV6_PKTINFO; an IPv4 socket in IP_PKTINFO.
+		if unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1) != nil {
+			unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		}
+	})
+	buf, oob := make([]byte, 1500), make([]byte, 256)
+	for {
+		n, oobn, _, from, err := pc.ReadMsgUDPAddrPort(buf, oob)
+		if err != nil {
+			return
+		}
+		reply := fmt.Appendf(buf[:n:n], " %d", count.Add(1))
+		pc.WriteMsgUDPAddrPort(reply, replyFrom(oob[:oobn]), from)
+	}
+}
+
+// replyFrom turns the destination a datagram's control messages give into
+// the control message that sends a reply from it.
+func replyFrom(oob []byte) []byte {
+	msgs, _ := unix.ParseSocketControlMessage(oob)
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= unix.SizeofInet6Pktinfo:
+			var info unix.Inet6Pktinfo
+			copy(info.Addr[:], m.Data[:16])
+			return unix.PktInfo6(&info)
+		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo:
+			var info unix.Inet4Pktinfo
+			copy(info.Spec_dst[:], m.Data[8:12]) // ipi_addr: the header's destination
+			return unix.PktInfo4(&info)
+		}
+	}
+	return nil
 }

@@ -84,6 +84,7 @@ func (Driver) Resolve(ctx context.Context, env criu.Env, w criu.Workload) (criu.
 		Description: fmt.Sprintf("container %s (init pid %d, %d tasks, %s, bundle %s)", c.ID, src.InitPID, len(src.PIDs), net, src.Bundle),
 		Tasks:       len(src.PIDs),
 		Listens:     criu.ListenPorts(src.PIDs),
+		UDP:         criu.UDPPorts(src.PIDs),
 		Conns:       conns,
 	}, nil
 }
@@ -141,7 +142,7 @@ func (Driver) Dump(ctx context.Context, env criu.Env, w criu.Workload, req criu.
 	// new_connections) while the container is held, instead of landing in
 	// a backlog that the dump would lose.
 	ports := criu.ListenPorts(src.PIDs)
-	if held.HoldTable, err = criu.HoldPorts(ctx, src.InitPID, ports, c.NewConnections); err != nil {
+	if held.HoldTable, err = criu.HoldPorts(ctx, src.InitPID, ports, criu.UDPPorts(src.PIDs), c.NewConnections); err != nil {
 		return criu.DumpResult{}, fmt.Errorf("%s: %w", w, err)
 	}
 	defer func() {

@@ -129,6 +129,9 @@ type GuardAction struct {
 	Op    string `json:"op"`
 	Ports []int  `json:"ports,omitempty"`
 	Conns []Conn `json:"conns,omitempty"`
+	// UDPPorts are the workload's UDP ports, whose datagrams are held or
+	// dropped as SYNs to Ports are.
+	UDPPorts []int `json:"udp_ports,omitempty"`
 	// Deadline in seconds; 0: DefaultGuardDeadline.
 	Deadline float64 `json:"deadline,omitempty"`
 }
@@ -575,13 +578,14 @@ func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction
 	// back (the source's sockets are as they were at the freeze): its
 	// kill closes them, so that their clients learn it at once. A short
 	// deadline bounds the guard where no dump's undo follows to release it.
-	if ports := listenPorts(tree(req.Result.PID)); req.Result.PID > 0 && len(ports) > 0 {
+	pids := tree(req.Result.PID)
+	if ports, udp := listenPorts(pids), udpServerPorts(pids); req.Result.PID > 0 && len(ports)+len(udp) > 0 {
 		o, _ := req.Workload.Options()
 		mode, how, err := NewConnections(o.NewConnections)
 		if err != nil {
 			mode = NewDrop
 		}
-		spec := GuardSpec{Table: GuardTable(req.Workload), Ports: ports, NewConnections: mode, Queue: how, Deadline: time.Minute}
+		spec := GuardSpec{Table: GuardTable(req.Workload), Ports: ports, UDPPorts: udp, NewConnections: mode, Queue: how, Deadline: time.Minute}
 		if _, err := StartGuard(ctx, 0, spec); err != nil {
 			env.Log.Warn("guarding new connections during the rollback", "error", err)
 		}
@@ -610,17 +614,17 @@ func (a actions) guard(ctx context.Context, c *host.Call, req GuardAction) (Guar
 	if err != nil {
 		return GuardResult{}, err
 	}
-	if len(req.Ports) == 0 && len(req.Conns) == 0 {
+	if len(req.Ports) == 0 && len(req.UDPPorts) == 0 && len(req.Conns) == 0 {
 		// Nothing to guard; a guard left from before goes.
 		return GuardResult{Table: table, NewConnections: mode, Queue: how}, StopGuard(ctx, 0, table)
 	}
-	spec := GuardSpec{Table: table, Ports: req.Ports, Conns: req.Conns, NewConnections: mode, Queue: how,
+	spec := GuardSpec{Table: table, Ports: req.Ports, UDPPorts: req.UDPPorts, Conns: req.Conns, NewConnections: mode, Queue: how,
 		Established: true, HoldEstablished: true, Deadline: time.Duration(req.Deadline * float64(time.Second))}
 	pid, err := StartGuard(ctx, 0, spec)
 	if err != nil {
 		return GuardResult{}, err
 	}
-	c.Log.Info("guard up", "table", table, "ports", req.Ports, "connections", len(req.Conns), "new_connections", mode, "queue", how)
+	c.Log.Info("guard up", "table", table, "ports", req.Ports, "udp_ports", req.UDPPorts, "connections", len(req.Conns), "new_connections", mode, "queue", how)
 	return GuardResult{Table: table, NewConnections: mode, Queue: how, PID: pid}, nil
 }
 

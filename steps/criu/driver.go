@@ -100,6 +100,7 @@ type Resolved struct {
 	Description string `json:"description"`            // for plan output: "pid 123 (counter -listen :8080)"
 	Terminal    bool   `json:"terminal,omitempty"`     // has a controlling terminal
 	Listens     []int  `json:"listen_ports,omitempty"` // TCP ports it listens on
+	UDP         []int  `json:"udp_ports,omitempty"`    // UDP ports its unconnected sockets have
 	Tasks       int    `json:"tasks,omitempty"`        // processes in the tree
 	// Problems are what would fail the dump after the freeze, each with
 	// its fix; a step refuses to freeze a workload that has any.

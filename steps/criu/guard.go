@@ -151,6 +151,12 @@ func guardedConn(local netip.AddrPort, ports []int) bool {
 type GuardSpec struct {
 	Table string `json:"table"` // "inet mig-guard-…"
 	Ports []int  `json:"ports"` // the workload's listening ports
+	// UDPPorts are the workload's UDP ports (its unconnected sockets'):
+	// every datagram to them is held, or dropped, as a SYN to Ports is, so
+	// that none is lost in a frozen socket (CRIU drops a UDP socket's
+	// queue) or answered with an ICMP port unreachable, which a client's
+	// connected socket reports as "connection refused".
+	UDPPorts []int `json:"udp_ports,omitempty"`
 	// NewConnections is NewHold, NewDrop or NewReset; Queue says how to
 	// queue for NewHold (QueueNative or QueueXT).
 	NewConnections string `json:"new_connections"`
@@ -200,11 +206,13 @@ const DefaultGuardDeadline = 10 * time.Minute
 //		tcp dport { PORTS } tcp flags & (syn | ack) == syn reject with tcp reset  (reset)
 //		tcp dport { PORTS } drop                                     (established, unless queued)
 //		ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop   (established, unless queued)
+//		udp dport { UDP } drop                                       (drop, reset)
 //	}
 //	chain prerouting { type filter hook prerouting priority -10; policy accept; }  (hold)
 //	chain output { type filter hook output priority -10; policy accept;
 //		tcp sport { PORTS } drop                                     (output)
 //		ip saddr . tcp sport . ip daddr . tcp dport { CONNS } drop   (output, established)
+//		udp sport { UDP } drop                                       (output)
 //	}
 //
 // install then adds the queue rules to the prerouting chain, in the same
@@ -212,6 +220,7 @@ const DefaultGuardDeadline = 10 * time.Minute
 //
 //	tcp dport PORT tcp flags & (syn | ack) == syn queue          (hold)
 //	tcp dport PORT queue                                         (hold, HoldEstablished: instead)
+//	udp dport PORT queue                                         (hold)
 //	ip saddr . tcp sport . ip daddr . tcp dport { CONNS } queue  (hold, HoldEstablished)
 func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 	// A rule is built when it is added, after the chains, with its set
@@ -244,6 +253,20 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 		}
 		if g.Output {
 			out = append(out, ports(tcpSport, nftDrop))
+		}
+	}
+	if len(g.UDPPorts) > 0 {
+		udp := func(off uint32) build {
+			return func() ([]expr.Any, error) {
+				m, err := udpPorts(c, t, off, g.UDPPorts)
+				return append(m, nftDrop), err
+			}
+		}
+		if g.dropsUDP() {
+			in = append(in, udp(tcpDport))
+		}
+		if g.Output {
+			out = append(out, udp(tcpSport))
 		}
 	}
 	if g.Established && len(g.Conns) > 0 {
@@ -289,7 +312,14 @@ func (g GuardSpec) rules(c *nftables.Conn, t *nftables.Table) error {
 
 // queues says whether the guard holds packets in a queue.
 func (g GuardSpec) queues() bool {
-	return g.NewConnections == NewHold && (len(g.Ports) > 0 || g.holdsConns() && len(g.Conns) > 0)
+	return g.NewConnections == NewHold && (len(g.Ports) > 0 || len(g.UDPPorts) > 0 || g.holdsConns() && len(g.Conns) > 0)
+}
+
+// dropsUDP says whether the input chain drops the datagrams to UDPPorts:
+// when the guard does not hold them, from its arming on (a target's guard
+// is armed from its start).
+func (g GuardSpec) dropsUDP() bool {
+	return len(g.UDPPorts) > 0 && g.NewConnections != NewHold && (!g.Unarmed || g.Established)
 }
 
 // holdsConns says whether the guard queues every packet of its Conns.
@@ -308,7 +338,7 @@ func (g GuardSpec) queuesAll() bool {
 // where a packet the guard lets through would meet those rules.
 func (g GuardSpec) dropsInput() bool {
 	newRules := len(g.Ports) > 0 && (g.NewConnections == NewDrop || g.NewConnections == NewReset)
-	return newRules || g.Established && !g.queuesAll() && (len(g.Ports) > 0 || len(g.Conns) > 0)
+	return newRules || g.dropsUDP() || g.Established && !g.queuesAll() && (len(g.Ports) > 0 || len(g.Conns) > 0)
 }
 
 // tuples are the guard's connections as the packets to this host (or,
@@ -411,6 +441,12 @@ func (g GuardSpec) queuePorts(c *nftables.Conn, ch *nftables.Chain, num uint16) 
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftPort(p)},
 		}, which, []expr.Any{queueExpr(g.Queue, num)})})
 	}
+	for _, p := range g.UDPPorts {
+		c.InsertRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: nftRule(isUDP, []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpDport, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftPort(p)},
+		}, []expr.Any{queueExpr(g.Queue, num)})})
+	}
 }
 
 // synVerdict is what the input rule does with a SYN to the guard's ports:
@@ -429,7 +465,7 @@ func (g GuardSpec) synVerdict() expr.Any {
 // the network namespace netns (nil: this one), for the guard pid, and
 // records it.
 func (g GuardSpec) arm(netns *os.File, pid int) error {
-	if !g.Unarmed || len(g.Ports) == 0 {
+	if !g.Unarmed || len(g.Ports)+len(g.UDPPorts) == 0 {
 		return nil
 	}
 	c, err := nftConn(netns)
@@ -439,11 +475,21 @@ func (g GuardSpec) arm(netns *os.File, pid int) error {
 	_, name, _ := strings.Cut(g.Table, " ")
 	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
 	if v := g.synVerdict(); v != nil {
-		m, err := tcpPorts(c, t, tcpDport, g.Ports)
-		if err != nil {
-			return err
+		input := &nftables.Chain{Name: "input", Table: t}
+		if len(g.Ports) > 0 {
+			m, err := tcpPorts(c, t, tcpDport, g.Ports)
+			if err != nil {
+				return err
+			}
+			c.InsertRule(&nftables.Rule{Table: t, Chain: input, Exprs: append(m, nftRule(isSYN, []expr.Any{v})...)})
 		}
-		c.InsertRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: "input", Table: t}, Exprs: append(m, nftRule(isSYN, []expr.Any{v})...)})
+		if len(g.UDPPorts) > 0 {
+			m, err := udpPorts(c, t, tcpDport, g.UDPPorts)
+			if err != nil {
+				return err
+			}
+			c.InsertRule(&nftables.Rule{Table: t, Chain: input, Exprs: append(m, nftDrop)})
+		}
 	} else if g.queues() {
 		g.queuePorts(c, &nftables.Chain{Name: "prerouting", Table: t}, guardQueue(pid))
 	}
@@ -608,10 +654,11 @@ func (g GuardSpec) addConns(netns *os.File, pid int, conns []Conn) error {
 // sameSettings compares two specs, ports as sets.
 func sameSettings(a, b GuardSpec) bool {
 	pa, pb := slices.Sorted(slices.Values(a.Ports)), slices.Sorted(slices.Values(b.Ports))
-	a.Ports, b.Ports = nil, nil
+	ua, ub := slices.Sorted(slices.Values(a.UDPPorts)), slices.Sorted(slices.Values(b.UDPPorts))
+	a.Ports, b.Ports, a.UDPPorts, b.UDPPorts = nil, nil, nil, nil
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
-	return slices.Equal(pa, pb) && bytes.Equal(ja, jb)
+	return slices.Equal(pa, pb) && slices.Equal(ua, ub) && bytes.Equal(ja, jb)
 }
 
 // insertConns adds to the table of g the rules that keep conns out, as
@@ -636,7 +683,7 @@ func (g GuardSpec) insertConns(netns *os.File, conns []Conn, num uint16) error {
 		return err
 	}
 	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
-	if g.holdsConns() && len(g.Ports) == 0 && len(g.Conns) == 0 {
+	if g.holdsConns() && len(g.Ports)+len(g.UDPPorts) == 0 && len(g.Conns) == 0 {
 		// The guard queued nothing: it has no prerouting chain.
 		return errors.New("no queue chain")
 	}

@@ -561,3 +561,53 @@ func pending(pid int, ports []int) int {
 	half, queued := pendingIn(socks, ports)
 	return len(half) + queued
 }
+
+// TestGuardHoldsUDP: a datagram to a guarded UDP port with no socket yet
+// (a target before the restore) is held, not answered with an ICMP port
+// unreachable (which a connected client reads as "connection refused"),
+// and reaches the socket bound there once the guard is released. The
+// inventory finds the server's port and not the client's.
+func TestGuardHoldsUDP(t *testing.T) {
+	n := newTestNetns(t)
+	const port = testPortBase + 98
+	how := queueOrSkip(t, n)
+	spec := GuardSpec{Table: "inet mig-guard-test", UDPPorts: []int{port}, NewConnections: NewHold, Queue: how,
+		Established: true, HoldEstablished: true, Deadline: time.Minute}
+	startTestGuard(t, n, spec)
+	var client *net.UDPConn
+	var err error
+	n.do(func() { client, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if _, err := client.Write([]byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	var ne net.Error
+	if _, err := client.Read(make([]byte, 16)); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read while held: %v, want a timeout (no ICMP port unreachable)", err)
+	}
+	var server *net.UDPConn
+	n.do(func() { server, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	var ports []int
+	n.do(func() { ports = udpServerPorts([]int{os.Getpid()}) })
+	if !slices.Equal(ports, []int{port}) {
+		t.Errorf("udpServerPorts = %v, want [%d] (the client's socket is connected)", ports, port)
+	}
+	n.do(func() { err = StopGuard(context.Background(), 0, spec.Table) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 16)
+	got, err := server.Read(buf)
+	if err != nil || string(buf[:got]) != "held" {
+		t.Fatalf("the held datagram: %q, %v", buf[:got], err)
+	}
+}

@@ -230,8 +230,8 @@ func nftTableExists(_ context.Context, table string) bool {
 // just before the freeze (connlock.go): held from here, a download's
 // acknowledgements would fill the queue while the workload still runs. A
 // full queue drops what does not fit; the peers send it again.
-func HoldPorts(ctx context.Context, pid int, ports []int, setting string) (string, error) {
-	table, err := startHold(ctx, pid, ports, setting, false)
+func HoldPorts(ctx context.Context, pid int, ports, udp []int, setting string) (string, error) {
+	table, err := startHold(ctx, pid, ports, udp, setting, false)
 	if err != nil || table == "" {
 		return table, err
 	}
@@ -245,15 +245,15 @@ const acceptWait = 250 * time.Millisecond
 
 // startHold starts the guard of HoldPorts; unarmed, it lets new
 // connections through until armHold.
-func startHold(ctx context.Context, pid int, ports []int, setting string, unarmed bool) (string, error) {
-	if len(ports) == 0 {
+func startHold(ctx context.Context, pid int, ports, udp []int, setting string, unarmed bool) (string, error) {
+	if len(ports)+len(udp) == 0 {
 		return "", nil
 	}
 	mode, how, err := NewConnections(setting)
 	if err != nil {
 		return "", err
 	}
-	spec := GuardSpec{Table: holdTable(pid), Ports: ports, NewConnections: mode, Queue: how, WatchPID: pid, HoldConns: mode == NewHold, Unarmed: unarmed}
+	spec := GuardSpec{Table: holdTable(pid), Ports: ports, UDPPorts: udp, NewConnections: mode, Queue: how, WatchPID: pid, HoldConns: mode == NewHold, Unarmed: unarmed}
 	if _, err := StartGuard(ctx, pid, spec); err != nil {
 		return "", fmt.Errorf("%s new connections to ports %v: %w", mode, ports, err)
 	}
@@ -305,6 +305,9 @@ func holdTable(pid int) string { return fmt.Sprintf("inet mig-hold-%d", pid) }
 // ListenPorts returns the TCP ports a tree of processes listens on.
 func ListenPorts(pids []int) []int { return listenPorts(pids) }
 
+// UDPPorts returns the ports of the unconnected UDP sockets of pids.
+func UDPPorts(pids []int) []int { return udpServerPorts(pids) }
+
 // nftReplace starts a batch on c that replaces table with an empty one:
 // the table is added, deleted and added again, so that one left by a dead
 // run goes, in the same transaction as the rules that follow.
@@ -342,6 +345,11 @@ var (
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 	}
+	// isUDP: meta l4proto udp.
+	isUDP = []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+	}
 	// isSYN: tcp flags & (syn | ack) == syn.
 	isSYN = []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: tcpFlags, Len: 1},
@@ -369,7 +377,17 @@ func nftPort(p int) []byte { return binary.BigEndian.AppendUint16(nil, uint16(p)
 // is one of ports: a compare for one port, an anonymous set for more, as
 // nft does for "tcp dport { … }".
 func tcpPorts(c *nftables.Conn, t *nftables.Table, off uint32, ports []int) ([]expr.Any, error) {
-	e := append(append([]expr.Any{}, isTCP...),
+	return l4Ports(c, t, isTCP, off, ports)
+}
+
+// udpPorts is tcpPorts for UDP datagrams ("udp dport { … }"): UDP's ports
+// sit where TCP's do.
+func udpPorts(c *nftables.Conn, t *nftables.Table, off uint32, ports []int) ([]expr.Any, error) {
+	return l4Ports(c, t, isUDP, off, ports)
+}
+
+func l4Ports(c *nftables.Conn, t *nftables.Table, proto []expr.Any, off uint32, ports []int) ([]expr.Any, error) {
+	e := append(append([]expr.Any{}, proto...),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2})
 	if len(ports) == 1 {
 		return append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftPort(ports[0])}), nil

@@ -90,6 +90,15 @@ func TestGuardRulesAsNft(t *testing.T) {
 				"\t\ttcp sport { 8080 } drop\n" +
 				"\t\tip saddr . tcp sport . ip daddr . tcp dport { 10.0.0.2 . 8080 . 10.0.0.1 . 5555, 10.0.0.2 . 7001 . 10.0.0.4 . 80 } drop\n" +
 				"\t\tip6 saddr . tcp sport . ip6 daddr . tcp dport { fd00::2 . 7000 . fd00::1 . 443 } drop\n\t}\n}\n"},
+		// UDP datagrams are dropped (never rejected) where SYNs are not held.
+		{"udp", GuardSpec{Ports: []int{8080}, UDPPorts: []int{53, 5353}, NewConnections: NewReset, Output: true},
+			head + "\t\ttcp dport { 8080 } tcp flags & (syn | ack) == syn reject with tcp reset\n" +
+				"\t\tudp dport { 53, 5353 } drop\n\t}\n" +
+				"\tchain output {\n\t\ttype filter hook output priority -10; policy accept;\n" +
+				"\t\ttcp sport { 8080 } drop\n\t\tudp sport { 53, 5353 } drop\n\t}\n}\n"},
+		{"udp held", GuardSpec{UDPPorts: []int{53}, NewConnections: NewHold, Established: true},
+			head + "\t}\n" +
+				"\tchain prerouting {\n\t\ttype filter hook prerouting priority -10; policy accept;\n\t}\n}\n"},
 		{"conns only", GuardSpec{NewConnections: NewHold, Established: true, Conns: conns[:1]},
 			head + "\t\tip saddr . tcp sport . ip daddr . tcp dport { 10.0.0.1 . 5555 . 10.0.0.2 . 8080 } drop\n\t}\n}\n"},
 		// What established would drop is queued (by install): the packets

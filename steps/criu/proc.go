@@ -275,6 +275,34 @@ func listenPorts(pids []int) []int {
 	return ports
 }
 
+// udpServerPorts returns the local ports of the unconnected UDP sockets of pids
+// (a server's; a connected one is a client's, on a port of its own),
+// sorted. pids share the network namespace of pids[0].
+func udpServerPorts(pids []int) []int {
+	if len(pids) == 0 {
+		return nil
+	}
+	socks, _ := udpSockets(pids[0])
+	bound := map[string]int{}
+	for _, s := range socks {
+		if s.Remote.Port() == 0 && s.Local.Port() != 0 {
+			bound[s.Inode] = int(s.Local.Port())
+		}
+	}
+	seen := map[int]bool{}
+	var ports []int
+	for _, p := range pids {
+		for ino := range socketInodes(p) {
+			if port, ok := bound[ino]; ok && !seen[port] {
+				seen[port] = true
+				ports = append(ports, port)
+			}
+		}
+	}
+	sort.Ints(ports)
+	return ports
+}
+
 // ancestors returns pid's ancestors, nearest first.
 func ancestors(pid int) []int {
 	var out []int

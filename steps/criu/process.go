@@ -160,6 +160,7 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 		Description: desc,
 		Terminal:    st.ttyNr != 0,
 		Listens:     listenPorts(pids),
+		UDP:         udpServerPorts(pids),
 		Tasks:       len(pids),
 		Problems:    problems,
 		Needs:       needs,
@@ -248,7 +249,7 @@ func (p Process) Dump(ctx context.Context, env Env, w Workload, req DumpRequest)
 	held := Held{PID: r.PID, Dir: req.Dir}
 	logPath := filepath.Join(req.Dir, DumpLog)
 	// The guard starts now, and holds new connections from the lock on.
-	if held.HoldTable, err = startHold(ctx, r.PID, r.Listens, o.NewConnections, true); err != nil {
+	if held.HoldTable, err = startHold(ctx, r.PID, r.Listens, r.UDP, o.NewConnections, true); err != nil {
 		return DumpResult{}, err
 	}
 	start := time.Now()

@@ -43,6 +43,31 @@ func tcpSockets(pid int, states uint32) ([]tcpSocket, error) {
 	return d.list(states)
 }
 
+// udpSockets lists the IPv4 and IPv6 UDP sockets in the network namespace
+// of pid (0: this thread's). An unconnected one is in state CLOSE, with a
+// zero remote address.
+func udpSockets(pid int) ([]tcpSocket, error) {
+	d, err := openDiag(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	var out []tcpSocket
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		var got []tcpSocket
+		for range 3 {
+			if got, err = d.dumpProto(family, unix.IPPROTO_UDP, ^uint32(0)); !errors.Is(err, nl.ErrDumpInterrupted) {
+				break
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag: %w", err)
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
 // diagSocket is a sock_diag socket in one network namespace.
 type diagSocket struct{ sk *nl.NetlinkSocket }
 
@@ -96,9 +121,13 @@ func (d *diagSocket) listOf(states uint32, families ...uint8) ([]tcpSocket, erro
 }
 
 func (d *diagSocket) dump(family uint8, states uint32) ([]tcpSocket, error) {
+	return d.dumpProto(family, unix.IPPROTO_TCP, states)
+}
+
+func (d *diagSocket) dumpProto(family, proto uint8, states uint32) ([]tcpSocket, error) {
 	req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, unix.NLM_F_DUMP)
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_INET_DIAG: {Socket: d.sk}}
-	req.AddData(diagRequest{family: family, states: states})
+	req.AddData(diagRequest{family: family, proto: proto, states: states})
 	var out []tcpSocket
 	err := req.ExecuteIter(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY, func(m []byte) bool {
 		if s, ok := parseDiag(m); ok {
@@ -131,10 +160,12 @@ func (d *diagSocket) find(s tcpSocket) (tcpSocket, bool, error) {
 	return tcpSocket{}, false, nil
 }
 
-// diagRequest is struct inet_diag_req_v2 for TCP, matching every socket
-// in the states given, or, with id, the one socket with id's addresses.
+// diagRequest is struct inet_diag_req_v2 for TCP (or proto), matching
+// every socket in the states given, or, with id, the one socket with id's
+// addresses.
 type diagRequest struct {
 	family uint8
+	proto  uint8 // 0: TCP
 	states uint32
 	id     *tcpSocket
 }
@@ -143,7 +174,10 @@ func (r diagRequest) Len() int { return 56 }
 
 func (r diagRequest) Serialize() []byte {
 	b := make([]byte, 56)
-	b[0], b[1] = r.family, unix.IPPROTO_TCP
+	b[0], b[1] = r.family, r.proto
+	if r.proto == 0 {
+		b[1] = unix.IPPROTO_TCP
+	}
 	binary.NativeEndian.PutUint32(b[4:], r.states)
 	if s := r.id; s != nil {
 		addr := func(dst []byte, a netip.Addr) {
