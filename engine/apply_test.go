@@ -546,6 +546,62 @@ step "fake" "wait" {
 	}
 }
 
+// TestApplyProbeUDP probes a PING/PONG UDP service whose socket closes
+// for a while: the datagrams sent meanwhile are refused (an ICMP port
+// unreachable), which fails the samples and breaks the kept socket.
+func TestApplyProbeUDP(t *testing.T) {
+	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	serve := func() *net.UDPConn {
+		c, err := net.ListenUDP("udp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = c.LocalAddr().(*net.UDPAddr)
+		go func() {
+			buf := make([]byte, 64)
+			for {
+				n, from, err := c.ReadFromUDP(buf)
+				if err != nil {
+					return
+				}
+				if string(buf[:n]) == "PING" {
+					c.WriteToUDP([]byte("PONG"), from)
+				}
+			}
+		}()
+		return c
+	}
+	var mu sync.Mutex
+	srv := serve()
+	defer func() { mu.Lock(); srv.Close(); mu.Unlock() }()
+	f := &fake{}
+	w := loadSrc(t, f, fmt.Sprintf(`
+probe "dns" {
+  udp {
+    address = %q
+    send    = "PING"
+    expect  = "PONG"
+  }
+  interval = "2ms"
+}
+step "fake" "wait" {
+  value = "wait"
+  sleep = "150ms"
+}
+`, addr.String()))
+	time.AfterFunc(50*time.Millisecond, func() { mu.Lock(); srv.Close(); mu.Unlock() })
+	time.AfterFunc(100*time.Millisecond, func() { mu.Lock(); srv = serve(); mu.Unlock() })
+	rec, _, _ := apply(t, w, context.Background(), 4)
+	p := rec.Probes[0]
+	s := p.Summary
+	if p.URL != "udp://"+addr.String() || s.Failed == 0 || s.LongestGap < 0.04 || s.Before.N == 0 || s.After.N == 0 {
+		t.Errorf("%s: summary %s", p.URL, s)
+	}
+	if k := s.Kept; k == nil || len(k.Breaks) == 0 || k.Requests < 10 || !strings.Contains(k.Breaks[0].Error, "refused") {
+		t.Errorf("kept socket: %+v, want it refused at 50ms", k)
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	p := Retry{Attempts: 10, Delay: 100 * time.Millisecond, Backoff: 2, MaxDelay: time.Second}
 	for n, want := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 3: 400 * time.Millisecond, 8: time.Second} {

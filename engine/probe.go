@@ -23,8 +23,10 @@ import (
 //
 //	probe "web" { http = "http://10.0.0.100:8080/"  interval = "5ms" }
 //	probe "kv"  { tcp { address = "10.0.0.100:6379"  send = "PING\r\n"  expect = "+PONG" } }
+//	probe "dns" { udp { address = "10.0.0.100:53"  send = "…"  expect = "…" } }
 //
-// Each sample opens a new connection, as a new client would; besides, one
+// Each sample opens a new connection (for udp, a new socket), as a new
+// client would; besides, one
 // kept connection is sampled throughout (keep = false turns it off), as a
 // client already connected would see the move. timeout bounds a
 // new-connection sample; after is how long sampling goes on once the last
@@ -36,6 +38,11 @@ type probeArgs struct {
 		Send    string `arg:"send"`
 		Expect  string `arg:"expect"`
 	} `arg:"tcp,block"`
+	UDP *struct {
+		Address string `arg:"address,required"`
+		Send    string `arg:"send,required"`
+		Expect  string `arg:"expect"`
+	} `arg:"udp,block"`
 	Keep     bool          `arg:"keep" default:"true"`
 	Interval time.Duration `arg:"interval,positive" default:"100ms"`
 	Timeout  time.Duration `arg:"timeout" default:"1s"`
@@ -53,7 +60,8 @@ const (
 // ProbeRecord is a probe's samples and summary in the run record.
 type ProbeRecord struct {
 	Name string `json:"name"`
-	// URL is what the probe samples: an http(s) URL, or tcp://host:port.
+	// URL is what the probe samples: an http(s) URL, tcp://host:port or
+	// udp://host:port.
 	URL      string       `json:"url"`
 	Interval float64      `json:"interval_seconds"`
 	Summary  ProbeSummary `json:"summary"`
@@ -137,7 +145,7 @@ const keptTimeout = 30 * time.Second
 
 type probe struct {
 	name     string
-	target   string // URL or tcp://address, for the record
+	target   string // URL, tcp:// or udp://address, for the record
 	interval time.Duration
 	timeout  time.Duration
 	after    time.Duration
@@ -210,11 +218,19 @@ func newProbe(name string, v cty.Value) (*probe, error) {
 	p := &probe{name: name, interval: a.Interval, timeout: timeout, after: a.After, stride: 1, lastOK: -1, keptLastOK: -1,
 		keep: a.Keep}
 	u, tcp := a.HTTP, a.TCP
+	set := 0
+	for _, ok := range []bool{u != "", tcp != nil, a.UDP != nil} {
+		if ok {
+			set++
+		}
+	}
 	switch {
-	case u != "" && tcp != nil, u == "" && tcp == nil:
-		return nil, errors.New(`a probe takes exactly one of http = "URL" and tcp { address … }`)
+	case set != 1:
+		return nil, errors.New(`a probe takes exactly one of http = "URL", tcp { address … } and udp { address … }`)
 	case u != "":
 		return p, p.httpProbe(u)
+	case a.UDP != nil:
+		return p, p.udpProbe(UDPCheck{Address: a.UDP.Address, Send: a.UDP.Send, Expect: a.UDP.Expect})
 	}
 	c := TCPCheck{Address: tcp.Address, Send: tcp.Send, Expect: tcp.Expect}
 	if _, _, err := net.SplitHostPort(c.Address); err != nil {
@@ -248,6 +264,29 @@ func newProbe(name string, v cty.Value) (*probe, error) {
 		return 0, true, err
 	}
 	return p, nil
+}
+
+// udpProbe samples c from a new socket each time; the kept socket is one
+// connected socket, which breaks when a datagram is refused.
+func (p *probe) udpProbe(c UDPCheck) error {
+	if _, _, err := net.SplitHostPort(c.Address); err != nil {
+		return fmt.Errorf("udp address %q: want host:port", c.Address)
+	}
+	p.target = "udp://" + c.Address
+	timeout := p.timeout
+	p.fresh = func(ctx context.Context) (int, error) {
+		_, err := c.Dial(ctx, timeout)
+		return 0, err
+	}
+	p.dial = func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", c.Address)
+	}
+	p.exchange = func(conn net.Conn, _ *bufio.Reader) (int, bool, error) {
+		_, err := c.Exchange(conn, time.Now().Add(keptTimeout))
+		return 0, true, err
+	}
+	return nil
 }
 
 func (p *probe) httpProbe(u string) error {

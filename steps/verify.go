@@ -26,12 +26,13 @@ import (
 //	step "verify" "up" {
 //	  http { url = "http://10.77.0.100:8080/check"  status = 200  body_regex = "^ok" }
 //	  # or: tcp { address = "10.77.0.100:6379"  send = "PING\r\n"  expect = "+PONG" }
+//	  # or: udp { address = "10.77.0.100:53"  send = "…"  expect = "…" }
 //	  # or: process { host = host.h2  pid = step.restore.pid  alive = true }
 //	  # or: exec { host = host.h2  argv = ["test", "-e", "/run/ready"] }
 //	  interval = "100ms"
 //	}
 //
-// http and tcp checks run from the orchestrator; process and exec checks
+// http, tcp and udp checks run from the orchestrator; process and exec checks
 // run on the host through its "exec" action. A process check with
 // alive = false passes once the process is gone.
 type Verify struct{}
@@ -41,6 +42,7 @@ type Verify struct{}
 type verifyArgs struct {
 	HTTP     *httpCheck    `arg:"http,block"`
 	TCP      *tcpCheck     `arg:"tcp,block"`
+	UDP      *udpCheck     `arg:"udp,block"`
 	Process  *processCheck `arg:"process,block"`
 	Exec     *execCheck    `arg:"exec,block"`
 	Interval time.Duration `arg:"interval,positive" default:"100ms"`
@@ -55,6 +57,12 @@ type httpCheck struct {
 type tcpCheck struct {
 	Address hostPort `arg:"address,required"`
 	Send    string   `arg:"send"`
+	Expect  string   `arg:"expect"`
+}
+
+type udpCheck struct {
+	Address hostPort `arg:"address,required"`
+	Send    string   `arg:"send,required"`
 	Expect  string   `arg:"expect"`
 }
 
@@ -86,10 +94,10 @@ func (Verify) Outputs() cty.Type {
 }
 
 // verifyChecks are the check blocks, exactly one of which must be set.
-var verifyChecks = []string{"http", "tcp", "process", "exec"}
+var verifyChecks = []string{"http", "tcp", "udp", "process", "exec"}
 
 // Host is where the step runs: the host of its process or exec check;
-// http and tcp checks run here, as clients do.
+// http, tcp and udp checks run here, as clients do.
 func (Verify) Host(cfg cty.Value) string {
 	for _, which := range []string{"process", "exec"} {
 		if h := HostName(Attr(Attr(cfg, which), "host")); h != "" {
@@ -109,9 +117,12 @@ func (Verify) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Di
 	switch which {
 	case "http":
 		p.Notes = append(p.Notes, fmt.Sprintf("GET %s until it answers %d", known(Attr(b, "url")), Int(b, "status", 200)))
-	case "tcp":
+	case "tcp", "udp":
 		a := Attr(b, "address")
 		note := "connect to " + known(a)
+		if which == "udp" {
+			note = "send datagrams to " + known(a)
+		}
 		if send := Attr(b, "send"); !send.IsNull() {
 			note += ", send " + strconv.Quote(known(send))
 		}
@@ -164,7 +175,7 @@ func verifyWhich(cfg cty.Value) (string, hcl.Diagnostics) {
 		return "", hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Need exactly one check",
-			Detail:   fmt.Sprintf("A verify step takes exactly one of the blocks http, tcp, process or exec; this one has %d.", len(set)),
+			Detail:   fmt.Sprintf("A verify step takes exactly one of the blocks http, tcp, udp, process or exec; this one has %d.", len(set)),
 		}}
 	}
 	return set[0], nil
@@ -192,6 +203,10 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 		c := engine.TCPCheck{Address: string(arg.TCP.Address), Send: arg.TCP.Send, Expect: arg.TCP.Expect}
 		what = c.Address
 		check = tcpProbe(c)
+	case "udp":
+		c := engine.UDPCheck{Address: string(arg.UDP.Address), Send: arg.UDP.Send, Expect: arg.UDP.Expect}
+		what = "udp://" + c.Address
+		check = udpProbe(c)
 	case "process":
 		check, what, err = processProbe(env, *arg.Process)
 	case "exec":
@@ -298,6 +313,16 @@ func httpProbe(c httpCheck) (probe, string, error) {
 }
 
 func tcpProbe(c engine.TCPCheck) probe {
+	return func(ctx context.Context) (bool, string, error) {
+		seen, err := c.Dial(ctx, requestTimeout)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return true, seen, nil
+	}
+}
+
+func udpProbe(c engine.UDPCheck) probe {
 	return func(ctx context.Context) (bool, string, error) {
 		seen, err := c.Dial(ctx, requestTimeout)
 		if err != nil {

@@ -136,6 +136,42 @@ func TestVerifyTCP(t *testing.T) {
 	}
 }
 
+// TestVerifyUDP: a PING/PONG service over UDP passes; once its socket is
+// closed, the datagrams are refused.
+func TestVerifyUDP(t *testing.T) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if string(buf[:n]) == "PING" {
+				c.WriteToUDP([]byte("+PONG"), from)
+			}
+		}
+	}()
+	addr := c.LocalAddr().String()
+	check := fmt.Sprintf(`
+		udp {
+		  address = %q
+		  send    = "PING"
+		  expect  = "+PONG"
+		}
+		interval = "10ms"`, addr)
+	if out, err := applyVerify(t, check, 2*time.Second); err != nil || !strings.Contains(out.GetAttr("last").AsString(), "+PONG") {
+		t.Errorf("verify: %v", err)
+	}
+	c.Close()
+	if _, err := applyVerify(t, check, time.Second); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("closed port: %v", err)
+	}
+}
+
 // TestVerifyTCPExchange: a PING/PONG service that answers "-LOADING"
 // until its third client.
 func TestVerifyTCPExchange(t *testing.T) {

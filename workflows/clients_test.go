@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -529,4 +531,44 @@ func TestClientsContainerLazy(t *testing.T) {
 // final dump.
 func TestClientsContainerPageServer(t *testing.T) {
 	moveWithClients(t, "testdata/container-pageserver.hcl", "cl-ps")
+}
+
+// TestProbeUDP moves the counter with lazy.hcl and a probe of its UDP
+// port besides the HTTP one: the probe, from new sockets and from a kept
+// one, sees the pause and no error.
+func TestProbeUDP(t *testing.T) {
+	b, err := os.ReadFile("lazy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	workflow := filepath.Join(t.TempDir(), "lazy-udp.hcl")
+	probe := fmt.Sprintf(`
+probe "udp" {
+  udp {
+    address = "%s"
+    send    = "ping"
+    expect  = "ping "
+  }
+  interval = "5ms"
+  timeout  = "5s"
+}
+`, strings.ReplaceAll(serviceAt(udpPort), serviceAddr, "${var.service_ip}"))
+	if err := os.WriteFile(workflow, append(b, probe...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec := migrate(t, workflow)
+	for _, p := range rec.Probes {
+		if p.Name != "udp" {
+			continue
+		}
+		s := p.Summary
+		if !strings.HasPrefix(p.URL, "udp://") || s.Requests < 50 || s.Failed > 0 || s.LongestGap <= 0 || s.LongestGap > 1 {
+			t.Errorf("udp probe %s: %d requests, %d failed, longest gap %.3fs", p.URL, s.Requests, s.Failed, s.LongestGap)
+		}
+		if s.Kept == nil || s.Kept.Requests == 0 || s.Kept.Failed > 0 || len(s.Kept.Breaks) > 0 {
+			t.Errorf("udp probe's kept socket: %+v", s.Kept)
+		}
+		return
+	}
+	t.Fatal("no udp probe in the record")
 }

@@ -842,6 +842,35 @@ func waitAccepted(ctx context.Context, pid int, ports []int, limit time.Duration
 	}
 }
 
+// waitRead waits, at most limit, until no datagram waits in the UDP
+// sockets bound to ports (unconnected ones) in the network namespace of
+// pid. It is called with new datagrams held: CRIU drops what a UDP
+// socket's queue holds, so what came before the hold must be read first.
+func waitRead(ctx context.Context, pid int, ports []int, limit time.Duration) {
+	if len(ports) == 0 {
+		return
+	}
+	d, err := openDiag(pid)
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	deadline := time.Now().Add(limit)
+	for {
+		socks, err := d.udp()
+		if err != nil {
+			return
+		}
+		waiting := slices.ContainsFunc(socks, func(s tcpSocket) bool {
+			return s.RQueue > 0 && s.Remote.Port() == 0 && slices.Contains(ports, int(s.Local.Port()))
+		})
+		if !waiting || !time.Now().Before(deadline) || ctx.Err() != nil {
+			return
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+}
+
 // pendingIn finds, among socks, the half-open connections to ports and
 // the number of connections in their listeners' accept queues.
 func pendingIn(socks []tcpSocket, ports []int) (half []tcpSocket, queued int) {

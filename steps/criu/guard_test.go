@@ -596,7 +596,7 @@ func TestGuardHoldsUDP(t *testing.T) {
 	}
 	defer server.Close()
 	var ports []int
-	n.do(func() { ports = udpServerPorts([]int{os.Getpid()}) })
+	n.do(func() { ports = udpServerPortsIn(0, []int{os.Getpid()}) })
 	if !slices.Equal(ports, []int{port}) {
 		t.Errorf("udpServerPorts = %v, want [%d] (the client's socket is connected)", ports, port)
 	}
@@ -609,5 +609,45 @@ func TestGuardHoldsUDP(t *testing.T) {
 	got, err := server.Read(buf)
 	if err != nil || string(buf[:got]) != "held" {
 		t.Fatalf("the held datagram: %q, %v", buf[:got], err)
+	}
+}
+
+// TestWaitRead: the wait before a dump lasts until the datagrams that
+// came before the hold are read, since CRIU would drop them.
+func TestWaitRead(t *testing.T) {
+	n := newTestNetns(t)
+	const port = testPortBase + 99
+	var server, client *net.UDPConn
+	var err error
+	n.do(func() {
+		if server, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}); err == nil {
+			client, err = net.DialUDP("udp4", nil, server.LocalAddr().(*net.UDPAddr))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	defer client.Close()
+	for range 3 {
+		client.Write([]byte("queued"))
+	}
+	wait := func() time.Duration {
+		start := time.Now()
+		n.do(func() { waitRead(context.Background(), 0, []int{port}, 2*time.Second) })
+		return time.Since(start)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		buf := make([]byte, 16)
+		for range 3 {
+			server.Read(buf)
+		}
+	}()
+	if took := wait(); took < 90*time.Millisecond || took > time.Second {
+		t.Errorf("waited %s with datagrams unread for 100ms", took)
+	}
+	if took := wait(); took > 50*time.Millisecond {
+		t.Errorf("waited %s with nothing queued", took)
 	}
 }

@@ -236,6 +236,7 @@ func HoldPorts(ctx context.Context, pid int, ports, udp []int, setting string) (
 		return table, err
 	}
 	waitAccepted(ctx, pid, ports, acceptWait)
+	waitRead(ctx, pid, udp, acceptWait)
 	return table, nil
 }
 
@@ -284,6 +285,7 @@ func armHold(ctx context.Context, pid int, ports []int, table string) error {
 		}
 	}
 	waitAccepted(ctx, pid, ports, acceptWait)
+	waitRead(ctx, pid, spec.UDPPorts, acceptWait)
 	return nil
 }
 

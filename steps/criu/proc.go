@@ -282,7 +282,13 @@ func udpServerPorts(pids []int) []int {
 	if len(pids) == 0 {
 		return nil
 	}
-	socks, _ := udpSockets(pids[0])
+	return udpServerPortsIn(pids[0], pids)
+}
+
+// udpServerPortsIn is udpServerPorts with the network namespace of nsPID
+// (0: this thread's).
+func udpServerPortsIn(nsPID int, pids []int) []int {
+	socks, _ := udpSockets(nsPID)
 	bound := map[string]int{}
 	for _, s := range socks {
 		if s.Remote.Port() == 0 && s.Local.Port() != 0 {

@@ -52,7 +52,14 @@ func udpSockets(pid int) ([]tcpSocket, error) {
 		return nil, err
 	}
 	defer d.Close()
+	return d.udp()
+}
+
+// udp is udpSockets in d's network namespace. RQueue is the bytes
+// waiting in a socket's receive queue.
+func (d *diagSocket) udp() ([]tcpSocket, error) {
 	var out []tcpSocket
+	var err error
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		var got []tcpSocket
 		for range 3 {
