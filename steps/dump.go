@@ -234,7 +234,7 @@ func (d dumpCfg) room(ctx context.Context, env Env, src host.Host, r criu.Resolv
 	if d.mode == "disk" {
 		places = append(places, place{d.w.host, d.dir, "dir"})
 	}
-	if d.target != "" && (d.mode == "page-server" || d.send) {
+	if d.target != "" && (d.mode == "page-server" || d.mode == "disk" && d.send) {
 		places = append(places, place{d.target, d.targetDir, "target_dir"})
 	}
 	if d.parent != "" || len(places) == 0 || r.PID <= 0 {
