@@ -260,7 +260,12 @@ func listenPorts(pids []int) []int {
 	if len(pids) == 0 {
 		return nil
 	}
-	socks := listening(pids[0])
+	return portsOf(pids, listening(pids[0]))
+}
+
+// portsOf returns, sorted, the ports of the sockets of pids among socks,
+// a port by socket inode.
+func portsOf(pids []int, socks map[string]int) []int {
 	seen := map[int]bool{}
 	var ports []int
 	for _, p := range pids {
@@ -275,9 +280,9 @@ func listenPorts(pids []int) []int {
 	return ports
 }
 
-// udpServerPorts returns the local ports of the unconnected UDP sockets of pids
-// (a server's; a connected one is a client's, on a port of its own),
-// sorted. pids share the network namespace of pids[0].
+// udpServerPorts returns the local ports of the unconnected UDP sockets
+// of pids (a server's; a connected one is a client's, on a port of its
+// own), sorted. pids share the network namespace of pids[0].
 func udpServerPorts(pids []int) []int {
 	if len(pids) == 0 {
 		return nil
@@ -295,18 +300,7 @@ func udpServerPortsIn(nsPID int, pids []int) []int {
 			bound[s.Inode] = int(s.Local.Port())
 		}
 	}
-	seen := map[int]bool{}
-	var ports []int
-	for _, p := range pids {
-		for ino := range socketInodes(p) {
-			if port, ok := bound[ino]; ok && !seen[port] {
-				seen[port] = true
-				ports = append(ports, port)
-			}
-		}
-	}
-	sort.Ints(ports)
-	return ports
+	return portsOf(pids, bound)
 }
 
 // ancestors returns pid's ancestors, nearest first.
