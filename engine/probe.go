@@ -26,11 +26,11 @@ import (
 //	probe "dns" { udp { address = "10.0.0.100:53"  send = "…"  expect = "…" } }
 //
 // Each sample opens a new connection (for udp, a new socket), as a new
-// client would; besides, one
-// kept connection is sampled throughout (keep = false turns it off), as a
-// client already connected would see the move. timeout bounds a
-// new-connection sample; after is how long sampling goes on once the last
-// step ended, so the summary has latencies from after the move.
+// client would; besides, one kept connection is sampled throughout
+// (keep = false turns it off), as a client already connected would see
+// the move. timeout bounds a new-connection sample; after is how long
+// sampling goes on once the last step ended, so the summary has latencies
+// from after the move.
 type probeArgs struct {
 	HTTP string `arg:"http"`
 	TCP  *struct {

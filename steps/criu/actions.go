@@ -578,8 +578,12 @@ func killRestored(ctx context.Context, d Driver, env Env, req KillRestoredAction
 	// back (the source's sockets are as they were at the freeze): its
 	// kill closes them, so that their clients learn it at once. A short
 	// deadline bounds the guard where no dump's undo follows to release it.
-	pids := tree(req.Result.PID)
-	if ports, udp := listenPorts(pids), udpServerPorts(pids); req.Result.PID > 0 && len(ports)+len(udp) > 0 {
+	var ports, udp []int
+	if req.Result.PID > 0 {
+		pids := tree(req.Result.PID)
+		ports, udp = listenPorts(pids), udpServerPorts(pids)
+	}
+	if len(ports)+len(udp) > 0 {
 		o, _ := req.Workload.Options()
 		mode, how, err := NewConnections(o.NewConnections)
 		if err != nil {
