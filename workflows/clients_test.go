@@ -39,6 +39,7 @@ type clients struct {
 	mu       sync.Mutex
 	results  map[string]*clientResult
 	ports    map[int]bool // local ports of every connection the clients opened
+	closed   map[int]bool // and of those the clients have closed
 	kept     net.Conn     // the raw connection, still open when they stop
 	udp      *net.UDPConn // the UDP client's connected socket
 	keepHTTP *http.Client
@@ -65,7 +66,7 @@ func startClients(t *testing.T) *clients {
 	t.Helper()
 	bridgeAddr(t, clientIP)
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{}, ports: map[int]bool{},
+	c := &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{}, ports: map[int]bool{}, closed: map[int]bool{},
 		local: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
 	base := "http://" + serviceAt(port)
 	// Long timeouts: a pause is fine, an error is not.
@@ -119,15 +120,29 @@ func startClients(t *testing.T) *clients {
 	return c
 }
 
-// dial opens a connection and notes its local port.
+// dial opens a connection and notes its local port, and when the client
+// closes it.
 func (c *clients) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	conn, err := (&net.Dialer{Timeout: 30 * time.Second, LocalAddr: c.local}).DialContext(ctx, network, addr)
-	if err == nil {
-		c.mu.Lock()
-		c.ports[conn.LocalAddr().(*net.TCPAddr).Port] = true
-		c.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
-	return conn, err
+	port := conn.LocalAddr().(*net.TCPAddr).Port
+	c.mu.Lock()
+	c.ports[port] = true
+	c.mu.Unlock()
+	return &notedConn{Conn: conn, closed: func() { c.mu.Lock(); c.closed[port] = true; c.mu.Unlock() }}, nil
+}
+
+// notedConn is a client's connection that notes its close.
+type notedConn struct {
+	net.Conn
+	closed func()
+}
+
+func (n *notedConn) Close() error {
+	n.closed()
+	return n.Conn.Close()
 }
 
 // loop runs f every interval (once when interval is 0) until stop.
@@ -497,24 +512,28 @@ func moveWithClients(t *testing.T, workflow string, container string) *clients {
 	}
 	cl.stop(t)
 	// No host may reset a connection of these clients (the kept ones are
-	// among the moved ones). Resets to other ports of their address are
-	// logged.
+	// among the moved ones). Resets to other ports of their address, and
+	// to connections their clients had closed (which no client can see),
+	// are logged.
 	for _, r := range []struct {
 		name string
 		c    *rstCounter
 	}{{"target", dst}, {"source", src}} {
 		n, ports := r.c.resets(t)
-		var ours []int
+		var ours, done []int
 		for _, p := range ports {
-			if cl.ports[p] {
+			switch {
+			case cl.closed[p]:
+				done = append(done, p)
+			case cl.ports[p]:
 				ours = append(ours, p)
 			}
 		}
 		if len(ours) > 0 {
-			t.Errorf("the %s reset the clients' connections from ports %v", r.name, ours)
+			t.Errorf("the %s reset the clients' open connections from ports %v", r.name, ours)
 		}
 		if n > 0 {
-			t.Logf("the %s sent %d resets from the service address, to ports %v (the clients': %v)", r.name, n, ports, ours)
+			t.Logf("the %s sent %d resets from the service address, to ports %v (the clients' open connections: %v; closed ones: %v)", r.name, n, ports, ours, done)
 		}
 	}
 	arrived(t, before)
