@@ -202,11 +202,11 @@ func (Verify) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error)
 	case "tcp":
 		c := engine.TCPCheck{Address: string(arg.TCP.Address), Send: arg.TCP.Send, Expect: arg.TCP.Expect}
 		what = c.Address
-		check = tcpProbe(c)
+		check = dialProbe(c)
 	case "udp":
 		c := engine.UDPCheck{Address: string(arg.UDP.Address), Send: arg.UDP.Send, Expect: arg.UDP.Expect}
 		what = "udp://" + c.Address
-		check = udpProbe(c)
+		check = dialProbe(c)
 	case "process":
 		check, what, err = processProbe(env, *arg.Process)
 	case "exec":
@@ -312,17 +312,11 @@ func httpProbe(c httpCheck) (probe, string, error) {
 	}, u, nil
 }
 
-func tcpProbe(c engine.TCPCheck) probe {
-	return func(ctx context.Context) (bool, string, error) {
-		seen, err := c.Dial(ctx, requestTimeout)
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		return true, seen, nil
-	}
-}
-
-func udpProbe(c engine.UDPCheck) probe {
+// dialProbe polls an exchange with a service, over TCP (engine.TCPCheck)
+// or UDP (engine.UDPCheck), from a new connection or socket each time.
+func dialProbe(c interface {
+	Dial(context.Context, time.Duration) (string, error)
+}) probe {
 	return func(ctx context.Context) (bool, string, error) {
 		seen, err := c.Dial(ctx, requestTimeout)
 		if err != nil {
