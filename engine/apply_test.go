@@ -550,30 +550,49 @@ step "fake" "wait" {
 // for a while: the datagrams sent meanwhile are refused (an ICMP port
 // unreachable), which fails the samples and breaks the kept socket.
 func TestApplyProbeUDP(t *testing.T) {
-	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
-	serve := func() *net.UDPConn {
-		c, err := net.ListenUDP("udp4", addr)
-		if err != nil {
-			t.Fatal(err)
+	// The port lies below the ephemeral range, so none of the probe's own
+	// sockets can take it while the server is away.
+	var addr *net.UDPAddr
+	listen := func() (*net.UDPConn, error) {
+		if addr != nil {
+			return net.ListenUDP("udp4", addr)
 		}
-		addr = c.LocalAddr().(*net.UDPAddr)
-		go func() {
-			buf := make([]byte, 64)
-			for {
-				n, from, err := c.ReadFromUDP(buf)
-				if err != nil {
-					return
-				}
-				if string(buf[:n]) == "PING" {
-					c.WriteToUDP([]byte("PONG"), from)
-				}
+		var err error
+		for port := 20000 + os.Getpid()%5000; port < 32000; port += 97 {
+			a := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+			var c *net.UDPConn
+			if c, err = net.ListenUDP("udp4", a); err == nil {
+				addr = a
+				return c, nil
 			}
-		}()
-		return c
+		}
+		return nil, err
 	}
+	serve := func(c *net.UDPConn) {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if string(buf[:n]) == "PING" {
+				c.WriteToUDP([]byte("PONG"), from)
+			}
+		}
+	}
+	srv, err := listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go serve(srv)
 	var mu sync.Mutex
-	srv := serve()
-	defer func() { mu.Lock(); srv.Close(); mu.Unlock() }()
+	defer func() {
+		mu.Lock()
+		if srv != nil {
+			srv.Close()
+		}
+		mu.Unlock()
+	}()
 	f := &fake{}
 	w := loadSrc(t, f, fmt.Sprintf(`
 probe "dns" {
@@ -586,11 +605,24 @@ probe "dns" {
 }
 step "fake" "wait" {
   value = "wait"
-  sleep = "150ms"
+  sleep = "450ms"
 }
 `, addr.String()))
-	time.AfterFunc(50*time.Millisecond, func() { mu.Lock(); srv.Close(); mu.Unlock() })
-	time.AfterFunc(100*time.Millisecond, func() { mu.Lock(); srv = serve(); mu.Unlock() })
+	// The server is gone longer than the kept socket's 250 ms resend, so
+	// the kept socket sends into the gap even when its last request died
+	// in the closing socket's queue.
+	time.AfterFunc(50*time.Millisecond, func() { mu.Lock(); srv.Close(); srv = nil; mu.Unlock() })
+	time.AfterFunc(350*time.Millisecond, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		c, err := listen()
+		if err != nil {
+			t.Errorf("listen again: %v", err)
+			return
+		}
+		srv = c
+		go serve(c)
+	})
 	rec, _, _ := apply(t, w, context.Background(), 4)
 	p := rec.Probes[0]
 	s := p.Summary
