@@ -153,6 +153,13 @@ func unarchive(ctx context.Context, c *Call, req ArchiveRequest) (res UnarchiveR
 			err = fmt.Errorf("extract %s: %w (partial extraction removed)", src, err)
 		}
 	}()
+	var total int64
+	for _, f := range m.Files {
+		total += f.Size
+	}
+	if err := roomFor(filepath.Dir(dest), total, "the extracted files"); err != nil {
+		return UnarchiveResult{}, err
+	}
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return UnarchiveResult{}, err
 	}
@@ -168,10 +175,6 @@ func unarchive(ctx context.Context, c *Call, req ArchiveRequest) (res UnarchiveR
 	pl, err := place(tmp, dest, req.KeepAside, true)
 	if err != nil {
 		return UnarchiveResult{}, err
-	}
-	var total int64
-	for _, f := range m.Files {
-		total += f.Size
 	}
 	return UnarchiveResult{Path: dest, Files: len(m.Files), Bytes: total, Placed: &pl}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -84,4 +85,26 @@ func TestUnarchiveRefusesBadManifest(t *testing.T) {
 		})
 	}
 	noLeftovers(t, dir, "escape.tar.zst", "extra.tar.zst", "missing.tar.zst", "tampered.tar.zst")
+}
+
+// TestUnarchiveNoRoom: an extraction that would not fit is refused before
+// it starts, and leaves nothing.
+func TestUnarchiveNoRoom(t *testing.T) {
+	h := NewLocal("dst", Table(Builtin()), testLog(t))
+	dir := t.TempDir()
+	src := filepath.Join(dir, "images")
+	must(t, os.Mkdir(src, 0o700))
+	makeFile(t, filepath.Join(src, "pages-1.img"), 8<<20, 3)
+	arch := filepath.Join(dir, "images.tar.zst")
+	must(t, ActArchive.Call(context.Background(), h, ArchiveRequest{Source: src, Destination: arch}, nil, CallOpts{}))
+	small := filepath.Join(dir, "small")
+	must(t, os.Mkdir(small, 0o700))
+	must(t, syscall.Mount("tmpfs", small, "tmpfs", 0, "size=2m"))
+	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
+
+	err := ActUnarchive.Call(context.Background(), h, ArchiveRequest{Source: arch, Destination: filepath.Join(small, "images")}, nil, CallOpts{})
+	if err == nil || !strings.Contains(err.Error(), "no room for the extracted files: it needs 8.0 MiB, and the file system of "+small+" has 2.0 MiB free") {
+		t.Fatalf("unarchive of 8 MiB into 2 MiB: %v", err)
+	}
+	noLeftovers(t, small)
 }

@@ -106,7 +106,11 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 	var sent TransferResult
 	req := SendRequest{Path: srcPath, Connect: rc.Ticket.Connect, Fingerprint: rc.Ticket.Fingerprint, Token: rc.Ticket.Token}
 	if err := ActSend.Call(ctx, src, req, &sent, CallOpts{}); err != nil {
-		rc.Cancel()
+		// A receiver that refused (no room, a bad stream) broke the
+		// sender's connection: its error says why.
+		if rerr := rc.stop(time.Second); rerr != nil && ctx.Err() == nil {
+			return CopyResult{}, rerr
+		}
 		return CopyResult{}, err
 	}
 	got, err := rc.Wait()
@@ -175,6 +179,24 @@ func (r *Receiver) Wait() (TransferResult, error) {
 func (r *Receiver) Cancel() {
 	r.cancel()
 	r.Wait()
+}
+
+// stop gives the receiver up to d to end on its own, then cancels it. It
+// returns the receiver's error only if the receiver ended by itself.
+func (r *Receiver) stop(d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-r.done:
+		r.once.Do(func() {
+			r.err = err
+			r.cancel()
+		})
+		return err
+	case <-t.C:
+		r.Cancel()
+		return nil
+	}
 }
 
 // DialReceiver connects to a direct receiver, ahead of what it will be

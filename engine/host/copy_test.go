@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -217,7 +218,28 @@ func TestCopyFullDisk(t *testing.T) {
 	must(t, syscall.Mount("tmpfs", small, "tmpfs", 0, "size=2m"))
 	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
 
+	// Refused before a byte is written: the stream says its size.
 	_, err := Copy(context.Background(), src, filepath.Join(dir, "f"), dst, filepath.Join(small, "f"), nil)
+	if err == nil || !strings.Contains(err.Error(), `host "dst": fs.recv`) || !strings.Contains(err.Error(), "no room for the copy: it needs 8.0 MiB") {
+		t.Fatalf("copy of 8 MiB into 2 MiB: %v", err)
+	}
+	noLeftovers(t, small)
+	// The same over a direct connection: the receiver's refusal is the
+	// error, not the sender's broken connection.
+	_, err = CopyWith(context.Background(), src, filepath.Join(dir, "f"), dst, filepath.Join(small, "f"), CopyOptions{Direct: "127.0.0.1"})
+	if err == nil || !strings.Contains(err.Error(), "no room for the copy: it needs 8.0 MiB") {
+		t.Fatalf("direct copy of 8 MiB into 2 MiB: %v", err)
+	}
+	noLeftovers(t, small)
+
+	// A directory's size is an estimate: 700 one-byte files fit it, but
+	// each takes a page of tmpfs, and the disk fills during the copy.
+	many := filepath.Join(dir, "many")
+	must(t, os.Mkdir(many, 0o700))
+	for i := range 700 {
+		must(t, os.WriteFile(filepath.Join(many, strconv.Itoa(i)), []byte("x"), 0o600))
+	}
+	_, err = Copy(context.Background(), src, many, dst, filepath.Join(small, "many"), nil)
 	if err == nil || !strings.Contains(err.Error(), `host "dst": fs.recv`) || !strings.Contains(err.Error(), "no space left on device") {
 		t.Fatalf("full disk: %v", err)
 	}

@@ -206,6 +206,9 @@ func recv(ctx context.Context, c *Call, req RecvRequest) (res TransferResult, er
 			err = fmt.Errorf("receive %s: %w (partial copy removed)", dest, err)
 		}
 	}()
+	if err := roomFor(filepath.Dir(dest), h.Size, "the copy"); err != nil {
+		return TransferResult{}, err
+	}
 	cr := newChunkReader(ctx, br, h.Size, c.Progress)
 	mode := fs.FileMode(h.Mode).Perm()
 	sync := !req.NoSync
