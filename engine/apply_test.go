@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mig-project/mig/engine/nettest"
 )
 
 func TestApplyRetriesUntilSuccess(t *testing.T) {
@@ -568,18 +570,7 @@ func TestApplyProbeUDP(t *testing.T) {
 		}
 		return nil, err
 	}
-	serve := func(c *net.UDPConn) {
-		buf := make([]byte, 64)
-		for {
-			n, from, err := c.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			if string(buf[:n]) == "PING" {
-				c.WriteToUDP([]byte("PONG"), from)
-			}
-		}
-	}
+	serve := func(c *net.UDPConn) { nettest.AnswerUDP(c, "PING", "PONG") }
 	srv, err := listen()
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/mig-project/mig/engine/host"
+	"github.com/mig-project/mig/engine/nettest"
 )
 
 // decode decodes a step body written in HCL against kind's spec.
@@ -143,18 +144,7 @@ func TestVerifyUDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			n, from, err := c.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			if string(buf[:n]) == "PING" {
-				c.WriteToUDP([]byte("+PONG"), from)
-			}
-		}
-	}()
+	go nettest.AnswerUDP(c, "PING", "+PONG")
 	addr := c.LocalAddr().String()
 	check := fmt.Sprintf(`
 		udp {
