@@ -1,0 +1,256 @@
+package workflows_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mig-project/mig/engine/lab"
+)
+
+// TestRealNginx moves Debian's nginx, a master and two workers, with
+// lazy.hcl while its HTTP clients run: a keep-alive client, a client
+// opening a connection per request, and a 64 MiB download read slowly
+// enough to span the move. None may see an error, no host may reset one
+// of their connections, the keep-alive connection must survive, and the
+// download must arrive byte for byte.
+
+const (
+	nginxBin   = "/usr/sbin/nginx"
+	nginxPort  = 8082
+	nginxBytes = 64 << 20
+)
+
+func TestRealNginx(t *testing.T) {
+	needLab(t)
+	if _, err := os.Stat(nginxBin); err != nil {
+		t.Fatalf("%s: %v (make deps installs nginx-light)", nginxBin, err)
+	}
+	// Not /tmp: the hosts share this directory, as a real target would
+	// have the same files.
+	dir, err := os.MkdirTemp(theLab.Dir(), "nginx-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	index := []byte("nginx moves\n")
+	big := make([]byte, nginxBytes)
+	rand.NewChaCha8([32]byte{7}).Read(big)
+	for name, b := range map[string][]byte{"index.html": index, "big.bin": big} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bigSum := sha256.Sum256(big)
+	big = nil
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, `worker_processes 2;
+user root;
+pid %[1]s/nginx.pid;
+error_log stderr;
+events { worker_connections 256; }
+http {
+	access_log off;
+	sendfile on;
+	keepalive_requests 1000000;
+	server {
+		listen %[2]d;
+		root %[1]s;
+		location = /check { return 200 "ok\n"; }
+	}
+}
+`, dir, nginxPort), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pidfile := filepath.Join(dir, "master.pid")
+	master, err := theLab.Start(context.Background(), "h1", []string{nginxBin, "-p", dir, "-c", conf, "-e", "stderr", "-g", "daemon off;"},
+		lab.StartOptions{PIDFile: pidfile, Log: filepath.Join(dir, "nginx.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := []int{master}
+	t.Cleanup(func() {
+		// CRIU restores every process with its pid, on either host.
+		for _, h := range []string{"h1", "h2"} {
+			for _, pid := range pids {
+				theLab.Exec(context.Background(), h, []string{"sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && kill -9 $0`,
+					strconv.Itoa(pid), nginxBin}, nil, io.Discard, io.Discard)
+			}
+			theLab.Exec(context.Background(), h, []string{"ip", "addr", "del", serviceIP + "/24", "dev", "eth0"}, nil, io.Discard, io.Discard)
+		}
+	})
+	waitFor(t, 10*time.Second, func() error {
+		out := labRun(t, "h1", "cat", fmt.Sprintf("/proc/%d/task/%d/children", master, master))
+		if f := strings.Fields(out); len(f) == 2 {
+			for _, s := range f {
+				p, _ := strconv.Atoi(s)
+				pids = append(pids, p)
+			}
+			return nil
+		}
+		return fmt.Errorf("nginx's workers: %q (log: %s)", out, readFile(filepath.Join(dir, "nginx.log")))
+	})
+	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
+	bridgeAddr(t, clientIP)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{}, ports: map[int]bool{}, closed: map[int]bool{},
+		local: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
+	base := "http://" + net.JoinHostPort(serviceIP, strconv.Itoa(nginxPort))
+	keep := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DialContext: c.dial}}
+	fresh := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dial}}
+	waitFor(t, 10*time.Second, func() error { return getBody(fresh, base+"/check", []byte("ok\n")) })
+	c.loop("keep-alive", 10*time.Millisecond, func(r *clientResult) error {
+		// A connection that breaks is not an error to Go's client, which
+		// sends an idempotent request again on a new one: count them.
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+			if !i.Reused {
+				r.newConns++
+				if r.newConns > 1 {
+					r.errs = append(r.errs, "a new connection from "+i.Conn.LocalAddr().String())
+				}
+			}
+		}}
+		return getBody(keep, base+"/", index, trace)
+	})
+	c.loop("new-connection", 10*time.Millisecond, func(r *clientResult) error {
+		return getBody(fresh, base+"/check", []byte("ok\n"))
+	})
+	c.loop("download", 0, func(r *clientResult) error {
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/big.bin", nil)
+		resp, err := (&http.Client{Transport: fresh.Transport}).Do(req) // no timeout: it is slow on purpose
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		// 32 KiB every 4 ms or more: 8 s or more, longer than the move.
+		h := sha256.New()
+		buf := make([]byte, 32<<10)
+		var n int64
+		for {
+			m, err := io.ReadFull(resp.Body, buf)
+			h.Write(buf[:m])
+			n += int64(m)
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("after %d bytes: %w", n, err)
+			}
+			time.Sleep(4 * time.Millisecond)
+		}
+		if n != nginxBytes || !bytes.Equal(h.Sum(nil), bigSum[:]) {
+			return fmt.Errorf("the download got %d bytes with sha256 %x, want %d bytes with %x", n, h.Sum(nil), nginxBytes, bigSum)
+		}
+		return nil
+	})
+	src, dst := countResets(t, "h1"), countResets(t, "h2")
+	time.Sleep(300 * time.Millisecond)
+
+	_, code, out := runApply(t, "lazy.hcl", "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(nginxPort))
+	if code != 0 {
+		cancel()
+		c.wg.Wait()
+		t.Fatalf("mig apply exited %d\n%s", code, out)
+	}
+	c.mu.Lock()
+	moving := c.results["download"].requests == 0
+	c.mu.Unlock()
+	if !moving {
+		t.Error("the download ended before the move did: it proves nothing")
+	}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		c.mu.Lock()
+		done := c.results["download"].requests > 0
+		c.mu.Unlock()
+		if done {
+			break
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // some requests after the move
+	cancel()
+	c.wg.Wait()
+
+	for _, name := range []string{"keep-alive", "new-connection", "download"} {
+		r := c.results[name]
+		t.Logf("client %-14s %s", name, r)
+		if r.failed > 0 || len(r.errs) > 0 {
+			t.Errorf("client %s: %d of %d requests failed: %s", name, r.failed, r.requests, strings.Join(r.errs, "; "))
+		}
+	}
+	if c.results["download"].requests != 1 {
+		t.Error("the download did not finish")
+	}
+	var reused bool
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+	if err := getBody(keep, base+"/", index, trace); err != nil || !reused {
+		t.Errorf("the keep-alive connection did not survive: err %v, reused %v", err, reused)
+	}
+	for _, r := range []struct {
+		name string
+		c    *rstCounter
+	}{{"target", dst}, {"source", src}} {
+		n, ports := r.c.resets(t)
+		var done, other []int
+		for _, p := range ports {
+			switch {
+			case c.closed[p]:
+				done = append(done, p)
+			case c.ports[p]:
+				t.Errorf("the %s reset a client's open connection (port %d)", r.name, p)
+			default:
+				other = append(other, p)
+			}
+		}
+		if n > 0 {
+			t.Logf("the %s sent %d resets from the service address: to connections their client had closed %v, to other ports (not the clients') %v", r.name, n, done, other)
+		}
+	}
+	for h, want := range map[string]bool{"h1": false, "h2": true} {
+		for _, pid := range pids {
+			runs := strings.TrimSpace(labRun(t, h, "sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && echo yes || true`, strconv.Itoa(pid), nginxBin)) == "yes"
+			if runs != want {
+				t.Errorf("nginx (pid %d) runs on %s: %v, want %v", pid, h, runs, want)
+			}
+		}
+	}
+}
+
+// getBody GETs url with client and checks the answer: 200 and want.
+func getBody(client *http.Client, url string, want []byte, trace ...*httptrace.ClientTrace) error {
+	ctx := context.Background() // not the clients': a cancel would close the kept connection
+	if len(trace) > 0 {
+		ctx = httptrace.WithClientTrace(ctx, trace[0])
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 || !bytes.Equal(b, want) {
+		return fmt.Errorf("%s: %q", resp.Status, b)
+	}
+	return nil
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
