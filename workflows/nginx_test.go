@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,7 +22,7 @@ import (
 )
 
 // TestRealNginx moves Debian's nginx, a master and two workers, with
-// lazy.hcl while its HTTP clients run: a keep-alive client, a client
+// lazy.hcl and with pageserver.hcl while its HTTP clients run: a keep-alive client, a client
 // opening a connection per request, and a 64 MiB download read slowly
 // enough to span the move. None may see an error, no host may reset one
 // of their connections, the keep-alive connection must survive, and the
@@ -34,6 +35,12 @@ const (
 )
 
 func TestRealNginx(t *testing.T) {
+	for _, wf := range []string{"lazy.hcl", "pageserver.hcl"} {
+		t.Run(strings.TrimSuffix(wf, ".hcl"), func(t *testing.T) { moveNginx(t, wf) })
+	}
+}
+
+func moveNginx(t *testing.T, workflow string) {
 	needLab(t)
 	if _, err := os.Stat(nginxBin); err != nil {
 		t.Fatalf("%s: %v (make deps installs nginx-light)", nginxBin, err)
@@ -89,6 +96,7 @@ http {
 					strconv.Itoa(pid), nginxBin}, nil, io.Discard, io.Discard)
 			}
 			theLab.Exec(context.Background(), h, []string{"ip", "addr", "del", serviceIP + "/24", "dev", "eth0"}, nil, io.Discard, io.Discard)
+			theLab.Exec(context.Background(), h, []string{"rm", "-rf", "/var/lib/mig/images"}, nil, io.Discard, io.Discard)
 		}
 	})
 	waitFor(t, 10*time.Second, func() error {
@@ -103,6 +111,8 @@ http {
 		return fmt.Errorf("nginx's workers: %q (log: %s)", out, readFile(filepath.Join(dir, "nginx.log")))
 	})
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
+	// A previous test moved the address away: forget its old owner.
+	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
 	bridgeAddr(t, clientIP)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -159,7 +169,7 @@ http {
 	src, dst := countResets(t, "h1"), countResets(t, "h2")
 	time.Sleep(300 * time.Millisecond)
 
-	_, code, out := runApply(t, "lazy.hcl", "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(nginxPort))
+	_, code, out := runApply(t, workflow, "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(nginxPort))
 	if code != 0 {
 		cancel()
 		c.wg.Wait()

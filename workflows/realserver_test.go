@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -46,6 +47,8 @@ func TestRealRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
+	// A previous test moved the address away: forget its old owner.
+	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
 	t.Cleanup(func() {
 		// CRIU restores the process with its pid, on either host.
 		for _, h := range []string{"h1", "h2"} {
