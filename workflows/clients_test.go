@@ -398,6 +398,10 @@ func (c *clients) stop(t *testing.T) {
 	c.wg.Wait()
 	defer c.kept.Close()
 	defer c.udp.Close()
+	// Closed while the service runs: a connection left open until the
+	// test process exits, after the lab is gone, would send its FIN for
+	// minutes, and the next run's lab would reset it.
+	defer c.keepHTTP.CloseIdleConnections()
 	if err := ask(c.udp, 1_000_000, &clientResult{}); err != nil {
 		t.Errorf("the UDP client's socket gets no answer: %v", err)
 	}
@@ -533,6 +537,8 @@ func moveWithClients(t *testing.T, workflow string, container string) *clients {
 			t.Errorf("the %s reset the clients' open connections from ports %v", r.name, ours)
 		}
 		if n > 0 {
+			// Others go to connections of an earlier test process, still
+			// closing (FIN-WAIT-1) in this namespace.
 			t.Logf("the %s sent %d resets from the service address, to ports %v (the clients' open connections: %v; closed ones: %v)", r.name, n, ports, ours, done)
 		}
 	}
