@@ -237,12 +237,16 @@ func (d dumpCfg) room(ctx context.Context, env Env, src host.Host, r criu.Resolv
 	if d.target != "" && (d.mode == "page-server" || d.mode == "disk" && d.send) {
 		places = append(places, place{d.target, d.targetDir, "target_dir"})
 	}
-	if d.parent != "" || len(places) == 0 || r.PID <= 0 {
+	lazy := d.mode == "lazy"
+	if r.PID <= 0 || !lazy && (d.parent != "" || len(places) == 0) {
 		return nil, nil
 	}
 	var mem criu.Room
 	if err := criu.ActRoom.Call(ctx, src, criu.RoomRequest{PID: r.PID}, &mem, host.CallOpts{}); err != nil {
 		return []string{fmt.Sprintf("cannot measure the memory to dump: %s", oneLine(err))}, nil
+	}
+	if lazy {
+		return nil, d.lazyRoom(mem)
 	}
 	need := mem.Memory + 1<<20 // and the other images, a few KiB to a MiB
 	var notes []string
@@ -272,6 +276,22 @@ func (d dumpCfg) room(ctx context.Context, env Env, src host.Host, r criu.Resolv
 		}
 	}
 	return notes, diags
+}
+
+// lazyRoom refuses a lazy dump that CRIU could not start: it allocates
+// an iovec for every page of a process's private address space, resident
+// or not, and servers that reserve terabytes of it (MariaDB reserves 8
+// TiB) make that allocation fail with the workload frozen ("page-pipe:
+// Can't allocate").
+func (d dumpCfg) lazyRoom(mem criu.Room) hcl.Diagnostics {
+	if mem.Allocatable <= 0 || mem.LazyBytes <= mem.Allocatable {
+		return nil
+	}
+	return hcl.Diagnostics{errDiag("CRIU's lazy dump cannot track "+d.w.Kind+"."+d.w.Name+" on host "+d.w.host, fmt.Sprintf(
+		"pid %d has %s of private address space (reserved, mostly not in memory), and CRIU's lazy dump allocates 16 bytes "+
+			"for every page of it: %s, more than one allocation may take there (%s). It would fail with the workload frozen. "+
+			"Use mode = \"page-server\" or \"disk\", which do not.",
+		mem.PrivatePID, engine.FormatBytes(float64(mem.Private)), engine.FormatBytes(float64(mem.LazyBytes)), engine.FormatBytes(float64(mem.Allocatable))))}
 }
 
 func orKnownLater(s string) string {

@@ -323,3 +323,19 @@ func TestDumpPlanRoom(t *testing.T) {
 		t.Errorf("plan wrote images: %v", pids)
 	}
 }
+
+// TestLazyRoom: a lazy dump whose bookkeeping CRIU could not allocate is
+// refused, naming the process and the modes that work.
+func TestLazyRoom(t *testing.T) {
+	d := dumpCfg{w: workload{Workload: criu.Workload{Kind: "process", Name: "db"}, host: "src"}, mode: "lazy"}
+	mem := criu.Room{Private: 8 << 40, PrivatePID: 42, LazyBytes: 32 << 30, Allocatable: 24 << 30}
+	diags := d.lazyRoom(mem)
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "pid 42 has 8.0 TiB of private address space") || !strings.Contains(diags.Error(), `mode = "page-server"`) {
+		t.Errorf("diags %v", diags)
+	}
+	for _, m := range []criu.Room{{LazyBytes: 1 << 20, Allocatable: 24 << 30}, {LazyBytes: 32 << 30, Allocatable: -1}} {
+		if diags := d.lazyRoom(m); diags.HasErrors() {
+			t.Errorf("%+v: %v", m, diags)
+		}
+	}
+}

@@ -55,6 +55,31 @@ func preflightHelper(mode string, args []string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+	case "locks":
+		// A POSIX lock on args[0] and a flock on args[1], as a database
+		// locks its files.
+		for i, path := range args {
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			if i == 0 {
+				err = unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK})
+			} else {
+				err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
+	case "reserve":
+		// 8 TiB of address space, never touched, as MariaDB reserves.
+		if _, err := unix.Mmap(-1, 0, 8<<40, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	case "unixconnect":
 		c, err := net.Dial("unix", args[0])
 		if err != nil {
@@ -265,5 +290,40 @@ func TestPIDsTaken(t *testing.T) {
 	h := hint([]string{fmt.Sprintf("(00.001695) Error (criu/cr-restore.c:1237): Can't fork for %d: File exists", me)})
 	if comm := commOf(me); !strings.Contains(h, comm) || !strings.Contains(h, strconv.Itoa(me)) {
 		t.Errorf("hint does not name %s (%d): %q", comm, me, h)
+	}
+}
+
+// TestPreflightFileLocks: locks the workload holds fail CRIU after the
+// freeze unless file_locks is set; plan says so, naming the files.
+func TestPreflightFileLocks(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "ibdata1"), filepath.Join(dir, "db.pid")
+	pid := startHelper(t, nil, "locks", a, b)
+	r := resolvePID(t, pid)
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "holds 2 file locks (") || !strings.Contains(r.Problems[0], "posix on "+a) ||
+		!strings.Contains(r.Problems[0], "flock on "+b) || !strings.Contains(r.Problems[0], "set file_locks = true") {
+		t.Fatalf("problems %q, want the two locks with the fix", r.Problems)
+	}
+	r, err := Process{}.Resolve(context.Background(), Env{}, processWorkload(t, map[string]any{"pid": pid, "file_locks": true}))
+	if err != nil || len(r.Problems) != 0 {
+		t.Errorf("with file_locks: problems %q, %v", r.Problems, err)
+	}
+}
+
+// TestRoomReserved: the room action measures a process's private address
+// space, reserved or not, and what CRIU's lazy dump would allocate for it.
+func TestRoomReserved(t *testing.T) {
+	needRoot(t)
+	pid := startHelper(t, nil, "reserve")
+	r, err := room(context.Background(), nil, RoomRequest{PID: pid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.PrivatePID != pid || r.Private < 8<<40 || r.LazyBytes < 32<<30 || r.Memory > 1<<30 {
+		t.Errorf("room %+v, want 8 TiB private in pid %d, 32 GiB for the lazy dump, little memory", r, pid)
+	}
+	if r.Allocatable == 0 || r.Allocatable > 0 && r.Allocatable >= r.LazyBytes {
+		t.Errorf("allocatable %d, want a limit under %d on this host (or -1)", r.Allocatable, r.LazyBytes)
 	}
 }

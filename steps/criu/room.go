@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -33,12 +34,29 @@ type Room struct {
 	// system's space available to root, and the images of an earlier
 	// dump, which it removes. -1: unknown.
 	Free int64 `json:"free"`
+	// Private is the private address space, resident or not, of the
+	// tree's process that has the most (PrivatePID); LazyBytes what
+	// CRIU's lazy dump allocates to track its pages, an iovec per page.
+	Private    int64 `json:"private,omitempty"`
+	PrivatePID int   `json:"private_pid,omitempty"`
+	LazyBytes  int64 `json:"lazy_bytes,omitempty"`
+	// Allocatable is the most one allocation may take on this host under
+	// its overcommit policy; -1: no limit, or unknown.
+	Allocatable int64 `json:"allocatable,omitempty"`
 }
 
 func room(ctx context.Context, c *host.Call, req RoomRequest) (Room, error) {
 	r := Room{Free: -1}
 	if req.PID > 0 {
-		r.Memory = MemoryBytes(tree(req.PID))
+		pids := tree(req.PID)
+		r.Memory = MemoryBytes(pids)
+		for _, pid := range pids {
+			if b := privateBytes(pid); b > r.Private {
+				r.Private, r.PrivatePID = b, pid
+			}
+		}
+		r.LazyBytes = r.Private / int64(os.Getpagesize()) * iovecSize
+		r.Allocatable = allocatable()
 	}
 	if req.Dir != "" {
 		r.Free = freeFor(req.Dir)
@@ -65,7 +83,12 @@ func MemoryBytes(pids []int) int64 {
 
 // rollup reads /proc/PID/smaps_rollup's fields, in kB.
 func rollup(pid int) map[string]int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	return rollupFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+}
+
+// rollupFile reads the "Name: N kB" fields of a /proc file, in kB.
+func rollupFile(path string) map[string]int64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil
 	}
@@ -107,4 +130,53 @@ func freeFor(dir string) int64 {
 		}
 	}
 	return free
+}
+
+// iovecSize is sizeof(struct iovec) on 64-bit Linux.
+const iovecSize = 16
+
+// privateBytes is the size of pid's private mappings, as CRIU counts them
+// for its page pipes: every private mapping below the task size, whatever
+// its protection or residence.
+func privateBytes(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
+	if err != nil {
+		return 0
+	}
+	var total int64
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		// 7f0000000000-7f0000021000 rw-p 00000000 00:00 0    [heap]
+		f := bytes.Fields(sc.Bytes())
+		if len(f) < 2 || len(f[1]) != 4 || f[1][3] != 'p' || len(f) >= 6 && string(f[5]) == "[vsyscall]" {
+			continue
+		}
+		lo, hi, ok := bytes.Cut(f[0], []byte("-"))
+		start, err1 := strconv.ParseUint(string(lo), 16, 64)
+		end, err2 := strconv.ParseUint(string(hi), 16, 64)
+		if !ok || err1 != nil || err2 != nil || end < start {
+			continue
+		}
+		total += int64(end - start)
+	}
+	return total
+}
+
+// allocatable is the most one allocation may take here: the kernel's
+// heuristic overcommit (mode 0) refuses one larger than RAM and swap
+// together; strict accounting (mode 2) what is left of the commit limit;
+// mode 1 refuses none (-1).
+func allocatable() int64 {
+	mode, err := os.ReadFile("/proc/sys/vm/overcommit_memory")
+	if err != nil {
+		return -1
+	}
+	m := rollupFile("/proc/meminfo")
+	switch strings.TrimSpace(string(mode)) {
+	case "0":
+		return (m["MemTotal"] + m["SwapTotal"]) << 10
+	case "2":
+		return (m["CommitLimit"] - m["Committed_AS"]) << 10
+	}
+	return -1
 }
