@@ -13,12 +13,107 @@ import (
 )
 
 // heldLock is a lock of /proc/locks: its kind ("POSIX", "FLOCK",
-// "OFDLCK"), its owner and the file's device and inode.
+// "OFDLCK"), its owner, the file's device and inode, and its range.
 type heldLock struct {
-	kind string
-	pid  int
-	dev  uint64
-	ino  uint64
+	kind       string
+	pid        int
+	dev        uint64
+	ino        uint64
+	write      bool
+	start, end int64 // end -1: to the end of the file
+}
+
+// FileLock is a lock a workload holds, which its restore takes again.
+type FileLock struct {
+	Path  string `json:"path"`
+	Kind  string `json:"kind"` // POSIX, FLOCK or OFDLCK, as /proc/locks says
+	Write bool   `json:"write,omitempty"`
+	Start int64  `json:"start,omitempty"`
+	End   int64  `json:"end"` // -1: to the end of the file
+}
+
+// heldLocks lists the file locks pids hold, by path (those whose file
+// none of them has open are left out: CRIU restores a lock through an
+// open file).
+func heldLocks(pids []int) []FileLock {
+	mine := map[int]bool{}
+	for _, p := range pids {
+		mine[p] = true
+	}
+	var out []FileLock
+	for _, l := range readLocks() {
+		if !mine[l.pid] {
+			continue
+		}
+		if path, ok := openFiles(l.pid)[inodeKey{l.dev, l.ino}]; ok {
+			out = append(out, FileLock{Path: path, Kind: l.kind, Write: l.write, Start: l.start, End: l.end})
+		}
+	}
+	return out
+}
+
+// lockConflicts finds, on the target, the locks a restore would wait for:
+// CRIU takes the workload's locks again with F_SETLKW and flock(2), which
+// wait while another process holds a conflicting lock, and the workload
+// stays frozen meanwhile. When the hosts share the files (NFS, a shared
+// volume, a lab), that process is the frozen source itself.
+func (n Needs) lockConflicts() []string {
+	var out []string
+	var here []heldLock
+	for _, l := range n.Locks {
+		var holder string
+		switch l.Kind {
+		case "FLOCK":
+			var st unix.Stat_t
+			if unix.Stat(l.Path, &st) != nil {
+				continue
+			}
+			if here == nil {
+				here = readLocks()
+			}
+			for _, h := range here {
+				if h.kind == "FLOCK" && h.dev == st.Dev && h.ino == st.Ino && (l.Write || h.write) {
+					holder = fmt.Sprintf("pid %d", h.pid)
+				}
+			}
+		default:
+			holder = posixHolder(l)
+		}
+		if holder == "" {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s is locked here already (a %s lock, held by %s as this host sees it): the restore would take "+
+			"the workload's %s lock on it again and wait, with the workload frozen, until that lock goes. When the hosts share "+
+			"this storage, the holder is the frozen source, which keeps its locks until the move commits: CRIU cannot move file "+
+			"locks across storage both hosts see. Stop the service and start it on the target, or move it to a host with its own "+
+			"copy of the files", l.Path, strings.ToLower(l.Kind), holder, strings.ToLower(l.Kind)))
+	}
+	return out
+}
+
+// posixHolder says who holds a lock on l's file that conflicts with l
+// ("" when none), by F_OFD_GETLK, which sees POSIX and OFD locks, those
+// of other hosts on NFS included.
+func posixHolder(l FileLock) string {
+	fd, err := unix.Open(l.Path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	q := unix.Flock_t{Type: unix.F_RDLCK, Start: l.Start}
+	if l.Write {
+		q.Type = unix.F_WRLCK
+	}
+	if l.End >= 0 {
+		q.Len = l.End - l.Start + 1
+	}
+	if unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &q) != nil || q.Type == unix.F_UNLCK {
+		return ""
+	}
+	if q.Pid > 0 {
+		return fmt.Sprintf("pid %d", q.Pid)
+	}
+	return "another process"
 }
 
 // fileLockProblems finds the file locks that pids hold. CRIU refuses to
@@ -85,16 +180,23 @@ func readLocks() []heldLock {
 		if err1 != nil || err2 != nil || err3 != nil {
 			continue
 		}
-		out = append(out, heldLock{kind: f[1], pid: pid, dev: unix.Mkdev(uint32(maj), uint32(min)), ino: ino})
+		l := heldLock{kind: f[1], pid: pid, dev: unix.Mkdev(uint32(maj), uint32(min)), ino: ino, write: f[3] == "WRITE", end: -1}
+		if len(f) >= 8 {
+			l.start, _ = strconv.ParseInt(f[6], 10, 64)
+			if f[7] != "EOF" {
+				l.end, _ = strconv.ParseInt(f[7], 10, 64)
+			}
+		}
+		out = append(out, l)
 	}
 	return out
 }
 
-// lockedFiles names the files of locks through pid's open files, "kind
-// on path" (or the inode when pid has no such file open).
-func lockedFiles(pid int, locks []heldLock) []string {
-	type key struct{ dev, ino uint64 }
-	paths := map[key]string{}
+type inodeKey struct{ dev, ino uint64 }
+
+// openFiles maps the files pid has open to their paths.
+func openFiles(pid int) map[inodeKey]string {
+	paths := map[inodeKey]string{}
 	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, _ := os.ReadDir(fdDir)
 	for _, e := range ents {
@@ -104,16 +206,23 @@ func lockedFiles(pid int, locks []heldLock) []string {
 			continue
 		}
 		if target, err := os.Readlink(p); err == nil {
-			paths[key{st.Dev, st.Ino}] = target
+			paths[inodeKey{st.Dev, st.Ino}] = target
 		}
 	}
+	return paths
+}
+
+// lockedFiles names the files of locks through pid's open files, "kind
+// on path" (or the inode when pid has no such file open).
+func lockedFiles(pid int, locks []heldLock) []string {
+	paths := openFiles(pid)
 	var out []string
 	for i, l := range locks {
 		if i == 3 {
 			out = append(out, "…")
 			break
 		}
-		name, ok := paths[key{l.dev, l.ino}]
+		name, ok := paths[inodeKey{l.dev, l.ino}]
 		if !ok {
 			name = fmt.Sprintf("inode %d", l.ino)
 		}

@@ -22,6 +22,8 @@ import (
 type Needs struct {
 	Dirs  []string `json:"dirs,omitempty"`  // directories of bound unix sockets
 	Files []string `json:"files,omitempty"` // open and mapped files, cwd, executables
+	// Locks are the file locks the restore takes again (file_locks).
+	Locks []FileLock `json:"locks,omitempty"`
 }
 
 // ghostLimit is CRIU's default limit on an open deleted file it keeps
@@ -407,5 +409,5 @@ func (n Needs) Missing() []string {
 		}
 		out = append(out, fmt.Sprintf("files the workload has open or mapped are missing (CRIU reopens them by path): %s; put them on this host (a `copy` step, or the same package/mount) before the move", strings.Join(shown, ", ")))
 	}
-	return out
+	return append(out, n.lockConflicts()...)
 }

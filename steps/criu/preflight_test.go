@@ -306,8 +306,22 @@ func TestPreflightFileLocks(t *testing.T) {
 		t.Fatalf("problems %q, want the two locks with the fix", r.Problems)
 	}
 	r, err := Process{}.Resolve(context.Background(), Env{}, processWorkload(t, map[string]any{"pid": pid, "file_locks": true}))
-	if err != nil || len(r.Problems) != 0 {
-		t.Errorf("with file_locks: problems %q, %v", r.Problems, err)
+	if err != nil || len(r.Problems) != 0 || len(r.Needs.Locks) != 2 {
+		t.Fatalf("with file_locks: problems %q, locks %+v, %v", r.Problems, r.Needs.Locks, err)
+	}
+
+	// A target that sees the same files (shared storage; here, the same
+	// host) would wait for the source's own locks: refused.
+	missing := r.Needs.Missing()
+	if len(missing) != 2 || !strings.Contains(strings.Join(missing, "\n"), a+" is locked here already (a posix lock, held by pid "+strconv.Itoa(pid)) ||
+		!strings.Contains(strings.Join(missing, "\n"), b+" is locked here already (a flock lock") {
+		t.Fatalf("target check: %q", missing)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	for deadline := time.Now().Add(5 * time.Second); len(r.Needs.Missing()) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the locks outlived their holder: %q", r.Needs.Missing())
+		}
 	}
 }
 

@@ -157,6 +157,8 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 	problems, needs := preflight(pids)
 	if !o.FileLocks {
 		problems = append(problems, fileLockProblems(pids)...)
+	} else {
+		needs.Locks = heldLocks(pids)
 	}
 	return Resolved{
 		PID:         pid,

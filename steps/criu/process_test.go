@@ -23,6 +23,8 @@ import (
 
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/engine/lab"
+
+	"golang.org/x/sys/unix"
 )
 
 // Ports 18100-18199 belong to these tests.
@@ -537,5 +539,51 @@ func TestTree(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("tree(%d) = %v, the scan finds %v", root, got, want)
+	}
+}
+
+// TestRestoreCancelKillsCRIU: a restore that blocks (here on a file lock
+// another process holds, as on storage the frozen source shares) ends
+// when its caller gives up, leaving neither CRIU nor a half-restored task.
+func TestRestoreCancelKillsCRIU(t *testing.T) {
+	needCRIU(t)
+	h := testHost(t)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "data"), filepath.Join(dir, "pid")
+	pid := startHelper(t, nil, "locks", a, b)
+	w := processWorkload(t, map[string]any{"pid": pid, "file_locks": true})
+	images := imagesDir(t)
+	var res DumpResult
+	if err := ActDump.Call(context.Background(), h, DumpAction{Request: Request{Workload: w}, DumpRequest: DumpRequest{Dir: images}}, &res, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ActKill.Call(context.Background(), h, HeldAction{Request: Request{Workload: w}, Held: res.Held}, nil, host.CallOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	var ws syscall.WaitStatus
+	syscall.Wait4(pid, &ws, 0, nil) // the pid is free again
+	f, err := os.OpenFile(a, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK}); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = ActRestore.Call(ctx, h, RestoreAction{Request: Request{Workload: w}, RestoreRequest: RestoreRequest{Dir: images}}, nil, host.CallOpts{})
+	if err == nil {
+		t.Fatal("the restore took a lock another process holds")
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the cancelled restore returned after %s", took)
+	}
+	for deadline := time.Now().Add(5 * time.Second); alive(pid) || newSwrk(nil) != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("left behind: task %d alive %v, CRIU swrk %d", pid, alive(pid), newSwrk(nil))
+		}
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
 	"time"
 
 	gocriu "github.com/checkpoint-restore/go-criu/v8"
@@ -88,11 +91,9 @@ func dirBytes(dir string) int64 {
 
 func ptr[T any](v T) *T { return &v }
 
-// Run performs one RPC request (rpc.CriuReqType_DUMP, _PRE_DUMP or
-// _RESTORE) with the binary. A failure carries the log lines that explain
-// it. The context cancels the request by killing CRIU.
+// Run performs one RPC request with the binary, as Worker.Run does.
 func (b Binary) Run(ctx context.Context, op rpc.CriuReqType, opts *rpc.CriuOpts, nfy gocriu.Notify) error {
-	return b.run(ctx, b.client(), op, opts, nfy)
+	return b.Start().Run(ctx, op, opts, nfy)
 }
 
 func (b Binary) client() *gocriu.Criu {
@@ -104,29 +105,79 @@ func (b Binary) client() *gocriu.Criu {
 // Worker is CRIU's RPC worker (`criu swrk`) started ahead of its request,
 // so that its exec and start overlap what comes before the request.
 type Worker struct {
-	b Binary
-	c *gocriu.Criu
+	c      *gocriu.Criu
+	pid    int // the swrk process; 0: not known
+	once   sync.Once
+	closed chan struct{}
 }
+
+// starting serializes the workers' starts, so that each knows its own
+// process among the agent's children.
+var starting sync.Mutex
 
 // Start starts a worker. Give it its request with Run, or Close it.
 func (b Binary) Start() *Worker {
 	c := b.client()
-	if c.Prepare() != nil {
+	starting.Lock()
+	before := children(os.Getpid())
+	err := c.Prepare()
+	pid := 0
+	if err == nil {
+		pid = newSwrk(before)
+	}
+	starting.Unlock()
+	if err != nil {
 		c = b.client() // Run starts it, and reports what fails
 	}
-	return &Worker{b: b, c: c}
+	return &Worker{c: c, pid: pid, closed: make(chan struct{})}
 }
 
-// Run performs one request, as Binary.Run does, and ends the worker.
+// newSwrk finds the `criu swrk` child started since before. Its command
+// line reads empty while it goes from the wrapper script to CRIU (an exec):
+// it looks again for a moment then.
+func newSwrk(before []int) int {
+	for range 50 {
+		execing := false
+		for _, kid := range children(os.Getpid()) {
+			if slices.Contains(before, kid) {
+				continue
+			}
+			args := cmdline(kid)
+			if slices.Contains(args, "swrk") {
+				return kid
+			}
+			if st, err := readStat(kid); err == nil && st.state != 'Z' {
+				execing = execing || len(args) == 0
+			}
+		}
+		if !execing {
+			return 0
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return 0
+}
+
+// Close ends the worker: it closes CRIU's socket, which ends an idle or
+// finished CRIU, and waits for it, a few seconds at most.
+func (w *Worker) Close() {
+	w.once.Do(func() {
+		go func() { w.c.Cleanup(); close(w.closed) }()
+	})
+	select {
+	case <-w.closed:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// Run performs one request (rpc.CriuReqType_DUMP, _PRE_DUMP or _RESTORE)
+// and ends the worker. A failure carries the log lines that explain it.
+// The context cancels the request: a restore by killing CRIU and the
+// tasks it was restoring (it may be blocked, on a file lock say, where
+// nothing else would end it); a dump by closing CRIU's socket, so that
+// CRIU, never killed inside the workload's tasks, finishes and exits.
 func (w *Worker) Run(ctx context.Context, op rpc.CriuReqType, opts *rpc.CriuOpts, nfy gocriu.Notify) error {
 	defer w.Close()
-	return w.b.run(ctx, w.c, op, opts, nfy)
-}
-
-// Close ends the worker.
-func (w *Worker) Close() { w.c.Cleanup() }
-
-func (b Binary) run(ctx context.Context, c *gocriu.Criu, op rpc.CriuReqType, opts *rpc.CriuOpts, nfy gocriu.Notify) error {
 	if nfy == nil {
 		nfy = gocriu.NoNotify{}
 	}
@@ -135,6 +186,7 @@ func (b Binary) run(ctx context.Context, c *gocriu.Criu, op rpc.CriuReqType, opt
 			defer PushPageServer(netip.AddrPortFrom(a, uint16(ps.GetPort())))()
 		}
 	}
+	c := w.c
 	done := make(chan error, 1)
 	go func() {
 		switch op {
@@ -157,8 +209,11 @@ func (b Binary) run(ctx context.Context, c *gocriu.Criu, op rpc.CriuReqType, opt
 		}
 		return nil
 	case <-ctx.Done():
-		// go-criu offers no cancel; closing its socket makes swrk exit.
-		_ = c.Cleanup()
+		if op == rpc.CriuReqType_RESTORE && w.pid > 0 {
+			SignalAll(tree(w.pid), syscall.SIGKILL)
+		} else {
+			go w.Close()
+		}
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
