@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -669,5 +670,51 @@ step "fake" "later" {
 	}
 	if j := f.Journal(); len(j) != 0 {
 		t.Errorf("steps ran: %q", j)
+	}
+}
+
+// TestApplyProbeGreeting probes a service that speaks first (as MySQL and
+// SMTP do): each new connection gets the greeting, and the kept one,
+// greeted once, stays intact without asking again.
+func TestApplyProbeGreeting(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Write([]byte("5.5.5-10.11.19-MariaDB\x00"))
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	f := &fake{}
+	w := loadSrc(t, f, fmt.Sprintf(`
+probe "db" {
+  tcp {
+    address = %q
+    expect  = "MariaDB"
+  }
+  interval = "2ms"
+}
+step "fake" "wait" {
+  value = "wait"
+  sleep = "100ms"
+}
+`, ln.Addr().String()))
+	rec, _, _ := apply(t, w, context.Background(), 4)
+	s := rec.Probes[0].Summary
+	if s.Failed != 0 || s.Requests < 5 {
+		t.Errorf("summary %s", s)
+	}
+	if k := s.Kept; k == nil || k.Requests < 5 || k.Failed != 0 || len(k.Breaks) != 0 {
+		t.Errorf("kept connection: %+v, want it intact", k)
 	}
 }

@@ -245,8 +245,12 @@ func newProbe(name string, v cty.Value) (*probe, error) {
 		d := net.Dialer{Timeout: timeout}
 		return d.DialContext(ctx, "tcp", c.Address)
 	}
+	// A service that speaks first (MySQL's greeting, SMTP's banner) says
+	// Expect once per connection: with nothing to send, the kept
+	// connection checks it once, then only that it stays open.
+	var greeted net.Conn
 	p.exchange = func(conn net.Conn, _ *bufio.Reader) (int, bool, error) {
-		if c.Send == "" && c.Expect == "" {
+		if c.Send == "" && (c.Expect == "" || conn == greeted) {
 			// Nothing to ask: the connection is alive while a short
 			// read finds neither data nor an end.
 			conn.SetReadDeadline(time.Now().Add(time.Millisecond))
@@ -261,6 +265,9 @@ func newProbe(name string, v cty.Value) (*probe, error) {
 			return 0, false, err
 		}
 		_, err := c.Exchange(conn)
+		if err == nil {
+			greeted = conn
+		}
 		return 0, true, err
 	}
 	return p, nil
