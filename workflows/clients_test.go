@@ -488,6 +488,35 @@ func (r *rstCounter) resets(t *testing.T) (int, []int) {
 	return n, ports
 }
 
+// checkResets fails the test if the source or the target reset one of
+// the clients' open connections (the kept ones are among the moved ones).
+// Resets to connections their clients had closed (which no client can
+// see), and to other ports, are logged: those are connections of an
+// earlier test process, still closing (FIN-WAIT-1) in this namespace.
+func (c *clients) checkResets(t *testing.T, src, dst *rstCounter) {
+	t.Helper()
+	for _, r := range []struct {
+		name string
+		c    *rstCounter
+	}{{"target", dst}, {"source", src}} {
+		n, ports := r.c.resets(t)
+		var done, other []int
+		for _, p := range ports {
+			switch {
+			case c.closed[p]:
+				done = append(done, p)
+			case c.ports[p]:
+				t.Errorf("the %s reset a client's open connection (port %d)", r.name, p)
+			default:
+				other = append(other, p)
+			}
+		}
+		if n > 0 {
+			t.Logf("the %s sent %d resets from the service address: to connections their client had closed %v, to other ports %v", r.name, n, done, other)
+		}
+	}
+}
+
 // moveWithClients moves the counter (a process, or with name a container)
 // with workflow while the clients run, and checks what they saw and that
 // neither host reset one of their connections. It returns the clients,
@@ -515,33 +544,7 @@ func moveWithClients(t *testing.T, workflow string, container string) *clients {
 		t.Fatalf("mig apply %s exited %d\n%s", workflow, code, out)
 	}
 	cl.stop(t)
-	// No host may reset a connection of these clients (the kept ones are
-	// among the moved ones). Resets to other ports of their address, and
-	// to connections their clients had closed (which no client can see),
-	// are logged.
-	for _, r := range []struct {
-		name string
-		c    *rstCounter
-	}{{"target", dst}, {"source", src}} {
-		n, ports := r.c.resets(t)
-		var ours, done []int
-		for _, p := range ports {
-			switch {
-			case cl.closed[p]:
-				done = append(done, p)
-			case cl.ports[p]:
-				ours = append(ours, p)
-			}
-		}
-		if len(ours) > 0 {
-			t.Errorf("the %s reset the clients' open connections from ports %v", r.name, ours)
-		}
-		if n > 0 {
-			// Others go to connections of an earlier test process, still
-			// closing (FIN-WAIT-1) in this namespace.
-			t.Logf("the %s sent %d resets from the service address, to ports %v (the clients' open connections: %v; closed ones: %v)", r.name, n, ports, ours, done)
-		}
-	}
+	cl.checkResets(t, src, dst)
 	arrived(t, before)
 	return cl
 }

@@ -211,28 +211,7 @@ http {
 	// Closed while nginx runs: left to the process's exit, after the lab
 	// is gone, it would send its FIN for minutes into the next run's lab.
 	keep.CloseIdleConnections()
-	for _, r := range []struct {
-		name string
-		c    *rstCounter
-	}{{"target", dst}, {"source", src}} {
-		n, ports := r.c.resets(t)
-		var done, other []int
-		for _, p := range ports {
-			switch {
-			case c.closed[p]:
-				done = append(done, p)
-			case c.ports[p]:
-				t.Errorf("the %s reset a client's open connection (port %d)", r.name, p)
-			default:
-				other = append(other, p)
-			}
-		}
-		if n > 0 {
-			// The other ports are connections of an earlier test process,
-			// still closing (FIN-WAIT-1) in this namespace.
-			t.Logf("the %s sent %d resets from the service address: to connections their client had closed %v, to other ports (not the clients') %v", r.name, n, done, other)
-		}
-	}
+	c.checkResets(t, src, dst)
 	for h, want := range map[string]bool{"h1": false, "h2": true} {
 		for _, pid := range pids {
 			runs := strings.TrimSpace(labRun(t, h, "sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && echo yes || true`, strconv.Itoa(pid), nginxBin)) == "yes"
