@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -29,27 +30,36 @@ type FileLock struct {
 	Kind  string `json:"kind"` // POSIX, FLOCK or OFDLCK, as /proc/locks says
 	Write bool   `json:"write,omitempty"`
 	Start int64  `json:"start,omitempty"`
-	End   int64  `json:"end"` // -1: to the end of the file
+	End   int64  `json:"end"`             // -1: to the end of the file
+	PID   int    `json:"pid,omitempty"`   // the holder, on the source
+	Inode uint64 `json:"inode,omitempty"` // the file's, on the source
 }
 
-// heldLocks lists the file locks pids hold, by path (those whose file
-// none of them has open are left out: CRIU restores a lock through an
-// open file).
-func heldLocks(pids []int) []FileLock {
+// treeLocks lists the file locks pids hold, with their files' paths
+// through the holders' open files ("" for a file none has open).
+func treeLocks(pids []int) []FileLock {
 	mine := map[int]bool{}
 	for _, p := range pids {
 		mine[p] = true
 	}
+	open := map[int]map[inodeKey]string{}
 	var out []FileLock
 	for _, l := range readLocks() {
 		if !mine[l.pid] {
 			continue
 		}
-		if path, ok := openFiles(l.pid)[inodeKey{l.dev, l.ino}]; ok {
-			out = append(out, FileLock{Path: path, Kind: l.kind, Write: l.write, Start: l.start, End: l.end})
+		if open[l.pid] == nil {
+			open[l.pid] = openFiles(l.pid)
 		}
+		out = append(out, FileLock{Path: open[l.pid][inodeKey{l.dev, l.ino}], Kind: l.kind, Write: l.write, Start: l.start, End: l.end, PID: l.pid, Inode: l.ino})
 	}
 	return out
+}
+
+// heldLocks are the locks pids hold that their restore takes again: CRIU
+// restores a lock through an open file.
+func heldLocks(pids []int) []FileLock {
+	return slices.DeleteFunc(treeLocks(pids), func(l FileLock) bool { return l.Path == "" })
 }
 
 // lockConflicts finds, on the target, the locks a restore would wait for:
@@ -122,28 +132,27 @@ func posixHolder(l FileLock) string {
 // lock their files (InnoDB, SQLite, PostgreSQL), and so do many daemons
 // their pid files.
 func fileLockProblems(pids []int) []string {
-	mine := map[int]bool{}
-	for _, p := range pids {
-		mine[p] = true
-	}
-	byPID := map[int][]heldLock{}
+	byPID := map[int][]string{}
 	var order []int
-	for _, l := range readLocks() {
-		if !mine[l.pid] {
-			continue
+	for _, l := range treeLocks(pids) {
+		if byPID[l.PID] == nil {
+			order = append(order, l.PID)
 		}
-		if byPID[l.pid] == nil {
-			order = append(order, l.pid)
+		name := l.Path
+		if name == "" {
+			name = fmt.Sprintf("inode %d", l.Inode)
 		}
-		byPID[l.pid] = append(byPID[l.pid], l)
+		byPID[l.PID] = append(byPID[l.PID], strings.ToLower(l.Kind)+" on "+name)
 	}
 	var out []string
 	for _, pid := range order {
-		locks := byPID[pid]
-		names := lockedFiles(pid, locks)
+		names := byPID[pid]
 		what := "a file lock"
-		if len(locks) > 1 {
-			what = fmt.Sprintf("%d file locks", len(locks))
+		if len(names) > 1 {
+			what = fmt.Sprintf("%d file locks", len(names))
+		}
+		if len(names) > 3 {
+			names = append(names[:3], "…")
 		}
 		out = append(out, fmt.Sprintf("pid %d (%s) holds %s (%s), which CRIU dumps only when told to: set file_locks = true on the workload "+
 			"(the restore takes them again, on the same files on the target)", pid, commOf(pid), what, strings.Join(names, ", ")))
@@ -210,23 +219,4 @@ func openFiles(pid int) map[inodeKey]string {
 		}
 	}
 	return paths
-}
-
-// lockedFiles names the files of locks through pid's open files, "kind
-// on path" (or the inode when pid has no such file open).
-func lockedFiles(pid int, locks []heldLock) []string {
-	paths := openFiles(pid)
-	var out []string
-	for i, l := range locks {
-		if i == 3 {
-			out = append(out, "…")
-			break
-		}
-		name, ok := paths[inodeKey{l.dev, l.ino}]
-		if !ok {
-			name = fmt.Sprintf("inode %d", l.ino)
-		}
-		out = append(out, strings.ToLower(l.kind)+" on "+name)
-	}
-	return out
 }
