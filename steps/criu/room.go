@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -110,19 +108,21 @@ func rollupFile(path string) map[string]int64 {
 // freeFor is the room for a new dump's images in dir (which may not
 // exist yet: its nearest existing parent's file system), or -1.
 func freeFor(dir string) int64 {
-	var fs unix.Statfs_t
 	p := filepath.Clean(dir)
 	for {
-		err := unix.Statfs(p, &fs)
+		_, err := os.Stat(p)
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, unix.ENOENT) || p == filepath.Dir(p) {
+		if !errors.Is(err, os.ErrNotExist) || p == filepath.Dir(p) {
 			return -1
 		}
 		p = filepath.Dir(p)
 	}
-	free := int64(fs.Bavail) * fs.Bsize
+	free := host.FreeBytes(p)
+	if free < 0 {
+		return -1
+	}
 	old, _ := filepath.Glob(filepath.Join(dir, "*.img"))
 	for _, f := range old {
 		if fi, err := os.Lstat(f); err == nil && fi.Mode().IsRegular() {
