@@ -76,7 +76,7 @@ func (w *Workflow) Apply(ctx context.Context, opt ApplyOptions) (*Record, hcl.Di
 	// Preflight: every kind's Plan, so that what can be found wrong is
 	// found before anything changes. Hosts opened here stay open for the run.
 	r.pool = newHostPool(w, sv)
-	_, ds = w.planSteps(ctx, sv, r.pool, true)
+	_, r.planned, ds = w.planSteps(ctx, sv, r.pool, true)
 	diags = append(diags, ds...)
 	if diags.HasErrors() {
 		r.pool.closeAll()
@@ -143,14 +143,16 @@ type completed struct {
 }
 
 type runner struct {
-	w     *Workflow
-	sv    *scopeVals
-	opt   ApplyOptions
-	meta  map[string]stepMeta
-	pool  *hostPool
-	sem   chan struct{}
-	holds *holdSet
-	log   hclog.Logger
+	w    *Workflow
+	sv   *scopeVals
+	opt  ApplyOptions
+	meta map[string]stepMeta
+	// planned is the run as planned (StepEnv.Steps).
+	planned []Planned
+	pool    *hostPool
+	sem     chan struct{}
+	holds   *holdSet
+	log     hclog.Logger
 	// stepLog is the parent of the steps' loggers.
 	stepLog hclog.Logger
 	rec     *Record
@@ -445,4 +447,15 @@ func (c *clients) stop(ctx context.Context, rec *Record, red *Redactor) {
 	for _, l := range c.loads {
 		rec.Loads = append(rec.Loads, l.record(rec, time.Now()))
 	}
+}
+
+// plannedStep is the planned entry of the step called name (the first
+// instance's, for a step with for_each).
+func (r *runner) plannedStep(name string) *Planned {
+	for i := range r.planned {
+		if r.planned[i].Name == name {
+			return &r.planned[i]
+		}
+	}
+	return nil
 }

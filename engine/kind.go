@@ -119,4 +119,9 @@ type StepEnv struct {
 	// final (post-copy, where the source can no longer take back), a
 	// failing step rolls forward too. nil outside apply.
 	Switch func(ctx context.Context, final bool) error
+	// Steps is the whole run as planned (upstream outputs unknown), and
+	// Self this step's entry in it, for checks that count on what other
+	// steps will have done (such as the files a copy brings).
+	Steps []Planned
+	Self  *Planned
 }

@@ -29,6 +29,7 @@ const (
 	MarkDumped    = "dump end"
 	MarkPages     = "pages on target"
 	MarkImages    = "images on target"
+	MarkFiles     = "files on target" // a copy after a dump that sent the images itself
 	MarkAddress   = "address moved"
 	MarkRestored  = "restore end"
 	MarkStarted   = "copy started" // a copy restored stopped, once the hosts know it serves
@@ -80,11 +81,13 @@ func (r *Record) Pause() *Pause {
 			}
 		}
 	}
-	switch t := dump.Metrics["images_on_target_unix"]; {
-	case images != nil:
-		add(MarkImages, images.Ended.Sub(r.Started).Seconds(), images.Address)
-	case t > 0:
+	if t := dump.Metrics["images_on_target_unix"]; t > 0 {
 		add(MarkImages, at(t), dump.Address) // the dump sent them itself
+		if images != nil {
+			add(MarkFiles, images.Ended.Sub(r.Started).Seconds(), images.Address)
+		}
+	} else if images != nil {
+		add(MarkImages, images.Ended.Sub(r.Started).Seconds(), images.Address)
 	}
 	if address != nil {
 		add(MarkAddress, address.Ended.Sub(r.Started).Seconds(), address.Address)

@@ -62,16 +62,18 @@ func (w *Workflow) plan(ctx context.Context, vars map[string]cty.Value, callKind
 	diags = append(diags, w.checkProbes(sv)...)
 	pool := newHostPool(w, sv)
 	defer pool.closeAll()
-	p, ds := w.planSteps(ctx, sv, pool, callKinds)
+	p, _, ds := w.planSteps(ctx, sv, pool, callKinds)
 	return p, w.cfg.Redact.Diags(append(diags, ds...))
 }
 
 // planSteps evaluates every step in order with upstream outputs unknown,
-// and with callKinds asks each kind's Plan.
-func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool, callKinds bool) (*Plan, hcl.Diagnostics) {
+// and with callKinds then asks each kind's Plan, with the whole plan in
+// its env (StepEnv.Steps).
+func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool, callKinds bool) (*Plan, []Planned, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	p := &Plan{Named: sv.named()}
 	var planned []Planned
+	var kinds []Kind
 	after := runsAfter{w: w, memo: map[string]map[string]bool{}}
 	undecoded := false // a step's arguments have errors: the plan checks would miss it
 	stepVals := map[string]cty.Value{}
@@ -108,32 +110,38 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 			w.cfg.Redact.AddMarked(cfg)
 			plain, _ := cfg.UnmarkDeep()
 			ps.Host = s.kind.Host(plain)
-			if callKinds {
-				env := StepEnv{
-					Log:      w.log().Named("step").With("step", ps.Address, "kind", s.Kind),
-					Hosts:    pool.get,
-					Attempt:  0,
-					Progress: func(host.Progress) {},
-				}
-				pv, ds := s.kind.Plan(ctx, plain, env)
-				diags = append(diags, withSubject(w.cfg.Redact.Diags(ds), s.DeclRange)...)
-				for _, n := range pv.Notes {
-					ps.Notes = append(ps.Notes, w.cfg.Redact.String(n))
-				}
-			}
 			p.Steps = append(p.Steps, ps)
 			planned = append(planned, Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: after.of(s.Name), Range: s.DeclRange})
+			kinds = append(kinds, s.kind)
+		}
+	}
+	if callKinds {
+		for i := range p.Steps {
+			ps, s := &p.Steps[i], w.steps[planned[i].Name]
+			env := StepEnv{
+				Log:      w.log().Named("step").With("step", ps.Address, "kind", s.Kind),
+				Hosts:    pool.get,
+				Attempt:  0,
+				Progress: func(host.Progress) {},
+				Steps:    planned,
+				Self:     &planned[i],
+			}
+			pv, ds := kinds[i].Plan(ctx, planned[i].Cfg, env)
+			diags = append(diags, withSubject(w.cfg.Redact.Diags(ds), s.DeclRange)...)
+			for _, n := range pv.Notes {
+				ps.Notes = append(ps.Notes, w.cfg.Redact.String(n))
+			}
 		}
 	}
 	if undecoded {
-		return p, diags
+		return p, planned, diags
 	}
 	for _, name := range slices.Sorted(maps.Keys(w.cfg.Kinds)) {
 		if c, ok := w.cfg.Kinds[name].(PlanChecker); ok {
 			diags = append(diags, c.CheckPlan(planned)...)
 		}
 	}
-	return p, diags
+	return p, planned, diags
 }
 
 // runsAfter is Planned.After for the steps of w: a step's upstream steps

@@ -60,6 +60,8 @@ func (r *runner) runInstance(ctx context.Context, in instance, vals map[string]c
 				return r.holds.ref(sr.Address)(ctx, name)
 			},
 			Switch: r.switchNow,
+			Steps:  r.planned,
+			Self:   r.plannedStep(s.Name),
 		}
 		a := Attempt{Start: time.Now()}
 		res, err := safeApply(actx, s.kind, cfg, env)

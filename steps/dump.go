@@ -186,7 +186,8 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 	var ports []int
 	var needs criu.Needs
 	if ok {
-		ports, needs = r.Listens, r.Needs
+		ports = r.Listens
+		needs, _ = withoutBrought(r.Needs, broughtAfter(env, d.target))
 		for _, pr := range r.Problems {
 			diags = append(diags, errDiag(fmt.Sprintf("Cannot checkpoint %s.%s on host %s", d.w.Kind, d.w.Name, d.w.host), strings.TrimSuffix(pr, ".")+"."))
 		}
@@ -404,7 +405,8 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}
 		req := criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: d.mode == "lazy"}}
 		if d.target != d.w.host {
-			req.Ports, req.Needs = r.Listens, r.Needs
+			req.Ports = r.Listens
+			req.Needs, _ = withoutBrought(r.Needs, broughtAfter(env, d.target))
 		}
 		if d.mode == "lazy" {
 			req.Features = []string{criu.FeatureUffd}

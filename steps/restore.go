@@ -150,13 +150,20 @@ func (r restoreCfg) preflight(ctx context.Context, env Env) ([]string, hcl.Diagn
 			req.Ports, req.Needs, req.PIDs = res.Listens, res.Needs, res.PIDs
 		}
 	}
-	res, err := check(ctx, env, r.host, r.hostV, w, req)
-	if err != nil {
-		return []string{fmt.Sprintf("host %s: cannot check CRIU: %s", r.host, oneLine(err))}, nil
-	}
+	b := broughtBefore(env, r.host)
+	torn := tornCopies(env, r.w, req.Needs.Written, b)
+	var notes []string
+	req.Needs, notes = withoutBrought(req.Needs, b)
 	var diags hcl.Diagnostics
 	summary := fmt.Sprintf("Host %s cannot restore %s.%s", r.host, r.w.Kind, r.w.Name)
-	for _, pr := range res.Problems {
+	res, err := check(ctx, env, r.host, r.hostV, w, req)
+	if err != nil {
+		for _, pr := range torn {
+			diags = append(diags, errDiag(summary, pr+"."))
+		}
+		return []string{fmt.Sprintf("host %s: cannot check CRIU: %s", r.host, oneLine(err))}, diags
+	}
+	for _, pr := range append(torn, res.Problems...) {
 		diags = append(diags, errDiag(summary, strings.TrimSuffix(pr, ".")+"."))
 	}
 	for f, ok := range res.Features {
@@ -167,7 +174,7 @@ func (r restoreCfg) preflight(ctx context.Context, env Env) ([]string, hcl.Diagn
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	return []string{fmt.Sprintf("host %s: ready to restore (CRIU %s at %s)", r.host, res.CRIU.Version, res.CRIU.Path)}, nil
+	return append(notes, fmt.Sprintf("host %s: ready to restore (CRIU %s at %s)", r.host, res.CRIU.Version, res.CRIU.Path)), nil
 }
 
 // cleanupTimeout bounds a failed step's own clean-up on a host, which may

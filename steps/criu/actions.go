@@ -34,6 +34,7 @@ var (
 	ActLazyWait   = host.Action[LazyWaitAction, DumpResult]{Name: "criu.lazy-wait"}
 	ActContinue   = host.Action[KillRestoredAction, Continued]{Name: "criu.continue"} // starts a tree restored stopped
 	ActRunning    = host.Action[KillRestoredAction, bool]{Name: "criu.running"}       // the restored tree's root still runs
+	ActPidfile    = host.Action[KillRestoredAction, host.None]{Name: "criu.pidfile"}  // writes a moved process's pidfile
 	// Should mig die during a post-copy move: undo or commit?
 	ActLazyDecide = host.Action[LazyDecideAction, host.Decision]{Name: "criu.lazy-decide"}
 	ActDoctor     = host.Action[DoctorRequest, Report]{Name: "criu.doctor"}
@@ -190,6 +191,7 @@ func Actions(drivers Drivers) []host.Entry {
 		ActWait.Serve(a.wait),
 		ActLazyWait.Serve(a.lazyWait),
 		ActContinue.Serve(a.cont),
+		ActPidfile.Serve(a.pidfile),
 		ActRunning.Serve(a.running),
 		ActLazyDecide.Serve(a.lazyDecide),
 		ActDoctor.Serve(a.doctor),
@@ -514,6 +516,9 @@ func RestoreLease(req RestoreRequest, k KillRestoredAction) host.LeaseEntry {
 	}
 	if req.LeaveStopped {
 		e.Commit = []host.Invocation{ActContinue.Invocation("", k, "")}
+	}
+	if k.Workload.Kind == "process" {
+		e.Commit = append(e.Commit, ActPidfile.Invocation("", k, ""))
 	}
 	return e
 }

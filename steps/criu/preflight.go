@@ -24,6 +24,10 @@ type Needs struct {
 	Files []string `json:"files,omitempty"` // open and mapped files, cwd, executables
 	// Locks are the file locks the restore takes again (file_locks).
 	Locks []FileLock `json:"locks,omitempty"`
+	// Written are the Files the workload may change: open for writing,
+	// or mapped shared and writable. A copy of them is whole only once
+	// the workload is frozen.
+	Written []string `json:"written,omitempty"`
 }
 
 // ghostLimit is CRIU's default limit on an open deleted file it keeps
@@ -41,7 +45,7 @@ var unsupportedFDs = map[string]string{
 // the restore will need on the target.
 func preflight(pids []int) ([]string, Needs) {
 	var problems []string
-	files, dirs := map[string]bool{}, map[string]bool{}
+	files, dirs, written := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	problems = append(problems, sysvProblems(pids)...)
 	problems = append(problems, externalUnixProblems(pids)...)
 	if p := rlimitProblem(pids); p != "" {
@@ -74,16 +78,38 @@ func preflight(pids []int) ([]string, Needs) {
 			}
 			if needed(p) {
 				files[p] = true
+				if openForWriting(pid, e.Name()) {
+					written[p] = true
+				}
 			}
 		}
-		for _, p := range mappedFiles(pid) {
-			files[p] = true
+		for _, m := range mappedFiles(pid) {
+			files[m.path] = true
+			if m.sharedWrite {
+				written[m.path] = true
+			}
 		}
 	}
 	for _, p := range boundUnixSockets(pids) {
 		dirs[filepath.Dir(p)] = true
 	}
-	return problems, Needs{Dirs: sorted(dirs), Files: sorted(files)}
+	return problems, Needs{Dirs: sorted(dirs), Files: sorted(files), Written: sorted(written)}
+}
+
+// openForWriting says whether pid's fd is open for writing, by the access
+// mode in its fdinfo flags (octal).
+func openForWriting(pid int, fd string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "flags:"); ok {
+			flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return err == nil && flags&unix.O_ACCMODE != unix.O_RDONLY
+		}
+	}
+	return false
 }
 
 // needed says whether a path must exist on the target for the restore:
@@ -117,9 +143,15 @@ func commOf(pid int) string {
 	return st.comm
 }
 
+// mapped is a file that a process maps.
+type mapped struct {
+	path        string
+	sharedWrite bool // a writable shared mapping: writes reach the file
+}
+
 // mappedFiles lists the files pid maps (shared libraries, data files).
-func mappedFiles(pid int) []string {
-	var out []string
+func mappedFiles(pid int) []mapped {
+	var out []mapped
 	eachLine(fmt.Sprintf("/proc/%d/maps", pid), func(line string) {
 		fs := strings.SplitN(line, " ", 6)
 		if len(fs) < 6 {
@@ -127,7 +159,7 @@ func mappedFiles(pid int) []string {
 		}
 		p := strings.TrimSpace(fs[5])
 		if needed(p) && !strings.HasPrefix(p, "/SYSV") && !strings.HasPrefix(p, "/memfd:") {
-			out = append(out, p)
+			out = append(out, mapped{path: p, sharedWrite: strings.HasPrefix(fs[1], "rw") && strings.HasSuffix(fs[1], "s")})
 		}
 	})
 	return out

@@ -309,6 +309,11 @@ func TestPreflightFileLocks(t *testing.T) {
 	if err != nil || len(r.Problems) != 0 || len(r.Needs.Locks) != 2 {
 		t.Fatalf("with file_locks: problems %q, locks %+v, %v", r.Problems, r.Needs.Locks, err)
 	}
+	// Open for writing: a copy of them is whole only once it is frozen.
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if !contains(r.Needs.Written, a) || !contains(r.Needs.Written, b) || contains(r.Needs.Written, exe) || !contains(r.Needs.Files, exe) {
+		t.Errorf("written %q, want %s and %s, not the executable", r.Needs.Written, a, b)
+	}
 
 	// A target that sees the same files (shared storage; here, the same
 	// host) would wait for the source's own locks: refused.

@@ -638,3 +638,32 @@ func pidsTaken(pids []int) []string {
 	}
 	return out
 }
+
+// pidfile writes, once the run commits, the moved process's pidfile on
+// the target, where the restore does not: the service's tools (and the
+// next move) find it there. A pidfile that names a running process
+// stays, as on storage both hosts share, where it is the one the
+// service wrote. A failure is logged: the process runs all the same.
+func (a actions) pidfile(ctx context.Context, c *host.Call, req KillRestoredAction) (host.None, error) {
+	cfg, err := processConfig(req.Workload)
+	if err != nil || cfg.Pidfile == nil || req.Result.PID <= 0 {
+		return host.None{}, nil
+	}
+	path := *cfg.Pidfile
+	if b, err := os.ReadFile(path); err == nil {
+		first, _, _ := strings.Cut(string(b), "\n")
+		if pid, err := strconv.Atoi(strings.TrimSpace(first)); err == nil && alive(pid) {
+			return host.None{}, nil
+		}
+	}
+	tmp := fmt.Sprintf("%s.mig-%d", path, os.Getpid())
+	err = os.WriteFile(tmp, []byte(strconv.Itoa(req.Result.PID)+"\n"), 0o644)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		c.Log.Warn("could not write the moved process's pidfile", "path", path, "error", err)
+	}
+	return host.None{}, nil
+}
