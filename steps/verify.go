@@ -294,7 +294,7 @@ func httpProbe(c httpCheck) (probe, string, error) {
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			return false, err.Error(), nil
+			return false, err.Error() + notHTTP(err), nil
 		}
 		defer resp.Body.Close()
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -310,6 +310,15 @@ func httpProbe(c httpCheck) (probe, string, error) {
 		}
 		return true, seen, nil
 	}, u, nil
+}
+
+// notHTTP hints at the fix when a service answered, but not in HTTP (a
+// database, a cache): the check should speak its protocol.
+func notHTTP(err error) string {
+	if strings.Contains(err.Error(), "malformed HTTP") {
+		return " (the service does not speak HTTP: check it with tcp { address send expect } instead)"
+	}
+	return ""
 }
 
 // dialProbe polls an exchange with a service, over TCP (engine.TCPCheck)

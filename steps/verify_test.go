@@ -116,6 +116,30 @@ func TestVerifyHTTP(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "HTTP 200") || !strings.Contains(err.Error(), "deadline") {
 		t.Errorf("err = %v", err)
 	}
+
+	// A service that speaks another protocol (Redis answers -ERR): the
+	// error says which check to use.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("-ERR unknown command 'GET'\r\n"))
+			c.Close()
+		}
+	}()
+	_, err = applyVerify(t, fmt.Sprintf(`
+		http { url = "http://%s/check" }
+		interval = "20ms"`, l.Addr()), 500*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "does not speak HTTP: check it with tcp { address send expect }") {
+		t.Errorf("a service that does not speak HTTP: %v", err)
+	}
 }
 
 func TestVerifyTCP(t *testing.T) {
