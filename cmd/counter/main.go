@@ -36,7 +36,19 @@ func main() {
 	echo := flag.String("echo", "", "address of a line echo server (off when empty)")
 	dial := flag.String("dial", "", "keep a TCP connection to this address open, as to a database (off when empty)")
 	udp := flag.String("udp", "", "address of a UDP server answering each datagram with itself and the counter (off when empty)")
+	lock := flag.String("lock", "", "hold a POSIX write lock on this file, as a database locks its files (off when empty)")
 	flag.Parse()
+
+	if *lock != "" {
+		f, err := os.OpenFile(*lock, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK}); err != nil {
+			log.Fatalf("lock %s: %v", *lock, err)
+		}
+		defer f.Close()
+	}
 
 	if *pidfile != "" {
 		if err := os.WriteFile(*pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {

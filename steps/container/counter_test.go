@@ -132,3 +132,49 @@ func TestCounterMove(t *testing.T) {
 		t.Fatalf("/check: %q %v", s, err)
 	}
 }
+
+// TestResolveFileLocks: a container whose process locks a file (as a
+// database does) is refused before the freeze without file_locks, which
+// CRIU needs to dump it; with it, the dump holds and resumes.
+func TestResolveFileLocks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real containers and CRIU")
+	}
+	ctx := context.Background()
+	r := testRuntime(t)
+	tmp := t.TempDir()
+	const addr = "127.0.0.1:18932"
+	b := Bundle{
+		Dir:     filepath.Join(tmp, "bundle"),
+		Program: buildCounter(t, tmp),
+		Args:    []string{"/bin/counter", "-listen", addr, "-lock", "/tmp/db.lock"},
+	}
+	if err := b.Build(); err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, r, "etest-locks")
+	if _, err := r.Start("etest-locks", b.Dir); err != nil {
+		t.Fatal(err)
+	}
+	d, env := NewDriver(), driverEnv(t)
+	before := counterValue(t, "http://"+addr+"/")
+	res, err := d.Resolve(ctx, env, workload(t, Config{ID: "etest-locks", Root: r.Root}))
+	if err != nil || len(res.Problems) != 1 || !strings.Contains(res.Problems[0], "holds a file lock (posix on ") ||
+		!strings.Contains(res.Problems[0], "set file_locks = true") {
+		t.Fatalf("without file_locks: problems %q, %v", res.Problems, err)
+	}
+	w := workload(t, Config{ID: "etest-locks", Root: r.Root, FileLocks: true})
+	if res, err := d.Resolve(ctx, env, w); err != nil || len(res.Problems) != 0 {
+		t.Fatalf("with file_locks: problems %q, %v", res.Problems, err)
+	}
+	dump, err := d.Dump(ctx, env, w, criu.DumpRequest{Dir: filepath.Join(tmp, "1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Resume(ctx, env, w, dump.Held); err != nil {
+		t.Fatal(err)
+	}
+	if after := counterValue(t, "http://"+addr+"/"); after <= before {
+		t.Fatalf("after the rollback the count is %d, before %d", after, before)
+	}
+}

@@ -86,6 +86,7 @@ func (Driver) Resolve(ctx context.Context, env criu.Env, w criu.Workload) (criu.
 		Listens:     criu.ListenPorts(src.PIDs),
 		UDP:         criu.UDPPorts(src.PIDs),
 		Conns:       conns,
+		Problems:    criu.ContainerProblems(src.PIDs, criu.Options{FileLocks: c.FileLocks}),
 	}, nil
 }
 

@@ -44,10 +44,30 @@ var unsupportedFDs = map[string]string{
 // after the freeze on this host (problems, each with its fix), and what
 // the restore will need on the target.
 func preflight(pids []int) ([]string, Needs) {
+	problems := append(sysvProblems(pids), externalUnixProblems(pids)...)
+	more, needs := scanTree(pids)
+	return append(problems, more...), needs
+}
+
+// ContainerProblems is preflight for a container's tasks, which CRIU dumps
+// with their namespaces, and whose unix sockets to the outside runc
+// declares external: file kinds CRIU refuses, big deleted files, rlimits
+// it cannot read, SysV IPC in the host's namespace, and, unless
+// o.FileLocks, file locks.
+func ContainerProblems(pids []int, o Options) []string {
+	problems, _ := scanTree(pids)
+	problems = append(problems, sysvProblems(pids)...)
+	if !o.FileLocks {
+		problems = append(problems, fileLockProblems(pids)...)
+	}
+	return problems
+}
+
+// scanTree finds the problems of the tree's own tasks and files, and what
+// the restore will need on the target.
+func scanTree(pids []int) ([]string, Needs) {
 	var problems []string
 	files, dirs, written := map[string]bool{}, map[string]bool{}, map[string]bool{}
-	problems = append(problems, sysvProblems(pids)...)
-	problems = append(problems, externalUnixProblems(pids)...)
 	if p := rlimitProblem(pids); p != "" {
 		problems = append(problems, p)
 	}
