@@ -44,30 +44,10 @@ var unsupportedFDs = map[string]string{
 // after the freeze on this host (problems, each with its fix), and what
 // the restore will need on the target.
 func preflight(pids []int) ([]string, Needs) {
-	problems := append(sysvProblems(pids), externalUnixProblems(pids)...)
-	more, needs := scanTree(pids)
-	return append(problems, more...), needs
-}
-
-// ContainerProblems is preflight for a container's tasks, which CRIU dumps
-// with their namespaces, and whose unix sockets to the outside runc
-// declares external: file kinds CRIU refuses, big deleted files, rlimits
-// it cannot read, SysV IPC in the host's namespace, and, unless
-// o.FileLocks, file locks.
-func ContainerProblems(pids []int, o Options) []string {
-	problems, _ := scanTree(pids)
-	problems = append(problems, sysvProblems(pids)...)
-	if !o.FileLocks {
-		problems = append(problems, fileLockProblems(pids)...)
-	}
-	return problems
-}
-
-// scanTree finds the problems of the tree's own tasks and files, and what
-// the restore will need on the target.
-func scanTree(pids []int) ([]string, Needs) {
 	var problems []string
 	files, dirs, written := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	problems = append(problems, sysvProblems(pids)...)
+	problems = append(problems, externalUnixProblems(pids)...)
 	if p := rlimitProblem(pids); p != "" {
 		problems = append(problems, p)
 	}
@@ -114,6 +94,17 @@ func scanTree(pids []int) ([]string, Needs) {
 		dirs[filepath.Dir(p)] = true
 	}
 	return problems, Needs{Dirs: sorted(dirs), Files: sorted(files), Written: sorted(written)}
+}
+
+// ContainerProblems is preflight's problems for a container's tasks, and,
+// unless o.FileLocks, their file locks. (What the restore needs on the
+// target is the container's bundle, which the driver checks.)
+func ContainerProblems(pids []int, o Options) []string {
+	problems, _ := preflight(pids)
+	if !o.FileLocks {
+		problems = append(problems, fileLockProblems(pids)...)
+	}
+	return problems
 }
 
 // openForWriting says whether pid's fd is open for writing, by the access
