@@ -16,7 +16,9 @@
 # If any step fails after the freeze, the run rolls back: the address goes
 # back to the source, the target's copy of the data directory goes back to
 # what it was, and the source resumes where it stopped. Once the run
-# commits, the target has the process's pid file.
+# commits, the target has the process's pid file. The source keeps its
+# data directory (and its stale pid file): mig does not delete a
+# database's files; remove them once you no longer want them as a backup.
 
 variable "lab" {
   type        = string
