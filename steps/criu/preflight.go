@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,6 +47,7 @@ var unsupportedFDs = map[string]string{
 func preflight(pids []int) ([]string, Needs) {
 	var problems []string
 	files, dirs, written := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	mptcp := map[int][]string{} // pid: its MPTCP sockets' fds
 	problems = append(problems, sysvProblems(pids)...)
 	problems = append(problems, externalUnixProblems(pids)...)
 	if p := rlimitProblem(pids); p != "" {
@@ -69,6 +71,10 @@ func preflight(pids []int) ([]string, Needs) {
 				problems = append(problems, fmt.Sprintf("pid %d (%s) has %s open (fd %s), which CRIU cannot checkpoint; stop the service from using it, or move it cold (stop and start)", pid, comm, what, e.Name()))
 				continue
 			}
+			if strings.HasPrefix(p, "socket:") && isMPTCP(filepath.Join(fdDir, e.Name())) {
+				mptcp[pid] = append(mptcp[pid], e.Name())
+				continue
+			}
 			if strings.HasSuffix(p, " (deleted)") {
 				var st unix.Stat_t
 				if unix.Stat(filepath.Join(fdDir, e.Name()), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size > ghostLimit {
@@ -90,6 +96,15 @@ func preflight(pids []int) ([]string, Needs) {
 			}
 		}
 	}
+	for _, pid := range slices.Sorted(maps.Keys(mptcp)) {
+		fds := mptcp[pid]
+		what := "an MPTCP socket (fd " + fds[0] + ")"
+		if len(fds) > 1 {
+			what = fmt.Sprintf("%d MPTCP sockets (fds %s)", len(fds), strings.Join(fds, ", "))
+		}
+		problems = append(problems, fmt.Sprintf("pid %d (%s) has %s, which CRIU cannot checkpoint (`Unsupported proto 262`); "+
+			"Go programs listen with MPTCP by default since Go 1.24: start it with GODEBUG=multipathtcp=0, or have it call SetMultipathTCP(false)", pid, commOf(pid), what))
+	}
 	for _, p := range boundUnixSockets(pids) {
 		dirs[filepath.Dir(p)] = true
 	}
@@ -105,6 +120,14 @@ func ContainerProblems(pids []int, o Options) []string {
 		problems = append(problems, fileLockProblems(pids)...)
 	}
 	return problems
+}
+
+// isMPTCP says whether the socket at path (a /proc/PID/fd link) is an
+// MPTCP one, by the protocol name the kernel gives sockets as an xattr.
+func isMPTCP(path string) bool {
+	buf := make([]byte, 32)
+	n, err := unix.Getxattr(path, "system.sockprotoname", buf)
+	return err == nil && strings.HasPrefix(string(buf[:n]), "MPTCP")
 }
 
 // openForWriting says whether pid's fd is open for writing, by the access

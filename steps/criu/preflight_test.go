@@ -87,6 +87,14 @@ func preflightHelper(mode string, args []string) int {
 			return 1
 		}
 		defer c.Close()
+	case "mptcp":
+		// Go's default listener, MPTCP since Go 1.24 where the kernel has it.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer l.Close()
 	case "unix":
 		l, err := net.Listen("unix", args[0])
 		if err != nil {
@@ -344,5 +352,25 @@ func TestRoomReserved(t *testing.T) {
 	}
 	if r.Allocatable == 0 || r.Allocatable > 0 && r.Allocatable >= r.LazyBytes {
 		t.Errorf("allocatable %d, want a limit under %d on this host (or -1)", r.Allocatable, r.LazyBytes)
+	}
+}
+
+// TestPreflightMPTCP: a Go server's default listener is an MPTCP socket,
+// which CRIU cannot dump (`Unsupported proto 262`): refused before the
+// freeze, with the fix.
+func TestPreflightMPTCP(t *testing.T) {
+	needRoot(t)
+	pid := startHelper(t, nil, "mptcp")
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	found := false
+	for _, e := range fds {
+		found = found || isMPTCP(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+	}
+	if !found {
+		t.Skip("this kernel gave Go's listener no MPTCP socket (net.mptcp.enabled = 0?)")
+	}
+	r := resolvePID(t, pid)
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "an MPTCP socket (fd ") || !strings.Contains(r.Problems[0], "GODEBUG=multipathtcp=0") {
+		t.Fatalf("problems %q, want the MPTCP socket with its fix", r.Problems)
 	}
 }
