@@ -147,10 +147,14 @@ func openForWriting(pid int, fd string) bool {
 }
 
 // needed says whether a path must exist on the target for the restore:
-// real files, not /proc, /sys or /dev nodes every host has.
+// real files (POSIX shared memory in /dev/shm included), not /proc, /sys
+// or /dev nodes every host has.
 func needed(p string) bool {
 	if !strings.HasPrefix(p, "/") || strings.HasSuffix(p, " (deleted)") {
 		return false
+	}
+	if strings.HasPrefix(p, "/dev/shm/") {
+		return true // POSIX shared memory: a file of this host's tmpfs
 	}
 	for _, skip := range []string{"/proc/", "/sys/", "/dev/"} {
 		if strings.HasPrefix(p, skip) {

@@ -87,6 +87,21 @@ func preflightHelper(mode string, args []string) int {
 			return 1
 		}
 		defer c.Close()
+	case "shmopen":
+		// A POSIX shared memory object, mapped shared, as shm_open gives.
+		f, err := os.OpenFile(args[0], os.O_CREATE|os.O_RDWR, 0o600)
+		if err == nil {
+			err = f.Truncate(4096)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if _, err := unix.Mmap(int(f.Fd()), 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		f.Close()
 	case "mptcp":
 		// Go's default listener, MPTCP since Go 1.24 where the kernel has it.
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -372,5 +387,18 @@ func TestPreflightMPTCP(t *testing.T) {
 	r := resolvePID(t, pid)
 	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "an MPTCP socket (fd ") || !strings.Contains(r.Problems[0], "GODEBUG=multipathtcp=0") {
 		t.Fatalf("problems %q, want the MPTCP socket with its fix", r.Problems)
+	}
+}
+
+// TestPreflightDevShm: a POSIX shared memory object is a file of the
+// host's /dev/shm, which CRIU opens again by path: the target needs it.
+func TestPreflightDevShm(t *testing.T) {
+	needRoot(t)
+	path := fmt.Sprintf("/dev/shm/mig-preflight-%d", os.Getpid())
+	t.Cleanup(func() { os.Remove(path) })
+	pid := startHelper(t, nil, "shmopen", path)
+	r := resolvePID(t, pid)
+	if !contains(r.Needs.Files, path) || !contains(r.Needs.Written, path) {
+		t.Fatalf("needs %+v, want %s, written", r.Needs, path)
 	}
 }
