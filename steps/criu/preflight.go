@@ -35,10 +35,35 @@ type Needs struct {
 // in the images (--ghost-limit).
 const ghostLimit = 1 << 20
 
-// unsupportedFDs are file kinds CRIU 4.2 refuses to dump.
-var unsupportedFDs = map[string]string{
+// dumpableAnon are the anonymous-inode files CRIU 4.2 dumps (files.c):
+// it refuses every other kind (io_uring, perf events, userfaultfd, …).
+var dumpableAnon = map[string]bool{
+	"anon_inode:[eventfd]":   true,
+	"anon_inode:[eventpoll]": true,
+	"anon_inode:inotify":     true,
+	"anon_inode:[fanotify]":  true,
+	"anon_inode:[signalfd]":  true,
+	"anon_inode:[timerfd]":   true,
+	"anon_inode:[pidfd]":     true,
+	"anon_inode:bpf-map":     true,
+}
+
+// anonNames name the refused kinds that servers use.
+var anonNames = map[string]string{
 	"anon_inode:[perf_event]": "a perf event",
 	"anon_inode:[io_uring]":   "an io_uring",
+}
+
+// unsupportedFD says what a file CRIU refuses is ("" for one it dumps),
+// from its /proc fd link.
+func unsupportedFD(link string) string {
+	if !strings.HasPrefix(link, "anon_inode:") || dumpableAnon[link] {
+		return ""
+	}
+	if name, ok := anonNames[link]; ok {
+		return name
+	}
+	return "an anonymous file of kind " + strings.TrimPrefix(link, "anon_inode:")
 }
 
 // preflight finds, before anything is frozen, what would make CRIU fail
@@ -67,7 +92,7 @@ func preflight(pids []int) ([]string, Needs) {
 			if err != nil {
 				continue
 			}
-			if what, bad := unsupportedFDs[p]; bad {
+			if what := unsupportedFD(p); what != "" {
 				problems = append(problems, fmt.Sprintf("pid %d (%s) has %s open (fd %s), which CRIU cannot checkpoint; stop the service from using it, or move it cold (stop and start)", pid, comm, what, e.Name()))
 				continue
 			}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -102,6 +103,26 @@ func preflightHelper(mode string, args []string) int {
 			return 1
 		}
 		f.Close()
+	case "uffd", "uring":
+		// A file kind CRIU refuses: a userfaultfd, or an io_uring (as
+		// MariaDB's InnoDB opens one).
+		var err error
+		if mode == "uffd" {
+			_, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC, 0, 0)
+			if e != 0 {
+				err = e
+			}
+		} else {
+			var params [120]byte // struct io_uring_params
+			_, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, 4, uintptr(unsafe.Pointer(&params)), 0)
+			if e != 0 {
+				err = e
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	case "mptcp":
 		// Go's default listener, MPTCP since Go 1.24 where the kernel has it.
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -400,5 +421,18 @@ func TestPreflightDevShm(t *testing.T) {
 	r := resolvePID(t, pid)
 	if !contains(r.Needs.Files, path) || !contains(r.Needs.Written, path) {
 		t.Fatalf("needs %+v, want %s, written", r.Needs, path)
+	}
+}
+
+// TestPreflightUnsupportedFiles: file kinds CRIU refuses are found before
+// the freeze, by name where servers use them.
+func TestPreflightUnsupportedFiles(t *testing.T) {
+	needRoot(t)
+	for mode, want := range map[string]string{"uring": "has an io_uring open (fd ", "uffd": "has an anonymous file of kind [userfaultfd] open (fd "} {
+		pid := startHelper(t, nil, mode)
+		r := resolvePID(t, pid)
+		if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], want) || !strings.Contains(r.Problems[0], "which CRIU cannot checkpoint") {
+			t.Errorf("%s: problems %q, want %q", mode, r.Problems, want)
+		}
 	}
 }
