@@ -263,7 +263,7 @@ type NoAgentError struct {
 }
 
 func (e *NoAgentError) Error() string {
-	return "mig's agent is not installed there yet: plan installs nothing (apply does)"
+	return "mig's agent is not installed there yet: plan installs nothing (apply does, and so does `mig doctor WORKFLOW`)"
 }
 
 type readOnlyKey struct{}
