@@ -146,7 +146,10 @@ func TestRealMariaDB(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for n := 1; ctx.Err() == nil; n++ {
-			if out, err := client(context.Background(), "-e", fmt.Sprintf("INSERT INTO t.fresh VALUES (%d)", n)).CombinedOutput(); err != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			out, err := client(cctx, "-e", fmt.Sprintf("INSERT INTO t.fresh VALUES (%d)", n)).CombinedOutput()
+			cancel()
+			if err != nil {
 				fail("insert %d on a new connection: %v: %s", n, err, out)
 				return
 			}
@@ -161,7 +164,16 @@ func TestRealMariaDB(t *testing.T) {
 		"-var", "service_port="+strconv.Itoa(mariadbPort), "-var", "greeting=MariaDB")
 	time.Sleep(500 * time.Millisecond)
 	stop()
-	wg.Wait()
+	// A session that hangs instead of failing must not hang the test.
+	clientsDone := make(chan struct{})
+	go func() { wg.Wait(); close(clientsDone) }()
+	select {
+	case <-clientsDone:
+	case <-time.After(time.Minute):
+		kept.Process.Kill()
+		<-clientsDone
+		t.Error("the clients hung after the move")
+	}
 	if code != 0 {
 		t.Fatalf("mig apply exited %d\n%s", code, out)
 	}
