@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/args"
 	"github.com/mig-project/mig/engine/host"
 )
@@ -83,7 +84,46 @@ func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		}
 		p.Notes = append(p.Notes, note)
 	}
-	return p, nil
+	note, diags := copyRoom(ctx, env, cfg)
+	if note != "" {
+		p.Notes = append(p.Notes, note)
+	}
+	return p, diags
+}
+
+// copyRoom refuses, in plan, a copy whose source is known now and would
+// not fit at its destination: the destination checks again before it
+// writes, but by then a move has frozen its workload for nothing. What
+// the destination held stays (aside) until the run commits, so the copy
+// needs all its bytes in free room.
+func copyRoom(ctx context.Context, env Env, cfg cty.Value) (string, hcl.Diagnostics) {
+	source, dest := String(cfg, "source", ""), String(cfg, "destination", "")
+	if source == "" || dest == "" {
+		return "", nil
+	}
+	src, err1 := HostOf(env, Attr(cfg, "from"))
+	dst, err2 := HostOf(env, Attr(cfg, "to"))
+	if err1 != nil || err2 != nil {
+		return "", nil
+	}
+	var have, room host.StatResult
+	if err := host.ActStat.Call(ctx, src, host.PathRequest{Path: source, Room: true}, &have, host.CallOpts{}); err != nil {
+		return fmt.Sprintf("host %s: cannot measure %s: %s", src.Name(), source, oneLine(err)), nil
+	}
+	if !have.Exists {
+		return "", nil // an earlier step makes it
+	}
+	if err := host.ActStat.Call(ctx, dst, host.PathRequest{Path: dest, Room: true}, &room, host.CallOpts{}); err != nil {
+		return fmt.Sprintf("host %s: cannot check the room for %s: %s", dst.Name(), dest, oneLine(err)), nil
+	}
+	if room.Free < 0 {
+		return "", nil
+	}
+	if have.Bytes > room.Free {
+		return "", hcl.Diagnostics{errDiag("No room for the copy on host "+dst.Name(), fmt.Sprintf("%s:%s holds %s, and the file system of %s on %s has %s free (what it holds there now stays aside until the run commits): free some space there, or choose another destination.",
+			src.Name(), source, engine.FormatBytes(float64(have.Bytes)), dest, dst.Name(), engine.FormatBytes(float64(room.Free))))}
+	}
+	return fmt.Sprintf("host %s: the copy (%s) fits in %s (%s free)", dst.Name(), engine.FormatBytes(float64(have.Bytes)), dest, engine.FormatBytes(float64(room.Free))), nil
 }
 
 func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {

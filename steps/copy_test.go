@@ -3,8 +3,10 @@ package steps
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -45,7 +47,7 @@ destination = "`+dest+`"
 	env.Progress = func(p host.Progress) { progress = append(progress, p) }
 
 	p, diags := Copy{}.Plan(context.Background(), cfg, env)
-	if diags.HasErrors() || (Copy{}).Host(cfg) != "b" || len(p.Notes) != 1 {
+	if diags.HasErrors() || (Copy{}).Host(cfg) != "b" || len(p.Notes) != 2 || !strings.HasPrefix(p.Notes[1], "host b: the copy (9.8 KiB) fits in "+dest) {
 		t.Fatalf("plan %+v %v", p, diags)
 	}
 	res, err := Copy{}.Apply(context.Background(), cfg, env)
@@ -166,5 +168,35 @@ merge       = `+merge+`
 			os.MkdirAll(filepath.Dir(filepath.Join(dest, p)), 0o700)
 			os.WriteFile(filepath.Join(dest, p), []byte(body), 0o600)
 		}
+	}
+}
+
+// TestCopyPlanRoom: plan refuses a copy that would not fit at its
+// destination, before a move freezes anything for it.
+func TestCopyPlanRoom(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounts a tmpfs")
+	}
+	a, b, vars := twoHosts()
+	src := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(src, 0o700)
+	if err := os.WriteFile(filepath.Join(src, "ibdata1"), make([]byte, 5<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	small := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", small).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v: %s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
+	cfg := decode(t, Copy{}, `
+from        = host.a
+to          = host.b
+source      = "`+src+`"
+destination = "`+filepath.Join(small, "db", "data")+`"
+`, vars)
+	_, diags := Copy{}.Plan(context.Background(), cfg, testEnv(t, a, b))
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "No room for the copy on host b") || !strings.Contains(diags.Error(), "holds 5.0 MiB") ||
+		!strings.Contains(diags.Error(), "has 4.0 MiB free") {
+		t.Errorf("plan of a 5 MiB copy into 4 MiB: %v", diags)
 	}
 }

@@ -23,6 +23,9 @@ import (
 // PathRequest names one path on a host.
 type PathRequest struct {
 	Path string `json:"path"`
+	// Room, for fs.stat, also measures what a copy of Path needs and
+	// where it could go: StatResult.Bytes and Free.
+	Room bool `json:"room,omitempty"`
 }
 
 // TransferResult is what fs.send and fs.recv return.
@@ -351,6 +354,11 @@ type StatResult struct {
 	Size    int64     `json:"size"`
 	Mode    uint32    `json:"mode"`
 	ModTime time.Time `json:"mtime"`
+	// With Room: the regular files' bytes at Path (a directory's, all
+	// the way down), and the room root has in the file system of Path,
+	// or of its nearest existing parent (-1: unknown).
+	Bytes int64 `json:"bytes,omitempty"`
+	Free  int64 `json:"free,omitempty"`
 }
 
 // stat is the "fs.stat" action. A missing path has Exists false.
@@ -359,14 +367,33 @@ func stat(ctx context.Context, c *Call, req PathRequest) (StatResult, error) {
 	if err != nil {
 		return StatResult{}, err
 	}
+	var res StatResult
+	if req.Room {
+		res.Free = -1
+		for dir := p; ; dir = filepath.Dir(dir) {
+			if _, err := os.Stat(dir); err == nil {
+				res.Free = FreeBytes(dir)
+				break
+			}
+			if dir == "/" {
+				break
+			}
+		}
+	}
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return StatResult{}, nil
+		return res, nil
 	}
 	if err != nil {
 		return StatResult{}, err
 	}
-	res := StatResult{Exists: true, Size: fi.Size(), Mode: uint32(fi.Mode().Perm()), ModTime: fi.ModTime()}
+	res.Exists, res.Size, res.Mode, res.ModTime = true, fi.Size(), uint32(fi.Mode().Perm()), fi.ModTime()
+	if req.Room {
+		res.Bytes, err = treeBytes(ctx, p)
+		if err != nil {
+			return StatResult{}, err
+		}
+	}
 	switch {
 	case fi.Mode().IsRegular():
 		res.Type = "file"
@@ -378,6 +405,28 @@ func stat(ctx context.Context, c *Call, req PathRequest) (StatResult, error) {
 		res.Type = "other"
 	}
 	return res, nil
+}
+
+// treeBytes adds up the sizes of the regular files at p.
+func treeBytes(ctx context.Context, p string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n, err
 }
 
 // SumResult is what fs.sha256 returns.
