@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,9 +38,14 @@ func preflightHelper(mode string, args []string) int {
 		for range n {
 			child := exec.Command(os.Args[0], "preflight-helper", "shmat", strconv.Itoa(id))
 			child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-			out, _ := child.StdoutPipe()
+			// Its stdout is a pipe too, which its parent reads: a pipe
+			// inside the tree.
+			out, w, _ := os.Pipe()
+			child.Stdout, child.ExtraFiles = w, []*os.File{w}
 			child.Stderr = os.Stderr
-			if err := child.Start(); err != nil {
+			err := child.Start()
+			w.Close()
+			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
@@ -139,7 +145,11 @@ func preflightHelper(mode string, args []string) int {
 		}
 		defer l.Close()
 	}
-	fmt.Println("ready")
+	// Readiness goes on fd 3: stdout and stderr are files, as a
+	// service's are (a pipe to the test would be one preflight refuses).
+	ready := os.NewFile(3, "ready")
+	ready.WriteString("ready\n")
+	ready.Close()
 	time.Sleep(time.Hour)
 	return 0
 }
@@ -164,18 +174,29 @@ func startHelper(t *testing.T, cred *syscall.Credential, mode string, args ...st
 	}
 	cmd := exec.Command(bin, append([]string{"preflight-helper", mode}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
-	out, err := cmd.StdoutPipe()
+	out, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	defer out.Close()
+	cmd.ExtraFiles = []*os.File{w}
+	logPath := filepath.Join(t.TempDir(), "helper.log")
+	log, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	buf := make([]byte, 16)
 	if n, _ := out.Read(buf); !strings.HasPrefix(string(buf[:n]), "ready") {
-		t.Fatalf("helper %s did not start: %q", mode, buf[:n])
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("helper %s did not start: %q %s", mode, buf[:n], b)
 	}
 	return cmd.Process.Pid
 }
@@ -434,5 +455,40 @@ func TestPreflightUnsupportedFiles(t *testing.T) {
 		if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], want) || !strings.Contains(r.Problems[0], "which CRIU cannot checkpoint") {
 			t.Errorf("%s: problems %q, want %q", mode, r.Problems, want)
 		}
+	}
+}
+
+// TestPreflightOutputPipe: a service whose output goes to a pipe that a
+// process outside it reads (`| tee`, a supervisor) would die of SIGPIPE on
+// the target at its next write: refused, naming the reader. A pipe inside
+// the tree is no problem.
+func TestPreflightOutputPipe(t *testing.T) {
+	needRoot(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ready, readyW, _ := os.Pipe()
+	defer ready.Close()
+	cmd := exec.Command(os.Args[0], "preflight-helper", "sleep")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Stdout, cmd.ExtraFiles = w, []*os.File{readyW}
+	err = cmd.Start()
+	w.Close()
+	readyW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready.Read(make([]byte, 8))
+	res := resolvePID(t, cmd.Process.Pid)
+	want := fmt.Sprintf("has its stdout (fd 1) on a pipe that pid %d (%s), outside the workload, holds too", os.Getpid(), commOf(os.Getpid()))
+	if len(res.Problems) != 1 || !strings.Contains(res.Problems[0], want) || !strings.Contains(res.Problems[0], "SIGPIPE") {
+		t.Fatalf("problems %q, want %q", res.Problems, want)
+	}
+	// The shm helper's children write to pipes their parent reads.
+	if res := resolvePID(t, startHelper(t, nil, "shm", "2")); slices.ContainsFunc(res.Problems, func(p string) bool { return strings.Contains(p, "pipe") }) {
+		t.Errorf("a pipe inside the tree: problems %q", res.Problems)
 	}
 }

@@ -155,6 +155,7 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 		desc += fmt.Sprintf(" with %d descendants", len(pids)-1)
 	}
 	problems, needs := preflight(pids)
+	problems = append(problems, externalPipeProblems(pids)...)
 	if !o.FileLocks {
 		problems = append(problems, fileLockProblems(pids)...)
 	} else {

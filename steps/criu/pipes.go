@@ -1,0 +1,77 @@
+package criu
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// externalPipeProblems finds the pipes the tree shares with processes
+// outside it: a service whose output goes to `| tee`, `| logger`, or a
+// supervisor's log pipe (supervisord, runit's svlogd). CRIU moves the
+// tree's end and restores the pipe without the other: the service's next
+// write kills it with SIGPIPE on the target, after a move that looked
+// fine. Found by the pipe inodes in /proc/*/fd, for stdout and stderr.
+func externalPipeProblems(pids []int) []string {
+	type end struct {
+		pid int
+		fd  string
+	}
+	mine := map[string][]end{} // "pipe:[inode]": the tree's fds on it
+	inTree := map[int]bool{}
+	for _, pid := range pids {
+		inTree[pid] = true
+		eachFD(pid, func(fd, link string) {
+			// Output only: a pipe the service writes to. Other fds on
+			// pipes are often inherited and never used.
+			if (fd == "1" || fd == "2") && strings.HasPrefix(link, "pipe:[") {
+				mine[link] = append(mine[link], end{pid, fd})
+			}
+		})
+	}
+	if len(mine) == 0 {
+		return nil
+	}
+	outside := map[string]int{} // a pipe of the tree: a pid outside it that has it too
+	for _, pid := range allPIDs() {
+		if inTree[pid] {
+			continue
+		}
+		eachFD(pid, func(_, link string) {
+			if _, ok := mine[link]; ok && outside[link] == 0 {
+				outside[link] = pid
+			}
+		})
+	}
+	var out []string
+	for _, link := range slices.Sorted(maps.Keys(outside)) {
+		e, other := mine[link][0], outside[link]
+		what := "its stdout (fd 1)"
+		if e.fd == "2" {
+			what = "its stderr (fd 2)"
+		}
+		out = append(out, fmt.Sprintf("pid %d (%s) has %s on a pipe that pid %d (%s), outside the workload, holds too "+
+			"(`| tee`, `| logger`, a supervisor's log pipe): CRIU moves only the workload's end, so on the target its next write would kill it "+
+			"with SIGPIPE, after the move; send that output to a file, /dev/null or journald instead, "+
+			"or move the other process with it (one tree)", e.pid, commOf(e.pid), what, other, commOf(other)))
+	}
+	return out
+}
+
+// eachFD calls fn with each of pid's fds and where its link points.
+func eachFD(pid int, fn func(fd, link string)) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if link, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil {
+			fn(e.Name(), link)
+		}
+	}
+}
