@@ -191,6 +191,11 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		for _, pr := range r.Problems {
 			diags = append(diags, errDiag(fmt.Sprintf("Cannot checkpoint %s.%s on host %s", d.w.Kind, d.w.Name, d.w.host), strings.TrimSuffix(pr, ".")+"."))
 		}
+		if d.target != "" && d.target != d.w.host {
+			for _, w := range r.Warnings {
+				diags = append(diags, warnDiag(fmt.Sprintf("%s.%s may run twice after the move", d.w.Kind, d.w.Name), w+"."))
+			}
+		}
 	}
 	p.Notes = append(p.Notes, checkNotes(ctx, env, d.w.host, d.w.hostV, d.w, criu.CheckAction{CheckRequest: criu.CheckRequest{Lazy: d.mode == "lazy"}, Source: true})...)
 	if ok && len(r.UDP) > 0 {
@@ -422,6 +427,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			return Result{}, fmt.Errorf("%s cannot be moved to %s, so nothing was frozen: %s", d.w.String(), d.target, joinLines(ps))
 		}
 		for _, w := range loopbackPeers(d.w.String(), r.Conns) {
+			env.Log.Warn(w)
+		}
+		for _, w := range r.Warnings {
 			env.Log.Warn(w)
 		}
 	}

@@ -105,6 +105,9 @@ type Resolved struct {
 	// Problems are what would fail the dump after the freeze, each with
 	// its fix; a step refuses to freeze a workload that has any.
 	Problems []string `json:"problems,omitempty"`
+	// Warnings are what may go wrong after the move, which the operator
+	// should know first (a supervisor that would start the service again).
+	Warnings []string `json:"warnings,omitempty"`
 	// Needs are the paths the restore needs on the target.
 	Needs Needs `json:"needs,omitempty"`
 	// PIDs are the tree's process and thread ids, which a restore in the

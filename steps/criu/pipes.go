@@ -75,3 +75,52 @@ func eachFD(pid int, fn func(fd, link string)) {
 		}
 	}
 }
+
+// supervisors are parents that start a service again when it exits.
+var supervisors = map[string]bool{
+	"supervisord": true, "runsv": true, "s6-supervise": true, "pm2": true, "monit": true,
+	"daemon": true, "circusd": true, "god": true, "systemd": true,
+}
+
+// supervisorWarning says who may start the service again on the source
+// once the move commits and kills it there: a supervising parent, or
+// systemd for a process of a .service unit. Then the service runs on
+// both hosts. "" when there is none to be seen.
+func supervisorWarning(pid int) string {
+	st, err := readStat(pid)
+	if err != nil {
+		return ""
+	}
+	parent := commOf(st.ppid)
+	switch {
+	case st.ppid == 1 && parent == "systemd":
+		unit := serviceUnit(pid)
+		if unit == "" {
+			return ""
+		}
+		return fmt.Sprintf("pid %d (%s) runs in the systemd unit %s: when the move commits and kills it here, systemd starts it again if the unit restarts on failure "+
+			"(`systemctl show -p Restart %s`), and the service then runs on both hosts; stop the unit from restarting first "+
+			"(`systemctl edit %s`: Restart=no), or move it with the unit stopped", pid, st.comm, unit, unit, unit)
+	case st.ppid > 1 && supervisors[parent]:
+		return fmt.Sprintf("pid %d (%s) is a child of pid %d (%s), a supervisor: when the move commits and kills it here, %s may start it again, "+
+			"and the service then runs on both hosts; stop %s from restarting it first", pid, st.comm, st.ppid, parent, parent, parent)
+	}
+	return ""
+}
+
+// serviceUnit is the systemd service unit of pid's cgroup ("" if none).
+func serviceUnit(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// 0::/system.slice/redis-server.service
+		for _, part := range strings.Split(line, "/") {
+			if strings.HasSuffix(part, ".service") {
+				return part
+			}
+		}
+	}
+	return ""
+}

@@ -492,3 +492,30 @@ func TestPreflightOutputPipe(t *testing.T) {
 		t.Errorf("a pipe inside the tree: problems %q", res.Problems)
 	}
 }
+
+// TestSupervisorWarning: a service whose parent restarts what exits would
+// run on both hosts once the move commits and kills it on the source:
+// resolve warns.
+func TestSupervisorWarning(t *testing.T) {
+	sup := filepath.Join(t.TempDir(), "supervisord")
+	if out, err := exec.Command("cp", "/bin/sh", sup).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	cmd := exec.Command(sup, "-c", "sleep 60 & echo $!; wait")
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { SignalAll(tree(cmd.Process.Pid), syscall.SIGKILL); cmd.Wait() })
+	var child int
+	if _, err := fmt.Fscan(out, &child); err != nil {
+		t.Fatal(err)
+	}
+	w := supervisorWarning(child)
+	if !strings.Contains(w, fmt.Sprintf("is a child of pid %d (supervisord), a supervisor", cmd.Process.Pid)) || !strings.Contains(w, "runs on both hosts") {
+		t.Errorf("warning %q", w)
+	}
+	if w := supervisorWarning(cmd.Process.Pid); w != "" {
+		t.Errorf("a child of the test: warning %q", w)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,6 +170,7 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 		UDP:         udpServerPorts(pids),
 		Tasks:       len(pids),
 		Problems:    problems,
+		Warnings:    nonEmpty(supervisorWarning(pid)),
 		Needs:       needs,
 		PIDs:        tasks(pids),
 		Conns:       Connections(pids, nil),
@@ -667,4 +669,8 @@ func (a actions) pidfile(ctx context.Context, c *host.Call, req KillRestoredActi
 		c.Log.Warn("could not write the moved process's pidfile", "path", path, "error", err)
 	}
 	return host.None{}, nil
+}
+
+func nonEmpty(s ...string) []string {
+	return slices.DeleteFunc(s, func(x string) bool { return x == "" })
 }
