@@ -17,12 +17,13 @@ import (
 // bind inet socket back"). Typical are a service's own outgoing
 // connections (to a database, a cache, a replication primary), which the
 // kernel opens from the host's address, not the service's.
-func fixedAddrProblems(ctx context.Context, src host.Host, d dumpCfg, conns []criu.Conn) ([]string, error) {
-	if len(conns) == 0 || d.target == "" || d.target == d.w.host {
-		return nil, nil
-	}
+func fixedAddrProblems(ctx context.Context, src host.Host, d dumpCfg, r criu.Resolved) ([]string, error) {
+	conns := r.Conns
 	if o, err := d.w.Options(); err != nil || !o.TCPEstablished {
-		return nil, err
+		conns = nil
+	}
+	if len(conns)+len(r.Bound) == 0 || d.target == "" || d.target == d.w.host {
+		return nil, nil
 	}
 	fixed := map[netip.Addr]string{}
 	if a, err := netip.ParseAddr(hostAddress(d.w.hostV)); err == nil && !a.IsLoopback() {
@@ -40,6 +41,15 @@ func fixedAddrProblems(ctx context.Context, src host.Host, d dumpCfg, conns []cr
 			fixed[a.Unmap()] = "the address it reaches host " + d.target + " from"
 		}
 	}
+	var out []string
+	for _, b := range r.Bound {
+		if why, ok := fixed[b.Addr().Unmap()]; ok {
+			out = append(out, fmt.Sprintf("%s listens on %s, host %s's own address (%s), which host %s does not get: "+
+				"CRIU could not bind it there, and the restore would fail after the freeze. "+
+				"Have the service listen on the service address that moves with it, or on all addresses (0.0.0.0 or ::)",
+				d.w.String(), b, d.w.host, why, d.target))
+		}
+	}
 	var order []netip.Addr
 	byAddr := map[netip.Addr][]string{}
 	for _, c := range conns {
@@ -52,7 +62,6 @@ func fixedAddrProblems(ctx context.Context, src host.Host, d dumpCfg, conns []cr
 		}
 		byAddr[a] = append(byAddr[a], fmt.Sprintf("%s → %s", c.Local, c.Remote))
 	}
-	var out []string
 	for _, a := range order {
 		list := byAddr[a]
 		what := "a TCP connection"

@@ -202,7 +202,7 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		p.Notes = append(p.Notes, fmt.Sprintf("UDP ports %v: their datagrams wait (or are dropped) as new connections do, from the freeze until the restore ends, and are never refused", r.UDP))
 	}
 	if src, err := env.Hosts(d.w.host); ok && err == nil {
-		ps, err := fixedAddrProblems(ctx, src, d, r.Conns)
+		ps, err := fixedAddrProblems(ctx, src, d, r)
 		if err != nil {
 			p.Notes = append(p.Notes, fmt.Sprintf("cannot check the connections' addresses: %s", oneLine(err)))
 		}
@@ -419,7 +419,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		if err := problems(check(ctx, env, d.target, d.targetV, d.w, req)); err != nil {
 			return Result{}, fmt.Errorf("target %s: %w", d.target, err)
 		}
-		ps, err := fixedAddrProblems(ctx, src, d, r.Conns)
+		ps, err := fixedAddrProblems(ctx, src, d, r)
 		if err != nil {
 			return Result{}, err
 		}

@@ -58,7 +58,11 @@ func TestPreflightOwnAddress(t *testing.T) {
 			defer c.Close()
 		}
 	}()
-	s := startCounterWith(t, ballast, lab.StartOptions{}, "-dial", ln.Addr().String())
+	// Its echo server listens on h1's own address only, which h2 never
+	// gets: CRIU could not bind it there.
+	h, _ := theLab.Host("h1")
+	echo := net.JoinHostPort(h.IP, strconv.Itoa(echoPort))
+	s := startCounterWith(t, ballast, lab.StartOptions{}, "-dial", ln.Addr().String(), "-echo", echo)
 	// And a client of h1's own address, on the counter's dual-stack socket
 	// (its connection is in /proc/net/tcp6).
 	h1, direct := dialH1(t)
@@ -66,7 +70,7 @@ func TestPreflightOwnAddress(t *testing.T) {
 	// The diagnostic's lines are wrapped.
 	flat := strings.Join(strings.Fields(out), " ")
 	for _, want := range []string{"Cannot move process.web to host dst", "→ " + ln.Addr().String(), "host src's own address",
-		fmt.Sprintf("%s:%d → %s", h1.IP, port, direct.LocalAddr())} {
+		fmt.Sprintf("%s:%d → %s", h1.IP, port, direct.LocalAddr()), "listens on " + echo + ", host src's own address"} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("the refusal does not say %q:\n%s", want, out)
 		}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strconv"
 
 	"github.com/hashicorp/go-hclog"
@@ -116,6 +117,9 @@ type Resolved struct {
 	// Conns are the tree's established TCP connections (IPv4), whose
 	// local addresses the target must have by the restore.
 	Conns []Conn `json:"conns,omitempty"`
+	// Bound are the tree's TCP listeners bound to one address (not a
+	// wildcard, not loopback), which the target must have by the restore.
+	Bound []netip.AddrPort `json:"bound,omitempty"`
 }
 
 // DumpRequest asks for a pre-dump round or the final dump.

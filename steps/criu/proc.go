@@ -3,6 +3,7 @@ package criu
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -251,6 +252,28 @@ func listening(pid int) map[string]int {
 	out := map[string]int{}
 	for _, s := range socks {
 		out[s.Inode] = int(s.Local.Port())
+	}
+	return out
+}
+
+// boundListeners returns the tree's TCP listeners bound to one address,
+// not a wildcard nor loopback.
+func boundListeners(pids []int) []netip.AddrPort {
+	if len(pids) == 0 {
+		return nil
+	}
+	socks, _ := tcpSockets(pids[0], 1<<tcpListen)
+	mine := map[string]bool{}
+	for _, p := range pids {
+		for ino := range socketInodes(p) {
+			mine[ino] = true
+		}
+	}
+	var out []netip.AddrPort
+	for _, s := range socks {
+		if a := s.Local.Addr(); mine[s.Inode] && !a.IsUnspecified() && !a.IsLoopback() {
+			out = append(out, s.Local)
+		}
 	}
 	return out
 }

@@ -174,6 +174,7 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 		Needs:       needs,
 		PIDs:        tasks(pids),
 		Conns:       Connections(pids, nil),
+		Bound:       boundListeners(pids),
 	}, nil
 }
 
