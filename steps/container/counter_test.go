@@ -28,6 +28,20 @@ func buildCounter(t *testing.T, dir string) string {
 	return out
 }
 
+// startCounter starts container id from a bundle in tmp that runs the
+// counter with args.
+func startCounter(t *testing.T, r Runtime, id, tmp string, args ...string) Bundle {
+	t.Helper()
+	b := Bundle{Dir: filepath.Join(tmp, "bundle"), Program: buildCounter(t, tmp), Args: append([]string{"/bin/counter"}, args...)}
+	if err := b.Build(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Start(id, b.Dir); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // client makes one request per connection: an idle keep-alive connection
 // would make the container's dump fail without tcp_established.
 var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -80,18 +94,8 @@ func TestCounterMove(t *testing.T) {
 	r := testRuntime(t)
 	tmp := t.TempDir()
 	const addr = "127.0.0.1:18931"
-	b := Bundle{
-		Dir:     filepath.Join(tmp, "bundle"),
-		Program: buildCounter(t, tmp),
-		Args:    []string{"/bin/counter", "-listen", addr, "-ballast", "32"},
-	}
-	if err := b.Build(); err != nil {
-		t.Fatal(err)
-	}
 	cleanup(t, r, "etest-counter", "etest-counter2")
-	if _, err := r.Start("etest-counter", b.Dir); err != nil {
-		t.Fatal(err)
-	}
+	startCounter(t, r, "etest-counter", tmp, "-listen", addr, "-ballast", "32")
 	d, env := NewDriver(), driverEnv(t)
 	w := workload(t, Config{ID: "etest-counter", Root: r.Root, RestoreID: "etest-counter2"})
 	url := "http://" + addr + "/"
@@ -144,18 +148,8 @@ func TestResolveFileLocks(t *testing.T) {
 	r := testRuntime(t)
 	tmp := t.TempDir()
 	const addr = "127.0.0.1:18932"
-	b := Bundle{
-		Dir:     filepath.Join(tmp, "bundle"),
-		Program: buildCounter(t, tmp),
-		Args:    []string{"/bin/counter", "-listen", addr, "-lock", "/tmp/db.lock"},
-	}
-	if err := b.Build(); err != nil {
-		t.Fatal(err)
-	}
 	cleanup(t, r, "etest-locks")
-	if _, err := r.Start("etest-locks", b.Dir); err != nil {
-		t.Fatal(err)
-	}
+	startCounter(t, r, "etest-locks", tmp, "-listen", addr, "-lock", "/tmp/db.lock")
 	d, env := NewDriver(), driverEnv(t)
 	before := counterValue(t, "http://"+addr+"/")
 	res, err := d.Resolve(ctx, env, workload(t, Config{ID: "etest-locks", Root: r.Root}))
