@@ -29,6 +29,10 @@ type Needs struct {
 	// or mapped shared and writable. A copy of them is whole only once
 	// the workload is frozen.
 	Written []string `json:"written,omitempty"`
+	// Sizes are the sizes of the regular Files it does not write
+	// (programs, libraries, files read): CRIU restores only onto files of
+	// the same size ("File … has bad size").
+	Sizes map[string]int64 `json:"sizes,omitempty"`
 }
 
 // ghostLimit is CRIU's default limit on an open deleted file it keeps
@@ -133,7 +137,13 @@ func preflight(pids []int) ([]string, Needs) {
 	for _, p := range boundUnixSockets(pids) {
 		dirs[filepath.Dir(p)] = true
 	}
-	return problems, Needs{Dirs: sorted(dirs), Files: sorted(files), Written: sorted(written)}
+	sizes := map[string]int64{}
+	for f := range files {
+		if st, err := os.Stat(f); err == nil && st.Mode().IsRegular() && !written[f] {
+			sizes[f] = st.Size()
+		}
+	}
+	return problems, Needs{Dirs: sorted(dirs), Files: sorted(files), Written: sorted(written), Sizes: sizes}
 }
 
 // ContainerProblems is preflight's problems for a container's tasks, and,
@@ -491,11 +501,24 @@ func (n Needs) Missing() []string {
 			out = append(out, fmt.Sprintf("the directory %s, where the workload has a unix socket bound, is missing (CRIU binds the socket there again); create it before the move (`mkdir -p %s`, with the owner and mode it has on the source)", d, d))
 		}
 	}
-	var files []string
+	var files, resized []string
 	for _, f := range n.Files {
-		if _, err := os.Stat(f); err != nil {
+		st, err := os.Stat(f)
+		if err != nil {
 			files = append(files, f)
+			continue
 		}
+		if want, ok := n.Sizes[f]; ok && st.Mode().IsRegular() && st.Size() != want {
+			resized = append(resized, fmt.Sprintf("%s (%d bytes here, %d on the source)", f, st.Size(), want))
+		}
+	}
+	if len(resized) > 0 {
+		shown := resized
+		if len(shown) > 3 {
+			shown = append(shown[:3:3], fmt.Sprintf("and %d more", len(resized)-3))
+		}
+		out = append(out, fmt.Sprintf("files the workload has open or mapped differ here: %s; CRIU restores only onto the same files (it checks their size), "+
+			"so the restore would fail after the freeze: install the same versions here as on the source", strings.Join(shown, ", ")))
 	}
 	if len(files) > 0 {
 		shown := files

@@ -3,6 +3,7 @@ package criu
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -289,6 +290,16 @@ func TestPreflightUnixSocketDir(t *testing.T) {
 	}
 	if m := r.Needs.Missing(); len(m) != 0 {
 		t.Errorf("missing here %q, want nothing", m)
+	}
+	// A target with another version of the program: refused.
+	other := r.Needs
+	other.Sizes = maps.Clone(r.Needs.Sizes)
+	if _, ok := other.Sizes[exe]; !ok {
+		t.Fatalf("no size for the executable %s: %v", exe, other.Sizes)
+	}
+	other.Sizes[exe]++
+	if m := other.Missing(); len(m) != 1 || !strings.Contains(m[0], exe+" (") || !strings.Contains(m[0], "install the same versions here") {
+		t.Errorf("a program of another size: %q", m)
 	}
 	// A target without the directory.
 	os.RemoveAll(filepath.Dir(dir))
