@@ -122,7 +122,7 @@ step "dump" "final" {
   # The images go to the target as soon as CRIU has written them, over a
   # connection opened before the freeze: no copy step in the pause.
   send_images = true
-  timeout  = "2m"
+  timeout     = "2m"
 }
 
 # tcp_established needs the service address on the target before restore.

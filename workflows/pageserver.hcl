@@ -87,7 +87,7 @@ step "dump" "final" {
   # written them, over a connection opened before the freeze: no copy
   # step in the pause.
   send_images = true
-  timeout  = "2m"
+  timeout     = "2m"
 }
 
 # tcp_established needs the service address on the target before restore.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/hcl/v2/hclwrite"
 )
 
 // TestPlanInstallsNothing: a plan against hosts where mig's agent is not
@@ -63,5 +65,20 @@ func TestPlanInstallsNothing(t *testing.T) {
 	}
 	if !strings.Contains(out, "its connections' segments held too") {
 		t.Errorf("the plan does not say that the source holds the connections' segments:\n%s", out)
+	}
+}
+
+// TestWorkflowsFormatted: the example workflows are as `mig fmt` writes
+// them, so that an operator's copy starts canonical.
+func TestWorkflowsFormatted(t *testing.T) {
+	names, _ := filepath.Glob("*.hcl")
+	for _, name := range names {
+		src, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(hclwrite.Format(src), src) {
+			t.Errorf("%s is not formatted: run `mig fmt %s`", name, name)
+		}
 	}
 }
