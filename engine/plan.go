@@ -73,7 +73,6 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 	var diags hcl.Diagnostics
 	p := &Plan{Named: sv.named()}
 	var planned []Planned
-	var kinds []Kind
 	after := runsAfter{w: w, memo: map[string]map[string]bool{}}
 	undecoded := false // a step's arguments have errors: the plan checks would miss it
 	stepVals := map[string]cty.Value{}
@@ -112,7 +111,6 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 			ps.Host = s.kind.Host(plain)
 			p.Steps = append(p.Steps, ps)
 			planned = append(planned, Planned{Name: s.Name, Kind: s.Kind, Cfg: plain, After: after.of(s.Name), Range: s.DeclRange})
-			kinds = append(kinds, s.kind)
 		}
 	}
 	if callKinds {
@@ -126,7 +124,7 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 				Steps:    planned,
 				Self:     &planned[i],
 			}
-			pv, ds := kinds[i].Plan(ctx, planned[i].Cfg, env)
+			pv, ds := s.kind.Plan(ctx, planned[i].Cfg, env)
 			diags = append(diags, withSubject(w.cfg.Redact.Diags(ds), s.DeclRange)...)
 			for _, n := range pv.Notes {
 				ps.Notes = append(ps.Notes, w.cfg.Redact.String(n))
