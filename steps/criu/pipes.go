@@ -124,3 +124,23 @@ func serviceUnit(pid int) string {
 	}
 	return ""
 }
+
+// mountNSProblem: a task in a mount namespace other than this host's (a
+// systemd service with PrivateTmp=, ProtectSystem= or PrivateDevices=,
+// or one started under `unshare -m`) cannot be dumped as a process: CRIU
+// would have to move its mounts, and fails after the freeze (`Can't
+// lookup mount=… for fd=0`).
+func mountNSProblem(pids []int) string {
+	self, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		return ""
+	}
+	for _, pid := range pids {
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil && ns != self {
+			return fmt.Sprintf("pid %d (%s) runs in a mount namespace of its own (%s, this host's is %s), whose mounts CRIU would have to move; "+
+				"it would fail after the freeze. Start the service without one (systemd: PrivateTmp=, ProtectSystem=, ProtectHome=, PrivateDevices= off), "+
+				"or run it as a container", pid, commOf(pid), ns, self)
+		}
+	}
+	return ""
+}

@@ -530,3 +530,30 @@ func TestSupervisorWarning(t *testing.T) {
 		t.Errorf("a child of the test: warning %q", w)
 	}
 }
+
+// TestPreflightMountNS: a process in a mount namespace of its own (a
+// systemd service with PrivateTmp=) fails CRIU's dump after the freeze:
+// refused before it.
+func TestPreflightMountNS(t *testing.T) {
+	needRoot(t)
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sleep", "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
+		if ns != "" && ns != self && commOf(cmd.Process.Pid) == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("unshare did not start sleep in a mount namespace of its own")
+		}
+	}
+	r := resolvePID(t, cmd.Process.Pid)
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "runs in a mount namespace of its own") || !strings.Contains(r.Problems[0], "PrivateTmp=") {
+		t.Fatalf("problems %q, want the mount namespace with its fix", r.Problems)
+	}
+}

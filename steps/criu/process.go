@@ -157,6 +157,9 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 	}
 	problems, needs := preflight(pids)
 	problems = append(problems, externalPipeProblems(pids)...)
+	if p := mountNSProblem(pids); p != "" {
+		problems = append(problems, p)
+	}
 	if !o.FileLocks {
 		problems = append(problems, fileLockProblems(pids)...)
 	} else {
