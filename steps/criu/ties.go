@@ -1,3 +1,7 @@
+// What ties a process to the host it runs on, beyond what CRIU checks:
+// a move cannot take it along, and the workload would die or run twice
+// after a move that looked fine.
+
 package criu
 
 import (
