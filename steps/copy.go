@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -116,14 +117,24 @@ func copyRoom(ctx context.Context, env Env, cfg cty.Value) (string, hcl.Diagnost
 	if err := host.ActStat.Call(ctx, dst, host.PathRequest{Path: dest, Room: true}, &room, host.CallOpts{}); err != nil {
 		return fmt.Sprintf("host %s: cannot check the room for %s: %s", dst.Name(), dest, oneLine(err)), nil
 	}
+	merge := Bool(cfg, "merge", false)
+	if len(room.Users) > 0 && !merge {
+		return "", hcl.Diagnostics{errDiag("Copy over files in use on host "+dst.Name(), fmt.Sprintf(
+			"%s on %s is in use there (%s has files open in it): the copy would put it aside and, once the run commits, delete it, "+
+				"under that process. Stop it there, or choose another destination.", dest, dst.Name(), strings.Join(room.Users, ", ")))}
+	}
+	replaces := ""
+	if room.Exists && !merge {
+		replaces = fmt.Sprintf("; it replaces what is there (%s, kept aside until the run commits, then deleted)", engine.FormatBytes(float64(room.Bytes)))
+	}
 	if room.Free < 0 {
-		return "", nil
+		return strings.TrimPrefix(replaces, "; "), nil
 	}
 	if have.Bytes > room.Free {
 		return "", hcl.Diagnostics{errDiag("No room for the copy on host "+dst.Name(), fmt.Sprintf("%s:%s holds %s, and the file system of %s on %s has %s free (what it holds there now stays aside until the run commits): free some space there, or choose another destination.",
 			src.Name(), source, engine.FormatBytes(float64(have.Bytes)), dest, dst.Name(), engine.FormatBytes(float64(room.Free))))}
 	}
-	return fmt.Sprintf("host %s: the copy (%s) fits in %s (%s free)", dst.Name(), engine.FormatBytes(float64(have.Bytes)), dest, engine.FormatBytes(float64(room.Free))), nil
+	return fmt.Sprintf("host %s: the copy (%s) fits in %s (%s free)%s", dst.Name(), engine.FormatBytes(float64(have.Bytes)), dest, engine.FormatBytes(float64(room.Free)), replaces), nil
 }
 
 func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {

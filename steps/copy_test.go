@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -198,5 +199,38 @@ destination = "`+filepath.Join(small, "db", "data")+`"
 	if !diags.HasErrors() || !strings.Contains(diags.Error(), "No room for the copy on host b") || !strings.Contains(diags.Error(), "holds 5.0 MiB") ||
 		!strings.Contains(diags.Error(), "has 4.0 MiB free") {
 		t.Errorf("plan of a 5 MiB copy into 4 MiB: %v", diags)
+	}
+}
+
+// TestCopyPlanInUse: plan refuses a copy over a destination that a
+// process there has files open in (a database of the target's own), and
+// says what a copy replaces.
+func TestCopyPlanInUse(t *testing.T) {
+	a, b, vars := twoHosts()
+	dir := t.TempDir()
+	src, dest := filepath.Join(dir, "src"), filepath.Join(dir, "dest")
+	for _, d := range []string{src, dest} {
+		os.MkdirAll(d, 0o700)
+		os.WriteFile(filepath.Join(d, "ibdata1"), make([]byte, 4096), 0o600)
+	}
+	cfg := decode(t, Copy{}, `
+from        = host.a
+to          = host.b
+source      = "`+src+`"
+destination = "`+dest+`"
+`, vars)
+	p, diags := Copy{}.Plan(context.Background(), cfg, testEnv(t, a, b))
+	if diags.HasErrors() || !strings.Contains(strings.Join(p.Notes, "\n"), "it replaces what is there (4.0 KiB, kept aside until the run commits, then deleted)") {
+		t.Fatalf("plan over an unused destination: %v %q", diags, p.Notes)
+	}
+	user := exec.Command("sleep", "60")
+	user.Dir = dest
+	if err := user.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { user.Process.Kill(); user.Wait() })
+	_, diags = Copy{}.Plan(context.Background(), cfg, testEnv(t, a, b))
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), fmt.Sprintf("is in use there (pid %d (sleep) has files open in it)", user.Process.Pid)) {
+		t.Errorf("plan over a destination in use: %v", diags)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -359,6 +360,9 @@ type StatResult struct {
 	// or of its nearest existing parent (-1: unknown).
 	Bytes int64 `json:"bytes,omitempty"`
 	Free  int64 `json:"free,omitempty"`
+	// Users are, with Room, the processes that have files open at Path
+	// ("pid 123 (mariadbd)"), a few at most.
+	Users []string `json:"users,omitempty"`
 }
 
 // stat is the "fs.stat" action. A missing path has Exists false.
@@ -393,6 +397,7 @@ func stat(ctx context.Context, c *Call, req PathRequest) (StatResult, error) {
 		if err != nil {
 			return StatResult{}, err
 		}
+		res.Users = usersOf(p, 3)
 	}
 	switch {
 	case fi.Mode().IsRegular():
@@ -405,6 +410,36 @@ func stat(ctx context.Context, c *Call, req PathRequest) (StatResult, error) {
 		res.Type = "other"
 	}
 	return res, nil
+}
+
+// usersOf lists up to most processes that have a file open at p, or
+// below it, or run there.
+func usersOf(p string, most int) []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		dir := filepath.Join("/proc", e.Name())
+		links := []string{filepath.Join(dir, "cwd")}
+		fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
+		for _, fd := range fds {
+			links = append(links, filepath.Join(dir, "fd", fd.Name()))
+		}
+		for _, l := range links {
+			if t, err := os.Readlink(l); err == nil && (t == p || strings.HasPrefix(t, p+"/")) {
+				comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
+				out = append(out, fmt.Sprintf("pid %d (%s)", pid, strings.TrimSpace(string(comm))))
+				break
+			}
+		}
+		if len(out) == most {
+			break
+		}
+	}
+	return out
 }
 
 // treeBytes adds up the sizes of the regular files at p.
