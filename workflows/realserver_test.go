@@ -127,7 +127,7 @@ func TestRealRedis(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 
-	_, code, out := runApply(t, redisWorkflow(t), "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(redisPort))
+	_, code, out := runApply(t, tcpWorkflow(t, "PING\r\n", "+PONG"), "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(redisPort))
 	time.Sleep(300 * time.Millisecond)
 	stop()
 	wg.Wait()
@@ -152,19 +152,19 @@ func TestRealRedis(t *testing.T) {
 	}
 }
 
-// redisWorkflow writes lazy.hcl with a probe and a check that speak
-// Redis instead of HTTP, and returns its path.
-func redisWorkflow(t *testing.T) string {
+// tcpWorkflow writes lazy.hcl with a probe and a check that send send
+// and expect expect instead of speaking HTTP, and returns its path.
+func tcpWorkflow(t *testing.T, send, expect string) string {
 	t.Helper()
 	b, err := os.ReadFile("lazy.hcl")
 	if err != nil {
 		t.Fatal(err)
 	}
-	const ping = "  tcp {\n    address = \"${var.service_ip}:${var.service_port}\"\n    send    = \"PING\\r\\n\"\n    expect  = \"+PONG\"\n  }\n"
+	check := fmt.Sprintf("  tcp {\n    address = \"${var.service_ip}:${var.service_port}\"\n    send    = %q\n    expect  = %q\n  }\n", send, expect)
 	s := string(b)
 	for _, r := range []struct{ block, body string }{
-		{`probe "web"`, ping + "  interval = \"5ms\"\n  timeout  = \"5s\"\n"},
-		{`step "verify" "up"`, ping + "  depends_on = [step.start]\n  timeout    = \"10s\"\n"},
+		{`probe "web"`, check + "  interval = \"5ms\"\n  timeout  = \"5s\"\n"},
+		{`step "verify" "up"`, check + "  depends_on = [step.start]\n  timeout    = \"10s\"\n"},
 	} {
 		re := regexp.MustCompile(`(?ms)^` + regexp.QuoteMeta(r.block) + ` \{\n.*?^\}\n`)
 		if !re.MatchString(s) {
@@ -172,7 +172,7 @@ func redisWorkflow(t *testing.T) string {
 		}
 		s = re.ReplaceAllLiteralString(s, r.block+" {\n"+r.body+"}\n")
 	}
-	path := filepath.Join(t.TempDir(), "redis.hcl")
+	path := filepath.Join(t.TempDir(), "tcp.hcl")
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,199 @@
+package workflows_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mig-project/mig/engine/lab"
+)
+
+// TestRealMemcached moves Debian's memcached, four worker threads, with
+// lazy.hcl while its own protocol's clients run: a kept connection
+// incrementing a counter every 5 ms, whose answers must count up by one
+// with no gap and no error, and a client opening a connection per
+// `version`. The cache (20,000 items of 512 bytes) must arrive whole.
+
+const (
+	memcachedBin   = "/usr/bin/memcached"
+	memcachedPort  = 11211
+	memcachedItems = 20000
+)
+
+func TestRealMemcached(t *testing.T) {
+	needLab(t)
+	if _, err := os.Stat(memcachedBin); err != nil {
+		t.Fatalf("%s: %v (make deps installs memcached)", memcachedBin, err)
+	}
+	pidfile := fmt.Sprintf("%s/memcached-%d.pid", theLab.Dir(), time.Now().UnixNano())
+	pid, err := theLab.Start(context.Background(), "h1", []string{memcachedBin, "-u", "root", "-l", "0.0.0.0", "-p", strconv.Itoa(memcachedPort),
+		"-U", "0", "-t", "4", "-m", "64"}, lab.StartOptions{PIDFile: pidfile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
+	// A previous test moved the address away: forget its old owner.
+	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	t.Cleanup(func() {
+		// CRIU restores the process with its pid, on either host.
+		for _, h := range []string{"h1", "h2"} {
+			theLab.Exec(context.Background(), h, []string{"sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && kill -9 $0; ip addr del $2/24 dev eth0`,
+				strconv.Itoa(pid), memcachedBin, serviceIP}, nil, io.Discard, io.Discard)
+		}
+		os.Remove(pidfile)
+	})
+	addr := net.JoinHostPort(serviceIP, strconv.Itoa(memcachedPort))
+	var fill *mcConn
+	waitFor(t, 10*time.Second, func() error { fill, err = dialMC(addr); return err })
+	value := strings.Repeat("v", 512)
+	for i := range memcachedItems {
+		fmt.Fprintf(fill.w, "set item:%d 0 0 %d noreply\r\n%s\r\n", i, len(value), value)
+	}
+	if got, err := fill.do("set kept 0 0 1\r\n0"); err != nil || got != "STORED" {
+		t.Fatalf("set kept: %q %v", got, err)
+	}
+	fill.c.Close()
+
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []string
+	var incrs, versions int
+	var slowest time.Duration
+	fail := func(format string, a ...any) {
+		mu.Lock()
+		errs = append(errs, fmt.Sprintf(format, a...))
+		mu.Unlock()
+	}
+	kept, err := dialMC(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.c.Close()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for want := 1; ctx.Err() == nil; want++ {
+			start := time.Now()
+			got, err := kept.do("incr kept 1")
+			if err != nil || got != strconv.Itoa(want) {
+				fail("incr on the kept connection: %q %v, want %d", got, err, want)
+				return
+			}
+			mu.Lock()
+			incrs, slowest = want, max(slowest, time.Since(start))
+			mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			c, err := dialMC(addr)
+			if err == nil {
+				var got string
+				got, err = c.do("version")
+				c.c.Close()
+				if err == nil && !strings.HasPrefix(got, "VERSION ") {
+					err = fmt.Errorf("answer %q", got)
+				}
+			}
+			if err != nil {
+				fail("version on a new connection: %v", err)
+				return
+			}
+			mu.Lock()
+			versions++
+			mu.Unlock()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+
+	_, code, out := runApply(t, tcpWorkflow(t, "version\r\n", "VERSION "), "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(memcachedPort))
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("mig apply exited %d\n%s", code, out)
+	}
+	t.Logf("kept connection: %d incrs in order, slowest %s; %d versions on new connections", incrs, slowest.Round(time.Millisecond), versions)
+	for _, e := range errs {
+		t.Error(e)
+	}
+	if got, err := kept.do("get item:" + strconv.Itoa(memcachedItems-1)); err != nil || got != "VALUE item:19999 0 512" {
+		t.Errorf("the last item after the move: %q %v", got, err)
+	}
+	kept.r.ReadString('\n') // its value
+	kept.r.ReadString('\n') // END
+	if got, err := kept.stat("curr_items"); err != nil || got != strconv.Itoa(memcachedItems+1) {
+		t.Errorf("curr_items after the move: %q %v, want %d", got, err, memcachedItems+1)
+	}
+	for h, want := range map[string]bool{"h1": false, "h2": true} {
+		runs := strings.TrimSpace(labRun(t, h, "sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && echo yes || true`, strconv.Itoa(pid), memcachedBin)) == "yes"
+		if runs != want {
+			t.Errorf("memcached runs on %s: %v, want %v", h, runs, want)
+		}
+	}
+}
+
+// mcConn is a connection speaking memcached's text protocol.
+type mcConn struct {
+	c net.Conn
+	r *bufio.Reader
+	w *bufio.Writer
+}
+
+func dialMC(addr string) (*mcConn, error) {
+	c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &mcConn{c: c, r: bufio.NewReader(c), w: bufio.NewWriterSize(c, 1<<16)}, nil
+}
+
+// do sends a command line and reads the reply's first line.
+func (m *mcConn) do(cmd string) (string, error) {
+	m.w.WriteString(cmd + "\r\n")
+	if err := m.w.Flush(); err != nil {
+		return "", err
+	}
+	m.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	line, err := m.r.ReadString('\n')
+	return strings.TrimRight(line, "\r\n"), err
+}
+
+// stat reads one figure of `stats`.
+func (m *mcConn) stat(name string) (string, error) {
+	m.w.WriteString("stats\r\n")
+	if err := m.w.Flush(); err != nil {
+		return "", err
+	}
+	value, found := "", false
+	for {
+		line, err := m.r.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "END" {
+			break
+		}
+		if v, ok := strings.CutPrefix(line, "STAT "+name+" "); ok {
+			value, found = v, true
+		}
+	}
+	if !found {
+		return "", fmt.Errorf("no %s in stats", name)
+	}
+	return value, nil
+}
