@@ -95,8 +95,8 @@ func (n Needs) lockConflicts() []string {
 		out = append(out, fmt.Sprintf("%s is locked here already (a %s lock, held by %s as this host sees it): the restore would take "+
 			"the workload's %s lock on it again and wait, with the workload frozen, until that lock goes. When the hosts share "+
 			"this storage, the holder is the frozen source, which keeps its locks until the move commits: CRIU cannot move file "+
-			"locks across storage both hosts see. Stop the service and start it on the target, or move it to a host with its own "+
-			"copy of the files", l.Path, strings.ToLower(l.Kind), holder, strings.ToLower(l.Kind)))
+			"locks across storage both hosts see. Stop the service and start it on the target, or keep its files on each host's own "+
+			"disk and copy them in the pause (workflows/database.hcl)", l.Path, strings.ToLower(l.Kind), holder, strings.ToLower(l.Kind)))
 	}
 	return out
 }
