@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,17 +37,7 @@ func TestRealMemcached(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
-	// A previous test moved the address away: forget its old owner.
-	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
-	t.Cleanup(func() {
-		// CRIU restores the process with its pid, on either host.
-		for _, h := range []string{"h1", "h2"} {
-			theLab.Exec(context.Background(), h, []string{"sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && kill -9 $0; ip addr del $2/24 dev eth0`,
-				strconv.Itoa(pid), memcachedBin, serviceIP}, nil, io.Discard, io.Discard)
-		}
-		os.Remove(pidfile)
-	})
+	serveOnH1(t, pid, memcachedBin, pidfile)
 	addr := net.JoinHostPort(serviceIP, strconv.Itoa(memcachedPort))
 	var fill *mcConn
 	waitFor(t, 10*time.Second, func() error { fill, err = dialMC(addr); return err })
@@ -63,73 +50,29 @@ func TestRealMemcached(t *testing.T) {
 	}
 	fill.c.Close()
 
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []string
-	var incrs, versions int
-	var slowest time.Duration
-	fail := func(format string, a ...any) {
-		mu.Lock()
-		errs = append(errs, fmt.Sprintf(format, a...))
-		mu.Unlock()
-	}
 	kept, err := dialMC(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer kept.c.Close()
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for want := 1; ctx.Err() == nil; want++ {
-			start := time.Now()
-			got, err := kept.do("incr kept 1")
-			if err != nil || got != strconv.Itoa(want) {
-				fail("incr on the kept connection: %q %v, want %d", got, err, want)
-				return
+	moveUnderClients(t, tcpWorkflow(t, "version\r\n", "VERSION "), []string{"-var", "pidfile=" + pidfile, "-var", "service_port=" + strconv.Itoa(memcachedPort)},
+		func(n int) error {
+			if got, err := kept.do("incr kept 1"); err != nil || got != strconv.Itoa(n) {
+				return fmt.Errorf("incr on the kept connection: %q %v, want %d", got, err, n)
 			}
-			mu.Lock()
-			incrs, slowest = want, max(slowest, time.Since(start))
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
+			return nil
+		},
+		func() error {
 			c, err := dialMC(addr)
-			if err == nil {
-				var got string
-				got, err = c.do("version")
-				c.c.Close()
-				if err == nil && !strings.HasPrefix(got, "VERSION ") {
-					err = fmt.Errorf("answer %q", got)
-				}
-			}
 			if err != nil {
-				fail("version on a new connection: %v", err)
-				return
+				return fmt.Errorf("version on a new connection: %w", err)
 			}
-			mu.Lock()
-			versions++
-			mu.Unlock()
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	time.Sleep(300 * time.Millisecond)
-
-	_, code, out := runApply(t, tcpWorkflow(t, "version\r\n", "VERSION "), "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(memcachedPort))
-	time.Sleep(300 * time.Millisecond)
-	stop()
-	wg.Wait()
-	if code != 0 {
-		t.Fatalf("mig apply exited %d\n%s", code, out)
-	}
-	t.Logf("kept connection: %d incrs in order, slowest %s; %d versions on new connections", incrs, slowest.Round(time.Millisecond), versions)
-	for _, e := range errs {
-		t.Error(e)
-	}
+			defer c.c.Close()
+			if got, err := c.do("version"); err != nil || !strings.HasPrefix(got, "VERSION ") {
+				return fmt.Errorf("version on a new connection: %q %v", got, err)
+			}
+			return nil
+		})
 	if got, err := kept.do("get item:" + strconv.Itoa(memcachedItems-1)); err != nil || got != "VALUE item:19999 0 512" {
 		t.Errorf("the last item after the move: %q %v", got, err)
 	}
@@ -138,12 +81,7 @@ func TestRealMemcached(t *testing.T) {
 	if got, err := kept.stat("curr_items"); err != nil || got != strconv.Itoa(memcachedItems+1) {
 		t.Errorf("curr_items after the move: %q %v, want %d", got, err, memcachedItems+1)
 	}
-	for h, want := range map[string]bool{"h1": false, "h2": true} {
-		runs := strings.TrimSpace(labRun(t, h, "sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && echo yes || true`, strconv.Itoa(pid), memcachedBin)) == "yes"
-		if runs != want {
-			t.Errorf("memcached runs on %s: %v, want %v", h, runs, want)
-		}
-	}
+	movedToH2(t, pid, memcachedBin)
 }
 
 // mcConn is a connection speaking memcached's text protocol.

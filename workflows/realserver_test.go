@@ -46,17 +46,7 @@ func TestRealRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
-	// A previous test moved the address away: forget its old owner.
-	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
-	t.Cleanup(func() {
-		// CRIU restores the process with its pid, on either host.
-		for _, h := range []string{"h1", "h2"} {
-			theLab.Exec(context.Background(), h, []string{"sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && kill -9 $0; ip addr del $2/24 dev eth0`,
-				strconv.Itoa(pid), exe, serviceIP}, nil, io.Discard, io.Discard)
-		}
-		os.Remove(pidfile)
-	})
+	serveOnH1(t, pid, exe, pidfile)
 	addr := net.JoinHostPort(serviceIP, strconv.Itoa(redisPort))
 	var fill *resp
 	waitFor(t, 10*time.Second, func() error { fill, err = dialRESP(addr); return err })
@@ -71,84 +61,113 @@ func TestRealRedis(t *testing.T) {
 	}
 	fill.c.Close()
 
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []string
-	var incrs, pings int
-	var slowest time.Duration
-	fail := func(format string, a ...any) {
-		mu.Lock()
-		errs = append(errs, fmt.Sprintf(format, a...))
-		mu.Unlock()
-	}
 	kept, err := dialRESP(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer kept.c.Close()
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for want := 1; ctx.Err() == nil; want++ {
-			start := time.Now()
-			got, err := kept.do("INCR", "kept")
-			if err != nil || got != ":"+strconv.Itoa(want) {
-				fail("INCR on the kept connection: %q %v, want :%d", got, err, want)
-				return
+	moveUnderClients(t, tcpWorkflow(t, "PING\r\n", "+PONG"), []string{"-var", "pidfile=" + pidfile, "-var", "service_port=" + strconv.Itoa(redisPort)},
+		func(n int) error {
+			if got, err := kept.do("INCR", "kept"); err != nil || got != ":"+strconv.Itoa(n) {
+				return fmt.Errorf("INCR on the kept connection: %q %v, want :%d", got, err, n)
 			}
-			mu.Lock()
-			incrs, slowest = want, max(slowest, time.Since(start))
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
+			return nil
+		},
+		func() error {
 			c, err := dialRESP(addr)
-			if err == nil {
-				var got string
-				got, err = c.do("PING")
-				c.c.Close()
-				if err == nil && got != "+PONG" {
-					err = fmt.Errorf("answer %q", got)
-				}
-			}
 			if err != nil {
-				fail("PING on a new connection: %v", err)
-				return
+				return fmt.Errorf("PING on a new connection: %w", err)
 			}
-			mu.Lock()
-			pings++
-			mu.Unlock()
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	time.Sleep(300 * time.Millisecond)
-
-	_, code, out := runApply(t, tcpWorkflow(t, "PING\r\n", "+PONG"), "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(redisPort))
-	time.Sleep(300 * time.Millisecond)
-	stop()
-	wg.Wait()
-	if code != 0 {
-		t.Fatalf("mig apply exited %d\n%s", code, out)
-	}
-	t.Logf("kept connection: %d INCRs in order, slowest %s; %d PINGs on new connections", incrs, slowest.Round(time.Millisecond), pings)
-	for _, e := range errs {
-		t.Error(e)
-	}
+			defer c.c.Close()
+			if got, err := c.do("PING"); err != nil || got != "+PONG" {
+				return fmt.Errorf("PING on a new connection: %q %v", got, err)
+			}
+			return nil
+		})
 	if got, err := kept.do("DBSIZE"); err != nil || got != ":"+strconv.Itoa(redisKeys+1) {
 		t.Errorf("DBSIZE after the move: %q %v, want %d keys", got, err, redisKeys+1)
 	}
 	if got, err := kept.do("STRLEN", fmt.Sprintf("key:%d", redisKeys-1)); err != nil || got != ":512" {
 		t.Errorf("STRLEN of the last key: %q %v, want :512", got, err)
 	}
+	movedToH2(t, pid, exe)
+}
+
+// serveOnH1 puts the service address on h1, where pid (running exe)
+// serves it, and has the test's end kill pid, wherever it runs then, and
+// remove the address and pidfile.
+func serveOnH1(t *testing.T, pid int, exe, pidfile string) {
+	t.Helper()
+	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
+	// A previous test moved the address away: forget its old owner.
+	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	t.Cleanup(func() {
+		// CRIU restores the process with its pid, on either host.
+		for _, h := range []string{"h1", "h2"} {
+			theLab.Exec(context.Background(), h, []string{"sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && kill -9 $0; ip addr del $2/24 dev eth0`,
+				strconv.Itoa(pid), exe, serviceIP}, nil, io.Discard, io.Discard)
+		}
+		os.Remove(pidfile)
+	})
+}
+
+// movedToH2 checks that pid runs exe on h2, and not on h1.
+func movedToH2(t *testing.T, pid int, exe string) {
+	t.Helper()
 	for h, want := range map[string]bool{"h1": false, "h2": true} {
 		runs := strings.TrimSpace(labRun(t, h, "sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && echo yes || true`, strconv.Itoa(pid), exe)) == "yes"
 		if runs != want {
-			t.Errorf("redis-server runs on %s: %v, want %v", h, runs, want)
+			t.Errorf("%s (pid %d) runs on %s: %v, want %v", filepath.Base(exe), pid, h, runs, want)
 		}
+	}
+}
+
+// moveUnderClients runs workflow (with flags) while two clients of the
+// service's own protocol run: kept is called every 5 ms with the number
+// of its call, on a connection opened before the move, and fresh every
+// 10 ms, on a new one. Each stops at its first error, which fails the
+// test, as does a failed move.
+func moveUnderClients(t *testing.T, workflow string, flags []string, kept func(n int) error, fresh func() error) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	var keptN, freshN int
+	var slowest time.Duration
+	loop := func(every time.Duration, step func(n int) error, count *int, slowest *time.Duration) {
+		defer wg.Done()
+		for n := 1; ctx.Err() == nil; n++ {
+			start := time.Now()
+			err := step(n)
+			mu.Lock()
+			if err != nil {
+				errs = append(errs, err)
+				mu.Unlock()
+				return
+			}
+			*count, *slowest = n, max(*slowest, time.Since(start))
+			mu.Unlock()
+			time.Sleep(every)
+		}
+	}
+	var slowestFresh time.Duration
+	wg.Add(2)
+	go loop(5*time.Millisecond, kept, &keptN, &slowest)
+	go loop(10*time.Millisecond, func(int) error { return fresh() }, &freshN, &slowestFresh)
+	time.Sleep(300 * time.Millisecond)
+
+	_, code, out := runApply(t, workflow, flags...)
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("mig apply exited %d\n%s", code, out)
+	}
+	t.Logf("kept connection: %d requests in order, slowest %s; %d requests on new connections, slowest %s",
+		keptN, slowest.Round(time.Millisecond), freshN, slowestFresh.Round(time.Millisecond))
+	for _, err := range errs {
+		t.Error(err)
 	}
 }
 
