@@ -90,34 +90,29 @@ func preflight(pids []int) ([]string, Needs) {
 			}
 		}
 		fdDir := fmt.Sprintf("/proc/%d/fd", pid)
-		ents, _ := os.ReadDir(fdDir)
-		for _, e := range ents {
-			p, err := os.Readlink(filepath.Join(fdDir, e.Name()))
-			if err != nil {
-				continue
-			}
+		eachFD(pid, func(fd, p string) {
 			if what := unsupportedFD(p); what != "" {
-				problems = append(problems, fmt.Sprintf("pid %d (%s) has %s open (fd %s), which CRIU cannot checkpoint; stop the service from using it, or move it cold (stop and start)", pid, comm, what, e.Name()))
-				continue
+				problems = append(problems, fmt.Sprintf("pid %d (%s) has %s open (fd %s), which CRIU cannot checkpoint; stop the service from using it, or move it cold (stop and start)", pid, comm, what, fd))
+				return
 			}
-			if strings.HasPrefix(p, "socket:") && isMPTCP(filepath.Join(fdDir, e.Name())) {
-				mptcp[pid] = append(mptcp[pid], e.Name())
-				continue
+			if strings.HasPrefix(p, "socket:") && isMPTCP(filepath.Join(fdDir, fd)) {
+				mptcp[pid] = append(mptcp[pid], fd)
+				return
 			}
 			if strings.HasSuffix(p, " (deleted)") {
 				var st unix.Stat_t
-				if unix.Stat(filepath.Join(fdDir, e.Name()), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size > ghostLimit {
-					problems = append(problems, fmt.Sprintf("pid %d (%s) holds the deleted file %s (fd %s, %d bytes) open; CRIU copies deleted files only up to 1 MiB: close it (or stop writing to a deleted file) before the move", pid, comm, strings.TrimSuffix(p, " (deleted)"), e.Name(), st.Size))
+				if unix.Stat(filepath.Join(fdDir, fd), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size > ghostLimit {
+					problems = append(problems, fmt.Sprintf("pid %d (%s) holds the deleted file %s (fd %s, %d bytes) open; CRIU copies deleted files only up to 1 MiB: close it (or stop writing to a deleted file) before the move", pid, comm, strings.TrimSuffix(p, " (deleted)"), fd, st.Size))
 				}
-				continue
+				return
 			}
 			if needed(p) {
 				files[p] = true
-				if openForWriting(pid, e.Name()) {
+				if openForWriting(pid, fd) {
 					written[p] = true
 				}
 			}
-		}
+		})
 		for _, m := range mappedFiles(pid) {
 			files[m.path] = true
 			if m.sharedWrite {

@@ -60,7 +60,7 @@ func externalPipeProblems(pids []int) []string {
 		}
 		out = append(out, fmt.Sprintf("pid %d (%s) has %s on a pipe that pid %d (%s), outside the workload, holds too "+
 			"(`| tee`, `| logger`, a supervisor's log pipe): CRIU moves only the workload's end, so on the target its next write would kill it "+
-			"with SIGPIPE, after the move; send that output to a file, /dev/null or journald instead, "+
+			"with SIGPIPE, after the move; send that output to a file or /dev/null instead, "+
 			"or move the other process with it (one tree)", e.pid, commOf(e.pid), what, other, commOf(other)))
 	}
 	return out
