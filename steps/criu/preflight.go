@@ -473,6 +473,14 @@ func rlimitProblem(pids []int) string {
 	return ""
 }
 
+// firstOf lists up to most of items, and says how many more there are.
+func firstOf(items []string, most int) string {
+	if len(items) > most {
+		items = append(items[:most:most], fmt.Sprintf("and %d more", len(items)-most))
+	}
+	return strings.Join(items, ", ")
+}
+
 func uidOf(pid int) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -508,19 +516,11 @@ func (n Needs) Missing() []string {
 		}
 	}
 	if len(resized) > 0 {
-		shown := resized
-		if len(shown) > 3 {
-			shown = append(shown[:3:3], fmt.Sprintf("and %d more", len(resized)-3))
-		}
 		out = append(out, fmt.Sprintf("files the workload has open or mapped differ here: %s; CRIU restores only onto the same files (it checks their size), "+
-			"so the restore would fail after the freeze: install the same versions here as on the source", strings.Join(shown, ", ")))
+			"so the restore would fail after the freeze: install the same versions here as on the source", firstOf(resized, 3)))
 	}
 	if len(files) > 0 {
-		shown := files
-		if len(shown) > 5 {
-			shown = append(shown[:5:5], fmt.Sprintf("and %d more", len(files)-5))
-		}
-		out = append(out, fmt.Sprintf("files the workload has open or mapped are missing (CRIU reopens them by path): %s; put them on this host (a `copy` step, or the same package/mount) before the move", strings.Join(shown, ", ")))
+		out = append(out, fmt.Sprintf("files the workload has open or mapped are missing (CRIU reopens them by path): %s; put them on this host (a `copy` step, or the same package/mount) before the move", firstOf(files, 5)))
 	}
 	return append(out, n.lockConflicts()...)
 }
