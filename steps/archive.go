@@ -92,6 +92,7 @@ func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		}),
 		Undo:    putBack(h, placed(res.Placed, res.Path)),
 		Commit:  dropAside(h, placed(res.Placed, res.Path)),
+		Replay:  placedReplay(hostArg(cfg), placed(res.Placed, res.Path)),
 		Metrics: map[string]float64{"bytes": float64(res.Bytes), "files": float64(len(res.Manifest))},
 	}, nil
 }
@@ -144,6 +145,7 @@ func (Unarchive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, err
 		}),
 		Undo:    putBack(h, placed(res.Placed, res.Path)),
 		Commit:  dropAside(h, placed(res.Placed, res.Path)),
+		Replay:  placedReplay(hostArg(cfg), placed(res.Placed, res.Path)),
 		Metrics: map[string]float64{"bytes": float64(res.Bytes), "files": float64(res.Files)},
 	}, nil
 }

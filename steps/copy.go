@@ -171,6 +171,7 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		}),
 		Undo:    putBack(dst, res.Placed),
 		Commit:  dropAside(dst, res.Placed),
+		Replay:  placedReplay(HostName(arg.To.Value), res.Placed),
 		Metrics: map[string]float64{"bytes": float64(res.Bytes), "moved_bytes": float64(res.Bytes), "seconds": res.Seconds},
 	}, nil
 }
@@ -192,6 +193,17 @@ func dropAside(h host.Host, pl host.Placed) func(context.Context) error {
 	return func(ctx context.Context) error {
 		return host.ActRemove.Call(ctx, h, host.RemoveRequest{Path: pl.Aside, Recursive: true}, nil, host.CallOpts{})
 	}
+}
+
+// placedReplay is putBack and dropAside as agent actions on hostName,
+// which the host replays should mig die before the run ends: what the
+// step placed goes, and what it displaced comes back.
+func placedReplay(hostName string, pl host.Placed) Replay {
+	rp := Replay{Undo: []host.Invocation{host.ActPutBack.Invocation(hostName, pl, "")}}
+	if pl.Aside != "" {
+		rp.Commit = []host.Invocation{host.ActRemove.Invocation(hostName, host.RemoveRequest{Path: pl.Aside, Recursive: true}, "")}
+	}
+	return rp
 }
 
 // placed returns what an action reported it displaced, or, from an agent

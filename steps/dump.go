@@ -625,10 +625,9 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		Commit: []host.Invocation{criu.ActKill.Invocation(d.w.host, kill, lock)},
 	}
 	if sent != nil {
-		replay.Undo = append(replay.Undo, host.ActPutBack.Invocation(d.target, *sent, ""))
-		if sent.Aside != "" {
-			replay.Commit = append(replay.Commit, host.ActRemove.Invocation(d.target, host.RemoveRequest{Path: sent.Aside, Recursive: true}, ""))
-		}
+		rp := placedReplay(d.target, *sent)
+		replay.Undo = append(replay.Undo, rp.Undo...)
+		replay.Commit = append(replay.Commit, rp.Commit...)
 	}
 	if d.mode == "lazy" {
 		replay.Decide = []host.Invocation{criu.ActLazyDecide.Invocation(d.w.host,

@@ -41,17 +41,23 @@ type phase struct {
 	// after delays the signal past the event; then the record's phase
 	// says where the workload must end.
 	after time.Duration
+	// gone are paths on h2 that must not be left once the run settled.
+	gone []string
 }
 
 var (
 	// Right after the final dump froze the source (the copy, the address
 	// move and the restore may have begun).
-	held = phase{"held", engine.EventFinished, "step.final", false, 0}
+	held = phase{"held", engine.EventFinished, "step.final", false, 0, nil}
 	// Once the target serves and passed its check, while a later step runs.
-	served = phase{"served", engine.EventStarted, "step.pause", true, 0}
+	served = phase{"served", engine.EventStarted, "step.pause", true, 0, nil}
 	// Lazy: 250 to 500 ms into the restore: before the target serves, as
 	// it starts to, or once it serves while the pages still flow.
-	pages = phase{"pages", engine.EventStarted, "step.start", false, 250 * time.Millisecond}
+	pages = phase{"pages", engine.EventStarted, "step.start", false, 250 * time.Millisecond, nil}
+	// Cold: once the archive is copied and extracted on the target, before
+	// the restore. The hosts undo the copy and the extraction themselves.
+	unpacked = phase{"unpacked", engine.EventFinished, "step.unpack", false, 0,
+		[]string{"/var/lib/mig/images/web.tar.zst", "/var/lib/mig/images/web"}}
 )
 
 func TestHoldKill(t *testing.T) {
@@ -63,6 +69,7 @@ func TestHoldKill(t *testing.T) {
 		}
 	}
 	t.Run("lazy/pages", func(t *testing.T) { trial(t, "testdata/hold-lazy", pages, syscall.SIGKILL) })
+	t.Run("cold/unpacked", func(t *testing.T) { trial(t, "testdata/hold-cold", unpacked, syscall.SIGKILL) })
 }
 
 func TestHoldHangup(t *testing.T) {
@@ -126,6 +133,9 @@ func trial(t *testing.T, workflow string, ph phase, sig syscall.Signal) {
 	t.Cleanup(cleanHolds)
 	rd := startReader()
 	defer rd.end()
+	if len(ph.gone) > 0 {
+		labRun(t, "h2", append([]string{"rm", "-rf"}, ph.gone...)...)
+	}
 	a := applyUntil(t, workflow, ph.event, ph.step, "-var", "pidfile="+s.pidfile)
 	if ph.after > 0 {
 		// Anywhere in the window, from one trial to the next.
@@ -153,6 +163,11 @@ func trial(t *testing.T, workflow string, ph phase, sig syscall.Signal) {
 		t.Fatalf("mig's events:\n%s\nmig's log:\n%s", strings.Join(a.events, "\n"), a.stderr.String())
 	}
 	t.Logf("settled %.1fs after the signal", time.Since(signalled).Seconds())
+	for _, p := range ph.gone {
+		if out := strings.TrimSpace(labRun(t, "h2", "sh", "-c", `[ -e "$0" ] && echo left || true`, p)); out != "" {
+			t.Errorf("the run left %s on h2", p)
+		}
+	}
 
 	recs, err := engine.ListRecords(a.state)
 	if err != nil || len(recs) != 1 {
