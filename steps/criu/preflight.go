@@ -29,10 +29,13 @@ type Needs struct {
 	// or mapped shared and writable. A copy of them is whole only once
 	// the workload is frozen.
 	Written []string `json:"written,omitempty"`
-	// Sizes are the sizes of the regular Files it does not write
-	// (programs, libraries, files read): CRIU restores only onto files of
-	// the same size ("File … has bad size").
+	// Sizes are the sizes of the regular Files whose size CRIU checks
+	// ("File … has bad size"): all but those the workload only appends
+	// to. Those it writes may still grow until the freeze.
 	Sizes map[string]int64 `json:"sizes,omitempty"`
+	// Modes are the Files' type and permission bits, which CRIU checks
+	// of each file it reopens ("File … has bad mode").
+	Modes map[string]uint32 `json:"modes,omitempty"`
 }
 
 // ghostLimit is CRIU's default limit on an open deleted file it keeps
@@ -76,6 +79,7 @@ func unsupportedFD(link string) string {
 func preflight(pids []int) ([]string, Needs) {
 	var problems []string
 	files, dirs, written := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	sized := map[string]bool{}  // files CRIU checks the size of
 	mptcp := map[int][]string{} // pid: its MPTCP sockets' fds
 	problems = append(problems, sysvProblems(pids)...)
 	problems = append(problems, externalUnixProblems(pids)...)
@@ -87,6 +91,7 @@ func preflight(pids []int) ([]string, Needs) {
 		for _, l := range []string{"cwd", "exe"} {
 			if p, err := os.Readlink(fmt.Sprintf("/proc/%d/%s", pid, l)); err == nil && needed(p) {
 				files[p] = true
+				sized[p] = true
 			}
 		}
 		fdDir := fmt.Sprintf("/proc/%d/fd", pid)
@@ -108,13 +113,19 @@ func preflight(pids []int) ([]string, Needs) {
 			}
 			if needed(p) {
 				files[p] = true
-				if openForWriting(pid, fd) {
+				flags, ok := fdFlags(pid, fd)
+				if ok && flags&unix.O_ACCMODE != unix.O_RDONLY {
 					written[p] = true
+				}
+				// CRIU leaves out the size of a file only appended to (a log).
+				if !ok || flags&unix.O_ACCMODE != unix.O_WRONLY || flags&unix.O_APPEND == 0 {
+					sized[p] = true
 				}
 			}
 		})
 		for _, m := range mappedFiles(pid) {
 			files[m.path] = true
+			sized[m.path] = true
 			if m.sharedWrite {
 				written[m.path] = true
 			}
@@ -132,13 +143,18 @@ func preflight(pids []int) ([]string, Needs) {
 	for _, p := range boundUnixSockets(pids) {
 		dirs[filepath.Dir(p)] = true
 	}
-	sizes := map[string]int64{}
+	sizes, modes := map[string]int64{}, map[string]uint32{}
 	for f := range files {
-		if st, err := os.Stat(f); err == nil && st.Mode().IsRegular() && !written[f] {
-			sizes[f] = st.Size()
+		var st unix.Stat_t
+		if unix.Stat(f, &st) != nil {
+			continue
+		}
+		modes[f] = st.Mode
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && sized[f] {
+			sizes[f] = st.Size
 		}
 	}
-	return problems, Needs{Dirs: sorted(dirs), Files: sorted(files), Written: sorted(written), Sizes: sizes}
+	return problems, Needs{Dirs: sorted(dirs), Files: sorted(files), Written: sorted(written), Sizes: sizes, Modes: modes}
 }
 
 // ContainerProblems is preflight's problems for a container's tasks, and,
@@ -160,20 +176,19 @@ func isMPTCP(path string) bool {
 	return err == nil && strings.HasPrefix(string(buf[:n]), "MPTCP")
 }
 
-// openForWriting says whether pid's fd is open for writing, by the access
-// mode in its fdinfo flags (octal).
-func openForWriting(pid int, fd string) bool {
+// fdFlags reads the open flags of pid's fd from its fdinfo (octal).
+func fdFlags(pid int, fd string) (int, bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
 	if err != nil {
-		return false
+		return 0, false
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(l, "flags:"); ok {
 			flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
-			return err == nil && flags&unix.O_ACCMODE != unix.O_RDONLY
+			return int(flags), err == nil
 		}
 	}
-	return false
+	return 0, false
 }
 
 // needed says whether a path must exist on the target for the restore:
@@ -504,23 +519,59 @@ func (n Needs) Missing() []string {
 			out = append(out, fmt.Sprintf("the directory %s, where the workload has a unix socket bound, is missing (CRIU binds the socket there again); create it before the move (`mkdir -p %s`, with the owner and mode it has on the source)", d, d))
 		}
 	}
-	var files, resized []string
+	var files, resized, shorter, remoded []string
+	written := map[string]bool{}
+	for _, f := range n.Written {
+		written[f] = true
+	}
 	for _, f := range n.Files {
-		st, err := os.Stat(f)
-		if err != nil {
+		var st unix.Stat_t
+		if err := unix.Stat(f, &st); err != nil {
 			files = append(files, f)
 			continue
 		}
-		if want, ok := n.Sizes[f]; ok && st.Mode().IsRegular() && st.Size() != want {
-			resized = append(resized, fmt.Sprintf("%s (%d bytes here, %d on the source)", f, st.Size(), want))
+		if want, ok := n.Modes[f]; ok && st.Mode != want {
+			remoded = append(remoded, fmt.Sprintf("%s (%s here, %s on the source)", f, modeString(st.Mode), modeString(want)))
+		}
+		want, ok := n.Sizes[f]
+		switch {
+		case !ok || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size == want:
+		case !written[f]:
+			resized = append(resized, fmt.Sprintf("%s (%d bytes here, %d on the source)", f, st.Size, want))
+		case st.Size < want:
+			// A file the workload writes may grow until the freeze; one
+			// already shorter here is another file (or shared and
+			// truncated since, rarely).
+			shorter = append(shorter, fmt.Sprintf("%s (%d bytes here, %d on the source)", f, st.Size, want))
 		}
 	}
 	if len(resized) > 0 {
 		out = append(out, fmt.Sprintf("files the workload has open or mapped differ here: %s; CRIU restores only onto the same files (it checks their size), "+
 			"so the restore would fail after the freeze: install the same versions here as on the source", firstOf(resized, 3)))
 	}
+	if len(shorter) > 0 {
+		out = append(out, fmt.Sprintf("files the workload writes are shorter here than on the source: %s; CRIU reopens them at the same offset and checks their size, "+
+			"so the restore would fail after the freeze: copy them in the pause (a `copy` step after the dump), or have the service open them for appending only (a shell's `>>`), as CRIU does not check the size of those", firstOf(shorter, 3)))
+	}
+	if len(remoded) > 0 {
+		out = append(out, fmt.Sprintf("files the workload has open or mapped have another mode here: %s; CRIU restores only onto files of the same type and permissions, "+
+			"so the restore would fail after the freeze: chmod them here as on the source", firstOf(remoded, 3)))
+	}
 	if len(files) > 0 {
 		out = append(out, fmt.Sprintf("files the workload has open or mapped are missing (CRIU reopens them by path): %s; put them on this host (a `copy` step, or the same package/mount) before the move", firstOf(files, 5)))
 	}
 	return append(out, n.lockConflicts()...)
+}
+
+// modeString writes a stat mode's permissions in octal, with the type
+// when it is not a regular file: "0600", "directory 0755".
+func modeString(m uint32) string {
+	perm := fmt.Sprintf("%04o", m&0o7777)
+	switch m & unix.S_IFMT {
+	case unix.S_IFREG:
+		return perm
+	case unix.S_IFDIR:
+		return "directory " + perm
+	}
+	return fmt.Sprintf("file type %#o, %s", m&unix.S_IFMT, perm)
 }

@@ -88,6 +88,20 @@ func preflightHelper(mode string, args []string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+	case "append", "write":
+		// A log opened for appending only (O_APPEND), or for writing at
+		// an offset.
+		flags := os.O_CREATE | os.O_WRONLY
+		if mode == "append" {
+			flags |= os.O_APPEND
+		}
+		f, err := os.OpenFile(args[0], flags, 0o600)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer f.Close()
+		f.WriteString("a line\n")
 	case "unixconnect":
 		c, err := net.Dial("unix", args[0])
 		if err != nil {
@@ -306,6 +320,51 @@ func TestPreflightUnixSocketDir(t *testing.T) {
 	p, err := Process{}.CheckTarget(context.Background(), Env{}, Workload{}, CheckRequest{Needs: r.Needs})
 	if err != nil || len(p) == 0 || !strings.Contains(p[0], dir) || !strings.Contains(p[0], "mkdir -p") {
 		t.Fatalf("CheckTarget = %q, %v; want the missing dir with its fix", p, err)
+	}
+}
+
+// CRIU reopens each file and checks its mode, and its size unless the
+// workload only appends to it: preflight tells a target whose files
+// differ before anything is frozen.
+func TestPreflightFileModeAndSize(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	written, appended := filepath.Join(dir, "out.log"), filepath.Join(dir, "app.log")
+	wpid := startHelper(t, nil, "write", written)
+	apid := startHelper(t, nil, "append", appended)
+	w, a := resolvePID(t, wpid).Needs, resolvePID(t, apid).Needs
+	if m := w.Missing(); len(m) != 0 {
+		t.Fatalf("missing on the source itself: %q", m)
+	}
+	if _, ok := a.Sizes[appended]; ok {
+		t.Errorf("a size for %s, which the workload only appends to: %v", appended, a.Sizes)
+	}
+	if w.Sizes[written] != 7 {
+		t.Errorf("size of %s = %d, want 7", written, w.Sizes[written])
+	}
+
+	// The target has the logs, as an operator's touch leaves them.
+	for _, f := range []string{written, appended} {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(f, 0o644)
+	}
+	m := w.Missing()
+	if len(m) != 2 || !strings.Contains(m[0], written+" (0 bytes here, 7 on the source)") || !strings.Contains(m[0], "appending only") ||
+		!strings.Contains(m[1], written+" (0644 here, 0600 on the source)") || !strings.Contains(m[1], "chmod") {
+		t.Errorf("a shorter file of another mode: %q", m)
+	}
+	if m := a.Missing(); len(m) != 1 || !strings.Contains(m[0], appended+" (0644 here, 0600 on the source)") {
+		t.Errorf("an appended file of another mode: %q, want only the mode", m)
+	}
+	// Longer here: it may have grown since (on storage both hosts share).
+	os.Chmod(written, 0o600)
+	if err := os.WriteFile(written, []byte("a line\nanother\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if m := w.Missing(); len(m) != 0 {
+		t.Errorf("a written file that grew: %q, want nothing", m)
 	}
 }
 
