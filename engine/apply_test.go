@@ -675,7 +675,8 @@ step "fake" "later" {
 
 // TestApplyProbeGreeting probes a service that speaks first (as MySQL and
 // SMTP do): each new connection gets the greeting, and the kept one,
-// greeted once, stays intact without asking again.
+// greeted once, stays intact without asking again. A probe that expects
+// nothing drops the greeting.
 func TestApplyProbeGreeting(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -704,17 +705,25 @@ probe "db" {
   }
   interval = "2ms"
 }
+probe "any" {
+  tcp {
+    address = %q
+  }
+  interval = "2ms"
+}
 step "fake" "wait" {
   value = "wait"
   sleep = "100ms"
 }
-`, ln.Addr().String()))
+`, ln.Addr().String(), ln.Addr().String()))
 	rec, _, _ := apply(t, w, context.Background(), 4)
-	s := rec.Probes[0].Summary
-	if s.Failed != 0 || s.Requests < 5 {
-		t.Errorf("summary %s", s)
-	}
-	if k := s.Kept; k == nil || k.Requests < 5 || k.Failed != 0 || len(k.Breaks) != 0 {
-		t.Errorf("kept connection: %+v, want it intact", k)
+	for _, p := range rec.Probes {
+		s := p.Summary
+		if s.Failed != 0 || s.Requests < 5 {
+			t.Errorf("probe %s: summary %s", p.Name, s)
+		}
+		if k := s.Kept; k == nil || k.Requests < 5 || k.Failed != 0 || len(k.Breaks) != 0 {
+			t.Errorf("probe %s: kept connection: %+v, want it intact", p.Name, k)
+		}
 	}
 }

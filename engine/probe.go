@@ -113,6 +113,10 @@ type KeptSummary struct {
 	// Breaks lists every time the kept connection broke (reset, closed,
 	// or no answer); the probe then connected again.
 	Breaks []Break `json:"breaks,omitempty"`
+	// Passive is a connection the probe sends nothing on (a tcp probe
+	// without send): it shows the connection stayed open, but a frozen
+	// server looks the same as a live one, so LongestWait is no pause.
+	Passive bool `json:"passive,omitempty"`
 }
 
 // Break is the kept connection failing.
@@ -233,6 +237,7 @@ func newProbe(name string, v cty.Value) (*probe, error) {
 		return p, p.udpProbe(UDPCheck{Address: a.UDP.Address, Send: a.UDP.Send, Expect: a.UDP.Expect})
 	}
 	c := TCPCheck{Address: tcp.Address, Send: tcp.Send, Expect: tcp.Expect}
+	p.kept.Passive = c.Send == ""
 	if _, _, err := net.SplitHostPort(c.Address); err != nil {
 		return nil, fmt.Errorf("tcp address %q: want host:port", c.Address)
 	}
@@ -252,17 +257,22 @@ func newProbe(name string, v cty.Value) (*probe, error) {
 	p.exchange = func(conn net.Conn, _ *bufio.Reader) (int, bool, error) {
 		if c.Send == "" && (c.Expect == "" || conn == greeted) {
 			// Nothing to ask: the connection is alive while a short
-			// read finds neither data nor an end.
+			// read finds no end. What the server sends (a greeting the
+			// probe does not expect) is read and dropped.
 			conn.SetReadDeadline(time.Now().Add(time.Millisecond))
-			var b [1]byte
-			_, err := conn.Read(b[:])
-			if IsTimeout(err) {
-				return 0, true, nil
+			var b [512]byte
+			for {
+				_, err := conn.Read(b[:])
+				switch {
+				case IsTimeout(err):
+					return 0, true, nil
+				case errors.Is(err, io.EOF):
+					// Not the move: its connections reset or time out.
+					return 0, false, errors.New("closed by the server (a connection that never sends may meet the server's login timeout: give the probe send and expect, or keep = false)")
+				case err != nil:
+					return 0, false, err
+				}
 			}
-			if err == nil {
-				err = errors.New("unexpected data")
-			}
-			return 0, false, err
 		}
 		_, err := c.Exchange(conn)
 		if err == nil {
@@ -618,6 +628,9 @@ func (k KeptSummary) String() string {
 	state := "intact"
 	if n := len(k.Breaks); n > 0 {
 		state = fmt.Sprintf("BROKEN %d times, first at %s: %s", n, fmtSeconds(k.Breaks[0].At), k.Breaks[0].Error)
+	}
+	if k.Passive {
+		return fmt.Sprintf("%d checks, %d failed, %s (the probe sends nothing on it, so no wait is measured: give it send and expect)", k.Requests, k.Failed, state)
 	}
 	return fmt.Sprintf("%d requests, %d failed, longest wait %s, %s", k.Requests, k.Failed, fmtSeconds(k.LongestWait), state)
 }
