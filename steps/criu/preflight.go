@@ -22,7 +22,7 @@ import (
 // CRIU restores open files, mappings and bound unix sockets by path.
 type Needs struct {
 	Dirs  []string `json:"dirs,omitempty"`  // directories of bound unix sockets
-	Files []string `json:"files,omitempty"` // open and mapped files, cwd, executables
+	Files []string `json:"files,omitempty"` // open, mapped and watched files, cwd, executables
 	// Locks are the file locks the restore takes again (file_locks).
 	Locks []FileLock `json:"locks,omitempty"`
 	// Written are the Files the workload may change: open for writing,
@@ -79,8 +79,9 @@ func unsupportedFD(link string) string {
 func preflight(pids []int) ([]string, Needs) {
 	var problems []string
 	files, dirs, written := map[string]bool{}, map[string]bool{}, map[string]bool{}
-	sized := map[string]bool{}  // files CRIU checks the size of
-	mptcp := map[int][]string{} // pid: its MPTCP sockets' fds
+	sized := map[string]bool{}   // files CRIU checks the size of
+	watched := map[string]bool{} // paths inotify watches
+	mptcp := map[int][]string{}  // pid: its MPTCP sockets' fds
 	problems = append(problems, sysvProblems(pids)...)
 	problems = append(problems, externalUnixProblems(pids)...)
 	if p := rlimitProblem(pids); p != "" {
@@ -102,6 +103,12 @@ func preflight(pids []int) ([]string, Needs) {
 			}
 			if strings.HasPrefix(p, "socket:") && isMPTCP(filepath.Join(fdDir, fd)) {
 				mptcp[pid] = append(mptcp[pid], fd)
+				return
+			}
+			if p == "anon_inode:inotify" {
+				for _, w := range inotifyWatches(pid, fd) {
+					watched[w] = true
+				}
 				return
 			}
 			if strings.HasSuffix(p, " (deleted)") {
@@ -152,6 +159,12 @@ func preflight(pids []int) ([]string, Needs) {
 		modes[f] = st.Mode
 		if st.Mode&unix.S_IFMT == unix.S_IFREG && sized[f] {
 			sizes[f] = st.Size
+		}
+	}
+	// CRIU opens a watched path again, but checks neither mode nor size.
+	for w := range watched {
+		if needed(w) {
+			files[w] = true
 		}
 	}
 	return problems, Needs{Dirs: sorted(dirs), Files: sorted(files), Written: sorted(written), Sizes: sizes, Modes: modes}
@@ -558,7 +571,7 @@ func (n Needs) Missing() []string {
 			"so the restore would fail after the freeze: chmod them here as on the source", firstOf(remoded, 3)))
 	}
 	if len(files) > 0 {
-		out = append(out, fmt.Sprintf("files the workload has open or mapped are missing (CRIU reopens them by path): %s; put them on this host (a `copy` step, or the same package/mount) before the move", firstOf(files, 5)))
+		out = append(out, fmt.Sprintf("files the workload has open, mapped or watched are missing (CRIU reopens them by path): %s; put them on this host (a `copy` step, or the same package/mount) before the move", firstOf(files, 5)))
 	}
 	return append(out, n.lockConflicts()...)
 }

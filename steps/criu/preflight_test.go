@@ -102,6 +102,19 @@ func preflightHelper(mode string, args []string) int {
 		}
 		defer f.Close()
 		f.WriteString("a line\n")
+	case "inotify":
+		// Watches on each of args, as a service that reloads its config.
+		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		for _, p := range args {
+			if _, err := unix.InotifyAddWatch(fd, p, unix.IN_MODIFY|unix.IN_CREATE); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
 	case "unixconnect":
 		c, err := net.Dial("unix", args[0])
 		if err != nil {
@@ -365,6 +378,33 @@ func TestPreflightFileModeAndSize(t *testing.T) {
 	}
 	if m := w.Missing(); len(m) != 0 {
 		t.Errorf("a written file that grew: %q, want nothing", m)
+	}
+}
+
+// CRIU opens each inotify watch's path again on the target: preflight
+// finds the paths from the watches' file handles.
+func TestPreflightInotify(t *testing.T) {
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "conf.d")
+	file := filepath.Join(t.TempDir(), "app.conf")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := resolvePID(t, startHelper(t, nil, "inotify", dir, file)).Needs
+	for _, p := range []string{dir, file} {
+		if !contains(n.Files, p) {
+			t.Errorf("needs %v, want the watched %s", n.Files, p)
+		}
+	}
+	if m := n.Missing(); len(m) != 0 {
+		t.Fatalf("missing on the source itself: %q", m)
+	}
+	os.RemoveAll(dir)
+	if m := n.Missing(); len(m) != 1 || !strings.Contains(m[0], "watched are missing") || !strings.Contains(m[0], dir) {
+		t.Errorf("a watched directory gone: %q", m)
 	}
 }
 
