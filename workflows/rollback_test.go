@@ -149,7 +149,7 @@ func workflowWith(t *testing.T, dir string, extra map[string]string) string {
 func TestRollbackRestore(t *testing.T) {
 	needLab(t)
 	s := startCounter(t, lab.StartOptions{Log: "/tmp/counter.log"})
-	labRun(t, "h2", "touch", "/tmp/counter.log")
+	labRun(t, "h2", "install", "-m", "0600", "/dev/null", "/tmp/counter.log") // as the source has it
 	t.Cleanup(func() { labRun(t, "h2", "rm", "-f", "/tmp/counter.log") })
 	rec := rollback(t, s, "testdata/rollback-restore.hcl", startClients(t))
 	// The run record keeps CRIU's full log of the failed restore.
@@ -174,7 +174,7 @@ func TestRollbackCopy(t *testing.T) {
 func TestRollbackLazy(t *testing.T) {
 	needLab(t)
 	s := startCounter(t, lab.StartOptions{Log: "/tmp/counter.log"})
-	labRun(t, "h2", "touch", "/tmp/counter.log")
+	labRun(t, "h2", "install", "-m", "0600", "/dev/null", "/tmp/counter.log") // as the source has it
 	t.Cleanup(func() { labRun(t, "h2", "rm", "-f", "/tmp/counter.log") })
 	dir := beforeRestore(t, "lazy.hcl", "lose_log", "rm", "-f", "/tmp/counter.log")
 	cl := startClients(t)
