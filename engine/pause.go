@@ -32,7 +32,7 @@ const (
 	MarkFiles     = "files on target" // a copy after a dump that sent the images itself
 	MarkAddress   = "address moved"
 	MarkRestored  = "restore end"
-	MarkStarted   = "copy started" // a copy restored stopped, once the hosts know it serves
+	MarkStarted   = "running on target" // a copy restored stopped, once the hosts know it serves
 	MarkFirstGood = "first good answer"
 )
 

@@ -259,7 +259,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			env.Log.Warn("could not start the restored copy; the run's commit starts it", "host", r.host, "error", err)
 			return
 		}
-		env.Log.Debug("copy started", "told_hosts_seconds", t.Sub(returned).Seconds(), "continue_seconds", time.Since(t).Seconds())
+		env.Log.Debug("restored copy started", "told_hosts_seconds", t.Sub(returned).Seconds(), "continue_seconds", time.Since(t).Seconds())
 	}
 	if r.lazy && !r.prefetch {
 		// The copy will serve: the point of no return.
