@@ -630,7 +630,7 @@ func (k KeptSummary) String() string {
 		state = fmt.Sprintf("BROKEN %d times, first at %s: %s", n, fmtSeconds(k.Breaks[0].At), k.Breaks[0].Error)
 	}
 	if k.Passive {
-		return fmt.Sprintf("%d checks, %d failed, %s (the probe sends nothing on it, so no wait is measured: give it send and expect)", k.Requests, k.Failed, state)
+		return fmt.Sprintf("%d checks, %d failed, %s (no wait measured: the probe sends nothing on it)", k.Requests, k.Failed, state)
 	}
 	return fmt.Sprintf("%d requests, %d failed, longest wait %s, %s", k.Requests, k.Failed, fmtSeconds(k.LongestWait), state)
 }

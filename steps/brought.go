@@ -93,7 +93,7 @@ func withoutBrought(n criu.Needs, b brought) (criu.Needs, []string) {
 		count["step."+steps[0].Name]++
 		return false
 	}
-	out := criu.Needs{Written: n.Written, Sizes: n.Sizes, Modes: n.Modes}
+	out := criu.Needs{Written: n.Written, Sizes: n.Sizes, Modes: n.Modes, Holders: n.Holders}
 	for _, d := range n.Dirs {
 		if keep(d) {
 			out.Dirs = append(out.Dirs, d)

@@ -36,7 +36,22 @@ type Needs struct {
 	// Modes are the Files' type and permission bits, which CRIU checks
 	// of each file it reopens ("File … has bad mode").
 	Modes map[string]uint32 `json:"modes,omitempty"`
+	// Holders name a process that has each open file, for the messages.
+	Holders map[string]Holder `json:"holders,omitempty"`
 }
+
+// Holder is a process of the workload that has a file open. Age is how
+// long a child has run, in seconds (0 for the tree's root): a young one
+// may be short-lived, as a database's background save is.
+type Holder struct {
+	PID  int     `json:"pid"`
+	Comm string  `json:"comm"`
+	Age  float64 `json:"age,omitempty"`
+}
+
+// shortLived is the age under which a child with a file the target lacks
+// may be a task that ends soon.
+const shortLived = 5 * 60
 
 // ghostLimit is CRIU's default limit on an open deleted file it keeps
 // in the images (--ghost-limit).
@@ -79,6 +94,7 @@ func unsupportedFD(link string) string {
 func preflight(pids []int) ([]string, Needs) {
 	var problems []string
 	files, dirs, written := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	holders := map[string]Holder{}
 	sized := map[string]bool{}   // files CRIU checks the size of
 	watched := map[string]bool{} // paths inotify watches
 	mptcp := map[int][]string{}  // pid: its MPTCP sockets' fds
@@ -120,6 +136,9 @@ func preflight(pids []int) ([]string, Needs) {
 			}
 			if needed(p) {
 				files[p] = true
+				if _, ok := holders[p]; !ok {
+					holders[p] = holderOf(pid, comm, pid == pids[0])
+				}
 				flags, ok := fdFlags(pid, fd)
 				if ok && flags&unix.O_ACCMODE != unix.O_RDONLY {
 					written[p] = true
@@ -167,7 +186,7 @@ func preflight(pids []int) ([]string, Needs) {
 			files[w] = true
 		}
 	}
-	return problems, Needs{Dirs: sorted(dirs), Files: sorted(files), Written: sorted(written), Sizes: sizes, Modes: modes}
+	return problems, Needs{Dirs: sorted(dirs), Files: sorted(files), Written: sorted(written), Sizes: sizes, Modes: modes, Holders: holders}
 }
 
 // ContainerProblems is preflight's problems for a container's tasks, and,
@@ -533,6 +552,7 @@ func (n Needs) Missing() []string {
 		}
 	}
 	var files, resized, shorter, remoded []string
+	young := false // a missing file is a young child's
 	written := map[string]bool{}
 	for _, f := range n.Written {
 		written[f] = true
@@ -540,7 +560,16 @@ func (n Needs) Missing() []string {
 	for _, f := range n.Files {
 		var st unix.Stat_t
 		if err := unix.Stat(f, &st); err != nil {
-			files = append(files, f)
+			h, ok := n.Holders[f]
+			switch {
+			case !ok:
+				files = append(files, f)
+			case h.Age > 0:
+				files = append(files, fmt.Sprintf("%s (open in pid %d, %s, a child that started %s ago)", f, h.PID, h.Comm, time.Duration(h.Age*float64(time.Second)).Round(time.Second)))
+				young = young || h.Age < shortLived
+			default:
+				files = append(files, fmt.Sprintf("%s (open in pid %d, %s)", f, h.PID, h.Comm))
+			}
 			continue
 		}
 		if want, ok := n.Modes[f]; ok && st.Mode != want {
@@ -571,7 +600,11 @@ func (n Needs) Missing() []string {
 			"so the restore would fail after the freeze: chmod them here as on the source", firstOf(remoded, 3)))
 	}
 	if len(files) > 0 {
-		out = append(out, fmt.Sprintf("files the workload has open, mapped or watched are missing (CRIU reopens them by path): %s; put them on this host (a `copy` step, or the same package/mount) before the move", firstOf(files, 5)))
+		fix := "put them on this host (a `copy` step, or the same package/mount) before the move"
+		if young {
+			fix += "; a file of a child that runs for a while only (a database's background save) is gone once it has ended: move then, or copy its directory after the dump"
+		}
+		out = append(out, fmt.Sprintf("files the workload has open, mapped or watched are missing (CRIU reopens them by path): %s; %s", firstOf(files, 5), fix))
 	}
 	return append(out, n.lockConflicts()...)
 }
@@ -587,4 +620,28 @@ func modeString(m uint32) string {
 		return "directory " + perm
 	}
 	return fmt.Sprintf("file type %#o, %s", m&unix.S_IFMT, perm)
+}
+
+// clockTicks is USER_HZ, the unit of the start times in /proc.
+const clockTicks = 100
+
+// holderOf describes pid, with its age unless it is the tree's root.
+func holderOf(pid int, comm string, root bool) Holder {
+	h := Holder{PID: pid, Comm: comm}
+	if root {
+		return h
+	}
+	up, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return h
+	}
+	f := strings.Fields(string(up))
+	if len(f) == 0 {
+		return h
+	}
+	secs, err := strconv.ParseFloat(f[0], 64)
+	if start := startTime(pid); err == nil && start > 0 {
+		h.Age = max(secs-float64(start)/clockTicks, 0.001)
+	}
+	return h
 }

@@ -102,6 +102,25 @@ func preflightHelper(mode string, args []string) int {
 		}
 		defer f.Close()
 		f.WriteString("a line\n")
+	case "child":
+		// A child with a file of its own open for writing, as a
+		// database's background save has; it dies with its parent.
+		r, w, err := os.Pipe()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		cmd := exec.Command(os.Args[0], "preflight-helper", "write", args[0])
+		cmd.ExtraFiles = []*os.File{w}
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		w.Close()
+		var b [8]byte
+		r.Read(b[:])
 	case "inotify":
 		// Watches on each of args, as a service that reloads its config.
 		fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
@@ -371,6 +390,19 @@ func TestPreflightFileModeAndSize(t *testing.T) {
 	if m := a.Missing(); len(m) != 1 || !strings.Contains(m[0], appended+" (0644 here, 0600 on the source)") {
 		t.Errorf("an appended file of another mode: %q, want only the mode", m)
 	}
+	// Gone here: the message names the process that has it open.
+	os.Remove(written)
+	if m := w.Missing(); len(m) != 1 || !strings.Contains(m[0], fmt.Sprintf("%s (open in pid %d, ", written, wpid)) || strings.Contains(m[0], "a child") {
+		t.Errorf("a missing file of the root: %q", m)
+	}
+	// A young child's file: it may be gone once the child has ended.
+	temp := filepath.Join(dir, "temp.rdb")
+	c := resolvePID(t, startHelper(t, nil, "child", temp)).Needs
+	os.Remove(temp)
+	if m := c.Missing(); len(m) != 1 || !strings.Contains(m[0], temp+" (open in pid ") || !strings.Contains(m[0], "a child that started") || !strings.Contains(m[0], "background save") {
+		t.Errorf("a missing file of a young child: %q", m)
+	}
+
 	// Longer here: it may have grown since (on storage both hosts share).
 	os.Chmod(written, 0o600)
 	if err := os.WriteFile(written, []byte("a line\nanother\n"), 0o600); err != nil {
