@@ -132,23 +132,32 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 		return Resolved{}, fmt.Errorf("%s: pid %d is a zombie", w, pid)
 	case st.state == 'T' || st.state == 't':
 		return Resolved{}, stoppedError(w, pid, st.comm)
+	}
+	// A process that runs but cannot move is a problem, not an error:
+	// plan refuses it, where an error only notes that the workload does
+	// not resolve now (it may not have started yet).
+	refuse := func(format string, args ...any) (Resolved, error) {
+		return Resolved{PID: pid, Description: fmt.Sprintf("pid %d (%s)", pid, st.comm), Problems: []string{fmt.Sprintf(format, args...)}}, nil
+	}
+	switch {
 	case st.flags&pfKthread != 0:
-		return Resolved{}, fmt.Errorf("%s: pid %d (%s) is a kernel thread", w, pid, st.comm)
+		return refuse("pid %d (%s) is a kernel thread", pid, st.comm)
 	case pid == 1:
-		return Resolved{}, fmt.Errorf("%s: pid 1 is the init of this host's pid namespace", w)
+		return refuse("pid 1 is the init of this host's pid namespace")
 	case pid == os.Getpid():
-		return Resolved{}, fmt.Errorf("%s: pid %d is mig itself", w, pid)
+		return refuse("pid %d is mig itself", pid)
 	}
 	for _, a := range ancestors(os.Getpid()) {
 		if a == pid {
-			return Resolved{}, fmt.Errorf("%s: pid %d (%s) is an ancestor of mig; dumping it would freeze mig", w, pid, st.comm)
+			return refuse("pid %d (%s) is an ancestor of mig; dumping it would freeze mig", pid, st.comm)
 		}
 	}
 	if st.ttyNr != 0 && !o.ShellJob {
-		return Resolved{}, fmt.Errorf("%s: pid %d (%s) runs on a terminal; set shell_job = true or start it detached (setsid)", w, pid, st.comm)
+		return refuse("pid %d (%s) runs on a terminal; set shell_job = true or start it detached (setsid)", pid, st.comm)
 	}
 	if st.sid != pid && !o.ShellJob {
-		return Resolved{}, fmt.Errorf("%s: pid %d (%s) is not a session leader (its session is %d); set shell_job = true or start it with setsid", w, pid, st.comm, st.sid)
+		return refuse("pid %d (%s) is not a session leader (its session is %d, as a process started with `nohup … &` from a shell has); "+
+			"set shell_job = true, or start it with setsid", pid, st.comm, st.sid)
 	}
 	pids := tree(pid)
 	desc := fmt.Sprintf("pid %d (%s)", pid, strings.Join(cmdline(pid), " "))

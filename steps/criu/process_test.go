@@ -429,24 +429,32 @@ func TestResolveRejects(t *testing.T) {
 	ctx := context.Background()
 	h := testHost(t)
 	plain := startCounter(t, testPortBase+3, 0, false)
+	// A process that runs but cannot move resolves, with a problem that
+	// plan refuses; one that cannot be found is an error, which plan
+	// only notes (it may start later).
 	cases := []struct {
-		cfg  map[string]any
-		want string
+		cfg     map[string]any
+		want    string
+		problem bool
 	}{
-		{map[string]any{"pid": 2}, "kernel thread"},
-		{map[string]any{"pid": 1}, "init"},
-		{map[string]any{"pid": os.Getpid()}, "mig itself"},
-		{map[string]any{"pid": os.Getppid()}, "ancestor of mig"},
-		{map[string]any{"pid": 1 << 30}, "no process with pid"},
-		{map[string]any{"pid": plain.cmd.Process.Pid}, "not a session leader"},
-		{map[string]any{"pidfile": "/nonexistent/pid"}, "pidfile"},
-		{map[string]any{"match": []string{"no-such-program-xyz"}}, "no process matches"},
-		{map[string]any{"pid": 5, "match": []string{"x"}}, "exactly one"},
-		{map[string]any{}, "exactly one"},
+		{map[string]any{"pid": 2}, "kernel thread", true},
+		{map[string]any{"pid": 1}, "init", true},
+		{map[string]any{"pid": os.Getpid()}, "mig itself", true},
+		{map[string]any{"pid": os.Getppid()}, "ancestor of mig", true},
+		{map[string]any{"pid": 1 << 30}, "no process with pid", false},
+		{map[string]any{"pid": plain.cmd.Process.Pid}, "not a session leader", true},
+		{map[string]any{"pidfile": "/nonexistent/pid"}, "pidfile", false},
+		{map[string]any{"match": []string{"no-such-program-xyz"}}, "no process matches", false},
+		{map[string]any{"pid": 5, "match": []string{"x"}}, "exactly one", false},
+		{map[string]any{}, "exactly one", false},
 	}
 	for _, tc := range cases {
-		err := ActResolve.Call(ctx, h, Request{Workload: processWorkload(t, tc.cfg)}, nil, host.CallOpts{})
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
+		var r Resolved
+		err := ActResolve.Call(ctx, h, Request{Workload: processWorkload(t, tc.cfg)}, &r, host.CallOpts{})
+		switch {
+		case tc.problem && (err != nil || len(r.Problems) != 1 || !strings.Contains(r.Problems[0], tc.want)):
+			t.Errorf("%v: got %v, problems %q; want a problem with %q", tc.cfg, err, r.Problems, tc.want)
+		case !tc.problem && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%v: got %v, want an error with %q", tc.cfg, err, tc.want)
 		}
 	}
