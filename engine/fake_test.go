@@ -31,6 +31,7 @@ import (
 //	value = "refuse"   fail its Plan
 //	serve = true       tell the engine the target serves, and say its
 //	                   copy runs (Result.Alive)
+//	dial = true        open its host in Plan, as real kinds do
 //
 // It logs what it does to its journal.
 type fake struct {
@@ -55,6 +56,7 @@ func (*fake) Spec() hcldec.Spec {
 		"commit":     &hcldec.AttrSpec{Name: "commit", Type: cty.Bool},
 		"replay":     &hcldec.AttrSpec{Name: "replay", Type: cty.String},
 		"serve":      &hcldec.AttrSpec{Name: "serve", Type: cty.Bool},
+		"dial":       &hcldec.AttrSpec{Name: "dial", Type: cty.Bool},
 	}
 }
 
@@ -66,6 +68,11 @@ func (*fake) Host(cfg cty.Value) string { return HostName(Attr(cfg, "host")) }
 
 func (f *fake) Plan(ctx context.Context, cfg cty.Value, env StepEnv) (Preview, hcl.Diagnostics) {
 	var p Preview
+	if h := f.Host(cfg); h != "" && Bool(cfg, "dial", false) {
+		if _, err := env.Hosts(h); err != nil {
+			p.Notes = append(p.Notes, err.Error())
+		}
+	}
 	if Bool(cfg, "hang", false) {
 		p.Notes = append(p.Notes, "this step hangs until cancelled")
 	}

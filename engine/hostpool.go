@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/hashicorp/hcl/v2"
+
 	"github.com/mig-project/mig/engine/host"
 )
 
@@ -15,6 +17,10 @@ type hostPool struct {
 	sv   *scopeVals
 	mu   sync.Mutex
 	open map[string]host.Host
+	// failed, while a plan runs, keeps the hosts that could not be
+	// opened: each is dialled once, and the plan reports it. A run
+	// dials again every time.
+	failed map[string]error
 }
 
 func newHostPool(w *Workflow, sv *scopeVals) *hostPool {
@@ -35,9 +41,16 @@ func (p *hostPool) get(name string) (host.Host, error) {
 	if !cfg.IsWhollyKnown() {
 		return nil, fmt.Errorf("host %q: its settings are not known yet", name)
 	}
+	if err := p.failed[name]; err != nil {
+		return nil, err
+	}
 	h, err := p.w.cfg.Hosts.Open(name, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open host %s: %w", name, err)
+		err = fmt.Errorf("open host %s: %w", name, err)
+		if p.failed != nil {
+			p.failed[name] = err
+		}
+		return nil, err
 	}
 	p.open[name] = h
 	return h, nil
@@ -52,4 +65,31 @@ func (p *hostPool) closeAll() {
 		}
 	}
 	p.open = map[string]host.Host{}
+}
+
+// planning starts keeping the hosts that fail to open; done stops it and
+// returns an error diagnostic for each: plan could not check what the
+// steps need there, and a run would fail on it.
+func (p *hostPool) planning() (done func() hcl.Diagnostics) {
+	p.mu.Lock()
+	p.failed = map[string]error{}
+	p.mu.Unlock()
+	return func() hcl.Diagnostics {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		var diags hcl.Diagnostics
+		for _, name := range slices.Sorted(maps.Keys(p.failed)) {
+			d := &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Cannot connect to host " + name,
+				Detail:   p.failed[name].Error() + ". Nothing that the steps need on it could be checked, and a run would fail there.",
+			}
+			if decl := p.w.hosts[name]; decl != nil {
+				d.Subject = decl.DeclRange.Ptr()
+			}
+			diags = append(diags, d)
+		}
+		p.failed = nil
+		return diags
+	}
 }

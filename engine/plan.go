@@ -114,6 +114,7 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 		}
 	}
 	if callKinds {
+		done := pool.planning()
 		for i := range p.Steps {
 			ps, s := &p.Steps[i], w.steps[planned[i].Name]
 			env := StepEnv{
@@ -130,6 +131,7 @@ func (w *Workflow) planSteps(ctx context.Context, sv *scopeVals, pool *hostPool,
 				ps.Notes = append(ps.Notes, w.cfg.Redact.String(n))
 			}
 		}
+		diags = append(diags, w.cfg.Redact.Diags(done())...)
 	}
 	if undecoded {
 		return p, planned, diags

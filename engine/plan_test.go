@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"flag"
 	"os"
 	"path/filepath"
@@ -52,5 +53,32 @@ func TestPlanGolden(t *testing.T) {
 			golden(t, base+".graph", w.GraphString())
 			golden(t, base+".dot", w.DOT())
 		})
+	}
+}
+
+// A host that plan cannot connect to fails the plan, at its block, and
+// is dialled once however many steps use it.
+func TestPlanUnreachableHost(t *testing.T) {
+	w := loadSrc(t, &fake{}, `
+host "gone" {
+  ssh {
+    address = "127.0.0.1:1"
+  }
+}
+step "fake" "a" {
+  host = host.gone
+  dial = true
+}
+step "fake" "b" {
+  host = host.gone
+  dial = true
+}
+`)
+	_, diags := w.Plan(context.Background(), nil)
+	if len(diags) != 1 || diags[0].Summary != "Cannot connect to host gone" || diags[0].Subject == nil || diags[0].Subject.Start.Line != 2 {
+		t.Fatalf("diags: %v", diags)
+	}
+	if n := w.cfg.Hosts.(*countingHosts).opens; n != 1 {
+		t.Errorf("dialled %d times, want once", n)
 	}
 }
