@@ -173,7 +173,8 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		return Preview{}, diags
 	}
 	var p Preview
-	r, note, ok := resolveNote(ctx, env, d.w)
+	r, note, rerr := resolveNote(ctx, env, d.w)
+	ok := rerr == nil
 	if !ok && strings.Contains(note, criu.HeldByRun) {
 		// An interrupted run still holds the workload: nothing may start.
 		return p, append(diags, errDiag("Workload held by another run", note))
@@ -183,6 +184,9 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		p.Notes = append(p.Notes, fmt.Sprintf("sends the images to %s:%s over TLS, on a connection opened before the freeze", d.target, orKnownLater(d.targetDir)))
 	}
 	p.Notes = append(p.Notes, note)
+	if d := notThere(env, d.w, rerr); d != nil {
+		diags = append(diags, d)
+	}
 	var ports []int
 	var needs criu.Needs
 	if ok {

@@ -147,8 +147,11 @@ func (PreDump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.D
 		return Preview{}, diags
 	}
 	var p Preview
-	_, note, _ := resolveNote(ctx, env, c.w)
+	_, note, rerr := resolveNote(ctx, env, c.w)
 	p.Notes = append(p.Notes, fmt.Sprintf("up to %d pre-copy rounds into %s/N", c.policy.MaxRounds, orKnownLater(c.dir)), note)
+	if d := notThere(env, c.w, rerr); d != nil {
+		diags = append(diags, d)
+	}
 	if c.w.host == "" {
 		return p, diags
 	}

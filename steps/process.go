@@ -124,21 +124,41 @@ func (w workload) request() criu.Request {
 }
 
 // resolveNote asks the workload's host what the workload is now, for plan
-// output. It never fails the plan: a workload may legitimately not exist
-// yet when planning.
-func resolveNote(ctx context.Context, env Env, w workload) (criu.Resolved, string, bool) {
+// output. It never fails the plan by itself: a workload may legitimately
+// not exist yet when planning (see notThere). err is nil when it resolved.
+func resolveNote(ctx context.Context, env Env, w workload) (criu.Resolved, string, error) {
 	if !w.known || w.host == "" {
-		return criu.Resolved{}, fmt.Sprintf("%s %s.%s: resolved when the step runs", w.Kind, w.Kind, w.Name), false
+		return criu.Resolved{}, fmt.Sprintf("%s %s.%s: resolved when the step runs", w.Kind, w.Kind, w.Name), errors.New("not known yet")
 	}
 	h, err := env.Hosts(w.host)
 	if err != nil {
-		return criu.Resolved{}, fmt.Sprintf("%s.%s on host %s: %v", w.Kind, w.Name, w.host, err), false
+		return criu.Resolved{}, fmt.Sprintf("%s.%s on host %s: %v", w.Kind, w.Name, w.host, err), err
 	}
 	var r criu.Resolved
 	if err := criu.ActResolve.Call(ctx, h, w.request(), &r, host.CallOpts{}); err != nil {
-		return r, fmt.Sprintf("%s.%s on host %s does not resolve now: %s", w.Kind, w.Name, w.host, oneLine(err)), false
+		return r, fmt.Sprintf("%s.%s on host %s does not resolve now: %s", w.Kind, w.Name, w.host, oneLine(err)), err
 	}
-	return r, fmt.Sprintf("%s.%s on host %s is %s", w.Kind, w.Name, w.host, r.Description), true
+	return r, fmt.Sprintf("%s.%s on host %s is %s", w.Kind, w.Name, w.host, r.Description), nil
+}
+
+// notThere is plan's error for a workload its host did not find (err from
+// resolveNote) when no step runs before the one that needs it: none could
+// start it. nil otherwise.
+func notThere(env Env, w workload, err error) *hcl.Diagnostic {
+	var ae *host.ActionError
+	var na *host.NoAgentError
+	if err == nil || !errors.As(err, &ae) || ae.Action == "" || errors.As(err, &na) || strings.Contains(err.Error(), criu.HeldByRun) {
+		return nil // resolved, or the host was not asked
+	}
+	if env.Self != nil {
+		for _, p := range env.Steps {
+			if env.Self.After(p.Name) {
+				return nil
+			}
+		}
+	}
+	return errDiag(fmt.Sprintf("No %s.%s on host %s", w.Kind, w.Name, w.host),
+		fmt.Sprintf("%s; no step runs before this one that could start it.", strings.TrimSuffix(oneLine(err), ".")))
 }
 
 func oneLine(err error) string {

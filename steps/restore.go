@@ -146,7 +146,7 @@ func (r restoreCfg) preflight(ctx context.Context, env Env) ([]string, hcl.Diagn
 	var w workload
 	if r.w.known && r.w.host != r.host {
 		w = r.w
-		if res, _, ok := resolveNote(ctx, env, r.w); ok {
+		if res, _, err := resolveNote(ctx, env, r.w); err == nil {
 			req.Ports, req.Needs, req.PIDs = res.Listens, res.Needs, res.PIDs
 		}
 	}

@@ -29,7 +29,8 @@ func TestPlanInstallsNothing(t *testing.T) {
 	if err := os.WriteFile(wf, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := applyArgs(t.TempDir(), wf)[3:] // the variables and the workflow
+	s := startCounter(t)
+	args := applyArgs(t.TempDir(), wf, "-var", "pidfile="+s.pidfile)[3:] // the variables and the workflow
 	run := func(command string) string {
 		t.Helper()
 		cmd := exec.Command(migBin, append([]string{command}, args...)...)
