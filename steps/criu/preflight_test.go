@@ -688,3 +688,33 @@ func TestPreflightMountNS(t *testing.T) {
 		t.Fatalf("problems %q, want the mount namespace with its fix", r.Problems)
 	}
 }
+
+// A file open on a mount of another mount namespace (inherited across
+// nsenter) is one CRIU cannot look up: preflight refuses it.
+func TestPreflightForeignMount(t *testing.T) {
+	needRoot(t)
+	mnt, ready := t.TempDir(), filepath.Join(t.TempDir(), "ready")
+	// unshare, sh, nsenter and sh exec each other: one pid, a session
+	// leader, back in this mount namespace with fd 7 from the other.
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs none "$0" && echo x > "$0/f" && exec 7<"$0/f" && exec nsenter --mount="$1" sh -c 'echo ready > "$0"; exec sleep 3600' "$2"`,
+		mnt, fmt.Sprintf("/proc/%d/ns/mnt", os.Getpid()), ready)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; ; i++ {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the helper did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r := resolvePID(t, cmd.Process.Pid)
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "fd 7 (") || !strings.Contains(r.Problems[0], "outside its mount namespace") {
+		t.Errorf("problems %q, want fd 7's foreign mount", r.Problems)
+	}
+}

@@ -152,6 +152,12 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 			return refuse("pid %d (%s) is an ancestor of mig; dumping it would freeze mig", pid, st.comm)
 		}
 	}
+	if st.sid == 0 {
+		// CRIU: "A session leader of … is outside of its pid namespace".
+		return refuse("pid %d (%s) belongs to a session whose leader is outside its pid namespace (it was started from a parent namespace, "+
+			"as `nsenter`, `docker exec` or a background `mig lab exec … &` do), which CRIU cannot dump, with shell_job or without; "+
+			"start it with setsid (or `mig lab start`)", pid, st.comm)
+	}
 	if st.ttyNr != 0 && !o.ShellJob {
 		return refuse("pid %d (%s) runs on a terminal; set shell_job = true or start it detached (setsid)", pid, st.comm)
 	}
@@ -168,6 +174,10 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 	problems = append(problems, externalPipeProblems(pids)...)
 	if p := mountNSProblem(pids); p != "" {
 		problems = append(problems, p)
+	} else {
+		// In a mount namespace of its own, every file is on a mount the
+		// host does not list: the namespace is the problem to fix.
+		problems = append(problems, foreignMountProblems(pids)...)
 	}
 	if !o.FileLocks {
 		problems = append(problems, fileLockProblems(pids)...)

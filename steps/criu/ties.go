@@ -148,3 +148,51 @@ func mountNSProblem(pids []int) string {
 	}
 	return ""
 }
+
+// foreignMountProblems finds files the tree has open on a mount that is
+// not in its mount namespace: descriptors inherited from a process of
+// another namespace (`nsenter`, `docker exec`, a background `mig lab exec
+// … &` pass theirs on). CRIU looks each file's mount up and fails the
+// dump (`Can't lookup mount=24 for fd=10 path=/dev/null`).
+func foreignMountProblems(pids []int) []string {
+	var out []string
+	for _, pid := range pids {
+		mounts := map[string]bool{}
+		eachLine(fmt.Sprintf("/proc/%d/mountinfo", pid), func(line string) {
+			if id, _, ok := strings.Cut(line, " "); ok {
+				mounts[id] = true
+			}
+		})
+		if len(mounts) == 0 {
+			continue
+		}
+		var fds []string
+		eachFD(pid, func(fd, link string) {
+			// Sockets, pipes, anonymous inodes and memfds live on
+			// kernel-internal mounts that mountinfo never lists.
+			if !strings.HasPrefix(link, "/") || strings.HasPrefix(link, "/memfd:") {
+				return
+			}
+			if id := fdMountID(pid, fd); id != "" && !mounts[id] {
+				fds = append(fds, fmt.Sprintf("fd %s (%s)", fd, link))
+			}
+		})
+		if len(fds) > 0 {
+			out = append(out, fmt.Sprintf("pid %d (%s) has %s open from a mount outside its mount namespace, inherited from a process of another namespace "+
+				"(`nsenter`, `docker exec`, a background `mig lab exec … &`): CRIU cannot dump it (`Can't lookup mount`); "+
+				"start the service with only its own files open (`mig lab start`, or close the rest, as `exec 10>&-` does)", pid, commOf(pid), firstOf(fds, 3)))
+		}
+	}
+	return out
+}
+
+// fdMountID reads the mount id of pid's fd from its fdinfo, "" if unknown.
+func fdMountID(pid int, fd string) string {
+	id := ""
+	eachLine(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd), func(line string) {
+		if v, ok := strings.CutPrefix(line, "mnt_id:"); ok {
+			id = strings.TrimSpace(v)
+		}
+	})
+	return id
+}
