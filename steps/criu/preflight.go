@@ -94,7 +94,7 @@ func unsupportedFD(link string) string {
 func preflight(pids []int) ([]string, Needs) {
 	var problems []string
 	files, dirs, written := map[string]bool{}, map[string]bool{}, map[string]bool{}
-	holders := map[string]Holder{}
+	holders, up := map[string]Holder{}, uptime()
 	sized := map[string]bool{}   // files CRIU checks the size of
 	watched := map[string]bool{} // paths inotify watches
 	mptcp := map[int][]string{}  // pid: its MPTCP sockets' fds
@@ -137,7 +137,7 @@ func preflight(pids []int) ([]string, Needs) {
 			if needed(p) {
 				files[p] = true
 				if _, ok := holders[p]; !ok {
-					holders[p] = holderOf(pid, comm, pid == pids[0])
+					holders[p] = holderOf(pid, comm, pid == pids[0], up)
 				}
 				flags, ok := fdFlags(pid, fd)
 				if ok && flags&unix.O_ACCMODE != unix.O_RDONLY {
@@ -625,23 +625,26 @@ func modeString(m uint32) string {
 // clockTicks is USER_HZ, the unit of the start times in /proc.
 const clockTicks = 100
 
-// holderOf describes pid, with its age unless it is the tree's root.
-func holderOf(pid int, comm string, root bool) Holder {
+// holderOf describes pid, with its age unless it is the tree's root;
+// uptime is the host's, in seconds (0 when unknown).
+func holderOf(pid int, comm string, root bool, uptime float64) Holder {
 	h := Holder{PID: pid, Comm: comm}
-	if root {
-		return h
-	}
-	up, err := os.ReadFile("/proc/uptime")
-	if err != nil {
-		return h
-	}
-	f := strings.Fields(string(up))
-	if len(f) == 0 {
-		return h
-	}
-	secs, err := strconv.ParseFloat(f[0], 64)
-	if start := startTime(pid); err == nil && start > 0 {
-		h.Age = max(secs-float64(start)/clockTicks, 0.001)
+	if start := startTime(pid); !root && uptime > 0 && start > 0 {
+		h.Age = max(uptime-float64(start)/clockTicks, 0.001)
 	}
 	return h
+}
+
+// uptime is the seconds since this host booted, 0 when unknown.
+func uptime() float64 {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	secs, _ := strconv.ParseFloat(f[0], 64)
+	return secs
 }
