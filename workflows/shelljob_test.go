@@ -73,8 +73,19 @@ func TestShellJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, code, out := s.apply(t, shellJob); code != 0 {
+	rec, code, out := s.apply(t, shellJob)
+	if code != 0 {
 		t.Fatalf("mig apply with shell_job exited %d\n%s", code, out)
+	}
+	// The probe's clients, one on a new connection per request and one
+	// kept, saw a pause and no error.
+	if len(rec.Probes) == 0 {
+		t.Error("no probe ran")
+	}
+	for _, p := range rec.Probes {
+		if k := p.Summary.Kept; p.Summary.Failed != 0 || k == nil || k.Failed != 0 || len(k.Breaks) != 0 {
+			t.Errorf("probe %s: %s; kept connection %+v", p.Name, p.Summary, k)
+		}
 	}
 	if p := pidsOn(t, "h1"); len(p) != 0 {
 		t.Errorf("the source still runs on h1: pids %v", p)
