@@ -37,12 +37,7 @@ func TestCopyKind(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(src, "pages-1.img"), []byte(strings.Repeat("x", 10000)), 0o600)
 	dest := filepath.Join(dir, "dst", "images")
-	cfg := decode(t, Copy{}, `
-from        = host.a
-to          = host.b
-source      = "`+src+`"
-destination = "`+dest+`"
-`, vars)
+	cfg := copyAB(t, vars, src, dest, "")
 	env := testEnv(t, a, b)
 	var progress []host.Progress
 	env.Progress = func(p host.Progress) { progress = append(progress, p) }
@@ -132,13 +127,7 @@ func TestCopyKindUndoRestoresWhatWasThere(t *testing.T) {
 		return string(b)
 	}
 	for _, merge := range []string{"true", "false"} {
-		cfg := decode(t, Copy{}, `
-from        = host.a
-to          = host.b
-source      = "`+src+`"
-destination = "`+dest+`"
-merge       = `+merge+`
-`, vars)
+		cfg := copyAB(t, vars, src, dest, "merge = "+merge)
 		res, err := Copy{}.Apply(context.Background(), cfg, testEnv(t, a, b))
 		if err != nil {
 			t.Fatal(err)
@@ -189,12 +178,7 @@ func TestCopyPlanRoom(t *testing.T) {
 		t.Fatalf("mount: %v: %s", err, out)
 	}
 	t.Cleanup(func() { syscall.Unmount(small, syscall.MNT_DETACH) })
-	cfg := decode(t, Copy{}, `
-from        = host.a
-to          = host.b
-source      = "`+src+`"
-destination = "`+filepath.Join(small, "db", "data")+`"
-`, vars)
+	cfg := copyAB(t, vars, src, filepath.Join(small, "db", "data"), "")
 	_, diags := Copy{}.Plan(context.Background(), cfg, testEnv(t, a, b))
 	if !diags.HasErrors() || !strings.Contains(diags.Error(), "No room for the copy on host b") || !strings.Contains(diags.Error(), "holds 5.0 MiB") ||
 		!strings.Contains(diags.Error(), "has 4.0 MiB free") {
@@ -213,12 +197,7 @@ func TestCopyPlanInUse(t *testing.T) {
 		os.MkdirAll(d, 0o700)
 		os.WriteFile(filepath.Join(d, "ibdata1"), make([]byte, 4096), 0o600)
 	}
-	cfg := decode(t, Copy{}, `
-from        = host.a
-to          = host.b
-source      = "`+src+`"
-destination = "`+dest+`"
-`, vars)
+	cfg := copyAB(t, vars, src, dest, "")
 	p, diags := Copy{}.Plan(context.Background(), cfg, testEnv(t, a, b))
 	if diags.HasErrors() || !strings.Contains(strings.Join(p.Notes, "\n"), "it replaces what is there (4.0 KiB, kept aside until the run commits, then deleted)") {
 		t.Fatalf("plan over an unused destination: %v %q", diags, p.Notes)
@@ -233,4 +212,11 @@ destination = "`+dest+`"
 	if !diags.HasErrors() || !strings.Contains(diags.Error(), fmt.Sprintf("is in use there (pid %d (sleep) has files open in it)", user.Process.Pid)) {
 		t.Errorf("plan over a destination in use: %v", diags)
 	}
+}
+
+// copyAB decodes a copy step from host a to host b of twoHosts, with the
+// extra arguments given.
+func copyAB(t *testing.T, vars map[string]cty.Value, src, dest, extra string) cty.Value {
+	t.Helper()
+	return decode(t, Copy{}, fmt.Sprintf("from = host.a\nto = host.b\nsource = %q\ndestination = %q\n%s\n", src, dest, extra), vars)
 }
