@@ -210,17 +210,28 @@ func isMPTCP(path string) bool {
 
 // fdFlags reads the open flags of pid's fd from its fdinfo (octal).
 func fdFlags(pid int, fd string) (int, bool) {
+	v, ok := fdinfoField(pid, fd, "flags")
+	flags, err := strconv.ParseUint(v, 8, 32)
+	return int(flags), ok && err == nil
+}
+
+// fdinfoField reads one "key:\tvalue" line of pid's fd's fdinfo.
+func fdinfoField(pid int, fd, key string) (string, bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
 	if err != nil {
-		return 0, false
+		return "", false
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "flags:"); ok {
-			flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
-			return int(flags), err == nil
+		if v, ok := strings.CutPrefix(l, key+":"); ok {
+			return strings.TrimSpace(v), true
 		}
 	}
-	return 0, false
+	return "", false
+}
+
+// eachMount calls fn with the fields of each line of pid's mountinfo.
+func eachMount(pid int, fn func(f []string)) {
+	eachLine(fmt.Sprintf("/proc/%d/mountinfo", pid), func(line string) { fn(strings.Fields(line)) })
 }
 
 // needed says whether a path must exist on the target for the restore:

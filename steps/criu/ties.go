@@ -158,9 +158,9 @@ func foreignMountProblems(pids []int) []string {
 	var out []string
 	for _, pid := range pids {
 		mounts := map[string]bool{}
-		eachLine(fmt.Sprintf("/proc/%d/mountinfo", pid), func(line string) {
-			if id, _, ok := strings.Cut(line, " "); ok {
-				mounts[id] = true
+		eachMount(pid, func(f []string) {
+			if len(f) > 0 {
+				mounts[f[0]] = true
 			}
 		})
 		if len(mounts) == 0 {
@@ -173,7 +173,7 @@ func foreignMountProblems(pids []int) []string {
 			if !strings.HasPrefix(link, "/") || strings.HasPrefix(link, "/memfd:") {
 				return
 			}
-			if id := fdMountID(pid, fd); id != "" && !mounts[id] {
+			if id, ok := fdinfoField(pid, fd, "mnt_id"); ok && !mounts[id] {
 				fds = append(fds, fmt.Sprintf("fd %s (%s)", fd, link))
 			}
 		})
@@ -184,15 +184,4 @@ func foreignMountProblems(pids []int) []string {
 		}
 	}
 	return out
-}
-
-// fdMountID reads the mount id of pid's fd from its fdinfo, "" if unknown.
-func fdMountID(pid int, fd string) string {
-	id := ""
-	eachLine(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd), func(line string) {
-		if v, ok := strings.CutPrefix(line, "mnt_id:"); ok {
-			id = strings.TrimSpace(v)
-		}
-	})
-	return id
 }

@@ -57,8 +57,7 @@ func inotifyWatches(pid int, fd string) []string {
 func mountOf(pid int, dev uint64) string {
 	want := fmt.Sprintf("%d:%d", dev>>20, dev&0xfffff)
 	var root, sub string // a mount of the device's root, of a subtree
-	eachLine(fmt.Sprintf("/proc/%d/mountinfo", pid), func(line string) {
-		f := strings.Fields(line)
+	eachMount(pid, func(f []string) {
 		if len(f) < 5 || f[2] != want {
 			return
 		}
