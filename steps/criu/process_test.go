@@ -428,7 +428,7 @@ func TestRestoreEmptyDirExplains(t *testing.T) {
 func TestResolveRejects(t *testing.T) {
 	ctx := context.Background()
 	h := testHost(t)
-	plain := startCounter(t, testPortBase+3, 0, false)
+	plain := startMember(t, testPortBase+3)
 	// A process that runs but cannot move resolves, with a problem that
 	// plan refuses; one that cannot be found is an error, which plan
 	// only notes (it may start later).
@@ -442,7 +442,7 @@ func TestResolveRejects(t *testing.T) {
 		{map[string]any{"pid": os.Getpid()}, "mig itself", true},
 		{map[string]any{"pid": os.Getppid()}, "ancestor of mig", true},
 		{map[string]any{"pid": 1 << 30}, "no process with pid", false},
-		{map[string]any{"pid": plain.cmd.Process.Pid}, "not a session leader", true},
+		{map[string]any{"pid": plain}, "not a session leader", true},
 		{map[string]any{"pidfile": "/nonexistent/pid"}, "pidfile", false},
 		{map[string]any{"match": []string{"no-such-program-xyz"}}, "no process matches", false},
 		{map[string]any{"pid": 5, "match": []string{"x"}}, "exactly one", false},
@@ -459,7 +459,7 @@ func TestResolveRejects(t *testing.T) {
 		}
 	}
 	// A stopped process is refused: another run may hold it.
-	stopped := plain.cmd.Process.Pid
+	stopped := plain
 	syscall.Kill(stopped, syscall.SIGSTOP)
 	waitState(t, stopped, 'T')
 	err := ActResolve.Call(ctx, h, Request{Workload: processWorkload(t, map[string]any{"pid": stopped, "shell_job": true})}, nil, host.CallOpts{})
@@ -469,13 +469,44 @@ func TestResolveRejects(t *testing.T) {
 	}
 	// match finds the counter by its argv; with shell_job it is accepted.
 	var r Resolved
-	w := processWorkload(t, map[string]any{"match": []string{"counter", "-listen", plain.addr}, "shell_job": true})
+	w := processWorkload(t, map[string]any{"match": []string{"counter", "-listen", fmt.Sprintf("127.0.0.1:%d", testPortBase+3)}, "shell_job": true})
 	if err := ActResolve.Call(ctx, h, Request{Workload: w}, &r, host.CallOpts{}); err != nil {
 		t.Fatal(err)
 	}
-	if r.PID != plain.cmd.Process.Pid {
-		t.Errorf("match resolved to %d, want %d", r.PID, plain.cmd.Process.Pid)
+	if r.PID != plain {
+		t.Errorf("match resolved to %d, want %d", r.PID, plain)
 	}
+}
+
+// startMember runs a counter on port as a member, not the leader, of a
+// session made for it: the test's own session may have its leader
+// outside this pid namespace, as under CI.
+func startMember(t *testing.T, port int) int {
+	t.Helper()
+	sh := exec.Command("bash", "-c", `"$@" & wait`, "bash", counterBin, "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-ballast", "0")
+	sh.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	t.Cleanup(func() {
+		if pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		sh.Process.Kill()
+		sh.Wait()
+	})
+	for range 250 {
+		if kids := children(sh.Process.Pid); len(kids) == 1 {
+			pid = kids[0]
+			if ports := listenPorts([]int{pid}); len(ports) == 1 && ports[0] == port {
+				return pid
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("counter on port %d did not start", port)
+	return 0
 }
 
 func TestCheckTargetPortTaken(t *testing.T) {
