@@ -1,0 +1,261 @@
+package workflows_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mig-project/mig/engine/lab"
+)
+
+// TestRealHAProxy moves Debian's HAProxy, a master and a worker of two
+// threads, with lazy.hcl while HTTP clients run through it: a keep-alive
+// client, a client opening a connection per request and a slow download.
+// Its backend, a server in this test on the bridge, is reached over
+// connections HAProxy opens itself, from the service address, and keeps
+// open between requests: those move too. No client may see an error (no
+// retries hide one), no host may reset a connection, and a backend
+// connection opened before the move must carry requests after it.
+
+const (
+	haproxyBin     = "/usr/sbin/haproxy"
+	haproxyPort    = 8083
+	haproxyBackend = 8084
+)
+
+func TestRealHAProxy(t *testing.T) {
+	needLab(t)
+	if _, err := os.Stat(haproxyBin); err != nil {
+		t.Fatalf("%s: %v (make deps installs haproxy)", haproxyBin, err)
+	}
+	bridgeAddr(t, clientIP)
+
+	dir, err := os.MkdirTemp(theLab.Dir(), "haproxy-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	conf := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, `global
+	nbthread 2
+defaults
+	mode http
+	timeout connect 5s
+	timeout client 60s
+	timeout server 60s
+	retries 0
+	option http-keep-alive
+	http-reuse always
+frontend web
+	bind :%d
+	default_backend app
+backend app
+	source %s
+	server app1 %s:%d
+`, haproxyPort, serviceIP, clientIP, haproxyBackend), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// HAProxy binds its backend connections to the service address, so
+	// the address is there before it starts.
+	pidfile := filepath.Join(dir, "master.pid")
+	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
+	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	var pids []int
+	t.Cleanup(func() {
+		// CRIU restores every process with its pid, on either host.
+		for _, h := range []string{"h1", "h2"} {
+			for _, pid := range pids {
+				theLab.Exec(context.Background(), h, []string{"sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && kill -9 $0`,
+					strconv.Itoa(pid), haproxyBin}, nil, io.Discard, io.Discard)
+			}
+			theLab.Exec(context.Background(), h, []string{"ip", "addr", "del", serviceIP + "/24", "dev", "eth0"}, nil, io.Discard, io.Discard)
+		}
+	})
+	// Closed before HAProxy is killed (cleanups run last first), so that
+	// no FIN of the backend's is left to reach the next test's hosts.
+	be := startBackend(t, net.JoinHostPort(clientIP, strconv.Itoa(haproxyBackend)))
+	master, err := theLab.Start(context.Background(), "h1", []string{haproxyBin, "-W", "-db", "-f", conf},
+		lab.StartOptions{PIDFile: pidfile, Log: filepath.Join(dir, "haproxy.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids = append(pids, master)
+	waitFor(t, 10*time.Second, func() error {
+		out := labRun(t, "h1", "cat", fmt.Sprintf("/proc/%d/task/%d/children", master, master))
+		if f := strings.Fields(out); len(f) == 1 {
+			worker, _ := strconv.Atoi(f[0])
+			pids = append(pids, worker)
+			return nil
+		}
+		return fmt.Errorf("haproxy's worker: %q (log: %s)", out, readFile(filepath.Join(dir, "haproxy.log")))
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{}, ports: map[int]bool{}, closed: map[int]bool{},
+		local: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
+	base := "http://" + net.JoinHostPort(serviceIP, strconv.Itoa(haproxyPort))
+	keep := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DialContext: c.dial}}
+	fresh := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dial}}
+	waitFor(t, 10*time.Second, func() error { return getBody(fresh, base+"/check", []byte("ok\n")) })
+	c.loop("keep-alive", 10*time.Millisecond, func(r *clientResult) error {
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+			if !i.Reused {
+				r.newConns++
+				if r.newConns > 1 {
+					r.errs = append(r.errs, "a new connection from "+i.Conn.LocalAddr().String())
+				}
+			}
+		}}
+		return getBody(keep, base+"/", []byte("haproxy moves\n"), trace)
+	})
+	c.loop("new-connection", 10*time.Millisecond, func(r *clientResult) error {
+		return getBody(fresh, base+"/check", []byte("ok\n"))
+	})
+	c.loop("download", 0, func(r *clientResult) error {
+		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/stream?bytes=%d", base, streamBytes), nil)
+		resp, err := (&http.Client{Transport: fresh.Transport}).Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return checkStream(resp.Body, streamBytes)
+	})
+	src, dst := countResets(t, "h1"), countResets(t, "h2")
+	time.Sleep(500 * time.Millisecond)
+
+	start := time.Now()
+	_, code, out := runApply(t, "lazy.hcl", "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(haproxyPort))
+	end := time.Now()
+	if code != 0 {
+		cancel()
+		c.wg.Wait()
+		t.Fatalf("mig apply exited %d\n%s", code, out)
+	}
+	if c.done("download") {
+		t.Error("the download ended before the move did: it proves nothing")
+	}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && !c.done("download"); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	c.wg.Wait()
+
+	for _, name := range []string{"keep-alive", "new-connection", "download"} {
+		r := c.results[name]
+		t.Logf("client %-14s %s", name, r)
+		if r.failed > 0 || len(r.errs) > 0 {
+			t.Errorf("client %s: %d of %d requests failed: %s", name, r.failed, r.requests, strings.Join(r.errs, "; "))
+		}
+	}
+	if !c.done("download") {
+		t.Error("the download did not finish")
+	}
+	keep.CloseIdleConnections()
+	c.checkResets(t, src, dst)
+	for _, r := range []*rstCounter{src, dst} {
+		if _, ports := r.resets(t); slices.Contains(ports, haproxyBackend) {
+			t.Errorf("%s reset a backend connection", r.host)
+		}
+	}
+	if n := be.across(start, end); n == 0 {
+		t.Errorf("no backend connection opened before the move carried a request after it: %s", be)
+	} else {
+		t.Logf("backend: %d connections carried requests from before the move to after it; %s", n, be)
+	}
+	for _, pid := range pids {
+		movedToH2(t, pid, haproxyBin)
+	}
+}
+
+// done reports whether the client called name finished a request.
+func (c *clients) done(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.results[name].requests > 0
+}
+
+// backend is the HTTP server behind the proxy. It notes when each of
+// its connections, by the proxy's port, carried its first and last
+// request.
+type backend struct {
+	mu    sync.Mutex
+	conns map[int][2]time.Time
+}
+
+func startBackend(t *testing.T, addr string) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{conns: map[int][2]time.Time{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /check", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
+		// 64 KiB every 5 ms: about 4 s, longer than the move.
+		n, _ := strconv.ParseInt(r.URL.Query().Get("bytes"), 10, 64)
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		buf := make([]byte, 64<<10)
+		for off := int64(0); off < n; off += int64(len(buf)) {
+			m := min(int64(len(buf)), n-off)
+			for i := range m {
+				buf[i] = streamByte(off + i)
+			}
+			if _, err := w.Write(buf[:m]); err != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "haproxy moves\n") })
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ap, err := net.ResolveTCPAddr("tcp", r.RemoteAddr); err == nil {
+			now := time.Now()
+			b.mu.Lock()
+			span, ok := b.conns[ap.Port]
+			if !ok {
+				span[0] = now
+			}
+			span[1] = now
+			b.conns[ap.Port] = span
+			b.mu.Unlock()
+		}
+		mux.ServeHTTP(w, r)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return b
+}
+
+// across counts the connections that carried a request before from and
+// another after to.
+func (b *backend) across(from, to time.Time) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, span := range b.conns {
+		if span[0].Before(from) && span[1].After(to) {
+			n++
+		}
+	}
+	return n
+}
+
+func (b *backend) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return fmt.Sprintf("%d backend connections in all", len(b.conns))
+}
