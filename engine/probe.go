@@ -619,6 +619,9 @@ func latency(xs []float64) Latency {
 
 // String is a one-line summary for views.
 func (s ProbeSummary) String() string {
+	if s.Requests > 0 && s.Failed == s.Requests {
+		return fmt.Sprintf("%d requests, every one failed", s.Requests)
+	}
 	return fmt.Sprintf("%d requests, %d failed, longest gap %s; latency before %s, during %s, after %s",
 		s.Requests, s.Failed, fmtSeconds(s.LongestGap), s.Before, s.During, s.After)
 }

@@ -212,7 +212,13 @@ func costSummary(out io.Writer, rec *engine.Record) {
 		fmt.Fprintf(out, "  %-22s %s\n", label, fmt.Sprintf(format, args...))
 	}
 	for _, p := range rec.Probes {
-		row("downtime ("+p.Name+")", "%s, %d of %d requests failed", seconds(p.Summary.LongestGap), p.Summary.Failed, p.Summary.Requests)
+		if s := p.Summary; s.Requests > 0 && s.Failed == s.Requests {
+			// No success to measure a gap from: the probe is wrong, or
+			// the service never answered it.
+			row("downtime ("+p.Name+")", "unknown: every one of %d requests failed (first: %s); check the probe", s.Requests, firstError(p.Samples))
+		} else {
+			row("downtime ("+p.Name+")", "%s, %d of %d requests failed", seconds(s.LongestGap), s.Failed, s.Requests)
+		}
 		if k := p.Summary.Kept; k != nil {
 			row("kept connection ("+p.Name+")", "%s", k)
 		}
@@ -281,4 +287,14 @@ func (v *jsonView) write(x any) {
 		return
 	}
 	v.out.Write(append(data, '\n'))
+}
+
+// firstError is the first failed sample's error.
+func firstError(samples []engine.Sample) string {
+	for _, s := range samples {
+		if !s.OK && s.Error != "" {
+			return s.Error
+		}
+	}
+	return "no error recorded"
 }

@@ -92,8 +92,12 @@ func costRows(rec *engine.Record, freeze, resume, total float64) []row {
 	add("Run", "%s in %s", rec.State, dur(total))
 	for _, p := range rec.Probes {
 		s := p.Summary
-		add("Downtime (probe "+p.Name+")", "%s, from %ss to %ss: the longest time between two successful responses",
-			dur(s.LongestGap), secs(s.GapStart), secs(s.GapEnd))
+		if s.Requests > 0 && s.Failed == s.Requests {
+			add("Downtime (probe "+p.Name+")", "unknown: no request succeeded, so there is no gap to measure")
+		} else {
+			add("Downtime (probe "+p.Name+")", "%s, from %ss to %ss: the longest time between two successful responses",
+				dur(s.LongestGap), secs(s.GapStart), secs(s.GapEnd))
+		}
 		add("Failed requests (probe "+p.Name+")", "%d of %d", s.Failed, s.Requests)
 	}
 	for _, l := range rec.Loads {
