@@ -26,11 +26,17 @@ type view interface {
 type humanView struct {
 	out      io.Writer
 	mu       sync.Mutex
-	progress map[string]time.Time // last progress line per step
+	progress map[string]shown // last progress line per step
+}
+
+// shown is a progress line written: when, and how far it had got.
+type shown struct {
+	at   time.Time
+	done int64
 }
 
 func newHumanView(out io.Writer) *humanView {
-	return &humanView{out: out, progress: map[string]time.Time{}}
+	return &humanView{out: out, progress: map[string]shown{}}
 }
 
 // progressEvery is the least time between two progress lines of a step.
@@ -69,10 +75,11 @@ func (v *humanView) event(e engine.Event) {
 			return
 		}
 		last := p.Total > 0 && p.Done >= p.Total
-		if !last && e.Time.Sub(v.progress[e.Step]) < progressEvery {
+		prev, ok := v.progress[e.Step]
+		if (!last && e.Time.Sub(prev.at) < progressEvery) || (ok && prev.done == p.Done) {
 			return
 		}
-		v.progress[e.Step] = e.Time
+		v.progress[e.Step] = shown{at: e.Time, done: p.Done}
 		fmt.Fprintf(v.out, "%s: %s\n", e.Step, progressBar(*p))
 	case engine.EventUndo, engine.EventCommit:
 		switch e.State {

@@ -28,6 +28,12 @@ func TestProgressBar(t *testing.T) {
 	if n := strings.Count(buf.String(), "\n"); n != 2 {
 		t.Errorf("%d progress lines in 1s, want 2 (first and last):\n%s", n, buf.String())
 	}
+	// The end, reported again (by the sender and by the receiver), is
+	// shown once.
+	v.event(engine.Event{Type: engine.EventProgress, Time: now.Add(2 * time.Second), Step: "step.copy", Progress: &host.Progress{Done: 9, Total: 9}})
+	if n := strings.Count(buf.String(), "\n"); n != 2 {
+		t.Errorf("the last progress line again:\n%s", buf.String())
+	}
 }
 
 func TestPanicIsAnError(t *testing.T) {
