@@ -520,15 +520,20 @@ func sysvMaps(pid int) []string {
 // fails after the freeze (`Can't get rlimit 0`), so ask the kernel the
 // same question now.
 func rlimitProblem(pids []int) string {
+	var refused []string
 	for _, pid := range pids {
 		var lim unix.Rlimit
-		err := unix.Prlimit(pid, unix.RLIMIT_CPU, nil, &lim)
-		if errors.Is(err, unix.EPERM) {
-			return fmt.Sprintf("pid %d (%s) runs as uid %s and this host's root lacks CAP_SYS_RESOURCE, so CRIU cannot read its rlimits (it would fail with `Can't get rlimit 0` after freezing it); "+
-				"run mig's agent with CAP_SYS_RESOURCE (check with `grep CapEff /proc/self/status` as root), or run the service as root", pid, commOf(pid), uidOf(pid))
+		if err := unix.Prlimit(pid, unix.RLIMIT_CPU, nil, &lim); errors.Is(err, unix.EPERM) {
+			refused = append(refused, fmt.Sprintf("pid %d (%s) as uid %s", pid, commOf(pid), uidOf(pid)))
 		}
 	}
-	return ""
+	if len(refused) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d of the workload's %d tasks run as another user (%s) and this host's root lacks CAP_SYS_RESOURCE, "+
+		"so CRIU cannot read their rlimits (it would fail with `Can't get rlimit 0` after freezing them); "+
+		"run mig's agent with CAP_SYS_RESOURCE (check with `grep CapEff /proc/self/status` as root), or run the service as root",
+		len(refused), len(pids), firstOf(refused, 3))
 }
 
 // firstOf lists up to most of items, and says how many more there are.

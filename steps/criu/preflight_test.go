@@ -453,6 +453,14 @@ func TestPreflightRlimitNonRoot(t *testing.T) {
 	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "CAP_SYS_RESOURCE") || !strings.Contains(r.Problems[0], "uid 65534") {
 		t.Fatalf("problems %q, want the rlimit one", r.Problems)
 	}
+	// One problem names every such task, as a server's workers are.
+	other := startHelper(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "sleep")
+	p := rlimitProblem([]int{os.Getpid(), pid, other})
+	for _, want := range []string{"2 of the workload's 3 tasks", fmt.Sprintf("pid %d", pid), fmt.Sprintf("pid %d", other)} {
+		if !strings.Contains(p, want) {
+			t.Errorf("problem lacks %q: %s", want, p)
+		}
+	}
 }
 
 func TestPidfileFirstLine(t *testing.T) {
