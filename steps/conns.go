@@ -73,7 +73,8 @@ func fixedAddrProblems(ctx context.Context, src host.Host, d dumpCfg, r criu.Res
 		}
 		out = append(out, fmt.Sprintf("%s has %s from %s (%s), host %s's own address (%s), which host %s does not get: "+
 			"CRIU could not restore it there, and the restore would fail after the freeze. "+
-			"Have the service open such connections from the service address that moves with it (or its clients connect to that address), "+
+			"Have the service open such connections from the service address that moves with it "+
+			"(HAProxy's `source`, nginx's `proxy_bind`, a client library's local address), or have its clients connect to that address, "+
 			"or close them before the move",
 			d.w.String(), what, a, strings.Join(list, ", "), d.w.host, fixed[a], d.target))
 	}
