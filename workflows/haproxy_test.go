@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,69 +102,18 @@ backend app
 		return fmt.Errorf("haproxy's worker: %q (log: %s)", out, readFile(filepath.Join(dir, "haproxy.log")))
 	})
 
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{}, ports: map[int]bool{}, closed: map[int]bool{},
-		local: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
 	base := "http://" + net.JoinHostPort(serviceIP, strconv.Itoa(haproxyPort))
-	keep := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DialContext: c.dial}}
-	fresh := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dial}}
-	waitFor(t, 10*time.Second, func() error { return getBody(fresh, base+"/check", []byte("ok\n")) })
-	c.loop("keep-alive", 10*time.Millisecond, func(r *clientResult) error {
-		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
-			if !i.Reused {
-				r.newConns++
-				if r.newConns > 1 {
-					r.errs = append(r.errs, "a new connection from "+i.Conn.LocalAddr().String())
-				}
-			}
-		}}
-		return getBody(keep, base+"/", []byte("haproxy moves\n"), trace)
-	})
-	c.loop("new-connection", 10*time.Millisecond, func(r *clientResult) error {
-		return getBody(fresh, base+"/check", []byte("ok\n"))
-	})
+	c := startWebClients(t, base, []byte("haproxy moves\n"))
 	c.loop("download", 0, func(r *clientResult) error {
-		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/stream?bytes=%d", base, streamBytes), nil)
-		resp, err := (&http.Client{Transport: fresh.Transport}).Do(req)
+		req, _ := http.NewRequestWithContext(c.ctx, "GET", fmt.Sprintf("%s/stream?bytes=%d", base, streamBytes), nil)
+		resp, err := (&http.Client{Transport: c.fresh.Transport}).Do(req)
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
 		return checkStream(resp.Body, streamBytes)
 	})
-	src, dst := countResets(t, "h1"), countResets(t, "h2")
-	time.Sleep(500 * time.Millisecond)
-
-	start := time.Now()
-	_, code, out := runApply(t, "lazy.hcl", "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(haproxyPort))
-	end := time.Now()
-	if code != 0 {
-		cancel()
-		c.wg.Wait()
-		t.Fatalf("mig apply exited %d\n%s", code, out)
-	}
-	if c.done("download") {
-		t.Error("the download ended before the move did: it proves nothing")
-	}
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && !c.done("download"); {
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond)
-	cancel()
-	c.wg.Wait()
-
-	for _, name := range []string{"keep-alive", "new-connection", "download"} {
-		r := c.results[name]
-		t.Logf("client %-14s %s", name, r)
-		if r.failed > 0 || len(r.errs) > 0 {
-			t.Errorf("client %s: %d of %d requests failed: %s", name, r.failed, r.requests, strings.Join(r.errs, "; "))
-		}
-	}
-	if !c.done("download") {
-		t.Error("the download did not finish")
-	}
-	keep.CloseIdleConnections()
-	c.checkResets(t, src, dst)
+	start, end := c.moveWeb(t, "lazy.hcl", "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(haproxyPort))
 	if n := be.across(start, end); n == 0 {
 		t.Errorf("no backend connection opened before the move carried a request after it: %s", be)
 	} else {
@@ -174,13 +122,6 @@ backend app
 	for _, pid := range pids {
 		movedToH2(t, pid, haproxyBin)
 	}
-}
-
-// done reports whether the client called name finished a request.
-func (c *clients) done(name string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.results[name].requests > 0
 }
 
 // backend is the HTTP server behind the proxy. It notes when each of

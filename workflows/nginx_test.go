@@ -115,32 +115,11 @@ http {
 	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
 	bridgeAddr(t, clientIP)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{}, ports: map[int]bool{}, closed: map[int]bool{},
-		local: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
 	base := "http://" + net.JoinHostPort(serviceIP, strconv.Itoa(nginxPort))
-	keep := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DialContext: c.dial}}
-	fresh := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dial}}
-	waitFor(t, 10*time.Second, func() error { return getBody(fresh, base+"/check", []byte("ok\n")) })
-	c.loop("keep-alive", 10*time.Millisecond, func(r *clientResult) error {
-		// A connection that breaks is not an error to Go's client, which
-		// sends an idempotent request again on a new one: count them.
-		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
-			if !i.Reused {
-				r.newConns++
-				if r.newConns > 1 {
-					r.errs = append(r.errs, "a new connection from "+i.Conn.LocalAddr().String())
-				}
-			}
-		}}
-		return getBody(keep, base+"/", index, trace)
-	})
-	c.loop("new-connection", 10*time.Millisecond, func(r *clientResult) error {
-		return getBody(fresh, base+"/check", []byte("ok\n"))
-	})
+	c := startWebClients(t, base, index)
 	c.loop("download", 0, func(r *clientResult) error {
-		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/big.bin", nil)
-		resp, err := (&http.Client{Transport: fresh.Transport}).Do(req) // no timeout: it is slow on purpose
+		req, _ := http.NewRequestWithContext(c.ctx, "GET", base+"/big.bin", nil)
+		resp, err := (&http.Client{Transport: c.fresh.Transport}).Do(req) // no timeout: it is slow on purpose
 		if err != nil {
 			return err
 		}
@@ -166,52 +145,7 @@ http {
 		}
 		return nil
 	})
-	src, dst := countResets(t, "h1"), countResets(t, "h2")
-	time.Sleep(300 * time.Millisecond)
-
-	_, code, out := runApply(t, workflow, "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(nginxPort))
-	if code != 0 {
-		cancel()
-		c.wg.Wait()
-		t.Fatalf("mig apply exited %d\n%s", code, out)
-	}
-	c.mu.Lock()
-	moving := c.results["download"].requests == 0
-	c.mu.Unlock()
-	if !moving {
-		t.Error("the download ended before the move did: it proves nothing")
-	}
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		c.mu.Lock()
-		done := c.results["download"].requests > 0
-		c.mu.Unlock()
-		if done {
-			break
-		}
-	}
-	time.Sleep(200 * time.Millisecond) // some requests after the move
-	cancel()
-	c.wg.Wait()
-
-	for _, name := range []string{"keep-alive", "new-connection", "download"} {
-		r := c.results[name]
-		t.Logf("client %-14s %s", name, r)
-		if r.failed > 0 || len(r.errs) > 0 {
-			t.Errorf("client %s: %d of %d requests failed: %s", name, r.failed, r.requests, strings.Join(r.errs, "; "))
-		}
-	}
-	if c.results["download"].requests != 1 {
-		t.Error("the download did not finish")
-	}
-	var reused bool
-	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
-	if err := getBody(keep, base+"/", index, trace); err != nil || !reused {
-		t.Errorf("the keep-alive connection did not survive: err %v, reused %v", err, reused)
-	}
-	// Closed while nginx runs: left to the process's exit, after the lab
-	// is gone, it would send its FIN for minutes into the next run's lab.
-	keep.CloseIdleConnections()
-	c.checkResets(t, src, dst)
+	c.moveWeb(t, workflow, "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(nginxPort))
 	for h, want := range map[string]bool{"h1": false, "h2": true} {
 		for _, pid := range pids {
 			runs := strings.TrimSpace(labRun(t, h, "sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && echo yes || true`, strconv.Itoa(pid), nginxBin)) == "yes"
@@ -220,6 +154,101 @@ http {
 			}
 		}
 	}
+}
+
+// webClients are the clients of a web server through a move: a
+// keep-alive client GETting / (which answers index), a client opening a
+// connection per GET of /check (which answers "ok\n"), and a download
+// the caller adds.
+type webClients struct {
+	*clients
+	base        string
+	index       []byte
+	keep, fresh *http.Client
+}
+
+// startWebClients starts the keep-alive and the new-connection clients of
+// the server at base, once it answers.
+// The caller has put the clients' address on the bridge.
+func startWebClients(t *testing.T, base string, index []byte) *webClients {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &webClients{base: base, index: index, clients: &clients{ctx: ctx, cancel: cancel, results: map[string]*clientResult{},
+		ports: map[int]bool{}, closed: map[int]bool{}, local: &net.TCPAddr{IP: net.ParseIP(clientIP)}}}
+	c.keep = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, DialContext: c.dial}}
+	c.fresh = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: c.dial}}
+	waitFor(t, 10*time.Second, func() error { return getBody(c.fresh, base+"/check", []byte("ok\n")) })
+	c.loop("keep-alive", 10*time.Millisecond, func(r *clientResult) error {
+		// A connection that breaks is not an error to Go's client, which
+		// sends an idempotent request again on a new one: count them.
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+			if !i.Reused {
+				r.newConns++
+				if r.newConns > 1 {
+					r.errs = append(r.errs, "a new connection from "+i.Conn.LocalAddr().String())
+				}
+			}
+		}}
+		return getBody(c.keep, base+"/", index, trace)
+	})
+	c.loop("new-connection", 10*time.Millisecond, func(r *clientResult) error {
+		return getBody(c.fresh, base+"/check", []byte("ok\n"))
+	})
+	return c
+}
+
+// moveWeb runs workflow (with flags) while the clients run, waits for the
+// download to end, and checks what the clients saw: no error, the
+// keep-alive connection the one from before, and no reset of an open
+// connection by either host. It returns when the move started and ended.
+func (c *webClients) moveWeb(t *testing.T, workflow string, flags ...string) (start, end time.Time) {
+	t.Helper()
+	src, dst := countResets(t, "h1"), countResets(t, "h2")
+	time.Sleep(300 * time.Millisecond)
+	start = time.Now()
+	_, code, out := runApply(t, workflow, flags...)
+	end = time.Now()
+	if code != 0 {
+		c.cancel()
+		c.wg.Wait()
+		t.Fatalf("mig apply exited %d\n%s", code, out)
+	}
+	if c.done("download") {
+		t.Error("the download ended before the move did: it proves nothing")
+	}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && !c.done("download"); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // some requests after the move
+	c.cancel()
+	c.wg.Wait()
+	for _, name := range []string{"keep-alive", "new-connection", "download"} {
+		r := c.results[name]
+		t.Logf("client %-14s %s", name, r)
+		if r.failed > 0 || len(r.errs) > 0 {
+			t.Errorf("client %s: %d of %d requests failed: %s", name, r.failed, r.requests, strings.Join(r.errs, "; "))
+		}
+	}
+	if !c.done("download") {
+		t.Error("the download did not finish")
+	}
+	var reused bool
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+	if err := getBody(c.keep, c.base+"/", c.index, trace); err != nil || !reused {
+		t.Errorf("the keep-alive connection did not survive: err %v, reused %v", err, reused)
+	}
+	// Closed while the server runs: left to the process's exit, after the
+	// lab is gone, it would send its FIN for minutes into the next run's lab.
+	c.keep.CloseIdleConnections()
+	c.checkResets(t, src, dst)
+	return start, end
+}
+
+// done reports whether the client called name finished a request.
+func (c *clients) done(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.results[name].requests > 0
 }
 
 // getBody GETs url with client and checks the answer: 200 and want.
