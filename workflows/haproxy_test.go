@@ -37,9 +37,7 @@ const (
 
 func TestRealHAProxy(t *testing.T) {
 	needLab(t)
-	if _, err := os.Stat(haproxyBin); err != nil {
-		t.Fatalf("%s: %v (make deps installs haproxy)", haproxyBin, err)
-	}
+	needPrograms(t, "haproxy", haproxyBin)
 	bridgeAddr(t, clientIP)
 
 	dir, err := os.MkdirTemp(theLab.Dir(), "haproxy-")

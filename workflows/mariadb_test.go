@@ -35,11 +35,7 @@ const (
 
 func TestRealMariaDB(t *testing.T) {
 	needLab(t)
-	for _, bin := range []string{mariadbBin, "/usr/bin/mariadb-install-db", "/usr/bin/mariadb"} {
-		if _, err := os.Stat(bin); err != nil {
-			t.Fatalf("%s: %v (make deps installs mariadb-server)", bin, err)
-		}
-	}
+	needPrograms(t, "mariadb-server", mariadbBin, "/usr/bin/mariadb-install-db", "/usr/bin/mariadb")
 	sock, pidfile := mariadbRun+"/mysqld.sock", mariadbRun+"/mysqld.pid"
 	log := filepath.Join(theLab.Dir(), fmt.Sprintf("mariadb-%d.log", time.Now().UnixNano()))
 	var pid int

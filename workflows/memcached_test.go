@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,9 +27,7 @@ const (
 
 func TestRealMemcached(t *testing.T) {
 	needLab(t)
-	if _, err := os.Stat(memcachedBin); err != nil {
-		t.Fatalf("%s: %v (make deps installs memcached)", memcachedBin, err)
-	}
+	needPrograms(t, "memcached", memcachedBin)
 	pidfile := fmt.Sprintf("%s/memcached-%d.pid", theLab.Dir(), time.Now().UnixNano())
 	pid, err := theLab.Start(context.Background(), "h1", []string{memcachedBin, "-u", "root", "-l", "0.0.0.0", "-p", strconv.Itoa(memcachedPort),
 		"-U", "0", "-t", "4", "-m", "64"}, lab.StartOptions{PIDFile: pidfile})

@@ -42,9 +42,7 @@ func TestRealNginx(t *testing.T) {
 
 func moveNginx(t *testing.T, workflow string) {
 	needLab(t)
-	if _, err := os.Stat(nginxBin); err != nil {
-		t.Fatalf("%s: %v (make deps installs nginx-light)", nginxBin, err)
-	}
+	needPrograms(t, "nginx-light", nginxBin)
 	// Not /tmp: the hosts share this directory, as a real target would
 	// have the same files.
 	dir, err := os.MkdirTemp(theLab.Dir(), "nginx-")

@@ -111,6 +111,17 @@ func serveOnH1(t *testing.T, pid int, exe, pidfile string) {
 	})
 }
 
+// needPrograms fails the test if one of paths, which Debian's package
+// pkg installs, is missing.
+func needPrograms(t *testing.T, pkg string, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s: %v (make deps installs %s)", p, err, pkg)
+		}
+	}
+}
+
 // movedToH2 checks that pid runs exe on h2, and not on h1.
 func movedToH2(t *testing.T, pid int, exe string) {
 	t.Helper()
