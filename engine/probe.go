@@ -635,5 +635,12 @@ func (k KeptSummary) String() string {
 	if k.Passive {
 		return fmt.Sprintf("%d checks, %d failed, %s (no wait measured: the probe sends nothing on it)", k.Requests, k.Failed, state)
 	}
+	if k.Requests > 0 && k.Failed == k.Requests {
+		// Nothing answered on it: "intact" would say too much.
+		if len(k.Breaks) > 0 {
+			return fmt.Sprintf("%d requests, every one failed, %s", k.Requests, state)
+		}
+		return fmt.Sprintf("%d requests, every one failed", k.Requests)
+	}
 	return fmt.Sprintf("%d requests, %d failed, longest wait %s, %s", k.Requests, k.Failed, fmtSeconds(k.LongestWait), state)
 }
