@@ -10,12 +10,15 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // testNetns is a new network namespace whose loopback is up; sockets and
@@ -171,6 +174,152 @@ func TestGuardHolds(t *testing.T) {
 	if nftTableExistsIn(n, spec.Table) {
 		t.Errorf("table %s left behind", spec.Table)
 	}
+}
+
+// TestGuardReleasesBurst: a target's guard holds the SYNs of a thousand
+// clients, as a busy server's move does, and releases them at once. Each
+// client's handshake and request, which follow the released SYN while the
+// guard's rules are still going, must reach the server then, not a second
+// later, when the server would send its SYN-ACK again.
+func TestGuardReleasesBurst(t *testing.T) {
+	n := newTestNetns(t)
+	const port, clients = testPortBase + 89, 1000
+	how := queueOrSkip(t, n)
+	spec := GuardSpec{Table: "inet mig-guard-burst", Ports: []int{port}, NewConnections: NewHold, Queue: how,
+		Established: true, HoldEstablished: true, Deadline: time.Minute}
+	var ln net.Listener
+	var err error
+	n.do(func() { ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 5)
+				if _, err := io.ReadFull(c, buf); err == nil {
+					c.Write(buf)
+				}
+			}()
+		}
+	}()
+	startTestGuard(t, n, spec)
+
+	// Non-blocking connects, made in the namespace, all held.
+	fds := make([]int, 0, clients)
+	defer func() {
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+	}()
+	n.do(func() {
+		for range clients {
+			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			fds = append(fds, fd)
+			if err := syscall.Connect(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != syscall.EINPROGRESS {
+				t.Errorf("connect: %v", err)
+				return
+			}
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	before := retransmits(t, n)
+	released := time.Now()
+	n.do(func() { SignalGuard(spec.Table) })
+	// Each client sends its request once connected and waits for the echo.
+	const (
+		connecting = iota
+		waiting
+		done
+	)
+	state := make([]int, len(fds))
+	var slowest time.Duration
+	left := len(fds)
+	for left > 0 && time.Since(released) < 5*time.Second {
+		pfds := make([]unix.PollFd, 0, left)
+		at := make([]int, 0, left)
+		for i, fd := range fds {
+			switch state[i] {
+			case connecting:
+				pfds = append(pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT})
+			case waiting:
+				pfds = append(pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+			default:
+				continue
+			}
+			at = append(at, i)
+		}
+		if _, err := unix.Poll(pfds, 100); err != nil && err != unix.EINTR {
+			t.Fatal(err)
+		}
+		for j, p := range pfds {
+			i := at[j]
+			switch {
+			case p.Revents&(unix.POLLERR|unix.POLLHUP) != 0:
+				soErr, _ := unix.GetsockoptInt(fds[i], unix.SOL_SOCKET, unix.SO_ERROR)
+				t.Fatalf("client %d: %v", i, syscall.Errno(soErr))
+			case state[i] == connecting && p.Revents&unix.POLLOUT != 0:
+				if _, err := syscall.Write(fds[i], []byte("hello")); err != nil {
+					t.Fatalf("client %d: write: %v", i, err)
+				}
+				state[i] = waiting
+			case state[i] == waiting && p.Revents&unix.POLLIN != 0:
+				state[i] = done
+				left--
+				slowest = max(slowest, time.Since(released))
+			}
+		}
+	}
+	if left > 0 {
+		t.Fatalf("%d of %d clients got no answer within 5s of the release", left, len(fds))
+	}
+	resent := retransmits(t, n) - before
+	t.Logf("%d clients answered, the last %s after the release; %d segments sent again", len(fds), slowest.Round(time.Millisecond), resent)
+	if resent > clients/20 {
+		t.Errorf("%d segments sent again: the handshakes and requests that followed the released SYNs were lost (the last client answered after %s)", resent, slowest)
+	}
+}
+
+// retransmits reads the TCP segments n's stack has sent again so far.
+func retransmits(t *testing.T, n *testNetns) int {
+	t.Helper()
+	var b []byte
+	var err error
+	n.do(func() { b, err = os.ReadFile("/proc/thread-self/net/snmp") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		if i := slices.Index(names, "RetransSegs"); i > 0 && i < len(f) {
+			v, _ := strconv.Atoi(f[i])
+			return v
+		}
+	}
+	t.Fatal("no RetransSegs in /proc/net/snmp")
+	return 0
 }
 
 // TestGuardHoldsEstablished: with HoldEstablished, what a client sends

@@ -370,9 +370,10 @@ func (h *holder) release(ctx context.Context, table string, packets chan []queue
 	}
 	flushed := make(chan error, 1)
 	go func() { flushed <- flushTable(table) }()
-	// Packets queued just before the chains emptied may still be on
-	// their way.
-	var drain <-chan time.Time
+	// Packets queued before the chains emptied may still be on their way:
+	// after a burst, hundreds of them. They are let through until none
+	// has come for quietFor.
+	var drain, stop <-chan time.Time
 	for packets != nil || flushed != nil {
 		select {
 		case ps, ok := <-packets:
@@ -384,19 +385,33 @@ func (h *holder) release(ctx context.Context, table string, packets chan []queue
 			if let {
 				n += h.letThrough()
 			}
+			if drain != nil {
+				drain = time.After(quietFor)
+			}
 		case err := <-flushed:
 			if err != nil {
 				h.logf("%v", err)
 			}
 			flushed, let = nil, true
 			n += h.letThrough()
-			drain = time.After(5 * time.Millisecond)
+			drain = time.After(quietFor)
+			stop = time.After(drainFor)
 		case <-drain:
+			packets = nil
+		case <-stop:
+			h.logf("packets still coming %s after the rules went", drainFor)
 			packets = nil
 		}
 	}
 	h.logf("let %d held packets through", n)
 }
+
+// After the rules go, release reads the queue until it has been quiet
+// for quietFor, and for drainFor at most.
+const (
+	quietFor = 5 * time.Millisecond
+	drainFor = time.Second
+)
 
 // letThrough accepts the held packets, after re-sending those whose address
 // moved, and says how many it accepted.
@@ -406,10 +421,18 @@ func (h *holder) letThrough() int {
 	}
 	h.follow()
 	n := len(h.held)
+	if n == 0 {
+		return 0
+	}
+	// Every packet queued before the last held one is held or has had
+	// its verdict (the queue hands them out in order), so one batch
+	// verdict accepts them all: a thousand SYNs at once, not one by one.
+	last := h.held[0].id
 	for _, p := range h.held {
-		if err := h.q.verdict(p.id, nfAccept); err != nil {
-			h.logf("accept packet %d: %v", p.id, err)
-		}
+		last = max(last, p.id)
+	}
+	if err := h.q.verdictBatch(last, nfAccept); err != nil {
+		h.logf("accept packets up to %d: %v", last, err)
 	}
 	h.held = nil
 	return n

@@ -24,6 +24,7 @@ const (
 	nfqMsgPacket    = nfnlSubsysQueue<<8 | 0
 	nfqMsgVerdict   = nfnlSubsysQueue<<8 | 1
 	nfqMsgConfig    = nfnlSubsysQueue<<8 | 2
+	nfqMsgBatch     = nfnlSubsysQueue<<8 | 3
 
 	nfqaPacketHdr  = 1
 	nfqaVerdictHdr = 2
@@ -128,11 +129,23 @@ func (q *nfQueue) request(typ uint16, attrs []byte) error {
 	}
 }
 
-// verdict releases (nfAccept) or drops (nfDrop) a held packet.
+// verdict releases (nfAccept) or drops (nfDrop) a held packet. It asks
+// for no acknowledgement: the kernel answers a refused verdict all the
+// same, and the reader logs it.
 func (q *nfQueue) verdict(id uint32, v uint32) error {
+	return q.send(nfqMsgVerdict, id, v)
+}
+
+// verdictBatch gives verdict v to every packet still queued whose id is id
+// or lower, in one message.
+func (q *nfQueue) verdictBatch(id uint32, v uint32) error {
+	return q.send(nfqMsgBatch, id, v)
+}
+
+func (q *nfQueue) send(typ uint16, id, v uint32) error {
 	hdr := binary.BigEndian.AppendUint32(nil, v)
 	hdr = binary.BigEndian.AppendUint32(hdr, id)
-	return unix.Sendto(q.fd, q.message(nfqMsgVerdict, unix.NLM_F_REQUEST|unix.NLM_F_ACK, attr(nfqaVerdictHdr, hdr)), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+	return unix.Sendto(q.fd, q.message(typ, unix.NLM_F_REQUEST, attr(nfqaVerdictHdr, hdr)), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 }
 
 // queued is a packet the kernel holds for a verdict.
