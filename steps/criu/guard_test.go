@@ -674,6 +674,70 @@ func BenchmarkGuardRelease(b *testing.B) {
 	b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/op")
 }
 
+// BenchmarkGuardHold measures the CPU time a guard spends holding the
+// SYNs of 2,000 clients, as a source's guard does while a busy server is
+// frozen: time taken from CRIU and the images' transfer on the same host
+// (cpu-ms/op is the guard's user and system time).
+func BenchmarkGuardHold(b *testing.B) {
+	n := newTestNetns(b)
+	const port, clients = testPortBase + 88, 2000
+	how := queueOrSkip(b, n)
+	spec := GuardSpec{Table: "inet mig-guard-holdbench", Ports: []int{port}, NewConnections: NewHold, Queue: how, Deadline: time.Minute}
+	var cpu time.Duration
+	for b.Loop() {
+		var pid int
+		var err error
+		n.do(func() { pid, err = StartGuard(context.Background(), 0, spec) })
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := cpuOf(b, pid)
+		var fds []int
+		n.do(func() {
+			for range clients {
+				fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				fds = append(fds, fd)
+				syscall.Connect(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
+			}
+		})
+		// Until the guard has read them all.
+		for prev := time.Duration(-1); ; {
+			time.Sleep(100 * time.Millisecond)
+			now := cpuOf(b, pid)
+			if now == prev {
+				break
+			}
+			prev = now
+		}
+		cpu += cpuOf(b, pid) - start
+		n.do(func() { err = StopGuard(context.Background(), 0, spec.Table) })
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms/op")
+}
+
+// cpuOf is the user and system time pid has used.
+func cpuOf(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+}
+
 // connectedPair listens on port in n and connects to it there: the
 // client's and the server's ends, closed when the test ends.
 func connectedPair(tb testing.TB, n *testNetns, port int) (client, server net.Conn) {

@@ -106,8 +106,13 @@ func RunGuard(stdin io.Reader, stdout *os.File, stderr io.Writer) int {
 				packets = nil
 				continue
 			}
+			// Only new packets can need re-sending, unless an address
+			// left, which the other cases see.
+			from := len(h.held)
 			h.take(ps)
-			h.follow()
+			if h.away(h.held[from:]) {
+				h.follow()
+			}
 		case <-addrs:
 			h.follow()
 		case <-tick.C:
@@ -165,8 +170,9 @@ type holder struct {
 	raw6   int
 	// forgotten are the moved addresses whose neighbour entries went.
 	forgotten map[netip.Addr]bool
-	// seen are the addresses this host had while the guard ran.
-	seen map[netip.Addr]bool
+	// seen are the addresses this host had while the guard ran; here
+	// are those it had at the last look.
+	seen, here map[netip.Addr]bool
 }
 
 // watch says whether the watched workload is gone. (Whether it runs
@@ -207,7 +213,20 @@ func (h *holder) localAddrs() map[netip.Addr]bool {
 	for a := range local {
 		h.seen[a] = true
 	}
+	h.here = local
 	return local
+}
+
+// away says whether one of ps goes to an address this host no longer had
+// at the last look: a cheap test, without asking the kernel, for each
+// packet that comes while the guard holds thousands.
+func (h *holder) away(ps []queued) bool {
+	for _, p := range ps {
+		if dst, ok := packetDst(p.payload); ok && !h.here[dst] {
+			return true
+		}
+	}
+	return false
 }
 
 // follow re-sends the held packets whose destination is no longer an address
@@ -364,6 +383,7 @@ func (h *holder) release(ctx context.Context, table string, packets chan []queue
 		}
 		return
 	}
+	h.localAddrs() // where the held packets go now: letThrough asks the kernel no more
 	let, n := h.passes, 0
 	if let {
 		n = h.letThrough()
@@ -419,7 +439,9 @@ func (h *holder) letThrough() int {
 	if h.q == nil {
 		return 0
 	}
-	h.follow()
+	if h.away(h.held) {
+		h.follow()
+	}
 	n := len(h.held)
 	if n == 0 {
 		return 0
