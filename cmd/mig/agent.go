@@ -17,8 +17,12 @@ import (
 // host to hold new connections (criu.StartGuard).
 func cmdAgent(c *cli, args []string) int {
 	if len(args) == 1 && args[0] == "guard" {
+		nameProcess("mig-guard")
 		return criu.RunGuard(os.Stdin, os.Stdout, c.stderr)
 	}
+	// Started from an open file (/proc/self/fd/3), the agent would show
+	// in ps and top as "3".
+	nameProcess("mig-agent")
 	if len(args) != 0 {
 		fmt.Fprintln(c.stderr, "usage: mig agent (started by mig over SSH; speaks a binary protocol on stdin/stdout)")
 		return exitUsage
@@ -56,4 +60,10 @@ func cmdHoldWatch(c *cli, args []string) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// nameProcess sets the name ps and top show for this process (at most 15
+// bytes); a failure only leaves the old one.
+func nameProcess(name string) {
+	os.WriteFile("/proc/self/comm", []byte(name), 0)
 }
