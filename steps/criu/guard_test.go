@@ -211,30 +211,8 @@ func TestGuardReleasesBurst(t *testing.T) {
 	}()
 	startTestGuard(t, n, spec)
 
-	// Non-blocking connects, made in the namespace, all held.
-	fds := make([]int, 0, clients)
-	defer func() {
-		for _, fd := range fds {
-			syscall.Close(fd)
-		}
-	}()
-	n.do(func() {
-		for range clients {
-			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			fds = append(fds, fd)
-			if err := syscall.Connect(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != syscall.EINPROGRESS {
-				t.Errorf("connect: %v", err)
-				return
-			}
-		}
-	})
-	if t.Failed() {
-		return
-	}
+	fds := connectMany(t, n, port, clients)
+	defer closeAll(fds)
 	time.Sleep(200 * time.Millisecond)
 
 	before := retransmits(t, n)
@@ -291,6 +269,39 @@ func TestGuardReleasesBurst(t *testing.T) {
 	t.Logf("%d clients answered, the last %s after the release; %d segments sent again", len(fds), slowest.Round(time.Millisecond), resent)
 	if resent > clients/20 {
 		t.Errorf("%d segments sent again: the handshakes and requests that followed the released SYNs were lost (the last client answered after %s)", resent, slowest)
+	}
+}
+
+// connectMany starts count non-blocking connects to 127.0.0.1:port in n
+// and returns their sockets, which the caller closes (closeAll).
+func connectMany(tb testing.TB, n *testNetns, port, count int) []int {
+	tb.Helper()
+	fds := make([]int, 0, count)
+	var err error
+	n.do(func() {
+		for range count {
+			var fd int
+			if fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0); err != nil {
+				return
+			}
+			fds = append(fds, fd)
+			if err = syscall.Connect(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != syscall.EINPROGRESS {
+				return
+			}
+			err = nil
+		}
+	})
+	if err != nil {
+		closeAll(fds)
+		tb.Fatalf("connect: %v", err)
+	}
+	return fds
+}
+
+// closeAll closes the sockets of connectMany.
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		syscall.Close(fd)
 	}
 }
 
@@ -692,18 +703,7 @@ func BenchmarkGuardHold(b *testing.B) {
 			b.Fatal(err)
 		}
 		start := cpuOf(b, pid)
-		var fds []int
-		n.do(func() {
-			for range clients {
-				fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				fds = append(fds, fd)
-				syscall.Connect(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
-			}
-		})
+		fds := connectMany(b, n, port, clients)
 		// Until the guard has read them all.
 		for prev := time.Duration(-1); ; {
 			time.Sleep(100 * time.Millisecond)
@@ -715,9 +715,7 @@ func BenchmarkGuardHold(b *testing.B) {
 		}
 		cpu += cpuOf(b, pid) - start
 		n.do(func() { err = StopGuard(context.Background(), 0, spec.Table) })
-		for _, fd := range fds {
-			syscall.Close(fd)
-		}
+		closeAll(fds)
 		if err != nil {
 			b.Fatal(err)
 		}
