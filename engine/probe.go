@@ -617,9 +617,13 @@ func latency(xs []float64) Latency {
 	return Latency{N: len(xs), P50: q(0.50), P99: q(0.99)}
 }
 
+// NoneOK says whether the probe sent requests and not one succeeded: then
+// there is no gap to measure, and the probe or the service is wrong.
+func (s ProbeSummary) NoneOK() bool { return s.Requests > 0 && s.Failed == s.Requests }
+
 // String is a one-line summary for views.
 func (s ProbeSummary) String() string {
-	if s.Requests > 0 && s.Failed == s.Requests {
+	if s.NoneOK() {
 		return fmt.Sprintf("%d requests, every one failed", s.Requests)
 	}
 	return fmt.Sprintf("%d requests, %d failed, longest gap %s; latency before %s, during %s, after %s",

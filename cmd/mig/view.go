@@ -219,7 +219,7 @@ func costSummary(out io.Writer, rec *engine.Record) {
 		fmt.Fprintf(out, "  %-22s %s\n", label, fmt.Sprintf(format, args...))
 	}
 	for _, p := range rec.Probes {
-		if s := p.Summary; s.Requests > 0 && s.Failed == s.Requests {
+		if s := p.Summary; s.NoneOK() {
 			// No success to measure a gap from: the probe is wrong, or
 			// the service never answered it.
 			row("downtime ("+p.Name+")", "unknown: every one of %d requests failed (first: %s); check the probe", s.Requests, firstError(p.Samples))

@@ -92,7 +92,7 @@ func costRows(rec *engine.Record, freeze, resume, total float64) []row {
 	add("Run", "%s in %s", rec.State, dur(total))
 	for _, p := range rec.Probes {
 		s := p.Summary
-		if s.Requests > 0 && s.Failed == s.Requests {
+		if s.NoneOK() {
 			add("Downtime (probe "+p.Name+")", "unknown: no request succeeded, so there is no gap to measure")
 		} else {
 			add("Downtime (probe "+p.Name+")", "%s, from %ss to %ss: the longest time between two successful responses",
