@@ -33,6 +33,10 @@ func TestScripts(t *testing.T) {
 		t.Fatal(err)
 	}
 	testscript.Run(t, testscript.Params{
+		// The scripts run in parallel after Run returns, so the directory
+		// Run would make and remove itself stays behind in /tmp; the
+		// test's own is removed when they are done.
+		WorkdirRoot:   t.TempDir(),
 		Dir:           "testdata/script",
 		UpdateScripts: *update,
 		Setup: func(env *testscript.Env) error {
