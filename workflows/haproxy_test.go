@@ -19,8 +19,9 @@ import (
 )
 
 // TestRealHAProxy moves Debian's HAProxy, a master and a worker of two
-// threads, with lazy.hcl while HTTP clients run through it: a keep-alive
-// client, a client opening a connection per request and a slow download.
+// threads, with lazy.hcl and with pageserver.hcl while HTTP clients run
+// through it: a keep-alive client, a client opening a connection per
+// request and a slow download.
 // Its backend, a server in this test on the bridge, is reached over
 // connections HAProxy opens itself, from the service address, and keeps
 // open between requests: those move too. No client may see an error (no
@@ -36,6 +37,12 @@ const (
 )
 
 func TestRealHAProxy(t *testing.T) {
+	for _, wf := range []string{"lazy.hcl", "pageserver.hcl"} {
+		t.Run(strings.TrimSuffix(wf, ".hcl"), func(t *testing.T) { moveHAProxy(t, wf) })
+	}
+}
+
+func moveHAProxy(t *testing.T, workflow string) {
 	needLab(t)
 	needPrograms(t, "haproxy", haproxyBin)
 	bridgeAddr(t, clientIP)
@@ -111,7 +118,7 @@ backend app
 		defer resp.Body.Close()
 		return checkStream(resp.Body, streamBytes)
 	})
-	start, end := c.moveWeb(t, "lazy.hcl", "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(haproxyPort))
+	start, end := c.moveWeb(t, workflow, "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(haproxyPort))
 	if n := be.across(start, end); n == 0 {
 		t.Errorf("no backend connection opened before the move carried a request after it: %s", be)
 	} else {
