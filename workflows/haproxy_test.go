@@ -78,16 +78,7 @@ backend app
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
 	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
 	var pids []int
-	t.Cleanup(func() {
-		// CRIU restores every process with its pid, on either host.
-		for _, h := range []string{"h1", "h2"} {
-			for _, pid := range pids {
-				theLab.Exec(context.Background(), h, []string{"sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && kill -9 $0`,
-					strconv.Itoa(pid), haproxyBin}, nil, io.Discard, io.Discard)
-			}
-			theLab.Exec(context.Background(), h, []string{"ip", "addr", "del", serviceIP + "/24", "dev", "eth0"}, nil, io.Discard, io.Discard)
-		}
-	})
+	stopServer(t, haproxyBin, &pids)
 	// Closed before HAProxy is killed (cleanups run last first), so that
 	// no FIN of the backend's is left to reach the next test's hosts.
 	be := startBackend(t, net.JoinHostPort(clientIP, strconv.Itoa(haproxyBackend)))
@@ -97,15 +88,7 @@ backend app
 		t.Fatal(err)
 	}
 	pids = append(pids, master)
-	waitFor(t, 10*time.Second, func() error {
-		out := labRun(t, "h1", "cat", fmt.Sprintf("/proc/%d/task/%d/children", master, master))
-		if f := strings.Fields(out); len(f) == 1 {
-			worker, _ := strconv.Atoi(f[0])
-			pids = append(pids, worker)
-			return nil
-		}
-		return fmt.Errorf("haproxy's worker: %q (log: %s)", out, readFile(filepath.Join(dir, "haproxy.log")))
-	})
+	pids = append(pids, workersOf(t, master, 1, filepath.Join(dir, "haproxy.log"))...)
 
 	base := "http://" + net.JoinHostPort(serviceIP, strconv.Itoa(haproxyPort))
 	c := startWebClients(t, base, []byte("haproxy moves\n"))

@@ -85,29 +85,14 @@ http {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pids := []int{master}
 	t.Cleanup(func() {
-		// CRIU restores every process with its pid, on either host.
 		for _, h := range []string{"h1", "h2"} {
-			for _, pid := range pids {
-				theLab.Exec(context.Background(), h, []string{"sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && kill -9 $0`,
-					strconv.Itoa(pid), nginxBin}, nil, io.Discard, io.Discard)
-			}
-			theLab.Exec(context.Background(), h, []string{"ip", "addr", "del", serviceIP + "/24", "dev", "eth0"}, nil, io.Discard, io.Discard)
 			theLab.Exec(context.Background(), h, []string{"rm", "-rf", "/var/lib/mig/images"}, nil, io.Discard, io.Discard)
 		}
 	})
-	waitFor(t, 10*time.Second, func() error {
-		out := labRun(t, "h1", "cat", fmt.Sprintf("/proc/%d/task/%d/children", master, master))
-		if f := strings.Fields(out); len(f) == 2 {
-			for _, s := range f {
-				p, _ := strconv.Atoi(s)
-				pids = append(pids, p)
-			}
-			return nil
-		}
-		return fmt.Errorf("nginx's workers: %q (log: %s)", out, readFile(filepath.Join(dir, "nginx.log")))
-	})
+	pids := []int{master}
+	stopServer(t, nginxBin, &pids)
+	pids = append(pids, workersOf(t, master, 2, filepath.Join(dir, "nginx.log"))...)
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
 	// A previous test moved the address away: forget its old owner.
 	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()

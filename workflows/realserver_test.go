@@ -101,14 +101,43 @@ func serveOnH1(t *testing.T, pid int, exe, pidfile string) {
 	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
 	// A previous test moved the address away: forget its old owner.
 	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	t.Cleanup(func() { os.Remove(pidfile) })
+	stopServer(t, exe, &[]int{pid})
+}
+
+// stopServer has the test's end kill those of *pids (read then) that run
+// exe, on either host, since CRIU restores each with its pid, and take
+// the service address off both hosts.
+func stopServer(t *testing.T, exe string, pids *[]int) {
 	t.Cleanup(func() {
-		// CRIU restores the process with its pid, on either host.
 		for _, h := range []string{"h1", "h2"} {
-			theLab.Exec(context.Background(), h, []string{"sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && kill -9 $0; ip addr del $2/24 dev eth0`,
-				strconv.Itoa(pid), exe, serviceIP}, nil, io.Discard, io.Discard)
+			for _, pid := range *pids {
+				theLab.Exec(context.Background(), h, []string{"sh", "-c", `[ "$(readlink /proc/$0/exe)" = "$1" ] && kill -9 $0`,
+					strconv.Itoa(pid), exe}, nil, io.Discard, io.Discard)
+			}
+			theLab.Exec(context.Background(), h, []string{"ip", "addr", "del", serviceIP + "/24", "dev", "eth0"}, nil, io.Discard, io.Discard)
 		}
-		os.Remove(pidfile)
 	})
+}
+
+// workersOf waits until pid, on h1, has n children, and returns them;
+// log is the server's, for the error.
+func workersOf(t *testing.T, pid, n int, log string) []int {
+	t.Helper()
+	var kids []int
+	waitFor(t, 10*time.Second, func() error {
+		out := labRun(t, "h1", "cat", fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		f := strings.Fields(out)
+		if len(f) != n {
+			return fmt.Errorf("%d's workers: %q (log: %s)", pid, out, readFile(log))
+		}
+		for _, s := range f {
+			k, _ := strconv.Atoi(s)
+			kids = append(kids, k)
+		}
+		return nil
+	})
+	return kids
 }
 
 // needPrograms fails the test if one of paths, which Debian's package
