@@ -235,19 +235,22 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 
 // room refuses a dump whose pages would not fit where they go: CRIU would
 // fail with the workload frozen. They go into dir on the source (disk
-// mode), and into target_dir on the target (page-server mode, and a disk
-// dump's send_images). A lazy dump writes no pages, and one with a parent
-// only those changed since: neither is checked.
+// mode), and into target_dir on the target (page-server mode, and a
+// dump's send_images). A dump with a parent writes only the pages changed
+// since, and is not checked. A lazy dump writes only the memory CRIU does
+// not serve lazily (shared and locked), with its small images, which are
+// best kept on a tmpfs: room says so when many connections would make a
+// disk's file creates lengthen the pause.
 func (d dumpCfg) room(ctx context.Context, env Env, src host.Host, r criu.Resolved) ([]string, hcl.Diagnostics) {
 	type place struct{ host, dir, arg string }
 	var places []place
-	if d.mode == "disk" {
+	lazy := d.mode == "lazy"
+	if d.mode == "disk" || lazy {
 		places = append(places, place{d.w.host, d.dir, "dir"})
 	}
-	if d.target != "" && (d.mode == "page-server" || d.mode == "disk" && d.send) {
+	if d.target != "" && (d.mode == "page-server" || d.send) {
 		places = append(places, place{d.target, d.targetDir, "target_dir"})
 	}
-	lazy := d.mode == "lazy"
 	if r.PID <= 0 || !lazy && (d.parent != "" || len(places) == 0) {
 		return nil, nil
 	}
@@ -255,12 +258,13 @@ func (d dumpCfg) room(ctx context.Context, env Env, src host.Host, r criu.Resolv
 	if err := criu.ActRoom.Call(ctx, src, criu.RoomRequest{PID: r.PID}, &mem, host.CallOpts{}); err != nil {
 		return []string{fmt.Sprintf("cannot measure the memory to dump: %s", oneLine(err))}, nil
 	}
-	if lazy {
-		return nil, d.lazyRoom(mem)
-	}
-	need := mem.Memory + 1<<20 // and the other images, a few KiB to a MiB
 	var notes []string
-	var diags hcl.Diagnostics
+	diags := d.lazyRoom(mem)
+	need, what := mem.Memory, "of memory to dump"
+	if lazy {
+		need, what = mem.Eager, "of shared and locked memory, which a lazy dump writes with its images in the freeze,"
+	}
+	need += 1 << 20 // and the other images, a few KiB to a MiB
 	for _, p := range places {
 		if p.dir == "" {
 			continue
@@ -270,16 +274,29 @@ func (d dumpCfg) room(ctx context.Context, env Env, src host.Host, r criu.Resolv
 		if err == nil {
 			err = criu.ActRoom.Call(ctx, h, criu.RoomRequest{Dir: p.dir}, &room, host.CallOpts{})
 		}
+		if err == nil && lazy && !room.InMemory && len(r.Conns) >= manyConns {
+			notes = append(notes, fmt.Sprintf("host %s: %s is not on a tmpfs, and CRIU writes an image there for each of the %d TCP connections "+
+				"in the pause: a disk's file creates lengthen it (0.15–0.5 ms each on some ext4 hosts). "+
+				"A lazy dump's images are small: a %s on a tmpfs such as /run/mig avoids that", p.host, p.dir, len(r.Conns), p.arg))
+		}
 		switch {
 		case err != nil:
 			notes = append(notes, fmt.Sprintf("host %s: cannot check the room in %s: %s", p.host, p.dir, oneLine(err)))
 		case room.Free < 0:
 			notes = append(notes, fmt.Sprintf("host %s: cannot tell the room in %s", p.host, p.dir))
 		case room.Free < need:
+			fix := fmt.Sprintf("Free space there, set %s to a larger file system, or use mode = \"lazy\", which writes no pages.", p.arg)
+			if lazy {
+				fix = fmt.Sprintf("Free space there, or set %s to a larger file system.", p.arg)
+			}
 			diags = append(diags, errDiag("No room for the images on host "+p.host, fmt.Sprintf(
-				"%s.%s has about %s of memory to dump, and %s has %s free: CRIU would fail with the workload frozen. "+
-					"Free space there, set %s to a larger file system, or use mode = \"lazy\", which writes no pages.",
-				d.w.Kind, d.w.Name, engine.FormatBytes(float64(need)), p.dir, engine.FormatBytes(float64(room.Free)), p.arg)))
+				"%s.%s has about %s %s and %s has %s free: CRIU would fail with the workload frozen. %s",
+				d.w.Kind, d.w.Name, engine.FormatBytes(float64(need)), what, p.dir, engine.FormatBytes(float64(room.Free)), fix)))
+		case lazy:
+			if mem.Eager >= 1<<20 {
+				notes = append(notes, fmt.Sprintf("host %s: the shared and locked memory the lazy dump writes in the freeze (about %s) fits in %s (%s free)",
+					p.host, engine.FormatBytes(float64(mem.Eager)), p.dir, engine.FormatBytes(float64(room.Free))))
+			}
 		default:
 			notes = append(notes, fmt.Sprintf("host %s: the pages (about %s) fit in %s (%s free)",
 				p.host, engine.FormatBytes(float64(mem.Memory)), p.dir, engine.FormatBytes(float64(room.Free))))
@@ -287,6 +304,10 @@ func (d dumpCfg) room(ctx context.Context, env Env, src host.Host, r criu.Resolv
 	}
 	return notes, diags
 }
+
+// manyConns is the number of TCP connections from which a lazy dump's
+// images dir on a disk gets a plan note.
+const manyConns = 100
 
 // lazyRoom refuses a lazy dump that CRIU could not start: it allocates
 // an iovec for every page of a process's private address space, resident

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/zclconf/go-cty/cty"
+	"golang.org/x/sys/unix"
 
 	"github.com/mig-project/mig/engine/host"
 	"github.com/mig-project/mig/steps/criu"
@@ -68,10 +70,10 @@ type stepCounter struct {
 	done chan struct{}
 }
 
-func startStepCounter(t *testing.T, port int) *stepCounter {
+func startStepCounter(t *testing.T, port int, args ...string) *stepCounter {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(counterBinary(t), "-listen", addr, "-ballast", "16")
+	cmd := exec.Command(counterBinary(t), append([]string{"-listen", addr, "-ballast", "16"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -321,6 +323,45 @@ func TestDumpPlanRoom(t *testing.T) {
 	}
 	if pids, _ := filepath.Glob(filepath.Join(small, "final", "*.img")); len(pids) > 0 {
 		t.Errorf("plan wrote images: %v", pids)
+	}
+
+	// A lazy dump writes shared memory in the freeze, not its private
+	// pages: 8 MiB of shared memory do not fit in the 4 MiB, the 16 MiB
+	// of ballast need not.
+	c = startStepCounter(t, criuStepPort+5, "-shared", "8")
+	lazy := func(dir string) cty.Value {
+		m := dumpConfig(processValue(c.cmd.Process.Pid), dir).AsValueMap()
+		m["mode"] = cty.StringVal("lazy")
+		return cty.ObjectVal(m)
+	}
+	// With many connections, a dir that is not on a tmpfs gets a note.
+	for range manyConns {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(c.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+	}
+	const onDisk = "is not on a tmpfs, and CRIU writes an image there for each of the"
+	p, diags = Dump{}.Plan(ctx, lazy(filepath.Join(small, "lazy")), env)
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "shared and locked memory, which a lazy dump writes") || !strings.Contains(diags.Error(), "has 4.0 MiB free") {
+		t.Errorf("plan of a lazy dump into 4 MiB: %v", diags)
+	}
+	if joined := strings.Join(p.Notes, "\n"); strings.Contains(joined, onDisk) {
+		t.Errorf("plan of a lazy dump into a tmpfs: %s", joined)
+	}
+	disk := filepath.Join(t.TempDir(), "lazy")
+	var fs unix.Statfs_t
+	if unix.Statfs(filepath.Dir(disk), &fs) == nil && fs.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on a tmpfs", disk)
+	}
+	p, diags = Dump{}.Plan(ctx, lazy(disk), env)
+	joined := strings.Join(p.Notes, "\n")
+	if diags.HasErrors() || !regexp.MustCompile(`the shared and locked memory the lazy dump writes in the freeze \(about [89]\.[0-9] MiB\) fits in`).MatchString(joined) {
+		t.Errorf("plan of a lazy dump: %v\n%s", diags, joined)
+	}
+	if !regexp.MustCompile(onDisk + ` 1[0-9][0-9] TCP connections`).MatchString(joined) {
+		t.Errorf("no note of the connections' images on a disk:\n%s", joined)
 	}
 }
 

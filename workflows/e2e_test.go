@@ -33,6 +33,7 @@ const (
 	echoPort = 8081 // the counter's line echo server
 	udpPort  = 8082 // the counter's UDP server
 	ballast  = 64   // MiB
+	shared   = 8    // MiB of shared memory, as a database's buffers
 )
 
 // The lab's name and subnet; MIG_E2E_LAB=name,10.x.y.0 picks others, so
@@ -139,7 +140,7 @@ func startCounter(t testing.TB, opts ...lab.StartOptions) *service {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	return startCounterWith(t, ballast, o)
+	return startCounterWith(t, ballast, o, "-shared", strconv.Itoa(shared))
 }
 
 // startCounterWith starts the counter with ballastMiB of ballast, and
@@ -312,7 +313,7 @@ func output(t testing.TB, r *engine.Record, step, attr string) any {
 
 // migrate runs a workflow that must move the counter from h1 to h2, and
 // checks that its state arrived: the count went on from where it was and
-// the ballast is intact.
+// the ballast and the shared memory are intact.
 func migrate(t *testing.T, workflow string, extra ...string) *engine.Record {
 	needLab(t)
 	s := startCounter(t)
@@ -339,7 +340,8 @@ func migrate(t *testing.T, workflow string, extra ...string) *engine.Record {
 }
 
 // arrived checks that the counter, now on h2, went on from the count it
-// had before the move, that its ballast is intact, and that it counts on.
+// had before the move, that its ballast and shared memory are intact, and
+// that it counts on.
 func arrived(t testing.TB, before int) {
 	t.Helper()
 	after, err := count()

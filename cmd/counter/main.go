@@ -1,6 +1,7 @@
 // Command counter is mig's sample workload: an HTTP server whose counter
-// keeps rising by itself, with optional ballast memory filled with a
-// known pattern. After a migration, `GET /` shows the counter carried on
+// keeps rising by itself, with optional ballast memory (private, and with
+// -shared shared, as a database's buffers) filled with a known pattern.
+// After a migration, `GET /` shows the counter carried on
 // and `GET /check` proves every ballast page arrived intact.
 // `GET /stream?bytes=N&chunk=C&every=D` sends N bytes of a known pattern
 // (streamByte), C bytes every D, so that a client can check every byte of a
@@ -9,7 +10,7 @@
 // connection open. With -udp, a UDP port answers every datagram with the
 // datagram, a space and the counter, for clients of a UDP service.
 //
-//	counter [-listen :8080] [-echo :8081] [-udp :8082] [-ballast MiB] [-pidfile path]
+//	counter [-listen :8080] [-echo :8081] [-udp :8082] [-ballast MiB] [-shared MiB] [-pidfile path]
 package main
 
 import (
@@ -32,6 +33,7 @@ import (
 func main() {
 	listen := flag.String("listen", ":8080", "address to serve on")
 	ballastMiB := flag.Int("ballast", 0, "MiB of memory to fill with a known pattern")
+	sharedMiB := flag.Int("shared", 0, "MiB of shared memory (as a database's shared buffers) to fill with the pattern")
 	pidfile := flag.String("pidfile", "", "write the process id to this file")
 	echo := flag.String("echo", "", "address of a line echo server (off when empty)")
 	dial := flag.String("dial", "", "keep a TCP connection to this address open, as to a database (off when empty)")
@@ -56,6 +58,10 @@ func main() {
 		}
 	}
 	ballast := fill(*ballastMiB << 20)
+	shared, err := fillShared(*sharedMiB << 20)
+	if err != nil {
+		log.Fatal(err)
+	}
 
 	var count atomic.Int64
 	go func() {
@@ -70,6 +76,10 @@ func main() {
 	mux.HandleFunc("GET /check", func(w http.ResponseWriter, r *http.Request) {
 		if i := verify(ballast); i >= 0 {
 			http.Error(w, fmt.Sprintf("ballast corrupt at byte %d", i), http.StatusInternalServerError)
+			return
+		}
+		if i := verify(shared); i >= 0 {
+			http.Error(w, fmt.Sprintf("shared memory corrupt at byte %d", i), http.StatusInternalServerError)
 			return
 		}
 		fmt.Fprintln(w, "ok")
@@ -197,6 +207,22 @@ func fill(n int) []byte {
 		copy(b[off:], pages[byte(off/pageSize)][:])
 	}
 	return b
+}
+
+// fillShared maps n bytes of shared anonymous memory and fills them as
+// fill does.
+func fillShared(n int) ([]byte, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("shared memory: %w", err)
+	}
+	for off := 0; off < n; off += pageSize {
+		copy(b[off:], pages[byte(off/pageSize)][:])
+	}
+	return b, nil
 }
 
 // verify returns the first offset that does not hold the pattern, or -1.

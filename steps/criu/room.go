@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/mig-project/mig/engine/host"
+	"golang.org/x/sys/unix"
 )
 
 // ActRoom measures, before a dump, what its pages need and what an images
@@ -28,10 +29,16 @@ type RoomRequest struct {
 type Room struct {
 	// Memory is about the least CRIU writes as pages for the tree.
 	Memory int64 `json:"memory"`
+	// Eager is what a lazy dump of the tree still writes in the freeze:
+	// shared and locked memory, which CRIU does not serve lazily (at
+	// most: locked shared memory counts twice).
+	Eager int64 `json:"eager,omitempty"`
 	// Free is what a new dump into Dir may write there: the file
 	// system's space available to root, and the images of an earlier
 	// dump, which it removes. -1: unknown.
 	Free int64 `json:"free"`
+	// InMemory: Dir's file system keeps its files in memory (tmpfs).
+	InMemory bool `json:"in_memory,omitempty"`
 	// Private is the private address space, resident or not, of the
 	// tree's process that has the most (PrivatePID); LazyBytes what
 	// CRIU's lazy dump allocates to track its pages, an iovec per page.
@@ -48,6 +55,7 @@ func room(ctx context.Context, c *host.Call, req RoomRequest) (Room, error) {
 	if req.PID > 0 {
 		pids := tree(req.PID)
 		r.Memory = MemoryBytes(pids)
+		r.Eager = eagerBytes(pids)
 		for _, pid := range pids {
 			if b := privateBytes(pid); b > r.Private {
 				r.Private, r.PrivatePID = b, pid
@@ -58,8 +66,41 @@ func room(ctx context.Context, c *host.Call, req RoomRequest) (Room, error) {
 	}
 	if req.Dir != "" {
 		r.Free = freeFor(req.Dir)
+		r.InMemory = inMemory(req.Dir)
 	}
 	return r, nil
+}
+
+// eagerBytes is Room.Eager for the processes pids.
+func eagerBytes(pids []int) int64 {
+	var kB int64
+	for _, pid := range pids {
+		f := rollup(pid)
+		kB += f["Pss_Shmem"] + f["Locked"]
+	}
+	return kB << 10
+}
+
+// inMemory tells whether dir, or its nearest existing parent, is on a
+// tmpfs or ramfs.
+func inMemory(dir string) bool {
+	var fs unix.Statfs_t
+	if unix.Statfs(existingParent(dir), &fs) != nil {
+		return false
+	}
+	return fs.Type == unix.TMPFS_MAGIC || fs.Type == unix.RAMFS_MAGIC
+}
+
+// existingParent is dir, or its nearest parent that exists.
+func existingParent(dir string) string {
+	p := filepath.Clean(dir)
+	for p != filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil {
+			break
+		}
+		p = filepath.Dir(p)
+	}
+	return p
 }
 
 // MemoryBytes is about the least CRIU writes as pages for the processes
