@@ -170,7 +170,7 @@ func (s *service) cleanup() {
 		for _, pid := range strings.Fields(out) {
 			theLab.Exec(ctx, h, []string{"kill", "-9", pid}, nil, io.Discard, io.Discard)
 		}
-		theLab.Exec(ctx, h, []string{"rm", "-rf", "/var/lib/mig/images"}, nil, io.Discard, io.Discard)
+		theLab.Exec(ctx, h, []string{"rm", "-rf", "/var/lib/mig/images", "/run/mig/images"}, nil, io.Discard, io.Discard)
 	}
 	os.Remove(s.pidfile)
 }

@@ -147,6 +147,7 @@ func contains(list []string, s string) bool {
 // faultTrial is one run of the matrix.
 type faultTrial struct {
 	dir, state string
+	images     string // the parent of the workflow's images dirs
 	mu         sync.Mutex
 	cleanups   []func()
 	wg         sync.WaitGroup
@@ -197,16 +198,16 @@ func (tr *faultTrial) killCRIU(t *testing.T, h string, d time.Duration) {
 // fillDisk can fill it.
 func smallDisk(t *testing.T, tr *faultTrial) func() {
 	ctx := context.Background()
-	labRun(t, "h2", "mkdir", "-p", "/var/lib/mig/images")
-	labRun(t, "h2", "mount", "-t", "tmpfs", "-o", "size=400m,mode=0700", "mig-faults", "/var/lib/mig/images")
+	labRun(t, "h2", "mkdir", "-p", tr.images)
+	labRun(t, "h2", "mount", "-t", "tmpfs", "-o", "size=400m,mode=0700", "mig-faults", tr.images)
 	return func() {
-		theLab.Exec(ctx, "h2", []string{"umount", "-l", "/var/lib/mig/images"}, nil, io.Discard, io.Discard)
+		theLab.Exec(ctx, "h2", []string{"umount", "-l", tr.images}, nil, io.Discard, io.Discard)
 	}
 }
 
 // fillDisk fills the target's images directory.
 func fillDisk(t *testing.T, tr *faultTrial) {
-	theLab.Exec(context.Background(), "h2", []string{"sh", "-c", "dd if=/dev/zero of=/var/lib/mig/images/fill bs=1M 2>/dev/null"}, nil, io.Discard, io.Discard)
+	theLab.Exec(context.Background(), "h2", []string{"dd", "if=/dev/zero", "of=" + tr.images + "/fill", "bs=1M"}, nil, io.Discard, io.Discard)
 	t.Logf("h2's images directory is full")
 }
 
@@ -282,7 +283,10 @@ func (r *countReader) end() []string {
 
 func runTrial(t *testing.T, strategy, phaseStep string, f fault) {
 	s := startCounter(t)
-	tr := &faultTrial{dir: trialWorkflow(t, strategy, f), state: t.TempDir()}
+	tr := &faultTrial{dir: trialWorkflow(t, strategy, f), state: t.TempDir(), images: "/var/lib/mig/images"}
+	if strategy == "lazy" {
+		tr.images = "/run/mig/images" // lazy.hcl keeps its small images on a tmpfs
+	}
 	if f.setup != nil {
 		if c := f.setup(t, tr); c != nil {
 			defer c()

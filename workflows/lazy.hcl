@@ -94,7 +94,10 @@ probe "web" {
 step "dump" "final" {
   workload = process.web
   mode     = "lazy"
-  dir      = "/var/lib/mig/images/web"
+  # A tmpfs: a lazy dump's images are small (its pages stay with the
+  # source), and needed only until the restore. CRIU writes one per TCP
+  # connection in the pause, and a disk's file creates would lengthen it.
+  dir      = "/run/mig/images/web"
   target   = host.dst
   address  = split(":", var.source_address)[0]
   # The images go to the target as soon as CRIU has written them, over a

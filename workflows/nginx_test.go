@@ -87,7 +87,7 @@ http {
 	}
 	t.Cleanup(func() {
 		for _, h := range []string{"h1", "h2"} {
-			theLab.Exec(context.Background(), h, []string{"rm", "-rf", "/var/lib/mig/images"}, nil, io.Discard, io.Discard)
+			theLab.Exec(context.Background(), h, []string{"rm", "-rf", "/var/lib/mig/images", "/run/mig/images"}, nil, io.Discard, io.Discard)
 		}
 	})
 	pids := []int{master}
