@@ -36,7 +36,7 @@ type FileLock struct {
 }
 
 // treeLocks lists the file locks pids hold, with their files' paths
-// through the holders' open files ("" for a file none has open).
+// through the tree's open files ("" for a file none has open).
 func treeLocks(pids []int) []FileLock {
 	mine := map[int]bool{}
 	for _, p := range pids {
@@ -48,10 +48,18 @@ func treeLocks(pids []int) []FileLock {
 		if !mine[l.pid] {
 			continue
 		}
-		if open[l.pid] == nil {
-			open[l.pid] = openFiles(l.pid)
+		// The holder's own descriptor, or, as CRIU looks, another
+		// task's of the tree (a child's, inherited).
+		var path string
+		for _, p := range append([]int{l.pid}, pids...) {
+			if open[p] == nil {
+				open[p] = openFiles(p)
+			}
+			if path = open[p][inodeKey{l.dev, l.ino}]; path != "" {
+				break
+			}
 		}
-		out = append(out, FileLock{Path: open[l.pid][inodeKey{l.dev, l.ino}], Kind: l.kind, Write: l.write, Start: l.start, End: l.end, PID: l.pid, Inode: l.ino})
+		out = append(out, FileLock{Path: path, Kind: l.kind, Write: l.write, Start: l.start, End: l.end, PID: l.pid, Inode: l.ino})
 	}
 	return out
 }
@@ -135,6 +143,12 @@ func fileLockProblems(pids []int) []string {
 	byPID := map[int][]string{}
 	var order []int
 	for _, l := range treeLocks(pids) {
+		if l.Path == "" && l.Kind != "POSIX" {
+			// Held through a mapping only (a JVM's perf data file):
+			// CRIU skips a flock or OFD lock it finds no descriptor
+			// for, and the restored copy goes without it.
+			continue
+		}
 		if byPID[l.PID] == nil {
 			order = append(order, l.PID)
 		}
@@ -158,6 +172,19 @@ func fileLockProblems(pids []int) []string {
 			"(the restore takes them again, on the same files on the target)", pid, commOf(pid), what, strings.Join(names, ", ")))
 	}
 	return out
+}
+
+// jvmHint is the fix for a JVM's performance data file when one of
+// paths names it, else "". A JVM maps /tmp/hsperfdata_USER/PID, which a
+// target's /tmp lacks.
+func jvmHint(paths []string) string {
+	for _, p := range paths {
+		if strings.Contains(p, "/hsperfdata_") {
+			return "; /tmp/hsperfdata_*/ is a JVM's performance data, which it maps: " +
+				"start the JVM with -XX:-UsePerfData (or -XX:+PerfDisableSharedMem) and it has none"
+		}
+	}
+	return ""
 }
 
 // readLocks parses /proc/locks, leaving out the waiters ("->" lines) and

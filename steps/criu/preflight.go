@@ -620,6 +620,7 @@ func (n Needs) Missing() []string {
 		if young {
 			fix += "; a file of a child that runs for a while only (a database's background save) is gone once it has ended: move then, or copy its directory after the dump"
 		}
+		fix += jvmHint(files)
 		out = append(out, fmt.Sprintf("files the workload has open, mapped or watched are missing (CRIU reopens them by path): %s; %s", firstOf(files, 5), fix))
 	}
 	return append(out, n.lockConflicts()...)

@@ -156,6 +156,24 @@ func preflightHelper(mode string, args []string) int {
 			return 1
 		}
 		f.Close()
+	case "jvmperf":
+		// A JVM's performance data: a file mapped shared and locked, its
+		// descriptor closed.
+		f, err := os.OpenFile(args[0], os.O_CREATE|os.O_RDWR, 0o600)
+		if err == nil {
+			err = f.Truncate(32 << 10)
+		}
+		if err == nil {
+			_, err = unix.Mmap(int(f.Fd()), 0, 32<<10, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		}
+		if err == nil {
+			err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		f.Close()
 	case "uffd", "uring":
 		// A file kind CRIU refuses: a userfaultfd, or an io_uring (as
 		// MariaDB's InnoDB opens one).
@@ -542,6 +560,31 @@ func TestPreflightFileLocks(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the locks outlived their holder: %q", r.Needs.Missing())
 		}
+	}
+}
+
+// TestPreflightJVMPerfData: a JVM maps and locks its performance data
+// file in /tmp, which the target lacks. The lock, held through the
+// mapping only, is no problem (CRIU skips a flock it finds no descriptor
+// for); the missing file is, with the JVM's flag that does without it.
+func TestPreflightJVMPerfData(t *testing.T) {
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "hsperfdata_root")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "4242")
+	pid := startHelper(t, nil, "jvmperf", path)
+	r := resolvePID(t, pid)
+	if len(r.Problems) != 0 {
+		t.Errorf("problems %q, want none", r.Problems)
+	}
+	if !contains(r.Needs.Files, path) {
+		t.Errorf("needs %q, want %s", r.Needs.Files, path)
+	}
+	gone := Needs{Files: []string{"/nonexistent/hsperfdata_root/4242"}}.Missing()
+	if len(gone) != 1 || !strings.Contains(gone[0], "-XX:-UsePerfData") {
+		t.Errorf("missing %q, want the JVM's fix", gone)
 	}
 }
 
