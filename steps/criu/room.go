@@ -84,23 +84,28 @@ func eagerBytes(pids []int) int64 {
 // inMemory tells whether dir, or its nearest existing parent, is on a
 // tmpfs or ramfs.
 func inMemory(dir string) bool {
+	p, ok := existingParent(dir)
 	var fs unix.Statfs_t
-	if unix.Statfs(existingParent(dir), &fs) != nil {
+	if !ok || unix.Statfs(p, &fs) != nil {
 		return false
 	}
 	return fs.Type == unix.TMPFS_MAGIC || fs.Type == unix.RAMFS_MAGIC
 }
 
-// existingParent is dir, or its nearest parent that exists.
-func existingParent(dir string) string {
+// existingParent is dir, or its nearest parent that exists; false when
+// one of them cannot be looked at.
+func existingParent(dir string) (string, bool) {
 	p := filepath.Clean(dir)
-	for p != filepath.Dir(p) {
-		if _, err := os.Stat(p); err == nil {
-			break
+	for {
+		_, err := os.Stat(p)
+		if err == nil {
+			return p, true
+		}
+		if !errors.Is(err, os.ErrNotExist) || p == filepath.Dir(p) {
+			return "", false
 		}
 		p = filepath.Dir(p)
 	}
-	return p
 }
 
 // MemoryBytes is about the least CRIU writes as pages for the processes
@@ -149,16 +154,9 @@ func rollupFile(path string) map[string]int64 {
 // freeFor is the room for a new dump's images in dir (which may not
 // exist yet: its nearest existing parent's file system), or -1.
 func freeFor(dir string) int64 {
-	p := filepath.Clean(dir)
-	for {
-		_, err := os.Stat(p)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, os.ErrNotExist) || p == filepath.Dir(p) {
-			return -1
-		}
-		p = filepath.Dir(p)
+	p, ok := existingParent(dir)
+	if !ok {
+		return -1
 	}
 	free := host.FreeBytes(p)
 	if free < 0 {
