@@ -259,9 +259,10 @@ func (d dumpCfg) room(ctx context.Context, env Env, src host.Host, r criu.Resolv
 		return []string{fmt.Sprintf("cannot measure the memory to dump: %s", oneLine(err))}, nil
 	}
 	var notes []string
-	diags := d.lazyRoom(mem)
+	var diags hcl.Diagnostics
 	need, what := mem.Memory, "of memory to dump"
 	if lazy {
+		diags = d.lazyRoom(mem)
 		need, what = mem.Eager, "of shared and locked memory, which a lazy dump writes with its images in the freeze,"
 	}
 	need += 1 << 20 // and the other images, a few KiB to a MiB

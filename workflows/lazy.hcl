@@ -97,9 +97,9 @@ step "dump" "final" {
   # A tmpfs: a lazy dump's images are small (its pages stay with the
   # source), and needed only until the restore. CRIU writes one per TCP
   # connection in the pause, and a disk's file creates would lengthen it.
-  dir      = "/run/mig/images/web"
-  target   = host.dst
-  address  = split(":", var.source_address)[0]
+  dir     = "/run/mig/images/web"
+  target  = host.dst
+  address = split(":", var.source_address)[0]
   # The images go to the target as soon as CRIU has written them, over a
   # connection opened before the freeze: no copy step in the pause.
   send_images = true
