@@ -73,8 +73,7 @@ func startContainerWith(t testing.TB, name string, ballastMiB int, annotations m
 	var started container.StartResult
 	call(c, "h1", container.ActStart, container.StartRequest{Ref: container.Ref{ID: c.id}, Bundle: c.bundle}, &started)
 	t.Logf("container %s started on h1, init pid %d", c.id, started.PID)
-	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
-	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	addressOnH1(t)
 	waitFor(t, 10*time.Second, func() error { _, err := count(); return err })
 	return c
 }

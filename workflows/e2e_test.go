@@ -153,9 +153,7 @@ func startCounterWith(t testing.TB, ballastMiB int, o lab.StartOptions, extra ..
 	if _, err := theLab.Start(ctx, "h1", append([]string{counterBin, "-listen", fmt.Sprintf(":%d", port), "-echo", fmt.Sprintf(":%d", echoPort), "-udp", fmt.Sprintf(":%d", udpPort), "-ballast", strconv.Itoa(ballastMiB)}, extra...), o); err != nil {
 		t.Fatal(err)
 	}
-	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
-	// A previous test moved the address away: forget its old owner.
-	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	addressOnH1(t)
 	t.Cleanup(s.cleanup)
 	waitFor(t, 10*time.Second, func() error { _, err := count(); return err })
 	return s
@@ -173,6 +171,14 @@ func (s *service) cleanup() {
 		theLab.Exec(ctx, h, []string{"rm", "-rf", "/var/lib/mig/images", "/run/mig/images"}, nil, io.Discard, io.Discard)
 	}
 	os.Remove(s.pidfile)
+}
+
+// addressOnH1 puts the service address on h1, and has this host forget
+// its old owner: a previous test moved it away.
+func addressOnH1(t testing.TB) {
+	t.Helper()
+	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
+	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
 }
 
 // serviceAt is the service address with port p, as a URL or a dialer

@@ -2,11 +2,8 @@ package workflows_test
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -67,12 +64,7 @@ func moveGunicorn(t *testing.T, workflow string) {
 	needPrograms(t, "gunicorn", gunicornBin)
 	bridgeAddr(t, clientIP)
 
-	// Not /tmp: the hosts share this directory.
-	dir, err := os.MkdirTemp(theLab.Dir(), "gunicorn-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := sharedDir(t, "gunicorn-")
 	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(gunicornApp), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -82,9 +74,7 @@ func moveGunicorn(t *testing.T, workflow string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
-	// A previous test moved the address away: forget its old owner.
-	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	addressOnH1(t)
 	var pids []int
 	stopServer(t, python, &pids)
 	pidfile, log := filepath.Join(dir, "master.pid"), filepath.Join(dir, "gunicorn.log")
@@ -99,15 +89,7 @@ func moveGunicorn(t *testing.T, workflow string) {
 
 	base := "http://" + net.JoinHostPort(serviceIP, strconv.Itoa(gunicornPort))
 	c := startWebClients(t, base, []byte("gunicorn moves\n"))
-	c.loop("download", 0, func(r *clientResult) error {
-		req, _ := http.NewRequestWithContext(c.ctx, "GET", fmt.Sprintf("%s/stream?bytes=%d", base, streamBytes), nil)
-		resp, err := (&http.Client{Transport: c.fresh.Transport}).Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		return checkStream(resp.Body, streamBytes)
-	})
+	c.streamDownload()
 	c.moveWeb(t, workflow, "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(gunicornPort))
 	for _, pid := range pids {
 		movedToH2(t, pid, python)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -47,11 +46,7 @@ func moveHAProxy(t *testing.T, workflow string) {
 	needPrograms(t, "haproxy", haproxyBin)
 	bridgeAddr(t, clientIP)
 
-	dir, err := os.MkdirTemp(theLab.Dir(), "haproxy-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := sharedDir(t, "haproxy-")
 	conf := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(conf, fmt.Appendf(nil, `global
 	nbthread 2
@@ -75,8 +70,7 @@ backend app
 	// HAProxy binds its backend connections to the service address, so
 	// the address is there before it starts.
 	pidfile := filepath.Join(dir, "master.pid")
-	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
-	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	addressOnH1(t)
 	var pids []int
 	stopServer(t, haproxyBin, &pids)
 	// Closed before HAProxy is killed (cleanups run last first), so that
@@ -92,15 +86,7 @@ backend app
 
 	base := "http://" + net.JoinHostPort(serviceIP, strconv.Itoa(haproxyPort))
 	c := startWebClients(t, base, []byte("haproxy moves\n"))
-	c.loop("download", 0, func(r *clientResult) error {
-		req, _ := http.NewRequestWithContext(c.ctx, "GET", fmt.Sprintf("%s/stream?bytes=%d", base, streamBytes), nil)
-		resp, err := (&http.Client{Transport: c.fresh.Transport}).Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		return checkStream(resp.Body, streamBytes)
-	})
+	c.streamDownload()
 	start, end := c.moveWeb(t, workflow, "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(haproxyPort))
 	if n := be.across(start, end); n == 0 {
 		t.Errorf("no backend connection opened before the move carried a request after it: %s", be)

@@ -79,19 +79,12 @@ func TestRealJava(t *testing.T) {
 		t.Fatal(err)
 	}
 	bridgeAddr(t, clientIP)
-	// Not /tmp: the hosts share this directory.
-	dir, err := os.MkdirTemp(theLab.Dir(), "java-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := sharedDir(t, "java-")
 	src := filepath.Join(dir, "Server.java")
 	if err := os.WriteFile(src, []byte(javaServer), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
-	// A previous test moved the address away: forget its old owner.
-	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	addressOnH1(t)
 	var pids []int
 	stopServer(t, java, &pids)
 	base := "http://" + net.JoinHostPort(serviceIP, strconv.Itoa(javaPort))
@@ -120,15 +113,7 @@ func TestRealJava(t *testing.T) {
 
 	pidfile = start("-XX:-UsePerfData")
 	c := startWebClients(t, base, []byte("java moves\n"))
-	c.loop("download", 0, func(r *clientResult) error {
-		req, _ := http.NewRequestWithContext(c.ctx, "GET", fmt.Sprintf("%s/stream?bytes=%d", base, streamBytes), nil)
-		resp, err := (&http.Client{Transport: c.fresh.Transport}).Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		return checkStream(resp.Body, streamBytes)
-	})
+	c.streamDownload()
 	c.moveWeb(t, "lazy.hcl", "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(javaPort))
 	movedToH2(t, pids[1], java)
 }

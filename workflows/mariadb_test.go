@@ -79,9 +79,7 @@ func TestRealMariaDB(t *testing.T) {
 		"CREATE TABLE t.kept (n INT PRIMARY KEY) ENGINE=InnoDB; CREATE TABLE t.fresh (n INT PRIMARY KEY) ENGINE=InnoDB"); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
-	// A previous test moved the address away: forget its old owner.
-	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	addressOnH1(t)
 
 	client := func(ctx context.Context, args ...string) *exec.Cmd {
 		return exec.CommandContext(ctx, "mariadb", append([]string{"--no-defaults", "-h", serviceIP, "-P", strconv.Itoa(mariadbPort),

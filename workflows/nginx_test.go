@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -43,13 +42,7 @@ func TestRealNginx(t *testing.T) {
 func moveNginx(t *testing.T, workflow string) {
 	needLab(t)
 	needPrograms(t, "nginx-light", nginxBin)
-	// Not /tmp: the hosts share this directory, as a real target would
-	// have the same files.
-	dir, err := os.MkdirTemp(theLab.Dir(), "nginx-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := sharedDir(t, "nginx-")
 	index := []byte("nginx moves\n")
 	big := make([]byte, nginxBytes)
 	rand.NewChaCha8([32]byte{7}).Read(big)
@@ -93,9 +86,7 @@ http {
 	pids := []int{master}
 	stopServer(t, nginxBin, &pids)
 	pids = append(pids, workersOf(t, master, 2, filepath.Join(dir, "nginx.log"))...)
-	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
-	// A previous test moved the address away: forget its old owner.
-	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	addressOnH1(t)
 	bridgeAddr(t, clientIP)
 
 	base := "http://" + net.JoinHostPort(serviceIP, strconv.Itoa(nginxPort))
@@ -178,6 +169,20 @@ func startWebClients(t *testing.T, base string, index []byte) *webClients {
 		return getBody(c.fresh, base+"/check", []byte("ok\n"))
 	})
 	return c
+}
+
+// streamDownload adds the download client: a GET of
+// /stream?bytes=streamBytes, whose every byte must be streamByte's.
+func (c *webClients) streamDownload() {
+	c.loop("download", 0, func(r *clientResult) error {
+		req, _ := http.NewRequestWithContext(c.ctx, "GET", fmt.Sprintf("%s/stream?bytes=%d", c.base, streamBytes), nil)
+		resp, err := (&http.Client{Transport: c.fresh.Transport}).Do(req) // no timeout: it is slow on purpose
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return checkStream(resp.Body, streamBytes)
+	})
 }
 
 // moveWeb runs workflow (with flags) while the clients run, waits for the

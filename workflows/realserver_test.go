@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -98,9 +97,7 @@ func TestRealRedis(t *testing.T) {
 // remove the address and pidfile.
 func serveOnH1(t *testing.T, pid int, exe, pidfile string) {
 	t.Helper()
-	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
-	// A previous test moved the address away: forget its old owner.
-	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	addressOnH1(t)
 	t.Cleanup(func() { os.Remove(pidfile) })
 	stopServer(t, exe, &[]int{pid})
 }
@@ -138,6 +135,19 @@ func workersOf(t *testing.T, pid, n int, log string) []int {
 		return nil
 	})
 	return kids
+}
+
+// sharedDir makes a directory that both lab hosts see (not /tmp, which
+// each has its own of), as a real target has the same files; the test's
+// end removes it.
+func sharedDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(theLab.Dir(), prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // needPrograms fails the test if one of paths, which Debian's package

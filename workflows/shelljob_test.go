@@ -3,7 +3,6 @@ package workflows_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -50,8 +49,7 @@ func TestShellJob(t *testing.T) {
 			t.Fatalf("plan of %s exited %d, want a refusal with %q:\n%s", workflow, code, want, out)
 		}
 	}
-	labRun(t, "h1", "ip", "addr", "add", serviceIP+"/24", "dev", "eth0")
-	exec.Command("ip", "neigh", "flush", "to", serviceIP).Run()
+	addressOnH1(t)
 
 	// Its session's leader is outside the lab host's pid namespace.
 	start(`"$0" -listen ":$1" -ballast 16 </dev/null >/dev/null 2>&1 & echo $! > "$2"`)
