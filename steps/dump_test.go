@@ -363,6 +363,13 @@ func TestDumpPlanRoom(t *testing.T) {
 	if !regexp.MustCompile(onDisk + ` 1[0-9][0-9] TCP connections`).MatchString(joined) {
 		t.Errorf("no note of the connections' images on a disk:\n%s", joined)
 	}
+
+	// 8 TiB of reserved address space, which CRIU's lazy dump may not
+	// be able to track (TestLazyRoom), is nothing to a disk dump.
+	c = startStepCounter(t, criuStepPort+6, "-reserve", "8192")
+	if _, diags := (Dump{}).Plan(ctx, dumpConfig(processValue(c.cmd.Process.Pid), filepath.Join(t.TempDir(), "final")), env); diags.HasErrors() {
+		t.Errorf("plan of a disk dump of a process with 8 TiB reserved: %v", diags)
+	}
 }
 
 // TestLazyRoom: a lazy dump whose bookkeeping CRIU could not allocate is

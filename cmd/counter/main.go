@@ -10,7 +10,7 @@
 // connection open. With -udp, a UDP port answers every datagram with the
 // datagram, a space and the counter, for clients of a UDP service.
 //
-//	counter [-listen :8080] [-echo :8081] [-udp :8082] [-ballast MiB] [-shared MiB] [-pidfile path]
+//	counter [-listen :8080] [-echo :8081] [-udp :8082] [-ballast MiB] [-shared MiB] [-reserve GiB] [-pidfile path]
 package main
 
 import (
@@ -34,6 +34,7 @@ func main() {
 	listen := flag.String("listen", ":8080", "address to serve on")
 	ballastMiB := flag.Int("ballast", 0, "MiB of memory to fill with a known pattern")
 	sharedMiB := flag.Int("shared", 0, "MiB of shared memory (as a database's shared buffers) to fill with the pattern")
+	reserveGiB := flag.Int("reserve", 0, "GiB of address space to reserve and never touch, as MariaDB reserves 8 TiB")
 	pidfile := flag.String("pidfile", "", "write the process id to this file")
 	echo := flag.String("echo", "", "address of a line echo server (off when empty)")
 	dial := flag.String("dial", "", "keep a TCP connection to this address open, as to a database (off when empty)")
@@ -61,6 +62,11 @@ func main() {
 	shared, err := fillShared(*sharedMiB << 20)
 	if err != nil {
 		log.Fatal(err)
+	}
+	if *reserveGiB > 0 {
+		if _, err := unix.Mmap(-1, 0, *reserveGiB<<30, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE); err != nil {
+			log.Fatalf("reserve: %v", err)
+		}
 	}
 
 	var count atomic.Int64
