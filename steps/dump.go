@@ -33,6 +33,7 @@ import (
 //	  address    = "10.77.0.12"        # page-server: target's address; lazy: source's
 //	  port       = 27000               # lazy: port the source serves pages on (default: any free)
 //	  send_images = true               # send the images to target_dir on target (no copy step)
+//	  keep_images = true               # page-server and lazy: keep dir's images after the commit
 //	}
 //
 // In "page-server" mode the memory pages go straight into target_dir on
@@ -47,6 +48,12 @@ import (
 // direct copy does), as soon as CRIU has written them: a copy step after
 // the dump would add its round trips to the pause. What target_dir held
 // before is kept aside until the run commits, as a copy does.
+//
+// In page-server and lazy modes the images in dir cannot restore the
+// workload by themselves (its pages are on the target, or in the source
+// it kills), so the commit removes them (the restore removes those it
+// read on the target); keep_images keeps them. A disk dump's images are
+// the whole checkpoint, perhaps the only copy, and are never removed.
 type Dump struct{}
 
 // dumpArgs are a dump step's arguments.
@@ -60,6 +67,7 @@ type dumpArgs struct {
 	Address   string      `arg:"address"`
 	Port      int         `arg:"port" min:"0" max:"65535"`
 	Send      bool        `arg:"send_images"`
+	Keep      bool        `arg:"keep_images"`
 }
 
 func (a *dumpArgs) Check(cty.Value) hcl.Diagnostics {
@@ -113,6 +121,7 @@ type dumpCfg struct {
 	address   string
 	port      int
 	send      bool // send_images
+	keep      bool // keep_images
 }
 
 // decodeDump reads a dump step's arguments; the spec has checked them.
@@ -128,6 +137,7 @@ func decodeDump(cfg cty.Value) (dumpCfg, hcl.Diagnostics) {
 		address:   a.Address,
 		port:      a.Port,
 		send:      a.Send,
+		keep:      a.Keep,
 	}
 	if d.targetDir == "" {
 		d.targetDir = d.dir
@@ -179,7 +189,11 @@ func (Dump) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		// An interrupted run still holds the workload: nothing may start.
 		return p, append(diags, errDiag("Workload held by another run", note))
 	}
-	p.Notes = append(p.Notes, fmt.Sprintf("%s dump to %s; the source stays frozen until the run commits", d.mode, orKnownLater(d.dir)))
+	clean := ""
+	if d.mode != "disk" && !d.keep {
+		clean = ", which removes these images (keep_images = true keeps them)"
+	}
+	p.Notes = append(p.Notes, fmt.Sprintf("%s dump to %s; the source stays frozen until the run commits%s", d.mode, orKnownLater(d.dir), clean))
 	if d.send && d.target != "" {
 		p.Notes = append(p.Notes, fmt.Sprintf("sends the images to %s:%s over TLS, on a connection opened before the freeze", d.target, orKnownLater(d.targetDir)))
 	}
@@ -650,6 +664,12 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		Undo:   []host.Invocation{criu.ActResume.Invocation(d.w.host, held, lock)},
 		Commit: []host.Invocation{criu.ActKill.Invocation(d.w.host, kill, lock)},
 	}
+	cleanup := d.mode != "disk" && !d.keep
+	if cleanup && d.mode != "lazy" {
+		// Not for lazy: a kill that fails there leaves the source frozen
+		// as the only copy of some pages.
+		replay.Commit = append(replay.Commit, criu.ActClean.Invocation(d.w.host, criu.CleanRequest{Dir: d.dir}, ""))
+	}
 	if sent != nil {
 		rp := placedReplay(d.target, *sent)
 		replay.Undo = append(replay.Undo, rp.Undo...)
@@ -712,7 +732,10 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 					ierr = drop(ctx)
 				}
 			}
-			return errors.Join(gerr, ierr, criu.ActKill.Call(ctx, src, kill, nil, host.CallOpts{}))
+			if err := criu.ActKill.Call(ctx, src, kill, nil, host.CallOpts{}); err != nil || !cleanup {
+				return errors.Join(gerr, ierr, err)
+			}
+			return errors.Join(gerr, ierr, criu.ActClean.Call(ctx, src, criu.CleanRequest{Dir: d.dir}, nil, host.CallOpts{}))
 		},
 		Replay:  replay,
 		Metrics: metrics,

@@ -25,6 +25,7 @@ import (
 //	  dir      = step.copy.dir
 //	  lazy     = true              # post-copy: pages come from the source
 //	  source   = step.final.lazy   # lazy: the dump's lazy output
+//	  keep_images = true           # keep dir's images after the commit
 //	}
 //
 // A lazy restore runs a lazy-pages daemon that fetches the pages from the
@@ -34,7 +35,9 @@ import (
 // past its point of no return (Env.Switch) and never resumes the source.
 // `prefetch = true` restores the tree stopped and starts it only once
 // every page has arrived. Undo kills the restored tree; the target host
-// holds that undo should mig die before the target serves.
+// holds that undo should mig die before the target serves. Once the run
+// commits, the images in dir have served: the commit removes them (they
+// hold the process's memory), unless keep_images.
 type Restore struct{}
 
 // restoreArgs are a restore step's arguments.
@@ -45,6 +48,7 @@ type restoreArgs struct {
 	Lazy     bool          `arg:"lazy"`
 	Prefetch bool          `arg:"prefetch"`
 	Source   lazySourceArg `arg:"source"`
+	Keep     bool          `arg:"keep_images"`
 }
 
 func (a *restoreArgs) Check(cty.Value) hcl.Diagnostics {
@@ -77,6 +81,7 @@ type restoreCfg struct {
 	lazy     bool
 	prefetch bool
 	source   cty.Value
+	keep     bool // keep_images
 }
 
 // decodeRestore reads a restore step's arguments; the spec has checked them.
@@ -90,6 +95,7 @@ func decodeRestore(cfg cty.Value) (restoreCfg, hcl.Diagnostics) {
 		lazy:     a.Lazy,
 		prefetch: a.Prefetch,
 		source:   a.Source.Value,
+		keep:     a.Keep,
 	}
 	var diags hcl.Diagnostics
 	w, err := workloadOf(a.Workload.Value)
@@ -113,7 +119,11 @@ func (Restore) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.D
 	if r.lazy {
 		how = "lazy restore (post-copy)"
 	}
-	p.Notes = append(p.Notes, fmt.Sprintf("%s of %s.%s from %s on host %s", how, r.w.Kind, r.w.Name, orKnownLater(r.dir), orKnownLater(r.host)))
+	clean := "; the commit removes these images (keep_images = true keeps them)"
+	if r.keep {
+		clean = ""
+	}
+	p.Notes = append(p.Notes, fmt.Sprintf("%s of %s.%s from %s on host %s%s", how, r.w.Kind, r.w.Name, orKnownLater(r.dir), orKnownLater(r.host), clean))
 	switch {
 	case r.lazy && r.prefetch:
 		p.Notes = append(p.Notes, "prefetch: the restored copy stays stopped until every page has arrived, so a failure until then rolls back to the source (a longer pause, no post-copy risk)")
@@ -316,6 +326,9 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		}
 	}
 	replay := Replay{Undo: le.Undo, Commit: le.Commit, Decide: le.Decide}
+	if !r.keep {
+		replay.Commit = append(replay.Commit, criu.ActClean.Invocation(r.host, criu.CleanRequest{Dir: r.dir}, ""))
+	}
 	return Result{
 		Outputs: cty.ObjectVal(map[string]cty.Value{
 			"pid":  Num(int64(res.PID)),

@@ -342,7 +342,25 @@ func migrate(t *testing.T, workflow string, extra ...string) *engine.Record {
 		t.Logf("probe %s: %+v", p.Name, p.Summary)
 	}
 	checkClean(t)
+	checkImagesGone(t, workflow)
 	return rec
+}
+
+// checkImagesGone fails when a committed move left checkpoint images (the
+// process's memory) behind. A disk dump's, on the source, are the whole
+// checkpoint and stay, and so do pre-copy rounds' (numbered dirs).
+func checkImagesGone(t testing.TB, workflow string) {
+	t.Helper()
+	hosts := []string{"h2"}
+	if workflow != "cold.hcl" {
+		hosts = append(hosts, "h1")
+	}
+	for _, h := range hosts {
+		out := labRun(t, h, "sh", "-c", `find /var/lib/mig/images /run/mig/images -name '*.img' -not -path '*/[0-9]*/*' 2>/dev/null; true`)
+		if out = strings.TrimSpace(out); out != "" {
+			t.Errorf("%s: images left after the commit:\n%s", h, out)
+		}
+	}
 }
 
 // arrived checks that the counter, now on h2, went on from the count it

@@ -197,6 +197,7 @@ func Actions(drivers Drivers) []host.Entry {
 		ActDoctor.Serve(a.doctor),
 		ActGuard.Serve(a.guard),
 		ActRoom.Serve(room),
+		ActClean.Serve(clean),
 	}
 	for i := range acts {
 		acts[i].Handler = private(acts[i].Handler)

@@ -208,6 +208,8 @@ func (lh *labHosts) migrate(t *testing.T, mode string, port int) {
 		"parent":     cty.NullVal(cty.String),
 		"address":    cty.NullVal(cty.String),
 		"port":       cty.NullVal(cty.Number),
+		// Kept past the commit, for the tests that look at them.
+		"keep_images": cty.True,
 	})
 	if p, diags := (steps.Dump{}).Plan(ctx, dcfg, lh.env); diags.HasErrors() {
 		t.Fatal(diags)
