@@ -19,6 +19,7 @@ import (
 //	  host        = host.src
 //	  source      = "/var/lib/mig/images/web"
 //	  destination = "/var/lib/mig/images/web.tar.zst"
+//	  temporary   = true  # the commit removes the archive
 //	}
 //
 // A file already at destination is kept aside until the run commits; undo
@@ -33,6 +34,16 @@ type archiveArgs struct {
 	Host        hostRef `arg:"host,required"`
 	Source      string  `arg:"source,required,abs"`
 	Destination string  `arg:"destination,required,abs"`
+	// Temporary: the commit removes destination (an archive that only
+	// carried the images, or what it was extracted to).
+	Temporary bool `arg:"temporary"`
+}
+
+// temporary is an archive or unarchive step's temporary argument.
+func temporary(cfg cty.Value) bool {
+	var a archiveArgs
+	args.Decode(cfg, &a)
+	return a.Temporary
 }
 
 func (Archive) Outputs() cty.Type {
@@ -91,8 +102,8 @@ func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			"manifest": m,
 		}),
 		Undo:    putBack(h, placed(res.Placed, res.Path)),
-		Commit:  dropAside(h, placed(res.Placed, res.Path)),
-		Replay:  placedReplay(hostArg(cfg), placed(res.Placed, res.Path)),
+		Commit:  dropAside(h, placed(res.Placed, res.Path), temporary(cfg)),
+		Replay:  placedReplay(hostArg(cfg), placed(res.Placed, res.Path), temporary(cfg)),
 		Metrics: map[string]float64{"bytes": float64(res.Bytes), "files": float64(len(res.Manifest))},
 	}, nil
 }
@@ -144,8 +155,8 @@ func (Unarchive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, err
 			"bytes": Num(res.Bytes),
 		}),
 		Undo:    putBack(h, placed(res.Placed, res.Path)),
-		Commit:  dropAside(h, placed(res.Placed, res.Path)),
-		Replay:  placedReplay(hostArg(cfg), placed(res.Placed, res.Path)),
+		Commit:  dropAside(h, placed(res.Placed, res.Path), temporary(cfg)),
+		Replay:  placedReplay(hostArg(cfg), placed(res.Placed, res.Path), temporary(cfg)),
 		Metrics: map[string]float64{"bytes": float64(res.Bytes), "files": float64(res.Files)},
 	}, nil
 }

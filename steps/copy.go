@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -24,6 +25,7 @@ import (
 //	  direct      = false
 //	  merge       = false
 //	  sync        = true
+//	  temporary   = false  # true: the commit removes the copy (an archive in transit)
 //	}
 //
 // The bytes are relayed through mig without touching its disk, or, with
@@ -53,6 +55,14 @@ type copyArgs struct {
 	Direct      bool    `arg:"direct"`
 	Merge       bool    `arg:"merge"`
 	Sync        bool    `arg:"sync" default:"true"`
+	Temporary   bool    `arg:"temporary"`
+}
+
+func (a *copyArgs) Check(cty.Value) hcl.Diagnostics {
+	if a.Temporary && a.Merge {
+		return hcl.Diagnostics{errDiag("Invalid temporary", "temporary = true removes the destination once the run commits, and with merge = true that is more than the copy placed there.")}
+	}
+	return nil
 }
 
 func (Copy) Spec() hcldec.Spec { return args.Spec[copyArgs]() }
@@ -170,8 +180,8 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			"seconds": cty.NumberFloatVal(res.Seconds),
 		}),
 		Undo:    putBack(dst, res.Placed),
-		Commit:  dropAside(dst, res.Placed),
-		Replay:  placedReplay(HostName(arg.To.Value), res.Placed),
+		Commit:  dropAside(dst, res.Placed, arg.Temporary),
+		Replay:  placedReplay(HostName(arg.To.Value), res.Placed, arg.Temporary),
 		Metrics: map[string]float64{"bytes": float64(res.Bytes), "moved_bytes": float64(res.Bytes), "seconds": res.Seconds},
 	}, nil
 }
@@ -185,25 +195,42 @@ func putBack(h host.Host, pl host.Placed) func(context.Context) error {
 	}
 }
 
-// dropAside is the commit of such a step: it deletes what was kept aside.
-func dropAside(h host.Host, pl host.Placed) func(context.Context) error {
-	if pl.Aside == "" {
+// dropAside is the commit of such a step: it deletes what was kept aside,
+// and, when temporary (an archive that only carried the images), what
+// the step placed.
+func dropAside(h host.Host, pl host.Placed, temporary bool) func(context.Context) error {
+	calls := commitPlaced("", pl, temporary)
+	if len(calls) == 0 {
 		return nil
 	}
 	return func(ctx context.Context) error {
-		return host.ActRemove.Call(ctx, h, host.RemoveRequest{Path: pl.Aside, Recursive: true}, nil, host.CallOpts{})
+		var errs []error
+		for _, c := range calls {
+			errs = append(errs, h.Call(ctx, c.Action, c.Req, nil, host.CallOpts{}))
+		}
+		return errors.Join(errs...)
 	}
 }
 
 // placedReplay is putBack and dropAside as agent actions on hostName,
 // which the host replays should mig die before the run ends: what the
 // step placed goes, and what it displaced comes back.
-func placedReplay(hostName string, pl host.Placed) Replay {
-	rp := Replay{Undo: []host.Invocation{host.ActPutBack.Invocation(hostName, pl, "")}}
-	if pl.Aside != "" {
-		rp.Commit = []host.Invocation{host.ActRemove.Invocation(hostName, host.RemoveRequest{Path: pl.Aside, Recursive: true}, "")}
+func placedReplay(hostName string, pl host.Placed, temporary bool) Replay {
+	return Replay{
+		Undo:   []host.Invocation{host.ActPutBack.Invocation(hostName, pl, "")},
+		Commit: commitPlaced(hostName, pl, temporary),
 	}
-	return rp
+}
+
+// commitPlaced is the commit of a step that placed pl on hostName.
+func commitPlaced(hostName string, pl host.Placed, temporary bool) []host.Invocation {
+	var calls []host.Invocation
+	for _, p := range []string{pl.Aside, pl.Path} {
+		if p != "" && (p == pl.Aside || temporary) {
+			calls = append(calls, host.ActRemove.Invocation(hostName, host.RemoveRequest{Path: p, Recursive: true}, ""))
+		}
+	}
+	return calls
 }
 
 // placed returns what an action reported it displaced, or, from an agent

@@ -2,10 +2,12 @@ package steps
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -219,4 +221,34 @@ func TestCopyPlanInUse(t *testing.T) {
 func copyAB(t *testing.T, vars map[string]cty.Value, src, dest, extra string) cty.Value {
 	t.Helper()
 	return decode(t, Copy{}, fmt.Sprintf("from = host.a\nto = host.b\nsource = %q\ndestination = %q\n%s\n", src, dest, extra), vars)
+}
+
+// TestCommitPlaced: a commit removes what was kept aside, and, for a
+// temporary result, what the step placed.
+func TestCommitPlaced(t *testing.T) {
+	for _, c := range []struct {
+		pl        host.Placed
+		temporary bool
+		want      []string
+	}{
+		{host.Placed{Path: "/p"}, false, nil},
+		{host.Placed{Path: "/p", Aside: "/a"}, false, []string{"/a"}},
+		{host.Placed{Path: "/p"}, true, []string{"/p"}},
+		{host.Placed{Path: "/p", Aside: "/a"}, true, []string{"/a", "/p"}},
+	} {
+		var got []string
+		for _, inv := range commitPlaced("h", c.pl, c.temporary) {
+			var r host.RemoveRequest
+			if err := json.Unmarshal(inv.Req, &r); err != nil || inv.Action != host.ActRemove.Name || inv.Host != "h" || !r.Recursive {
+				t.Fatalf("%+v: %+v (%v)", c, inv, err)
+			}
+			got = append(got, r.Path)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%+v: removes %q, want %q", c, got, c.want)
+		}
+	}
+	if diags := (&copyArgs{Temporary: true, Merge: true}).Check(cty.NilVal); !diags.HasErrors() {
+		t.Error("temporary with merge: no diagnostic")
+	}
 }

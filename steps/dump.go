@@ -671,7 +671,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 		replay.Commit = append(replay.Commit, criu.ActClean.Invocation(d.w.host, criu.CleanRequest{Dir: d.dir}, ""))
 	}
 	if sent != nil {
-		rp := placedReplay(d.target, *sent)
+		rp := placedReplay(d.target, *sent, false)
 		replay.Undo = append(replay.Undo, rp.Undo...)
 		replay.Commit = append(replay.Commit, rp.Commit...)
 	}
@@ -728,7 +728,7 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 			gerr := guardDown(ctx)
 			var ierr error
 			if sent != nil {
-				if drop := dropAside(tgt, *sent); drop != nil {
+				if drop := dropAside(tgt, *sent, false); drop != nil {
 					ierr = drop(ctx)
 				}
 			}

@@ -91,6 +91,8 @@ step "archive" "pack" {
   host        = host.src
   source      = step.final.dir
   destination = "/var/lib/mig/images/web.tar.zst"
+  # Only carries the images: the commit removes it.
+  temporary = true
 }
 
 step "copy" "ship" {
@@ -98,6 +100,7 @@ step "copy" "ship" {
   to          = host.dst
   source      = step.pack.path
   destination = "/var/lib/mig/images/web.tar.zst"
+  temporary   = true
   timeout     = "5m"
 
   retry {

@@ -347,18 +347,18 @@ func migrate(t *testing.T, workflow string, extra ...string) *engine.Record {
 }
 
 // checkImagesGone fails when a committed move left checkpoint images (the
-// process's memory) behind. A disk dump's, on the source, are the whole
-// checkpoint and stay, and so do pre-copy rounds' (numbered dirs).
+// process's memory) or archives of them behind. A disk dump's images, on
+// the source, are the whole checkpoint and stay, and so do pre-copy
+// rounds' (numbered dirs).
 func checkImagesGone(t testing.TB, workflow string) {
 	t.Helper()
-	hosts := []string{"h2"}
-	if workflow != "cold.hcl" {
-		hosts = append(hosts, "h1")
-	}
-	for _, h := range hosts {
-		out := labRun(t, h, "sh", "-c", `find /var/lib/mig/images /run/mig/images -name '*.img' -not -path '*/[0-9]*/*' 2>/dev/null; true`)
-		if out = strings.TrimSpace(out); out != "" {
-			t.Errorf("%s: images left after the commit:\n%s", h, out)
+	for _, h := range []string{"h1", "h2"} {
+		find := `find /var/lib/mig/images /run/mig/images -name '*.tar.zst' -o -name '*.img' -not -path '*/[0-9]*/*' 2>/dev/null; true`
+		if h == "h1" && workflow == "cold.hcl" {
+			find = `find /var/lib/mig/images /run/mig/images -name '*.tar.zst' 2>/dev/null; true`
+		}
+		if out := strings.TrimSpace(labRun(t, h, "sh", "-c", find)); out != "" {
+			t.Errorf("%s: left after the commit:\n%s", h, out)
 		}
 	}
 }
