@@ -225,10 +225,14 @@ func placedReplay(hostName string, pl host.Placed, temporary bool) Replay {
 // commitPlaced is the commit of a step that placed pl on hostName.
 func commitPlaced(hostName string, pl host.Placed, temporary bool) []host.Invocation {
 	var calls []host.Invocation
-	for _, p := range []string{pl.Aside, pl.Path} {
-		if p != "" && (p == pl.Aside || temporary) {
-			calls = append(calls, host.ActRemove.Invocation(hostName, host.RemoveRequest{Path: p, Recursive: true}, ""))
-		}
+	remove := func(path string) {
+		calls = append(calls, host.ActRemove.Invocation(hostName, host.RemoveRequest{Path: path, Recursive: true}, ""))
+	}
+	if pl.Aside != "" {
+		remove(pl.Aside)
+	}
+	if temporary && pl.Path != "" {
+		remove(pl.Path)
 	}
 	return calls
 }
