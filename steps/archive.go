@@ -94,6 +94,7 @@ func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	if len(manifest) > 0 {
 		m = cty.MapVal(manifest)
 	}
+	pl, temp := placed(res.Placed, res.Path), temporary(cfg)
 	return Result{
 		Outputs: cty.ObjectVal(map[string]cty.Value{
 			"path":     cty.StringVal(res.Path),
@@ -101,9 +102,9 @@ func (Archive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 			"sha256":   cty.StringVal(res.SHA256),
 			"manifest": m,
 		}),
-		Undo:    putBack(h, placed(res.Placed, res.Path)),
-		Commit:  dropAside(h, placed(res.Placed, res.Path), temporary(cfg)),
-		Replay:  placedReplay(hostArg(cfg), placed(res.Placed, res.Path), temporary(cfg)),
+		Undo:    putBack(h, pl),
+		Commit:  dropAside(h, pl, temp),
+		Replay:  placedReplay(hostArg(cfg), pl, temp),
 		Metrics: map[string]float64{"bytes": float64(res.Bytes), "files": float64(len(res.Manifest))},
 	}, nil
 }
@@ -148,15 +149,16 @@ func (Unarchive) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, err
 	if err := host.ActUnarchive.Call(ctx, h, req, &res, host.CallOpts{}); err != nil {
 		return Result{}, err
 	}
+	pl, temp := placed(res.Placed, res.Path), temporary(cfg)
 	return Result{
 		Outputs: cty.ObjectVal(map[string]cty.Value{
 			"path":  cty.StringVal(res.Path),
 			"files": Num(int64(res.Files)),
 			"bytes": Num(res.Bytes),
 		}),
-		Undo:    putBack(h, placed(res.Placed, res.Path)),
-		Commit:  dropAside(h, placed(res.Placed, res.Path), temporary(cfg)),
-		Replay:  placedReplay(hostArg(cfg), placed(res.Placed, res.Path), temporary(cfg)),
+		Undo:    putBack(h, pl),
+		Commit:  dropAside(h, pl, temp),
+		Replay:  placedReplay(hostArg(cfg), pl, temp),
 		Metrics: map[string]float64{"bytes": float64(res.Bytes), "files": float64(res.Files)},
 	}, nil
 }
