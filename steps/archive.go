@@ -65,7 +65,11 @@ func (Archive) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.D
 func planArchive(cfg cty.Value, note string) (Preview, hcl.Diagnostics) {
 	a := archiveArgs{Source: "(known after apply)", Destination: "(known after apply)"}
 	args.Decode(cfg, &a)
-	return Preview{Notes: []string{fmt.Sprintf(note, a.Source, a.Destination)}}, nil
+	note = fmt.Sprintf(note, a.Source, a.Destination)
+	if a.Temporary {
+		note += "; the commit removes it"
+	}
+	return Preview{Notes: []string{note}}, nil
 }
 
 // archiveRequest is the host and the request of an archive or unarchive

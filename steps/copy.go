@@ -93,6 +93,9 @@ func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		if !a.Sync {
 			note += ", not synced to disk"
 		}
+		if a.Temporary {
+			note += "; the commit removes the copy"
+		}
 		p.Notes = append(p.Notes, note)
 	}
 	note, diags := copyRoom(ctx, env, cfg)

@@ -252,3 +252,36 @@ func TestCommitPlaced(t *testing.T) {
 		t.Error("temporary with merge: no diagnostic")
 	}
 }
+
+// TestCopyTemporary: plan says a temporary copy goes at the commit, and
+// the commit removes it.
+func TestCopyTemporary(t *testing.T) {
+	a, b, vars := twoHosts()
+	dir := t.TempDir()
+	src, dest := filepath.Join(dir, "web.tar.zst"), filepath.Join(dir, "dst", "web.tar.zst")
+	if err := os.WriteFile(src, []byte("archive"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := copyAB(t, vars, src, dest, "temporary = true")
+	env := testEnv(t, a, b)
+	p, diags := Copy{}.Plan(context.Background(), cfg, env)
+	if diags.HasErrors() || len(p.Notes) == 0 || !strings.HasSuffix(p.Notes[0], "; the commit removes the copy") {
+		t.Fatalf("plan %+v %v", p, diags)
+	}
+	res, err := Copy{}.Apply(context.Background(), cfg, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dest); err != nil {
+		t.Fatalf("after the copy: %v", err)
+	}
+	if err := res.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dest); !os.IsNotExist(err) {
+		t.Errorf("after the commit: %v, want the copy gone", err)
+	}
+	if _, err := os.Stat(src); err != nil {
+		t.Errorf("the source went too: %v", err)
+	}
+}
