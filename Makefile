@@ -2,7 +2,7 @@
 GO       ?= go
 BIN      := $(CURDIR)/bin
 CRIU_DIR ?= /opt/mig/criu
-APT_PKGS := openssh-server openssh-client iproute2 nftables util-linux busybox-static runc curl redis-server nginx-light mariadb-server memcached haproxy gunicorn openjdk-17-jdk-headless
+APT_PKGS := openssh-server openssh-client iproute2 nftables util-linux busybox-static runc curl redis-server nginx-light mariadb-server memcached haproxy gunicorn openjdk-17-jdk-headless nodejs
 
 export PATH := $(BIN):$(PATH)
 
