@@ -223,8 +223,14 @@ func preflightHelper(mode string, args []string) int {
 // session and waits until it is ready.
 func startHelper(t *testing.T, cred *syscall.Credential, mode string, args ...string) int {
 	t.Helper()
+	return startHelperWith(t, &syscall.SysProcAttr{Setsid: true, Credential: cred}, mode, args...)
+}
+
+// startHelperWith is startHelper with the process attributes attr.
+func startHelperWith(t *testing.T, attr *syscall.SysProcAttr, mode string, args ...string) int {
+	t.Helper()
 	bin := os.Args[0]
-	if cred != nil {
+	if attr.Credential != nil {
 		// Another user cannot run the test binary where go test left it.
 		dir, err := os.MkdirTemp("/var/tmp", "mig-preflight-")
 		if err != nil {
@@ -238,7 +244,7 @@ func startHelper(t *testing.T, cred *syscall.Credential, mode string, args ...st
 		}
 	}
 	cmd := exec.Command(bin, append([]string{"preflight-helper", mode}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
+	cmd.SysProcAttr = attr
 	out, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -648,6 +654,17 @@ func TestPreflightUnsupportedFiles(t *testing.T) {
 		if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], want) || !strings.Contains(r.Problems[0], "which CRIU cannot checkpoint") {
 			t.Errorf("%s: problems %q, want %q", mode, r.Problems, want)
 		}
+	}
+}
+
+// TestPreflightAllAtOnce: plan names every problem at once, the session's
+// with the others, so that one round of fixes is enough.
+func TestPreflightAllAtOnce(t *testing.T) {
+	needRoot(t)
+	pid := startHelperWith(t, &syscall.SysProcAttr{Setpgid: true}, "uring")
+	r := resolvePID(t, pid)
+	if len(r.Problems) != 2 || !strings.Contains(r.Problems[0], "not a session leader") || !strings.Contains(r.Problems[1], "io_uring") {
+		t.Fatalf("problems %q, want the session's and the io_uring", r.Problems)
 	}
 }
 

@@ -152,25 +152,28 @@ func checkProcess(w Workload, pid int, o Options) (Resolved, error) {
 			return refuse("pid %d (%s) is an ancestor of mig; dumping it would freeze mig", pid, st.comm)
 		}
 	}
-	if st.sid == 0 {
+	// The session's problems are listed with the others, so that plan
+	// names everything to fix at once.
+	var problems []string
+	switch {
+	case st.sid == 0:
 		// CRIU: "A session leader of … is outside of its pid namespace".
-		return refuse("pid %d (%s) belongs to a session whose leader is outside its pid namespace (it was started from a parent namespace, "+
+		problems = append(problems, fmt.Sprintf("pid %d (%s) belongs to a session whose leader is outside its pid namespace (it was started from a parent namespace, "+
 			"as `nsenter`, `docker exec` or a background `mig lab exec … &` do), which CRIU cannot dump, with shell_job or without; "+
-			"start it with setsid (or `mig lab start`)", pid, st.comm)
-	}
-	if st.ttyNr != 0 && !o.ShellJob {
-		return refuse("pid %d (%s) runs on a terminal; set shell_job = true or start it detached (setsid)", pid, st.comm)
-	}
-	if st.sid != pid && !o.ShellJob {
-		return refuse("pid %d (%s) is not a session leader (its session is %d, as a process started with `nohup … &` from a shell has); "+
-			"set shell_job = true, or start it with setsid", pid, st.comm, st.sid)
+			"start it with setsid (or `mig lab start`)", pid, st.comm))
+	case st.ttyNr != 0 && !o.ShellJob:
+		problems = append(problems, fmt.Sprintf("pid %d (%s) runs on a terminal; set shell_job = true or start it detached (setsid)", pid, st.comm))
+	case st.sid != pid && !o.ShellJob:
+		problems = append(problems, fmt.Sprintf("pid %d (%s) is not a session leader (its session is %d, as a process started with `nohup … &` from a shell has); "+
+			"set shell_job = true, or start it with setsid", pid, st.comm, st.sid))
 	}
 	pids := tree(pid)
 	desc := fmt.Sprintf("pid %d (%s)", pid, strings.Join(cmdline(pid), " "))
 	if len(pids) > 1 {
 		desc += fmt.Sprintf(" with %d descendants", len(pids)-1)
 	}
-	problems, needs := preflight(pids)
+	more, needs := preflight(pids)
+	problems = append(problems, more...)
 	problems = append(problems, externalPipeProblems(pids)...)
 	if p := mountNSProblem(pids); p != "" {
 		problems = append(problems, p)
