@@ -3,6 +3,7 @@ package criu
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -91,8 +92,12 @@ func (n Needs) lockConflicts() []string {
 			}
 			for _, h := range here {
 				if h.kind == "FLOCK" && h.dev == st.Dev && h.ino == st.Ino && (l.Write || h.write) {
-					holder = fmt.Sprintf("pid %d", h.pid)
+					holder = fmt.Sprintf("pid %d as this host sees it", h.pid)
 				}
+			}
+			if holder == "" && flockHeld(l) {
+				// /proc/locks shows only this pid namespace's holders.
+				holder = "a process this host does not see"
 			}
 		default:
 			holder = posixHolder(l)
@@ -100,13 +105,34 @@ func (n Needs) lockConflicts() []string {
 		if holder == "" {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s is locked here already (a %s lock, held by %s as this host sees it): the restore would take "+
+		out = append(out, fmt.Sprintf("%s is locked here already (a %s lock, held by %s): the restore would take "+
 			"the workload's %s lock on it again and wait, with the workload frozen, until that lock goes. When the hosts share "+
 			"this storage, the holder is the frozen source, which keeps its locks until the move commits: CRIU cannot move file "+
 			"locks across storage both hosts see. Stop the service and start it on the target, or keep its files on each host's own "+
 			"disk and copy them in the pause (workflows/database.hcl)", l.Path, strings.ToLower(l.Kind), holder, strings.ToLower(l.Kind)))
 	}
 	return out
+}
+
+// flockHeld says whether a flock conflicting with l is held on l's file,
+// by taking one without waiting and letting it go at once: the only test
+// that sees a holder in another pid namespace (a lab host, a container)
+// or, through NFS, on another host.
+func flockHeld(l FileLock) bool {
+	fd, err := unix.Open(l.Path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	how := unix.LOCK_SH
+	if l.Write {
+		how = unix.LOCK_EX
+	}
+	if err := unix.Flock(fd, how|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	unix.Flock(fd, unix.LOCK_UN)
+	return false
 }
 
 // posixHolder says who holds a lock on l's file that conflicts with l
@@ -129,7 +155,7 @@ func posixHolder(l FileLock) string {
 		return ""
 	}
 	if q.Pid > 0 {
-		return fmt.Sprintf("pid %d", q.Pid)
+		return fmt.Sprintf("pid %d as this host sees it", q.Pid)
 	}
 	return "another process"
 }

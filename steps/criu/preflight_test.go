@@ -82,6 +82,20 @@ func preflightHelper(mode string, args []string) int {
 				return 1
 			}
 		}
+	case "conflicts":
+		// The target check of a flock on args[0], from a pid namespace
+		// of its own (the caller's clone flags), as a lab host or a
+		// container: its /proc/locks shows no holder outside.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := unix.Mount("proc", "/proc", "proc", 0, ""); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Print(strings.Join(Needs{Locks: []FileLock{{Kind: "FLOCK", Path: args[0], Write: true, End: -1}}}.lockConflicts(), "\n"))
+		return 0
 	case "reserve":
 		// 8 TiB of address space, never touched, as MariaDB reserves.
 		if _, err := unix.Mmap(-1, 0, 8<<40, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE); err != nil {
@@ -566,6 +580,29 @@ func TestPreflightFileLocks(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the locks outlived their holder: %q", r.Needs.Missing())
 		}
+	}
+}
+
+// TestPreflightFlockUnseen: a flock whose holder this host's /proc/locks
+// does not show (another pid namespace; on NFS, another host) is found
+// all the same: the lab's hosts share files, and a restore there waited
+// for the frozen source's lock until it timed out.
+func TestPreflightFlockUnseen(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "db")
+	startHelper(t, nil, "locks", a, b)
+	check := exec.Command(os.Args[0], "preflight-helper", "conflicts", b)
+	check.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
+	out, err := check.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), b+" is locked here already (a flock lock, held by a process this host does not see)") {
+		t.Fatalf("target check from another pid namespace: %v %s", err, out)
+	}
+	// Free, the file passes, and the check leaves it unlocked.
+	free := filepath.Join(dir, "free")
+	os.WriteFile(free, nil, 0o600)
+	if c := (Needs{Locks: []FileLock{{Kind: "FLOCK", Path: free, Write: true, End: -1}}}).lockConflicts(); len(c) != 0 || flockHeld(FileLock{Path: free, Write: true}) {
+		t.Fatalf("a free file: %q", c)
 	}
 }
 
