@@ -586,10 +586,12 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	off := clockOffset(ctx, env, src)
 	var res criu.DumpResult
 	err = criu.ActDump.Call(ctx, src, dreq, &res, host.CallOpts{})
-	dumpLog := func() { keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog)) }
+	dumpLog := func() string { return keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog)) }
 	if err != nil {
+		if local := dumpLog(); ctx.Err() != nil && local != "" {
+			err = stalled(err, local)
+		}
 		err = errors.Join(err, guardDown(context.WithoutCancel(ctx)))
-		dumpLog()
 		ps.stop(ctx)
 		if images != nil {
 			images.Cancel()

@@ -221,9 +221,10 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	}
 	var res criu.RestoreResult
 	err = criu.ActRestore.Call(ctx, h, req, &res, host.CallOpts{})
-	// Fetched on the way out: the copy starts first.
-	defer keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog))
 	if err != nil {
+		if local := keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog)); ctx.Err() != nil && local != "" {
+			err = stalled(err, local)
+		}
 		// The restore may have succeeded with its result lost on the way
 		// (a link down, the step's timeout): kill what it started, if
 		// anything, before the run rolls back to the source.
@@ -235,6 +236,8 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		}
 		return Result{}, errors.Join(err, kerr)
 	}
+	// Fetched on the way out: the copy starts first.
+	defer keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog))
 	returned := time.Now()
 	env.Log.Info("restored", "workload", r.w.String(), "host", r.host, "pid", res.PID, "seconds", res.Seconds, "criu", res.CRIU, "log", res.LogPath)
 	restored := criu.KillRestoredAction{Request: req.Request, Result: res, Dir: r.dir}

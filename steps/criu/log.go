@@ -83,6 +83,39 @@ func Explain(path string, max int) []string {
 	return pick
 }
 
+// Stalled explains a CRIU run that had not ended when its caller gave up
+// (a step's timeout): the last n lines of its log, which say what CRIU
+// was doing, and what they mean when mig knows.
+func Stalled(path string, n int) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var last []string
+	br := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, err := readLogLine(br)
+		if line != "" && !isHarmless(line) {
+			last = append(last, line)
+			if len(last) > n {
+				last = last[1:]
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if len(last) > 0 && lockLine.MatchString(last[len(last)-1]) {
+		last = append(last, "CRIU was taking one of the workload's file locks again, and waits while another process holds it: "+
+			"on this host, or, on storage both hosts share, the frozen source")
+	}
+	return last
+}
+
+// lockLine is what CRIU logs as it takes a file lock again in a restore.
+var lockLine = regexp.MustCompile(`\((flock|posix|ofd|lease)\)flag: `)
+
 // maxLogLine is how much of a log line Explain keeps; the rest of a longer
 // line (a huge path, a dump of data) is skipped, not the lines after it.
 const maxLogLine = 4 << 10

@@ -33,6 +33,27 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// TestStalled: a restore that hung (the step's timeout) is explained by
+// where its log ends; a lock wait gets its meaning.
+func TestStalled(t *testing.T) {
+	log := `(00.001206) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted
+(00.005128) 100444: epoll: Restore eventpoll-tfd: id 0x000008 tfd       17 events 0x8000201d data 0x007fc70fe8a348
+(00.005145) 100444: epoll: Restore eventpoll-tfd: id 0x000008 tfd        5 events 0x000019 data 0x000000018c1a60
+(00.005208) 100444: (flock)flag: 2, type: 1, cmd: 2, pid: 100444, fd: 9
+`
+	path := filepath.Join(t.TempDir(), "restore.log")
+	os.WriteFile(path, []byte(log), 0o600)
+	got := Stalled(path, 2)
+	if len(got) != 3 || !strings.Contains(got[0], "tfd        5") || !strings.Contains(got[1], "(flock)flag: 2") ||
+		!strings.Contains(got[2], "file locks again") {
+		t.Errorf("Stalled: %q", got)
+	}
+	os.WriteFile(path, []byte("(00.000001) a\n(00.000002) b\n"), 0o600)
+	if got := Stalled(path, 3); len(got) != 2 || got[1] != "(00.000002) b" {
+		t.Errorf("Stalled without a lock: %q", got)
+	}
+}
+
 func TestExplainWarningsOnly(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x.log")
 	os.WriteFile(path, []byte("(0) a\n(1) Warn  (x.c:1): something odd\n(2) b\n"), 0o600)
