@@ -247,6 +247,36 @@ func costSummary(out io.Writer, rec *engine.Record) {
 	for _, m := range pause.Marks {
 		fmt.Fprintf(out, "  %-22s %9s  %s\n", m.Name, "+"+seconds(m.At-t0), m.Step)
 	}
+	if gap := lazyWarmup(rec, pause); gap > 0 {
+		fmt.Fprintf(out, "Clients waited %s more after the restored tasks ran: a lazy restore fetches each page from the source "+
+			"when the process first touches it. A page-server move (pageserver.hcl) moves the pages during the pause instead.\n", seconds(gap))
+	}
+}
+
+// lazyWarmup is how long clients waited after a lazy restore's tasks ran,
+// when that wait is long enough to weigh in choosing a strategy: at least
+// 50 ms, and half the pause. 0 otherwise.
+func lazyWarmup(rec *engine.Record, pause *engine.Pause) float64 {
+	lazy := false
+	for _, s := range rec.Steps {
+		if s.Kind == "restore" && s.Metrics["lazy_seconds"] > 0 {
+			lazy = true
+		}
+	}
+	var ran, answered float64
+	for _, m := range pause.Marks {
+		switch m.Name {
+		case engine.MarkRestored, engine.MarkStarted:
+			ran = m.At
+		case engine.MarkFirstGood:
+			answered = m.At
+		}
+	}
+	gap := answered - ran
+	if !lazy || ran == 0 || answered == 0 || gap < 0.05 || gap < pause.Window/2 {
+		return 0
+	}
+	return gap
 }
 
 // jsonView writes each event as one JSON object per line, then a summary
