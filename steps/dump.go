@@ -588,10 +588,11 @@ func (Dump) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	err = criu.ActDump.Call(ctx, src, dreq, &res, host.CallOpts{})
 	dumpLog := func() string { return keepLog(ctx, env, src, filepath.Join(d.dir, criu.DumpLog)) }
 	if err != nil {
+		gerr := guardDown(context.WithoutCancel(ctx))
 		if local := dumpLog(); ctx.Err() != nil && local != "" {
 			err = stalled(err, local)
 		}
-		err = errors.Join(err, guardDown(context.WithoutCancel(ctx)))
+		err = errors.Join(err, gerr)
 		ps.stop(ctx)
 		if images != nil {
 			images.Cancel()

@@ -222,9 +222,6 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	var res criu.RestoreResult
 	err = criu.ActRestore.Call(ctx, h, req, &res, host.CallOpts{})
 	if err != nil {
-		if local := keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog)); ctx.Err() != nil && local != "" {
-			err = stalled(err, local)
-		}
 		// The restore may have succeeded with its result lost on the way
 		// (a link down, the step's timeout): kill what it started, if
 		// anything, before the run rolls back to the source.
@@ -233,6 +230,9 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		kerr := criu.ActKillRest.Call(cctx, h, criu.KillRestoredAction{Request: req.Request, Dir: r.dir}, nil, host.CallOpts{})
 		if kerr != nil {
 			kerr = fmt.Errorf("could not make sure the restore left nothing running on %s: %w", r.host, kerr)
+		}
+		if local := keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog)); ctx.Err() != nil && local != "" {
+			err = stalled(err, local)
 		}
 		return Result{}, errors.Join(err, kerr)
 	}
