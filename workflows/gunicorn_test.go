@@ -1,15 +1,12 @@
 package workflows_test
 
 import (
-	"context"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/mig-project/mig/engine/lab"
 )
 
 // TestRealGunicorn moves Debian's Gunicorn, a Python master and two
@@ -74,26 +71,14 @@ func moveGunicorn(t *testing.T, workflow string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addressOnH1(t)
-	var pids []int
-	stopServer(t, python, &pids)
 	pidfile, log := filepath.Join(dir, "master.pid"), filepath.Join(dir, "gunicorn.log")
-	master, err := theLab.Start(context.Background(), "h1", []string{gunicornBin, "--workers", "2", "--worker-class", "gthread",
-		"--threads", "4", "--bind", net.JoinHostPort(serviceIP, strconv.Itoa(gunicornPort)), "--chdir", dir, "app:app"},
-		lab.StartOptions{PIDFile: pidfile, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pids = append(pids, master)
-	pids = append(pids, workersOf(t, master, 2, log)...)
+	pids := startServer(t, python, []string{gunicornBin, "--workers", "2", "--worker-class", "gthread",
+		"--threads", "4", "--bind", net.JoinHostPort(serviceIP, strconv.Itoa(gunicornPort)), "--chdir", dir, "app:app"}, pidfile, log, 2)
 
 	base := "http://" + net.JoinHostPort(serviceIP, strconv.Itoa(gunicornPort))
 	c := startWebClients(t, base, []byte("gunicorn moves\n"))
 	c.streamDownload()
-	c.moveWeb(t, workflow, "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(gunicornPort))
-	for _, pid := range pids {
-		movedToH2(t, pid, python)
-	}
+	c.moveServer(t, workflow, pidfile, gunicornPort, python, pids)
 	if got := strings.Count(readFile(log), "Booting worker"); got != 2 {
 		t.Errorf("Gunicorn booted %d workers, want the first 2 only:\n%s", got, readFile(log))
 	}

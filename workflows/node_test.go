@@ -1,7 +1,6 @@
 package workflows_test
 
 import (
-	"context"
 	"io"
 	"net"
 	"os"
@@ -9,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/mig-project/mig/engine/lab"
 )
 
 // TestRealNode moves a Node.js cluster, a primary and two workers, with
@@ -88,26 +85,14 @@ func moveNode(t *testing.T, workflow string) {
 	if err := os.WriteFile(filepath.Join(dir, "server.js"), []byte(app), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addressOnH1(t)
-	var pids []int
-	stopServer(t, node, &pids)
 	pidfile, log := filepath.Join(dir, "primary.pid"), filepath.Join(dir, "node.log")
-	primary, err := theLab.Start(context.Background(), "h1", []string{"/usr/bin/node", filepath.Join(dir, "server.js")},
-		lab.StartOptions{PIDFile: pidfile, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pids = append(pids, primary)
-	pids = append(pids, workersOf(t, primary, 2, log)...)
+	pids := startServer(t, node, []string{"/usr/bin/node", filepath.Join(dir, "server.js")}, pidfile, log, 2)
 
 	base := "http://" + net.JoinHostPort(serviceIP, strconv.Itoa(nodePort))
 	c := startWebClients(t, base, []byte("node moves\n"))
 	token := nodeToken(t, base)
 	c.streamDownload()
-	c.moveWeb(t, workflow, "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(nodePort))
-	for _, pid := range pids {
-		movedToH2(t, pid, node)
-	}
+	c.moveServer(t, workflow, pidfile, nodePort, node, pids)
 	if got := nodeToken(t, base); got != token {
 		t.Errorf("boot token %q after the move, want %q: the primary started again", got, token)
 	}

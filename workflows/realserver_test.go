@@ -117,6 +117,34 @@ func stopServer(t *testing.T, exe string, pids *[]int) {
 	})
 }
 
+// startServer starts argv on h1, with the service address there, as a
+// server of a master and n workers, and returns their PIDs. The test's
+// cleanup kills them, those of them that run exe, on either host.
+func startServer(t *testing.T, exe string, argv []string, pidfile, log string, n int) []int {
+	t.Helper()
+	addressOnH1(t)
+	var pids []int
+	stopServer(t, exe, &pids)
+	master, err := theLab.Start(context.Background(), "h1", argv, lab.StartOptions{PIDFile: pidfile, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids = append(pids, master)
+	pids = append(pids, workersOf(t, master, n, log)...)
+	return pids
+}
+
+// moveServer moves the server on port whose master's pid file is pidfile
+// with workflow, under the web clients c, and checks that each of pids
+// runs exe on h2 afterwards.
+func (c *webClients) moveServer(t *testing.T, workflow, pidfile string, port int, exe string, pids []int) {
+	t.Helper()
+	c.moveWeb(t, workflow, "-var", "pidfile="+pidfile, "-var", "service_port="+strconv.Itoa(port))
+	for _, pid := range pids {
+		movedToH2(t, pid, exe)
+	}
+}
+
 // workersOf waits until pid, on h1, has n children, and returns them;
 // log is the server's, for the error.
 func workersOf(t *testing.T, pid, n int, log string) []int {

@@ -34,22 +34,7 @@ func isWarn(line string) bool  { return strings.Contains(line, "Warn  (") }
 // else the warnings, else the last lines. Known-harmless lines are left
 // out. At most max lines are returned, the latest ones.
 func Explain(path string, max int) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var all []string
-	br := bufio.NewReaderSize(f, 64<<10)
-	for {
-		line, err := readLogLine(br)
-		if line != "" || err == nil {
-			all = append(all, line)
-		}
-		if err != nil {
-			break
-		}
-	}
+	all := readLog(path)
 	var errs, warns []string
 	for i, l := range all {
 		if isHarmless(l) {
@@ -87,25 +72,13 @@ func Explain(path string, max int) []string {
 // (a step's timeout): the last n lines of its log, which say what CRIU
 // was doing, and what they mean when mig knows.
 func Stalled(path string, n int) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var last []string
-	br := bufio.NewReaderSize(f, 64<<10)
-	for {
-		line, err := readLogLine(br)
-		if line != "" && !isHarmless(line) {
-			last = append(last, line)
-			if len(last) > n {
-				last = last[1:]
-			}
-		}
-		if err != nil {
-			break
+	for _, l := range readLog(path) {
+		if l != "" && !isHarmless(l) {
+			last = append(last, l)
 		}
 	}
+	last = last[max(0, len(last)-n):]
 	if len(last) > 0 && lockLine.MatchString(last[len(last)-1]) {
 		last = append(last, "CRIU was taking one of the workload's file locks again, and waits while another process holds it: "+
 			"on this host, or, on storage both hosts share, the frozen source")
@@ -115,6 +88,26 @@ func Stalled(path string, n int) []string {
 
 // lockLine is what CRIU logs as it takes a file lock again in a restore.
 var lockLine = regexp.MustCompile(`\((flock|posix|ofd|lease)\)flag: `)
+
+// readLog reads a CRIU log's lines (nil when it cannot).
+func readLog(path string) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var all []string
+	br := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, err := readLogLine(br)
+		if line != "" || err == nil {
+			all = append(all, line)
+		}
+		if err != nil {
+			return all
+		}
+	}
+}
 
 // maxLogLine is how much of a log line Explain keeps; the rest of a longer
 // line (a huge path, a dump of data) is skipped, not the lines after it.
