@@ -322,6 +322,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 	if started.At != 0 {
 		metrics["started_unix"] = unixOn(off, started.At)
 	}
+	noteExited(ctx, env, h, r, res, returned, metrics)
 	le := criu.RestoreLease(req.RestoreRequest, restored)
 	for _, l := range [][]host.Invocation{le.Undo, le.Commit, le.Decide} {
 		for i := range l {
@@ -348,4 +349,39 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		Replay:  replay,
 		Metrics: metrics,
 	}, nil
+}
+
+// exitWindow is how long after the restore a process of the copy that
+// exits is noted: long enough for a program that takes CRIU's EINTR for
+// an error to have exited.
+const exitWindow = 250 * time.Millisecond
+
+// noteExited warns when processes of the restored tree have exited since
+// the restore returned (at returned) after CRIU restored them in an
+// interrupted system call, and counts them in tasks_exited: the probes
+// see what it cost, the warning says what happened. The copy
+// runs by now, so the wait adds nothing to the pause.
+func noteExited(ctx context.Context, env Env, h host.Host, r restoreCfg, res criu.RestoreResult, returned time.Time, metrics map[string]float64) {
+	if len(res.Tasks) == 0 {
+		return
+	}
+	select {
+	case <-time.After(exitWindow - time.Since(returned)):
+	case <-ctx.Done():
+		return
+	}
+	var ex criu.Exited
+	if err := criu.ActExited.Call(ctx, h, criu.ExitedRequest{Root: res.PID, Tasks: res.Tasks, Dir: r.dir}, &ex, host.CallOpts{}); err != nil {
+		env.Log.Debug("could not check the restored processes", "error", err)
+		return
+	}
+	switch w := ex.Warning(); {
+	case len(ex.Interrupted) > 0:
+		env.Log.Warn(w, "workload", r.w.String(), "host", r.host)
+		metrics["tasks_exited"] = float64(len(ex.Gone))
+	case w != "":
+		// A shell's `sleep`, a worker recycled: most exits are the
+		// program's own business.
+		env.Log.Info(w, "workload", r.w.String(), "host", r.host)
+	}
 }

@@ -236,6 +236,11 @@ func costSummary(out io.Writer, rec *engine.Record) {
 	if moved > 0 {
 		row("moved between hosts", "%s", engine.FormatBytes(moved))
 	}
+	for _, s := range rec.Steps {
+		if n := s.Metrics["tasks_exited"]; n > 0 {
+			row("exited after restore", "%.0f process(es) of the copy %s restored (the log's warning says which, and why)", n, s.Address)
+		}
+	}
 	for _, l := range rec.Loads {
 		row("load ("+l.Name+")", "%s", l)
 	}

@@ -198,6 +198,7 @@ func Actions(drivers Drivers) []host.Entry {
 		ActGuard.Serve(a.guard),
 		ActRoom.Serve(room),
 		ActClean.Serve(clean),
+		ActExited.Serve(exited),
 	}
 	for i := range acts {
 		acts[i].Handler = private(acts[i].Handler)

@@ -238,6 +238,8 @@ type RestoreResult struct {
 	Seconds float64            `json:"seconds"`
 	CRIU    string             `json:"criu,omitempty"` // as in DumpResult
 	Times   Times              `json:"times"`          // as in DumpResult
+	// Tasks are the restored tree's processes (where the driver can tell).
+	Tasks []Task `json:"tasks,omitempty"`
 }
 
 // CheckRequest asks whether this host can take a workload.

@@ -620,6 +620,7 @@ func (Process) Restore(ctx context.Context, env Env, w Workload, req RestoreRequ
 	}
 	res.PID = n.restoredPID
 	res.Start = startTime(res.PID)
+	res.Tasks = restoredTasks(res.PID)
 	res.Stopped = req.LeaveStopped
 	res.Seconds = time.Since(start).Seconds()
 	res.Stats = RestoreStats(req.Dir)
