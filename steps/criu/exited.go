@@ -22,9 +22,10 @@ var ActExited = host.Action[ExitedRequest, Exited]{Name: "criu.exited"}
 
 // Task is a process of a restored tree as the restore left it.
 type Task struct {
-	PID   int    `json:"pid"`
-	Start uint64 `json:"start"`
-	Comm  string `json:"comm"`
+	PID     int    `json:"pid"`
+	Start   uint64 `json:"start"`
+	Comm    string `json:"comm"`
+	Threads []int  `json:"threads,omitempty"` // its thread ids, PID first
 }
 
 // ExitedRequest asks which of Tasks, the tree under Root restored from
@@ -36,8 +37,8 @@ type ExitedRequest struct {
 }
 
 // Exited are the tree's processes that exited, those that started in it
-// since, and which of the exited ones CRIU restored in an interrupted
-// system call.
+// since, and which of the exited ones CRIU restored with a thread in an
+// interrupted system call.
 type Exited struct {
 	Gone        []Task `json:"gone,omitempty"`
 	New         []Task `json:"new,omitempty"`
@@ -48,7 +49,7 @@ type Exited struct {
 func restoredTasks(root int) []Task {
 	var out []Task
 	for _, pid := range tree(root) {
-		out = append(out, Task{PID: pid, Start: startTime(pid), Comm: commOf(pid)})
+		out = append(out, Task{PID: pid, Start: startTime(pid), Comm: commOf(pid), Threads: tasks([]int{pid})})
 	}
 	return out
 }
@@ -85,7 +86,7 @@ func exited(ctx context.Context, c *host.Call, req ExitedRequest) (Exited, error
 		}
 	}
 	for _, t := range res.Gone {
-		if slices.Contains(interrupted, t.PID) {
+		if slices.Contains(interrupted, t.PID) || slices.ContainsFunc(t.Threads, func(tid int) bool { return slices.Contains(interrupted, tid) }) {
 			res.Interrupted = append(res.Interrupted, t.PID)
 		}
 	}

@@ -17,12 +17,13 @@ func TestExited(t *testing.T) {
 	needRoot(t)
 	pid := startHelper(t, nil, "sleep")
 	tasks := restoredTasks(pid)
-	if len(tasks) != 1 || tasks[0].PID != pid || tasks[0].Start == 0 || tasks[0].Comm == "" {
+	if len(tasks) != 1 || tasks[0].PID != pid || tasks[0].Start == 0 || tasks[0].Comm == "" || len(tasks[0].Threads) < 2 {
 		t.Fatalf("tasks %+v", tasks)
 	}
 	dir := t.TempDir()
+	// One of its threads, not its main one, was in the interrupted call.
 	os.WriteFile(filepath.Join(dir, DumpLog), []byte(fmt.Sprintf(
-		"(00.033649) Warn  (compel/arch/x86/src/lib/infect.c:419): Will restore %d with interrupted system call\n", pid)), 0o600)
+		"(00.033649) Warn  (compel/arch/x86/src/lib/infect.c:419): Will restore %d with interrupted system call\n", tasks[0].Threads[1])), 0o600)
 	req := ExitedRequest{Root: pid, Tasks: tasks, Dir: dir}
 	if ex, err := exited(context.Background(), nil, req); err != nil || ex.Warning() != "" {
 		t.Fatalf("all running: %+v %v", ex, err)
