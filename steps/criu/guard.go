@@ -762,12 +762,14 @@ func StopGuard(ctx context.Context, nsPID int, table string) error {
 		return nil
 	}
 	pidfile := guardPIDFile(table)
-	if pid := SignalGuard(table); pid > 0 {
-		if waitGoneFast(ctx, pid, 5*time.Second) != nil {
-			syscall.Kill(pid, syscall.SIGKILL)
-		} else {
-			os.Remove(strings.TrimSuffix(pidfile, ".pid") + ".log")
-		}
+	killed := false
+	if pid := SignalGuard(table); pid > 0 && waitGoneFast(ctx, pid, 5*time.Second) != nil {
+		syscall.Kill(pid, syscall.SIGKILL)
+		killed = true
+	}
+	if !killed {
+		// A guard that had to be killed keeps its log, to say why.
+		os.Remove(strings.TrimSuffix(pidfile, ".pid") + ".log")
 	}
 	os.Remove(pidfile)
 	os.Remove(guardSpecFile(table))
