@@ -30,16 +30,14 @@ type bigBlock struct {
 	end  int
 }
 
-// parsePieces parses src as ParseConfig does, or returns false when it
-// cannot do it in pieces: then the caller parses the whole file, which
-// also gives the diagnostics of a file with errors.
-func parsePieces(src []byte, filename string) (*hcl.File, bool) {
-	blocks, ok := findBigBlocks(src)
-	if !ok || len(blocks) == 0 {
-		return nil, false
-	}
+// parsePieces parses src, whose large blocks findBigBlocks found, as
+// ParseConfig does, or returns false when it cannot do it in pieces: then
+// the caller parses the whole file, which also gives the diagnostics of a
+// file with errors.
+func parsePieces(src []byte, filename string, blocks []bigBlock) (*hcl.File, bool) {
 	// The skeleton keeps every offset, line and column outside the
-	// blanked bodies, so its ranges are the file's.
+	// blanked bodies, so its ranges are the file's. It is parsed with the
+	// pieces, as one of them.
 	skeleton := bytes.Clone(src)
 	for _, b := range blocks {
 		for i := b.cuts[0]; i < b.end; i++ {
@@ -48,29 +46,15 @@ func parsePieces(src []byte, filename string) (*hcl.File, bool) {
 			}
 		}
 	}
-	f, diags := hclsyntax.ParseConfig(skeleton, filename, hcl.InitialPos)
-	if len(diags) > 0 {
-		return nil, false
-	}
-	root := f.Body.(*hclsyntax.Body)
-	byOpen := map[int]*hclsyntax.Block{}
-	for _, b := range root.Blocks {
-		byOpen[b.OpenBraceRange.Start.Byte] = b
-	}
-
 	type piece struct {
-		into       *hclsyntax.Body // the block's body
+		block      int // in blocks
 		start, end int
 		line       int
 		body       *hclsyntax.Body
 	}
 	var pieces []*piece
 	line, counted := 1, 0
-	for _, b := range blocks {
-		blk := byOpen[b.open]
-		if blk == nil || len(blk.Body.Attributes) > 0 || len(blk.Body.Blocks) > 0 {
-			return nil, false
-		}
+	for bi, b := range blocks {
 		for i, start := range b.cuts {
 			end := b.end
 			if i+1 < len(b.cuts) {
@@ -78,13 +62,23 @@ func parsePieces(src []byte, filename string) (*hcl.File, bool) {
 			}
 			line += bytes.Count(src[counted:start], []byte{'\n'})
 			counted = start
-			pieces = append(pieces, &piece{into: blk.Body, start: start, end: end, line: line})
+			pieces = append(pieces, &piece{block: bi, start: start, end: end, line: line})
 		}
 	}
 
+	var root *hclsyntax.Body
 	var failed atomic.Bool
-	inParallel(len(pieces), func(i int) {
-		p := pieces[i]
+	inParallel(1+len(pieces), func(i int) {
+		if i == 0 {
+			f, diags := hclsyntax.ParseConfig(skeleton, filename, hcl.InitialPos)
+			if len(diags) > 0 {
+				failed.Store(true)
+				return
+			}
+			root = f.Body.(*hclsyntax.Body)
+			return
+		}
+		p := pieces[i-1]
 		pf, diags := hclsyntax.ParseConfig(src[p.start:p.end], filename, hcl.Pos{Line: p.line, Column: 1, Byte: p.start})
 		if len(diags) > 0 {
 			failed.Store(true)
@@ -95,14 +89,27 @@ func parsePieces(src []byte, filename string) (*hcl.File, bool) {
 	if failed.Load() {
 		return nil, false
 	}
+	byOpen := map[int]*hclsyntax.Block{}
+	for _, b := range root.Blocks {
+		byOpen[b.OpenBraceRange.Start.Byte] = b
+	}
+	into := make([]*hclsyntax.Body, len(blocks))
+	for i, b := range blocks {
+		blk := byOpen[b.open]
+		if blk == nil || len(blk.Body.Attributes) > 0 || len(blk.Body.Blocks) > 0 {
+			return nil, false
+		}
+		into[i] = blk.Body
+	}
 	for _, p := range pieces {
+		body := into[p.block]
 		for name, a := range p.body.Attributes {
-			if _, dup := p.into.Attributes[name]; dup {
+			if _, dup := body.Attributes[name]; dup {
 				return nil, false // the whole parse says where
 			}
-			p.into.Attributes[name] = a
+			body.Attributes[name] = a
 		}
-		p.into.Blocks = append(p.into.Blocks, p.body.Blocks...)
+		body.Blocks = append(body.Blocks, p.body.Blocks...)
 	}
 	return &hcl.File{Body: root, Bytes: src, Nav: navigation{root}}, true
 }

@@ -59,7 +59,7 @@ step "s" {
 	split := 0
 	for name, src := range srcs {
 		whole, wdiags := hclsyntax.ParseConfig([]byte(src), name, hcl.InitialPos)
-		f, ok := parsePieces([]byte(src), name)
+		f, ok := piecesOf([]byte(src), name)
 		if !ok {
 			continue
 		}
@@ -128,7 +128,7 @@ func FuzzPieces(f *testing.F) {
 	f.Add(genLocalsSource(2000))
 	f.Fuzz(func(t *testing.T, src string) {
 		withPieces(t)
-		p, ok := parsePieces([]byte(src), "f.hcl")
+		p, ok := piecesOf([]byte(src), "f.hcl")
 		if !ok {
 			return
 		}
@@ -140,4 +140,13 @@ func FuzzPieces(f *testing.F) {
 			t.Fatal("the pieces' syntax tree differs from the whole parse's")
 		}
 	})
+}
+
+// piecesOf parses src in pieces as parseFile does, or returns false.
+func piecesOf(src []byte, filename string) (*hcl.File, bool) {
+	blocks, ok := findBigBlocks(src)
+	if !ok || len(blocks) == 0 {
+		return nil, false
+	}
+	return parsePieces(src, filename, blocks)
 }

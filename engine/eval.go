@@ -132,29 +132,29 @@ func (w *Workflow) evaluate(vars map[string]cty.Value) (*scopeVals, hcl.Diagnost
 func (w *Workflow) evalLocals(sv *scopeVals) (map[string]cty.Value, hcl.Diagnostics) {
 	order, cyclic, cycles := w.localsOrder()
 	n := len(order)
-	at := make(map[string]int, n)
-	for i, name := range order {
-		at[name] = i
+	pos := make([]int, n) // of each local in order
+	for i, l := range order {
+		pos[l] = i
 	}
 	// A local waits for the refs ordered before it; a ref ordered after
 	// it closes a cycle, and the local has failed already.
 	deps := make([][]int, n)
 	users := make([][]int, n)
 	pending := make([]atomic.Int32, n)
-	failed := make([]bool, n)
-	for i, name := range order {
-		failed[i] = cyclic[name]
-		for _, r := range w.locals[name].refs {
-			j := at[r]
-			if j < i && !slices.Contains(deps[i], j) {
-				deps[i] = append(deps[i], j)
-				users[j] = append(users[j], i)
+	failed := slices.Clone(cyclic)
+	for i, l := range w.localList {
+		for _, r := range l.refs {
+			if pos[r] < pos[i] {
+				deps[i] = append(deps[i], r)
+				users[r] = append(users[r], i)
 			}
 		}
 		pending[i].Store(int32(len(deps[i])))
 	}
 
 	base := sv.ctx(cty.EmptyObjectVal, nil, nil)
+	// Marks come only from sensitive variables.
+	marked := sv.vars.ContainsMarked()
 	vals := make([]cty.Value, n)
 	evalDiags := make([]hcl.Diagnostics, n)
 	eval := func(i int) {
@@ -162,20 +162,22 @@ func (w *Workflow) evalLocals(sv *scopeVals) (map[string]cty.Value, hcl.Diagnost
 		refs := make(map[string]cty.Value, len(deps[i]))
 		for _, j := range deps[i] {
 			failed[i] = failed[i] || failed[j]
-			refs[order[j]] = vals[j]
+			refs[w.localList[j].Name] = vals[j]
 		}
 		if failed[i] {
 			return
 		}
 		ctx := base.NewChild()
 		ctx.Variables = map[string]cty.Value{"local": objectOrEmpty(refs)}
-		v, ds := w.locals[order[i]].Expr.Value(ctx)
+		v, ds := w.localList[i].Expr.Value(ctx)
 		evalDiags[i] = ds
 		if ds.HasErrors() {
 			failed[i] = true
 			return
 		}
-		w.cfg.Redact.AddMarked(v)
+		if marked {
+			w.cfg.Redact.AddMarked(v)
+		}
 		vals[i] = v
 	}
 
@@ -212,10 +214,10 @@ func (w *Workflow) evalLocals(sv *scopeVals) (map[string]cty.Value, hcl.Diagnost
 
 	var diags hcl.Diagnostics
 	locals := make(map[string]cty.Value, n)
-	for i, name := range order {
+	for i, l := range order {
 		diags = append(diags, cycles[i]...)
-		diags = append(diags, evalDiags[i]...)
-		locals[name] = vals[i]
+		diags = append(diags, evalDiags[l]...)
+		locals[w.localList[l].Name] = vals[l]
 	}
 	return locals, diags
 }
@@ -224,49 +226,53 @@ func (w *Workflow) evalLocals(sv *scopeVals) (map[string]cty.Value, hcl.Diagnost
 // to, walking them depth first from each in name order. A local is cyclic
 // when one of its refs leads back to it; cycles[i] holds the cycles found
 // since order[i-1] was ordered.
-func (w *Workflow) localsOrder() (order []string, cyclic map[string]bool, cycles []hcl.Diagnostics) {
+func (w *Workflow) localsOrder() (order []int, cyclic []bool, cycles []hcl.Diagnostics) {
 	const (
 		visiting = 1
 		done     = 2
 	)
-	state := make(map[string]int, len(w.locals))
-	cyclic = map[string]bool{}
+	n := len(w.localList)
+	state := make([]uint8, n)
+	cyclic = make([]bool, n)
+	order = make([]int, 0, n)
+	cycles = make([]hcl.Diagnostics, 0, n)
 	var found hcl.Diagnostics // cycles found since the last local was ordered
 	type item struct {
-		name string
-		refs []string
-		next int
+		local int
+		next  int
 	}
-	for _, root := range slices.Sorted(maps.Keys(w.locals)) {
+	var stack []item
+	for root := range n {
 		if state[root] != 0 {
 			continue
 		}
 		state[root] = visiting
-		stack := []item{{name: root, refs: w.locals[root].refs}}
+		stack = append(stack[:0], item{local: root})
 		for len(stack) > 0 {
 			it := &stack[len(stack)-1]
-			if it.next < len(it.refs) {
-				r := it.refs[it.next]
+			refs := w.localList[it.local].refs
+			if it.next < len(refs) {
+				r := refs[it.next]
 				it.next++
 				switch state[r] {
 				case visiting:
 					found = append(found, &hcl.Diagnostic{
 						Severity: hcl.DiagError,
 						Summary:  "Local value cycle",
-						Detail:   fmt.Sprintf("local.%s refers to itself through other local values.", r),
-						Subject:  w.locals[r].DeclRange.Ptr(),
+						Detail:   fmt.Sprintf("local.%s refers to itself through other local values.", w.localList[r].Name),
+						Subject:  w.localList[r].DeclRange.Ptr(),
 					})
-					cyclic[it.name] = true
+					cyclic[it.local] = true
 				case 0:
 					state[r] = visiting
-					stack = append(stack, item{name: r, refs: w.locals[r].refs})
+					stack = append(stack, item{local: r})
 				}
 				continue
 			}
-			order = append(order, it.name)
+			order = append(order, it.local)
 			cycles = append(cycles, found)
 			found = nil
-			state[it.name] = done
+			state[it.local] = done
 			stack = stack[:len(stack)-1]
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -224,11 +225,28 @@ func (w *Workflow) parseFile(name string, budget *int64) (*hcl.File, hcl.Diagnos
 		return nil, diags
 	}
 	*budget -= int64(len(src))
-	if diags := CheckSource(src, name); diags.HasErrors() {
+	if len(src) < piecesFrom {
+		if diags := CheckSource(src, name); diags.HasErrors() {
+			return nil, diags
+		}
+		return w.parser.ParseHCL(src, name)
+	}
+	if diags := checkTokens(src, name); diags.HasErrors() {
 		return nil, diags
 	}
-	if len(src) >= piecesFrom {
-		if f, ok := parsePieces(src, name); ok {
+	// The scan that finds the large blocks is the quick depth check too.
+	blocks, depthOK := findBigBlocks(src)
+	if !depthOK {
+		if diags := lexDepth(src, name); diags.HasErrors() {
+			return nil, diags
+		}
+	}
+	// A large file's parse makes garbage (the lexer's token slices) many
+	// times the size of the syntax tree it keeps: collect less often while
+	// it lasts, as Go's compiler does for a large package.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	if depthOK && len(blocks) > 0 {
+		if f, ok := parsePieces(src, name, blocks); ok {
 			w.parser.AddFile(name, f)
 			return f, nil
 		}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"os"
@@ -184,13 +185,17 @@ func (w *Workflow) decodeBlock(b *hcl.Block) hcl.Diagnostics {
 	case "locals":
 		attrs, ds := b.Body.JustAttributes()
 		diags = append(diags, ds...)
-		for _, name := range slices.Sorted(maps.Keys(attrs)) {
-			a := attrs[name]
-			if d := w.duplicate("local", name, a.NameRange); d != nil {
+		list := slices.SortedFunc(maps.Values(attrs), func(a, b *hcl.Attribute) int {
+			return cmp.Compare(a.NameRange.Start.Byte, b.NameRange.Start.Byte)
+		})
+		for _, a := range list {
+			if d := w.duplicate("local", a.Name, a.NameRange); d != nil {
 				diags = append(diags, d)
 				continue
 			}
-			w.locals[name] = &Local{Name: name, Expr: a.Expr, DeclRange: a.NameRange}
+			l := &Local{Name: a.Name, Expr: a.Expr, DeclRange: a.NameRange, index: len(w.localList)}
+			w.locals[a.Name] = l
+			w.localList = append(w.localList, l)
 		}
 	case "host":
 		name := b.Labels[0]

@@ -1,12 +1,10 @@
 package engine
 
 import (
-	"cmp"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
@@ -33,19 +31,17 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 	}
 	// Thousands of locals are walked side by side, each on its own; their
 	// diagnostics come in the order of the source.
-	locals := slices.SortedFunc(slices.Values(w.sorted["local"]), func(a, b string) int {
-		ra, rb := w.locals[a].DeclRange, w.locals[b].DeclRange
-		return cmp.Or(strings.Compare(ra.Filename, rb.Filename), cmp.Compare(ra.Start.Byte, rb.Start.Byte))
-	})
-	localDiags := make([]hcl.Diagnostics, len(locals))
-	inParallel(len(locals), func(i int) {
-		l := w.locals[locals[i]]
-		vars := l.Expr.Variables()
+	localDiags := make([]hcl.Diagnostics, len(w.localList))
+	inParallel(len(w.localList), func(i int) {
+		l := w.localList[i]
+		vars := variables(l.Expr)
 		localDiags[i] = w.checkTraversals(vars, scope{}, nil)
 		for _, t := range vars {
 			if t.RootName() == "local" && len(t) > 1 {
 				if a, ok := t[1].(hcl.TraverseAttr); ok && w.locals[a.Name] != nil {
-					l.refs = append(l.refs, a.Name)
+					if j := w.locals[a.Name].index; !slices.Contains(l.refs, j) {
+						l.refs = append(l.refs, j)
+					}
 				}
 			}
 		}
@@ -79,19 +75,19 @@ func (w *Workflow) checkRefs() hcl.Diagnostics {
 		// they may use variables and locals only.
 		var meta []hcl.Traversal
 		if s.timeout != nil {
-			meta = append(meta, s.timeout.Variables()...)
+			meta = append(meta, variables(s.timeout)...)
 		}
 		if s.retry != nil {
 			content, _ := s.retry.Body.Content(retrySchema)
 			for _, a := range content.Attributes {
-				meta = append(meta, a.Expr.Variables()...)
+				meta = append(meta, variables(a.Expr)...)
 			}
 		}
 		diags = append(diags, w.checkTraversals(meta, scope{}, nil)...)
 		if s.forEach != nil {
 			fe := sc
 			fe.each = false
-			diags = append(diags, w.checkTraversals(s.forEach.Variables(), fe, deps)...)
+			diags = append(diags, w.checkTraversals(variables(s.forEach), fe, deps)...)
 		}
 		for _, t := range s.dependsOn {
 			d := t[1].(hcl.TraverseAttr).Name

@@ -43,6 +43,7 @@ type Workflow struct {
 
 	vars      map[string]*Variable
 	locals    map[string]*Local
+	localList []*Local // in the order of the source
 	hosts     map[string]*HostDecl
 	workloads map[string]map[string]*Workload // by family, then name
 	steps     map[string]*Step
@@ -87,7 +88,8 @@ type Local struct {
 	Expr      hcl.Expression
 	DeclRange hcl.Range
 
-	refs []string // the locals it refers to, set by checkRefs
+	index int   // in localList
+	refs  []int // the locals it refers to, by index, set by checkRefs
 }
 
 // HostDecl is a `host "name" {}` block.
