@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"sync"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -214,6 +215,36 @@ func lexDepth(src []byte, filename string) hcl.Diagnostics {
 	return nil
 }
 
+// lessGC counts the large parses under way, and keeps the GC percent
+// they replaced.
+var lessGC struct {
+	sync.Mutex
+	n, prev int
+}
+
+// collectLess raises the GC percent to 400 until the function it returns
+// is called, unless GOGC is higher or off. A large file's parse makes
+// garbage (the lexer's token slices) many times the size of the syntax
+// tree it keeps; Go's compiler raises it too for a large package.
+func collectLess() (restore func()) {
+	lessGC.Lock()
+	defer lessGC.Unlock()
+	if lessGC.n == 0 {
+		lessGC.prev = debug.SetGCPercent(400)
+		if lessGC.prev < 0 || lessGC.prev > 400 {
+			debug.SetGCPercent(lessGC.prev)
+		}
+	}
+	lessGC.n++
+	return func() {
+		lessGC.Lock()
+		defer lessGC.Unlock()
+		if lessGC.n--; lessGC.n == 0 {
+			debug.SetGCPercent(lessGC.prev)
+		}
+	}
+}
+
 // parseFile reads and parses one HCL file with the limits above; budget
 // is what is left of MaxSourceBytes for the whole workflow.
 func (w *Workflow) parseFile(name string, budget *int64) (*hcl.File, hcl.Diagnostics) {
@@ -241,10 +272,7 @@ func (w *Workflow) parseFile(name string, budget *int64) (*hcl.File, hcl.Diagnos
 			return nil, diags
 		}
 	}
-	// A large file's parse makes garbage (the lexer's token slices) many
-	// times the size of the syntax tree it keeps: collect less often while
-	// it lasts, as Go's compiler does for a large package.
-	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	defer collectLess()()
 	if depthOK && len(blocks) > 0 {
 		if f, ok := parsePieces(src, name, blocks); ok {
 			w.parser.AddFile(name, f)

@@ -3,6 +3,7 @@ package engine
 import (
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -75,5 +76,30 @@ func TestTokenEstimate(t *testing.T) {
 		if ratio := float64(est) / float64(lexed); ratio < 0.9 || ratio > 1.25 {
 			t.Errorf("%s: estimated %d tokens, the lexer made %d", name, est, lexed)
 		}
+	}
+}
+
+// TestCollectLess: nested large parses restore the GC percent once, and
+// GOGC=off stays off.
+func TestCollectLess(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	a := collectLess()
+	b := collectLess()
+	if got := debug.SetGCPercent(400); got != 400 {
+		t.Errorf("during: GC percent %d, want 400", got)
+	}
+	a()
+	b()
+	if got := debug.SetGCPercent(-1); got != 100 {
+		t.Errorf("after: GC percent %d, want 100", got)
+	}
+	restore := collectLess()
+	if got := debug.SetGCPercent(-1); got != -1 {
+		t.Errorf("with GOGC=off: GC percent %d, want off", got)
+	}
+	restore()
+	if got := debug.SetGCPercent(100); got != -1 {
+		t.Errorf("after, with GOGC=off: GC percent %d, want off", got)
 	}
 }
