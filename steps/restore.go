@@ -26,6 +26,7 @@ import (
 //	  lazy     = true              # post-copy: pages come from the source
 //	  source   = step.final.lazy   # lazy: the dump's lazy output
 //	  keep_images = true           # keep dir's images after the commit
+//	  criu_timeout = "30s"         # bound CRIU's restore alone (default: the step's timeout)
 //	}
 //
 // A lazy restore runs a lazy-pages daemon that fetches the pages from the
@@ -38,6 +39,11 @@ import (
 // holds that undo should mig die before the target serves. Once the run
 // commits, the images in dir have served: the commit removes them (they
 // hold the process's memory), unless keep_images.
+//
+// criu_timeout bounds CRIU's restore, until the restored tasks exist. A
+// lazy restore's step also waits for the last page, which takes as long as
+// the memory takes to cross, so its timeout is long; a CRIU that hangs
+// before that (on a lock, say) would keep clients waiting as long.
 type Restore struct{}
 
 // restoreArgs are a restore step's arguments.
@@ -49,6 +55,7 @@ type restoreArgs struct {
 	Prefetch bool          `arg:"prefetch"`
 	Source   lazySourceArg `arg:"source"`
 	Keep     bool          `arg:"keep_images"`
+	CRIUTime time.Duration `arg:"criu_timeout,positive"`
 }
 
 func (a *restoreArgs) Check(cty.Value) hcl.Diagnostics {
@@ -81,7 +88,8 @@ type restoreCfg struct {
 	lazy     bool
 	prefetch bool
 	source   cty.Value
-	keep     bool // keep_images
+	keep     bool          // keep_images
+	criuTime time.Duration // criu_timeout; 0: the step's timeout
 }
 
 // decodeRestore reads a restore step's arguments; the spec has checked them.
@@ -96,6 +104,7 @@ func decodeRestore(cfg cty.Value) (restoreCfg, hcl.Diagnostics) {
 		prefetch: a.Prefetch,
 		source:   a.Source.Value,
 		keep:     a.Keep,
+		criuTime: a.CRIUTime,
 	}
 	var diags hcl.Diagnostics
 	w, err := workloadOf(a.Workload.Value)
@@ -220,7 +229,16 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		}
 	}
 	var res criu.RestoreResult
-	err = criu.ActRestore.Call(ctx, h, req, &res, host.CallOpts{})
+	cctx, cancelCRIU := ctx, context.CancelFunc(func() {})
+	if r.criuTime > 0 {
+		cctx, cancelCRIU = context.WithTimeout(ctx, r.criuTime)
+	}
+	err = criu.ActRestore.Call(cctx, h, req, &res, host.CallOpts{})
+	overtime := ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded)
+	cancelCRIU()
+	if overtime {
+		err = fmt.Errorf("CRIU's restore did not end within criu_timeout (%s): %w", r.criuTime, err)
+	}
 	if err != nil {
 		// The restore may have succeeded with its result lost on the way
 		// (a link down, the step's timeout): kill what it started, if
@@ -231,7 +249,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		if kerr != nil {
 			kerr = fmt.Errorf("could not make sure the restore left nothing running on %s: %w", r.host, kerr)
 		}
-		if local := keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog)); ctx.Err() != nil && local != "" {
+		if local := keepLog(ctx, env, h, filepath.Join(r.dir, criu.RestoreLog)); (ctx.Err() != nil || overtime) && local != "" {
 			err = stalled(err, local)
 		}
 		return Result{}, errors.Join(err, kerr)

@@ -126,6 +126,12 @@ step "restore" "start" {
   source     = step.final.lazy
   depends_on = [step.vip]
   timeout    = "5m"
+
+  # The timeout also covers the post-copy, which lasts as long as the
+  # memory takes to cross; CRIU's restore itself takes milliseconds. One
+  # that hangs (on a lock, say) is given up on after criu_timeout and the
+  # run rolls back, instead of holding clients for the whole timeout.
+  criu_timeout = "30s"
 }
 
 step "verify" "up" {

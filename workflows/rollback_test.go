@@ -3,6 +3,7 @@ package workflows_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/mig-project/mig/engine"
 	"github.com/mig-project/mig/engine/lab"
+	"github.com/mig-project/mig/steps/criu"
 )
 
 // Each rollback test fails a migration after the source was frozen and
@@ -276,4 +278,53 @@ func beforeRestore(t *testing.T, workflow, name string, argv ...string) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// TestRollbackHungRestore: CRIU's restore hangs on the target (its worker
+// never answers, as one blocked on a lock would not), and criu_timeout
+// gives up on it long before the step's timeout: the run rolls back, and
+// clients waited seconds, not minutes.
+func TestRollbackHungRestore(t *testing.T) {
+	needLab(t)
+	real, err := criu.Find(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The target's CRIU, in the hosts' shared files: a worker (`criu
+	// swrk`) started once the marker is in the target's private /run
+	// never answers, for 30 s at most.
+	const marker = "/run/mig-test-criu-hang"
+	wrapper := filepath.Join(theLab.Dir(), "criu-hang")
+	script := fmt.Sprintf("#!/bin/sh\nif [ \"$1\" = swrk ] && [ -e %s ]; then\n  i=0\n  while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n  exit 1\nfi\nexec %s \"$@\"\n", marker, real.Path)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.Remove(wrapper)
+		labRun(t, "h2", "rm", "-f", marker)
+	})
+	dir := beforeRestore(t, "lazy.hcl", "hang", "touch", marker)
+	path := filepath.Join(dir, "lazy.hcl")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := strings.Replace(string(b), "host \"dst\" {\n", fmt.Sprintf("host \"dst\" {\n  criu = %q\n", wrapper), 1)
+	src = strings.Replace(src, `criu_timeout = "30s"`, `criu_timeout = "3s"`, 1)
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startCounter(t)
+	rec := rollback(t, s, dir, nil)
+	for _, st := range rec.Steps {
+		if st.Address != "step.start" {
+			continue
+		}
+		if len(st.Attempts) == 0 || !strings.Contains(st.Attempts[len(st.Attempts)-1].Error, "criu_timeout (3s)") {
+			t.Errorf("the restore's error does not name criu_timeout: %+v", st.Attempts)
+		}
+		if d := st.Ended.Sub(st.Started); d > 20*time.Second {
+			t.Errorf("the restore failed after %s, want about 3 s", d)
+		}
+	}
 }
