@@ -26,6 +26,7 @@ import (
 //	  merge       = false
 //	  sync        = true
 //	  temporary   = false  # true: the commit removes the copy (an archive in transit)
+//	  delta       = false  # true: send only the blocks that differ from the destination's
 //	}
 //
 // The bytes are relayed through mig without touching its disk, or, with
@@ -44,6 +45,15 @@ import (
 // milliseconds per file: the shipped workflows use it for checkpoint images,
 // which the restore reads once, right away, and whose source keeps its own
 // copy until the run commits.
+//
+// delta = true, for a directory, sends of each file the destination
+// already holds only the 1 MiB blocks whose sha256 differs; the
+// destination builds the new directory from its old files and those
+// blocks. database.hcl copies a data directory while the server runs (a
+// seed, inconsistent), then, frozen, the delta: the pause carries what
+// changed in between, not the whole directory. The source reads its files
+// twice, so a delta copy must run after the dump that freezes their
+// writer.
 type Copy struct{}
 
 // copyArgs are a copy step's arguments.
@@ -56,9 +66,13 @@ type copyArgs struct {
 	Merge       bool    `arg:"merge"`
 	Sync        bool    `arg:"sync" default:"true"`
 	Temporary   bool    `arg:"temporary"`
+	Delta       bool    `arg:"delta"`
 }
 
 func (a *copyArgs) Check(cty.Value) hcl.Diagnostics {
+	if a.Delta && a.Merge {
+		return hcl.Diagnostics{errDiag("Invalid delta", "delta = true replaces the destination with the source's files, built from the blocks that differ; merge = true adds files to it instead. Choose one.")}
+	}
 	if a.Temporary && a.Merge {
 		return hcl.Diagnostics{errDiag("Invalid temporary", "temporary = true removes the destination once the run commits, and with merge = true that is more than the copy placed there.")}
 	}
@@ -95,6 +109,9 @@ func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		}
 		if a.Temporary {
 			note += "; the commit removes the copy"
+		}
+		if a.Delta {
+			note += fmt.Sprintf("; delta: of the files %s already holds at %s, only the blocks that differ travel", to, a.Destination)
 		}
 		p.Notes = append(p.Notes, note)
 	}
@@ -163,7 +180,7 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	source, dest := arg.Source, arg.Destination
 	env.Log.Debug("copy", "from", src.Name(), "source", source, "to", dst.Name(), "destination", dest)
-	opts := host.CopyOptions{Progress: env.Progress, Merge: arg.Merge, KeepAside: true, NoSync: !arg.Sync}
+	opts := host.CopyOptions{Progress: env.Progress, Merge: arg.Merge, KeepAside: true, NoSync: !arg.Sync, Delta: arg.Delta}
 	if arg.Direct {
 		ip := String(arg.To.Value, "address", "")
 		if ip == "" {

@@ -2,8 +2,12 @@
 # (a database: MariaDB, SQLite behind a service, …). CRIU moves the
 # process; its files must be on the target, as they were at the freeze,
 # before the restore opens them again. So the data directory is copied
-# while the source is frozen: the pause grows with its size (about 1 s for
-# MariaDB's empty 125 MiB here). The memory goes as in pageserver.hcl.
+# twice: once while the server runs (a seed, which may be torn), then, the
+# server frozen, as a delta: only the 1 MiB blocks that changed since
+# travel in the pause, and the target builds the rest from its seed. Both
+# hosts still read the whole directory in the pause (to compare it), but
+# only what the server wrote in between crosses the network. The memory
+# goes as in pageserver.hcl.
 #
 # Databases lock their files: the workload sets file_locks, and the restore
 # takes the locks again on the copies. Where the hosts share the files
@@ -102,6 +106,16 @@ probe "db" {
   timeout  = "5s"
 }
 
+# While the server runs: most of the data directory, ahead of the pause.
+step "copy" "seed" {
+  from        = host.src
+  to          = host.dst
+  source      = var.data_dir
+  destination = var.data_dir
+  direct      = true
+  timeout     = "30m"
+}
+
 step "dump" "final" {
   workload    = process.db
   mode        = "page-server"
@@ -109,6 +123,7 @@ step "dump" "final" {
   target      = host.dst
   address     = split(":", var.target_address)[0]
   send_images = true
+  depends_on  = [step.seed]
   timeout     = "2m"
 }
 
@@ -120,6 +135,7 @@ step "copy" "data" {
   source      = var.data_dir
   destination = var.data_dir
   direct      = true
+  delta       = true
   depends_on  = [step.final]
   timeout     = "10m"
 }

@@ -96,7 +96,7 @@ func archive(ctx context.Context, c *Call, req ArchiveRequest) (res ArchiveResul
 	}
 	tw := tar.NewWriter(zw)
 	m := manifest{Version: 1, Files: map[string]FileSum{}}
-	if err := writeTar(ctx, tw, src, m.Files); err != nil {
+	if err := writeTar(ctx, tw, src, m.Files, nil, nil); err != nil {
 		zw.Close()
 		return ArchiveResult{}, err
 	}
@@ -164,7 +164,7 @@ func unarchive(ctx context.Context, c *Call, req ArchiveRequest) (res UnarchiveR
 		return UnarchiveResult{}, err
 	}
 	err = withArchive(ctx, src, func(r io.Reader) error {
-		return readTar(r, tmp, c.Log, m.Files, manifestName, true)
+		return readTar(r, tmp, c.Log, m.Files, manifestName, true, nil)
 	})
 	if err != nil {
 		return UnarchiveResult{}, err

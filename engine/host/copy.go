@@ -43,6 +43,9 @@ type CopyOptions struct {
 	KeepAside bool
 	// NoSync skips the destination's fsyncs (RecvRequest.NoSync).
 	NoSync bool
+	// Delta sends, of a directory's files that the destination holds,
+	// only the blocks that differ (delta.go).
+	Delta bool
 }
 
 // CopyWith is Copy with options.
@@ -63,11 +66,15 @@ func CopyWith(ctx context.Context, src Host, srcPath string, dst Host, dstPath s
 		once.Do(func() { first = err })
 	}
 
+	basis, mine, err := deltaSums(ctx, src, srcPath, dst, dstPath, opts)
+	if err != nil {
+		return CopyResult{}, err
+	}
 	pr, pw := io.Pipe()
 	var sent TransferResult
 	srcDone := make(chan error, 1)
 	go func() {
-		err := ActSend.Call(ctx, src, SendRequest{Path: srcPath}, &sent, CallOpts{Out: pw})
+		err := ActSend.Call(ctx, src, SendRequest{Path: srcPath, Basis: basis, Sums: mine}, &sent, CallOpts{Out: pw})
 		if err != nil {
 			record(err)
 			pw.CloseWithError(err)
@@ -78,7 +85,7 @@ func CopyWith(ctx context.Context, src Host, srcPath string, dst Host, dstPath s
 	}()
 
 	var got TransferResult
-	err := ActRecv.Call(ctx, dst, RecvRequest{Path: dstPath, Merge: opts.Merge, KeepAside: opts.KeepAside, NoSync: opts.NoSync}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
+	err = ActRecv.Call(ctx, dst, RecvRequest{Path: dstPath, Merge: opts.Merge, KeepAside: opts.KeepAside, NoSync: opts.NoSync, Delta: opts.Delta}, &got, CallOpts{In: pr, Progress: withRate(start, progress)})
 	if err != nil {
 		record(err)
 		pr.CloseWithError(err)
@@ -99,12 +106,16 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 	if err := ActRoute.Call(ctx, src, RouteRequest{To: opts.Direct}, &route, CallOpts{}); err != nil {
 		return CopyResult{}, err
 	}
+	basis, mine, err := deltaSums(ctx, src, srcPath, dst, dstPath, opts)
+	if err != nil {
+		return CopyResult{}, err
+	}
 	rc, err := Receive(ctx, dst, dstPath, opts.Direct, []string{route.IP}, opts)
 	if err != nil {
 		return CopyResult{}, err
 	}
 	var sent TransferResult
-	req := SendRequest{Path: srcPath, Connect: rc.Ticket.Connect, Fingerprint: rc.Ticket.Fingerprint, Token: rc.Ticket.Token}
+	req := SendRequest{Path: srcPath, Connect: rc.Ticket.Connect, Fingerprint: rc.Ticket.Fingerprint, Token: rc.Ticket.Token, Basis: basis, Sums: mine}
 	if err := ActSend.Call(ctx, src, req, &sent, CallOpts{}); err != nil {
 		// A receiver that refused (no room, a bad stream) broke the
 		// sender's connection: its error says why.
@@ -118,6 +129,29 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 		return CopyResult{}, err
 	}
 	return checkCopy(src, srcPath, dst, dstPath, sent, got, start)
+}
+
+// deltaSums hashes, for a delta copy, what dst holds at dstPath (basis)
+// and what src holds at srcPath (mine), both at once; nil for another.
+func deltaSums(ctx context.Context, src Host, srcPath string, dst Host, dstPath string, opts CopyOptions) (basis, mine BlockSums, err error) {
+	if !opts.Delta {
+		return nil, nil, nil
+	}
+	var serr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serr = ActBlockSums.Call(ctx, src, PathRequest{Path: srcPath}, &mine, CallOpts{})
+	}()
+	err = ActBlockSums.Call(ctx, dst, PathRequest{Path: dstPath}, &basis, CallOpts{})
+	<-done
+	if err != nil {
+		return nil, nil, fmt.Errorf("what the destination holds: %w", err)
+	}
+	if serr != nil {
+		return nil, nil, serr
+	}
+	return basis, mine, nil
 }
 
 // Ticket is what a direct receiver announces: where its source connects,
@@ -146,7 +180,7 @@ func Receive(ctx context.Context, dst Host, dstPath, addr string, from []string,
 	rc := &Receiver{cancel: cancel, done: make(chan error, 1)}
 	tr, tw := io.Pipe()
 	go func() {
-		req := RecvRequest{Path: dstPath, Listen: net.JoinHostPort(addr, "0"), From: from, Merge: opts.Merge, KeepAside: opts.KeepAside, NoSync: opts.NoSync}
+		req := RecvRequest{Path: dstPath, Listen: net.JoinHostPort(addr, "0"), From: from, Merge: opts.Merge, KeepAside: opts.KeepAside, NoSync: opts.NoSync, Delta: opts.Delta}
 		err := ActRecv.Call(ctx, dst, req, &rc.got, CallOpts{Out: tw, Progress: withRate(time.Now(), opts.Progress)})
 		tw.CloseWithError(err)
 		rc.done <- err

@@ -66,6 +66,12 @@ type SendRequest struct {
 	Connect     string `json:"connect,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
 	Token       string `json:"token,omitempty"`
+	// Basis, for a directory, is what the destination holds of it
+	// (fs.blocksums): the files it lists go as delta entries (delta.go).
+	Basis BlockSums `json:"basis,omitempty"`
+	// Sums are the source's own blocks, hashed beside the destination's
+	// (the files a delta copy sends are frozen): they spare a pass.
+	Sums BlockSums `json:"sums,omitempty"`
 }
 
 // RecvRequest is the request of fs.recv.
@@ -88,6 +94,9 @@ type RecvRequest struct {
 	// the destination: for checkpoint images, which the restore reads once
 	// and the source keeps until the run commits.
 	NoSync bool `json:"no_sync,omitempty"`
+	// Delta builds the files of delta entries from their namesakes in
+	// the directory at Path (delta.go).
+	Delta bool `json:"delta,omitempty"`
 }
 
 // send is the "fs.send" action: it writes a file, or a directory as tar, to
@@ -98,26 +107,31 @@ func send(ctx context.Context, c *Call, req SendRequest) (res TransferResult, er
 		if err != nil {
 			return TransferResult{}, err
 		}
-		return SendOver(ctx, conn, req.Path, c.Log)
+		return sendOver(ctx, conn, req.Path, req.Basis, req.Sums, c.Log)
 	}
-	return writeTransfer(ctx, c.Out, req.Path, c.Log)
+	return writeTransfer(ctx, c.Out, req.Path, req.Basis, req.Sums, c.Log)
 }
 
 // SendOver writes path to a direct receiver's connection as a transfer
 // stream, then closes the connection.
-func SendOver(ctx context.Context, conn *tls.Conn, path string, log hclog.Logger) (res TransferResult, err error) {
+func SendOver(ctx context.Context, conn *tls.Conn, path string, log hclog.Logger) (TransferResult, error) {
+	return sendOver(ctx, conn, path, nil, nil, log)
+}
+
+func sendOver(ctx context.Context, conn *tls.Conn, path string, basis, mine BlockSums, log hclog.Logger) (res TransferResult, err error) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	if res, err = writeTransfer(ctx, conn, path, log); err != nil {
+	if res, err = writeTransfer(ctx, conn, path, basis, mine, log); err != nil {
 		return res, err
 	}
 	return res, conn.CloseWrite()
 }
 
 // writeTransfer writes path, a file or a directory, to out as a transfer
-// stream.
-func writeTransfer(ctx context.Context, out io.Writer, path string, log hclog.Logger) (TransferResult, error) {
+// stream; a directory's files that basis lists as delta entries, compared
+// by their blocks in mine where listed.
+func writeTransfer(ctx context.Context, out io.Writer, path string, basis, mine BlockSums, log hclog.Logger) (TransferResult, error) {
 	p, err := cleanPath(path)
 	if err != nil {
 		return TransferResult{}, err
@@ -146,7 +160,7 @@ func writeTransfer(ctx context.Context, out io.Writer, path string, log hclog.Lo
 		err = copyFile(cw, p)
 	} else {
 		tw := tar.NewWriter(cw)
-		if err = writeTar(ctx, tw, p, nil); err == nil {
+		if err = writeTar(ctx, tw, p, nil, basis, mine); err == nil {
 			err = tw.Close()
 		}
 	}
@@ -219,7 +233,18 @@ func recv(ctx context.Context, c *Call, req RecvRequest) (res TransferResult, er
 	if h.Type == "file" {
 		err = recvFile(tmp, cr, mode, sync)
 	} else {
-		err = recvDir(tmp, cr, mode, c, sync)
+		var basis *os.Root
+		if req.Delta {
+			// What the path holds: the delta entries' files are built
+			// from it before it is replaced.
+			if fi, serr := os.Stat(dest); serr == nil && fi.IsDir() {
+				if basis, err = os.OpenRoot(dest); err != nil {
+					return TransferResult{}, err
+				}
+				defer basis.Close()
+			}
+		}
+		err = recvDir(tmp, cr, mode, c, sync, basis)
 	}
 	if err != nil {
 		return TransferResult{}, err
@@ -261,11 +286,11 @@ func recvFile(tmp string, r io.Reader, mode fs.FileMode, sync bool) error {
 	return f.Close()
 }
 
-func recvDir(tmp string, cr *chunkReader, mode fs.FileMode, c *Call, sync bool) error {
+func recvDir(tmp string, cr *chunkReader, mode fs.FileMode, c *Call, sync bool, basis *os.Root) error {
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return err
 	}
-	if err := readTar(cr, tmp, c.Log, nil, "", sync); err != nil {
+	if err := readTar(cr, tmp, c.Log, nil, "", sync, basis); err != nil {
 		return err
 	}
 	// The checksum covers the whole payload: read the rest before trusting it.

@@ -78,6 +78,7 @@ var (
 	ActRemove    = Action[RemoveRequest, None]{Name: "fs.remove"}
 	ActPutBack   = Action[Placed, None]{Name: "fs.put-back"}
 	ActStat      = Action[PathRequest, StatResult]{Name: "fs.stat"}
+	ActBlockSums = Action[PathRequest, BlockSums]{Name: "fs.blocksums"}
 	ActSum       = Action[PathRequest, SumResult]{Name: "fs.sha256"}
 	ActArchive   = Action[ArchiveRequest, ArchiveResult]{Name: "fs.archive"}
 	ActUnarchive = Action[ArchiveRequest, UnarchiveResult]{Name: "fs.unarchive"}
@@ -95,6 +96,7 @@ func Builtin() []Entry {
 		ActRemove.Serve(remove),
 		ActPutBack.Serve(putBack),
 		ActStat.Serve(stat),
+		ActBlockSums.Serve(blockSums),
 		ActSum.Serve(sha256Sum),
 		ActArchive.Serve(archive),
 		ActUnarchive.Serve(unarchive),

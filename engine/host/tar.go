@@ -46,8 +46,10 @@ func tarSize(dir string) (int64, error) {
 
 // writeTar writes dir to tw: the top directory as "./", then its entries in
 // lexical order, with names relative to dir. When sums is not nil, it
-// records each regular file's size and sha256. The caller closes tw.
-func writeTar(ctx context.Context, tw *tar.Writer, dir string, sums map[string]FileSum) error {
+// records each regular file's size and sha256. A regular file that basis
+// holds goes as a delta entry (delta.go), compared by its blocks in mine
+// where listed. The caller closes tw.
+func writeTar(ctx context.Context, tw *tar.Writer, dir string, sums map[string]FileSum, basis, mine BlockSums) error {
 	buf := make([]byte, chunkSize)
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -84,8 +86,11 @@ func writeTar(ctx context.Context, tw *tar.Writer, dir string, sums map[string]F
 		}
 		hdr.AccessTime, hdr.ChangeTime = hdr.ModTime, hdr.ModTime
 		hdr.Format = tar.FormatPAX
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("%s: %w", p, err)
+		theirs, delta := basis[rel]
+		if !delta || !fi.Mode().IsRegular() {
+			if err := tw.WriteHeader(hdr); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
 		}
 		if !fi.Mode().IsRegular() {
 			return nil
@@ -95,6 +100,16 @@ func writeTar(ctx context.Context, tw *tar.Writer, dir string, sums map[string]F
 			return err
 		}
 		defer f.Close()
+		if delta {
+			header := func(size int64, pax map[string]string) error {
+				hdr.Size, hdr.PAXRecords = size, pax
+				return tw.WriteHeader(hdr)
+			}
+			if err := writeDelta(tw, f, fi.Size(), mine[rel], theirs, header, buf); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			return nil
+		}
 		dst := io.Writer(tw)
 		h := sha256.New()
 		if sums != nil {
@@ -140,8 +155,8 @@ func nextEntry(tr *tar.Reader) (tarEntry, error) {
 // writes go through an os.Root, so entries and symlinks cannot reach
 // outside dir. When want is not nil, every regular file's sha256 must match
 // it, and want must list exactly the files in the stream; the entry named
-// skip is ignored.
-func readTar(r io.Reader, dir string, log hclog.Logger, want map[string]FileSum, skip string, sync bool) error {
+// skip is ignored. A delta entry's file is built from its namesake in basis.
+func readTar(r io.Reader, dir string, log hclog.Logger, want map[string]FileSum, skip string, sync bool, basis *os.Root) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
@@ -178,6 +193,26 @@ func readTar(r io.Reader, dir string, log hclog.Logger, want map[string]FileSum,
 			dirs = append(dirs, dirMode{name, hdr})
 			continue
 		case tar.TypeReg:
+			if _, ok := hdr.PAXRecords[paxDeltaSize]; ok {
+				if want != nil {
+					return fmt.Errorf("%s: a delta entry in an archive", name)
+				}
+				f, err := readDelta(tr, root, basis, name, hdr.PAXRecords, hdr.Size, buf)
+				if err != nil {
+					return err
+				}
+				err = f.Chmod(hdr.FileInfo().Mode().Perm())
+				if err == nil && sync {
+					err = f.Sync()
+				}
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				break
+			}
 			f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 			if err != nil {
 				return err
