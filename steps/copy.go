@@ -27,6 +27,7 @@ import (
 //	  sync        = true
 //	  temporary   = false  # true: the commit removes the copy (an archive in transit)
 //	  delta       = false  # true: send only the blocks that differ from the destination's
+//	  seed        = false  # true: files may change while read (a later delta makes them whole)
 //	}
 //
 // The bytes are relayed through mig without touching its disk, or, with
@@ -53,7 +54,9 @@ import (
 // seed, inconsistent), then, frozen, the delta: the pause carries what
 // changed in between, not the whole directory. The source reads its files
 // twice, so a delta copy must run after the dump that freezes their
-// writer.
+// writer. seed = true is the copy before: a file that changes while it is
+// read is copied as far as it goes and padded to the size it had, and one
+// that goes is left out.
 type Copy struct{}
 
 // copyArgs are a copy step's arguments.
@@ -67,9 +70,13 @@ type copyArgs struct {
 	Sync        bool    `arg:"sync" default:"true"`
 	Temporary   bool    `arg:"temporary"`
 	Delta       bool    `arg:"delta"`
+	Seed        bool    `arg:"seed"`
 }
 
 func (a *copyArgs) Check(cty.Value) hcl.Diagnostics {
+	if a.Seed && a.Delta {
+		return hcl.Diagnostics{errDiag("Invalid seed", "seed = true copies files that change while they are read; delta = true compares files that do not. The seed goes before the freeze, the delta after it.")}
+	}
 	if a.Delta && a.Merge {
 		return hcl.Diagnostics{errDiag("Invalid delta", "delta = true replaces the destination with the source's files, built from the blocks that differ; merge = true adds files to it instead. Choose one.")}
 	}
@@ -113,13 +120,45 @@ func (Copy) Plan(ctx context.Context, cfg cty.Value, env Env) (Preview, hcl.Diag
 		if a.Delta {
 			note += fmt.Sprintf("; delta: of the files %s already holds at %s, only the blocks that differ travel", to, a.Destination)
 		}
+		if a.Seed {
+			note += "; seed: files that change while read are copied torn, for a later delta = true copy to make whole"
+		}
 		p.Notes = append(p.Notes, note)
 	}
-	note, diags := copyRoom(ctx, env, cfg)
+	var diags hcl.Diagnostics
+	if a.Seed && !deltaAfter(env, to, a.Destination) {
+		diags = append(diags, warnDiag("Seed without a delta", fmt.Sprintf(
+			"step.%s copies %s:%s torn, and no copy with delta = true to it runs after it: the target keeps files that may be torn. Add one after the final dump.",
+			selfName(env), to, a.Destination)))
+	}
+	note, rdiags := copyRoom(ctx, env, cfg)
 	if note != "" {
 		p.Notes = append(p.Notes, note)
 	}
-	return p, diags
+	return p, append(diags, rdiags...)
+}
+
+// deltaAfter says whether a copy with delta = true to path on hostName
+// runs after this step.
+func deltaAfter(env Env, hostName, path string) bool {
+	if env.Self == nil {
+		return true // nothing to tell by
+	}
+	for _, p := range env.Steps {
+		if p.Kind == "copy" && Bool(p.Cfg, "delta", false) && (Copy{}).Host(p.Cfg) == hostName &&
+			String(p.Cfg, "destination", "") == path && p.After(env.Self.Name) {
+			return true
+		}
+	}
+	return false
+}
+
+// selfName is the step's name, where the plan tells it.
+func selfName(env Env) string {
+	if env.Self == nil {
+		return "?"
+	}
+	return env.Self.Name
 }
 
 // copyRoom refuses, in plan, a copy whose source is known now and would
@@ -180,7 +219,7 @@ func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
 	}
 	source, dest := arg.Source, arg.Destination
 	env.Log.Debug("copy", "from", src.Name(), "source", source, "to", dst.Name(), "destination", dest)
-	opts := host.CopyOptions{Progress: env.Progress, Merge: arg.Merge, KeepAside: true, NoSync: !arg.Sync, Delta: arg.Delta}
+	opts := host.CopyOptions{Progress: env.Progress, Merge: arg.Merge, KeepAside: true, NoSync: !arg.Sync, Delta: arg.Delta, Torn: arg.Seed}
 	if arg.Direct {
 		ip := String(arg.To.Value, "address", "")
 		if ip == "" {

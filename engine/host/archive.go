@@ -96,7 +96,7 @@ func archive(ctx context.Context, c *Call, req ArchiveRequest) (res ArchiveResul
 	}
 	tw := tar.NewWriter(zw)
 	m := manifest{Version: 1, Files: map[string]FileSum{}}
-	if err := writeTar(ctx, tw, src, m.Files, nil, nil); err != nil {
+	if err := writeTar(ctx, tw, src, tarOptions{sums: m.Files}); err != nil {
 		zw.Close()
 		return ArchiveResult{}, err
 	}

@@ -46,6 +46,9 @@ type CopyOptions struct {
 	// Delta sends, of a directory's files that the destination holds,
 	// only the blocks that differ (delta.go).
 	Delta bool
+	// Torn copies files that change while being read, as a seed for a
+	// later delta copy (SendRequest.Torn).
+	Torn bool
 }
 
 // CopyWith is Copy with options.
@@ -74,7 +77,7 @@ func CopyWith(ctx context.Context, src Host, srcPath string, dst Host, dstPath s
 	var sent TransferResult
 	srcDone := make(chan error, 1)
 	go func() {
-		err := ActSend.Call(ctx, src, SendRequest{Path: srcPath, Basis: basis, Sums: mine}, &sent, CallOpts{Out: pw})
+		err := ActSend.Call(ctx, src, SendRequest{Path: srcPath, Basis: basis, Sums: mine, Torn: opts.Torn}, &sent, CallOpts{Out: pw})
 		if err != nil {
 			record(err)
 			pw.CloseWithError(err)
@@ -115,7 +118,7 @@ func copyDirect(ctx context.Context, src Host, srcPath string, dst Host, dstPath
 		return CopyResult{}, err
 	}
 	var sent TransferResult
-	req := SendRequest{Path: srcPath, Connect: rc.Ticket.Connect, Fingerprint: rc.Ticket.Fingerprint, Token: rc.Ticket.Token, Basis: basis, Sums: mine}
+	req := SendRequest{Path: srcPath, Connect: rc.Ticket.Connect, Fingerprint: rc.Ticket.Fingerprint, Token: rc.Ticket.Token, Basis: basis, Sums: mine, Torn: opts.Torn}
 	if err := ActSend.Call(ctx, src, req, &sent, CallOpts{}); err != nil {
 		// A receiver that refused (no room, a bad stream) broke the
 		// sender's connection: its error says why.

@@ -77,3 +77,52 @@ func TestRanges(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyTorn: a seed copies files that change under it, growing and
+// shrinking, where a plain copy would fail; a delta copy, once they stop,
+// makes the destination whole.
+func TestCopyTorn(t *testing.T) {
+	a := NewLocal("a", Table(Builtin()), testLog(t))
+	b := NewLocal("b", Table(Builtin()), testLog(t))
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	must(t, os.MkdirAll(src, 0o700))
+	makeFile(t, filepath.Join(src, "log"), 3<<20, 5)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f, err := os.OpenFile(filepath.Join(src, "log"), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		chunk := make([]byte, 64<<10)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			chunk[0] = byte(i)
+			f.Write(chunk)
+			if i%10 == 9 {
+				f.Truncate(1 << 20)
+			}
+			os.WriteFile(filepath.Join(src, "tmp"), chunk, 0o600)
+			os.Remove(filepath.Join(src, "tmp"))
+		}
+	}()
+	for i := range 20 {
+		if _, err := CopyWith(context.Background(), a, src, b, dst, CopyOptions{Torn: true}); err != nil {
+			close(stop)
+			<-done
+			t.Fatalf("seed %d: %v", i, err)
+		}
+	}
+	close(stop)
+	<-done
+	_, err := CopyWith(context.Background(), a, src, b, dst, CopyOptions{Delta: true})
+	must(t, err)
+	sameTree(t, src, dst)
+}

@@ -72,6 +72,8 @@ type SendRequest struct {
 	// Sums are the source's own blocks, hashed beside the destination's
 	// (the files a delta copy sends are frozen): they spare a pass.
 	Sums BlockSums `json:"sums,omitempty"`
+	// Torn copies files that change while being read (tarOptions.torn).
+	Torn bool `json:"torn,omitempty"`
 }
 
 // RecvRequest is the request of fs.recv.
@@ -107,31 +109,31 @@ func send(ctx context.Context, c *Call, req SendRequest) (res TransferResult, er
 		if err != nil {
 			return TransferResult{}, err
 		}
-		return sendOver(ctx, conn, req.Path, req.Basis, req.Sums, c.Log)
+		return sendOver(ctx, conn, req.Path, req, c.Log)
 	}
-	return writeTransfer(ctx, c.Out, req.Path, req.Basis, req.Sums, c.Log)
+	return writeTransfer(ctx, c.Out, req.Path, req, c.Log)
 }
 
 // SendOver writes path to a direct receiver's connection as a transfer
 // stream, then closes the connection.
 func SendOver(ctx context.Context, conn *tls.Conn, path string, log hclog.Logger) (TransferResult, error) {
-	return sendOver(ctx, conn, path, nil, nil, log)
+	return sendOver(ctx, conn, path, SendRequest{}, log)
 }
 
-func sendOver(ctx context.Context, conn *tls.Conn, path string, basis, mine BlockSums, log hclog.Logger) (res TransferResult, err error) {
+// sendOver is SendOver with a request's options.
+func sendOver(ctx context.Context, conn *tls.Conn, path string, req SendRequest, log hclog.Logger) (res TransferResult, err error) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	if res, err = writeTransfer(ctx, conn, path, basis, mine, log); err != nil {
+	if res, err = writeTransfer(ctx, conn, path, req, log); err != nil {
 		return res, err
 	}
 	return res, conn.CloseWrite()
 }
 
 // writeTransfer writes path, a file or a directory, to out as a transfer
-// stream; a directory's files that basis lists as delta entries, compared
-// by their blocks in mine where listed.
-func writeTransfer(ctx context.Context, out io.Writer, path string, basis, mine BlockSums, log hclog.Logger) (TransferResult, error) {
+// stream, with req's options for a directory (Basis, Sums, Torn).
+func writeTransfer(ctx context.Context, out io.Writer, path string, req SendRequest, log hclog.Logger) (TransferResult, error) {
 	p, err := cleanPath(path)
 	if err != nil {
 		return TransferResult{}, err
@@ -146,7 +148,7 @@ func writeTransfer(ctx context.Context, out io.Writer, path string, basis, mine 
 		h.Type, h.Size = "file", fi.Size()
 	case fi.IsDir():
 		h.Type = "dir"
-		if h.Size, err = tarSize(p); err != nil {
+		if h.Size, err = tarSize(p, req.Torn); err != nil {
 			return TransferResult{}, err
 		}
 	default:
@@ -156,11 +158,13 @@ func writeTransfer(ctx context.Context, out io.Writer, path string, basis, mine 
 		return TransferResult{}, err
 	}
 	cw := newChunkWriter(ctx, out)
-	if h.Type == "file" {
+	if h.Type == "file" && req.Torn {
+		err = copyTorn(cw, p, h.Size)
+	} else if h.Type == "file" {
 		err = copyFile(cw, p)
 	} else {
 		tw := tar.NewWriter(cw)
-		if err = writeTar(ctx, tw, p, nil, basis, mine); err == nil {
+		if err = writeTar(ctx, tw, p, tarOptions{basis: req.Basis, mine: req.Sums, torn: req.Torn}); err == nil {
 			err = tw.Close()
 		}
 	}
@@ -183,6 +187,30 @@ func copyFile(w io.ReaderFrom, path string) error {
 	defer f.Close()
 	_, err = w.ReadFrom(onlyReader{f})
 	return err
+}
+
+// copyTorn writes size bytes of the file at path to w: as many as it
+// has, then zeros (tarOptions.torn).
+func copyTorn(w io.Writer, path string, size int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	n, err := io.Copy(w, io.LimitReader(onlyReader{f}, size))
+	if err != nil {
+		return err
+	}
+	_, err = io.CopyN(w, zeros{}, size-n)
+	return err
+}
+
+// zeros reads as endless zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // onlyReader hides a file's WriterTo so copies go through the given buffer.

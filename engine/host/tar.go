@@ -25,15 +25,23 @@ type FileSum struct {
 
 // tarSize is the size of the tar stream writeTar makes of dir, for
 // progress reports. Long names (PAX headers) make the real stream larger.
-func tarSize(dir string) (int64, error) {
+// With torn, entries that go meanwhile are left out.
+func tarSize(dir string, torn bool) (int64, error) {
 	n := int64(1024)
+	gone := func(err error) bool { return torn && errors.Is(err, fs.ErrNotExist) }
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if gone(err) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		n += 512
 		if d.Type().IsRegular() {
 			fi, err := d.Info()
+			if gone(err) {
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -44,14 +52,29 @@ func tarSize(dir string) (int64, error) {
 	return n, err
 }
 
+// tarOptions are writeTar's optional parts.
+type tarOptions struct {
+	// sums, when not nil, gets each regular file's size and sha256.
+	sums map[string]FileSum
+	// basis lists the regular files that go as delta entries (delta.go),
+	// compared by their blocks in mine where listed.
+	basis, mine BlockSums
+	// torn copies files that change while being read (a seed, which a
+	// delta copy makes whole later): each as far as it goes, padded with
+	// zeros to the size it had when opened, and one that went is left out.
+	torn bool
+}
+
 // writeTar writes dir to tw: the top directory as "./", then its entries in
-// lexical order, with names relative to dir. When sums is not nil, it
-// records each regular file's size and sha256. A regular file that basis
-// holds goes as a delta entry (delta.go), compared by its blocks in mine
-// where listed. The caller closes tw.
-func writeTar(ctx context.Context, tw *tar.Writer, dir string, sums map[string]FileSum, basis, mine BlockSums) error {
+// lexical order, with names relative to dir. The caller closes tw.
+func writeTar(ctx context.Context, tw *tar.Writer, dir string, o tarOptions) error {
+	sums, basis, mine := o.sums, o.basis, o.mine
 	buf := make([]byte, chunkSize)
+	gone := func(err error) bool { return o.torn && errors.Is(err, fs.ErrNotExist) }
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if gone(err) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -64,6 +87,9 @@ func writeTar(ctx context.Context, tw *tar.Writer, dir string, sums map[string]F
 		}
 		rel = filepath.ToSlash(rel)
 		fi, err := d.Info()
+		if gone(err) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -86,6 +112,9 @@ func writeTar(ctx context.Context, tw *tar.Writer, dir string, sums map[string]F
 		}
 		hdr.AccessTime, hdr.ChangeTime = hdr.ModTime, hdr.ModTime
 		hdr.Format = tar.FormatPAX
+		if o.torn && fi.Mode().IsRegular() {
+			return writeTorn(tw, hdr, p, buf)
+		}
 		theirs, delta := basis[rel]
 		if !delta || !fi.Mode().IsRegular() {
 			if err := tw.WriteHeader(hdr); err != nil {
@@ -131,6 +160,35 @@ func writeTar(ctx context.Context, tw *tar.Writer, dir string, sums map[string]F
 		return err
 	}
 	return tw.Flush()
+}
+
+// writeTorn writes the regular file at p under hdr, as writeTar's torn
+// option says.
+func writeTorn(tw *tar.Writer, hdr *tar.Header, p string, buf []byte) error {
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	hdr.Size = fi.Size()
+	if err := tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	n, err := io.CopyBuffer(tw, io.LimitReader(onlyReader{f}, hdr.Size), buf)
+	if err == nil {
+		_, err = io.CopyBuffer(tw, io.LimitReader(zeros{}, hdr.Size-n), buf)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	return nil
 }
 
 // tarEntry is a tar header with its name checked to stay inside the tree.
