@@ -1,6 +1,7 @@
 package steps
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -130,8 +131,14 @@ func TestVerifyHTTP(t *testing.T) {
 			if err != nil {
 				return
 			}
-			c.Write([]byte("-ERR unknown command 'GET'\r\n"))
-			c.Close()
+			// As Redis does: it answers the request line, once read.
+			// An answer before the request is an HTTP client's idle
+			// connection closing, not a reply.
+			go func() {
+				defer c.Close()
+				bufio.NewReader(c).ReadString('\n')
+				c.Write([]byte("-ERR unknown command 'GET'\r\n"))
+			}()
 		}
 	}()
 	_, err = applyVerify(t, fmt.Sprintf(`
