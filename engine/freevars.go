@@ -26,17 +26,13 @@ func appendVariables(out []hcl.Traversal, e hclsyntax.Expression) []hcl.Traversa
 	case *hclsyntax.RelativeTraversalExpr:
 		out = appendVariables(out, e.Source)
 	case *hclsyntax.TemplateExpr:
-		for _, p := range e.Parts {
-			out = appendVariables(out, p)
-		}
+		out = appendEach(out, e.Parts)
 	case *hclsyntax.TemplateWrapExpr:
 		out = appendVariables(out, e.Wrapped)
 	case *hclsyntax.ParenthesesExpr:
 		out = appendVariables(out, e.Expression)
 	case *hclsyntax.TupleConsExpr:
-		for _, x := range e.Exprs {
-			out = appendVariables(out, x)
-		}
+		out = appendEach(out, e.Exprs)
 	case *hclsyntax.ObjectConsExpr:
 		for _, it := range e.Items {
 			out = appendVariables(out, it.KeyExpr)
@@ -52,23 +48,24 @@ func appendVariables(out []hcl.Traversal, e hclsyntax.Expression) []hcl.Traversa
 			out = appendVariables(out, e.Wrapped)
 		}
 	case *hclsyntax.BinaryOpExpr:
-		out = appendVariables(out, e.LHS)
-		out = appendVariables(out, e.RHS)
+		out = appendEach(out, []hclsyntax.Expression{e.LHS, e.RHS})
 	case *hclsyntax.UnaryOpExpr:
 		out = appendVariables(out, e.Val)
 	case *hclsyntax.FunctionCallExpr:
-		for _, a := range e.Args {
-			out = appendVariables(out, a)
-		}
+		out = appendEach(out, e.Args)
 	case *hclsyntax.ConditionalExpr:
-		out = appendVariables(out, e.Condition)
-		out = appendVariables(out, e.TrueResult)
-		out = appendVariables(out, e.FalseResult)
+		out = appendEach(out, []hclsyntax.Expression{e.Condition, e.TrueResult, e.FalseResult})
 	case *hclsyntax.IndexExpr:
-		out = appendVariables(out, e.Collection)
-		out = appendVariables(out, e.Key)
+		out = appendEach(out, []hclsyntax.Expression{e.Collection, e.Key})
 	default:
 		out = append(out, hclsyntax.Variables(e)...)
+	}
+	return out
+}
+
+func appendEach(out []hcl.Traversal, es []hclsyntax.Expression) []hcl.Traversal {
+	for _, e := range es {
+		out = appendVariables(out, e)
 	}
 	return out
 }

@@ -191,6 +191,21 @@ func writeTorn(tw *tar.Writer, hdr *tar.Header, p string, buf []byte) error {
 	return nil
 }
 
+// closeFile gives a file written from a tar entry the entry's mode, syncs
+// it if asked, and closes it; err is the writing's outcome.
+func closeFile(f *os.File, hdr *tar.Header, sync bool, err error) error {
+	if err == nil {
+		err = f.Chmod(hdr.FileInfo().Mode().Perm())
+	}
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // tarEntry is a tar header with its name checked to stay inside the tree.
 type tarEntry struct {
 	hdr  *tar.Header
@@ -259,14 +274,7 @@ func readTar(r io.Reader, dir string, log hclog.Logger, want map[string]FileSum,
 				if err != nil {
 					return err
 				}
-				err = f.Chmod(hdr.FileInfo().Mode().Perm())
-				if err == nil && sync {
-					err = f.Sync()
-				}
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
-				if err != nil {
+				if err := closeFile(f, hdr, sync, nil); err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
 				break
@@ -277,16 +285,7 @@ func readTar(r io.Reader, dir string, log hclog.Logger, want map[string]FileSum,
 			}
 			h := sha256.New()
 			n, err := io.CopyBuffer(io.MultiWriter(&writebackFile{f: f}, h), onlyReader{tr}, buf)
-			if err == nil {
-				err = f.Chmod(hdr.FileInfo().Mode().Perm())
-			}
-			if err == nil && sync {
-				err = f.Sync()
-			}
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
+			if err = closeFile(f, hdr, sync, err); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			if want != nil {
