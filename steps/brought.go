@@ -5,6 +5,7 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/mig-project/mig/steps/criu"
 )
@@ -90,7 +91,13 @@ func withoutBrought(n criu.Needs, b brought) (criu.Needs, []string) {
 		if len(steps) == 0 {
 			return true
 		}
-		count["step."+steps[0].Name]++
+		var names []string
+		for _, p := range steps {
+			if n := "step." + p.Name; !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+		count[strings.Join(names, " and ")]++
 		return false
 	}
 	out := criu.Needs{Written: n.Written, Sizes: n.Sizes, Modes: n.Modes, Holders: n.Holders}
@@ -115,7 +122,11 @@ func withoutBrought(n criu.Needs, b brought) (criu.Needs, []string) {
 		if count[by] > 1 {
 			what = "paths"
 		}
-		notes = append(notes, fmt.Sprintf("%d %s the restore needs come with %s, which runs before it", count[by], what, by))
+		runs := "runs"
+		if strings.Contains(by, " and ") {
+			runs = "run"
+		}
+		notes = append(notes, fmt.Sprintf("%d %s the restore needs come with %s, which %s before it", count[by], what, by, runs))
 	}
 	return out, notes
 }

@@ -66,6 +66,11 @@ func TestBrought(t *testing.T) {
 		if torn := tornCopies(env, w, needs.Written, broughtBefore(env, "dst")); len(torn) != 0 {
 			t.Errorf("with a copy after the dump: %q", torn)
 		}
+		// The note names both copies (database.hcl's seed and delta).
+		if _, notes := withoutBrought(needs, broughtBefore(env, "dst")); len(notes) != 1 ||
+			!strings.Contains(notes[0], "2 paths the restore needs come with step.data and step.again, which run before it") {
+			t.Errorf("notes %q", notes)
+		}
 	})
 	t.Run("not before the restore", func(t *testing.T) {
 		steps := []Planned{dump, restore("final"), copyTo("data", "dst", "/var/lib/mysql", "final", "start")}
