@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/mig-project/mig/engine/host"
@@ -283,5 +284,36 @@ func TestCopyTemporary(t *testing.T) {
 	}
 	if _, err := os.Stat(src); err != nil {
 		t.Errorf("the source went too: %v", err)
+	}
+}
+
+// TestCopyPlanSeed: plan warns of a seed that no delta copy to the same
+// destination follows, and refuses a seed that is a delta too.
+func TestCopyPlanSeed(t *testing.T) {
+	a, b, vars := twoHosts()
+	dir := t.TempDir()
+	src, dest := filepath.Join(dir, "src"), filepath.Join(dir, "dest")
+	os.MkdirAll(src, 0o700)
+	seed := copyAB(t, vars, src, dest, "seed = true")
+	delta := copyAB(t, vars, src, dest, "delta = true")
+	steps := []Planned{
+		{Name: "seed", Kind: "copy", Cfg: seed, After: after()},
+		{Name: "final", Kind: "dump", After: after("seed")},
+		{Name: "data", Kind: "copy", Cfg: delta, After: after("seed", "final")},
+	}
+	env := testEnv(t, a, b)
+	env.Steps, env.Self = steps, &steps[0]
+	p, diags := Copy{}.Plan(context.Background(), seed, env)
+	if len(diags) != 0 || !strings.Contains(strings.Join(p.Notes, "\n"), "seed: files that change while read are copied torn") {
+		t.Errorf("a seed and its delta: %v %q", diags, p.Notes)
+	}
+	env.Steps = steps[:2]
+	_, diags = Copy{}.Plan(context.Background(), seed, env)
+	if len(diags) != 1 || diags[0].Severity != hcl.DiagWarning || !strings.Contains(diags[0].Detail, "no copy with delta = true to it runs after it") {
+		t.Errorf("a seed alone: %v", diags)
+	}
+	bad := fmt.Sprintf("from = host.a\nto = host.b\nsource = %q\ndestination = %q\nseed = true\ndelta = true\n", src, dest)
+	if _, diags := decodeDiags(t, Copy{}, bad, vars); !diags.HasErrors() || !strings.Contains(diags.Error(), "Invalid seed") {
+		t.Errorf("seed and delta: %v", diags)
 	}
 }
