@@ -234,7 +234,7 @@ func (Restore) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error
 		cctx, cancelCRIU = context.WithTimeout(ctx, r.criuTime)
 	}
 	err = criu.ActRestore.Call(cctx, h, req, &res, host.CallOpts{})
-	overtime := ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded)
+	overtime := err != nil && ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded)
 	cancelCRIU()
 	if overtime {
 		err = fmt.Errorf("CRIU's restore did not end within criu_timeout (%s): %w", r.criuTime, err)
