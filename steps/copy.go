@@ -199,11 +199,31 @@ func copyRoom(ctx context.Context, env Env, cfg cty.Value) (string, hcl.Diagnost
 	if room.Free < 0 {
 		return strings.TrimPrefix(replaces, "; "), nil
 	}
-	if have.Bytes > room.Free {
-		return "", hcl.Diagnostics{errDiag("No room for the copy on host "+dst.Name(), fmt.Sprintf("%s:%s holds %s, and the file system of %s on %s has %s free (what it holds there now stays aside until the run commits): free some space there, or choose another destination.",
-			src.Name(), source, engine.FormatBytes(float64(have.Bytes)), dest, dst.Name(), engine.FormatBytes(float64(room.Free))))}
+	// A delta after an earlier copy there (a seed) builds a whole new copy
+	// beside that one, which stays aside until the run commits.
+	need, what, needs := have.Bytes, "the copy", "needs"
+	if Bool(cfg, "delta", false) && copiedBefore(env, dst.Name(), dest) {
+		need, what, needs = 2*have.Bytes, "the copy and the earlier one it is built from", "need"
 	}
-	return fmt.Sprintf("host %s: the copy (%s) fits in %s (%s free)%s", dst.Name(), engine.FormatBytes(float64(have.Bytes)), dest, engine.FormatBytes(float64(room.Free)), replaces), nil
+	if need > room.Free {
+		return "", hcl.Diagnostics{errDiag("No room for the copy on host "+dst.Name(), fmt.Sprintf("%s:%s holds %s; %s %s %s, and the file system of %s on %s has %s free (what it holds there now stays aside until the run commits): free some space there, or choose another destination.",
+			src.Name(), source, engine.FormatBytes(float64(have.Bytes)), what, needs, engine.FormatBytes(float64(need)), dest, dst.Name(), engine.FormatBytes(float64(room.Free))))}
+	}
+	return fmt.Sprintf("host %s: %s (%s) fits in %s (%s free)%s", dst.Name(), what, engine.FormatBytes(float64(need)), dest, engine.FormatBytes(float64(room.Free)), replaces), nil
+}
+
+// copiedBefore says whether a copy to path on hostName runs before this
+// step.
+func copiedBefore(env Env, hostName, path string) bool {
+	if env.Self == nil {
+		return false
+	}
+	for _, p := range env.Steps {
+		if p.Kind == "copy" && (Copy{}).Host(p.Cfg) == hostName && String(p.Cfg, "destination", "") == path && env.Self.After(p.Name) {
+			return true
+		}
+	}
+	return false
 }
 
 func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {

@@ -187,6 +187,26 @@ func TestCopyPlanRoom(t *testing.T) {
 		!strings.Contains(diags.Error(), "has 4.0 MiB free") {
 		t.Errorf("plan of a 5 MiB copy into 4 MiB: %v", diags)
 	}
+	// A delta after a seed there builds a second copy beside the first:
+	// 5 MiB fit in 8, twice 5 do not.
+	mid := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", mid).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v: %s", err, out)
+	}
+	t.Cleanup(func() { syscall.Unmount(mid, syscall.MNT_DETACH) })
+	dest := filepath.Join(mid, "data")
+	seed, delta := copyAB(t, vars, src, dest, "seed = true"), copyAB(t, vars, src, dest, "delta = true")
+	steps := []Planned{{Name: "seed", Kind: "copy", Cfg: seed, After: after()}, {Name: "data", Kind: "copy", Cfg: delta, After: after("seed")}}
+	env := testEnv(t, a, b)
+	env.Steps, env.Self = steps, &steps[0]
+	if _, diags := (Copy{}).Plan(context.Background(), seed, env); diags.HasErrors() {
+		t.Errorf("plan of the 5 MiB seed into 8 MiB: %v", diags)
+	}
+	env.Self = &steps[1]
+	_, diags = Copy{}.Plan(context.Background(), delta, env)
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "the copy and the earlier one it is built from need 10.0 MiB") {
+		t.Errorf("plan of its delta: %v", diags)
+	}
 }
 
 // TestCopyPlanInUse: plan refuses a copy over a destination that a
