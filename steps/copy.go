@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -144,13 +146,10 @@ func deltaAfter(env Env, hostName, path string) bool {
 	if env.Self == nil {
 		return true // nothing to tell by
 	}
-	for _, p := range env.Steps {
-		if p.Kind == "copy" && Bool(p.Cfg, "delta", false) && (Copy{}).Host(p.Cfg) == hostName &&
-			String(p.Cfg, "destination", "") == path && p.After(env.Self.Name) {
-			return true
-		}
-	}
-	return false
+	b := broughtPaths(env, hostName, func(p Planned) bool {
+		return p.Kind == "copy" && Bool(p.Cfg, "delta", false) && p.After(env.Self.Name)
+	})
+	return len(b[filepath.Clean(path)]) > 0
 }
 
 // selfName is the step's name, where the plan tells it.
@@ -215,15 +214,8 @@ func copyRoom(ctx context.Context, env Env, cfg cty.Value) (string, hcl.Diagnost
 // copiedBefore says whether a copy to path on hostName runs before this
 // step.
 func copiedBefore(env Env, hostName, path string) bool {
-	if env.Self == nil {
-		return false
-	}
-	for _, p := range env.Steps {
-		if p.Kind == "copy" && (Copy{}).Host(p.Cfg) == hostName && String(p.Cfg, "destination", "") == path && env.Self.After(p.Name) {
-			return true
-		}
-	}
-	return false
+	b := broughtBefore(env, hostName)
+	return slices.ContainsFunc(b[filepath.Clean(path)], func(p Planned) bool { return p.Kind == "copy" })
 }
 
 func (Copy) Apply(ctx context.Context, cfg cty.Value, env Env) (Result, error) {
