@@ -486,6 +486,7 @@ func machine(ctx context.Context) report.Machine {
 			}
 		}
 	}
+	m.HugePages = criu.HugePages()
 	if bin, err := criu.Find(ctx, ""); err == nil {
 		m.CRIU = bin.Version
 		m.SoftDirty, _ = criu.Feature(ctx, bin, criu.FeatureDirtyTrack)

@@ -178,6 +178,9 @@ func printReport(w io.Writer, name string, r criu.Report, fixed bool) {
 	}
 	row("kernel", r.Kernel)
 	row("cgroup", r.Cgroup)
+	if r.HugePages != "" {
+		row("huge pages", "transparent: "+r.HugePages)
+	}
 	if r.KdatCached {
 		row("criu cache", "kept in /run (tmpfs)")
 	} else if r.CRIUError == "" {

@@ -37,6 +37,10 @@ type Machine struct {
 	CPUModel  string `json:"cpu_model,omitempty"`
 	CRIU      string `json:"criu"`
 	SoftDirty bool   `json:"soft_dirty"`
+	// HugePages is the kernel's transparent huge page mode (always,
+	// madvise or never). CRIU's dump walks the workload's page tables while
+	// it is frozen, which huge pages make shorter.
+	HugePages string `json:"transparent_hugepages,omitempty"`
 }
 
 // BenchRun is one move of the sample server.
@@ -208,7 +212,11 @@ func (b *Bench) machineLine() string {
 	if b.Machine.CPUModel != "" {
 		cpu += " (" + b.Machine.CPUModel + ")"
 	}
-	return fmt.Sprintf("Linux %s, %s, CRIU %s, soft-dirty tracking: %s", b.Machine.Kernel, cpu, b.Machine.CRIU, sd)
+	line := fmt.Sprintf("Linux %s, %s, CRIU %s, soft-dirty tracking: %s", b.Machine.Kernel, cpu, b.Machine.CRIU, sd)
+	if b.Machine.HugePages != "" {
+		line += ", transparent huge pages: " + b.Machine.HugePages
+	}
+	return line
 }
 
 func (b *Bench) intro() string {

@@ -714,6 +714,8 @@ type Report struct {
 	// here: only on a tmpfs at /run. Without it, every CRIU start probes
 	// the kernel again (20–25 ms here), twice inside a restore's pause.
 	KdatCached bool `json:"kdat_cached"`
+	// HugePages is the kernel's transparent huge page mode (HugePages).
+	HugePages string `json:"transparent_hugepages,omitempty"`
 }
 
 func (a actions) doctor(ctx context.Context, c *host.Call, req DoctorRequest) (Report, error) {
@@ -730,6 +732,7 @@ func Doctor(ctx context.Context, req DoctorRequest) Report {
 	r.Cgroup = cgroupLayout()
 	var run syscall.Statfs_t
 	r.KdatCached = syscall.Statfs("/run", &run) == nil && run.Type == unix.TMPFS_MAGIC
+	r.HugePages = HugePages()
 	for _, l := range host.Leases() {
 		l.Entries = nil
 		r.Holds = append(r.Holds, l)

@@ -98,3 +98,28 @@ func readInt(path string) int64 {
 	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	return n
 }
+
+// HugePages is the kernel's transparent huge page mode: always, madvise,
+// never, or "" when unknown. CRIU's dump walks the workload's page tables
+// while it is frozen; huge pages make that walk shorter.
+func HugePages() string {
+	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil {
+		return ""
+	}
+	return selected(string(b))
+}
+
+// selected is the chosen value of a sysfs setting that lists them all,
+// the chosen one in brackets ("always [madvise] never"), or "".
+func selected(s string) string {
+	_, rest, ok := strings.Cut(s, "[")
+	if !ok {
+		return ""
+	}
+	v, _, ok := strings.Cut(rest, "]")
+	if !ok {
+		return ""
+	}
+	return v
+}
