@@ -291,6 +291,55 @@ func ListRecords(stateDir string) ([]*Record, error) {
 	return out, nil
 }
 
+// LastRun is the newest run in stateDir of the workflow at path that ended
+// ok or failed, nil when there is none. Run IDs begin with the second
+// they started in, so only the records of that second are compared.
+func LastRun(stateDir, path string) (*Record, error) {
+	ents, err := os.ReadDir(filepath.Join(stateDir, "runs"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	second := func(id string) string {
+		s, _, _ := strings.Cut(id, "-")
+		return s
+	}
+	var last *Record
+	for i := len(ents) - 1; i >= 0; i-- {
+		id := ents[i].Name()
+		if last != nil && second(id) != second(last.ID) {
+			break
+		}
+		r, err := ReadRecord(stateDir, id)
+		if err != nil || !samePath(r.Workflow, path) {
+			continue
+		}
+		if st := r.Status(); (st == StateOK || st == StateFailed) && (last == nil || r.Started.After(last.Started)) {
+			last = r
+		}
+	}
+	return last, nil
+}
+
+// samePath says whether two paths name the same file from here.
+func samePath(a, b string) bool {
+	x, err1 := filepath.Abs(a)
+	y, err2 := filepath.Abs(b)
+	if err1 != nil || err2 != nil {
+		return filepath.Clean(a) == filepath.Clean(b)
+	}
+	return x == y
+}
+
+// SHA256 is the hash of the workflow's files as a run records it
+// (Record.SHA256): equal when a run had the same files.
+func (w *Workflow) SHA256() string {
+	sum, _ := hashFiles(w.names)
+	return sum
+}
+
 // FormatSeconds formats seconds as a duration with a precision that suits
 // it: milliseconds from a second up, 10 µs from a millisecond up, else µs.
 func FormatSeconds(s float64) string {

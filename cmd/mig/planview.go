@@ -6,6 +6,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/zclconf/go-cty/cty"
 
@@ -49,6 +50,19 @@ func renderPlan(w io.Writer, p *engine.Plan) {
 		fmt.Fprintf(w, " (%d with instances known after apply)", pending)
 	}
 	fmt.Fprintf(w, " on %d host%s. Nothing was changed.\n", len(hosts), plural(len(hosts)))
+}
+
+// writeLastRun says what the workflow's last run cost, so that a plan
+// shows the price of applying it: the files it ran with (sum is theirs
+// now), then the cost's lines.
+func writeLastRun(w io.Writer, rec *engine.Record, sum string) {
+	files := "with these files"
+	if rec.SHA256 != sum {
+		files = "with other versions of these files"
+	}
+	fmt.Fprintf(w, "\nLast applied: run %s, %s, %s in %s, %s.\n", rec.ID, rec.Started.Local().Format("2006-01-02 15:04:05"),
+		rec.State, seconds(rec.Ended.Sub(rec.Started).Seconds()), files)
+	costLines(w, rec)
 }
 
 func stepAddrs(names []string) []string {
@@ -151,7 +165,7 @@ func formatValue(named map[string]cty.Value, v cty.Value) string {
 // writePlanJSON writes the plan as one JSON object of type "plan". Each
 // argument is the text the human view shows (HCL-like), since parts may be
 // unknown until apply or sensitive.
-func writePlanJSON(w io.Writer, p *engine.Plan) error {
+func writePlanJSON(w io.Writer, p *engine.Plan, last *engine.Record, sum string) error {
 	type retry struct {
 		Attempts int     `json:"attempts"`
 		Delay    float64 `json:"delay_seconds,omitempty"`
@@ -169,11 +183,21 @@ func writePlanJSON(w io.Writer, p *engine.Plan) error {
 		Retry   retry             `json:"retry"`
 		Notes   []string          `json:"notes,omitempty"`
 	}
+	type lastRun struct {
+		ID        string    `json:"id"`
+		State     string    `json:"state"`
+		Started   time.Time `json:"started"`
+		SameFiles bool      `json:"same_files"`
+	}
 	out := struct {
-		Type  string   `json:"type"`
-		Steps []step   `json:"steps"`
-		Hosts []string `json:"hosts"`
+		Type    string   `json:"type"`
+		Steps   []step   `json:"steps"`
+		Hosts   []string `json:"hosts"`
+		LastRun *lastRun `json:"last_run,omitempty"`
 	}{Type: "plan", Steps: []step{}, Hosts: []string{}}
+	if last != nil {
+		out.LastRun = &lastRun{ID: last.ID, State: string(last.State), Started: last.Started, SameFiles: last.SHA256 == sum}
+	}
 	hosts := map[string]bool{}
 	for _, s := range p.Steps {
 		js := step{Address: s.Address, Kind: s.Kind, Host: s.Host, Pending: s.Pending, Args: map[string]string{},

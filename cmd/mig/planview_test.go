@@ -79,7 +79,7 @@ func TestPlanView(t *testing.T) {
 				t.Fatal(diags.Error())
 			}
 			var js bytes.Buffer
-			if err := writePlanJSON(&js, p); err != nil {
+			if err := writePlanJSON(&js, p, nil, ""); err != nil {
 				t.Fatal(err)
 			}
 			var got struct {

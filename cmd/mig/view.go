@@ -206,13 +206,31 @@ func metricValue(name string, v float64) string {
 // before moving a production service: what clients saw, how long the
 // workload was stopped, and where that time went.
 func costSummary(out io.Writer, rec *engine.Record) {
+	pause := costLines(out, rec)
+	if pause == nil || len(pause.Marks) < 2 {
+		return
+	}
+	fmt.Fprintln(out, "Critical path of the pause (from the freeze; host clocks corrected for their offset):")
+	t0 := pause.Marks[0].At
+	for _, m := range pause.Marks {
+		fmt.Fprintf(out, "  %-22s %9s  %s\n", m.Name, "+"+seconds(m.At-t0), m.Step)
+	}
+	if gap := lazyWarmup(rec, pause); gap > 0 {
+		fmt.Fprintf(out, "Clients waited %s more after the restored tasks ran: a lazy restore fetches each page from the source "+
+			"when the process first touches it. A page-server move (pageserver.hcl) moves the pages during the pause instead.\n", seconds(gap))
+	}
+}
+
+// costLines prints the cost's lines, without the critical path, and
+// returns the pause, nil when the run had none.
+func costLines(out io.Writer, rec *engine.Record) *engine.Pause {
 	var moved float64
 	for _, s := range rec.Steps {
 		moved += s.Metrics["moved_bytes"]
 	}
 	pause := rec.Pause()
 	if pause == nil && moved == 0 && len(rec.Probes) == 0 && len(rec.Loads) == 0 {
-		return
+		return nil
 	}
 	fmt.Fprintln(out, "Cost:")
 	row := func(label, format string, args ...any) {
@@ -244,18 +262,7 @@ func costSummary(out io.Writer, rec *engine.Record) {
 	for _, l := range rec.Loads {
 		row("load ("+l.Name+")", "%s", l)
 	}
-	if pause == nil || len(pause.Marks) < 2 {
-		return
-	}
-	fmt.Fprintln(out, "Critical path of the pause (from the freeze; host clocks corrected for their offset):")
-	t0 := pause.Marks[0].At
-	for _, m := range pause.Marks {
-		fmt.Fprintf(out, "  %-22s %9s  %s\n", m.Name, "+"+seconds(m.At-t0), m.Step)
-	}
-	if gap := lazyWarmup(rec, pause); gap > 0 {
-		fmt.Fprintf(out, "Clients waited %s more after the restored tasks ran: a lazy restore fetches each page from the source "+
-			"when the process first touches it. A page-server move (pageserver.hcl) moves the pages during the pause instead.\n", seconds(gap))
-	}
+	return pause
 }
 
 // lazyWarmup is how long clients waited after a lazy restore's tasks ran,

@@ -179,7 +179,9 @@ func cmdPlan(c *cli, args []string) int {
 Show what apply would do, changing nothing: each step in order with its
 kind, host, arguments (values only known while running show as "(known
 after apply)"), timeout and retry policy, and what the step kinds found
-on the hosts. With -json, the same as one JSON object.
+on the hosts; then what the workflow's last run in the state directory
+cost (downtime, pause, bytes moved). With -json, the same as one JSON
+object.
 
 Examples:
   mig plan workflows/hello.hcl
@@ -189,6 +191,7 @@ Examples:
 	var jsonOut bool
 	f.addVars(fs)
 	fs.BoolVar(&jsonOut, "json", false, "print the plan as one JSON object")
+	fs.StringVar(&f.stateDir, "state-dir", "", "where apply keeps the run records (default .mig beside the workflow)")
 	path, code, ok := parse(fs, args)
 	if !ok {
 		return code
@@ -201,14 +204,25 @@ Examples:
 	if c.printDiags(w.Files(), diags) {
 		return exitUsage
 	}
+	dir := f.stateDir
+	if dir == "" {
+		dir = engine.StateDir(path)
+	}
+	last, err := engine.LastRun(dir, path)
+	if err != nil {
+		c.log.Warn("cannot read the earlier runs", "dir", dir, "error", err)
+	}
 	if jsonOut {
-		if err := writePlanJSON(c.stdout, p); err != nil {
+		if err := writePlanJSON(c.stdout, p, last, w.SHA256()); err != nil {
 			fmt.Fprintln(c.stderr, "mig:", err)
 			return exitFailed
 		}
 		return exitOK
 	}
 	renderPlan(c.stdout, p)
+	if last != nil {
+		writeLastRun(c.stdout, last, w.SHA256())
+	}
 	return exitOK
 }
 
