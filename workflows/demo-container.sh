@@ -105,7 +105,7 @@ before=$(count /)
 echo "container $ID on h1: $(state h1 "$ID"); count: $before; /check: $(count /check)"
 
 say "mig plan $WORKFLOW"
-"$MIG" plan "${VARS[@]}" "$WORKFLOW"
+"$MIG" plan -state-dir "$STATE" "${VARS[@]}" "$WORKFLOW"
 
 say "mig apply $WORKFLOW"
 "$MIG" apply -report -state-dir "$STATE" "${VARS[@]}" "$WORKFLOW"

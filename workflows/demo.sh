@@ -40,7 +40,7 @@ before=$(count /)
 echo "count on h1: $before; /check: $(count /check)"
 
 say "mig plan $WORKFLOW"
-"$MIG" plan "$WORKFLOW"
+"$MIG" plan -state-dir "$STATE" "$WORKFLOW"
 
 say "mig apply $WORKFLOW"
 "$MIG" apply -report -state-dir "$STATE" "$WORKFLOW"
