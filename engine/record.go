@@ -274,16 +274,13 @@ func ReadRecord(stateDir, id string) (*Record, error) {
 // ListRecords reads every record in stateDir, oldest first. Unreadable
 // records are skipped.
 func ListRecords(stateDir string) ([]*Record, error) {
-	ents, err := os.ReadDir(filepath.Join(stateDir, "runs"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	ids, err := runIDs(stateDir)
 	if err != nil {
 		return nil, err
 	}
 	var out []*Record
-	for _, e := range ents {
-		if r, err := ReadRecord(stateDir, e.Name()); err == nil {
+	for _, id := range ids {
+		if r, err := ReadRecord(stateDir, id); err == nil {
 			out = append(out, r)
 		}
 	}
@@ -291,14 +288,28 @@ func ListRecords(stateDir string) ([]*Record, error) {
 	return out, nil
 }
 
-// LastRun is the newest run in stateDir of the workflow at path that ended
-// ok or failed, nil when there is none. Run IDs begin with the second
-// they started in, so only the records of that second are compared.
-func LastRun(stateDir, path string) (*Record, error) {
+// runIDs are the names of the run directories in stateDir, in name order
+// (which is start order, to the second); none when it has no runs yet.
+func runIDs(stateDir string) ([]string, error) {
 	ents, err := os.ReadDir(filepath.Join(stateDir, "runs"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(ents))
+	for i, e := range ents {
+		ids[i] = e.Name()
+	}
+	return ids, nil
+}
+
+// LastRun is the newest run in stateDir of the workflow at path that ended
+// ok or failed, nil when there is none. Run IDs begin with the second
+// they started in, so only the records of that second are compared.
+func LastRun(stateDir, path string) (*Record, error) {
+	ids, err := runIDs(stateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -307,8 +318,8 @@ func LastRun(stateDir, path string) (*Record, error) {
 		return s
 	}
 	var last *Record
-	for i := len(ents) - 1; i >= 0; i-- {
-		id := ents[i].Name()
+	for i := len(ids) - 1; i >= 0; i-- {
+		id := ids[i]
 		if last != nil && second(id) != second(last.ID) {
 			break
 		}
